@@ -1,0 +1,31 @@
+// Image decoding (stb_image: JPEG, PNG, BMP) and the preprocessing every path shares:
+// pad to square, antialiased resize to the model size, normalise to CHW floats.
+#pragma once
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace vit {
+
+struct ImageError : std::runtime_error {
+  explicit ImageError(const std::string& what) : std::runtime_error(what) {}
+};
+
+// 8-bit RGB, row-major, interleaved (HWC).
+struct Image {
+  int width = 0, height = 0;
+  std::vector<uint8_t> rgb;  // width * height * 3
+};
+
+// Throws ImageError naming `what` (a path or an upload's name) and the reason.
+Image decode_image(const uint8_t* bytes, size_t n, const std::string& what);
+Image load_image(const std::string& path);
+
+// Pad to a square canvas (centred), then antialiased resize to size x size.
+Image preprocess(const Image& img, int size);
+
+// HWC uint8 -> CHW float, (x/255 - mean[c]) / std[c]. out has 3*size*size floats.
+void to_chw_normalized(const Image& img, const float mean[3], const float std[3], float* out);
+
+}  // namespace vit
