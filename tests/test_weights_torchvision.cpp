@@ -40,6 +40,7 @@ void expect_close(const float* got, const std::vector<float>& ref, double rtol =
 
 ViTConfig ref_config(const nlohmann::json& r) {
   ViTConfig c;
+  c.name = "tv_ref";
   c.image_size = r["image_size"];
   c.patch = r["patch_size"];
   c.dim = r["hidden_dim"];
@@ -389,4 +390,31 @@ TEST(Export, SafetensorsHasExactlyTorchvisionKeys) {
   EXPECT_EQ(md.at("format"), "pt");
   EXPECT_EQ(config_from_json(nlohmann::json::parse(md.at("vitengine_config")), "md").to_string(), m->config().to_string());
   std::remove(path.c_str());
+}
+
+// Writes a model that only vitengine ever held (its own init, plus a non-zero head) with
+// its logits, for tools/check_export_torchvision.py to load into torchvision. Runs only
+// when that script sets VITENGINE_EXPORT_CHECK_DIR (ctest weights_export_torchvision).
+TEST(Export, WriteVitengineModelForPyTorchCheck) {
+  const char* dir = std::getenv("VITENGINE_EXPORT_CHECK_DIR");
+  if (!dir) GTEST_SKIP() << "driven by tools/check_export_torchvision.py";
+  auto r = refs()["tv_b"];
+  ViTConfig cfg = ref_config(r);
+  ViT m(cfg);
+  m.init(7);
+  // init() zeroes the head and the LayerNorm affine (torchvision's init); give them
+  // values so that the check covers every tensor.
+  Rng rng(11);
+  for (const auto& p : m.params())
+    if (p.name.rfind("heads.", 0) == 0 || p.name.find("ln") != std::string::npos || p.name == "class_token")
+      for (size_t i = 0; i < p.numel; ++i) m.param_data()[p.offset + i] += float(double(rng.below(2001)) / 1000.0 - 1.0) * 0.3f;
+  auto x = read_f32(data_path(r["inputs"]));
+  const float* y = m.forward(x.data(), r["batch"]);
+  std::vector<float> logits(y, y + size_t(int(r["batch"])) * cfg.num_classes);
+  ModelMeta meta;
+  std::string d = dir;
+  export_torchvision_safetensors(d + "/vitengine_model.safetensors", m, meta);
+  export_torchvision_safetensors(d + "/vitengine_model_bf16.safetensors", m, meta, SafetensorsDtype::BF16);
+  write_file_atomic(d + "/vitengine_logits.f32", {{logits.data(), logits.size() * 4}});
+  save_model(d + "/vitengine_model.vit", m, meta);
 }
