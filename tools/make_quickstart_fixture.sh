@@ -4,6 +4,8 @@
 # the 14 classes it takes 20 files spread evenly over the class's sorted file list
 # (Segmented Neutrophil alternates PBC SNE and LMU NGS files), and splits them
 # 12 train / 3 val / 5 test. Images are copied unchanged (224 px JPEG, ~9 KB).
+# report.json holds the channel mean / std (pixel/255) of the 168 train images,
+# computed once when the fixture was made; recompute it if the selection changes.
 #
 #   tools/make_quickstart_fixture.sh WBC14_DIR [OUT_DIR]
 # WBC14_DIR is the unpacked wbc14 folder (../shared/data/wbc14/*.tar.gz).
@@ -26,8 +28,8 @@ emit() {  # emit FILE LABEL SOURCE INDEX
   local base; base=$(basename "$f")
   cp "$f" "$out/images/$base"
   local sha; sha=$(sha256sum "$f" | cut -d' ' -f1)
-  local rel=${f#"$src"/}
-  echo "images/$base,$label,$split,$sha,$source,100,$rel" >> "$manifest"
+  # src is empty: the path is relative to the manifest's folder
+  echo "images/$base,$label,$split,$sha,$source,100," >> "$manifest"
 }
 for spec in "BA:Basophil" "EO:Eosinophil" "ERB:Erythroblast" "IG:Immature Granulocyte" \
             "MMY:Metamyelocyte" "MY:Myelocyte" "PMY:Promyelocyte" "LY:Lymphocyte" \
