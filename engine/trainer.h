@@ -110,6 +110,9 @@ TrainSummary train(const TrainRequest& req);
 // Where a prepared data set's files are: DIR/manifest.csv or the csv itself, and
 // the report.json beside it.
 std::string manifest_path(const std::string& data);
+// read_manifest, with relative paths taken as relative to the manifest's folder
+// (so a committed fixture works from any working directory).
+Manifest read_manifest_resolved(const std::string& csv);
 std::string report_path(const std::string& data);
 
 }  // namespace vit
