@@ -495,9 +495,10 @@ class Run {
       std::string line;
       std::getline(f, line);
       while (std::getline(f, line)) {
-        if (line.empty()) continue;
+        // a kill can leave a torn last line: keep only whole rows, in order, up to the checkpoint
+        if (std::count(line.begin(), line.end(), ',') != 3) continue;
         int64_t s = std::strtoll(line.c_str(), nullptr, 10);
-        if (s >= 1 && s <= step_) keep.push_back(line);
+        if (s == int64_t(keep.size()) + 1 && s <= step_) keep.push_back(line);
       }
     }
     std::ostringstream s;
