@@ -79,6 +79,12 @@ void Batcher::loop() {
       buf.resize(size_t(B) * F);
       for (int b = 0; b < B; ++b) std::copy(jobs[b].chw.begin(), jobs[b].chw.end(), buf.begin() + b * F);
       std::vector<Prediction> preds = predictor_.run(buf.data(), B);
+      {
+        std::lock_guard<std::mutex> lk(mu_);  // before any caller wakes up, so stats() sees this batch
+        stats_.batches++;
+        stats_.images += B;
+        stats_.max_batch_seen = std::max(stats_.max_batch_seen, B);
+      }
       const auto& cfg = predictor_.config();
       const int H = cfg.heads, N = cfg.seq_len();
       for (int b = 0; b < B; ++b) {
@@ -103,10 +109,6 @@ void Batcher::loop() {
         }
       }
     }
-    std::lock_guard<std::mutex> lk(mu_);
-    stats_.batches++;
-    stats_.images += B;
-    stats_.max_batch_seen = std::max(stats_.max_batch_seen, B);
   }
 }
 
