@@ -55,7 +55,9 @@ int run_predict(const PredictArgs& a) {
         ok.push_back(files[j]);
       } catch (const std::exception& e) {
         ++failed;
-        std::fprintf(stderr, "vitengine predict: error: %s: %s\n", files[j].c_str(), e.what());
+        std::string msg = e.what();  // the image reader usually names the file already
+        if (msg.find(files[j]) == std::string::npos) msg = files[j] + ": " + msg;
+        std::fprintf(stderr, "vitengine predict: error: %s\n", msg.c_str());
         if (a.format == "json") std::printf("%s\n", nlohmann::json{{"file", files[j]}, {"error", e.what()}}.dump().c_str());
       }
     }
