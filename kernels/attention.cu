@@ -34,6 +34,11 @@
 // Test:  ctest --test-dir build -L gpu   (or build/vitengine_gpu_tests --gtest_filter='AttentionCuda*')
 // Bench: build/bench_attention           (B=256 H=12 N=197 Dh=64, bf16; TFLOP/s next to the peak)
 // Docs:  docs/attention_cuda.md
+//
+// CPU emulation: tests/test_attention_emu.cpp compiles this file with the host compiler against
+// tests/emu/cuda_emu.h (VIT_CUDA_EMULATE), which runs every thread as a fiber and emulates mma.sync,
+// ldmatrix and cp.async from their PTX definitions; the code then lives in vit::cuda_emu. The only
+// differences are the #ifdef VIT_CUDA_EMULATE lines below (inline PTX, the launch syntax).
 #include "kernels/attention.cuh"
 
 #include <cuda_bf16.h>
@@ -46,7 +51,18 @@
 
 #include "kernels/cuda_check.cuh"
 
-namespace vit::cuda {
+#ifdef VIT_CUDA_EMULATE
+#define VIT_ATTN_NS cuda_emu
+#define VIT_ATTN_LAUNCH(kernel, blocks, threads, stream, ...) \
+  ::emu::launch(dim3(blocks), dim3(threads), [&] { kernel(__VA_ARGS__); })
+#undef VIT_LAUNCH_CHECK
+#define VIT_LAUNCH_CHECK() ((void)0)
+#else
+#define VIT_ATTN_NS cuda
+#define VIT_ATTN_LAUNCH(kernel, blocks, threads, stream, ...) kernel<<<(blocks), (threads), 0, (stream)>>>(__VA_ARGS__)
+#endif
+
+namespace vit::VIT_ATTN_NS {
 namespace {
 
 using bf16 = __nv_bfloat16;
@@ -69,8 +85,8 @@ __device__ __forceinline__ T from_float(float x) {
 // Two floats -> one 32-bit register holding two bf16, `lo` in the low half (mma fragment order:
 // the lower column / lower k index sits in the low 16 bits).
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<uint32_t*>(&v);
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return uint32_t(__bfloat16_as_ushort(v.x)) | (uint32_t(__bfloat16_as_ushort(v.y)) << 16);
 }
 
 // D += A * B for one 16x8x16 tile. A: 16x16 bf16 row-major fragment (4 regs), B: 16x8 bf16
@@ -81,23 +97,41 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
 //   B: b0 = (k 2t,2t+1,   col g)     b1 = (k 2t+8,2t+9, col g)
 //   D: d0,d1 = (row g, cols 2t,2t+1) d2,d3 = (row g+8, cols 2t,2t+1)
 __device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+#ifdef VIT_CUDA_EMULATE
+  ::emu::mma_m16n8k16_bf16(d, a, b0, b1);
+#else
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
       "{%0,%1,%2,%3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
 }
 
 // 16-byte global -> shared copy that bypasses L1; src_bytes = 0 writes 16 zero bytes (zero fill).
 __device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool valid) {
+#ifdef VIT_CUDA_EMULATE
+  ::emu::cp_async_16(smem, gmem, valid);
+#else
   const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
   const int n = valid ? 16 : 0;
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
+#endif
 }
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_commit() {
+#ifdef VIT_CUDA_EMULATE
+  ::emu::cp_async_commit();
+#else
+  asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
+#ifdef VIT_CUDA_EMULATE
+  ::emu::cp_async_wait(N);
+#else
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#endif
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -172,9 +206,9 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(const bf16* __r
   constexpr int KS = Dh / 16;        // k-steps over the head dim
   constexpr int ND = Dh / 8;         // 8-wide n-tiles over the head dim
   constexpr int NK = kStream / 8;    // 8-wide n-tiles over the keys of a tile
-  __shared__ alignas(16) uint16_t sQ[kRows * P];
-  __shared__ alignas(16) uint16_t sK[2][kStream * P];
-  __shared__ alignas(16) uint16_t sV[2][kStream * P];
+  __shared__ __align__(16) uint16_t sQ[kRows * P];
+  __shared__ __align__(16) uint16_t sK[2][kStream * P];
+  __shared__ __align__(16) uint16_t sV[2][kStream * P];
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
   const int n_qt = (N + kRows - 1) / kRows;
@@ -334,8 +368,8 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dkdv_kernel(
     const float* __restrict__ delta, bf16* __restrict__ dqkv, int N, int H, float scale, float scale_log2) {
   constexpr int P = Tile<Dh>::kPitch;
   constexpr int KS = Dh / 16, ND = Dh / 8, NQ = kStream / 8;
-  __shared__ alignas(16) uint16_t sQ[2][kStream * P];
-  __shared__ alignas(16) uint16_t sdO[2][kStream * P];
+  __shared__ __align__(16) uint16_t sQ[2][kStream * P];
+  __shared__ __align__(16) uint16_t sdO[2][kStream * P];
   __shared__ float sL[2][kStream];  // lse * log2(e), +inf past N (-> P = 0)
   __shared__ float sD[2][kStream];  // delta, 0 past N
 
@@ -474,8 +508,8 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dq_kernel(
     const float* __restrict__ delta, bf16* __restrict__ dqkv, int N, int H, float scale, float scale_log2) {
   constexpr int P = Tile<Dh>::kPitch;
   constexpr int KS = Dh / 16, ND = Dh / 8, NK = kStream / 8;
-  __shared__ alignas(16) uint16_t sK[2][kStream * P];
-  __shared__ alignas(16) uint16_t sV[2][kStream * P];
+  __shared__ __align__(16) uint16_t sK[2][kStream * P];
+  __shared__ __align__(16) uint16_t sV[2][kStream * P];
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
   const int n_qt = (N + kRows - 1) / kRows;
@@ -797,10 +831,11 @@ void fwd_launch(const T* qkv, T* out, float* lse, int B, int N, int H, cudaStrea
   const float scale = 1.0f / std::sqrt(float(Dh));
   if constexpr (std::is_same_v<T, bf16>) {
     const int blocks = B * H * ((N + kRows - 1) / kRows);
-    attention_fwd_kernel<Dh><<<blocks, kThreads, 0, stream>>>(qkv, out, lse, N, H, scale * kLog2e);
+    VIT_ATTN_LAUNCH(attention_fwd_kernel<Dh>, blocks, kThreads, stream, qkv, out, lse, N, H, scale * kLog2e);
   } else {
     const int blocks = B * H * ((N + kSimtRows - 1) / kSimtRows);
-    attention_fwd_simt_kernel<T, Dh><<<blocks, kSimtRows, 0, stream>>>(qkv, out, lse, N, H, scale);
+    auto* kernel = attention_fwd_simt_kernel<T, Dh>;  // a pointer: the template's comma would split the macro
+    VIT_ATTN_LAUNCH(kernel, blocks, kSimtRows, stream, qkv, out, lse, N, H, scale);
   }
   VIT_LAUNCH_CHECK();
 }
@@ -811,24 +846,26 @@ void bwd_launch(const T* qkv, const T* out, const T* dout, const float* lse, T* 
   const float scale = 1.0f / std::sqrt(float(Dh));
   const long long rows = (long long)B * H * N;
   constexpr int kDeltaThreads = 256;  // 8 rows (warps) per block
-  attention_bwd_delta_kernel<T><<<unsigned((rows + 7) / 8), kDeltaThreads, 0, stream>>>(out, dout, delta, B, N, H,
-                                                                                           Dh);
+  VIT_ATTN_LAUNCH(attention_bwd_delta_kernel<T>, unsigned((rows + 7) / 8), kDeltaThreads, stream, out, dout, delta, B,
+                  N, H, Dh);
   VIT_LAUNCH_CHECK();
   if constexpr (std::is_same_v<T, bf16>) {
     const int blocks = B * H * ((N + kRows - 1) / kRows);
-    attention_bwd_dkdv_kernel<Dh><<<blocks, kThreads, 0, stream>>>(qkv, dout, lse, delta, dqkv, N, H, scale,
-                                                                   scale * kLog2e);
+    VIT_ATTN_LAUNCH(attention_bwd_dkdv_kernel<Dh>, blocks, kThreads, stream, qkv, dout, lse, delta, dqkv, N, H, scale,
+                    scale * kLog2e);
     VIT_LAUNCH_CHECK();
-    attention_bwd_dq_kernel<Dh><<<blocks, kThreads, 0, stream>>>(qkv, dout, lse, delta, dqkv, N, H, scale,
-                                                                 scale * kLog2e);
+    VIT_ATTN_LAUNCH(attention_bwd_dq_kernel<Dh>, blocks, kThreads, stream, qkv, dout, lse, delta, dqkv, N, H, scale,
+                    scale * kLog2e);
     VIT_LAUNCH_CHECK();
   } else {
     const int blocks = B * H * ((N + kSimtRows - 1) / kSimtRows);
-    attention_bwd_dkdv_simt_kernel<T, Dh><<<blocks, kSimtRows, 0, stream>>>(qkv, dout, lse, delta, dqkv, N, H,
-                                                                            scale);
+    auto* dkdv = attention_bwd_dkdv_simt_kernel<T, Dh>;
+    VIT_ATTN_LAUNCH(dkdv, blocks, kSimtRows, stream, qkv, dout, lse, delta, dqkv, N,
+                    H, scale);
     VIT_LAUNCH_CHECK();
-    attention_bwd_dq_simt_kernel<T, Dh><<<blocks, kSimtRows, 0, stream>>>(qkv, dout, lse, delta, dqkv, N, H,
-                                                                          scale);
+    auto* dq = attention_bwd_dq_simt_kernel<T, Dh>;
+    VIT_ATTN_LAUNCH(dq, blocks, kSimtRows, stream, qkv, dout, lse, delta, dqkv, N,
+                    H, scale);
     VIT_LAUNCH_CHECK();
   }
 }
@@ -871,4 +908,4 @@ template void attention_bwd<float>(const float*, const float*, const float*, con
 template void attention_bwd<__nv_bfloat16>(const __nv_bfloat16*, const __nv_bfloat16*, const __nv_bfloat16*,
                                            const float*, __nv_bfloat16*, float*, int, int, int, int, cudaStream_t);
 
-}  // namespace vit::cuda
+}  // namespace vit::VIT_ATTN_NS
