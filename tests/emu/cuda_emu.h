@@ -7,8 +7,10 @@
 // Emulated, each from the PTX ISA description of the instruction:
 //   __syncthreads, __shfl_xor_sync, mma.sync.m16n8k16 bf16 -> fp32, ldmatrix.x4 (with .trans),
 //   cp.async 16 B with zero fill, commit_group / wait_group.
-// cp.async copies are performed as LATE as the program allows (at the wait_group that must see them),
-// so a read of a tile before its wait + barrier sees stale data and fails the test, as it could on a GPU.
+// Each cp.async copy lands at a random legal moment, at issue or at the wait_group that must see it, and
+// a random quarter of the warps sits out each scheduling pass, so warps drift apart between barriers:
+// a tile read before its wait + barrier, or overwritten while another warp still reads it, gives wrong
+// results, as it could on a GPU.
 // A __syncthreads that not every thread reaches is reported as a deadlock.
 //
 // Usage: #include this, #define VIT_CUDA_EMULATE, then include the kernel source; launch with
@@ -22,6 +24,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -114,6 +117,11 @@ inline void warp_barrier() {
   while (B.warp_gen[w] == gen) yield();
 }
 
+inline std::mt19937& rng() {
+  static std::mt19937 r(12345);
+  return r;
+}
+
 inline void trampoline() {
   cur_block()->body();
   cur_fiber()->done = true;
@@ -149,17 +157,27 @@ inline void launch(dim3 grid, dim3 block, std::function<void()> body) {
           f.ctx.uc_link = &B.sched;
           makecontext(&f.ctx, trampoline, 0);
         }
+        // Each pass resumes every unfinished fiber once, except that a random quarter of the warps sit
+        // the pass out: warps drift apart between block barriers, as they do on a GPU, so a missing
+        // __syncthreads between one warp's writes and another's reads shows up as wrong results.
+        int idle_passes = 0;
         for (;;) {
           bool all_done = true;
           const uint64_t before = B.progress;
-          for (auto& f : B.fibers) {
-            if (f.done) continue;
-            all_done = false;
-            cur_fiber() = &f;
-            swapcontext(&B.sched, &f.ctx);
+          for (unsigned w = 0; w * 32 < nthreads; ++w) {
+            const bool skip = (rng()() % 4) == 0;
+            for (unsigned t = w * 32; t < std::min(nthreads, w * 32 + 32); ++t) {
+              Fiber& f = B.fibers[t];
+              if (f.done) continue;
+              all_done = false;
+              if (skip) continue;
+              cur_fiber() = &f;
+              swapcontext(&B.sched, &f.ctx);
+            }
           }
           if (all_done) break;
-          if (B.progress == before)
+          idle_passes = B.progress == before ? idle_passes + 1 : 0;
+          if (idle_passes > 64)
             throw std::runtime_error("emu: deadlock (a barrier that not every thread reaches) in block " +
                                      std::to_string(bx) + "," + std::to_string(by));
         }
@@ -249,6 +267,15 @@ inline void ldmatrix_x4(uint32_t (&r)[4], const void* row_addr, bool trans) {
 inline void cp_async_16(void* dst, const void* src, bool valid) {
   if (reinterpret_cast<uintptr_t>(dst) % 16 || (valid && reinterpret_cast<uintptr_t>(src) % 16))
     throw std::runtime_error("emu: cp.async address not 16-byte aligned");
+  // Lands at a random legal moment: at once (exposes a tile overwritten while another warp still
+  // reads it) or at the wait_group that must see it (exposes a tile read before its wait + barrier).
+  if (rng()() % 2) {
+    if (valid)
+      std::memcpy(dst, src, 16);
+    else
+      std::memset(dst, 0, 16);
+    return;
+  }
   cur_fiber()->open.push_back({dst, src, valid});
 }
 inline void cp_async_commit() {
