@@ -43,12 +43,14 @@
 
 #include <cuda_bf16.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
 
+#include "kernels/attention_variant.cuh"
 #include "kernels/cuda_check.cuh"
 
 #ifdef VIT_CUDA_EMULATE
@@ -134,10 +136,50 @@ __device__ __forceinline__ void cp_async_wait() {
 #endif
 }
 
+// ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16: lanes 8q..8q+7 give the addresses of the 8 rows
+// (16 bytes each) of matrix q; register q of lane l receives row l/4, elements 2(l%4), 2(l%4)+1 of
+// matrix q, or with .trans of its transpose: elements [2(l%4)][l/4] and [2(l%4)+1][l/4].
+template <bool kTrans>
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const uint16_t* row) {
+#ifdef VIT_CUDA_EMULATE
+  ::emu::ldmatrix_x4(r, row, kTrans);
+#else
+  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+  if constexpr (kTrans)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(s));
+  else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(s));
+#endif
+}
+
+// 2^x. On the GPU the MUFU instruction without denormal handling (inputs are <= 0 here, results
+// that would be denormal flush to 0, which is what they round to in bf16 anyway).
+__device__ __forceinline__ float fast_exp2(float x) {
+#ifdef VIT_CUDA_EMULATE
+  return exp2f(x);
+#else
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+#endif
+}
+
 // ------------------------------------------------------------------------------------------------
 // bf16 tensor-core path. Shared tiles are ROWS x Dh bf16 stored as uint16_t with a row pitch of
 // Dh + 8 elements: the 16-byte pad shifts each row by 4 banks, which makes every fragment load
-// below conflict-free (rows g = 0..7 hit banks 4g + t).
+// below conflict-free (32-bit loads: rows g = 0..7 hit banks 4g + t; ldmatrix: the 8 rows of a
+// matrix hit banks 4r..4r+3).
+//
+// Two variants share the kernel bodies (template parameters), so that the GPU test can check both:
+//   kSimple (MT = 1, LDSM = false): fragments gathered with plain 32/16-bit shared loads, one
+//            16-row m-tile per warp. Few assumptions: only mma.sync's fragment layout.
+//   kFast   (MT = 2, LDSM = true): fragments loaded with ldmatrix (.trans for the [k][n] tiles), and
+//            in the forward two m-tiles per warp (128 query rows per block), so that each K/V
+//            fragment read from shared memory feeds two mma instead of one.
 // ------------------------------------------------------------------------------------------------
 template <int Dh>
 struct Tile {
@@ -164,40 +206,70 @@ __device__ __forceinline__ void load_tile_async(uint16_t* tile, const bf16* base
 __device__ __forceinline__ uint32_t ld_smem32(const uint16_t* p) { return *reinterpret_cast<const uint32_t*>(p); }
 
 // A fragment of the 16x16 block at (r0, c0) of a row-major shared tile X[row][col].
-template <int Dh>
-__device__ __forceinline__ void load_a(uint32_t (&a)[4], const uint16_t* X, int r0, int c0, int g, int t) {
+template <int Dh, bool LDSM>
+__device__ __forceinline__ void load_a(uint32_t (&a)[4], const uint16_t* X, int r0, int c0, int lane) {
   constexpr int P = Tile<Dh>::kPitch;
-  a[0] = ld_smem32(X + (r0 + g) * P + c0 + 2 * t);
-  a[1] = ld_smem32(X + (r0 + g + 8) * P + c0 + 2 * t);
-  a[2] = ld_smem32(X + (r0 + g) * P + c0 + 8 + 2 * t);
-  a[3] = ld_smem32(X + (r0 + g + 8) * P + c0 + 8 + 2 * t);
+  if constexpr (LDSM) {
+    // matrices: 0 = rows r0..+7 / cols c0..+7, 1 = rows +8 / cols c0, 2 = rows r0 / cols +8, 3 = both +8
+    ldmatrix_x4<false>(a, X + (r0 + (lane & 15)) * P + c0 + (lane >> 4) * 8);
+  } else {
+    const int g = lane / 4, t = lane % 4;
+    a[0] = ld_smem32(X + (r0 + g) * P + c0 + 2 * t);
+    a[1] = ld_smem32(X + (r0 + g + 8) * P + c0 + 2 * t);
+    a[2] = ld_smem32(X + (r0 + g) * P + c0 + 8 + 2 * t);
+    a[3] = ld_smem32(X + (r0 + g + 8) * P + c0 + 8 + 2 * t);
+  }
 }
-// B fragment (k0..k0+15) x (n0..n0+7) where the tile is stored [n][k] (B = Y^T), e.g. K in Q K^T:
-// the two k values of a register are adjacent in memory.
-template <int Dh>
-__device__ __forceinline__ void load_b_nk(uint32_t& b0, uint32_t& b1, const uint16_t* Y, int n0, int k0, int g,
-                                          int t) {
+// B fragments (b[0], b[1]) of n-tile n0..n0+7 and (b[2], b[3]) of n-tile n0+8..n0+15, k = k0..k0+15,
+// from a tile stored [n][k] (B = Y^T), e.g. K in Q K^T: the two k values of a register are adjacent.
+template <int Dh, bool LDSM>
+__device__ __forceinline__ void load_b_nk_pair(uint32_t (&b)[4], const uint16_t* Y, int n0, int k0, int lane) {
   constexpr int P = Tile<Dh>::kPitch;
-  b0 = ld_smem32(Y + (n0 + g) * P + k0 + 2 * t);
-  b1 = ld_smem32(Y + (n0 + g) * P + k0 + 8 + 2 * t);
+  if constexpr (LDSM) {
+    // matrices: 0 = n rows n0..+7 / k cols k0..+7, 1 = n0 / k0+8, 2 = n0+8 / k0, 3 = n0+8 / k0+8
+    ldmatrix_x4<false>(b, Y + (n0 + ((lane >> 4) & 1) * 8 + (lane & 7)) * P + k0 + ((lane >> 3) & 1) * 8);
+  } else {
+    const int g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      b[2 * h] = ld_smem32(Y + (n0 + 8 * h + g) * P + k0 + 2 * t);
+      b[2 * h + 1] = ld_smem32(Y + (n0 + 8 * h + g) * P + k0 + 8 + 2 * t);
+    }
+  }
 }
-// B fragment (k0..k0+15) x (n0..n0+7) where the tile is stored [k][n] (B = Z), e.g. V in P V:
-// the two k values of a register are one row apart, so they are gathered and packed.
-template <int Dh>
-__device__ __forceinline__ void load_b_kn(uint32_t& b0, uint32_t& b1, const uint16_t* Z, int k0, int n0, int g,
-                                          int t) {
+// The same from a tile stored [k][n] (B = Z), e.g. V in P V: the two k values of a register are one
+// row apart; ldmatrix.trans transposes 8x8 blocks on the way, the plain path gathers and packs.
+template <int Dh, bool LDSM>
+__device__ __forceinline__ void load_b_kn_pair(uint32_t (&b)[4], const uint16_t* Z, int k0, int n0, int lane) {
   constexpr int P = Tile<Dh>::kPitch;
-  const uint16_t* z = Z + (k0 + 2 * t) * P + n0 + g;
-  b0 = uint32_t(z[0]) | (uint32_t(z[P]) << 16);
-  b1 = uint32_t(z[8 * P]) | (uint32_t(z[9 * P]) << 16);
+  if constexpr (LDSM) {
+    // matrices (rows = k): 0 = k0..+7 / n0..+7, 1 = k0+8 / n0, 2 = k0 / n0+8, 3 = k0+8 / n0+8
+    ldmatrix_x4<true>(b, Z + (k0 + ((lane >> 3) & 1) * 8 + (lane & 7)) * P + n0 + (lane >> 4) * 8);
+  } else {
+    const int g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const uint16_t* z = Z + (k0 + 2 * t) * P + n0 + 8 * h + g;
+      b[2 * h] = uint32_t(z[0]) | (uint32_t(z[P]) << 16);
+      b[2 * h + 1] = uint32_t(z[8 * P]) | (uint32_t(z[9 * P]) << 16);
+    }
+  }
+}
+// The S/dS accumulators of key n-tiles 2kk and 2kk+1 are exactly the A fragment of the 16x16 block
+// at keys 16kk..16kk+15 (compare the C and A layouts at mma_16816): repack them as bf16.
+__device__ __forceinline__ void acc_to_a(uint32_t (&a)[4], const float (&lo)[4], const float (&hi)[4]) {
+  a[0] = pack_bf16(lo[0], lo[1]);
+  a[1] = pack_bf16(lo[2], lo[3]);
+  a[2] = pack_bf16(hi[0], hi[1]);
+  a[3] = pack_bf16(hi[2], hi[3]);
 }
 
-constexpr int kRows = 64;     // rows of the tile a block owns (queries in fwd/dQ, keys in dK/dV)
-constexpr int kStream = 64;   // rows of each streamed tile (keys in fwd/dQ, queries in dK/dV)
-constexpr int kThreads = 128; // 4 warps x 16 rows
+constexpr int kStream = 64;    // rows of each streamed tile (keys in fwd/dQ, queries in dK/dV)
+constexpr int kThreads = 128;  // 4 warps x 16 rows per m-tile
 
-// Forward. Grid: one block per (b, h, 64-query tile), flattened as blockIdx.x = bh * n_qtiles + qt.
-template <int Dh>
+// Forward. Grid: one block per (b, h, 64*MT-query tile), flattened as blockIdx.x = bh * n_qtiles + qt.
+// Warp w owns the query rows mi*64 + w*16 .. +15 of the block's tile, mi < MT.
+template <int Dh, int MT, bool LDSM>
 __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(const bf16* __restrict__ qkv,
                                                                  bf16* __restrict__ out,
                                                                  float* __restrict__ lse, int N, int H,
@@ -206,13 +278,14 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(const bf16* __r
   constexpr int KS = Dh / 16;        // k-steps over the head dim
   constexpr int ND = Dh / 8;         // 8-wide n-tiles over the head dim
   constexpr int NK = kStream / 8;    // 8-wide n-tiles over the keys of a tile
-  __shared__ __align__(16) uint16_t sQ[kRows * P];
+  constexpr int BQ = 64 * MT;        // query rows per block
+  static_assert(MT == 1 || MT == 2, "the Q tile is staged through buffer 1 of sK (and of sV)");
   __shared__ __align__(16) uint16_t sK[2][kStream * P];
   __shared__ __align__(16) uint16_t sV[2][kStream * P];
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
-  const int n_qt = (N + kRows - 1) / kRows;
-  const int bh = blockIdx.x / n_qt, q0 = (blockIdx.x % n_qt) * kRows;
+  const int n_qt = (N + BQ - 1) / BQ;
+  const int bh = blockIdx.x / n_qt, q0 = (blockIdx.x % n_qt) * BQ;
   const int b = bh / H, h = bh % H;
   const int D = H * Dh, ld = 3 * D;
   // (B, N, 3*D) -> this head's q, k, v: row i at base + i*ld, Dh contiguous columns
@@ -220,18 +293,33 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(const bf16* __r
   const bf16* Kg = Qg + D;
   const bf16* Vg = Qg + 2 * D;
 
-  load_tile_async<kRows, Dh, kThreads>(sQ, Qg, ld, q0, N, tid);
+  // Q rows mi*64.. pass through buffer 1 (of sK for mi = 0, of sV for mi = 1) into registers, once;
+  // K/V tile 0 goes to buffer 0 meanwhile.
+  load_tile_async<64, Dh, kThreads>(sK[1], Qg, ld, q0, N, tid);
+  if (MT == 2) load_tile_async<64, Dh, kThreads>(sV[1], Qg, ld, q0 + 64, N, tid);
   load_tile_async<kStream, Dh, kThreads>(sK[0], Kg, ld, 0, N, tid);
   load_tile_async<kStream, Dh, kThreads>(sV[0], Vg, ld, 0, N, tid);
   cp_async_commit();
-
-  // Per thread: rows r = 0 (row g of the warp's 16) and r = 1 (row g+8). m is in the log2 domain:
-  // m = max_j S_ij * log2(e); l = sum_j 2^(S_ij*log2e - m) (this lane's columns only until the end).
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
-  float o[ND][4];
+  cp_async_wait<0>();
+  __syncthreads();
+  uint32_t qa[MT][KS][4];
 #pragma unroll
-  for (int nd = 0; nd < ND; ++nd) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.f;
-  uint32_t qa[KS][4];
+  for (int mi = 0; mi < MT; ++mi)
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks) load_a<Dh, LDSM>(qa[mi][ks], mi == 0 ? sK[1] : sV[1], warp * 16, ks * 16, lane);
+  __syncthreads();  // buffer 1 is free for the first prefetch
+
+  // Per thread and m-tile: rows r = 0 (row g of the warp's 16) and r = 1 (row g+8). m is the running
+  // max of the raw scores S_ij = q_i.k_j; l = sum_j 2^((S_ij - m) * scale * log2 e), this lane's columns
+  // only until the end.
+  float m[MT][2], l[MT][2], o[MT][ND][4];
+#pragma unroll
+  for (int mi = 0; mi < MT; ++mi) {
+    m[mi][0] = m[mi][1] = -INFINITY;
+    l[mi][0] = l[mi][1] = 0.f;
+#pragma unroll
+    for (int nd = 0; nd < ND; ++nd) o[mi][nd][0] = o[mi][nd][1] = o[mi][nd][2] = o[mi][nd][3] = 0.f;
+  }
 
   const int n_kt = (N + kStream - 1) / kStream;
   for (int kt = 0; kt < n_kt; ++kt) {
@@ -245,101 +333,114 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(const bf16* __r
       cp_async_wait<0>();
     }
     __syncthreads();
-    if (kt == 0) {
-#pragma unroll
-      for (int ks = 0; ks < KS; ++ks) load_a<Dh>(qa[ks], sQ, warp * 16, ks * 16, g, t);
-    }
 
-    // S = Q K^T for this warp's 16 rows x 64 keys
-    float s[NK][4];
+    // S = Q K^T for this warp's MT x 16 rows x 64 keys
+    float s[MT][NK][4];
 #pragma unroll
-    for (int nt = 0; nt < NK; ++nt) {
-      s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+    for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
-      for (int ks = 0; ks < KS; ++ks) {
-        uint32_t b0, b1;
-        load_b_nk<Dh>(b0, b1, sK[buf], nt * 8, ks * 16, g, t);
-        mma_16816(s[nt], qa[ks], b0, b1);
+      for (int nt = 0; nt < NK; ++nt) s[mi][nt][0] = s[mi][nt][1] = s[mi][nt][2] = s[mi][nt][3] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks)
+#pragma unroll
+      for (int np = 0; np < NK / 2; ++np) {
+        uint32_t kb[4];
+        load_b_nk_pair<Dh, LDSM>(kb, sK[buf], np * 16, ks * 16, lane);
+#pragma unroll
+        for (int mi = 0; mi < MT; ++mi) {
+          mma_16816(s[mi][2 * np], qa[mi][ks], kb[0], kb[1]);
+          mma_16816(s[mi][2 * np + 1], qa[mi][ks], kb[2], kb[3]);
+        }
       }
-    }
-    // scale into the log2 domain; keys >= N get -inf so that they get P = 0
+    // keys >= N (only in the last tile) get -inf, hence P = 0
     const int k0 = kt * kStream;
+    if (k0 + kStream > N) {
 #pragma unroll
-    for (int nt = 0; nt < NK; ++nt)
+      for (int nt = 0; nt < NK; ++nt)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int j = k0 + nt * 8 + 2 * t + (e & 1);
-        s[nt][e] = j < N ? s[nt][e] * scale_log2 : -INFINITY;
+        for (int e = 0; e < 4; ++e)
+          if (k0 + nt * 8 + 2 * t + (e & 1) >= N) {
+#pragma unroll
+            for (int mi = 0; mi < MT; ++mi) s[mi][nt][e] = -INFINITY;
+          }
+    }
+    // online softmax per row: new max (this lane's 16 columns, then the quad), rescale, exponentiate
+    uint32_t pa[MT][kStream / 16][4];
+#pragma unroll
+    for (int mi = 0; mi < MT; ++mi) {
+      float mx[2] = {m[mi][0], m[mi][1]};
+#pragma unroll
+      for (int nt = 0; nt < NK; ++nt) {
+        mx[0] = fmaxf(mx[0], fmaxf(s[mi][nt][0], s[mi][nt][1]));
+        mx[1] = fmaxf(mx[1], fmaxf(s[mi][nt][2], s[mi][nt][3]));
       }
-    // online softmax: new row max (over this lane's 16 columns, then the quad), rescale, exponentiate
-    float mx[2] = {m[0], m[1]};
+      float corr[2], msc[2], rs[2] = {0.f, 0.f};
 #pragma unroll
-    for (int nt = 0; nt < NK; ++nt) {
-      mx[0] = fmaxf(mx[0], fmaxf(s[nt][0], s[nt][1]));
-      mx[1] = fmaxf(mx[1], fmaxf(s[nt][2], s[nt][3]));
-    }
-    float corr[2], rs[2] = {0.f, 0.f};
+      for (int r = 0; r < 2; ++r) {
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+        // mx is finite: key k0 < N is valid in every tile. First tile: m = -inf -> corr = 0.
+        corr[r] = fast_exp2((m[mi][r] - mx[r]) * scale_log2);
+        m[mi][r] = mx[r];
+        msc[r] = mx[r] * scale_log2;
+      }
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-      // mx is finite: key k0 < N is valid in every tile. First tile: m = -inf -> corr = 0.
-      corr[r] = exp2f(m[r] - mx[r]);
-      m[r] = mx[r];
-    }
-#pragma unroll
-    for (int nt = 0; nt < NK; ++nt) {
-      s[nt][0] = exp2f(s[nt][0] - m[0]);
-      s[nt][1] = exp2f(s[nt][1] - m[0]);
-      s[nt][2] = exp2f(s[nt][2] - m[1]);
-      s[nt][3] = exp2f(s[nt][3] - m[1]);
-      rs[0] += s[nt][0] + s[nt][1];
-      rs[1] += s[nt][2] + s[nt][3];
-    }
-    l[0] = l[0] * corr[0] + rs[0];
-    l[1] = l[1] * corr[1] + rs[1];
-#pragma unroll
-    for (int nd = 0; nd < ND; ++nd) {
-      o[nd][0] *= corr[0];
-      o[nd][1] *= corr[0];
-      o[nd][2] *= corr[1];
-      o[nd][3] *= corr[1];
-    }
-    // O += P V. The S accumulators of key n-tiles 2kk and 2kk+1 are exactly the A fragment of
-    // the 16x16 block of P at keys 16kk..16kk+15 (see the layouts at mma_16816).
-#pragma unroll
-    for (int kk = 0; kk < kStream / 16; ++kk) {
-      uint32_t pa[4];
-      pa[0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
-      pa[1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
-      pa[2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      pa[3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+      for (int nt = 0; nt < NK; ++nt) {
+        // p = 2^(S*scale*log2e - m*scale*log2e): one FFMA + one MUFU per element
+        s[mi][nt][0] = fast_exp2(s[mi][nt][0] * scale_log2 - msc[0]);
+        s[mi][nt][1] = fast_exp2(s[mi][nt][1] * scale_log2 - msc[0]);
+        s[mi][nt][2] = fast_exp2(s[mi][nt][2] * scale_log2 - msc[1]);
+        s[mi][nt][3] = fast_exp2(s[mi][nt][3] * scale_log2 - msc[1]);
+        rs[0] += s[mi][nt][0] + s[mi][nt][1];
+        rs[1] += s[mi][nt][2] + s[mi][nt][3];
+      }
+      l[mi][0] = l[mi][0] * corr[0] + rs[0];
+      l[mi][1] = l[mi][1] * corr[1] + rs[1];
 #pragma unroll
       for (int nd = 0; nd < ND; ++nd) {
-        uint32_t b0, b1;
-        load_b_kn<Dh>(b0, b1, sV[buf], kk * 16, nd * 8, g, t);
-        mma_16816(o[nd], pa, b0, b1);
+        o[mi][nd][0] *= corr[0];
+        o[mi][nd][1] *= corr[0];
+        o[mi][nd][2] *= corr[1];
+        o[mi][nd][3] *= corr[1];
       }
+#pragma unroll
+      for (int kk = 0; kk < kStream / 16; ++kk) acc_to_a(pa[mi][kk], s[mi][2 * kk], s[mi][2 * kk + 1]);
     }
+    // O += P V; k runs over the 64 keys of the tile
+#pragma unroll
+    for (int kk = 0; kk < kStream / 16; ++kk)
+#pragma unroll
+      for (int np = 0; np < ND / 2; ++np) {
+        uint32_t vb[4];
+        load_b_kn_pair<Dh, LDSM>(vb, sV[buf], kk * 16, np * 16, lane);
+#pragma unroll
+        for (int mi = 0; mi < MT; ++mi) {
+          mma_16816(o[mi][2 * np], pa[mi][kk], vb[0], vb[1]);
+          mma_16816(o[mi][2 * np + 1], pa[mi][kk], vb[2], vb[3]);
+        }
+      }
     __syncthreads();  // all warps are done with sK/sV[buf] before the next prefetch overwrites it
   }
 
   // finish: full row sums over the quad, normalise, write O (bf16) and lse (natural log)
   bf16* Og = out + (size_t)b * N * D + h * Dh;  // (B, N, D), this head's columns
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-    const int i = q0 + warp * 16 + g + 8 * r;
-    if (i < N) {
-      const float inv = 1.f / l[r];
+  for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
-      for (int nd = 0; nd < ND; ++nd)
-        *reinterpret_cast<uint32_t*>(Og + (size_t)i * D + nd * 8 + 2 * t) =
-            pack_bf16(o[nd][2 * r] * inv, o[nd][2 * r + 1] * inv);
-      if (t == 0) lse[(size_t)bh * N + i] = (m[r] + log2f(l[r])) * kLn2;
+    for (int r = 0; r < 2; ++r) {
+      l[mi][r] += __shfl_xor_sync(0xffffffffu, l[mi][r], 1);
+      l[mi][r] += __shfl_xor_sync(0xffffffffu, l[mi][r], 2);
+      const int i = q0 + mi * 64 + warp * 16 + g + 8 * r;
+      if (i < N) {
+        const float inv = 1.f / l[mi][r];
+#pragma unroll
+        for (int nd = 0; nd < ND; ++nd)
+          *reinterpret_cast<uint32_t*>(Og + (size_t)i * D + nd * 8 + 2 * t) =
+              pack_bf16(o[mi][nd][2 * r] * inv, o[mi][nd][2 * r + 1] * inv);
+        // lse = ln sum_j e^(S_ij*scale) = (m*scale*log2e + log2 l) * ln 2
+        if (t == 0) lse[(size_t)bh * N + i] = (m[mi][r] * scale_log2 + log2f(l[mi][r])) * kLn2;
+      }
     }
-  }
 }
 
 // Backward (1/3): delta_i = sum_d dO_id * O_id, one warp per (b, h, i) row; delta is (B, H, N).
@@ -362,20 +463,21 @@ __global__ void attention_bwd_delta_kernel(const T* __restrict__ out, const T* _
 // Backward (2/3): dK, dV. One block per (b, h, 64-key tile); each warp owns 16 keys and streams over
 // all query tiles. Works with the transposes, S^T = K Q^T (keys x queries), so that the warp's rows
 // are keys and dK/dV accumulate in registers with no reduction across warps.
-template <int Dh>
+template <int Dh, bool LDSM>
 __global__ void __launch_bounds__(kThreads) attention_bwd_dkdv_kernel(
     const bf16* __restrict__ qkv, const bf16* __restrict__ dout, const float* __restrict__ lse,
     const float* __restrict__ delta, bf16* __restrict__ dqkv, int N, int H, float scale, float scale_log2) {
   constexpr int P = Tile<Dh>::kPitch;
   constexpr int KS = Dh / 16, ND = Dh / 8, NQ = kStream / 8;
+  constexpr int BK = 64;  // keys per block
   __shared__ __align__(16) uint16_t sQ[2][kStream * P];
   __shared__ __align__(16) uint16_t sdO[2][kStream * P];
   __shared__ float sL[2][kStream];  // lse * log2(e), +inf past N (-> P = 0)
   __shared__ float sD[2][kStream];  // delta, 0 past N
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
-  const int n_kt = (N + kRows - 1) / kRows;
-  const int bh = blockIdx.x / n_kt, k0 = (blockIdx.x % n_kt) * kRows;
+  const int n_kt = (N + BK - 1) / BK;
+  const int bh = blockIdx.x / n_kt, k0 = (blockIdx.x % n_kt) * BK;
   const int b = bh / H, h = bh % H;
   const int D = H * Dh, ld = 3 * D;
   const bf16* Qg = qkv + (size_t)b * N * ld + h * Dh;
@@ -386,16 +488,16 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dkdv_kernel(
   const float* delta_bh = delta + (size_t)bh * N;
 
   // K and V of this block's keys pass through buffer 1 into registers (A fragments), once.
-  load_tile_async<kRows, Dh, kThreads>(sQ[1], Kg, ld, k0, N, tid);
-  load_tile_async<kRows, Dh, kThreads>(sdO[1], Vg, ld, k0, N, tid);
+  load_tile_async<BK, Dh, kThreads>(sQ[1], Kg, ld, k0, N, tid);
+  load_tile_async<BK, Dh, kThreads>(sdO[1], Vg, ld, k0, N, tid);
   cp_async_commit();
   cp_async_wait<0>();
   __syncthreads();
   uint32_t ka[KS][4], va[KS][4];
 #pragma unroll
   for (int ks = 0; ks < KS; ++ks) {
-    load_a<Dh>(ka[ks], sQ[1], warp * 16, ks * 16, g, t);
-    load_a<Dh>(va[ks], sdO[1], warp * 16, ks * 16, g, t);
+    load_a<Dh, LDSM>(ka[ks], sQ[1], warp * 16, ks * 16, lane);
+    load_a<Dh, LDSM>(va[ks], sdO[1], warp * 16, ks * 16, lane);
   }
   __syncthreads();  // buffer 1 is free again
 
@@ -429,54 +531,48 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dkdv_kernel(
     }
     __syncthreads();
 
-    // S^T = K Q^T: this warp's 16 keys x 64 queries; then P^T = 2^(S^T*scale*log2e - lse*log2e)
-    float pt[NQ][4];
+    // S^T = K Q^T and dP^T = V dO^T: this warp's 16 keys x 64 queries each
+    float pt[NQ][4], dst[NQ][4];
 #pragma unroll
-    for (int nq = 0; nq < NQ; ++nq) {
-      pt[nq][0] = pt[nq][1] = pt[nq][2] = pt[nq][3] = 0.f;
+    for (int nq = 0; nq < NQ; ++nq)
 #pragma unroll
-      for (int ks = 0; ks < KS; ++ks) {
-        uint32_t b0, b1;
-        load_b_nk<Dh>(b0, b1, sQ[buf], nq * 8, ks * 16, g, t);
-        mma_16816(pt[nq], ka[ks], b0, b1);
+      for (int e = 0; e < 4; ++e) pt[nq][e] = dst[nq][e] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks)
+#pragma unroll
+      for (int np = 0; np < NQ / 2; ++np) {
+        uint32_t qb[4], ob[4];
+        load_b_nk_pair<Dh, LDSM>(qb, sQ[buf], np * 16, ks * 16, lane);
+        load_b_nk_pair<Dh, LDSM>(ob, sdO[buf], np * 16, ks * 16, lane);
+        mma_16816(pt[2 * np], ka[ks], qb[0], qb[1]);
+        mma_16816(pt[2 * np + 1], ka[ks], qb[2], qb[3]);
+        mma_16816(dst[2 * np], va[ks], ob[0], ob[1]);
+        mma_16816(dst[2 * np + 1], va[ks], ob[2], ob[3]);
       }
+    // P^T = 2^(S^T*scale*log2e - lse*log2e); dS^T = P^T o (dP^T - delta_query)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) pt[nq][e] = exp2f(pt[nq][e] * scale_log2 - sL[buf][nq * 8 + 2 * t + (e & 1)]);
-    }
-    // dP^T = V dO^T: 16 keys x 64 queries
-    float dst[NQ][4];
+    for (int nq = 0; nq < NQ; ++nq)
 #pragma unroll
-    for (int nq = 0; nq < NQ; ++nq) {
-      dst[nq][0] = dst[nq][1] = dst[nq][2] = dst[nq][3] = 0.f;
-#pragma unroll
-      for (int ks = 0; ks < KS; ++ks) {
-        uint32_t b0, b1;
-        load_b_nk<Dh>(b0, b1, sdO[buf], nq * 8, ks * 16, g, t);
-        mma_16816(dst[nq], va[ks], b0, b1);
+      for (int e = 0; e < 4; ++e) {
+        const int col = nq * 8 + 2 * t + (e & 1);  // query within the tile
+        pt[nq][e] = fast_exp2(pt[nq][e] * scale_log2 - sL[buf][col]);
+        dst[nq][e] = pt[nq][e] * (dst[nq][e] - sD[buf][col]);
       }
-      // dS^T = P^T o (dP^T - delta_query)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) dst[nq][e] = pt[nq][e] * (dst[nq][e] - sD[buf][nq * 8 + 2 * t + (e & 1)]);
-    }
     // dV += P^T dO and dK += dS^T Q (the scale is applied once at the end); k runs over queries
 #pragma unroll
     for (int kk = 0; kk < kStream / 16; ++kk) {
       uint32_t pa[4], da[4];
-      pa[0] = pack_bf16(pt[2 * kk][0], pt[2 * kk][1]);
-      pa[1] = pack_bf16(pt[2 * kk][2], pt[2 * kk][3]);
-      pa[2] = pack_bf16(pt[2 * kk + 1][0], pt[2 * kk + 1][1]);
-      pa[3] = pack_bf16(pt[2 * kk + 1][2], pt[2 * kk + 1][3]);
-      da[0] = pack_bf16(dst[2 * kk][0], dst[2 * kk][1]);
-      da[1] = pack_bf16(dst[2 * kk][2], dst[2 * kk][3]);
-      da[2] = pack_bf16(dst[2 * kk + 1][0], dst[2 * kk + 1][1]);
-      da[3] = pack_bf16(dst[2 * kk + 1][2], dst[2 * kk + 1][3]);
+      acc_to_a(pa, pt[2 * kk], pt[2 * kk + 1]);
+      acc_to_a(da, dst[2 * kk], dst[2 * kk + 1]);
 #pragma unroll
-      for (int nd = 0; nd < ND; ++nd) {
-        uint32_t b0, b1;
-        load_b_kn<Dh>(b0, b1, sdO[buf], kk * 16, nd * 8, g, t);
-        mma_16816(dv[nd], pa, b0, b1);
-        load_b_kn<Dh>(b0, b1, sQ[buf], kk * 16, nd * 8, g, t);
-        mma_16816(dk[nd], da, b0, b1);
+      for (int np = 0; np < ND / 2; ++np) {
+        uint32_t ob[4], qb[4];
+        load_b_kn_pair<Dh, LDSM>(ob, sdO[buf], kk * 16, np * 16, lane);
+        load_b_kn_pair<Dh, LDSM>(qb, sQ[buf], kk * 16, np * 16, lane);
+        mma_16816(dv[2 * np], pa, ob[0], ob[1]);
+        mma_16816(dv[2 * np + 1], pa, ob[2], ob[3]);
+        mma_16816(dk[2 * np], da, qb[0], qb[1]);
+        mma_16816(dk[2 * np + 1], da, qb[2], qb[3]);
       }
     }
     __syncthreads();
@@ -502,18 +598,19 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dkdv_kernel(
 
 // Backward (3/3): dQ. One block per (b, h, 64-query tile); each warp owns 16 queries and streams over
 // all key tiles, recomputing S and dP: dQ = sum over key tiles of dS K (deterministic, no atomics).
-template <int Dh>
+template <int Dh, bool LDSM>
 __global__ void __launch_bounds__(kThreads) attention_bwd_dq_kernel(
     const bf16* __restrict__ qkv, const bf16* __restrict__ dout, const float* __restrict__ lse,
     const float* __restrict__ delta, bf16* __restrict__ dqkv, int N, int H, float scale, float scale_log2) {
   constexpr int P = Tile<Dh>::kPitch;
   constexpr int KS = Dh / 16, ND = Dh / 8, NK = kStream / 8;
+  constexpr int BQ = 64;  // queries per block
   __shared__ __align__(16) uint16_t sK[2][kStream * P];
   __shared__ __align__(16) uint16_t sV[2][kStream * P];
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
-  const int n_qt = (N + kRows - 1) / kRows;
-  const int bh = blockIdx.x / n_qt, q0 = (blockIdx.x % n_qt) * kRows;
+  const int n_qt = (N + BQ - 1) / BQ;
+  const int bh = blockIdx.x / n_qt, q0 = (blockIdx.x % n_qt) * BQ;
   const int b = bh / H, h = bh % H;
   const int D = H * Dh, ld = 3 * D;
   const bf16* Qg = qkv + (size_t)b * N * ld + h * Dh;
@@ -521,19 +618,22 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dq_kernel(
   const bf16* Vg = Qg + 2 * D;
   const bf16* dOg = dout + (size_t)b * N * D + h * Dh;
 
-  // Q and dO of this block's rows pass through buffer 1 into registers (A fragments), once.
-  load_tile_async<kRows, Dh, kThreads>(sK[1], Qg, ld, q0, N, tid);
-  load_tile_async<kRows, Dh, kThreads>(sV[1], dOg, D, q0, N, tid);
+  // Q and dO of this block's rows pass through buffer 1 into registers (A fragments), once; K/V
+  // tile 0 goes to buffer 0 meanwhile.
+  load_tile_async<BQ, Dh, kThreads>(sK[1], Qg, ld, q0, N, tid);
+  load_tile_async<BQ, Dh, kThreads>(sV[1], dOg, D, q0, N, tid);
+  load_tile_async<kStream, Dh, kThreads>(sK[0], Kg, ld, 0, N, tid);
+  load_tile_async<kStream, Dh, kThreads>(sV[0], Vg, ld, 0, N, tid);
   cp_async_commit();
   cp_async_wait<0>();
   __syncthreads();
   uint32_t qa[KS][4], doa[KS][4];
 #pragma unroll
   for (int ks = 0; ks < KS; ++ks) {
-    load_a<Dh>(qa[ks], sK[1], warp * 16, ks * 16, g, t);
-    load_a<Dh>(doa[ks], sV[1], warp * 16, ks * 16, g, t);
+    load_a<Dh, LDSM>(qa[ks], sK[1], warp * 16, ks * 16, lane);
+    load_a<Dh, LDSM>(doa[ks], sV[1], warp * 16, ks * 16, lane);
   }
-  __syncthreads();
+  __syncthreads();  // buffer 1 is free for the first prefetch
   float lse2[2], dlt[2];  // rows g and g+8 of this warp (finite dummies past N; never written)
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
@@ -547,9 +647,6 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dq_kernel(
   for (int nd = 0; nd < ND; ++nd) dq[nd][0] = dq[nd][1] = dq[nd][2] = dq[nd][3] = 0.f;
 
   const int n_kt = (N + kStream - 1) / kStream;
-  load_tile_async<kStream, Dh, kThreads>(sK[0], Kg, ld, 0, N, tid);
-  load_tile_async<kStream, Dh, kThreads>(sV[0], Vg, ld, 0, N, tid);
-  cp_async_commit();
   for (int kt = 0; kt < n_kt; ++kt) {
     const int buf = kt & 1;
     if (kt + 1 < n_kt) {
@@ -562,41 +659,46 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dq_kernel(
     }
     __syncthreads();
 
-    const int k0 = kt * kStream;
+    // S = Q K^T and dP = dO V^T for this warp's 16 rows x 64 keys
     float p[NK][4], ds[NK][4];
 #pragma unroll
-    for (int nt = 0; nt < NK; ++nt) {
-      p[nt][0] = p[nt][1] = p[nt][2] = p[nt][3] = 0.f;
-      ds[nt][0] = ds[nt][1] = ds[nt][2] = ds[nt][3] = 0.f;
+    for (int nt = 0; nt < NK; ++nt)
 #pragma unroll
-      for (int ks = 0; ks < KS; ++ks) {
-        uint32_t b0, b1;
-        load_b_nk<Dh>(b0, b1, sK[buf], nt * 8, ks * 16, g, t);  // S = Q K^T
-        mma_16816(p[nt], qa[ks], b0, b1);
-        load_b_nk<Dh>(b0, b1, sV[buf], nt * 8, ks * 16, g, t);  // dP = dO V^T
-        mma_16816(ds[nt], doa[ks], b0, b1);
+      for (int e = 0; e < 4; ++e) p[nt][e] = ds[nt][e] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks)
+#pragma unroll
+      for (int np = 0; np < NK / 2; ++np) {
+        uint32_t kb[4], vb[4];
+        load_b_nk_pair<Dh, LDSM>(kb, sK[buf], np * 16, ks * 16, lane);
+        load_b_nk_pair<Dh, LDSM>(vb, sV[buf], np * 16, ks * 16, lane);
+        mma_16816(p[2 * np], qa[ks], kb[0], kb[1]);
+        mma_16816(p[2 * np + 1], qa[ks], kb[2], kb[3]);
+        mma_16816(ds[2 * np], doa[ks], vb[0], vb[1]);
+        mma_16816(ds[2 * np + 1], doa[ks], vb[2], vb[3]);
       }
+    // P = 2^(S*scale*log2e - lse*log2e), 0 for keys >= N; dS = P o (dP - delta)
+    const int k0 = kt * kStream;
+#pragma unroll
+    for (int nt = 0; nt < NK; ++nt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int j = k0 + nt * 8 + 2 * t + (e & 1);
         const int r = e / 2;
-        const float pv = j < N ? exp2f(p[nt][e] * scale_log2 - lse2[r]) : 0.f;
-        ds[nt][e] = pv * (ds[nt][e] - dlt[r]);  // dS = P o (dP - delta)
+        const float pv = j < N ? fast_exp2(p[nt][e] * scale_log2 - lse2[r]) : 0.f;
+        ds[nt][e] = pv * (ds[nt][e] - dlt[r]);
       }
-    }
     // dQ += dS K; k runs over the keys of the tile
 #pragma unroll
     for (int kk = 0; kk < kStream / 16; ++kk) {
       uint32_t da[4];
-      da[0] = pack_bf16(ds[2 * kk][0], ds[2 * kk][1]);
-      da[1] = pack_bf16(ds[2 * kk][2], ds[2 * kk][3]);
-      da[2] = pack_bf16(ds[2 * kk + 1][0], ds[2 * kk + 1][1]);
-      da[3] = pack_bf16(ds[2 * kk + 1][2], ds[2 * kk + 1][3]);
+      acc_to_a(da, ds[2 * kk], ds[2 * kk + 1]);
 #pragma unroll
-      for (int nd = 0; nd < ND; ++nd) {
-        uint32_t b0, b1;
-        load_b_kn<Dh>(b0, b1, sK[buf], kk * 16, nd * 8, g, t);
-        mma_16816(dq[nd], da, b0, b1);
+      for (int np = 0; np < ND / 2; ++np) {
+        uint32_t kb[4];
+        load_b_kn_pair<Dh, LDSM>(kb, sK[buf], kk * 16, np * 16, lane);
+        mma_16816(dq[2 * np], da, kb[0], kb[1]);
+        mma_16816(dq[2 * np + 1], da, kb[2], kb[3]);
       }
     }
     __syncthreads();
@@ -826,17 +928,40 @@ void check_aligned16(const char* fn, const char* name, const void* p) {
                                 " must be 16-byte aligned for the bf16 kernels (16-byte vector loads)");
 }
 
+std::atomic<int> g_variant{int(::vit::cuda::AttentionVariant::kFast)};
+
 template <typename T, int Dh>
 void fwd_launch(const T* qkv, T* out, float* lse, int B, int N, int H, cudaStream_t stream) {
   const float scale = 1.0f / std::sqrt(float(Dh));
   if constexpr (std::is_same_v<T, bf16>) {
-    const int blocks = B * H * ((N + kRows - 1) / kRows);
-    VIT_ATTN_LAUNCH(attention_fwd_kernel<Dh>, blocks, kThreads, stream, qkv, out, lse, N, H, scale * kLog2e);
+    if (g_variant.load() == int(::vit::cuda::AttentionVariant::kFast)) {
+      constexpr int kMT = 2;  // 128 query rows per block
+      const int blocks = B * H * ((N + 64 * kMT - 1) / (64 * kMT));
+      auto* kernel = attention_fwd_kernel<Dh, kMT, true>;  // a pointer: template commas would split the macro
+      VIT_ATTN_LAUNCH(kernel, blocks, kThreads, stream, qkv, out, lse, N, H, scale * kLog2e);
+    } else {
+      const int blocks = B * H * ((N + 63) / 64);
+      auto* kernel = attention_fwd_kernel<Dh, 1, false>;
+      VIT_ATTN_LAUNCH(kernel, blocks, kThreads, stream, qkv, out, lse, N, H, scale * kLog2e);
+    }
   } else {
     const int blocks = B * H * ((N + kSimtRows - 1) / kSimtRows);
-    auto* kernel = attention_fwd_simt_kernel<T, Dh>;  // a pointer: the template's comma would split the macro
+    auto* kernel = attention_fwd_simt_kernel<T, Dh>;
     VIT_ATTN_LAUNCH(kernel, blocks, kSimtRows, stream, qkv, out, lse, N, H, scale);
   }
+  VIT_LAUNCH_CHECK();
+}
+
+template <int Dh, bool LDSM>
+void bwd_bf16_launch(const bf16* qkv, const bf16* dout, const float* lse, bf16* dqkv, const float* delta, int B,
+                     int N, int H, cudaStream_t stream) {
+  const float scale = 1.0f / std::sqrt(float(Dh));
+  const int blocks = B * H * ((N + 63) / 64);  // 64 keys (dK/dV) or 64 queries (dQ) per block
+  auto* dkdv = attention_bwd_dkdv_kernel<Dh, LDSM>;
+  VIT_ATTN_LAUNCH(dkdv, blocks, kThreads, stream, qkv, dout, lse, delta, dqkv, N, H, scale, scale * kLog2e);
+  VIT_LAUNCH_CHECK();
+  auto* dq = attention_bwd_dq_kernel<Dh, LDSM>;
+  VIT_ATTN_LAUNCH(dq, blocks, kThreads, stream, qkv, dout, lse, delta, dqkv, N, H, scale, scale * kLog2e);
   VIT_LAUNCH_CHECK();
 }
 
@@ -850,27 +975,25 @@ void bwd_launch(const T* qkv, const T* out, const T* dout, const float* lse, T* 
                   N, H, Dh);
   VIT_LAUNCH_CHECK();
   if constexpr (std::is_same_v<T, bf16>) {
-    const int blocks = B * H * ((N + kRows - 1) / kRows);
-    VIT_ATTN_LAUNCH(attention_bwd_dkdv_kernel<Dh>, blocks, kThreads, stream, qkv, dout, lse, delta, dqkv, N, H, scale,
-                    scale * kLog2e);
-    VIT_LAUNCH_CHECK();
-    VIT_ATTN_LAUNCH(attention_bwd_dq_kernel<Dh>, blocks, kThreads, stream, qkv, dout, lse, delta, dqkv, N, H, scale,
-                    scale * kLog2e);
-    VIT_LAUNCH_CHECK();
+    if (g_variant.load() == int(::vit::cuda::AttentionVariant::kFast))
+      bwd_bf16_launch<Dh, true>(qkv, dout, lse, dqkv, delta, B, N, H, stream);
+    else
+      bwd_bf16_launch<Dh, false>(qkv, dout, lse, dqkv, delta, B, N, H, stream);
   } else {
     const int blocks = B * H * ((N + kSimtRows - 1) / kSimtRows);
     auto* dkdv = attention_bwd_dkdv_simt_kernel<T, Dh>;
-    VIT_ATTN_LAUNCH(dkdv, blocks, kSimtRows, stream, qkv, dout, lse, delta, dqkv, N,
-                    H, scale);
+    VIT_ATTN_LAUNCH(dkdv, blocks, kSimtRows, stream, qkv, dout, lse, delta, dqkv, N, H, scale);
     VIT_LAUNCH_CHECK();
     auto* dq = attention_bwd_dq_simt_kernel<T, Dh>;
-    VIT_ATTN_LAUNCH(dq, blocks, kSimtRows, stream, qkv, dout, lse, delta, dqkv, N,
-                    H, scale);
+    VIT_ATTN_LAUNCH(dq, blocks, kSimtRows, stream, qkv, dout, lse, delta, dqkv, N, H, scale);
     VIT_LAUNCH_CHECK();
   }
 }
 
 }  // namespace
+
+void set_attention_variant(::vit::cuda::AttentionVariant v) { g_variant.store(int(v)); }
+::vit::cuda::AttentionVariant attention_variant() { return ::vit::cuda::AttentionVariant(g_variant.load()); }
 
 template <typename T>
 void attention_fwd(const T* qkv, T* out, float* lse, int B, int N, int H, int Dh, cudaStream_t stream) {

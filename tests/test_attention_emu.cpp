@@ -58,12 +58,19 @@ TEST_P(AttentionEmu, Fp32MatchesFp64Reference) {
   check_fp32("emu fp32", sh, run_emulated<float>(qkv, dout, sh), reference<double>(qkv, dout, sh, false));
 }
 
+// Both bf16 variants (kernels/attention_variant.cuh) on the same inputs.
 TEST_P(AttentionEmu, Bf16MatchesFp64Reference) {
   const Shape sh = GetParam();
   std::vector<float> qkv, dout;
   make_inputs(sh, true, qkv, dout);
-  check_bf16("emu bf16", sh, run_emulated<__nv_bfloat16>(qkv, dout, sh), reference<double>(qkv, dout, sh, false),
-             reference<float>(qkv, dout, sh, true));
+  const RefResult ref = reference<double>(qkv, dout, sh, false), lowp = reference<float>(qkv, dout, sh, true);
+  for (auto v : {vit::cuda::AttentionVariant::kSimple, vit::cuda::AttentionVariant::kFast}) {
+    SCOPED_TRACE(vit::cuda::attention_variant_name(v));
+    vit::cuda_emu::set_attention_variant(v);
+    check_bf16(v == vit::cuda::AttentionVariant::kFast ? "emu fast" : "emu simp", sh,
+               run_emulated<__nv_bfloat16>(qkv, dout, sh), ref, lowp);
+  }
+  vit::cuda_emu::set_attention_variant(vit::cuda::AttentionVariant::kFast);
 }
 
 // N = 197: 4 tiles of 64, the last one ragged; 17 and 5: a single partial tile; 64: exactly one tile;
