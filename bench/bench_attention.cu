@@ -14,7 +14,8 @@
 //   fwd+bwd  = 14 * B*H*N^2*Dh   = 3.5x fwd
 // Our deterministic backward recomputes S and dP a second time in its dQ pass (7 matmuls instead of 5);
 // that extra work is NOT counted, so the figure is comparable with PyTorch's.
-// Each result carries TFLOP/s, the card's dense bf16 tensor peak, and the fraction of it.
+// Each result carries TFLOP/s, the card's dense bf16 tensor peak, and the fraction of it. Both bf16
+// variants (kernels/attention_variant.cuh) are validated and timed: *_fast is what the engine runs.
 //
 // Run: build/bench_attention [--benchmark_format=json] [--benchmark_out=results.json]
 // Without a GPU it prints "skipped: no CUDA device" and exits 0.
@@ -30,6 +31,7 @@
 #include <vector>
 
 #include "kernels/attention.cuh"
+#include "kernels/attention_variant.cuh"
 #include "kernels/cuda_check.cuh"
 #include "kernels/ops.h"
 
@@ -77,6 +79,9 @@ double bf16_peak_tflops(const cudaDeviceProp& p) {
   return double(p.multiProcessorCount) * clock_khz * 1e3 * 4096 / 1e12;
 }
 
+void fwd() { vit::cuda::attention_fwd<bf16>(g.qkv, g.out, g.lse, kB, kN, kH, kDh, 0); }
+void bwd() { vit::cuda::attention_bwd<bf16>(g.qkv, g.out, g.dout, g.lse, g.dqkv, g.scratch, kB, kN, kH, kDh, 0); }
+
 std::vector<float> to_host(const bf16* d, size_t n) {
   std::vector<bf16> h(n);
   VIT_CHECK(cudaMemcpy(h.data(), d, n * sizeof(bf16), cudaMemcpyDeviceToHost));
@@ -94,12 +99,17 @@ double rel_err(const std::vector<float>& x, const std::vector<float>& ref) {
   return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
 }
 
-// Runs fwd + bwd once on the full shape and checks three heads against vit::cpu (float). bf16 outputs:
+// Runs fwd + bwd of variant v once on the full shape (outputs poisoned first) and checks three heads
+// against vit::cpu (float). bf16 outputs:
 // relative error < 2e-2 (8-bit mantissa, a few roundings; a wrong index gives errors of order 1).
-bool validate() {
-  vit::cuda::attention_fwd<bf16>(g.qkv, g.out, g.lse, kB, kN, kH, kDh, 0);
-  vit::cuda::attention_bwd<bf16>(g.qkv, g.out, g.dout, g.lse, g.dqkv, g.scratch, kB, kN, kH, kDh, 0);
+bool validate(vit::cuda::AttentionVariant v) {
+  vit::cuda::set_attention_variant(v);
+  VIT_CHECK(cudaMemset(g.out, 0xFF, (size_t)kB * kN * kD * sizeof(bf16)));  // poison: unwritten rows fail
+  VIT_CHECK(cudaMemset(g.dqkv, 0xFF, (size_t)kB * kN * 3 * kD * sizeof(bf16)));
+  fwd();
+  bwd();
   VIT_CHECK(cudaDeviceSynchronize());
+  vit::cuda::set_attention_variant(vit::cuda::AttentionVariant::kFast);
   const size_t n_qkv = (size_t)kB * kN * 3 * kD, n_out = (size_t)kB * kN * kD;
   const std::vector<float> qkv = to_host(g.qkv, n_qkv), out = to_host(g.out, n_out), dout = to_host(g.dout, n_out),
                            dqkv = to_host(g.dqkv, n_qkv);
@@ -140,8 +150,8 @@ bool validate() {
     }
     const double e_o = rel_err(got_o, o1), e_l = rel_err(got_lse, ref_lse), e_d = rel_err(got_dq, dq1);
     const bool head_ok = e_o < 2e-2 && e_l < 1e-3 && e_d < 2e-2;  // lse is fp32 from bf16 inputs: ~1e-6
-    std::printf("validate b=%d h=%d: rel err out %.3g lse %.3g dqkv %.3g %s\n", b, h, e_o, e_l, e_d,
-                head_ok ? "ok" : "FAILED");
+    std::printf("validate %-6s b=%3d h=%2d: rel err out %.3g lse %.3g dqkv %.3g %s\n",
+                vit::cuda::attention_variant_name(v), b, h, e_o, e_l, e_d, head_ok ? "ok" : "FAILED");
     ok = ok && head_ok;
   }
   return ok;
@@ -176,19 +186,29 @@ void time_it(benchmark::State& st, double flops, Launch launch) {
 
 const double kFwdFlops = 4.0 * kB * kH * double(kN) * kN * kDh;
 
-void BM_attention_fwd_bf16(benchmark::State& st) {
-  time_it(st, kFwdFlops, [] { vit::cuda::attention_fwd<bf16>(g.qkv, g.out, g.lse, kB, kN, kH, kDh, 0); });
-}
-void BM_attention_bwd_bf16(benchmark::State& st) {
-  time_it(st, 2.5 * kFwdFlops, [] {
-    vit::cuda::attention_bwd<bf16>(g.qkv, g.out, g.dout, g.lse, g.dqkv, g.scratch, kB, kN, kH, kDh, 0);
-  });
-}
-void BM_attention_fwdbwd_bf16(benchmark::State& st) {
-  time_it(st, 3.5 * kFwdFlops, [] {
-    vit::cuda::attention_fwd<bf16>(g.qkv, g.out, g.lse, kB, kN, kH, kDh, 0);
-    vit::cuda::attention_bwd<bf16>(g.qkv, g.out, g.dout, g.lse, g.dqkv, g.scratch, kB, kN, kH, kDh, 0);
-  });
+// One benchmark per (pass, variant); the variant is set before timing and restored to the default.
+void register_all() {
+  using vit::cuda::AttentionVariant;
+  for (auto v : {AttentionVariant::kFast, AttentionVariant::kSimple}) {
+    const std::string suffix = std::string("_bf16_") + vit::cuda::attention_variant_name(v);
+    auto reg = [&](const std::string& name, double flops, void (*launch)()) {
+      benchmark::RegisterBenchmark(name.c_str(),
+                                   [v, flops, launch](benchmark::State& st) {
+                                     vit::cuda::set_attention_variant(v);
+                                     fwd();  // lse/out of this variant for the backward
+                                     time_it(st, flops, launch);
+                                     vit::cuda::set_attention_variant(AttentionVariant::kFast);
+                                   })
+          ->UseManualTime()
+          ->Unit(benchmark::kMicrosecond);
+    };
+    reg("attention_fwd" + suffix, kFwdFlops, fwd);
+    reg("attention_bwd" + suffix, 2.5 * kFwdFlops, bwd);
+    reg("attention_fwdbwd" + suffix, 3.5 * kFwdFlops, [] {
+      fwd();
+      bwd();
+    });
+  }
 }
 
 void setup() {
@@ -210,8 +230,6 @@ void setup() {
   VIT_CHECK(cudaEventCreate(&g.stop));
   fill(g.qkv, n_qkv, 1234u);
   fill(g.dout, n_out, 5678u);
-  VIT_CHECK(cudaMemset(g.out, 0xFF, n_out * sizeof(bf16)));  // poison: validation sees unwritten rows
-  VIT_CHECK(cudaMemset(g.dqkv, 0xFF, n_qkv * sizeof(bf16)));
   VIT_CHECK(cudaDeviceSynchronize());
   std::printf("card: %s (%d SMs, L2 %d MB), dense bf16 peak %.1f TFLOP/s\n", p.name, p.multiProcessorCount,
               p.l2CacheSize >> 20, g.peak_tflops);
@@ -228,7 +246,8 @@ int main(int argc, char** argv) {
   bool valid = false;
   try {
     setup();
-    valid = validate();
+    valid = validate(vit::cuda::AttentionVariant::kSimple);
+    valid = validate(vit::cuda::AttentionVariant::kFast) && valid;
     if (!valid) std::fprintf(stderr, "bench_attention: VALIDATION AGAINST THE CPU REFERENCE FAILED (timings follow)\n");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_attention: %s\n", e.what());
@@ -239,11 +258,7 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("validation", valid ? "ok" : "FAILED");
   benchmark::AddCustomContext("shape", "B=256 H=12 N=197 Dh=64 bf16");
   benchmark::AddCustomContext("flop_convention", "fwd 4*B*H*N^2*Dh, bwd 2.5x fwd, fwd+bwd 3.5x fwd");
-  benchmark::RegisterBenchmark("attention_fwd_bf16", BM_attention_fwd_bf16)->UseManualTime()->Unit(benchmark::kMicrosecond);
-  benchmark::RegisterBenchmark("attention_bwd_bf16", BM_attention_bwd_bf16)->UseManualTime()->Unit(benchmark::kMicrosecond);
-  benchmark::RegisterBenchmark("attention_fwdbwd_bf16", BM_attention_fwdbwd_bf16)
-      ->UseManualTime()
-      ->Unit(benchmark::kMicrosecond);
+  register_all();
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   VIT_CHECK_NOTHROW(cudaFree(g.qkv));

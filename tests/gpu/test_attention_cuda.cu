@@ -1,12 +1,14 @@
 // GPU tests for the fused attention kernels (kernels/attention.cu) against an independent fp64 oracle
-// written here in naive loops: softmax(q k^T / sqrt(Dh)) v and its backward, per (b, h).
+// in naive loops (tests/attention_oracle.h): softmax(q k^T / sqrt(Dh)) v and its backward, per (b, h).
+// tests/test_attention_emu.cpp runs the same checks on the CPU through a CUDA emulator.
 //
 // Every run draws fresh random inputs (seed printed; set VIT_TEST_SEED=<n> to replay one), poisons all
 // outputs with 0xFF bytes (NaN in fp32 and bf16) so that an unwritten element fails, and compares
 // out, lse and dqkv by relative error ||x - ref|| / ||ref||.
 //   fp32 kernels: < 1e-5.
-//   bf16 kernels: <= 2 x the error of a bf16-emulating reference + a small floor (the flash-attention
-//   test habit: as exact as the precision allows), and < 2e-2 outright.
+//   bf16 kernels (both variants, kernels/attention_variant.cuh): <= 2 x the error of a bf16-emulating
+//   reference + a small floor (the flash-attention test habit: as exact as the precision allows), and
+//   < 2e-2 outright. Tolerances and their reasons: tests/attention_oracle.h.
 // Skips with "no CUDA device" where there is none. Run: build/vitengine_gpu_tests --gtest_filter='Attention*'
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -23,6 +25,7 @@
 #include <vector>
 
 #include "kernels/attention.cuh"
+#include "kernels/attention_variant.cuh"
 #include "kernels/cuda_check.cuh"
 #include "tests/attention_oracle.h"
 
@@ -102,14 +105,21 @@ TEST_P(AttentionCuda, Fp32MatchesFp64Reference) {
   check_fp32("fp32", sh, got, ref);
 }
 
+// Both bf16 variants (kernels/attention_variant.cuh: kSimple and the default kFast) on the same inputs.
 TEST_P(AttentionCuda, Bf16MatchesFp64Reference) {
   const Shape sh = GetParam();
   std::vector<float> qkv, dout;
   make_inputs(sh, true, qkv, dout);
   const RefResult ref = reference<double>(qkv, dout, sh, false);
   const RefResult lowp = reference<float>(qkv, dout, sh, true);
-  const Outputs got = run_kernels<__nv_bfloat16>(qkv, dout, sh);
-  check_bf16("bf16", sh, got, ref, lowp);
+  const auto saved = vit::cuda::attention_variant();
+  for (auto v : {vit::cuda::AttentionVariant::kSimple, vit::cuda::AttentionVariant::kFast}) {
+    SCOPED_TRACE(std::string("variant ") + vit::cuda::attention_variant_name(v));
+    vit::cuda::set_attention_variant(v);
+    check_bf16(v == vit::cuda::AttentionVariant::kFast ? "bf16 fast" : "bf16 simp", sh,
+               run_kernels<__nv_bfloat16>(qkv, dout, sh), ref, lowp);
+  }
+  vit::cuda::set_attention_variant(saved);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, AttentionCuda,
@@ -127,6 +137,14 @@ TEST(AttentionCudaMisc, Bf16BackwardIsDeterministic) {
   const Outputs b = run_kernels<__nv_bfloat16>(qkv, dout, sh);
   EXPECT_EQ(std::memcmp(a.dqkv.data(), b.dqkv.data(), a.dqkv.size() * sizeof(double)), 0);
   EXPECT_EQ(std::memcmp(a.out.data(), b.out.data(), a.out.size() * sizeof(double)), 0);
+}
+
+// The bf16 kernels need 16-byte aligned rows (cp.async of 16 bytes); a misaligned pointer is refused.
+TEST(AttentionCudaMisc, Bf16RejectsMisalignedPointers) {
+  if (!has_cuda_device()) GTEST_SKIP() << "no CUDA device";
+  DevBuf<__nv_bfloat16> qkv(3 * 64 + 8), out(64 + 8);
+  DevBuf<float> lse(8);
+  EXPECT_THROW(vit::cuda::attention_fwd<__nv_bfloat16>(qkv.p + 1, out.p, lse.p, 1, 1, 1, 64, 0), std::invalid_argument);
 }
 
 // Argument checks happen before any CUDA call, so this runs without a device too.
