@@ -18,21 +18,26 @@
 //
 // Two implementations behind one signature:
 //   - T = __nv_bfloat16 (training): tensor cores, mma.sync.m16n8k16 bf16 x bf16 -> fp32 via inline PTX.
-//     A block = 4 warps owns a 64-row tile; each warp owns 16 rows, so the softmax statistics of a row
-//     live in the 4 lanes of one quad and need only two shuffles. K/V (or Q/dO) tiles stream through
+//     A block = 4 warps; each warp owns 16-row m-tiles, so the softmax statistics of a row live in the
+//     4 lanes of one quad and need only two shuffles. K/V (or Q/dO) tiles of 64 rows stream through
 //     double-buffered shared memory with cp.async (zero-filled past N).
-//       fwd:     one block per (b, h, 64 queries); loop over 64-key tiles with the online softmax.
+//       fwd:     one block per (b, h, 64*MT queries); loop over 64-key tiles with the online softmax.
 //       bwd:     (1) delta kernel; (2) one block per (b, h, 64 keys) loops over 64-query tiles and
 //                accumulates dK, dV in registers; (3) one block per (b, h, 64 queries) loops over key
 //                tiles and accumulates dQ in registers. (3) recomputes S and dP once more instead of
 //                using fp32 atomics for dQ: the backward is deterministic (bit-identical run to run) at
 //                the cost of 2 extra N^2*Dh matmuls (7 instead of 5).
+//     Two variants of the same kernel bodies (kernels/attention_variant.cuh; the tests check both):
+//       kFast (default): ldmatrix fragment loads, MT = 2 m-tiles per warp in the forward;
+//       kSimple: plain 32/16-bit shared loads, MT = 1.
 //   - T = float (checking mode): the same algorithm in plain fp32 SIMT code, one thread per row.
 // Ragged tiles (N = 197): keys >= N get score -inf (P = 0) and zero K/V; query rows >= N are computed
 // on zeros and never written. Everything in the softmax (max, exp, sums, lse, delta) is fp32.
 //
-// Test:  ctest --test-dir build -L gpu   (or build/vitengine_gpu_tests --gtest_filter='AttentionCuda*')
-// Bench: build/bench_attention           (B=256 H=12 N=197 Dh=64, bf16; TFLOP/s next to the peak)
+// Test:  build/vitengine_gpu_tests --gtest_filter='Attention*'   (GPU; ctest label gpu)
+//        build/vitengine_tests --gtest_filter='*AttentionEmu*'   (CPU emulation, see below; label cpu)
+// Bench: build/bench_attention  (B=256 H=12 N=197 Dh=64, bf16, both variants; TFLOP/s next to the peak)
+//        bench/attention_pytorch.py: PyTorch SDPA on the same shape, same FLOP convention
 // Docs:  docs/attention_cuda.md
 //
 // CPU emulation: tests/test_attention_emu.cpp compiles this file with the host compiler against
