@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace attn_test {
@@ -55,60 +56,68 @@ inline RefResult reference(const std::vector<float>& qkv, const std::vector<floa
   r.out.assign((size_t)B * N * D, 0.0);
   r.lse.assign((size_t)B * H * N, 0.0);
   r.dqkv.assign((size_t)B * N * ld, 0.0);
-  std::vector<Acc> P((size_t)N * N), dS((size_t)N * N), O((size_t)N * Dh), s(N);
-  for (int b = 0; b < B; ++b)
-    for (int h = 0; h < H; ++h) {
-      // (B, N, 3*D) -> this head's q, k, v rows
-      auto q = [&](int i, int d) { return Acc(qkv[((size_t)b * N + i) * ld + h * Dh + d]); };
-      auto k = [&](int j, int d) { return Acc(qkv[((size_t)b * N + j) * ld + D + h * Dh + d]); };
-      auto v = [&](int j, int d) { return Acc(qkv[((size_t)b * N + j) * ld + 2 * D + h * Dh + d]); };
-      auto dO = [&](int i, int d) { return Acc(dout[((size_t)b * N + i) * D + h * Dh + d]); };
-      for (int i = 0; i < N; ++i) {
-        Acc m = -INFINITY;
-        for (int j = 0; j < N; ++j) {
-          Acc acc = 0;
-          for (int d = 0; d < Dh; ++d) acc += q(i, d) * k(j, d);
-          s[j] = acc * scale;
-          m = std::max(m, s[j]);
-        }
-        Acc l = 0;
-        for (int j = 0; j < N; ++j) l += std::exp(s[j] - m);
-        r.lse[((size_t)b * H + h) * N + i] = double(m + std::log(l));
-        for (int j = 0; j < N; ++j) P[(size_t)i * N + j] = std::exp(s[j] - m) / l;
-        for (int d = 0; d < Dh; ++d) {
-          Acc acc = 0;
-          for (int j = 0; j < N; ++j) acc += rnd(P[(size_t)i * N + j]) * v(j, d);
-          O[(size_t)i * Dh + d] = rnd(acc);  // the bf16 kernel's delta uses the rounded output
-          r.out[((size_t)b * N + i) * D + h * Dh + d] = double(rnd(acc));
-        }
+  // one (b, h) head per task; heads write disjoint parts of r, so threads need no locking
+  auto head = [&](int b, int h) {
+    std::vector<Acc> P((size_t)N * N), dS((size_t)N * N), O((size_t)N * Dh), s(N);
+    // (B, N, 3*D) -> this head's q, k, v rows
+    auto q = [&](int i, int d) { return Acc(qkv[((size_t)b * N + i) * ld + h * Dh + d]); };
+    auto k = [&](int j, int d) { return Acc(qkv[((size_t)b * N + j) * ld + D + h * Dh + d]); };
+    auto v = [&](int j, int d) { return Acc(qkv[((size_t)b * N + j) * ld + 2 * D + h * Dh + d]); };
+    auto dO = [&](int i, int d) { return Acc(dout[((size_t)b * N + i) * D + h * Dh + d]); };
+    for (int i = 0; i < N; ++i) {
+      Acc m = -INFINITY;
+      for (int j = 0; j < N; ++j) {
+        Acc acc = 0;
+        for (int d = 0; d < Dh; ++d) acc += q(i, d) * k(j, d);
+        s[j] = acc * scale;
+        m = std::max(m, s[j]);
       }
-      // backward: dP = dO V^T, delta = rowsum(dO o O), dS = P o (dP - delta)
-      for (int i = 0; i < N; ++i) {
-        Acc delta = 0;
-        for (int d = 0; d < Dh; ++d) delta += dO(i, d) * O[(size_t)i * Dh + d];
-        for (int j = 0; j < N; ++j) {
-          Acc dp = 0;
-          for (int d = 0; d < Dh; ++d) dp += dO(i, d) * v(j, d);
-          dS[(size_t)i * N + j] = rnd(P[(size_t)i * N + j] * (dp - delta));
-        }
+      Acc l = 0;
+      for (int j = 0; j < N; ++j) l += std::exp(s[j] - m);
+      r.lse[((size_t)b * H + h) * N + i] = double(m + std::log(l));
+      for (int j = 0; j < N; ++j) P[(size_t)i * N + j] = std::exp(s[j] - m) / l;
+      for (int d = 0; d < Dh; ++d) {
+        Acc acc = 0;
+        for (int j = 0; j < N; ++j) acc += rnd(P[(size_t)i * N + j]) * v(j, d);
+        O[(size_t)i * Dh + d] = rnd(acc);  // the bf16 kernel's delta uses the rounded output
+        r.out[((size_t)b * N + i) * D + h * Dh + d] = double(rnd(acc));
       }
-      for (int i = 0; i < N; ++i)  // dQ = dS K * scale
-        for (int d = 0; d < Dh; ++d) {
-          Acc acc = 0;
-          for (int j = 0; j < N; ++j) acc += dS[(size_t)i * N + j] * k(j, d);
-          r.dqkv[((size_t)b * N + i) * ld + h * Dh + d] = double(rnd(acc * scale));
-        }
-      for (int j = 0; j < N; ++j)  // dK = dS^T Q * scale, dV = P^T dO
-        for (int d = 0; d < Dh; ++d) {
-          Acc ak = 0, av = 0;
-          for (int i = 0; i < N; ++i) {
-            ak += dS[(size_t)i * N + j] * q(i, d);
-            av += rnd(P[(size_t)i * N + j]) * dO(i, d);
-          }
-          r.dqkv[((size_t)b * N + j) * ld + D + h * Dh + d] = double(rnd(ak * scale));
-          r.dqkv[((size_t)b * N + j) * ld + 2 * D + h * Dh + d] = double(rnd(av));
-        }
     }
+    // backward: dP = dO V^T, delta = rowsum(dO o O), dS = P o (dP - delta)
+    for (int i = 0; i < N; ++i) {
+      Acc delta = 0;
+      for (int d = 0; d < Dh; ++d) delta += dO(i, d) * O[(size_t)i * Dh + d];
+      for (int j = 0; j < N; ++j) {
+        Acc dp = 0;
+        for (int d = 0; d < Dh; ++d) dp += dO(i, d) * v(j, d);
+        dS[(size_t)i * N + j] = rnd(P[(size_t)i * N + j] * (dp - delta));
+      }
+    }
+    for (int i = 0; i < N; ++i)  // dQ = dS K * scale
+      for (int d = 0; d < Dh; ++d) {
+        Acc acc = 0;
+        for (int j = 0; j < N; ++j) acc += dS[(size_t)i * N + j] * k(j, d);
+        r.dqkv[((size_t)b * N + i) * ld + h * Dh + d] = double(rnd(acc * scale));
+      }
+    for (int j = 0; j < N; ++j)  // dK = dS^T Q * scale, dV = P^T dO
+      for (int d = 0; d < Dh; ++d) {
+        Acc ak = 0, av = 0;
+        for (int i = 0; i < N; ++i) {
+          ak += dS[(size_t)i * N + j] * q(i, d);
+          av += rnd(P[(size_t)i * N + j]) * dO(i, d);
+        }
+        r.dqkv[((size_t)b * N + j) * ld + D + h * Dh + d] = double(rnd(ak * scale));
+        r.dqkv[((size_t)b * N + j) * ld + 2 * D + h * Dh + d] = double(rnd(av));
+      }
+  };
+  const int n_heads = B * H;
+  const int n_threads = std::max(1, std::min<int>(n_heads, (int)std::thread::hardware_concurrency()));
+  std::vector<std::thread> pool;
+  for (int w = 0; w < n_threads; ++w)
+    pool.emplace_back([&, w] {
+      for (int bh = w; bh < n_heads; bh += n_threads) head(bh / H, bh % H);
+    });
+  for (auto& th : pool) th.join();
   return r;
 }
 
