@@ -45,22 +45,25 @@ __global__ void adamw_step_kernel(float* __restrict__ p, const float* __restrict
                                   const double* __restrict__ grad_sumsq, float clip_norm) {
   if (hp_dev) hp = *hp_dev;
   float scale = hp.grad_scale;
-  if (grad_sumsq && clip_norm > 0.f) {
+  if (grad_sumsq && clip_norm > 0.f) {  // as vit::ViT::adamw_step: only when norm > clip
     const double norm = sqrt(*grad_sumsq);
-    const double c = double(clip_norm) / (norm + 1e-6);
-    if (c < 1.0) scale *= float(c);
+    if (norm > clip_norm) scale *= float(clip_norm / (norm + 1e-6));
   }
-  const float bc1 = 1.f - powf(hp.beta1, float(hp.step));
-  const float bc2 = 1.f - powf(hp.beta2, float(hp.step));
+  // Constants computed in double and rounded once, exactly as vit::cpu::adamw_step.
+  const double bc1 = 1.0 - pow(double(hp.beta1), double(hp.step));
+  const double bc2 = 1.0 - pow(double(hp.beta2), double(hp.step));
+  const float step_size = float(hp.lr / bc1), bc2_sqrt = float(sqrt(bc2));
+  const float decay = float(1.0 - double(hp.lr) * hp.weight_decay);
+  const float b1 = hp.beta1, b2 = hp.beta2, eps = hp.eps;
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
     const float gi = g[i] * scale;
-    const float mi = hp.beta1 * m[i] + (1.f - hp.beta1) * gi;
-    const float vi = hp.beta2 * v[i] + (1.f - hp.beta2) * gi * gi;
+    float pi = p[i];
+    if (i < n_decay) pi *= decay;
+    const float mi = b1 * m[i] + (1.f - b1) * gi;
+    const float vi = b2 * v[i] + (1.f - b2) * gi * gi;
     m[i] = mi;
     v[i] = vi;
-    float pi = p[i];
-    if (i < n_decay) pi -= hp.lr * hp.weight_decay * pi;
-    pi -= hp.lr * (mi / bc1) / (sqrtf(vi / bc2) + hp.eps);
+    pi -= step_size * mi / (sqrtf(vi) / bc2_sqrt + eps);
     p[i] = pi;
     if (p_bf16) p_bf16[i] = __float2bfloat16_rn(pi);
   }
