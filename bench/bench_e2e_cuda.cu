@@ -37,6 +37,9 @@ double forward_flops(const vit::ViTConfig& c) {
 
 std::unique_ptr<vit::ViTCuda> make_model(const std::string& name, int B) {
   vit::ViTConfig cfg = vit::ViTConfig::preset(name);
+  // torchvision's vit_b_16 and timm's vit_small_patch16_224 default to dropout 0, and that
+  // is what bench/pytorch_bench.py times: match it.
+  cfg.dropout = 0.f;
   auto m = std::make_unique<vit::ViTCuda>(cfg, vit::Precision::BF16, B);
   m->init(42);
   const size_t S = cfg.image_size;
