@@ -1,50 +1,50 @@
 // Residual add, dropout, conversion; see elementwise.cuh and dropout.cuh.
+// add / dropout / residual+dropout go through elementwise_map (cuda_common.cuh): 16-byte
+// vector loads and stores when the pointers allow, the same element index either way.
 #include "kernels/cuda_common.cuh"
 #include "kernels/elementwise.cuh"
 
 namespace vit::cuda {
 
-#define VIT_GRID_STRIDE(i, n) \
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < (n); i += size_t(gridDim.x) * blockDim.x)
+namespace {
+struct AddOp {
+  uint64_t seed = 0;
+  const uint64_t* seed_ptr = nullptr;
+  __device__ float operator()(size_t, float a, float b) const { return a + b; }
+};
+struct ResidualDropoutOp {
+  uint64_t seed;
+  const uint64_t* seed_ptr;
+  float p;
+  __device__ float operator()(size_t i, float a, float b) const { return a + b * dropout_scale(seed, i, p); }
+};
+struct DropoutOp {  // b is a (unused)
+  uint64_t seed;
+  const uint64_t* seed_ptr;
+  float p;
+  __device__ float operator()(size_t i, float a, float) const { return a * dropout_scale(seed, i, p); }
+};
+}  // namespace
 
-template <typename T>
-__global__ void add_fwd_kernel(const T* a, const T* b, T* out, size_t n) {
-  VIT_GRID_STRIDE(i, n) out[i] = from_f32<T>(to_f32(a[i]) + to_f32(b[i]));
-}
-template <typename T>
-__global__ void residual_dropout_fwd_kernel(const T* a, const T* b, T* out, size_t n, float p, uint64_t seed,
-                                            const uint64_t* seed_ptr) {
-  if (seed_ptr) seed = *seed_ptr;
-  VIT_GRID_STRIDE(i, n) out[i] = from_f32<T>(to_f32(a[i]) + to_f32(b[i]) * dropout_scale(seed, i, p));
-}
-template <typename T>
-__global__ void dropout_fwd_kernel(const T* x, T* y, size_t n, float p, uint64_t seed, const uint64_t* seed_ptr) {
-  if (seed_ptr) seed = *seed_ptr;
-  VIT_GRID_STRIDE(i, n) y[i] = from_f32<T>(to_f32(x[i]) * dropout_scale(seed, i, p));
-}
 template <typename TIn, typename TOut>
 __global__ void convert_kernel(const TIn* in, TOut* out, size_t n) {
-  VIT_GRID_STRIDE(i, n) out[i] = from_f32<TOut>(to_f32(in[i]));
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    out[i] = from_f32<TOut>(to_f32(in[i]));
 }
 
 template <typename T>
 void add_fwd(const T* a, const T* b, T* out, size_t n, cudaStream_t stream) {
-  if (!n) return;
-  add_fwd_kernel<T><<<elementwise_grid(n, 256), 256, 0, stream>>>(a, b, out, n);
-  VIT_LAUNCH_CHECK();
+  elementwise_map(a, b, out, n, AddOp{}, stream);
 }
 template <typename T>
 void residual_dropout_fwd(const T* a, const T* b, T* out, size_t n, float p, uint64_t seed, cudaStream_t stream,
                           const uint64_t* seed_ptr) {
-  if (!n) return;
-  residual_dropout_fwd_kernel<T><<<elementwise_grid(n, 256), 256, 0, stream>>>(a, b, out, n, p, seed, seed_ptr);
-  VIT_LAUNCH_CHECK();
+  if (p <= 0.f) return add_fwd<T>(a, b, out, n, stream);
+  elementwise_map(a, b, out, n, ResidualDropoutOp{seed, seed_ptr, p}, stream);
 }
 template <typename T>
 void dropout_fwd(const T* x, T* y, size_t n, float p, uint64_t seed, cudaStream_t stream, const uint64_t* seed_ptr) {
-  if (!n) return;
-  dropout_fwd_kernel<T><<<elementwise_grid(n, 256), 256, 0, stream>>>(x, y, n, p, seed, seed_ptr);
-  VIT_LAUNCH_CHECK();
+  elementwise_map(x, x, y, n, DropoutOp{seed, seed_ptr, p}, stream);
 }
 // Backward of y = x * scale(i) is dx = dy * scale(i): the same kernel.
 template <typename T>

@@ -1,42 +1,41 @@
-// Exact-erf GELU; see gelu.cuh. One element per thread, grid-stride loop.
+// Exact-erf GELU; see gelu.cuh. Runs through elementwise_map (cuda_common.cuh): 16-byte
+// vector loads/stores when the pointers allow.
 #include "kernels/cuda_common.cuh"
 #include "kernels/dropout.cuh"
 #include "kernels/gelu.cuh"
 
 namespace vit::cuda {
 
+namespace {
 __device__ inline float gelu_f(float x) { return 0.5f * x * (1.f + erff(x * 0.70710678118654752f)); }
 __device__ inline float gelu_grad_f(float x) {
   const float cdf = 0.5f * (1.f + erff(x * 0.70710678118654752f));
-  const float pdf = 0.39894228040143268f * __expf(-0.5f * x * x);
+  const float pdf = 0.39894228040143268f * expf(-0.5f * x * x);
   return cdf + x * pdf;
 }
-
-template <typename T>
-__global__ void gelu_fwd_kernel(const T* __restrict__ x, T* __restrict__ y, size_t n) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
-    y[i] = from_f32<T>(gelu_f(to_f32(x[i])));
-}
-template <typename T>
-__global__ void gelu_bwd_kernel(const T* __restrict__ x, const T* dy, T* dx, size_t n, float p, uint64_t seed,
-                                const uint64_t* seed_ptr) {
-  if (seed_ptr) seed = *seed_ptr;
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
-    dx[i] = from_f32<T>(gelu_grad_f(to_f32(x[i])) * to_f32(dy[i]) * dropout_scale(seed, i, p));
-}
+struct GeluFwdOp {
+  uint64_t seed = 0;
+  const uint64_t* seed_ptr = nullptr;
+  __device__ float operator()(size_t, float x, float) const { return gelu_f(x); }
+};
+struct GeluBwdOp {  // a = x (pre-activation), b = dy; the MLP dropout's mask folded in
+  uint64_t seed;
+  const uint64_t* seed_ptr;
+  float p;
+  __device__ float operator()(size_t i, float x, float dy) const {
+    return gelu_grad_f(x) * dy * dropout_scale(seed, i, p);
+  }
+};
+}  // namespace
 
 template <typename T>
 void gelu_fwd(const T* x, T* y, size_t n, cudaStream_t stream) {
-  if (!n) return;
-  gelu_fwd_kernel<T><<<elementwise_grid(n, 256), 256, 0, stream>>>(x, y, n);
-  VIT_LAUNCH_CHECK();
+  elementwise_map(x, x, y, n, GeluFwdOp{}, stream);
 }
 template <typename T>
 void gelu_bwd(const T* x, const T* dy, T* dx, size_t n, cudaStream_t stream, float p, uint64_t seed,
               const uint64_t* seed_ptr) {
-  if (!n) return;
-  gelu_bwd_kernel<T><<<elementwise_grid(n, 256), 256, 0, stream>>>(x, dy, dx, n, p, seed, seed_ptr);
-  VIT_LAUNCH_CHECK();
+  elementwise_map(x, dy, dx, n, GeluBwdOp{seed, seed_ptr, p}, stream);
 }
 
 template void gelu_fwd<float>(const float*, float*, size_t, cudaStream_t);
