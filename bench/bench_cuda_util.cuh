@@ -102,6 +102,18 @@ inline void report_flops(benchmark::State& st, double flops_per_iter, double tot
   st.counters["us"] = total_s / double(st.iterations()) * 1e6;
 }
 
+// Runs a benchmark body; a thrown error (a CUDA/cuBLAS failure, a model that does not fit)
+// marks this benchmark as failed instead of terminating the binary and losing the others.
+template <typename F>
+inline void guard(benchmark::State& st, F body) {
+  try {
+    body(st);
+  } catch (const std::exception& e) {
+    st.SkipWithError(e.what());
+    cudaGetLastError();
+  }
+}
+
 inline int run_main(int argc, char** argv) {
   if (!vit::cuda_device_available()) {
     std::printf("skipped: no CUDA device\n");

@@ -51,7 +51,7 @@ std::unique_ptr<vit::ViTCuda> make_model(const std::string& name, int B) {
   return m;
 }
 
-void BM_Train(benchmark::State& st) {
+void BM_Train_impl(benchmark::State& st) {
   const std::string name = kModels[st.range(0)];
   const bool graph = st.range(1) != 0;
   const int B = 256;
@@ -125,16 +125,19 @@ void BM_Forward(benchmark::State& st, int B) {
   st.counters["TFLOP/s"] = forward_flops(m->config()) * B / per / 1e12;
   st.SetLabel(name + (B == 1 ? " latency b1" : " inference b256") + (graph ? " graph" : " eager"));
 }
-void BM_Infer(benchmark::State& st) { BM_Forward(st, 256); }
-void BM_Latency(benchmark::State& st) { BM_Forward(st, 1); }
+void BM_Infer_impl(benchmark::State& st) { BM_Forward(st, 256); }
+void BM_Latency_impl(benchmark::State& st) { BM_Forward(st, 1); }
 
 }  // namespace
 
 // args: (model index: 0 vit_b16, 1 vit_s16; graph 0/1)
+void BM_Train(benchmark::State& st) { guard(st, BM_Train_impl); }
 BENCHMARK(BM_Train)->ArgNames({"model", "graph"})->Args({0, 0})->Args({0, 1})->Args({1, 0})->Args({1, 1})
     ->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(12);
+void BM_Infer(benchmark::State& st) { guard(st, BM_Infer_impl); }
 BENCHMARK(BM_Infer)->ArgNames({"model", "graph"})->Args({0, 0})->Args({0, 1})
     ->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(20);
+void BM_Latency(benchmark::State& st) { guard(st, BM_Latency_impl); }
 BENCHMARK(BM_Latency)->ArgNames({"model", "graph"})->Args({0, 0})->Args({0, 1})
     ->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(100);
 

@@ -23,7 +23,7 @@ using bf16 = __nv_bfloat16;
 namespace {
 constexpr int kRows = 256 * 197, kD = 768, kMlp = 3072;
 
-void BM_LayerNormFwd(benchmark::State& st) {
+void BM_LayerNormFwd_impl(benchmark::State& st) {
   const int R = int(st.range(0)), C = int(st.range(1));
   Buf<bf16> x(size_t(R) * C), y(size_t(R) * C);
   Buf<float> w(C), b(C), mean(R), rstd(R);
@@ -44,9 +44,10 @@ void BM_LayerNormFwd(benchmark::State& st) {
   // read x, write y (bf16), write mean/rstd (fp32); w/b are cache-resident
   report_bandwidth(st, double(R) * C * 2 * 2 + double(R) * 8, t);
 }
+void BM_LayerNormFwd(benchmark::State& st) { guard(st, BM_LayerNormFwd_impl); }
 BENCHMARK(BM_LayerNormFwd)->Args({kRows, kD})->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(50);
 
-void BM_LayerNormBwd(benchmark::State& st) {
+void BM_LayerNormBwd_impl(benchmark::State& st) {
   const int R = int(st.range(0)), C = int(st.range(1));
   Buf<bf16> x(size_t(R) * C), y(size_t(R) * C), dy(size_t(R) * C), dx(size_t(R) * C);
   Buf<float> w(C), b(C), mean(R), rstd(R), dw(C), db(C), scratch(vit::cuda::layernorm_bwd_scratch_floats(R, C));
@@ -73,9 +74,10 @@ void BM_LayerNormBwd(benchmark::State& st) {
   });
   report_bandwidth(st, double(R) * C * 2 * 3 + double(R) * 8, t);  // read x, dy; write dx
 }
+void BM_LayerNormBwd(benchmark::State& st) { guard(st, BM_LayerNormBwd_impl); }
 BENCHMARK(BM_LayerNormBwd)->Args({kRows, kD})->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(30);
 
-void BM_Gelu(benchmark::State& st) {
+void BM_Gelu_impl(benchmark::State& st) {
   const bool bwd = st.range(0) != 0;
   const size_t n = size_t(kRows) * kMlp;
   Buf<bf16> x(n), dy(n), y(n);
@@ -98,11 +100,12 @@ void BM_Gelu(benchmark::State& st) {
   report_bandwidth(st, double(n) * 2 * (bwd ? 3 : 2), t);
   st.SetLabel(bwd ? "backward" : "forward");
 }
+void BM_Gelu(benchmark::State& st) { guard(st, BM_Gelu_impl); }
 BENCHMARK(BM_Gelu)->Arg(0)->Arg(1)->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(30);
 
 // GEMMs of one ViT-B/16 block at batch 256. kind: 0 qkv fwd, 1 out_proj fwd, 2 fc1 fwd,
 // 3 fc2 fwd, 4 fc1 dx, 5 fc1 dw (fp32 grad, +=), 6 the 8192^3 ceiling (no bias).
-void BM_Gemm(benchmark::State& st) {
+void BM_Gemm_impl(benchmark::State& st) {
   const int kind = int(st.range(0));
   int M = kRows, K = kD, N = kD;
   const char* label = "";
@@ -161,9 +164,10 @@ void BM_Gemm(benchmark::State& st) {
   report_flops(st, 2.0 * M * N * K, t);
   st.SetLabel(label);
 }
+void BM_Gemm(benchmark::State& st) { guard(st, BM_Gemm_impl); }
 BENCHMARK(BM_Gemm)->DenseRange(0, 6)->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(20);
 
-void BM_SoftmaxXent(benchmark::State& st) {
+void BM_SoftmaxXent_impl(benchmark::State& st) {
   const int B = int(st.range(0)), C = int(st.range(1));
   Buf<float> z(size_t(B) * C), losses(B), mean(1), dz(size_t(B) * C);
   Buf<int> y(B);
@@ -180,9 +184,10 @@ void BM_SoftmaxXent(benchmark::State& st) {
   });
   report_bandwidth(st, double(B) * C * 8, t);  // read logits, write dlogits (fp32)
 }
+void BM_SoftmaxXent(benchmark::State& st) { guard(st, BM_SoftmaxXent_impl); }
 BENCHMARK(BM_SoftmaxXent)->Args({256, 14})->Args({256, 1000})->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(50);
 
-void BM_AdamW(benchmark::State& st) {
+void BM_AdamW_impl(benchmark::State& st) {
   const vit::ViTConfig cfg = vit::ViTConfig::preset("vit_b16");
   size_t n = 0, nd = 0;
   for (auto& p : vit::param_table(cfg)) n += p.numel, nd += p.decay ? p.numel : 0;
@@ -212,9 +217,10 @@ void BM_AdamW(benchmark::State& st) {
   report_bandwidth(st, double(n) * 30, t);
   st.counters["params"] = double(n);
 }
+void BM_AdamW(benchmark::State& st) { guard(st, BM_AdamW_impl); }
 BENCHMARK(BM_AdamW)->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(20);
 
-void BM_BiasGrad(benchmark::State& st) {
+void BM_BiasGrad_impl(benchmark::State& st) {
   const int M = kRows, N = int(st.range(0));
   Buf<bf16> dy(size_t(M) * N);
   Buf<float> db(N), scratch(vit::cuda::bias_grad_scratch_floats(M, N));
@@ -229,6 +235,7 @@ void BM_BiasGrad(benchmark::State& st) {
   double t = time_loop(st, nullptr, [&] { vit::cuda::bias_grad<bf16>(dy, db, scratch, M, N, nullptr); });
   report_bandwidth(st, double(M) * N * 2, t);
 }
+void BM_BiasGrad(benchmark::State& st) { guard(st, BM_BiasGrad_impl); }
 BENCHMARK(BM_BiasGrad)->Arg(kD)->Arg(kMlp)->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(30);
 
 }  // namespace
