@@ -41,7 +41,7 @@ std::unique_ptr<vit::ViTCuda> make_model(const std::string& name, int B) {
   // is what bench/pytorch_bench.py times: match it.
   cfg.dropout = 0.f;
   auto m = std::make_unique<vit::ViTCuda>(cfg, vit::Precision::BF16, B);
-  m->init(42);
+  m->init_device(42);
   const size_t S = cfg.image_size;
   fill_uniform(m->device_images(), size_t(B) * 3 * S * S, 17, 2.f);
   std::vector<int> labels(B);

@@ -359,7 +359,34 @@ struct ViTCuda::Impl {
   void refresh_shadow() {
     if (shadow) cuda::convert<float, bf16>(params, shadow, n, stream);
   }
+
+  // Frees whatever the constructor got to, also when it threw half-way.
+  ~Impl() {
+    if (stream) VIT_CHECK_NOTHROW(cudaStreamSynchronize(stream));
+    if (step_exec) VIT_CHECK_NOTHROW(cudaGraphExecDestroy(step_exec));
+    if (fwd_exec) VIT_CHECK_NOTHROW(cudaGraphExecDestroy(fwd_exec));
+    gemm.reset();
+    for (void* p : {(void*)h_logits, (void*)h_hp, (void*)h_seeds, (void*)h_loss, (void*)h_sumsq})
+      if (p) VIT_CHECK_NOTHROW(cudaFreeHost(p));
+    if (aarena) VIT_CHECK_NOTHROW(cudaFree(aarena));
+    if (parena) VIT_CHECK_NOTHROW(cudaFree(parena));
+    if (stream) VIT_CHECK_NOTHROW(cudaStreamDestroy(stream));
+  }
 };
+
+namespace {
+// Device-side init for benchmarks (no 86M host samples): uniform values with the standard
+// deviation of the reference recipe (trunc-normal 0.02 -> uniform +-0.02*sqrt(3), etc.).
+__global__ void init_uniform_kernel(float* x, size_t n, uint64_t seed, float half_width, float shift) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    uint64_t z = seed + 0x9E3779B97F4A7C15ull * (i + 1);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    x[i] = shift + half_width * (float(z >> 40) * (2.0f / 16777216.0f) - 1.0f);
+  }
+}
+}  // namespace
 
 // ---------------------------------------------------------------------- ViTCuda
 ViTCuda::ViTCuda(const ViTConfig& cfg, Precision prec, int max_batch) : impl_(new Impl()) {
@@ -400,19 +427,7 @@ ViTCuda::ViTCuda(const ViTConfig& cfg, Precision prec, int max_batch) : impl_(ne
   VIT_CHECK(cudaMallocHost(&I.h_sumsq, sizeof(double)));
 }
 
-ViTCuda::~ViTCuda() {
-  if (!impl_) return;
-  Impl& I = *impl_;
-  if (I.stream) VIT_CHECK_NOTHROW(cudaStreamSynchronize(I.stream));
-  if (I.step_exec) VIT_CHECK_NOTHROW(cudaGraphExecDestroy(I.step_exec));
-  if (I.fwd_exec) VIT_CHECK_NOTHROW(cudaGraphExecDestroy(I.fwd_exec));
-  I.gemm.reset();
-  for (void* p : {(void*)I.h_logits, (void*)I.h_hp, (void*)I.h_seeds, (void*)I.h_loss, (void*)I.h_sumsq})
-    if (p) VIT_CHECK_NOTHROW(cudaFreeHost(p));
-  if (I.aarena) VIT_CHECK_NOTHROW(cudaFree(I.aarena));
-  if (I.parena) VIT_CHECK_NOTHROW(cudaFree(I.parena));
-  if (I.stream) VIT_CHECK_NOTHROW(cudaStreamDestroy(I.stream));
-}
+ViTCuda::~ViTCuda() = default;
 
 const ViTConfig& ViTCuda::config() const { return impl_->cfg; }
 Precision ViTCuda::precision() const { return impl_->prec; }
@@ -454,6 +469,30 @@ void ViTCuda::init(uint64_t seed) {
   ViT host(impl_->cfg);
   host.init(seed);
   upload(host);
+}
+
+void ViTCuda::init_device(uint64_t seed) {
+  Impl& I = *impl_;
+  VIT_CHECK(cudaMemsetAsync(I.params, 0, 4 * I.n * sizeof(float), I.stream));  // params, grads, m, v
+  const float sqrt3 = 1.7320508f;
+  auto ends = [](const std::string& n, const std::string& s) {
+    return n.size() >= s.size() && n.compare(n.size() - s.size(), s.size(), s) == 0;
+  };
+  uint64_t k = 0;
+  for (const auto& p : I.table) {
+    float sd = 0.f, shift = 0.f;
+    if (p.name == "conv_proj.weight") sd = std::sqrt(1.0f / (I.cfg.channels * I.cfg.patch * I.cfg.patch));
+    else if (p.name == "heads.head.weight" || p.name == "class_token") sd = 0.f;  // zeros, as torchvision
+    else if (p.name == "encoder.pos_embedding" || p.decay) sd = 0.02f;
+    else if (ends(p.name, "ln_1.weight") || ends(p.name, "ln_2.weight") || p.name == "encoder.ln.weight") shift = 1.f;
+    ++k;
+    if (sd == 0.f && shift == 0.f) continue;
+    init_uniform_kernel<<<cuda::elementwise_grid(p.numel, 256), 256, 0, I.stream>>>(
+        I.params + p.offset, p.numel, seed * 1000003ull + k, sd * sqrt3, shift);
+    VIT_LAUNCH_CHECK();
+  }
+  I.refresh_shadow();
+  VIT_CHECK(cudaStreamSynchronize(I.stream));
 }
 
 void ViTCuda::zero_grad() {

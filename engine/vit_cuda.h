@@ -57,6 +57,9 @@ class ViTCuda {
   void upload(const ViT& host);
   void download(ViT& host);
   void init(uint64_t seed);  // vit::ViT::init on the host, then upload
+  // Fast device-side init (benchmarks): same per-tensor std as init(), uniform instead of
+  // truncated normal, head and class token zero; gradients and Adam moments zeroed.
+  void init_device(uint64_t seed);
   void zero_grad();
   void reset_optimizer();
 

@@ -7,7 +7,7 @@
 # Steps (each under its own timeout; a failing step never stops the next; ~6 minutes total):
 #   1. the card (nvidia-smi) and which cuBLAS/cuDNN the loader finds
 #   2. the gpu tests: vitengine_gpu_tests (the same tests ctest -L gpu runs), JSON report
-#   3. bench_ops_cuda, bench_e2e_cuda and any other bench_*cuda* binary -> JSON
+#   3. bench_ops_cuda, bench_e2e_cuda, bench_attention (branch cuda-attn) if built -> JSON
 #   4. bench/pytorch_bench.py with /opt/torch/.venv/bin/python (torch.compile unless NO_COMPILE=1)
 #   5. tools/bench_table.py: merges everything into $OUT/<date>-<card>.json and prints the table
 # Files written to $OUT (at most 8 come back): gpu_tests.json, gpu_tests.log, ops.json,
@@ -50,7 +50,7 @@ step "bench_e2e_cuda"
 timeout 150 "$BUILD/bench_e2e_cuda" --benchmark_out="$OUT/e2e.json" --benchmark_out_format=json 2>&1 | tail -15
 echo "rc=${PIPESTATUS[0]}"
 
-for b in "$BUILD"/bench_*cuda*; do
+for b in "$BUILD"/bench_attention "$BUILD"/bench_*cuda*; do
   case "$(basename "$b")" in bench_ops_cuda|bench_e2e_cuda) continue ;; esac
   [ -x "$b" ] || continue
   step "$(basename "$b")"

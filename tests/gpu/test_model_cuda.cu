@@ -410,3 +410,25 @@ TEST(ModelCuda, VitB16ForwardMatchesTorchvision) {
                   prec == Precision::FP32 ? "vit_b16 logits fp32" : "vit_b16 logits bf16");
   }
 }
+
+TEST(ModelCuda, InitDeviceGivesUniformPrediction) {
+  VIT_REQUIRE_GPU();
+  Rng rng(fresh_seed());
+  const auto cfg = small_config();
+  const int B = 3;
+  vit::ViTCuda gpu(cfg, Precision::BF16, B);
+  gpu.init_device(rng.r());
+  auto images = rng.normal(size_t(B) * 3 * cfg.image_size * cfg.image_size);
+  auto labels = rng.labels(B, cfg.num_classes);
+  auto logits = vec(gpu.forward(images.data(), B), size_t(B) * cfg.num_classes);
+  // the head is zero-initialised (torchvision): every logit is exactly 0 and the loss is ln(C)
+  for (float z : logits) EXPECT_EQ(z, 0.f);
+  EXPECT_NEAR(gpu.loss(labels.data(), 0.1f), std::log(float(cfg.num_classes)), 1e-6);
+  gpu.backward();
+  vit::ViT back(cfg);
+  gpu.download(back);
+  bool head_grad = false;
+  for (size_t i = 0; i < back.param("heads.head.weight").numel; ++i)
+    head_grad = head_grad || back.grad_ptr("heads.head.weight")[i] != 0.f;
+  EXPECT_TRUE(head_grad) << "the head weight gets a gradient even when it is zero";
+}
