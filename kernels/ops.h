@@ -13,6 +13,13 @@
 #include <cstddef>
 #include <cstdint>
 
+// Functions both paths share must compile for host and device.
+#ifdef __CUDACC__
+#define VIT_HD __host__ __device__
+#else
+#define VIT_HD
+#endif
+
 namespace vit::cpu {
 
 // ---- patch embedding: a 16x16 stride-16 conv, as im2col + GEMM ----
@@ -75,7 +82,7 @@ void dropout_fwd(const T* x, T* y, size_t n, float p, uint64_t seed);
 template <typename T>
 void dropout_bwd(const T* dy, T* dx, size_t n, float p, uint64_t seed);
 // The keep test both paths share (splitmix64 of seed ^ golden * i, top 24 bits).
-inline bool dropout_keep(uint64_t seed, uint64_t i, float p) {
+VIT_HD inline bool dropout_keep(uint64_t seed, uint64_t i, float p) {
   uint64_t z = seed + 0x9E3779B97F4A7C15ull * (i + 1);
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
