@@ -418,3 +418,26 @@ TEST(Export, WriteVitengineModelForPyTorchCheck) {
   write_file_atomic(d + "/vitengine_logits.f32", {{logits.data(), logits.size() * 4}});
   save_model(d + "/vitengine_model.vit", m, meta);
 }
+
+// Full-size torchvision vit_b_16 (86M parameters): driven by
+// tools/check_vit_b16_import.py, which writes a random vit_b_16 the way torchvision's
+// published file is saved, plus inputs and PyTorch's logits, into VITENGINE_VITB16_DIR.
+TEST(Torchvision, FullSizeVitB16FromEnv) {
+  const char* dir = std::getenv("VITENGINE_VITB16_DIR");
+  if (!dir) GTEST_SKIP() << "driven by tools/check_vit_b16_import.py (writes 330 MB)";
+  std::string d = dir;
+  ViTConfig src;
+  auto m = import_torchvision(d + "/vit_b_16_random.pth", ImportOptions{}, &src);  // heads: 768/64 = 12
+  ViTConfig b16 = ViTConfig::preset("vit_b16");
+  b16.num_classes = 1000;
+  EXPECT_TRUE(src.same_architecture(b16)) << src.to_string();
+  auto x = read_f32(d + "/inputs.f32");
+  auto y = read_f32(d + "/logits.f32");
+  ASSERT_EQ(y.size(), 2000u);
+  // Same tolerance as the small models: 12 layers of fp32 with a different summation
+  // order stay within ~1e-5 relative of PyTorch in practice; 1e-4 leaves margin.
+  expect_close(m->forward(x.data(), 2), y, 1e-4, 1e-4);
+  // The converted .vit (if the script wrote it) must hold the same weights.
+  LoadedModel lm = load_model(d + "/vit_b_16_random.vit");
+  EXPECT_EQ(0, std::memcmp(lm.model->param_data(), m->param_data(), m->num_params() * 4));
+}
