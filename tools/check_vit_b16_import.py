@@ -4,7 +4,7 @@ torchvision's published vit_b_16-c867db91.pth is (torch.save(model.state_dict())
 converted by vitengine and run on the CPU, must give PyTorch's logits.
 
     /usr/bin/python3 tools/check_vit_b16_import.py --tests build/vitengine_tests \
-        --vitengine build/vitengine --workdir /tmp/vitb16
+        --vitengine build/vitengine --workdir /tmp/vitb16 [--gpu-tests build-gpu/vitengine_gpu_tests]
 
 Writes ~330 MB into --workdir (not committed). The comparison itself is the gtest
 Torchvision.FullSizeVitB16FromEnv, driven through VITENGINE_VITB16_DIR.
@@ -25,6 +25,7 @@ def main():
     ap.add_argument("--tests", required=True)
     ap.add_argument("--vitengine", required=True)
     ap.add_argument("--workdir", required=True)
+    ap.add_argument("--gpu-tests", help="vitengine_gpu_tests of a CUDA build: also compare the GPU forward")
     a = ap.parse_args()
     os.makedirs(a.workdir, exist_ok=True)
     torch.manual_seed(0)
@@ -45,7 +46,11 @@ def main():
     print(f"vitengine convert: {time.time() - t:.1f} s")
     env = dict(os.environ, VITENGINE_VITB16_DIR=os.path.abspath(a.workdir))
     r = subprocess.run([a.tests, "--gtest_filter=Torchvision.FullSizeVitB16FromEnv"], env=env)
-    sys.exit(r.returncode)
+    rc = r.returncode
+    if a.gpu_tests:
+        g = subprocess.run([a.gpu_tests, "--gtest_filter=WeightsCuda.*"], env=env)
+        rc = rc or g.returncode
+    sys.exit(rc)
 
 
 if __name__ == "__main__":
