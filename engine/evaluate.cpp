@@ -187,7 +187,7 @@ nlohmann::json evaluate(const EvalRequest& req) {
   DataStats st;
   for (int c = 0; c < 3; ++c) st.mean[c] = lm.meta.mean[c], st.std[c] = lm.meta.std[c];
   Loader loader(set.samples, st, eval_loader_config(mc.image_size, req.batch_size, req.threads));
-  auto backend = make_backend(req.device, *lm.model);
+  auto backend = make_backend(req.device, *lm.model, req.batch_size, req.precision);
   log("[eval] " + mc.to_string() + " on " + std::to_string(set.samples.size()) + " images (" + req.data + ", " +
       (set.kind == "manifest" ? "split " + req.split : "class folders") + ")");
   Predictions p = predict(*backend, loader);

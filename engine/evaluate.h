@@ -34,6 +34,7 @@ struct EvalRequest {
   std::string map;              // optional label map
   std::string out;              // output folder
   std::string device = "cpu";   // cpu | cuda
+  std::string precision = "fp32";  // cuda only: fp32 | bf16
   int batch_size = 64;
   int threads = 2;
   int ece_bins = 15;

@@ -63,6 +63,7 @@ struct ConfigError : std::invalid_argument {
   /* ---- run ---- */                                                                                          \
   X(int, seed, 0, "seed of init, data order, augmentation and dropout")                                          \
   X(std::string, device, "cpu", "cpu | cuda")                                                                    \
+  X(std::string, precision, "bf16", "cuda arithmetic: bf16 (fp32 master weights and moments) | fp32; cpu is always fp32") \
   X(int, eval_every, 1, "validate every N epochs (and always after the last)")                                   \
   X(int, checkpoint_every, 0, "also write RUN/last.vit every N steps inside an epoch; 0 = at epoch ends only")    \
   X(int, log_every, 10, "progress line every N steps")                                                           \

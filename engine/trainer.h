@@ -60,8 +60,10 @@ class TrainBackend {
   virtual void pull(ViT& host) = 0;        // device -> host: parameters and moments
   virtual void push(const ViT& host) = 0;  // host -> device
 };
-// device "cpu" trains `host` in place; "cuda" needs a CUDA build (throws otherwise).
-std::unique_ptr<TrainBackend> make_backend(const std::string& device, ViT& host);
+// device "cpu" trains `host` in place; "cuda" needs a CUDA build (throws otherwise)
+// and sizes its buffers for max_batch; precision (bf16 | fp32) applies to cuda only.
+std::unique_ptr<TrainBackend> make_backend(const std::string& device, ViT& host, int max_batch = 256,
+                                           const std::string& precision = "bf16");
 
 // Logits of every sample the loader yields in one epoch (no augmentation), in sample order.
 struct Predictions {

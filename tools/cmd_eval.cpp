@@ -22,6 +22,7 @@ Command register_eval(CLI::App& root) {
   app->add_option("--map", r->map, "label map JSON onto another set's labels")->check(CLI::ExistingFile);
   app->add_option("--out", r->out, "output folder")->required();
   app->add_option("--device", r->device, "cpu | cuda")->capture_default_str()->check(CLI::IsMember({"cpu", "cuda"}));
+  app->add_option("--precision", r->precision, "cuda arithmetic: fp32 | bf16")->capture_default_str()->check(CLI::IsMember({"fp32", "bf16"}));
   app->add_option("--batch-size", r->batch_size, "images per forward")->capture_default_str()->check(CLI::PositiveNumber);
   app->add_option("--threads", r->threads, "loader threads")->capture_default_str()->check(CLI::PositiveNumber);
   app->add_option("--ece-bins", r->ece_bins, "confidence bins")->capture_default_str()->check(CLI::Range(1, 1000));
