@@ -813,8 +813,11 @@ class Run {
     write_text_atomic(rep + "/val_metrics.json", j.dump(2) + "\n");
     s.temperature = T;
     char b[200];
-    std::snprintf(b, sizeof b, "[calibrate] temperature %.4f fitted on %zu val images: ECE %.4f -> %.4f", T, n,
-                  before.ece, after.ece);
+    if (cfg_.calibrate)
+      std::snprintf(b, sizeof b, "[calibrate] temperature %.4f fitted on %zu val images: ECE %.4f -> %.4f", T, n,
+                    before.ece, after.ece);
+    else
+      std::snprintf(b, sizeof b, "[calibrate] off (calibrate=false): temperature 1, val ECE %.4f", before.ece);
     log_(b);
     val_metrics_ = j;
   }
