@@ -31,6 +31,7 @@ struct EvalRequest {
   std::string model;            // .vit checkpoint
   std::string data;             // prepared folder, manifest.csv, or a folder of class folders
   std::string split = "test";   // manifest split (ignored for a folder of class folders)
+  std::string data_root;        // optional: replaces every manifest row's src folder
   std::string map;              // optional label map
   std::string out;              // output folder
   std::string device = "cpu";   // cpu | cuda

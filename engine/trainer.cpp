@@ -200,8 +200,8 @@ std::string report_path(const std::string& data) {
   return (fs::path(manifest_path(data)).parent_path() / "report.json").string();
 }
 
-Manifest read_manifest_resolved(const std::string& csv) {
-  Manifest m = read_manifest(csv);
+Manifest read_manifest_resolved(const std::string& csv, const std::string& data_root) {
+  Manifest m = read_manifest(csv, data_root);
   const fs::path dir = fs::absolute(csv).parent_path();
   for (auto& s : m.samples)
     if (fs::path(s.full_path()).is_relative()) s.src = (dir / s.src).lexically_normal().string();
@@ -339,7 +339,7 @@ class Run {
   void load_data() {
     const std::string mpath = manifest_path(req_.data);
     if (!fs::exists(mpath)) throw std::runtime_error("no manifest at '" + mpath + "' (run `vitengine prepare` first)");
-    Manifest man = read_manifest_resolved(mpath);
+    Manifest man = read_manifest_resolved(mpath, cfg_.data_root);
     train_samples_ = select(man, cfg_.train_split, cfg_.subset);
     val_samples_ = cfg_.val_split.empty() ? std::vector<Sample>{} : select(man, cfg_.val_split, 100);
     if (train_samples_.empty())

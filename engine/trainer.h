@@ -114,7 +114,8 @@ TrainSummary train(const TrainRequest& req);
 std::string manifest_path(const std::string& data);
 // read_manifest, with relative paths taken as relative to the manifest's folder
 // (so a committed fixture works from any working directory).
-Manifest read_manifest_resolved(const std::string& csv);
+// data_root (optional) replaces every row's src, as read_manifest's does.
+Manifest read_manifest_resolved(const std::string& csv, const std::string& data_root = "");
 std::string report_path(const std::string& data);
 
 }  // namespace vit

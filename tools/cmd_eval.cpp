@@ -19,6 +19,7 @@ Command register_eval(CLI::App& root) {
   app->add_option("--model", r->model, "model checkpoint (.vit), e.g. RUN/best.vit")->required()->check(CLI::ExistingFile);
   app->add_option("--data", r->data, "prepared folder, manifest.csv or folder of class folders")->required();
   app->add_option("--split", r->split, "manifest split")->capture_default_str()->check(CLI::IsMember({"train", "val", "test"}));
+  app->add_option("--data-root", r->data_root, "replaces every manifest row's src folder");
   app->add_option("--map", r->map, "label map JSON onto another set's labels")->check(CLI::ExistingFile);
   app->add_option("--out", r->out, "output folder")->required();
   app->add_option("--device", r->device, "cpu | cuda")->capture_default_str()->check(CLI::IsMember({"cpu", "cuda"}));
