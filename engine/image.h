@@ -25,6 +25,17 @@ Image load_image(const std::string& path);
 // Pad to a square canvas (centred), then antialiased resize to size x size.
 Image preprocess(const Image& img, int size);
 
+// ---- building blocks of preprocess (additive; used by augment and prepare) ----
+// Mean colour of the image's outermost 1-pixel ring: the smear background in practice.
+void border_color(const Image& img, uint8_t out[3]);
+// Centre img on a square canvas of side max(w, h) filled with `fill` (floor offset).
+Image pad_to_square(const Image& img, const uint8_t fill[3]);
+// Antialiased resize with a triangle filter whose support widens with the
+// downscale factor (Pillow's BILINEAR / torchvision antialias=True semantics).
+Image resize_aa(const Image& img, int out_w, int out_h);
+// Lossless PNG, written atomically (temp file + rename). Throws ImageError.
+void write_png(const std::string& path, const Image& img);
+
 // HWC uint8 -> CHW float, (x/255 - mean[c]) / std[c]. out has 3*size*size floats.
 void to_chw_normalized(const Image& img, const float mean[3], const float std[3], float* out);
 

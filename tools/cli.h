@@ -34,5 +34,6 @@ Command register_convert(CLI::App& root);
 Command register_export(CLI::App& root);
 Command register_bench(CLI::App& root);
 Command register_serve(CLI::App& root);
+Command register_pack(CLI::App& root);
 
 }  // namespace vit::cli

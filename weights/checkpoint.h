@@ -1,7 +1,21 @@
 // vitengine's own model / checkpoint format (.vit): header with magic, version,
 // config (JSON) and a per-tensor checksum; then raw little-endian tensors.
 // Written atomically (temp file + rename).
+//
+// Layout (docs/weights.md has the details):
+//   0   "VITENGIN"                 magic, 8 bytes
+//   8   u32 version                kCheckpointVersion; any other value is refused
+//   12  u32 flags                  0 (reserved)
+//   16  u64 header_len             bytes of header JSON
+//   24  32 bytes                   SHA-256 of the header JSON
+//   56  header JSON                config, meta, has_optimizer, train_state, tensor table
+//       zero padding to a multiple of 64
+//   D   data                       each tensor 64-byte aligned, offsets relative to D,
+//                                  each with its own SHA-256 in the table
+// Every byte is covered by a check (magic, version, header hash, zero padding,
+// tensor hashes, exact file length), so any corruption is refused by name.
 #pragma once
+#include <cstdint>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -33,5 +47,29 @@ void save_model(const std::string& path, const ViT& model, const ModelMeta& meta
 // Throws std::runtime_error naming the file and the fault (bad magic, version,
 // checksum, truncated). Weights are fp32 or bf16 on disk; always fp32 in memory.
 LoadedModel load_model(const std::string& path);
+
+// ---- additions (weights layer) ----
+constexpr uint32_t kCheckpointVersion = 1;
+
+// load_model from bytes in memory (tests, fuzzing); `what` names the source in errors.
+LoadedModel load_model_memory(const uint8_t* data, size_t n, const std::string& what);
+
+// Weights stored as bfloat16 (round to nearest even): half the size, for shipping a
+// trained model. No optimizer state (resuming needs fp32 moments). Loads as fp32.
+void save_model_bf16(const std::string& path, const ViT& model, const ModelMeta& meta);
+
+// Every ViTConfig field, by name. from_json throws std::runtime_error naming `what`
+// and the missing / mistyped field.
+nlohmann::json config_to_json(const ViTConfig& cfg);
+ViTConfig config_from_json(const nlohmann::json& j, const std::string& what);
+nlohmann::json meta_to_json(const ModelMeta& meta);
+ModelMeta meta_from_json(const nlohmann::json& j, const std::string& what);
+
+// Throws std::runtime_error unless `got` has the same architecture as `expected`
+// (ViTConfig::same_architecture); the message names `what` and both configs.
+void require_same_architecture(const ViTConfig& expected, const ViTConfig& got, const std::string& what);
+// Copies the weights (and AdamW moments if src has them and with_optimizer) of a loaded
+// checkpoint into an existing model, after require_same_architecture.
+void load_weights_into(ViT& dst, const LoadedModel& src, bool with_optimizer = false);
 
 }  // namespace vit

@@ -1,0 +1,335 @@
+// Augmentation (see augment.h). Colour ops follow torchvision's tensor functions
+// (functional_tensor.py in 0.14): compute in float, clamp, truncate to uint8.
+#include "engine/augment.h"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <stdexcept>
+
+namespace vit {
+
+uint64_t Rng::next() {
+  uint64_t z = (s_ += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+double Rng::uniform() { return (next() >> 11) * (1.0 / 9007199254740992.0); }
+
+uint64_t mix_seed(uint64_t a, uint64_t b, uint64_t c, uint64_t d) {
+  Rng r(a);
+  uint64_t h = r.next();
+  for (uint64_t v : {b, c, d}) {
+    Rng q(h ^ (v * 0xD6E8FEB86659FD93ull));
+    h = q.next();
+  }
+  return h;
+}
+
+namespace {
+
+std::vector<float> linspace(float a, float b, int n) {
+  std::vector<float> v(n);
+  // torch.linspace computes start + i*step for the first half and end - (n-1-i)*step
+  // for the second; in float32 that matters only in the last bit, which the test allows.
+  for (int i = 0; i < n; ++i) v[i] = n == 1 ? a : (float)(a + (double)(b - a) * i / (n - 1));
+  return v;
+}
+
+inline uint8_t trunc8(float v) { return (uint8_t)std::min(255.f, std::max(0.f, v)); }
+
+// torchvision rgb_to_grayscale on uint8: weighted sum truncated to uint8.
+std::vector<uint8_t> gray(const Image& img) {
+  std::vector<uint8_t> g((size_t)img.width * img.height);
+  for (size_t i = 0; i < g.size(); ++i) {
+    const uint8_t* p = &img.rgb[i * 3];
+    g[i] = (uint8_t)(0.2989f * p[0] + 0.587f * p[1] + 0.114f * p[2]);
+  }
+  return g;
+}
+
+// ratio*img + (1-ratio)*other, clamped, truncated (torchvision _blend).
+void blend_gray(Image& img, const std::vector<uint8_t>& other, float ratio) {
+  for (size_t i = 0; i < other.size(); ++i)
+    for (int c = 0; c < 3; ++c) {
+      uint8_t& v = img.rgb[i * 3 + c];
+      v = trunc8(ratio * v + (1.f - ratio) * other[i]);
+    }
+}
+void blend_const(Image& img, float other, float ratio) {
+  for (auto& v : img.rgb) v = trunc8(ratio * v + (1.f - ratio) * other);
+}
+
+void sharpness(Image& img, float factor) {
+  const int w = img.width, h = img.height;
+  if (w <= 2 || h <= 2) return;
+  Image blur = img;  // border pixels stay as they are (torchvision keeps them)
+  for (int y = 1; y < h - 1; ++y)
+    for (int x = 1; x < w - 1; ++x)
+      for (int c = 0; c < 3; ++c) {
+        float s = 0;
+        for (int dy = -1; dy <= 1; ++dy)
+          for (int dx = -1; dx <= 1; ++dx) s += img.rgb[((size_t)(y + dy) * w + x + dx) * 3 + c];
+        s += 4.f * img.rgb[((size_t)y * w + x) * 3 + c];  // centre weight 5 of 13
+        // conv in float then cast back to uint8 rounds (torchvision _cast_squeeze_out rounds).
+        blur.rgb[((size_t)y * w + x) * 3 + c] = (uint8_t)std::min(255.f, std::nearbyint(s / 13.f));
+      }
+  for (size_t i = 0; i < img.rgb.size(); ++i) img.rgb[i] = trunc8(factor * img.rgb[i] + (1.f - factor) * blur.rgb[i]);
+}
+
+void autocontrast(Image& img) {
+  for (int c = 0; c < 3; ++c) {
+    int lo = 255, hi = 0;
+    for (size_t i = c; i < img.rgb.size(); i += 3) lo = std::min(lo, (int)img.rgb[i]), hi = std::max(hi, (int)img.rgb[i]);
+    if (hi == lo) continue;  // torchvision: infinite scale -> identity
+    const float scale = 255.f / (hi - lo);
+    for (size_t i = c; i < img.rgb.size(); i += 3) img.rgb[i] = trunc8((img.rgb[i] - lo) * scale);
+  }
+}
+
+void equalize(Image& img) {
+  for (int c = 0; c < 3; ++c) {
+    int64_t hist[256] = {0};
+    for (size_t i = c; i < img.rgb.size(); i += 3) ++hist[img.rgb[i]];
+    // step = sum of all non-zero bins but the last one, / 255 (torchvision _scale_channel).
+    int last = 255;
+    while (last > 0 && hist[last] == 0) --last;
+    int64_t s = 0;
+    for (int v = 0; v < last; ++v) s += hist[v];
+    const int64_t step = s / 255;
+    if (step == 0) continue;
+    uint8_t lut[256];
+    int64_t cum = 0;
+    for (int v = 0; v < 256; ++v) {
+      // lut[v] = (cumsum up to v-1 + step/2) / step, shifted by one, clamped.
+      lut[v] = (uint8_t)std::min<int64_t>(255, (cum + step / 2) / step);
+      cum += hist[v];
+    }
+    for (size_t i = c; i < img.rgb.size(); i += 3) img.rgb[i] = lut[img.rgb[i]];
+  }
+}
+
+// torchvision's _get_inverse_affine_matrix (inverted=True), center relative to the image centre.
+void inverse_affine(double cx, double cy, double angle_deg, double tx, double ty, double scale, double shx_deg,
+                    double shy_deg, double m[6]) {
+  const double rot = angle_deg * M_PI / 180, sx = shx_deg * M_PI / 180, sy = shy_deg * M_PI / 180;
+  const double a = std::cos(rot - sy) / std::cos(sy);
+  const double b = -std::cos(rot - sy) * std::tan(sx) / std::cos(sy) - std::sin(rot);
+  const double c = std::sin(rot - sy) / std::cos(sy);
+  const double d = -std::sin(rot - sy) * std::tan(sx) / std::cos(sy) + std::cos(rot);
+  m[0] = d / scale, m[1] = -b / scale, m[2] = 0, m[3] = -c / scale, m[4] = a / scale, m[5] = 0;
+  m[2] += m[0] * (-cx - tx) + m[1] * (-cy - ty);
+  m[5] += m[3] * (-cx - tx) + m[4] * (-cy - ty);
+  m[2] += cx;
+  m[5] += cy;
+}
+
+void geometric(Image& img, double cx, double cy, double angle, double tx, double ty, double shx, double shy,
+               const uint8_t fill[3]) {
+  double m[6];
+  inverse_affine(cx, cy, angle, tx, ty, 1.0, shx, shy, m);
+  Image out;
+  affine_sample(img, out, m, fill, /*bilinear=*/false);  // TrivialAugmentWide default: NEAREST
+  img = std::move(out);
+}
+
+}  // namespace
+
+void affine_sample(const Image& src, Image& dst, const double m[6], const uint8_t fill[3], bool bilinear) {
+  const int w = src.width, h = src.height;
+  dst.width = w;
+  dst.height = h;
+  dst.rgb.resize((size_t)w * h * 3);
+  for (int y = 0; y < h; ++y) {
+    const double py = y + 0.5 - h * 0.5;
+    for (int x = 0; x < w; ++x) {
+      const double px = x + 0.5 - w * 0.5;
+      // Source position in pixel-index units (grid_sample, align_corners=False).
+      const double sx = m[0] * px + m[1] * py + m[2] + w * 0.5 - 0.5;
+      const double sy = m[3] * px + m[4] * py + m[5] + h * 0.5 - 0.5;
+      uint8_t* o = &dst.rgb[((size_t)y * w + x) * 3];
+      if (!bilinear) {
+        const long ix = std::lrint(sx), iy = std::lrint(sy);  // round half to even, as nearbyint in grid_sample
+        if (ix < 0 || iy < 0 || ix >= w || iy >= h) {
+          for (int c = 0; c < 3; ++c) o[c] = fill[c];
+        } else {
+          for (int c = 0; c < 3; ++c) o[c] = src.rgb[((size_t)iy * w + ix) * 3 + c];
+        }
+        continue;
+      }
+      const double fx = std::floor(sx), fy = std::floor(sy);
+      const int x0 = (int)fx, y0 = (int)fy;
+      const double ax = sx - fx, ay = sy - fy;
+      double acc[3] = {0, 0, 0};
+      for (int k = 0; k < 4; ++k) {
+        const int xi = x0 + (k & 1), yi = y0 + (k >> 1);
+        const double wt = ((k & 1) ? ax : 1 - ax) * ((k >> 1) ? ay : 1 - ay);
+        const uint8_t* p = (xi < 0 || yi < 0 || xi >= w || yi >= h) ? fill : &src.rgb[((size_t)yi * w + xi) * 3];
+        for (int c = 0; c < 3; ++c) acc[c] += wt * p[c];
+      }
+      for (int c = 0; c < 3; ++c) o[c] = (uint8_t)std::min(255.0, std::max(0.0, std::floor(acc[c] + 0.5)));
+    }
+  }
+}
+
+const std::vector<TAOpInfo>& trivial_augment_ops(int num_bins) {
+  if (num_bins != 31) throw std::invalid_argument("trivial_augment_ops: only torchvision's default of 31 bins is built");
+  static const std::vector<TAOpInfo> ops = [] {
+    const int n = 31;
+    std::vector<float> post(n);
+    // 8 - round(i / ((n-1)/6)); torch.round is round-half-to-even.
+    for (int i = 0; i < n; ++i) post[i] = (float)(8 - (int)std::nearbyint(i / ((n - 1) / 6.0)));
+    return std::vector<TAOpInfo>{
+        {TAOp::Identity, "Identity", {}, false},
+        {TAOp::ShearX, "ShearX", linspace(0.f, 0.99f, n), true},
+        {TAOp::ShearY, "ShearY", linspace(0.f, 0.99f, n), true},
+        {TAOp::TranslateX, "TranslateX", linspace(0.f, 32.f, n), true},
+        {TAOp::TranslateY, "TranslateY", linspace(0.f, 32.f, n), true},
+        {TAOp::Rotate, "Rotate", linspace(0.f, 135.f, n), true},
+        {TAOp::Brightness, "Brightness", linspace(0.f, 0.99f, n), true},
+        {TAOp::Color, "Color", linspace(0.f, 0.99f, n), true},
+        {TAOp::Contrast, "Contrast", linspace(0.f, 0.99f, n), true},
+        {TAOp::Sharpness, "Sharpness", linspace(0.f, 0.99f, n), true},
+        {TAOp::Posterize, "Posterize", post, false},
+        {TAOp::Solarize, "Solarize", linspace(255.f, 0.f, n), false},
+        {TAOp::AutoContrast, "AutoContrast", {}, false},
+        {TAOp::Equalize, "Equalize", {}, false},
+    };
+  }();
+  return ops;
+}
+
+void apply_ta_op(Image& img, TAOp op, float mag, const uint8_t fill[3]) {
+  const double w = img.width, h = img.height;
+  switch (op) {
+    case TAOp::Identity: break;
+    // Shears pivot on the top-left corner (torchvision passes center=[0, 0]).
+    case TAOp::ShearX: geometric(img, -w * 0.5, -h * 0.5, 0, 0, 0, std::atan(mag) * 180 / M_PI, 0, fill); break;
+    case TAOp::ShearY: geometric(img, -w * 0.5, -h * 0.5, 0, 0, 0, 0, std::atan(mag) * 180 / M_PI, fill); break;
+    case TAOp::TranslateX: geometric(img, 0, 0, 0, (int)mag, 0, 0, 0, fill); break;
+    case TAOp::TranslateY: geometric(img, 0, 0, 0, 0, (int)mag, 0, 0, fill); break;
+    case TAOp::Rotate: geometric(img, 0, 0, -mag, 0, 0, 0, 0, fill); break;  // F.rotate negates for tensors
+    case TAOp::Brightness: blend_const(img, 0.f, 1.f + mag); break;
+    case TAOp::Color: blend_gray(img, gray(img), 1.f + mag); break;
+    case TAOp::Contrast: {
+      const auto g = gray(img);
+      double s = 0;
+      for (uint8_t v : g) s += v;
+      blend_const(img, (float)(s / g.size()), 1.f + mag);
+      break;
+    }
+    case TAOp::Sharpness: sharpness(img, 1.f + mag); break;
+    case TAOp::Posterize: {
+      const uint8_t mask = (uint8_t)(0xFF << (8 - (int)mag));
+      for (auto& v : img.rgb) v &= mask;
+      break;
+    }
+    case TAOp::Solarize:
+      for (auto& v : img.rgb)
+        if (v >= mag) v = 255 - v;
+      break;
+    case TAOp::AutoContrast: autocontrast(img); break;
+    case TAOp::Equalize: equalize(img); break;
+  }
+}
+
+TAChoice trivial_augment(Image& img, Rng& rng, const uint8_t fill[3]) {
+  const auto& ops = trivial_augment_ops();
+  TAChoice ch;
+  ch.op = rng.below((int)ops.size());
+  const auto& o = ops[ch.op];
+  if (!o.magnitudes.empty()) ch.magnitude = o.magnitudes[rng.below((int)o.magnitudes.size())];
+  if (o.is_signed && rng.below(2)) ch.magnitude = -ch.magnitude;
+  apply_ta_op(img, o.op, ch.magnitude, fill);
+  return ch;
+}
+
+void gaussian_blur(Image& img, float sigma) {
+  if (sigma <= 0) return;
+  const int r = std::max(1, (int)std::ceil(2.5f * sigma)), w = img.width, h = img.height;
+  std::vector<float> k(2 * r + 1);
+  float s = 0;
+  for (int i = -r; i <= r; ++i) s += k[i + r] = std::exp(-0.5f * i * i / (sigma * sigma));
+  for (auto& v : k) v /= s;
+  std::vector<float> tmp((size_t)w * h * 3);
+  // Borders replicate the edge pixel: the background continues past the frame.
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x)
+      for (int c = 0; c < 3; ++c) {
+        float a = 0;
+        for (int i = -r; i <= r; ++i) a += k[i + r] * img.rgb[((size_t)y * w + std::clamp(x + i, 0, w - 1)) * 3 + c];
+        tmp[((size_t)y * w + x) * 3 + c] = a;
+      }
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x)
+      for (int c = 0; c < 3; ++c) {
+        float a = 0;
+        for (int i = -r; i <= r; ++i) a += k[i + r] * tmp[((size_t)std::clamp(y + i, 0, h - 1) * w + x) * 3 + c];
+        img.rgb[((size_t)y * w + x) * 3 + c] = (uint8_t)std::min(255.f, std::max(0.f, a + 0.5f));
+      }
+}
+
+void adjust_hue(Image& img, float shift) {
+  for (size_t i = 0; i < img.rgb.size(); i += 3) {
+    float r = img.rgb[i] / 255.f, g = img.rgb[i + 1] / 255.f, b = img.rgb[i + 2] / 255.f;
+    const float mx = std::max({r, g, b}), mn = std::min({r, g, b}), d = mx - mn;
+    if (d <= 0) continue;  // grey: hue undefined, nothing to rotate
+    float hh;
+    if (mx == r) hh = std::fmod((g - b) / d + 6.f, 6.f);
+    else if (mx == g) hh = (b - r) / d + 2.f;
+    else hh = (r - g) / d + 4.f;
+    hh = hh / 6.f + shift;
+    hh -= std::floor(hh);
+    const float s = d / mx, v = mx;
+    const float h6 = hh * 6.f;
+    const int sector = std::min(5, (int)h6);
+    const float f = h6 - sector, p = v * (1 - s), q = v * (1 - s * f), t = v * (1 - s * (1 - f));
+    float rgb[6][3] = {{v, t, p}, {q, v, p}, {p, v, t}, {p, q, v}, {t, p, v}, {v, p, q}};
+    for (int c = 0; c < 3; ++c) img.rgb[i + c] = (uint8_t)std::min(255.f, rgb[sector][c] * 255.f + 0.5f);
+  }
+}
+
+void augment_train(Image& img, const AugmentConfig& cfg, Rng& rng) {
+  if (!cfg.enabled) return;
+  uint8_t fill[3];
+  border_color(img, fill);  // background colour: out-of-frame pixels look like more smear
+  // 1. Geometry in one resampling: rotation, flip, zoom.
+  {
+    const double angle = cfg.rotate_flip ? rng.uniform(0.f, 360.f) : 0.0;
+    const bool flip = cfg.rotate_flip && rng.below(2);
+    const double smin = std::max(1e-3f, cfg.scale_min), smax = std::max((float)smin, cfg.scale_max);
+    const double scale = std::exp(std::log(smin) + (std::log(smax) - std::log(smin)) * rng.uniform());
+    if (angle != 0 || flip || scale != 1) {
+      double m[6];
+      inverse_affine(0, 0, angle, 0, 0, scale, 0, 0, m);
+      if (flip) m[0] = -m[0], m[3] = -m[3];  // mirror the output x axis
+      Image out;
+      affine_sample(img, out, m, fill, /*bilinear=*/true);
+      img = std::move(out);
+    }
+  }
+  // 2. TrivialAugmentWide.
+  if (cfg.trivial_augment) trivial_augment(img, rng, fill);
+  // 3. Colour and stain jitter.
+  if (cfg.color > 0) {
+    const float c = cfg.color;
+    blend_const(img, 0.f, rng.uniform(1 - c, 1 + c));  // brightness
+    {
+      const auto g = gray(img);
+      double s = 0;
+      for (uint8_t v : g) s += v;
+      blend_const(img, (float)(s / g.size()), rng.uniform(1 - c, 1 + c));  // contrast
+    }
+    blend_gray(img, gray(img), rng.uniform(1 - c, 1 + c));  // saturation
+    adjust_hue(img, rng.uniform(-c / 4, c / 4));
+    // Stain: independent gain per channel, i.e. a shift of the stain's colour balance.
+    float gain[3];
+    for (auto& gg : gain) gg = rng.uniform(1 - c / 4, 1 + c / 4);
+    for (size_t i = 0; i < img.rgb.size(); ++i) img.rgb[i] = trunc8(img.rgb[i] * gain[i % 3] + 0.5f);
+  }
+  // 4. Blur (focus differences between scanners).
+  if (cfg.blur_prob > 0 && rng.uniform() < cfg.blur_prob) gaussian_blur(img, rng.uniform(0.1f, 1.5f));
+}
+
+}  // namespace vit

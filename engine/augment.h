@@ -1,0 +1,67 @@
+// Training-time augmentation on 8-bit RGB images, all driven by an explicit RNG so
+// that every result is a pure function of its seed.
+//   - TrivialAugmentWide: torchvision 0.14's op list and 31 magnitude bins
+//     (torchvision/transforms/autoaugment.py), with the tensor-path semantics
+//     (uint8 truncation, nearest-neighbour geometry).
+//   - augment_train: rotation + flip + scale jitter (one bilinear affine), optional
+//     TrivialAugmentWide, colour/stain jitter, Gaussian blur.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/image.h"
+
+namespace vit {
+
+// splitmix64: tiny, fast, and good enough for augmentation draws.
+class Rng {
+ public:
+  explicit Rng(uint64_t seed) : s_(seed) {}
+  uint64_t next();
+  double uniform();                               // [0, 1)
+  float uniform(float lo, float hi) { return lo + (hi - lo) * (float)uniform(); }
+  int below(int n) { return (int)(uniform() * n); }  // [0, n)
+ private:
+  uint64_t s_;
+};
+// Mixes several integers into one well-spread seed (seed, epoch, position, ...).
+uint64_t mix_seed(uint64_t a, uint64_t b = 0, uint64_t c = 0, uint64_t d = 0);
+
+struct AugmentConfig {
+  bool enabled = false;          // master switch (train only)
+  bool trivial_augment = false;  // one TrivialAugmentWide op per image
+  bool rotate_flip = true;       // uniform rotation in [0, 360) and a random horizontal flip
+  float scale_min = 0.7f, scale_max = 1.4f;  // zoom factor, drawn log-uniformly
+  float color = 0.2f;            // brightness/contrast/saturation jitter +-color, hue +-color/4, stain gain +-color/4
+  float blur_prob = 0.2f;        // probability of a Gaussian blur, sigma U[0.1, 1.5] px
+};
+
+// ---- TrivialAugmentWide ----
+enum class TAOp { Identity, ShearX, ShearY, TranslateX, TranslateY, Rotate, Brightness, Color, Contrast,
+                  Sharpness, Posterize, Solarize, AutoContrast, Equalize };
+struct TAOpInfo {
+  TAOp op;
+  std::string name;               // torchvision's name
+  std::vector<float> magnitudes;  // the bins; empty = the op takes no magnitude
+  bool is_signed = false;         // a random sign is applied to the magnitude
+};
+// In torchvision's order (the op is drawn by index into this list).
+const std::vector<TAOpInfo>& trivial_augment_ops(int num_bins = 31);
+// One op at a given magnitude, in place. fill: colour for pixels that geometry
+// moves in from outside the image (torchvision's `fill`).
+void apply_ta_op(Image& img, TAOp op, float magnitude, const uint8_t fill[3]);
+struct TAChoice { int op = 0; float magnitude = 0; };
+// Draw an op, a bin and a sign as torchvision does, apply it, return what was drawn.
+TAChoice trivial_augment(Image& img, Rng& rng, const uint8_t fill[3]);
+
+// Full training augmentation of an already preprocessed square image, in place.
+void augment_train(Image& img, const AugmentConfig& cfg, Rng& rng);
+
+// Building blocks (exposed for tests).
+// Output pixel centre p (relative to the image centre) samples input at A*p + t.
+void affine_sample(const Image& src, Image& dst, const double m[6], const uint8_t fill[3], bool bilinear);
+void gaussian_blur(Image& img, float sigma);
+void adjust_hue(Image& img, float hue_shift);  // hue_shift in turns, [-0.5, 0.5]
+
+}  // namespace vit

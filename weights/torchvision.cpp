@@ -1,0 +1,293 @@
+#include "weights/torchvision.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <set>
+#include <stdexcept>
+
+#include "weights/torch_pth.h"
+
+namespace vit {
+namespace {
+
+const HostTensor& need(const StateDict& sd, const std::string& key, size_t ndim) {
+  auto it = sd.find(key);
+  if (it == sd.end()) throw std::runtime_error("missing key '" + key + "' (is this a torchvision VisionTransformer state dict?)");
+  if (it->second.shape.size() != ndim)
+    throw std::runtime_error("key '" + key + "' has shape " + shape_str(it->second.shape) + ", expected " +
+                             std::to_string(ndim) + " dimensions");
+  return it->second;
+}
+
+std::string layer_key(int i, const std::string& rest) {
+  return "encoder.layers.encoder_layer_" + std::to_string(i) + "." + rest;
+}
+
+// Compatible backbones: everything that fixes a parameter shape except the pos-embedding
+// length (image size) and the head (classes), which adapt_state_dict changes.
+void require_compatible(const ViTConfig& src, const ViTConfig& target, const std::string& what) {
+  if (src.patch != target.patch || src.channels != target.channels || src.dim != target.dim ||
+      src.depth != target.depth || src.mlp_dim != target.mlp_dim)
+    throw std::runtime_error(what + ": backbone does not match: the file has " + src.to_string() + ", the target is " +
+                             target.to_string() + " (patch, channels, dim, depth and mlp_dim must agree)");
+}
+
+// Resizes the position embeddings and replaces the head in place so that `sd` fits
+// `target`. Returns true if the head was replaced.
+bool adapt_state_dict(StateDict& sd, const ViTConfig& src, const ViTConfig& target) {
+  if (src.grid() != target.grid()) {
+    HostTensor& pos = sd.at("encoder.pos_embedding");
+    std::vector<float> out(size_t(target.seq_len()) * target.dim);
+    interpolate_pos_embedding(pos.data.data(), src.grid(), out.data(), target.grid(), target.dim);
+    pos.data = std::move(out);
+    pos.shape = {1, target.seq_len(), target.dim};
+  }
+  if (src.num_classes == target.num_classes) return false;
+  // torchvision zero-initialises a new head: the first steps then train the head alone
+  // from features the backbone already produces, without random-logit noise.
+  sd["heads.head.weight"] = HostTensor{{target.num_classes, target.dim}, std::vector<float>(size_t(target.num_classes) * target.dim, 0.0f)};
+  sd["heads.head.bias"] = HostTensor{{target.num_classes}, std::vector<float>(size_t(target.num_classes), 0.0f)};
+  return true;
+}
+
+}  // namespace
+
+StateDict read_torch_weights(const std::string& path) {
+  std::vector<uint8_t> b = read_file_bytes(path);
+  if (b.size() >= 4 && b[0] == 'P' && b[1] == 'K') return read_pth_memory(b.data(), b.size(), path);
+  if (b.size() >= 8 && std::memcmp(b.data(), "VITENGIN", 8) == 0)
+    throw std::runtime_error(path + ": this is already a vitengine model (.vit), not a torchvision checkpoint");
+  if (b.size() >= 9 && b[8] == '{') return parse_safetensors(b.data(), b.size(), path);
+  if (b.size() >= 2 && b[0] == 0x80 && b[1] <= 5)
+    throw std::runtime_error(path + ": a legacy (pre-1.6, non-zip) torch.save file; re-save it with a current PyTorch");
+  throw std::runtime_error(path + ": neither a PyTorch zip checkpoint nor a safetensors file");
+}
+
+void normalize_torchvision_keys(StateDict& sd) {
+  StateDict out;
+  for (auto& [k, v] : sd) {
+    std::string key = k;
+    for (auto [from, to] : {std::pair<const char*, const char*>{".mlp.linear_1.", ".mlp.0."}, {".mlp.linear_2.", ".mlp.3."}}) {
+      size_t p = key.find(from);
+      if (p != std::string::npos) key = key.substr(0, p) + to + key.substr(p + std::strlen(from));
+    }
+    if (!out.emplace(key, std::move(v)).second) throw std::runtime_error("key '" + key + "' appears under both its old and new name");
+  }
+  sd = std::move(out);
+}
+
+ViTConfig infer_torchvision_config(const StateDict& sd, int heads) {
+  ViTConfig c;
+  c.name = "torchvision";
+  const HostTensor& conv = need(sd, "conv_proj.weight", 4);
+  if (conv.shape[2] != conv.shape[3]) throw std::runtime_error("conv_proj.weight " + shape_str(conv.shape) + " has a non-square patch");
+  c.dim = int(conv.shape[0]);
+  c.channels = int(conv.shape[1]);
+  c.patch = int(conv.shape[2]);
+  const HostTensor& pos = need(sd, "encoder.pos_embedding", 3);
+  int64_t np = pos.shape[1] - 1;
+  int64_t g = int64_t(std::llround(std::sqrt(double(std::max<int64_t>(np, 0)))));
+  if (pos.shape[0] != 1 || pos.shape[2] != c.dim || np < 1 || g * g != np)
+    throw std::runtime_error("encoder.pos_embedding " + shape_str(pos.shape) + " is not (1, grid^2 + 1, " + std::to_string(c.dim) + ")");
+  c.image_size = int(g) * c.patch;
+  c.depth = 0;
+  while (sd.count(layer_key(c.depth, "ln_1.weight"))) ++c.depth;
+  if (c.depth == 0) throw std::runtime_error("missing key '" + layer_key(0, "ln_1.weight") + "': no encoder layers");
+  c.mlp_dim = int(need(sd, layer_key(0, "mlp.0.weight"), 2).shape[0]);
+  c.num_classes = int(need(sd, "heads.head.weight", 2).shape[0]);
+  if (heads > 0) {
+    c.heads = heads;
+  } else if (c.dim % 64 == 0) {
+    c.heads = c.dim / 64;
+  } else {
+    throw std::runtime_error("cannot infer the head count for dim " + std::to_string(c.dim) +
+                             " (not a multiple of 64): give it (--heads)");
+  }
+  try {
+    c.validate();
+  } catch (const std::exception& e) {
+    throw std::runtime_error("inferred config " + c.to_string() + " is invalid: " + e.what());
+  }
+  return c;
+}
+
+void check_state_dict(const StateDict& sd, const ViTConfig& cfg, const std::string& what) {
+  const auto table = param_table(cfg);
+  std::set<std::string> names;
+  std::vector<std::string> missing, wrong, extra;
+  for (const auto& p : table) {
+    names.insert(p.name);
+    auto it = sd.find(p.name);
+    if (it == sd.end())
+      missing.push_back(p.name);
+    else if (it->second.shape != p.shape)
+      wrong.push_back(p.name + " " + shape_str(it->second.shape) + " (expected " + shape_str(p.shape) + ")");
+  }
+  for (const auto& [k, v] : sd)
+    if (!names.count(k)) extra.push_back(k);
+  if (!missing.empty() || !wrong.empty() || !extra.empty()) {
+    auto list = [](const std::vector<std::string>& v) {
+      std::string s;
+      for (size_t i = 0; i < v.size() && i < 8; ++i) s += (i ? ", " : "") + v[i];
+      if (v.size() > 8) s += ", ... (" + std::to_string(v.size()) + " in all)";
+      return s;
+    };
+    std::string msg = what + ": state dict does not fit " + cfg.to_string() + ":";
+    if (!missing.empty()) msg += " missing keys: " + list(missing) + ";";
+    if (!extra.empty()) msg += " unexpected keys: " + list(extra) + ";";
+    if (!wrong.empty()) msg += " wrong shapes: " + list(wrong) + ";";
+    msg.pop_back();
+    throw std::runtime_error(msg);
+  }
+}
+
+std::unique_ptr<ViT> vit_from_state_dict(const StateDict& sd, const ViTConfig& cfg, const std::string& what) {
+  check_state_dict(sd, cfg, what);
+  auto m = std::make_unique<ViT>(cfg);
+  const auto& table = m->params();
+  for (const auto& p : table) {
+    const HostTensor& t = sd.at(p.name);
+    std::memcpy(m->param_data() + p.offset, t.data.data(), p.numel * sizeof(float));
+  }
+  return m;
+}
+
+StateDict state_dict_from_vit(const ViT& model) {
+  StateDict sd;
+  for (const auto& p : model.params()) {
+    const float* src = model.param_data() + p.offset;
+    sd[p.name] = HostTensor{p.shape, std::vector<float>(src, src + p.numel)};
+  }
+  return sd;
+}
+
+void interpolate_pos_embedding(const float* src, int gs, float* dst, int gd, int dim) {
+  if (gs < 1 || gd < 1 || dim < 1) throw std::runtime_error("interpolate_pos_embedding: bad grid or dim");
+  std::memcpy(dst, src, size_t(dim) * sizeof(float));  // class token: unchanged
+  // Cubic convolution weights (Keys, a = -0.75, PyTorch's choice) for the 4 taps around
+  // a source coordinate with fractional part t.
+  auto weights = [](double t, double w[4]) {
+    const double A = -0.75;
+    auto near = [A](double x) { return ((A + 2) * x - (A + 3)) * x * x + 1; };        // |x| <= 1
+    auto far = [A](double x) { return ((A * x - 5 * A) * x + 8 * A) * x - 4 * A; };  // 1 < |x| < 2
+    w[0] = far(t + 1);
+    w[1] = near(t);
+    w[2] = near(1 - t);
+    w[3] = far(2 - t);
+  };
+  // align_corners=True: the corner patches map onto each other exactly.
+  const double scale = gd > 1 ? double(gs - 1) / double(gd - 1) : 0.0;
+  std::vector<int> idx(size_t(gd) * 4);
+  std::vector<double> w(size_t(gd) * 4);
+  for (int o = 0; o < gd; ++o) {
+    double x = scale * o;
+    int i0 = int(std::floor(x));
+    weights(x - i0, &w[size_t(o) * 4]);
+    for (int k = 0; k < 4; ++k) idx[size_t(o) * 4 + k] = std::min(std::max(i0 - 1 + k, 0), gs - 1);  // edge clamp
+  }
+  const float* s = src + dim;  // (gs, gs, D) row-major: row y, column x
+  float* d = dst + dim;
+  std::vector<double> acc(static_cast<size_t>(dim));
+  for (int oy = 0; oy < gd; ++oy)
+    for (int ox = 0; ox < gd; ++ox) {
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (int ky = 0; ky < 4; ++ky)
+        for (int kx = 0; kx < 4; ++kx) {
+          double wt = w[size_t(oy) * 4 + ky] * w[size_t(ox) * 4 + kx];
+          const float* row = s + (size_t(idx[size_t(oy) * 4 + ky]) * gs + size_t(idx[size_t(ox) * 4 + kx])) * dim;
+          for (int c = 0; c < dim; ++c) acc[size_t(c)] += wt * row[c];
+        }
+      float* out = d + (size_t(oy) * gd + ox) * dim;
+      for (int c = 0; c < dim; ++c) out[c] = float(acc[size_t(c)]);
+    }
+}
+
+std::unique_ptr<ViT> import_torchvision(const std::string& path, const ImportOptions& opt, ViTConfig* source_cfg) {
+  StateDict sd = read_torch_weights(path);
+  normalize_torchvision_keys(sd);
+  ViTConfig src;
+  try {
+    src = infer_torchvision_config(sd, opt.heads);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(path + ": " + e.what());
+  }
+  if (source_cfg) *source_cfg = src;
+  // Check the file as it is first, so that a bad key is reported before any adaptation.
+  check_state_dict(sd, src, path);
+  ViTConfig target = src;
+  if (opt.image_size > 0) target.image_size = opt.image_size;
+  if (opt.num_classes > 0) target.num_classes = opt.num_classes;
+  if (opt.dropout >= 0) target.dropout = opt.dropout;
+  if (target.image_size != src.image_size || target.num_classes != src.num_classes) {
+    try {
+      target.validate();
+    } catch (const std::exception& e) {
+      throw std::runtime_error(path + ": target config " + target.to_string() + " is invalid: " + e.what());
+    }
+    adapt_state_dict(sd, src, target);
+  }
+  return vit_from_state_dict(sd, target, path);
+}
+
+ModelMeta imagenet_meta(int num_classes) {
+  ModelMeta m;
+  const float mean[3] = {0.485f, 0.456f, 0.406f}, sd[3] = {0.229f, 0.224f, 0.225f};
+  for (int c = 0; c < 3; ++c) m.mean[c] = mean[c], m.std[c] = sd[c];
+  for (int i = 0; i < num_classes; ++i) m.class_names.push_back("class_" + std::to_string(i));
+  return m;
+}
+
+LoadedModel load_init(const std::string& path, const ViTConfig& target) {
+  try {
+    target.validate();
+  } catch (const std::exception& e) {
+    throw std::runtime_error("load_init: target config " + target.to_string() + " is invalid: " + e.what());
+  }
+  LoadedModel out;
+  StateDict sd;
+  ViTConfig src;
+  char magic[8] = {};
+  if (FILE* f = std::fopen(path.c_str(), "rb")) {
+    size_t got = std::fread(magic, 1, 8, f);
+    (void)got;
+    std::fclose(f);
+  }
+  if (std::memcmp(magic, "VITENGIN", 8) == 0) {
+    LoadedModel lm = load_model(path);
+    src = lm.model->config();
+    if (src.heads != target.heads)
+      throw std::runtime_error(path + ": the model has " + std::to_string(src.heads) + " heads, the target " +
+                               std::to_string(target.heads) + " (" + src.to_string() + " vs " + target.to_string() + ")");
+    out.meta = lm.meta;
+    sd = state_dict_from_vit(*lm.model);  // lm (and its optimizer arena) is freed below
+  } else {
+    sd = read_torch_weights(path);
+    normalize_torchvision_keys(sd);
+    try {
+      src = infer_torchvision_config(sd, target.heads);
+    } catch (const std::exception& e) {
+      throw std::runtime_error(path + ": " + e.what());
+    }
+    check_state_dict(sd, src, path);  // strict key / shape check of the file itself
+    out.meta = imagenet_meta(src.num_classes);
+  }
+  require_compatible(src, target, path);
+  if (adapt_state_dict(sd, src, target)) out.meta.class_names.clear();
+  out.model = vit_from_state_dict(sd, target, path);
+  out.meta.extra["init_from"] = path;
+  out.meta.extra["init_config"] = src.to_string();
+  return out;
+}
+
+void export_torchvision_safetensors(const std::string& path, const ViT& model, const ModelMeta& meta, SafetensorsDtype dtype) {
+  std::map<std::string, std::string> md = {
+      {"format", "pt"},
+      {"vitengine_config", config_to_json(model.config()).dump()},
+      {"class_names", nlohmann::json(meta.class_names).dump()},
+      {"mean", nlohmann::json({meta.mean[0], meta.mean[1], meta.mean[2]}).dump()},
+      {"std", nlohmann::json({meta.std[0], meta.std[1], meta.std[2]}).dump()}};
+  write_safetensors(path, state_dict_from_vit(model), dtype, md);
+}
+
+}  // namespace vit
