@@ -9,6 +9,11 @@ model's config. PyTorch: torchvision.models.VisionTransformer built from that co
 same thread count, N timed runs after warm-up. Preprocessing is excluded from both.
 
   /usr/bin/python3 tools/latency_vs_torch.py --binary build/vitengine --model M.vit --image cell.jpg [--runs 30]
+
+Without --model, --preset (vit_ti16 | vit_s16 | vit_b16) builds a torchvision ViT with
+random weights (seed 0), saves it with torch.save and imports it with
+`vitengine convert`, so both engines run the very same weights; --save-model keeps
+that .vit (the load test in docs/serving.md used it).
 """
 import argparse, datetime, json, os, platform, re, statistics, subprocess, sys, time
 
@@ -26,7 +31,9 @@ def cpu_name():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--binary', required=True)
-    ap.add_argument('--model', required=True)
+    ap.add_argument('--model', help='vitengine checkpoint; default: a random --preset model')
+    ap.add_argument('--preset', default='vit_ti16', choices=['vit_ti16', 'vit_s16', 'vit_b16'])
+    ap.add_argument('--save-model', help='keep the random --preset model here (.vit)')
     ap.add_argument('--image', required=True)
     ap.add_argument('--runs', type=int, default=30)
     ap.add_argument('--threads', type=int, default=os.cpu_count())
@@ -37,6 +44,22 @@ def main():
     import torchvision
     torch.set_num_threads(a.threads)
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
+
+    if not a.model:
+        import tempfile
+        dim, heads = {'vit_ti16': (192, 3), 'vit_s16': (384, 6), 'vit_b16': (768, 12)}[a.preset]
+        torch.manual_seed(0)
+        tv = torchvision.models.VisionTransformer(image_size=224, patch_size=16, num_layers=12, num_heads=heads,
+                                                  hidden_dim=dim, mlp_dim=4 * dim, num_classes=14)
+        torch.nn.init.normal_(tv.heads.head.weight, std=0.02)  # torchvision zero-inits the head
+        tmp = tempfile.mkdtemp(prefix='vitengine_latency_')
+        pth = os.path.join(tmp, a.preset + '.pth')
+        torch.save(tv.state_dict(), pth)
+        a.model = a.save_model or os.path.join(tmp, a.preset + '.vit')
+        p = subprocess.run([a.binary, 'convert', pth, '--out', a.model, '--heads', str(heads)],
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            sys.exit('vitengine convert failed: ' + p.stderr)
 
     def vitengine_once():
         p = subprocess.run([a.binary, 'predict', '--model', a.model, '--time-runs', str(a.runs), a.image],
