@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The one script to run on the GPU machine. It builds nothing: it runs the prebuilt
+# binaries of a build folder made on the development machine, then prints a table.
+#
+#   BUILD=build-gpu OUT=$OUT [COMMIT=<sha>] [NO_COMPILE=1] tools/gpu_check.sh
+#
+# Steps (each under its own timeout; a failing step never stops the next; ~6 minutes total):
+#   1. the card (nvidia-smi) and which cuBLAS/cuDNN the loader finds
+#   2. the gpu tests: vitengine_gpu_tests (the same tests ctest -L gpu runs), JSON report
+#   3. bench_ops_cuda, bench_e2e_cuda, bench_attention (branch cuda-attn) if built -> JSON
+#   4. bench/pytorch_bench.py with /opt/torch/.venv/bin/python (torch.compile unless NO_COMPILE=1)
+#   5. tools/bench_table.py: merges everything into $OUT/<date>-<card>.json and prints the table
+# Files written to $OUT (at most 8 come back): gpu_tests.json, gpu_tests.log, ops.json,
+# e2e.json, attn.json (if an attention bench exists), pytorch.json, <date>-<card>.json.
+set -u
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build-gpu}
+OUT=${OUT:-$PWD/gpu_out}
+PY=${PY:-/opt/torch/.venv/bin/python}
+mkdir -p "$OUT"
+T0=$(date +%s)
+step() { echo; echo "=== [$(( $(date +%s) - T0 ))s] $*"; }
+
+step "card"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limit --format=csv 2>&1 || echo "nvidia-smi failed"
+nvidia-smi 2>&1 | head -15
+step "libraries the loader knows"
+ldconfig -p 2>/dev/null | grep -E 'cublas|cudnn|cudart' || echo "(none in ldconfig)"
+ls /usr/local/cuda/lib64 2>/dev/null | grep -E '^lib(cublas|cublasLt|cudart|cudnn)\.so' | head
+# Make sure the binaries resolve cuBLAS/cudart: CUDA's lib64 first, then PyTorch's wheels.
+EXTRA=/usr/local/cuda/lib64
+for d in /opt/torch/.venv/lib/python3*/site-packages/nvidia/*/lib; do [ -d "$d" ] && EXTRA="$EXTRA:$d"; done
+if ldd "$BUILD/vitengine_gpu_tests" 2>/dev/null | grep -q "not found"; then
+  export LD_LIBRARY_PATH="$EXTRA${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  echo "LD_LIBRARY_PATH set to $LD_LIBRARY_PATH"
+fi
+ldd "$BUILD/vitengine_gpu_tests" 2>/dev/null | grep -E 'cublas|cudart|cudnn' || echo "ldd: $BUILD/vitengine_gpu_tests missing?"
+
+step "gpu tests"
+export VIT_TEST_DATA="$PWD/tests/data"
+timeout 150 "$BUILD/vitengine_gpu_tests" --gtest_output=json:"$OUT/gpu_tests.json" > "$OUT/gpu_tests.log" 2>&1
+echo "gpu tests rc=$?"
+grep -E '^\[  (FAILED|PASSED|SKIPPED) |tests ran|Failure|error|expected|Which is|relative L2' "$OUT/gpu_tests.log" | head -60
+
+step "bench_ops_cuda"
+timeout 90 "$BUILD/bench_ops_cuda" --benchmark_out="$OUT/ops.json" --benchmark_out_format=json 2>&1 | tail -25
+echo "rc=${PIPESTATUS[0]}"
+
+step "bench_e2e_cuda"
+timeout 150 "$BUILD/bench_e2e_cuda" --benchmark_out="$OUT/e2e.json" --benchmark_out_format=json 2>&1 | tail -15
+echo "rc=${PIPESTATUS[0]}"
+
+for b in "$BUILD"/bench_attention "$BUILD"/bench_*cuda*; do
+  case "$(basename "$b")" in bench_ops_cuda|bench_e2e_cuda) continue ;; esac
+  [ -x "$b" ] || continue
+  step "$(basename "$b")"
+  timeout 60 "$b" --benchmark_out="$OUT/attn.json" --benchmark_out_format=json 2>&1 | tail -12
+  echo "rc=${PIPESTATUS[0]}"
+done
+
+step "PyTorch on the same card"
+PTFLAGS=""
+[ "${NO_COMPILE:-0}" = "1" ] || PTFLAGS="--compile"
+timeout 210 "$PY" bench/pytorch_bench.py --out "$OUT/pytorch.json" $PTFLAGS > "$OUT/pytorch.log" 2>&1
+echo "rc=$?"; tail -30 "$OUT/pytorch.log"; rm -f "$OUT/pytorch.log"
+
+step "table"
+COMMIT=${COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
+ATTN=""; [ -f "$OUT/attn.json" ] && ATTN="--attn $OUT/attn.json"
+PY3=$(command -v python3 || echo "$PY")
+"$PY3" tools/bench_table.py --ops "$OUT/ops.json" --e2e "$OUT/e2e.json" $ATTN --pytorch "$OUT/pytorch.json" \
+  --tests "$OUT/gpu_tests.json" --commit "$COMMIT" --outdir "$OUT" 2>&1 || echo "bench_table failed"
+echo "total $(( $(date +%s) - T0 ))s"
