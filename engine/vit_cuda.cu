@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
+#include <unordered_map>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -141,10 +142,11 @@ struct ViTCuda::Impl {
   int N() const { return cfg.seq_len(); }
   int Np() const { return cfg.num_patches(); }
   int sites() const { return 1 + 3 * cfg.depth; }
+  std::unordered_map<std::string, size_t> offsets;  // name -> arena offset (host-side lookups stay cheap)
   size_t off(const std::string& name) const {
-    for (auto& p : table)
-      if (p.name == name) return p.offset;
-    throw std::out_of_range("ViTCuda: no parameter named '" + name + "'");
+    auto it = offsets.find(name);
+    if (it == offsets.end()) throw std::out_of_range("ViTCuda: no parameter named '" + name + "'");
+    return it->second;
   }
   std::string L(int l) const { return "encoder.layers.encoder_layer_" + std::to_string(l) + "."; }
   float* P(const std::string& name) const { return params + off(name); }
@@ -401,6 +403,7 @@ ViTCuda::ViTCuda(const ViTConfig& cfg, Precision prec, int max_batch) : impl_(ne
   for (auto& p : I.table) {
     I.n += p.numel;
     if (p.decay) I.ndecay += p.numel;
+    I.offsets[p.name] = p.offset;
   }
   VIT_CHECK(cudaStreamCreateWithFlags(&I.stream, cudaStreamNonBlocking));
   // parameter arena: [params | grads | m | v] fp32 (the vit::ViT layout) + bf16 shadow
