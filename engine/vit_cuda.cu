@@ -243,9 +243,14 @@ struct ViTCuda::Impl {
       cuda::linear_fwd<T, T>(g, A(la.ln1), W<T>(p + "self_attention.in_proj_weight"),
                              W<T>(p + "self_attention.in_proj_bias"), A(la.qkv), M, D, 3 * D, s);  // (B,N,D)->(B,N,3D)
       cuda::attention_fwd<T>(A(la.qkv), A(la.att), la.lse, Bn, Nn, H, D / H, s);
-      cuda::linear_fwd<T, T>(g, A(la.att), W<T>(p + "self_attention.out_proj.weight"),
-                             W<T>(p + "self_attention.out_proj.bias"), A(tmp), M, D, D, s);
-      cuda::residual_dropout_fwd<T>(A(xs[l]), A(tmp), A(la.x_mid), MD, pd, seed_of(s0), s, seed_ptr(s0));
+      if (pd > 0.f) {
+        cuda::linear_fwd<T, T>(g, A(la.att), W<T>(p + "self_attention.out_proj.weight"),
+                               W<T>(p + "self_attention.out_proj.bias"), A(tmp), M, D, D, s);
+        cuda::residual_dropout_fwd<T>(A(xs[l]), A(tmp), A(la.x_mid), MD, pd, seed_of(s0), s, seed_ptr(s0));
+      } else {  // no dropout: the residual add is the GEMM's C operand
+        cuda::linear_residual_fwd<T>(g, A(la.att), W<T>(p + "self_attention.out_proj.weight"),
+                                     W<T>(p + "self_attention.out_proj.bias"), A(xs[l]), A(la.x_mid), M, D, D, s);
+      }
       // MLP branch: x_out = x_mid + dropout(fc2(dropout(gelu(fc1(ln_2(x_mid))))))
       cuda::layernorm_fwd<T>(A(la.x_mid), P(p + "ln_2.weight"), P(p + "ln_2.bias"), A(la.ln2), la.mean2, la.rstd2, M,
                              D, cfg.ln_eps, s);
@@ -253,9 +258,14 @@ struct ViTCuda::Impl {
       cuda::gelu_fwd<T>(A(la.h), A(la.g), size_t(M) * Mm, s);
       if (pd > 0.f)
         cuda::dropout_fwd<T>(A(la.g), A(la.g), size_t(M) * Mm, pd, seed_of(s0 + 1), s, seed_ptr(s0 + 1));
-      cuda::linear_fwd<T, T>(g, A(la.g), W<T>(p + "mlp.3.weight"), W<T>(p + "mlp.3.bias"), A(tmp), M, Mm, D, s);
-      cuda::residual_dropout_fwd<T>(A(la.x_mid), A(tmp), A(xs[l + 1]), MD, pd, seed_of(s0 + 2), s,
-                                    seed_ptr(s0 + 2));
+      if (pd > 0.f) {
+        cuda::linear_fwd<T, T>(g, A(la.g), W<T>(p + "mlp.3.weight"), W<T>(p + "mlp.3.bias"), A(tmp), M, Mm, D, s);
+        cuda::residual_dropout_fwd<T>(A(la.x_mid), A(tmp), A(xs[l + 1]), MD, pd, seed_of(s0 + 2), s,
+                                      seed_ptr(s0 + 2));
+      } else {
+        cuda::linear_residual_fwd<T>(g, A(la.g), W<T>(p + "mlp.3.weight"), W<T>(p + "mlp.3.bias"), A(la.x_mid),
+                                     A(xs[l + 1]), M, Mm, D, s);
+      }
     }
     // encoder.ln on the class-token rows only (LayerNorm is per row: exact), then the head.
     cuda::gather_cls<T>(A(xs[cfg.depth]), A(cls), Bn, Nn, D, s);

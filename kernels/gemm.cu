@@ -2,6 +2,7 @@
 #include <cublasLt.h>
 #include <cublas_v2.h>
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -64,9 +65,10 @@ GemmContext::~GemmContext() {
 
 bool GemmContext::matmul(bool transa, bool transb, int m, int n, int k, const void* A, int lda, const void* B,
                          int ldb, void* D, int ldd, cudaDataType ab, cudaDataType dt, float alpha, float beta,
-                         const void* bias, cudaStream_t stream) {
+                         const void* bias, cudaStream_t stream, const void* C) {
   if (m <= 0 || n <= 0 || k <= 0) throw std::invalid_argument("gemm: empty shape");
-  const uint32_t al_a = alignment_of(A), al_b = alignment_of(B), al_d = alignment_of(D);
+  if (!C) C = D;
+  const uint32_t al_a = alignment_of(A), al_b = alignment_of(B), al_d = std::min(alignment_of(D), alignment_of(C));
   const uint32_t al_bias = bias ? alignment_of(bias) : 0;
   Key key{int(transa), int(transb), m, n, k, lda, ldb, ldd, int(ab), int(dt), int(bias != nullptr), int(beta != 0.f),
           int(al_a), int(al_b), int(al_d), int(al_bias)};
@@ -122,11 +124,16 @@ bool GemmContext::matmul(bool transa, bool transb, int m, int n, int k, const vo
   if (plan->lt_ok) {
     if (plan->bias_ok)
       VIT_CHECK(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
-    cublasStatus_t st = cublasLtMatmul(LT(lt_), plan->desc, &alpha, A, plan->a, B, plan->b, &beta, D, plan->d, D,
+    cublasStatus_t st = cublasLtMatmul(LT(lt_), plan->desc, &alpha, A, plan->a, B, plan->b, &beta, C, plan->d, D,
                                        plan->d, &plan->algo, ws_, ws_bytes_, stream);
     if (st == CUBLAS_STATUS_SUCCESS) return plan->bias_ok;
     if (st != CUBLAS_STATUS_NOT_SUPPORTED) VIT_CHECK(st);
     plan->lt_ok = plan->bias_ok = false;  // not supported after all: use cublasGemmEx from now on
+  }
+  if (C != D && beta != 0.f) {  // cublasGemmEx accumulates in place: D = C first
+    const size_t es = dt == CUDA_R_32F ? 4 : 2;
+    VIT_CHECK(cudaMemcpy2DAsync(D, size_t(ldd) * es, C, size_t(ldd) * es, size_t(m) * es, n, cudaMemcpyDeviceToDevice,
+                                stream));
   }
   VIT_CHECK(cublasSetStream(BL(blas_), stream));
   VIT_CHECK(cublasGemmEx(BL(blas_), transa ? CUBLAS_OP_T : CUBLAS_OP_N, transb ? CUBLAS_OP_T : CUBLAS_OP_N, m, n, k,
@@ -202,6 +209,14 @@ void linear_fwd(GemmContext& ctx, const TIn* x, const TIn* w, const TOut* b, TOu
   if (b && !fused) bias_add<TOut>(y, b, M, N, stream);
 }
 template <typename T>
+void linear_residual_fwd(GemmContext& ctx, const T* x, const T* w, const T* b, const T* residual, T* y, int M, int K,
+                         int N, cudaStream_t stream) {
+  // as linear_fwd, with C = residual (N x M, ld N) and beta = 1
+  bool fused = ctx.matmul(true, false, N, M, K, w, K, x, K, y, N, cuda_dtype<T>(), cuda_dtype<T>(), 1.f, 1.f, b, stream,
+                          residual);
+  if (b && !fused) bias_add<T>(y, b, M, N, stream);
+}
+template <typename T>
 void linear_bwd_dx(GemmContext& ctx, const T* dy, const T* w, T* dx, int M, int K, int N, cudaStream_t stream) {
   // D = dx^T (K x M, ld K) = (w as (K x N), ld K) * (dy as (N x M), ld N)
   ctx.matmul(false, false, K, M, N, w, K, dy, N, dx, K, cuda_dtype<T>(), cuda_dtype<T>(), 1.f, 0.f, nullptr, stream);
@@ -223,6 +238,8 @@ void linear_bwd(GemmContext& ctx, const T* x, const T* w, const T* dy, T* dx, fl
   template void bias_add<T>(T*, const T*, int, int, cudaStream_t);                                                 \
   template void bias_grad<T>(const T*, float*, float*, int, int, cudaStream_t);                                    \
   template void linear_fwd<T, T>(GemmContext&, const T*, const T*, const T*, T*, int, int, int, cudaStream_t);     \
+  template void linear_residual_fwd<T>(GemmContext&, const T*, const T*, const T*, const T*, T*, int, int, int,    \
+                                       cudaStream_t);                                                              \
   template void linear_bwd_dx<T>(GemmContext&, const T*, const T*, T*, int, int, int, cudaStream_t);              \
   template void linear_bwd_dw<T>(GemmContext&, const T*, const T*, float*, int, int, int, cudaStream_t);          \
   template void linear_bwd<T>(GemmContext&, const T*, const T*, const T*, T*, float*, float*, float*, int, int, int, \
