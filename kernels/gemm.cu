@@ -114,7 +114,9 @@ bool GemmContext::matmul(bool transa, bool transb, int m, int n, int k, const vo
       plan->algo = res.algo;
       return true;
     };
-    if (bias && try_heuristic(CUBLASLT_EPILOGUE_BIAS)) {
+    // The bias epilogue is only tried on a 16-byte-aligned bias (there is no alignment
+    // preference for it); otherwise the caller adds the bias with bias_add.
+    if (bias && al_bias >= 16 && try_heuristic(CUBLASLT_EPILOGUE_BIAS)) {
       plan->lt_ok = plan->bias_ok = true;
     } else if (try_heuristic(CUBLASLT_EPILOGUE_DEFAULT)) {
       plan->lt_ok = true;
