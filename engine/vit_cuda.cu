@@ -311,13 +311,13 @@ struct ViTCuda::Impl {
         cuda::dropout_bwd<T>(A(dres), A(dtmp), MD, pd, seed_of(s0 + 2), s, seed_ptr(s0 + 2));
         dy2 = A(dtmp);
       }
-      cuda::linear_bwd_dw<T>(g, A(la.g), dy2, G(p + "mlp.3.weight"), M, Mm, D, s);
-      cuda::bias_grad<T>(dy2, G(p + "mlp.3.bias"), bias_scratch, M, D, s);
+      cuda::linear_bwd_dw_db<T>(g, A(la.g), dy2, G(p + "mlp.3.weight"), G(p + "mlp.3.bias"), bias_scratch, M, Mm, D,
+                                s);
       cuda::linear_bwd_dx<T>(g, dy2, W<T>(p + "mlp.3.weight"), A(dh), M, Mm, D, s);
       // dh = gelu'(h) * dropout_bwd(dh), in place
       cuda::gelu_bwd<T>(A(la.h), A(dh), A(dh), size_t(M) * Mm, s, pd, seed_of(s0 + 1), seed_ptr(s0 + 1));
-      cuda::linear_bwd_dw<T>(g, A(la.ln2), A(dh), G(p + "mlp.0.weight"), M, D, Mm, s);
-      cuda::bias_grad<T>(A(dh), G(p + "mlp.0.bias"), bias_scratch, M, Mm, s);
+      cuda::linear_bwd_dw_db<T>(g, A(la.ln2), A(dh), G(p + "mlp.0.weight"), G(p + "mlp.0.bias"), bias_scratch, M, D,
+                                Mm, s);
       cuda::linear_bwd_dx<T>(g, A(dh), W<T>(p + "mlp.0.weight"), A(dtmp2), M, D, Mm, s);
       // dres = LN2-backward(dtmp2) + dres = d(x_mid)
       cuda::layernorm_bwd<T>(A(la.x_mid), P(p + "ln_2.weight"), la.mean2, la.rstd2, A(dtmp2), A(dres),
@@ -328,12 +328,12 @@ struct ViTCuda::Impl {
         cuda::dropout_bwd<T>(A(dres), A(dtmp), MD, pd, seed_of(s0), s, seed_ptr(s0));
         dyp = A(dtmp);
       }
-      cuda::linear_bwd_dw<T>(g, A(la.att), dyp, G(p + "self_attention.out_proj.weight"), M, D, D, s);
-      cuda::bias_grad<T>(dyp, G(p + "self_attention.out_proj.bias"), bias_scratch, M, D, s);
+      cuda::linear_bwd_dw_db<T>(g, A(la.att), dyp, G(p + "self_attention.out_proj.weight"),
+                                G(p + "self_attention.out_proj.bias"), bias_scratch, M, D, D, s);
       cuda::linear_bwd_dx<T>(g, dyp, W<T>(p + "self_attention.out_proj.weight"), A(dtmp2), M, D, D, s);  // d(att)
       cuda::attention_bwd<T>(A(la.qkv), A(la.att), A(dtmp2), la.lse, A(dqkv), attn_scratch, Bn, Nn, H, D / H, s);
-      cuda::linear_bwd_dw<T>(g, A(la.ln1), A(dqkv), G(p + "self_attention.in_proj_weight"), M, D, 3 * D, s);
-      cuda::bias_grad<T>(A(dqkv), G(p + "self_attention.in_proj_bias"), bias_scratch, M, 3 * D, s);
+      cuda::linear_bwd_dw_db<T>(g, A(la.ln1), A(dqkv), G(p + "self_attention.in_proj_weight"),
+                                G(p + "self_attention.in_proj_bias"), bias_scratch, M, D, 3 * D, s);
       cuda::linear_bwd_dx<T>(g, A(dqkv), W<T>(p + "self_attention.in_proj_weight"), A(dtmp2), M, D, 3 * D, s);
       // dres = LN1-backward(dtmp2) + dres = d(x_in)
       cuda::layernorm_bwd<T>(A(xs[l]), P(p + "ln_1.weight"), la.mean1, la.rstd1, A(dtmp2), A(dres),
