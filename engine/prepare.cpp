@@ -35,15 +35,22 @@ std::string sha256_hex(const void* data, size_t n) {
   return s;
 }
 
-uint64_t phash64(const Image& img) {
+std::vector<uint8_t> luma32(const Image& img) {
   // Square the image (background-coloured pad, as the model sees it), shrink to 32x32 luma.
   Image small = preprocess(img, 32);
+  std::vector<uint8_t> g(32 * 32);
+  for (int i = 0; i < 32 * 32; ++i) {
+    const uint8_t* p = &small.rgb[i * 3];
+    g[i] = (uint8_t)std::lround(0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]);
+  }
+  return g;
+}
+
+namespace {
+uint64_t phash_of_luma(const std::vector<uint8_t>& lum) {
   double g[32][32];
   for (int y = 0; y < 32; ++y)
-    for (int x = 0; x < 32; ++x) {
-      const uint8_t* p = &small.rgb[(y * 32 + x) * 3];
-      g[y][x] = 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2];
-    }
+    for (int x = 0; x < 32; ++x) g[y][x] = lum[y * 32 + x];
   // 2-D DCT-II, only the 8x8 lowest frequencies are needed.
   static double cosv[8][32];
   static std::once_flag once;
@@ -74,6 +81,9 @@ uint64_t phash64(const Image& img) {
     if (c[i] > med) h |= 1ull << i;
   return h;
 }
+}  // namespace
+
+uint64_t phash64(const Image& img) { return phash_of_luma(luma32(img)); }
 
 void parse_split(const std::string& s, int out[3]) {
   int v[3], k = 0;
@@ -104,6 +114,7 @@ struct FileRec {
   std::string error;            // non-empty: unreadable, with the reason
   std::string sha, pixsha;
   uint64_t phash = 0;
+  std::vector<uint8_t> thumb;   // 32x32 luma
   double sum[3] = {0, 0, 0}, sumsq[3] = {0, 0, 0};
   size_t npx = 0;
 };
@@ -145,6 +156,23 @@ void write_text_atomic(const fs::path& p, const std::string& text) {
     if (!f) throw std::runtime_error(p.string() + ": write failed");
   }
   fs::rename(tmp, p);
+}
+
+// Mean |a - b| of two 32x32 luma thumbnails, minimised over shifts of up to 3 px
+// (about 20 px at 224): a cell re-captured a little off-centre is still the same cell.
+// Only the overlap is compared; the shift is small enough that the overlap is >= 29x29.
+constexpr int kMaxShift = 3;
+double shifted_thumb_diff(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b) {
+  double best = 1e9;
+  for (int dy = -kMaxShift; dy <= kMaxShift; ++dy)
+    for (int dx = -kMaxShift; dx <= kMaxShift; ++dx) {
+      int s = 0, n = 0;
+      for (int y = std::max(0, -dy); y < std::min(32, 32 - dy); ++y)
+        for (int x = std::max(0, -dx); x < std::min(32, 32 - dx); ++x, ++n)
+          s += std::abs((int)a[y * 32 + x] - (int)b[(y + dy) * 32 + x + dx]);
+      best = std::min(best, (double)s / n);
+    }
+  return best;
 }
 
 std::string slug(const std::string& s) {
@@ -223,7 +251,8 @@ json prepare_dataset(const PrepareOptions& opt) {
       std::memcpy(px.data() + 4, &img.height, 4);
       std::memcpy(px.data() + 8, img.rgb.data(), img.rgb.size());
       r.pixsha = sha256_hex(px.data(), px.size());
-      r.phash = phash64(img);
+      r.thumb = luma32(img);
+      r.phash = phash_of_luma(r.thumb);
       // Channel sums of what the model will see (padded + resized), for train-only stats.
       Image m = preprocess(img, opt.size);
       for (size_t k = 0; k < m.rgb.size(); ++k) {
@@ -274,14 +303,33 @@ json prepare_dataset(const PrepareOptions& opt) {
       }
     }
   }
-  size_t near_pairs = 0;
+  size_t near_pairs = 0, near_candidates = 0;
+  json near_detail = json::array();
   if (opt.near_threshold >= 0) {
-    for (size_t a = 0; a < G; ++a)
-      for (size_t b = a + 1; b < G; ++b)
-        if (__builtin_popcountll(files[good[a]].phash ^ files[good[b]].phash) <= opt.near_threshold) {
-          if (exact.find((int)a) != exact.find((int)b)) ++near_pairs;
-          all.join((int)a, (int)b);
-        }
+    // pHash proposes, the thumbnails confirm: every blood-cell image is "a purple blob
+    // in the middle of pink", so low-frequency hashes of different cells can be close.
+    struct Pair { int a, b, hd; double diff; };
+    std::vector<std::vector<Pair>> found(G);
+    std::vector<size_t> cand(G, 0);
+    parallel_for(G, opt.threads, [&](size_t a) {
+      for (size_t b = a + 1; b < G; ++b) {
+        const int hd = __builtin_popcountll(files[good[a]].phash ^ files[good[b]].phash);
+        if (hd > opt.near_threshold) continue;
+        ++cand[a];
+        const double diff = shifted_thumb_diff(files[good[a]].thumb, files[good[b]].thumb);
+        if (diff <= opt.near_max_diff) found[a].push_back({(int)a, (int)b, hd, diff});
+      }
+    });
+    for (size_t a = 0; a < G; ++a) {
+      near_candidates += cand[a];
+      for (const Pair& p : found[a]) {
+        if (exact.find(p.a) == exact.find(p.b)) continue;  // already an exact duplicate
+        ++near_pairs;
+        all.join(p.a, p.b);
+        near_detail.push_back({{"a", files[good[p.a]].shown}, {"b", files[good[p.b]].shown}, {"hamming", p.hd},
+                               {"thumb_diff", std::round(p.diff * 100) / 100}});
+      }
+    }
   }
   std::map<int, std::vector<int>> comp, ecomp;
   for (size_t k = 0; k < G; ++k) comp[all.find((int)k)].push_back((int)k), ecomp[exact.find((int)k)].push_back((int)k);
@@ -443,6 +491,9 @@ json prepare_dataset(const PrepareOptions& opt) {
   rep["near_duplicate_groups"] = near_groups;
   rep["near_duplicate_pairs"] = near_pairs;
   rep["near_threshold"] = opt.near_threshold;
+  rep["near_max_diff"] = opt.near_max_diff;
+  rep["near_pairs"] = near_detail;
+  rep["near_candidate_pairs"] = near_candidates;
   rep["near_hash"] = "64-bit DCT pHash of 32x32 luma (square-padded); near = Hamming distance <= near_threshold";
   rep["duplicate_groups"] = dup_detail;
   rep["label_conflicts"] = conflicts;

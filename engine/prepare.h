@@ -19,7 +19,11 @@ struct PrepareOptions {
   uint64_t seed = 0;              // split, subsets and top-up are a pure function of it
   int split[3] = {70, 10, 20};    // train/val/test percentages, sum 100
   int size = 224;                 // model input size: stats and top-up images use it
-  int near_threshold = 4;         // max Hamming distance of 64-bit DCT pHashes for "near duplicate"; <0 disables
+  // Near duplicate = pHash Hamming distance <= near_threshold (a cheap proposal; <0 disables)
+  // AND mean |difference| of the 32x32 luma thumbnails, minimised over shifts of up to
+  // 3 px, <= near_max_diff grey levels (the confirmation). Defaults chosen on wbc14: see docs/data.md.
+  int near_threshold = 12;
+  float near_max_diff = 8.f;
   int top_up = 0;                 // top each train class up to this many images (0 = off)
   int min_side = 32;              // images with a side below this are "tiny" and rejected
   int threads = 2;
@@ -38,5 +42,7 @@ void parse_split(const std::string& s, int out[3]);
 std::string sha256_hex(const void* data, size_t n);
 // 64-bit DCT perceptual hash of an RGB image (32x32 luma, 8x8 lowest frequencies vs their median).
 uint64_t phash64(const Image& img);
+// 32x32 luma thumbnail (square-padded), the pixels phash64 works on.
+std::vector<uint8_t> luma32(const Image& img);
 
 }  // namespace vit

@@ -1,12 +1,34 @@
-// vitengine eval: Evaluate a model on a split: metrics.json and pictures.
+// vitengine eval: evaluate a model on a split (or a folder of class folders):
+// metrics.json, pictures and summary.md. The logic is in engine/evaluate.cpp.
+#include <memory>
+
+#include "engine/evaluate.h"
 #include "tools/cli.h"
 
 namespace vit::cli {
 
 Command register_eval(CLI::App& root) {
+  auto r = std::make_shared<EvalRequest>();
   Command c;
   c.app = root.add_subcommand("eval", "Evaluate a model on a split: metrics.json and pictures");
-  c.run = []() -> int { throw NotBuilt("'eval' is planned but not implemented in this build"); };
+  auto* app = c.app;
+  app->footer(
+      "--data: a prepared folder (manifest.csv), a manifest.csv, or a folder of class folders\n"
+      "(e.g. ../shared/data/bccd-cropped, labels = folder names; use --map configs/bccd5.json).\n"
+      "With --map, predictions of classes the map leaves out are 'other' and count as errors.");
+  app->add_option("--model", r->model, "model checkpoint (.vit), e.g. RUN/best.vit")->required()->check(CLI::ExistingFile);
+  app->add_option("--data", r->data, "prepared folder, manifest.csv or folder of class folders")->required();
+  app->add_option("--split", r->split, "manifest split")->capture_default_str()->check(CLI::IsMember({"train", "val", "test"}));
+  app->add_option("--map", r->map, "label map JSON onto another set's labels")->check(CLI::ExistingFile);
+  app->add_option("--out", r->out, "output folder")->required();
+  app->add_option("--device", r->device, "cpu | cuda")->capture_default_str()->check(CLI::IsMember({"cpu", "cuda"}));
+  app->add_option("--batch-size", r->batch_size, "images per forward")->capture_default_str()->check(CLI::PositiveNumber);
+  app->add_option("--threads", r->threads, "loader threads")->capture_default_str()->check(CLI::PositiveNumber);
+  app->add_option("--ece-bins", r->ece_bins, "confidence bins")->capture_default_str()->check(CLI::Range(1, 1000));
+  c.run = [r]() -> int {
+    evaluate(*r);
+    return 0;
+  };
   return c;
 }
 

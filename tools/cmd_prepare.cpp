@@ -13,7 +13,8 @@ Command register_prepare(CLI::App& root) {
     std::vector<std::string> srcs;
     std::string out, split = "70/10/20";
     uint64_t seed = 0;
-    int size = 224, near = 4, top_up = 0, min_side = 32, threads = 2;
+    float near_diff = 8.f;
+    int size = 224, near = 12, top_up = 0, min_side = 32, threads = 2;
     bool quiet = false;
   };
   auto a = std::make_shared<Args>();
@@ -26,6 +27,9 @@ Command register_prepare(CLI::App& root) {
       ->check(CLI::Range(8, 4096));
   c.app->add_option("--near-threshold", a->near, "Max pHash Hamming distance for near-duplicates (-1: off)")
       ->capture_default_str()->check(CLI::Range(-1, 64));
+  c.app->add_option("--near-max-diff", a->near_diff,
+                    "...and max mean |difference| of shift-aligned 32x32 luma thumbnails, grey levels (255: pHash alone)")
+      ->capture_default_str()->check(CLI::Range(0.f, 255.f));
   c.app->add_option("--top-up", a->top_up, "Top each train class up to N images with TrivialAugmentWide variants")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   c.app->add_option("--min-side", a->min_side, "Reject images with a side below this many pixels")
@@ -44,6 +48,7 @@ Command register_prepare(CLI::App& root) {
     }
     o.size = a->size;
     o.near_threshold = a->near;
+    o.near_max_diff = a->near_diff;
     o.top_up = a->top_up;
     o.min_side = a->min_side;
     o.threads = a->threads;

@@ -1,12 +1,78 @@
-// vitengine train: Train a ViT (from scratch or --init).
+// vitengine train: train a ViT (from scratch or --init) on a prepared data set.
+// The logic is in engine/trainer.cpp; this file only maps flags onto TrainConfig.
+#include <cstdio>
+#include <memory>
+
+#include "engine/train_config.h"
+#include "engine/trainer.h"
 #include "tools/cli.h"
 
 namespace vit::cli {
 
+namespace {
+struct TrainArgs {
+  std::string config, data, out, init, device;
+  std::vector<std::string> sets;
+  bool resume = false, help_config = false;
+  int epochs = 0, batch_size = 0, seed = -1;
+  double lr = 0;
+};
+}  // namespace
+
 Command register_train(CLI::App& root) {
+  auto a = std::make_shared<TrainArgs>();
   Command c;
-  c.app = root.add_subcommand("train", "Train a ViT (from scratch or --init)");
-  c.run = []() -> int { throw NotBuilt("'train' is planned but not implemented in this build"); };
+  c.app = root.add_subcommand("train", "Train a ViT (from scratch or --init) on a prepared data set");
+  auto* app = c.app;
+  app->footer(
+      "Config: defaults < --config FILE < the flags below < --set key=value.\n"
+      "Writes RUN/config.json, last.vit (resumable), best.vit (use this one), metrics.csv,\n"
+      "steps.csv, loss.svg, accuracy.svg, report/ and summary.md. See docs/training.md.");
+  app->add_option("--config", a->config, "JSON config file (see --help-config)")->check(CLI::ExistingFile);
+  app->add_option("--data", a->data, "prepared data folder (manifest.csv + report.json) or a manifest.csv");
+  app->add_option("--out", a->out, "run folder");
+  app->add_flag("--resume", a->resume, "continue the run in --out from its last.vit");
+  app->add_option("--set", a->sets, "override a config field: key=value (repeatable)")->take_all();
+  app->add_option("--epochs", a->epochs, "= --set epochs=N")->check(CLI::PositiveNumber);
+  app->add_option("--batch-size", a->batch_size, "= --set batch_size=N")->check(CLI::PositiveNumber);
+  app->add_option("--lr", a->lr, "= --set lr=X")->check(CLI::PositiveNumber);
+  app->add_option("--seed", a->seed, "= --set seed=N")->check(CLI::NonNegativeNumber);
+  app->add_option("--device", a->device, "= --set device=cpu|cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  app->add_option("--init", a->init, "= --set init=FILE (initial weights)");
+  app->add_flag("--help-config", a->help_config, "print every config field with its default and meaning");
+  c.run = [a]() -> int {
+    if (a->help_config) {
+      std::fputs(TrainConfig::docs_markdown().c_str(), stdout);
+      return 0;
+    }
+    if (a->data.empty() || a->out.empty()) throw UsageError("--data and --out are required");
+    std::vector<std::string> sets;
+    if (a->epochs) sets.push_back("epochs=" + std::to_string(a->epochs));
+    if (a->batch_size) sets.push_back("batch_size=" + std::to_string(a->batch_size));
+    if (a->lr > 0) sets.push_back("lr=" + std::to_string(a->lr));
+    if (a->seed >= 0) sets.push_back("seed=" + std::to_string(a->seed));
+    if (!a->device.empty()) sets.push_back("device=" + a->device);
+    if (!a->init.empty()) sets.push_back("init=" + a->init);
+    for (const auto& s : a->sets) sets.push_back(s);
+    TrainRequest req;
+    try {
+      req.config = TrainConfig::load(a->config, sets);
+    } catch (const ConfigError& e) {
+      throw UsageError(e.what());
+    }
+    req.data = a->data;
+    req.out = a->out;
+    req.resume = a->resume;
+    TrainSummary s = train(req);
+    if (!s.finished) {
+      std::printf("[train] stopped at step %lld (max_steps); resume with --resume\n", (long long)s.steps);
+      return 0;
+    }
+    std::printf("[train] done: %lld steps in %.1f s; best.vit = epoch %d, val macro-F1 %.4f, temperature %.4f\n",
+                (long long)s.steps, s.elapsed_s, s.best_epoch, s.best_val_macro_f1, s.temperature);
+    std::printf("[train] model: %s\n", s.best_path.c_str());
+    return 0;
+  };
   return c;
 }
 

@@ -5,9 +5,11 @@
 
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <set>
 #include <stdexcept>
@@ -202,17 +204,19 @@ void save_model_bf16(const std::string& path, const ViT& model, const ModelMeta&
   save_impl(path, model, meta, false, {}, true);
 }
 
-LoadedModel load_model(const std::string& path) {
-  File file;
-  file.f = std::fopen(path.c_str(), "rb");
-  if (!file.f) fail_at(path, std::string("cannot open: ") + std::strerror(errno));
-  FILE* f = file.f;
-  if (std::fseek(f, 0, SEEK_END) != 0) fail_at(path, "cannot seek");
-  const uint64_t fsize = uint64_t(std::ftell(f));
-  std::fseek(f, 0, SEEK_SET);
+namespace {
+
+// Random access to the bytes of a .vit, from a file or from memory (fuzz tests).
+struct Source {
+  uint64_t size = 0;
+  std::function<bool(uint64_t, void*, size_t)> read;  // false on an I/O error
+};
+
+LoadedModel load_impl(const Source& src, const std::string& path) {
+  const uint64_t fsize = src.size;
   auto read_at = [&](uint64_t at, void* dst, size_t n, const std::string& what) {
     if (at > fsize || n > fsize - at) fail_at(path, "truncated: " + what + " needs bytes " + std::to_string(at) + ".." + std::to_string(at + n) + " of a " + std::to_string(fsize) + "-byte file");
-    if (std::fseek(f, long(at), SEEK_SET) != 0 || std::fread(dst, 1, n, f) != n) fail_at(path, "read error in " + what);
+    if (n && !src.read(at, dst, n)) fail_at(path, "read error in " + what);
   };
 
   uint8_t prefix[kPrefix];
@@ -277,6 +281,7 @@ LoadedModel load_model(const std::string& path) {
     want["optimizer.adam_v"] = {{int64_t(n)}, m.adam_v()};
   }
   std::set<std::string> seen;
+  std::vector<std::pair<uint64_t, uint64_t>> spans;  // [offset, end) of each tensor
   std::vector<uint8_t> buf;
   for (const auto& t : table) {
     std::string name;
@@ -303,6 +308,7 @@ LoadedModel load_model(const std::string& path) {
     if (!es) fail_at(path, "tensor '" + name + "' has unsupported dtype " + dtype);
     if (nbytes != numel * size_t(es)) fail_at(path, "tensor '" + name + "': nbytes " + std::to_string(nbytes) + " does not match its shape and dtype");
     if (off > data_size || nbytes > data_size - off) fail_at(path, "tensor '" + name + "' lies outside the data section");
+    spans.push_back({off, off + nbytes});
     buf.resize(nbytes);
     read_at(data_start + off, buf.data(), buf.size(), "tensor '" + name + "'");
     if (sha256_hex(buf.data(), buf.size()) != sha) fail_at(path, "checksum mismatch in tensor '" + name + "' (file corrupted)");
@@ -315,7 +321,49 @@ LoadedModel load_model(const std::string& path) {
   }
   for (const auto& [name, v] : want)
     if (!seen.count(name)) fail_at(path, "tensor '" + name + "' is missing (config " + cfg.to_string() + ")");
+  // The bytes between tensors are alignment padding and must be zero; checking them
+  // (and that tensors do not overlap) leaves no byte of the file unverified.
+  std::sort(spans.begin(), spans.end());
+  uint64_t at = 0;
+  for (size_t i = 0; i <= spans.size(); ++i) {
+    uint64_t next = i < spans.size() ? spans[i].first : data_size;
+    if (next < at) fail_at(path, "tensors overlap in the data section");
+    if (next - at >= kAlign) fail_at(path, "unexplained gap of " + std::to_string(next - at) + " bytes in the data section");
+    uint8_t gap[kAlign];
+    read_at(data_start + at, gap, size_t(next - at), "data padding");
+    for (uint64_t k = 0; k < next - at; ++k)
+      if (gap[k]) fail_at(path, "nonzero padding in the data section (file corrupted)");
+    if (i < spans.size()) at = spans[i].second;
+  }
   return out;
+}
+
+}  // namespace
+
+LoadedModel load_model(const std::string& path) {
+  File file;
+  file.f = std::fopen(path.c_str(), "rb");
+  if (!file.f) fail_at(path, std::string("cannot open: ") + std::strerror(errno));
+  if (std::fseek(file.f, 0, SEEK_END) != 0) fail_at(path, "cannot seek");
+  long end = std::ftell(file.f);
+  if (end < 0) fail_at(path, "cannot tell the file size");
+  Source src;
+  src.size = uint64_t(end);
+  FILE* f = file.f;
+  src.read = [f](uint64_t at, void* dst, size_t n) {
+    return fseeko(f, off_t(at), SEEK_SET) == 0 && std::fread(dst, 1, n, f) == n;
+  };
+  return load_impl(src, path);
+}
+
+LoadedModel load_model_memory(const uint8_t* data, size_t n, const std::string& what) {
+  Source src;
+  src.size = n;
+  src.read = [data](uint64_t at, void* dst, size_t k) {
+    std::memcpy(dst, data + at, k);
+    return true;
+  };
+  return load_impl(src, what);
 }
 
 void require_same_architecture(const ViTConfig& expected, const ViTConfig& got, const std::string& what) {

@@ -51,6 +51,9 @@ LoadedModel load_model(const std::string& path);
 // ---- additions (weights layer) ----
 constexpr uint32_t kCheckpointVersion = 1;
 
+// load_model from bytes in memory (tests, fuzzing); `what` names the source in errors.
+LoadedModel load_model_memory(const uint8_t* data, size_t n, const std::string& what);
+
 // Weights stored as bfloat16 (round to nearest even): half the size, for shipping a
 // trained model. No optimizer state (resuming needs fp32 moments). Loads as fp32.
 void save_model_bf16(const std::string& path, const ViT& model, const ModelMeta& meta);

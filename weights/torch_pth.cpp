@@ -318,10 +318,12 @@ class PickleVM {
     if (ty.kind != Kind::Global || !storage_type(ty.s)) fail("persistent id names no torch storage type");
     if (key.kind != Kind::Str) fail("persistent id storage key is not a str");
     if (numel.kind != Kind::Int || numel.i < 0) fail("persistent id storage size is not a non-negative int");
+    PthTensorRef st;  // copied out first: make() may grow the pool and move `t`'s items
+    st.storage_key = key.s;
+    st.dtype = storage_type(ty.s)->dtype;
+    st.storage_numel = numel.i;
     uint32_t o = make(Kind::Storage);
-    pool_[o].t.storage_key = key.s;
-    pool_[o].t.dtype = storage_type(ty.s)->dtype;
-    pool_[o].t.storage_numel = numel.i;
+    pool_[o].t = std::move(st);
     push(o);
   }
   std::vector<int64_t> int_tuple(uint32_t o, const char* what) {
@@ -337,14 +339,14 @@ class PickleVM {
   }
   void reduce() {
     uint32_t args = pop(), fn = pop();
-    const Obj& f = pool_[fn];
-    if (f.kind != Kind::Global) fail(std::string("REDUCE on a ") + kind_name(f.kind) + ", not a whitelisted callable");
+    if (pool_[fn].kind != Kind::Global) fail(std::string("REDUCE on a ") + kind_name(pool_[fn].kind) + ", not a whitelisted callable");
     if (pool_[args].kind != Kind::Tuple) fail("REDUCE arguments are not a tuple");
+    const std::string callee = pool_[fn].s;  // a copy: make() below may move the pool
     std::vector<uint32_t> a = pool_[args].items;
-    if (f.s == "collections.OrderedDict") {
+    if (callee == "collections.OrderedDict") {
       if (!a.empty()) fail("collections.OrderedDict called with arguments");
       push(make(Kind::Dict));
-    } else if (f.s == "torch._utils._rebuild_tensor_v2") {
+    } else if (callee == "torch._utils._rebuild_tensor_v2") {
       // (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])
       if (a.size() != 6 && a.size() != 7) fail("_rebuild_tensor_v2 takes 6 or 7 arguments, got " + std::to_string(a.size()));
       if (pool_[a[0]].kind != Kind::Storage) fail("_rebuild_tensor_v2: first argument is not a storage");
@@ -358,7 +360,7 @@ class PickleVM {
       pool_[o].t = std::move(t);
       push(o);
     } else {
-      fail("REDUCE on '" + f.s + "' is not allowed");
+      fail("REDUCE on '" + callee + "' is not allowed");
     }
   }
   bool is_tensor_dict(uint32_t d) const {

@@ -1,0 +1,118 @@
+// The training loop behind `vitengine train`, and batched prediction for
+// validation and `vitengine eval`.
+//
+// A run folder RUN holds:
+//   config.json      the resolved TrainConfig + model config (written at start)
+//   last.vit         model + AdamW moments + train_state (step, epoch, batch in epoch,
+//                    epoch accumulators, history, RNG scheme, config); every
+//                    checkpoint_every steps and at each epoch end, atomically
+//   last_ema.vit     the EMA weights at the same step (only with ema_decay > 0)
+//   best.vit         the eval weights (EMA if on) with the best val macro-F1, with the
+//                    fitted temperature after the run: the model to use
+//   metrics.csv      one row per epoch; steps.csv: step, epoch, loss, lr per step
+//   loss.svg, accuracy.svg, report/ (val confusion, per-class table, reliability), summary.md
+//
+// Determinism: the loader's order and augmentations are a pure function of (seed,
+// epoch, position), dropout masks of (seed, step), and every other piece of state is
+// in last.vit, so `--resume` after a kill reproduces the uninterrupted run's losses.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "engine/dataset.h"
+#include "engine/train_config.h"
+#include "engine/vit.h"
+
+namespace vit {
+
+// A non-finite loss or gradient: the run stops; the last good checkpoint stays.
+struct TrainingDiverged : std::runtime_error {
+  explicit TrainingDiverged(const std::string& what) : std::runtime_error(what) {}
+};
+// A checkpoint that does not belong to this run (other model or config).
+struct CheckpointMismatch : std::runtime_error {
+  explicit CheckpointMismatch(const std::string& what) : std::runtime_error(what) {}
+};
+
+// The tiny adapter the loop trains through: the CPU ViT, or ViTCuda when built
+// with CUDA. Both keep parameters and AdamW moments; the host ViT is the copy
+// that checkpoints read and write.
+class TrainBackend {
+ public:
+  virtual ~TrainBackend() = default;
+  virtual std::string device() const = 0;
+  virtual int num_classes() const = 0;
+  // images (B, 3, S, S) on the host, normalised. Returns host logits (B, K),
+  // valid until the next forward.
+  virtual const float* forward(const float* images, int B, const ForwardOptions& opt) = 0;
+  virtual float loss(const int* labels, float smoothing) = 0;
+  virtual void backward() = 0;
+  virtual void zero_grad() = 0;
+  // Returns the gradient norm before clipping; throws on a non-finite norm.
+  virtual double adamw_step(const cpu::AdamWParams& hp, float clip_norm) = 0;
+  // The same with a learning-rate scale per parameter tensor (ViT::params() order);
+  // scale 0 freezes the tensor (its moments are not touched).
+  virtual double adamw_step_scaled(const cpu::AdamWParams& hp, float clip_norm, const std::vector<float>& scale) = 0;
+  virtual void pull(ViT& host) = 0;        // device -> host: parameters and moments
+  virtual void push(const ViT& host) = 0;  // host -> device
+};
+// device "cpu" trains `host` in place; "cuda" needs a CUDA build (throws otherwise).
+std::unique_ptr<TrainBackend> make_backend(const std::string& device, ViT& host);
+
+// Logits of every sample the loader yields in one epoch (no augmentation), in sample order.
+struct Predictions {
+  int k = 0;
+  std::vector<float> logits;   // (n, k)
+  std::vector<int> labels;     // (n)
+  std::vector<size_t> index;   // sample index of each row
+  size_t n() const { return labels.size(); }
+};
+Predictions predict(TrainBackend& model, Loader& loader);
+// A loader for evaluation: no shuffle, no augmentation, keeps the last batch.
+LoaderConfig eval_loader_config(int image_size, int batch_size, int threads);
+
+// The loader's augmentation for a strength name: none | light | strong.
+AugmentConfig augment_preset(const std::string& strength);
+
+// Learning rate of the 0-based step under the config's warmup + schedule.
+float lr_at(const TrainConfig& cfg, int64_t step, int64_t steps_per_epoch);
+// Seed of the dropout masks of a step: a hash of (seed, step).
+uint64_t dropout_seed(uint64_t seed, int64_t step);
+
+struct TrainSummary {
+  int64_t steps = 0;
+  int epochs_done = 0;
+  bool finished = false;      // all epochs ran (not stopped by max_steps)
+  double best_val_macro_f1 = -1;
+  int best_epoch = -1;
+  double temperature = 1.0;
+  double elapsed_s = 0;
+  std::string best_path, last_path;
+};
+
+struct TrainRequest {
+  TrainConfig config;
+  std::string data;     // prepared folder (manifest.csv + report.json) or a manifest.csv
+  std::string out;      // run folder
+  bool resume = false;  // continue from out/last.vit
+  // Progress lines go here (default: stdout, flushed).
+  std::function<void(const std::string&)> log;
+};
+
+// Runs (or resumes) a training run. Throws TrainingDiverged, CheckpointMismatch,
+// ConfigError, std::runtime_error (I/O, data), never exits.
+TrainSummary train(const TrainRequest& req);
+
+// Where a prepared data set's files are: DIR/manifest.csv or the csv itself, and
+// the report.json beside it.
+std::string manifest_path(const std::string& data);
+// read_manifest, with relative paths taken as relative to the manifest's folder
+// (so a committed fixture works from any working directory).
+Manifest read_manifest_resolved(const std::string& csv);
+std::string report_path(const std::string& data);
+
+}  // namespace vit

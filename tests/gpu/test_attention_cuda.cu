@@ -1,0 +1,163 @@
+// GPU tests for the fused attention kernels (kernels/attention.cu) against an independent fp64 oracle
+// in naive loops (tests/attention_oracle.h): softmax(q k^T / sqrt(Dh)) v and its backward, per (b, h).
+// tests/test_attention_emu.cpp runs the same checks on the CPU through a CUDA emulator.
+//
+// Every run draws fresh random inputs (seed printed; set VIT_TEST_SEED=<n> to replay one), poisons all
+// outputs with 0xFF bytes (NaN in fp32 and bf16) so that an unwritten element fails, and compares
+// out, lse and dqkv by relative error ||x - ref|| / ||ref||.
+//   fp32 kernels: < 1e-5.
+//   bf16 kernels (both variants, kernels/attention_variant.cuh): <= 2 x the error of a bf16-emulating
+//   reference + a small floor (the flash-attention test habit: as exact as the precision allows), and
+//   < 2e-2 outright. Tolerances and their reasons: tests/attention_oracle.h.
+// Skips with "no CUDA device" where there is none. Run: build/vitengine_gpu_tests --gtest_filter='Attention*'
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernels/attention.cuh"
+#include "kernels/attention_variant.cuh"
+#include "kernels/cuda_check.cuh"
+#include "tests/attention_oracle.h"
+
+namespace {
+
+using namespace attn_test;
+
+bool has_cuda_device() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+// Device buffer, poisoned with 0xFF bytes (NaN for float and bf16) on creation.
+template <typename T>
+struct DevBuf {
+  T* p = nullptr;
+  size_t n = 0;
+  explicit DevBuf(size_t count) : n(count) {
+    VIT_CHECK(cudaMalloc(&p, n * sizeof(T)));
+    poison();
+  }
+  ~DevBuf() { VIT_CHECK_NOTHROW(cudaFree(p)); }
+  DevBuf(const DevBuf&) = delete;
+  DevBuf& operator=(const DevBuf&) = delete;
+  void poison() { VIT_CHECK(cudaMemset(p, 0xFF, n * sizeof(T))); }
+  void upload(const std::vector<T>& h) { VIT_CHECK(cudaMemcpy(p, h.data(), n * sizeof(T), cudaMemcpyHostToDevice)); }
+  std::vector<double> download() const {
+    std::vector<T> h(n);
+    VIT_CHECK(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost));
+    std::vector<double> r(n);
+    for (size_t i = 0; i < n; ++i) r[i] = double(to_f(h[i]));
+    return r;
+  }
+  static float to_f(float x) { return x; }
+  static float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
+};
+
+template <typename T>
+T from_f(float x);
+template <>
+float from_f<float>(float x) { return x; }
+template <>
+__nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+
+// Runs fwd then bwd on the given (already representable-in-T) inputs.
+template <typename T>
+Outputs run_kernels(const std::vector<float>& qkv, const std::vector<float>& dout, const Shape& sh) {
+  const size_t n_qkv = (size_t)sh.B * sh.N * 3 * sh.H * sh.Dh, n_out = (size_t)sh.B * sh.N * sh.H * sh.Dh,
+               n_lse = (size_t)sh.B * sh.H * sh.N;
+  std::vector<T> h_qkv(n_qkv), h_dout(n_out);
+  for (size_t i = 0; i < n_qkv; ++i) h_qkv[i] = from_f<T>(qkv[i]);
+  for (size_t i = 0; i < n_out; ++i) h_dout[i] = from_f<T>(dout[i]);
+  DevBuf<T> d_qkv(n_qkv), d_out(n_out), d_dout(n_out), d_dqkv(n_qkv);
+  DevBuf<float> d_lse(n_lse), d_scratch(n_lse);
+  d_qkv.upload(h_qkv);
+  d_dout.upload(h_dout);
+  vit::cuda::attention_fwd<T>(d_qkv.p, d_out.p, d_lse.p, sh.B, sh.N, sh.H, sh.Dh, 0);
+  vit::cuda::attention_bwd<T>(d_qkv.p, d_out.p, d_dout.p, d_lse.p, d_dqkv.p, d_scratch.p, sh.B, sh.N, sh.H, sh.Dh,
+                              0);
+  VIT_CHECK(cudaDeviceSynchronize());
+  return {d_out.download(), d_lse.download(), d_dqkv.download()};
+}
+
+class AttentionCuda : public ::testing::TestWithParam<Shape> {
+ protected:
+  void SetUp() override {
+    if (!has_cuda_device()) GTEST_SKIP() << "no CUDA device";
+  }
+};
+
+TEST_P(AttentionCuda, Fp32MatchesFp64Reference) {
+  const Shape sh = GetParam();
+  std::vector<float> qkv, dout;
+  make_inputs(sh, false, qkv, dout);
+  const RefResult ref = reference<double>(qkv, dout, sh, false);
+  const Outputs got = run_kernels<float>(qkv, dout, sh);
+  check_fp32("fp32", sh, got, ref);
+}
+
+// Both bf16 variants (kernels/attention_variant.cuh: kSimple and the default kFast) on the same inputs.
+TEST_P(AttentionCuda, Bf16MatchesFp64Reference) {
+  const Shape sh = GetParam();
+  std::vector<float> qkv, dout;
+  make_inputs(sh, true, qkv, dout);
+  const RefResult ref = reference<double>(qkv, dout, sh, false);
+  const RefResult lowp = reference<float>(qkv, dout, sh, true);
+  const auto saved = vit::cuda::attention_variant();
+  for (auto v : {vit::cuda::AttentionVariant::kSimple, vit::cuda::AttentionVariant::kFast}) {
+    SCOPED_TRACE(std::string("variant ") + vit::cuda::attention_variant_name(v));
+    vit::cuda::set_attention_variant(v);
+    check_bf16(v == vit::cuda::AttentionVariant::kFast ? "bf16 fast" : "bf16 simp", sh,
+               run_kernels<__nv_bfloat16>(qkv, dout, sh), ref, lowp);
+  }
+  vit::cuda::set_attention_variant(saved);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, AttentionCuda,
+                         ::testing::Values(Shape{2, 197, 3, 64}, Shape{1, 17, 2, 64}, Shape{3, 5, 1, 64},
+                                           Shape{4, 256, 12, 64}, Shape{2, 197, 2, 32}),
+                         [](const ::testing::TestParamInfo<Shape>& i) { return shape_name(i.param); });
+
+// The backward has no atomics (dQ is its own pass over key tiles): two runs are bit-identical.
+TEST(AttentionCudaMisc, Bf16BackwardIsDeterministic) {
+  if (!has_cuda_device()) GTEST_SKIP() << "no CUDA device";
+  const Shape sh{2, 197, 3, 64};
+  std::vector<float> qkv, dout;
+  make_inputs(sh, true, qkv, dout);
+  const Outputs a = run_kernels<__nv_bfloat16>(qkv, dout, sh);
+  const Outputs b = run_kernels<__nv_bfloat16>(qkv, dout, sh);
+  EXPECT_EQ(std::memcmp(a.dqkv.data(), b.dqkv.data(), a.dqkv.size() * sizeof(double)), 0);
+  EXPECT_EQ(std::memcmp(a.out.data(), b.out.data(), a.out.size() * sizeof(double)), 0);
+}
+
+// The bf16 kernels need 16-byte aligned rows (cp.async of 16 bytes); a misaligned pointer is refused.
+TEST(AttentionCudaMisc, Bf16RejectsMisalignedPointers) {
+  if (!has_cuda_device()) GTEST_SKIP() << "no CUDA device";
+  DevBuf<__nv_bfloat16> qkv(3 * 64 + 8), out(64 + 8);
+  DevBuf<float> lse(8);
+  EXPECT_THROW(vit::cuda::attention_fwd<__nv_bfloat16>(qkv.p + 1, out.p, lse.p, 1, 1, 1, 64, 0), std::invalid_argument);
+}
+
+// Argument checks happen before any CUDA call, so this runs without a device too.
+TEST(AttentionCudaMisc, RejectsUnsupportedHeadDim) {
+  try {
+    vit::cuda::attention_fwd<float>(nullptr, nullptr, nullptr, 1, 8, 1, 48, 0);
+    FAIL() << "expected std::invalid_argument";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("Dh = 48"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(vit::cuda::attention_bwd<__nv_bfloat16>(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 1, 8, 1,
+                                                       128, 0),
+               std::invalid_argument);
+}
+
+}  // namespace

@@ -1,0 +1,84 @@
+// The fused attention CUDA kernels (kernels/attention.cu), run on the CPU through a small CUDA emulator
+// (tests/emu/cuda_emu.h), against the same fp64 oracle and tolerances as the GPU test
+// (tests/gpu/test_attention_cuda.cu). This is what checks the kernels' indexing, masking, tiling,
+// pipelining and online softmax on machines without a GPU (CI); the GPU test then checks the real
+// instructions. Small shapes only: every CUDA thread is a fiber, so this is ~1e5 times slower than a GPU.
+// Needs the CUDA headers (for __nv_bfloat16); compiles to nothing without them.
+#if __has_include(<cuda_bf16.h>) && __has_include(<ucontext.h>)
+#include "tests/emu/cuda_emu.h"
+// the kernel source itself, compiled for the emulator (its code lands in namespace vit::cuda_emu)
+#include "kernels/attention.cu"
+#include "tests/attention_oracle.h"
+
+#include <cstring>
+
+namespace {
+
+using namespace attn_test;
+
+template <typename T>
+std::vector<double> to_double(const std::vector<T>& x) {
+  std::vector<double> r(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    if constexpr (std::is_same_v<T, float>)
+      r[i] = x[i];
+    else
+      r[i] = __bfloat162float(x[i]);
+  }
+  return r;
+}
+template <typename T>
+void poison(std::vector<T>& x) {
+  std::memset(static_cast<void*>(x.data()), 0xFF, x.size() * sizeof(T));
+}
+
+template <typename T>
+Outputs run_emulated(const std::vector<float>& qkv, const std::vector<float>& dout, const Shape& sh) {
+  const size_t n_qkv = qkv.size(), n_out = dout.size(), n_lse = (size_t)sh.B * sh.H * sh.N;
+  std::vector<T> h_qkv(n_qkv), h_dout(n_out), out(n_out), dqkv(n_qkv);
+  std::vector<float> lse(n_lse), scratch(n_lse);
+  for (size_t i = 0; i < n_qkv; ++i) h_qkv[i] = T(qkv[i]);
+  for (size_t i = 0; i < n_out; ++i) h_dout[i] = T(dout[i]);
+  poison(out);
+  poison(dqkv);
+  poison(lse);
+  poison(scratch);
+  vit::cuda_emu::attention_fwd<T>(h_qkv.data(), out.data(), lse.data(), sh.B, sh.N, sh.H, sh.Dh, nullptr);
+  vit::cuda_emu::attention_bwd<T>(h_qkv.data(), out.data(), h_dout.data(), lse.data(), dqkv.data(), scratch.data(),
+                                  sh.B, sh.N, sh.H, sh.Dh, nullptr);
+  return {to_double(out), to_double(lse), to_double(dqkv)};
+}
+
+class AttentionEmu : public ::testing::TestWithParam<Shape> {};
+
+TEST_P(AttentionEmu, Fp32MatchesFp64Reference) {
+  const Shape sh = GetParam();
+  std::vector<float> qkv, dout;
+  make_inputs(sh, false, qkv, dout);
+  check_fp32("emu fp32", sh, run_emulated<float>(qkv, dout, sh), reference<double>(qkv, dout, sh, false));
+}
+
+// Both bf16 variants (kernels/attention_variant.cuh) on the same inputs.
+TEST_P(AttentionEmu, Bf16MatchesFp64Reference) {
+  const Shape sh = GetParam();
+  std::vector<float> qkv, dout;
+  make_inputs(sh, true, qkv, dout);
+  const RefResult ref = reference<double>(qkv, dout, sh, false), lowp = reference<float>(qkv, dout, sh, true);
+  for (auto v : {vit::cuda::AttentionVariant::kSimple, vit::cuda::AttentionVariant::kFast}) {
+    SCOPED_TRACE(vit::cuda::attention_variant_name(v));
+    vit::cuda_emu::set_attention_variant(v);
+    check_bf16(v == vit::cuda::AttentionVariant::kFast ? "emu fast" : "emu simp", sh,
+               run_emulated<__nv_bfloat16>(qkv, dout, sh), ref, lowp);
+  }
+  vit::cuda_emu::set_attention_variant(vit::cuda::AttentionVariant::kFast);
+}
+
+// N = 197: 4 tiles of 64, the last one ragged; 17 and 5: a single partial tile; 64: exactly one tile;
+// 130 with Dh = 32: the small-head instantiation, 2 full tiles + 2 rows. H = 2 checks the head offsets.
+INSTANTIATE_TEST_SUITE_P(Shapes, AttentionEmu,
+                         ::testing::Values(Shape{1, 197, 1, 64}, Shape{1, 17, 2, 64}, Shape{2, 5, 1, 64},
+                                           Shape{1, 64, 1, 64}, Shape{1, 130, 1, 32}),
+                         [](const ::testing::TestParamInfo<Shape>& i) { return shape_name(i.param); });
+
+}  // namespace
+#endif

@@ -1,0 +1,88 @@
+// Calibrated probabilities, top-k, overlays and encoders (engine/inference.h,
+// engine/overlay.h), against values worked out by hand.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "engine/inference.h"
+#include "engine/overlay.h"
+
+namespace {
+
+TEST(CalibratedSoftmax, TemperatureOneAndTwo) {
+  // logits 0, ln 2, ln 4: T=1 gives 1:2:4 / 7; T=2 gives 1 : sqrt2 : 2 / (3 + sqrt2).
+  const float logits[3] = {0.0f, std::log(2.0f), std::log(4.0f)};
+  float p[3];
+  vit::calibrated_softmax(logits, 3, 1.0f, p);
+  EXPECT_NEAR(p[0], 1.0 / 7, 1e-6);  // float exp/log: ~1 ulp each, 1e-6 is ample
+  EXPECT_NEAR(p[1], 2.0 / 7, 1e-6);
+  EXPECT_NEAR(p[2], 4.0 / 7, 1e-6);
+  vit::calibrated_softmax(logits, 3, 2.0f, p);
+  const double z = 3 + std::sqrt(2.0);
+  EXPECT_NEAR(p[0], 1 / z, 1e-6);
+  EXPECT_NEAR(p[1], std::sqrt(2.0) / z, 1e-6);
+  EXPECT_NEAR(p[2], 2 / z, 1e-6);
+}
+
+TEST(CalibratedSoftmax, LargeLogitsStayFinite) {
+  const float logits[2] = {1000.0f, 999.0f};  // exp(1000) overflows without the max shift
+  float p[2];
+  vit::calibrated_softmax(logits, 2, 1.0f, p);
+  EXPECT_NEAR(p[0], 1 / (1 + std::exp(-1.0)), 1e-6);
+  EXPECT_THROW(vit::calibrated_softmax(logits, 2, 0.0f, p), std::invalid_argument);
+}
+
+TEST(TopK, OrderAndTies) {
+  std::vector<float> v = {0.1f, 0.4f, 0.1f, 0.4f, 0.0f};
+  EXPECT_EQ(vit::top_k(v, 3), (std::vector<int>{1, 3, 0}));
+  EXPECT_EQ(vit::top_k(v, 9).size(), 5u);
+}
+
+TEST(Overlay, HeatColormapEnds) {
+  uint8_t c[3];
+  vit::heat_color(0, c);
+  EXPECT_EQ(c[0] + c[1] + c[2], 0);
+  vit::heat_color(1, c);
+  EXPECT_EQ(c[0] + c[1] + c[2], 3 * 255);
+}
+
+TEST(Overlay, HotCornerLandsOnTheRightPixels) {
+  // Black 8x8 base, 2x2 grid with only the bottom-right cell hot: after min-max scaling
+  // that cell is 1 (white), the rest 0 (black). alpha .5 -> bottom-right pixel 128 in
+  // every channel, top-left pixel 0.
+  vit::Image base;
+  base.width = base.height = 8;
+  base.rgb.assign(8 * 8 * 3, 0);
+  vit::Image o = vit::heat_overlay(base, {0, 0, 0, 1}, 2, 0.5f);
+  auto px = [&](int x, int y, int c) { return int(o.rgb[(y * 8 + x) * 3 + c]); };
+  for (int c = 0; c < 3; ++c) {
+    EXPECT_EQ(px(7, 7, c), 128);
+    EXPECT_EQ(px(0, 0, c), 0);
+  }
+  EXPECT_GT(px(5, 5, 0), px(2, 2, 0));
+}
+
+TEST(Encode, Base64KnownVectors) {
+  // RFC 4648 section 10 test vectors.
+  auto b = [](const std::string& s) { return vit::base64(std::vector<uint8_t>(s.begin(), s.end())); };
+  EXPECT_EQ(b(""), "");
+  EXPECT_EQ(b("f"), "Zg==");
+  EXPECT_EQ(b("fo"), "Zm8=");
+  EXPECT_EQ(b("foobar"), "Zm9vYmFy");
+}
+
+TEST(Encode, PngRoundTrip) {
+  vit::Image img;
+  img.width = 3;
+  img.height = 2;
+  img.rgb = {255, 0, 0, 0, 255, 0, 0, 0, 255, 10, 20, 30, 40, 50, 60, 70, 80, 90};
+  std::vector<uint8_t> png = vit::encode_png(img);
+  ASSERT_GT(png.size(), 8u);
+  EXPECT_EQ(png[1], 'P');
+  vit::Image back = vit::decode_image(png.data(), png.size(), "roundtrip.png");
+  EXPECT_EQ(back.width, 3);
+  EXPECT_EQ(back.height, 2);
+  EXPECT_EQ(back.rgb, img.rgb);
+}
+
+}  // namespace

@@ -1,0 +1,168 @@
+// `vitengine predict`, `explain` and `differential` run as the user runs them, on a
+// tiny random model and synthetic images; and the Batcher's queue bound.
+#include <gtest/gtest.h>
+
+#include <future>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "engine/batcher.h"
+#include "serve_test_util.h"
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+class Cli : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = vt::temp_dir("cli");
+    model_ = dir_ + "/tiny.vit";
+    vt::write_tiny_model(model_);
+    fs::create_directories(dir_ + "/smear/sub");
+    vt::write_file(dir_ + "/smear/a.png", vt::png_bytes(40, 40, 1));
+    vt::write_file(dir_ + "/smear/b.jpg", vt::jpeg_bytes(50, 60, 2));
+    vt::write_file(dir_ + "/smear/sub/c.PNG", vt::png_bytes(30, 30, 3));
+    vt::write_file(dir_ + "/smear/notes.txt", "ignored: not an image extension");
+    vt::write_file(dir_ + "/smear/.DS_1.jpg", "Bud1 macOS metadata, not a JPEG");  // like the data set's fault
+  }
+  static void TearDownTestSuite() { fs::remove_all(dir_); }
+  static std::string bin() { return std::string(VITENGINE_BINARY); }
+  static std::string dir_, model_;
+};
+std::string Cli::dir_, Cli::model_;
+
+TEST_F(Cli, PredictJsonReportsBadFileAndGoesOn) {
+  std::string out, err;
+  int rc = vt::run(bin() + " predict --model " + model_ + " --format json --top-k 2 " + dir_ + "/smear", &out, &err);
+  EXPECT_EQ(rc, 1) << "a file failed, so the exit code must be 1\n" << err;
+  std::istringstream lines(out);
+  std::string line;
+  int good = 0, bad = 0;
+  while (std::getline(lines, line)) {
+    json j = json::parse(line);
+    if (j.contains("error")) {
+      ++bad;
+      EXPECT_NE(j["file"].get<std::string>().find(".DS_1.jpg"), std::string::npos);
+    } else {
+      ++good;
+      EXPECT_EQ(j["top"].size(), 2u);
+      double s = 0;
+      for (auto& [k, v] : j["probabilities"].items()) s += v.get<double>();
+      EXPECT_NEAR(s, 1.0, 1e-4);
+    }
+  }
+  EXPECT_EQ(good, 3);  // a.png, b.jpg, sub/c.PNG; notes.txt is not looked at
+  EXPECT_EQ(bad, 1);
+  EXPECT_NE(err.find(".DS_1.jpg"), std::string::npos) << err;
+}
+
+TEST_F(Cli, PredictTableCsvAndAllGood) {
+  std::string out, err;
+  EXPECT_EQ(vt::run(bin() + " predict --model " + model_ + " " + dir_ + "/smear/a.png", &out, &err), 0) << err;
+  EXPECT_NE(out.find("1. "), std::string::npos) << out;
+  EXPECT_NE(out.find("3. "), std::string::npos) << out;
+  EXPECT_EQ(vt::run(bin() + " predict --model " + model_ + " --format csv --batch 1 " + dir_ + "/smear/a.png " + dir_ +
+                        "/smear/b.jpg",
+                    &out, &err),
+            0)
+      << err;
+  std::istringstream lines(out);
+  std::string header, l1, l2;
+  std::getline(lines, header);
+  std::getline(lines, l1);
+  std::getline(lines, l2);
+  EXPECT_EQ(header.rfind("file,prediction,confidence,review,class_1,prob_1", 0), 0u) << header;
+  EXPECT_NE(l1.find("a.png,"), std::string::npos);
+  EXPECT_NE(l2.find("b.jpg,"), std::string::npos);
+}
+
+TEST_F(Cli, PredictMissingModelIsAClearError) {
+  std::string err;
+  EXPECT_EQ(vt::run(bin() + " predict --model " + dir_ + "/nope.vit " + dir_ + "/smear/a.png", nullptr, &err), 1);
+  EXPECT_NE(err.find("nope.vit"), std::string::npos) << err;
+  EXPECT_EQ(vt::run(bin() + " predict --model " + model_ + " --format xml " + dir_ + "/smear/a.png", nullptr, &err), 2);
+}
+
+TEST_F(Cli, ExplainWritesEveryMap) {
+  std::string out_dir = dir_ + "/explain", err;
+  ASSERT_EQ(vt::run(bin() + " explain --model " + model_ + " " + dir_ + "/smear/a.png --out " + out_dir, nullptr, &err),
+            0)
+      << err;
+  // 2 layers x (2 heads + mean) + rollout + grid
+  for (const char* f : {"rollout.png", "grid.png", "layer00_head00.png", "layer00_head01.png", "layer00_mean.png",
+                        "layer01_head01.png", "layer01_mean.png", "explain.json"})
+    EXPECT_TRUE(fs::is_regular_file(out_dir + "/" + f)) << f;
+  std::string png = vt::read_file(out_dir + "/rollout.png");
+  vit::Image im = vit::decode_image(reinterpret_cast<const uint8_t*>(png.data()), png.size(), "rollout.png");
+  EXPECT_EQ(im.width, 32);
+  json meta = json::parse(vt::read_file(out_dir + "/explain.json"));
+  EXPECT_EQ(meta["files"].size(), 8u);
+  EXPECT_EQ(meta["grid"], 4);
+}
+
+TEST_F(Cli, DifferentialWritesHtmlAndJson) {
+  std::string out, err;
+  std::string html = dir_ + "/out/report.html";
+  // --review-below 1.01: every cell is listed for review, so thumbnails must appear.
+  ASSERT_EQ(vt::run(bin() + " differential " + dir_ + "/smear --out " + html + " --model " + model_ +
+                        " --review-below 1.01",
+                    &out, &err),
+            0)
+      << err;
+  json r = json::parse(vt::read_file(dir_ + "/out/report.json"));
+  EXPECT_EQ(r["cells_total"], 3);
+  EXPECT_EQ(r["unreadable"].size(), 1u);
+  EXPECT_EQ(r["review"].size(), 3u);
+  std::string h = vt::read_file(html);
+  EXPECT_NE(h.find("Research tool, not a diagnosis"), std::string::npos);
+  EXPECT_NE(h.find("data:image/jpeg;base64,"), std::string::npos);
+  EXPECT_NE(h.find("5-part differential"), std::string::npos);
+}
+
+// ---- the Batcher, in process ----
+vit::Predictor tiny_predictor(const std::string& dir) {
+  vt::write_tiny_model(dir + "/b.vit");
+  return vit::Predictor(dir + "/b.vit");
+}
+
+TEST(Batcher, QueueBoundIsAllOrNothing) {
+  std::string dir = vt::temp_dir("batcher");
+  vit::Predictor p = tiny_predictor(dir);
+  // A batching window of 10 s keeps queued images waiting while we probe the bound.
+  vit::Batcher b(p, /*max_batch=*/8, /*queue=*/3, /*gather_us=*/10'000'000);
+  std::vector<float> x(p.input_floats(), 0.1f);
+  auto f2 = b.submit({x, x}, false);
+  EXPECT_THROW(b.submit({x, x}, false), vit::QueueFull);  // 2 + 2 > 3: none of them queued
+  EXPECT_EQ(b.stats().queue_depth, 2u);
+  auto f1 = b.submit({x}, false);  // exactly full
+  EXPECT_EQ(b.stats().queue_depth, 3u);
+  fs::remove_all(dir);
+}
+
+TEST(Batcher, GathersConcurrentImagesIntoOnePass) {
+  std::string dir = vt::temp_dir("batcher");
+  vit::Predictor p = tiny_predictor(dir);
+  std::vector<std::vector<float>> xs;
+  std::vector<vit::Prediction> solo;
+  for (int i = 0; i < 4; ++i) {
+    vit::Image im = vt::synthetic_cell(40, 40, i);
+    xs.emplace_back(p.input_floats());
+    p.prepare(im, xs.back().data());
+    solo.push_back(p.run(xs.back().data(), 1)[0]);
+  }
+  vit::Batcher b(p, /*max_batch=*/4, /*queue=*/8, /*gather_us=*/2'000'000);
+  std::vector<std::future<vit::BatchResult>> futs;
+  for (int i = 0; i < 4; ++i) futs.push_back(std::move(b.submit({xs[i]}, i == 0)[0]));
+  for (int i = 0; i < 4; ++i) {
+    vit::BatchResult r = futs[i].get();
+    EXPECT_EQ(r.batch_size, 4) << "the 4 images should share one forward pass";
+    for (size_t c = 0; c < r.pred.probs.size(); ++c) EXPECT_NEAR(r.pred.probs[c], solo[i].probs[c], 1e-5);
+    EXPECT_EQ(r.rollout.size(), i == 0 ? 16u : 0u);
+  }
+  EXPECT_EQ(b.stats().batches, 1u);
+  fs::remove_all(dir);
+}
+
+}  // namespace

@@ -1,0 +1,240 @@
+// `vitengine serve` over real HTTP: a child process on a free loopback port with a
+// tiny random model, real requests with good images and every kind of bad one. After
+// each bad request the server must still answer /healthz.
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <openssl/evp.h>
+
+#include <cmath>
+#include <future>
+#include <nlohmann/json.hpp>
+
+#include "serve_test_util.h"
+
+using nlohmann::json;
+
+namespace {
+
+class ServeHttp : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = vt::temp_dir("serve");
+    model_ = dir_ + "/tiny.vit";
+    vt::write_tiny_model(model_);
+    // Small limits so that the limit tests stay small: 1 MiB body, 512 px, 4 images.
+    server_ = new vt::ServerProcess({"--model", model_, "--max-upload-mb", "1", "--max-dim", "512", "--max-images",
+                                     "4", "--max-batch", "4", "--queue", "16"});
+  }
+  static void TearDownTestSuite() {
+    if (server_) EXPECT_EQ(server_->stop(), 0) << "server did not exit cleanly on SIGTERM";
+    delete server_;
+    server_ = nullptr;
+    std::filesystem::remove_all(dir_);
+  }
+  httplib::Client client() {
+    httplib::Client c("127.0.0.1", server_->port());
+    c.set_read_timeout(30, 0);
+    return c;
+  }
+  // POST multipart; parts are (field, filename, bytes, content type).
+  httplib::Result post(const std::string& path, const httplib::MultipartFormDataItems& items) {
+    return client().Post(path.c_str(), items);
+  }
+  static httplib::MultipartFormData part(const std::string& bytes, const std::string& field = "image",
+                                         const std::string& name = "cell.png") {
+    return {field, bytes, name, "application/octet-stream"};
+  }
+  // A 4xx with a JSON error body naming `code`, and the server still up.
+  void expect_error(const httplib::Result& r, int status, const std::string& code) {
+    ASSERT_TRUE(r) << "no response (connection error " << int(r.error()) << ")";
+    EXPECT_EQ(r->status, status) << r->body;
+    json j = json::parse(r->body, nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << "error body is not JSON: " << r->body.substr(0, 200);
+    ASSERT_TRUE(j.contains("error")) << r->body;
+    EXPECT_EQ(j["error"]["code"], code) << r->body;
+    EXPECT_FALSE(j["error"]["message"].get<std::string>().empty());
+    auto h = client().Get("/healthz");
+    ASSERT_TRUE(h) << "server stopped answering after a bad request";
+    EXPECT_EQ(h->status, 200);
+  }
+  static json predict_one(httplib::Client& c, const std::string& bytes) {
+    auto r = c.Post("/v1/predict", httplib::MultipartFormDataItems{part(bytes)});
+    if (!r || r->status != 200) throw std::runtime_error("predict failed");
+    return json::parse(r->body)["results"][0];
+  }
+
+  static std::string dir_, model_;
+  static vt::ServerProcess* server_;
+};
+std::string ServeHttp::dir_, ServeHttp::model_;
+vt::ServerProcess* ServeHttp::server_ = nullptr;
+
+TEST_F(ServeHttp, BindsLoopbackByDefault) {
+  EXPECT_NE(server_->first_line().find("http://127.0.0.1:"), std::string::npos) << server_->first_line();
+}
+
+TEST_F(ServeHttp, HealthClassesAndPage) {
+  auto h = client().Get("/healthz");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
+  EXPECT_EQ(json::parse(h->body)["status"], "ok");
+  auto c = client().Get("/v1/classes");
+  ASSERT_TRUE(c);
+  json cl = json::parse(c->body)["classes"];
+  ASSERT_EQ(cl.size(), 14u);
+  EXPECT_EQ(cl[0]["name"], vit::classes()[0].name);
+  for (const auto& x : cl) EXPECT_FALSE(x["description"].get<std::string>().empty()) << x["name"];
+  auto p = client().Get("/");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->status, 200);
+  EXPECT_NE(p->get_header_value("Content-Type").find("text/html"), std::string::npos);
+  EXPECT_NE(p->body.find("id=\"file\""), std::string::npos);
+  // No external resources: nothing loaded from another origin.
+  EXPECT_EQ(p->body.find("src=\"http"), std::string::npos);
+  EXPECT_EQ(p->body.find("href=\"http"), std::string::npos);
+}
+
+TEST_F(ServeHttp, PredictOneImage) {
+  auto r = post("/v1/predict?top_k=5", {part(vt::png_bytes(60, 50, 1))});
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  json j = json::parse(r->body);
+  EXPECT_EQ(j["model"].get<std::string>().rfind("tiny_test-", 0), 0u) << j["model"];
+  ASSERT_EQ(j["results"].size(), 1u);
+  json res = j["results"][0];
+  EXPECT_EQ(res["name"], "cell.png");
+  ASSERT_EQ(res["top"].size(), 5u);
+  ASSERT_EQ(res["probabilities"].size(), 14u);
+  double sum = 0;
+  for (auto& [k, v] : res["probabilities"].items()) {
+    EXPECT_GE(v.get<double>(), 0.0);
+    sum += v.get<double>();
+  }
+  EXPECT_NEAR(sum, 1.0, 1e-4);  // 14 float probabilities, each rounded to ~1e-7
+  for (size_t i = 1; i < 5; ++i) EXPECT_GE(res["top"][i - 1]["prob"], res["top"][i]["prob"]);
+  EXPECT_EQ(res["prediction"], res["top"][0]["class"]);
+  EXPECT_FLOAT_EQ(res["confidence"].get<float>(), res["top"][0]["prob"].get<float>());
+  EXPECT_EQ(res["review"].get<bool>(), res["confidence"].get<double>() < 0.5);
+  EXPECT_FALSE(res["notes"]["description"].get<std::string>().empty());
+  EXPECT_FALSE(res["notes"]["abnormal"].get<std::string>().empty());
+  EXPECT_FALSE(res["notes"]["fact"].get<std::string>().empty());
+  EXPECT_FALSE(j.contains("differential"));  // only for several images
+}
+
+TEST_F(ServeHttp, PredictSeveralImagesGivesDifferential) {
+  auto r = post("/v1/predict", {part(vt::png_bytes(40, 40, 1), "image", "a.png"),
+                                part(vt::jpeg_bytes(64, 48, 2), "image", "b.jpg"),
+                                part(vt::png_bytes(33, 70, 3), "image", "../../etc/passwd")});
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  json j = json::parse(r->body);
+  ASSERT_EQ(j["results"].size(), 3u);
+  EXPECT_EQ(j["results"][0]["name"], "a.png");
+  EXPECT_EQ(j["results"][2]["name"], "passwd");  // a client path is only a label, reduced to its last part
+  EXPECT_EQ(j["differential"]["cells_total"], 3);
+  EXPECT_EQ(j["differential"]["flags"].size(), 6u);
+}
+
+TEST_F(ServeHttp, ConcurrentRequestsAreBatchedWithoutMixingImages) {
+  // Each image alone first, then all at once from separate threads: every answer must
+  // match its image's solo answer (batching must not mix rows), within float noise.
+  httplib::Client c = client();
+  std::vector<std::string> imgs;
+  std::vector<json> solo;
+  for (int i = 0; i < 6; ++i) {
+    imgs.push_back(vt::png_bytes(48, 48, 100 + i));
+    solo.push_back(predict_one(c, imgs.back()));
+  }
+  std::vector<std::future<json>> futs;
+  for (int i = 0; i < 6; ++i)
+    futs.push_back(std::async(std::launch::async, [&, i] {
+      httplib::Client ci("127.0.0.1", server_->port());
+      ci.set_read_timeout(30, 0);
+      return predict_one(ci, imgs[i]);
+    }));
+  bool differ = false;
+  for (int i = 0; i < 6; ++i) {
+    json got = futs[i].get();
+    EXPECT_EQ(got["prediction"], solo[i]["prediction"]) << "image " << i;
+    for (auto& [k, v] : solo[i]["probabilities"].items())
+      EXPECT_NEAR(got["probabilities"][k].get<double>(), v.get<double>(), 1e-5) << "image " << i << " " << k;
+    if (i && std::abs(solo[i]["confidence"].get<double>() - solo[0]["confidence"].get<double>()) > 1e-6) differ = true;
+  }
+  EXPECT_TRUE(differ) << "all images gave the same answer: the check above would prove nothing";
+}
+
+TEST_F(ServeHttp, ExplainReturnsOverlay) {
+  auto r = post("/v1/explain", {part(vt::png_bytes(50, 50, 5))});
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  json j = json::parse(r->body);
+  EXPECT_EQ(j["grid"], 4);                 // 32 / 8
+  ASSERT_EQ(j["rollout"].size(), 16u);     // one value per patch
+  std::string b64 = j["overlay_png_base64"];
+  std::string png(b64.size(), '\0');
+  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(png.data()), reinterpret_cast<const unsigned char*>(b64.data()),
+                          int(b64.size()));
+  ASSERT_GT(n, 8);
+  vit::Image im = vit::decode_image(reinterpret_cast<const uint8_t*>(png.data()), size_t(n), "overlay");
+  EXPECT_EQ(im.width, 32);
+  EXPECT_EQ(im.height, 32);
+  auto p = post("/v1/explain?format=png", {part(vt::png_bytes(50, 50, 5))});
+  ASSERT_TRUE(p);
+  ASSERT_EQ(p->status, 200);
+  EXPECT_EQ(p->get_header_value("Content-Type"), "image/png");
+  EXPECT_EQ(p->body.substr(1, 3), "PNG");
+}
+
+TEST_F(ServeHttp, BadUploads) {
+  expect_error(post("/v1/predict", {part("this is plain text, not an image", "image", "notes.txt")}), 415,
+               "not_an_image");
+  expect_error(post("/v1/predict", {part("")}), 400, "empty_file");
+  std::string png = vt::png_bytes(64, 64, 9);
+  expect_error(post("/v1/predict", {part(png.substr(0, png.size() / 2))}), 400, "bad_image");
+  std::string jpg = vt::jpeg_bytes(64, 64, 9);
+  expect_error(post("/v1/predict", {part(jpg.substr(0, jpg.size() / 2), "image", "cut.jpg")}), 400,
+               "truncated_image");
+  expect_error(post("/v1/predict", {part(png, "file")}), 400, "missing_field");
+  expect_error(post("/v1/predict", {part(vt::png_bytes(600, 20, 1))}), 413, "image_too_large");
+  httplib::MultipartFormDataItems five;
+  for (int i = 0; i < 5; ++i) five.push_back(part(png));
+  expect_error(post("/v1/predict", five), 413, "too_many_images");
+  // One good image and one bad: the whole request fails, naming the bad one.
+  auto mixed = post("/v1/predict", {part(png, "image", "good.png"), part("garbage", "image", "bad.png")});
+  expect_error(mixed, 415, "not_an_image");
+  EXPECT_NE(mixed->body.find("bad.png"), std::string::npos);
+}
+
+TEST_F(ServeHttp, BadRequests) {
+  expect_error(client().Post("/v1/predict", vt::png_bytes(32, 32, 1), "image/png"), 415, "not_multipart");
+  expect_error(client().Post("/v1/predict", "", "application/json"), 415, "not_multipart");
+  expect_error(post("/v1/predict?top_k=abc", {part(vt::png_bytes(32, 32, 1))}), 400, "bad_parameter");
+  expect_error(post("/v1/predict?top_k=15", {part(vt::png_bytes(32, 32, 1))}), 400, "bad_parameter");
+  expect_error(post("/v1/explain?format=gif", {part(vt::png_bytes(32, 32, 1))}), 400, "bad_parameter");
+  expect_error(post("/v1/explain", {part(vt::png_bytes(32, 32, 1)), part(vt::png_bytes(32, 32, 2))}), 413,
+               "too_many_images");
+  expect_error(client().Get("/v1/predict"), 405, "method_not_allowed");
+  expect_error(client().Get("/etc/passwd"), 404, "not_found");
+  expect_error(client().Get("/../../etc/passwd"), 404, "not_found");
+  // Over the 1 MiB body limit: rejected before the body is read.
+  std::string big(1200 * 1024, 'x');
+  expect_error(post("/v1/predict", {part(big)}), 413, "payload_too_large");
+}
+
+TEST_F(ServeHttp, MetricsCountRequestsAndErrors) {
+  post("/v1/predict", {part("not an image")});
+  post("/v1/predict", {part(vt::png_bytes(32, 32, 3))});
+  auto m = client().Get("/metrics");
+  ASSERT_TRUE(m);
+  ASSERT_EQ(m->status, 200);
+  json j = json::parse(m->body);
+  EXPECT_GE(j["requests_total"].get<int>(), 2);
+  EXPECT_GE(j["errors_4xx"].get<int>(), 1);
+  EXPECT_GE(j["requests_by_route"]["POST /v1/predict"].get<int>(), 2);
+  EXPECT_GE(j["images"].get<int>(), 1);
+  EXPECT_TRUE(j["latency_ms"]["p50"].is_number());
+  EXPECT_LE(j["latency_ms"]["p50"].get<double>(), j["latency_ms"]["p99"].get<double>());
+  EXPECT_EQ(j["queue_capacity"], 16);
+}
+
+}  // namespace

@@ -1,0 +1,66 @@
+// Script-driven checks of `vitengine serve`, run from the one test binary so that they
+// can make their own tiny model: the headless-Chromium page test
+// (tests/serve_browser.py) and a small bounded load test (tools/loadtest.py). Both
+// skip (GTEST_SKIP) when python3 or Chromium is missing.
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <nlohmann/json.hpp>
+
+#include "serve_test_util.h"
+
+namespace {
+
+std::string source_dir() { return VITENGINE_SOURCE_DIR; }
+
+std::string python() {
+  for (const char* p : {"/usr/bin/python3", "/usr/local/bin/python3"})
+    if (access(p, X_OK) == 0) return p;
+  return "";
+}
+
+TEST(ServeBrowser, UploadShowsPredictionChartOverlayAndDifferential) {
+  if (python().empty()) GTEST_SKIP() << "no python3";
+  std::string dir = vt::temp_dir("browser");
+  vt::write_tiny_model(dir + "/tiny.vit");
+  vt::write_file(dir + "/a.png", vt::png_bytes(64, 64, 1));
+  vt::write_file(dir + "/b.jpg", vt::jpeg_bytes(80, 60, 2));
+  std::string out, err;
+  int rc = vt::run(python() + " " + source_dir() + "/tests/serve_browser.py --binary " + VITENGINE_BINARY +
+                       " --model " + dir + "/tiny.vit --image " + dir + "/a.png --image " + dir + "/b.jpg" +
+                       " --screenshot " + dir + "/shot.png --timeout 90",
+                   &out, &err);
+  std::filesystem::remove_all(dir);
+  if (rc == 77) GTEST_SKIP() << out;
+  EXPECT_EQ(rc, 0) << out << err;
+  EXPECT_NE(out.find("PASS"), std::string::npos) << out;
+}
+
+TEST(ServeLoad, EightClientsBoundedNoErrors) {
+  if (python().empty()) GTEST_SKIP() << "no python3";
+  std::string dir = vt::temp_dir("load");
+  vt::write_tiny_model(dir + "/tiny.vit");
+  vt::write_file(dir + "/a.png", vt::png_bytes(64, 64, 1));
+  vt::ServerProcess server({"--model", dir + "/tiny.vit", "--max-batch", "8"});
+  std::string url = "http://127.0.0.1:" + std::to_string(server.port());
+  std::string out, err;
+  // 8 clients x at most 10 requests, at most 30 s.
+  int rc = vt::run(python() + " " + source_dir() + "/tools/loadtest.py --url " + url + " --image " + dir +
+                       "/a.png --clients 8 --requests 10 --duration 30",
+                   &out, &err);
+  ASSERT_EQ(rc, 0) << out << err;
+  auto j = nlohmann::json::parse(out);
+  EXPECT_EQ(j[0]["errors"], 0) << out;
+  EXPECT_EQ(j[0]["ok"], 80) << out;
+  EXPECT_TRUE(server.alive());
+  httplib::Client c("127.0.0.1", server.port());
+  auto m = c.Get("/metrics");
+  ASSERT_TRUE(m);
+  auto mj = nlohmann::json::parse(m->body);
+  EXPECT_GE(mj["requests_by_route"]["POST /v1/predict"].get<int>(), 80);
+  EXPECT_EQ(mj["errors_5xx"], 0);
+  EXPECT_EQ(server.stop(), 0);
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace

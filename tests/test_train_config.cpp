@@ -1,0 +1,119 @@
+// TrainConfig: defaults, JSON and --set parsing, and validation errors that name the field.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "engine/train_config.h"
+#include "engine/trainer.h"
+
+using namespace vit;
+
+namespace {
+// Expects `f` to throw ConfigError whose message contains `needle`.
+template <typename F>
+void expect_config_error(F f, const std::string& needle) {
+  try {
+    f();
+    ADD_FAILURE() << "no ConfigError; expected one mentioning '" << needle << "'";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << "message: " << e.what();
+  }
+}
+std::string write_tmp(const std::string& name, const std::string& text) {
+  auto p = std::filesystem::temp_directory_path() / ("vit_cfg_" + std::to_string(::getpid()) + "_" + name);
+  std::ofstream(p) << text;
+  return p.string();
+}
+}  // namespace
+
+TEST(TrainConfig, DefaultsFollowTheSeedAndValidate) {
+  TrainConfig c;
+  EXPECT_FLOAT_EQ(c.lr, 3e-4f);
+  EXPECT_FLOAT_EQ(c.weight_decay, 1e-2f);
+  EXPECT_EQ(c.batch_size, 32);
+  EXPECT_EQ(c.model_config(14).image_size, 224);
+  EXPECT_FLOAT_EQ(c.label_smoothing, 0.0f);  // plain cross-entropy
+  EXPECT_NO_THROW(c.validate());
+  // every field is documented
+  for (const auto& d : TrainConfig::docs()) EXPECT_FALSE(d.doc.empty()) << d.name;
+  EXPECT_EQ(TrainConfig::docs().size(), c.to_json().size());
+}
+
+TEST(TrainConfig, JsonRoundTripAndOverrides) {
+  std::string p = write_tmp("a.json", R"({"lr": 0.001, "epochs": 3, "schedule": "cosine", "_comment": "ignored"})");
+  TrainConfig c = TrainConfig::load(p, {"batch_size=8", "label_smoothing=0.1", "calibrate=false", "device=cpu"});
+  EXPECT_FLOAT_EQ(c.lr, 1e-3f);
+  EXPECT_EQ(c.epochs, 3);
+  EXPECT_EQ(c.batch_size, 8);
+  EXPECT_FLOAT_EQ(c.label_smoothing, 0.1f);
+  EXPECT_FALSE(c.calibrate);
+  TrainConfig d;
+  d.update_from_json(c.to_json());
+  EXPECT_EQ(d.to_json(), c.to_json());
+  EXPECT_TRUE(TrainConfig::differing_fields(c.to_json(), d.to_json(), false).empty());
+  std::remove(p.c_str());
+}
+
+TEST(TrainConfig, ErrorsNameTheField) {
+  expect_config_error([] { TrainConfig::load("", {"lr=-1"}); }, "'lr'");
+  expect_config_error([] { TrainConfig::load("", {"subset=50"}); }, "'subset'");
+  expect_config_error([] { TrainConfig::load("", {"device=tpu"}); }, "'device'");
+  expect_config_error([] { TrainConfig::load("", {"schedule=linear"}); }, "'schedule'");
+  expect_config_error([] { TrainConfig::load("", {"drop_path=0.1"}); }, "'drop_path'");
+  expect_config_error([] { TrainConfig::load("", {"epochs=0"}); }, "'epochs'");
+  expect_config_error([] { TrainConfig::load("", {"warmup_epochs=20"}); }, "'warmup_epochs'");
+  expect_config_error([] { TrainConfig::load("", {"freeze_backbone_epochs=2"}); }, "'freeze_backbone_epochs'");
+  expect_config_error([] { TrainConfig::load("", {"augment=extreme"}); }, "'augment'");
+  expect_config_error([] { TrainConfig::load("", {"batch_size=abc"}); }, "batch_size");
+  expect_config_error([] { TrainConfig::load("", {"nosuchfield=1"}); }, "'nosuchfield'");
+  expect_config_error([] { TrainConfig::load("", {"lr"}); }, "key=value");
+  expect_config_error([] { TrainConfig::load("", {"heads=5"}); }, "ViT");  // 192 % 5 != 0
+  std::string p = write_tmp("b.json", R"({"epochs": "ten"})");
+  expect_config_error([&] { TrainConfig::load(p); }, "'epochs'");
+  std::string q = write_tmp("c.json", R"({"learning_rate": 0.1})");
+  expect_config_error([&] { TrainConfig::load(q); }, "'learning_rate'");
+  std::string r = write_tmp("d.json", R"({"epochs": 2.5})");
+  expect_config_error([&] { TrainConfig::load(r); }, "'epochs'");
+  expect_config_error([] { TrainConfig::load("/nonexistent/x.json"); }, "/nonexistent/x.json");
+  for (auto* s : {&p, &q, &r}) std::remove(s->c_str());
+}
+
+TEST(TrainConfig, ModelOverrides) {
+  TrainConfig c = TrainConfig::load("", {"image_size=64", "patch=8", "dim=96", "depth=3", "heads=3", "mlp_dim=192"});
+  ViTConfig m = c.model_config(14);
+  EXPECT_EQ(m.image_size, 64);
+  EXPECT_EQ(m.patch, 8);
+  EXPECT_EQ(m.dim, 96);
+  EXPECT_EQ(m.depth, 3);
+  EXPECT_EQ(m.num_classes, 14);
+  EXPECT_NE(m.name, "vit_ti16");  // marked as custom
+}
+
+TEST(TrainConfig, ResumeSafeFields) {
+  TrainConfig a, b;
+  b.device = "cuda";
+  b.log_every = 3;
+  b.lr = 1e-3f;
+  auto d = TrainConfig::differing_fields(a.to_json(), b.to_json(), true);
+  ASSERT_EQ(d.size(), 1u);
+  EXPECT_EQ(d[0], "lr");
+}
+
+TEST(TrainSchedule, WarmupThenCosine) {
+  // 10 steps per epoch, 10 epochs, warmup 2 epochs = 20 steps, floor 0.1.
+  TrainConfig c = TrainConfig::load("", {"epochs=10", "lr=1", "warmup_epochs=2", "schedule=cosine", "min_lr_ratio=0.1"});
+  EXPECT_FLOAT_EQ(lr_at(c, 0, 10), 1.0f / 20);    // (0 + 1) / 20
+  EXPECT_FLOAT_EQ(lr_at(c, 19, 10), 1.0f);        // end of warmup
+  EXPECT_FLOAT_EQ(lr_at(c, 20, 10), 1.0f);        // cosine t = 0
+  EXPECT_NEAR(lr_at(c, 60, 10), 0.1 + 0.9 * 0.5, 1e-6);  // t = 40/80 = 1/2: cos = 0
+  EXPECT_NEAR(lr_at(c, 100, 10), 0.1, 1e-6);      // t = 1: the floor
+  TrainConfig k = TrainConfig::load("", {"lr=0.5"});
+  EXPECT_FLOAT_EQ(lr_at(k, 0, 10), 0.5f);         // constant (the seed's)
+  EXPECT_FLOAT_EQ(lr_at(k, 99, 10), 0.5f);
+  // dropout seeds differ per step and are a pure function of (seed, step)
+  EXPECT_EQ(dropout_seed(1, 5), dropout_seed(1, 5));
+  EXPECT_NE(dropout_seed(1, 5), dropout_seed(1, 6));
+  EXPECT_NE(dropout_seed(1, 5), dropout_seed(2, 5));
+}

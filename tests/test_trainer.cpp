@@ -1,0 +1,302 @@
+// The training workflow on a tiny model and the committed fixture
+// (tests/fixtures/quickstart): NaN stop, refusal of a foreign checkpoint, the
+// kill-and-resume test (SIGKILL mid-epoch, --resume, same loss curve), and eval.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "engine/evaluate.h"
+#include "engine/train_config.h"
+#include "engine/trainer.h"
+#include "weights/checkpoint.h"
+
+namespace fs = std::filesystem;
+using namespace vit;
+
+namespace {
+
+const std::string kFixture = std::string(VITENGINE_SOURCE_DIR) + "/tests/fixtures/quickstart";
+
+fs::path tmpdir(const std::string& name) {
+  fs::path p = fs::temp_directory_path() / ("vit_train_" + std::to_string(::getpid()) + "_" + name);
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p;
+}
+
+// A model small enough that a step takes milliseconds on one core.
+std::vector<std::string> tiny() {
+  return {"image_size=32", "patch=8", "dim=32", "depth=1", "heads=2", "mlp_dim=64", "batch_size=8",
+          "epochs=2",      "lr=1e-3", "threads=1", "log_every=1000", "calibrate=false"};
+}
+
+TrainRequest request(const fs::path& out, std::vector<std::string> extra = {}) {
+  auto sets = tiny();
+  sets.insert(sets.end(), extra.begin(), extra.end());
+  TrainRequest r;
+  r.config = TrainConfig::load("", sets);
+  r.data = kFixture;
+  r.out = out.string();
+  r.log = [](const std::string&) {};
+  return r;
+}
+
+std::string slurp(const fs::path& p) {
+  std::ifstream f(p);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+std::vector<std::vector<std::string>> csv_rows(const fs::path& p) {
+  std::vector<std::vector<std::string>> rows;
+  std::ifstream f(p);
+  std::string line;
+  while (std::getline(f, line)) {
+    std::vector<std::string> cells;
+    std::stringstream ss(line);
+    std::string c;
+    while (std::getline(ss, c, ',')) cells.push_back(c);
+    if (!line.empty() && line.back() == ',') cells.push_back("");
+    rows.push_back(cells);
+  }
+  return rows;
+}
+
+// fork + exec VITENGINE_BINARY with args; stdout and stderr go to `log`.
+pid_t spawn(const std::vector<std::string>& args, const fs::path& log) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    FILE* f = std::fopen(log.c_str(), "w");
+    if (f) {
+      dup2(fileno(f), 1);
+      dup2(fileno(f), 2);
+    }
+    std::vector<char*> argv;
+    std::string bin = VITENGINE_BINARY;
+    argv.push_back(bin.data());
+    std::vector<std::string> copy = args;
+    for (auto& a : copy) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(bin.c_str(), argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+int run_cli(const std::vector<std::string>& args, const fs::path& log) {
+  pid_t pid = spawn(args, log);
+  int st = 0;
+  waitpid(pid, &st, 0);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+std::vector<std::string> cli_train(const fs::path& out, std::vector<std::string> extra) {
+  std::vector<std::string> a = {"train", "--data", kFixture, "--out", out.string(), "--set"};
+  auto sets = tiny();
+  sets.insert(sets.end(), extra.begin(), extra.end());
+  for (auto& s : sets) a.push_back(s);
+  return a;
+}
+
+}  // namespace
+
+TEST(Trainer, NanLossStopsNamingTheStepAndKeepsTheLastCheckpoint) {
+  auto out = tmpdir("nan");
+  auto req = request(out, {"checkpoint_every=5", "debug_nan_at_step=7"});
+  try {
+    train(req);
+    FAIL() << "expected TrainingDiverged";
+  } catch (const TrainingDiverged& e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find("NaN"), std::string::npos) << m;
+    EXPECT_NE(m.find("at step 7"), std::string::npos) << m;
+    EXPECT_NE(m.find("last.vit"), std::string::npos) << m;
+    EXPECT_NE(m.find("(step 5)"), std::string::npos) << m;
+  }
+  LoadedModel lm = load_model((out / "last.vit").string());
+  EXPECT_EQ(lm.train_state.at("step").get<int64_t>(), 5);
+  // nothing after the bad step was logged
+  auto rows = csv_rows(out / "steps.csv");
+  EXPECT_EQ(rows.size(), 1u + 6u);  // header + steps 1..6
+  fs::remove_all(out);
+}
+
+TEST(Trainer, AbsurdLearningRateIsCaughtNotSaved) {
+  // No hook: lr 1e30 must blow up the loss or the gradients within the first epoch,
+  // and the run must stop with TrainingDiverged rather than write a NaN checkpoint.
+  auto out = tmpdir("lr");
+  auto req = request(out, {"lr=1e30", "checkpoint_every=1"});
+  EXPECT_THROW(train(req), TrainingDiverged);
+  if (fs::exists(out / "last.vit")) {
+    LoadedModel lm = load_model((out / "last.vit").string());
+    const float* p = lm.model->param_data();
+    for (size_t i = 0; i < lm.model->num_params(); ++i) ASSERT_TRUE(std::isfinite(p[i])) << "parameter " << i;
+  }
+  fs::remove_all(out);
+}
+
+TEST(Trainer, RefusesACheckpointFromAnotherModelOrConfig) {
+  auto out = tmpdir("refuse");
+  auto first = request(out, {"max_steps=2"});
+  TrainSummary s = train(first);
+  EXPECT_FALSE(s.finished);
+  ASSERT_TRUE(fs::exists(out / "last.vit"));
+
+  // another architecture: the message names both models
+  auto other_model = request(out, {"dim=48", "max_steps=4"});
+  other_model.resume = true;
+  try {
+    train(other_model);
+    FAIL() << "expected CheckpointMismatch";
+  } catch (const CheckpointMismatch& e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find("dim 32"), std::string::npos) << m;
+    EXPECT_NE(m.find("dim 48"), std::string::npos) << m;
+  }
+  // another recipe: the message names the field and both values
+  auto other_lr = request(out, {"lr=2e-3", "max_steps=4"});
+  other_lr.resume = true;
+  try {
+    train(other_lr);
+    FAIL() << "expected CheckpointMismatch";
+  } catch (const CheckpointMismatch& e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find("lr"), std::string::npos) << m;
+    EXPECT_NE(m.find("0.001"), std::string::npos) << m;
+    EXPECT_NE(m.find("0.002"), std::string::npos) << m;
+  }
+  // a fresh run over an existing one is refused too
+  EXPECT_THROW(train(request(out, {"max_steps=4"})), std::runtime_error);
+  // resume-safe changes (max_steps, log_every) are accepted
+  auto ok = request(out, {"max_steps=4", "log_every=2"});
+  ok.resume = true;
+  EXPECT_EQ(train(ok).steps, 4);
+  fs::remove_all(out);
+}
+
+TEST(Trainer, KillMidEpochAndResumeGivesTheSameLossCurve) {
+  // Dropout, augmentation, label smoothing, clipping, EMA and a cosine schedule are
+  // all on, so every piece of state that must survive a restart is exercised.
+  std::vector<std::string> recipe = {"dropout=0.1", "augment=light", "label_smoothing=0.1", "grad_clip=1.0",
+                                     "ema_decay=0.9", "schedule=cosine", "warmup_epochs=0.5"};
+  auto ref = tmpdir("ref"), cut = tmpdir("cut");
+  ASSERT_EQ(run_cli(cli_train(ref, recipe), ref / "log.txt"), 0) << slurp(ref / "log.txt");
+
+  // The interrupted run: checkpoint every 4 steps, slowed down so it can be caught
+  // mid-epoch; killed once the checkpoint at step 28 (epoch 2 of 2, 21 steps each) is on disk.
+  auto slow = recipe;
+  slow.push_back("checkpoint_every=4");
+  slow.push_back("debug_sleep_ms=40");
+  pid_t pid = spawn(cli_train(cut, slow), cut / "log.txt");
+  bool seen = false;
+  for (int i = 0; i < 1500 && !seen; ++i) {  // up to 30 s
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    seen = slurp(cut / "log.txt").find("at step 28\n") != std::string::npos;
+  }
+  kill(pid, SIGKILL);
+  int st = 0;
+  waitpid(pid, &st, 0);
+  ASSERT_TRUE(seen) << "the run never reached step 28: " << slurp(cut / "log.txt");
+  ASSERT_TRUE(WIFSIGNALED(st)) << "the child finished before it was killed";
+  LoadedModel mid = load_model((cut / "last.vit").string());
+  int64_t at = mid.train_state.at("step").get<int64_t>();
+  EXPECT_GE(at, 28);
+  EXPECT_GT(mid.train_state.at("batch_in_epoch").get<int64_t>(), 0);  // really mid-epoch
+
+  auto resume = cli_train(cut, slow);
+  resume.push_back("debug_sleep_ms=0");  // later --set wins; resume-safe
+  resume.insert(resume.begin() + 1, "--resume");
+  ASSERT_EQ(run_cli(resume, cut / "log2.txt"), 0) << slurp(cut / "log2.txt");
+
+  // Every step's loss, and every epoch's train / val numbers, match exactly
+  // (printed with 9 significant digits; the arithmetic is the same, so equal).
+  auto a = csv_rows(ref / "steps.csv"), b = csv_rows(cut / "steps.csv");
+  ASSERT_EQ(a.size(), 1u + 42u);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 1; i < a.size(); ++i) {
+    EXPECT_EQ(a[i][0], b[i][0]);
+    EXPECT_NEAR(std::stod(a[i][2]), std::stod(b[i][2]), 1e-6) << "step " << a[i][0];
+    EXPECT_EQ(a[i][2], b[i][2]) << "step " << a[i][0];
+  }
+  auto ma = csv_rows(ref / "metrics.csv"), mb = csv_rows(cut / "metrics.csv");
+  ASSERT_EQ(ma.size(), 3u);
+  ASSERT_EQ(ma.size(), mb.size());
+  for (size_t i = 1; i < ma.size(); ++i)
+    for (size_t c = 0; c < 7; ++c) EXPECT_EQ(ma[i][c], mb[i][c]) << "metrics.csv row " << i << " column " << ma[0][c];
+  // and the final weights are bit-identical
+  LoadedModel wa = load_model((ref / "last.vit").string()), wb = load_model((cut / "last.vit").string());
+  ASSERT_EQ(wa.model->num_params(), wb.model->num_params());
+  size_t diff = 0;
+  for (size_t i = 0; i < wa.model->num_params(); ++i) diff += wa.model->param_data()[i] != wb.model->param_data()[i];
+  EXPECT_EQ(diff, 0u);
+  fs::remove_all(ref);
+  fs::remove_all(cut);
+}
+
+TEST(Trainer, EvalWritesMetricsAndPictures) {
+  auto out = tmpdir("eval");
+  ASSERT_EQ(run_cli(cli_train(out / "run", {"epochs=1", "calibrate=true"}), out / "train.txt"), 0)
+      << slurp(out / "train.txt");
+  for (const char* f : {"config.json", "last.vit", "best.vit", "metrics.csv", "steps.csv", "loss.svg", "accuracy.svg",
+                        "summary.md", "report/confusion_counts.svg", "report/reliability.svg"})
+    EXPECT_TRUE(fs::exists(out / "run" / f)) << f;
+  LoadedModel best = load_model((out / "run/best.vit").string());
+  EXPECT_GT(best.meta.temperature, 0.0f);
+  EXPECT_NE(best.meta.temperature, 1.0f);  // fitted, not the default
+
+  ASSERT_EQ(run_cli({"eval", "--model", (out / "run/best.vit").string(), "--data", kFixture, "--split", "test",
+                     "--out", (out / "ev").string()},
+                    out / "eval.txt"),
+            0)
+      << slurp(out / "eval.txt");
+  nlohmann::json j = nlohmann::json::parse(slurp(out / "ev/metrics.json"));
+  for (const char* k : {"accuracy", "macro_f1", "balanced_accuracy", "per_class", "confusion", "group9", "ece",
+                        "per_source", "hard_classes", "calibration"})
+    EXPECT_TRUE(j.contains(k)) << k;
+  // internal consistency: the confusion matrix holds every test image (14 classes x 5),
+  // and the accuracy is its trace over its sum
+  int64_t total = 0, trace = 0;
+  for (size_t t = 0; t < j["confusion"].size(); ++t)
+    for (size_t p = 0; p < j["confusion"][t].size(); ++p) {
+      total += j["confusion"][t][p].get<int64_t>();
+      if (t == p) trace += j["confusion"][t][p].get<int64_t>();
+    }
+  EXPECT_EQ(total, 70);
+  EXPECT_DOUBLE_EQ(j["accuracy"].get<double>(), double(trace) / 70.0);
+  EXPECT_EQ(j["per_class"]["Basophil"]["support"].get<int>(), 5);
+  EXPECT_TRUE(j["per_source"].contains("pbc"));
+  EXPECT_TRUE(j["per_source"].contains("aml-lmu"));
+  for (const char* f : {"confusion_counts.svg", "confusion_normalized.svg", "per_class.svg", "reliability.svg", "summary.md"})
+    EXPECT_TRUE(fs::exists(out / "ev" / f)) << f;
+
+  // --map onto 5 labels, from a folder of class folders (as bccd-cropped is laid out)
+  auto folders = out / "folders";
+  for (auto [dir, prefix] : {std::pair{"Neutrophil", "BNE_"}, {"Eosinophil", "EO_"}, {"Basophil", "BA_"}}) {
+    fs::create_directories(folders / dir);
+    int n = 0;
+    for (const auto& f : fs::directory_iterator(kFixture + "/images"))
+      if (f.path().filename().string().rfind(prefix, 0) == 0 && n++ < 3) fs::copy(f.path(), folders / dir / f.path().filename());
+  }
+  ASSERT_EQ(run_cli({"eval", "--model", (out / "run/best.vit").string(), "--data", folders.string(), "--map",
+                     std::string(VITENGINE_SOURCE_DIR) + "/configs/bccd5.json", "--out", (out / "map").string()},
+                    out / "map.txt"),
+            0)
+      << slurp(out / "map.txt");
+  nlohmann::json mj = nlohmann::json::parse(slurp(out / "map/metrics.json"));
+  EXPECT_EQ(mj["n"].get<int>(), 9);
+  EXPECT_EQ(mj["confusion"].size(), 5u);
+  EXPECT_EQ(mj["confusion"][0].size(), 6u);  // 5 targets + "other"
+  EXPECT_EQ(mj["confusion_cols"].back().get<std::string>(), "other");
+  int64_t other = 0;
+  for (const auto& row : mj["confusion"]) other += row[5].get<int64_t>();
+  EXPECT_EQ(other, mj["map"]["predicted_other"].get<int64_t>());
+  fs::remove_all(out);
+}
