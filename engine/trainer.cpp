@@ -715,6 +715,19 @@ class Run {
     r.train_acc = ep_seen_ ? double(ep_correct_) / double(ep_seen_) : NAN;
     r.lr = lr_at(cfg_, std::max<int64_t>(step_ - 1, 0), spe_);
     r.img_s = secs > 0 ? double(imgs) / secs : 0;
+    if (epoch_ == 0 && cfg_.time_budget_s > 0 && secs > 0) {
+      // Same rule as the reference recipe: time one epoch, then fit the epoch count to the
+      // budget. Only the count changes; warmup is measured in epochs and stays as it was.
+      const int floor_epochs = int(std::ceil(cfg_.warmup_epochs)) + 1;
+      const int fit = std::max(floor_epochs, int(double(cfg_.time_budget_s) / secs));
+      if (fit < cfg_.epochs) {
+        log_("[train] time budget " + std::to_string(int(cfg_.time_budget_s)) + " s at " + std::to_string(secs) +
+             " s/epoch: epochs " + std::to_string(cfg_.epochs) + " -> " + std::to_string(fit) +
+             " (resume with --set epochs=" + std::to_string(fit) + ")");
+        cfg_.epochs = fit;
+        total_steps_ = int64_t(cfg_.epochs) * spe_;
+      }
+    }
     const bool last_epoch = epoch_ + 1 == cfg_.epochs;
     if (val_loader_ && ((epoch_ + 1) % cfg_.eval_every == 0 || last_epoch)) {
       TrainBackend& eb = eval_backend();
