@@ -437,6 +437,7 @@ json prepare_dataset(const PrepareOptions& opt) {
 
   // ---- 6. optional offline top-up of train classes ----
   size_t n_topup = 0;
+  json topup_counts = json::object();  // class -> images added
   if (opt.top_up > 0) {
     struct Job { int c, k, from; };
     std::vector<Job> jobs;
@@ -471,6 +472,10 @@ json prepare_dataset(const PrepareOptions& opt) {
       s.subset = 100;  // the 5% / 20% stages stay made of real images
     });
     n_topup = extra.size();
+    for (const auto& smp : extra) {
+      const std::string& cn = classes()[smp.label].name;
+      topup_counts[cn] = topup_counts.value(cn, (size_t)0) + 1;
+    }
     for (auto& s : extra) rows.push_back(std::move(s));
   }
 
@@ -517,6 +522,7 @@ json prepare_dataset(const PrepareOptions& opt) {
   rep["stats_from"] = npx ? "train split only, real images (no top-up), after pad + resize to size, pixel/255"
                           : "no train rows: use the statistics of the data the model was trained on";
   rep["top_up"] = opt.top_up;
+  rep["topup_class_counts"] = topup_counts;  // split_class_counts.train counts real images only
   rep["wall_seconds"] = wall;
   write_text_atomic(fs::path(out_abs) / "report.json", rep.dump(2) + "\n");
   say("prepare: wrote " + out_abs + "/manifest.csv (" + std::to_string(rows.size()) + " rows) and report.json in " +

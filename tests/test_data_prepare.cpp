@@ -246,6 +246,7 @@ TEST(DataPrepare, TopUpOnlyAddsTrainRowsMadeFromTrainImages) {
   // LY has 7 and EO 13 train images: topped up to 20 -> 13 + 7 new; BA (28) and MO (21) untouched.
   EXPECT_EQ(topups, 20u);
   EXPECT_EQ(rep["split_counts"]["train_topup"], 20);
+  EXPECT_EQ(rep["topup_class_counts"], (json{{"Eosinophil", 7}, {"Lymphocyte", 13}}));
   EXPECT_EQ(train_count[class_index("Lymphocyte")], 20);
   EXPECT_EQ(train_count[class_index("Eosinophil")], 20);
   EXPECT_EQ(train_count[class_index("Basophil")], 28);
