@@ -172,10 +172,12 @@ void TrainConfig::validate() const {
   if (threads < 1) bad("threads", "must be >= 1, got " + std::to_string(threads));
   if (prefetch < 1) bad("prefetch", "must be >= 1, got " + std::to_string(prefetch));
   if (device != "cpu" && device != "cuda") bad("device", "must be cpu or cuda, got '" + device + "'");
+  if (precision != "bf16" && precision != "fp32") bad("precision", "must be bf16 or fp32, got '" + precision + "'");
   if (eval_every < 1) bad("eval_every", "must be >= 1, got " + std::to_string(eval_every));
   if (checkpoint_every < 0) bad("checkpoint_every", "must be >= 0 (0 = epoch ends only), got " + std::to_string(checkpoint_every));
   if (log_every < 1) bad("log_every", "must be >= 1, got " + std::to_string(log_every));
   if (max_steps < 0) bad("max_steps", "must be >= 0 (0 = no limit), got " + std::to_string(max_steps));
+  if (!(time_budget_s >= 0)) bad("time_budget_s", "must be >= 0 (0 = off), got " + std::to_string(time_budget_s));
   if (ece_bins < 1 || ece_bins > 1000) bad("ece_bins", "must be in [1, 1000], got " + std::to_string(ece_bins));
   if (freeze_backbone_epochs < 0) bad("freeze_backbone_epochs", "must be >= 0, got " + std::to_string(freeze_backbone_epochs));
   if (freeze_backbone_epochs > 0 && init.empty())
@@ -216,9 +218,9 @@ ViTConfig TrainConfig::model_config(int num_classes) const {
 }
 
 bool TrainConfig::resume_safe(const std::string& f) {
-  static const std::set<std::string> safe = {"device",         "threads",        "prefetch",  "log_every",
+  static const std::set<std::string> safe = {"device", "precision", "data_root",         "threads",        "prefetch",  "log_every",
                                              "checkpoint_every", "eval_every",   "max_steps", "calibrate",
-                                             "ece_bins",       "debug_nan_at_step", "debug_sleep_ms"};
+                                             "ece_bins",       "time_budget_s",  "debug_nan_at_step", "debug_sleep_ms"};
   return safe.count(f) > 0;
 }
 
