@@ -2,7 +2,10 @@
 // wait on the Batcher, which runs the model on its own thread.
 #include "engine/server.h"
 
+#include <arpa/inet.h>
+#include <dirent.h>
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <atomic>
@@ -331,12 +334,37 @@ struct Server::Impl {
         send_error(res, 405, "method_not_allowed", "use POST with multipart/form-data");
       });
     http.set_payload_max_length(opt.max_upload_bytes);
+    http.set_keep_alive_max_count(100);  // httplib's default, 5, makes busy clients reconnect often
     http.set_read_timeout(10, 0);
     http.set_write_timeout(10, 0);
     size_t threads = size_t(std::max(2, opt.threads));
     http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   }
 };
+
+// cpp-httplib 0.11 listens with a backlog of 5. A burst of new connections (32 clients
+// at once while the forward pass holds every core) overflows it and clients see
+// resets. On Linux, listen() on the bound socket again raises the backlog; the socket
+// is found among this process's descriptors by its port.
+static void raise_listen_backlog(int port) {
+  DIR* d = opendir("/proc/self/fd");
+  if (!d) return;
+  while (dirent* e = readdir(d)) {
+    int fd = std::atoi(e->d_name);
+    if (fd <= 2) continue;
+    int listening = 0;
+    socklen_t ol = sizeof listening;
+    sockaddr_storage ss{};
+    socklen_t sl = sizeof ss;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ol) != 0 || !listening) continue;
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &sl) != 0) continue;
+    int p = ss.ss_family == AF_INET    ? ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port)
+            : ss.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port)
+                                       : -1;
+    if (p == port) ::listen(fd, SOMAXCONN);
+  }
+  closedir(d);
+}
 
 Server::Server(Predictor& predictor, ServeOptions opt) : impl_(std::make_unique<Impl>(predictor, std::move(opt))) {
   impl_->routes();
@@ -349,6 +377,7 @@ int Server::bind() {
                                   : (impl_->http.bind_to_port(impl_->opt.host, impl_->opt.port) ? impl_->opt.port : -1);
   if (port <= 0)
     throw std::runtime_error("cannot listen on " + impl_->opt.host + ":" + std::to_string(impl_->opt.port));
+  raise_listen_backlog(port);
   impl_->bound = true;
   return port;
 }
