@@ -107,8 +107,12 @@ struct Server::Impl {
   Metrics metrics;
   std::atomic<bool> bound{false};
 
+  bool taxonomy_names = true;  // every class name is a taxonomy class (differential possible)
+
   Impl(Predictor& p, ServeOptions o)
-      : pred(p), opt(std::move(o)), batcher(p, opt.max_batch, opt.queue, opt.gather_us) {}
+      : pred(p), opt(std::move(o)), batcher(p, opt.max_batch, opt.queue, opt.gather_us) {
+    for (const auto& n : pred.class_names()) taxonomy_names = taxonomy_names && class_index(n) >= 0;
+  }
 
   json class_notes(int c) const {
     int t = class_index(pred.class_names()[c]);
@@ -221,7 +225,9 @@ struct Server::Impl {
                                 {"batch_size", results[i].batch_size}});
       cells.push_back({imgs[i].first, p.probs, ""});
     }
-    if (cells.size() >= 2) {
+    if (cells.size() >= 2 && !taxonomy_names) {
+      out["differential_unavailable"] = "the model's class names are not the taxonomy's, so cells cannot be grouped";
+    } else if (cells.size() >= 2) {
       DifferentialRules rules;
       rules.review_below = opt.review_below;
       out["differential"] = differential(cells, names, rules);
