@@ -115,11 +115,11 @@ void BM_Gemm_impl(benchmark::State& st) {
     case 2: N = kMlp, label = "fc1 fwd (M,768)x(3072,768)^T"; break;
     case 3: K = kMlp, label = "fc2 fwd (M,3072)x(768,3072)^T"; break;
     case 4: N = kMlp, label = "fc1 dx (M,3072)x(3072,768)"; break;
-    case 5: N = kMlp, label = "fc1 dw (3072,M)x(M,768), fp32 +="; break;
+    case 5: N = kMlp, label = "fc1 dw (3072,M)x(M,768) fp32 += and db (BGRADB epilogue or bias_grad)"; break;
     default: M = N = K = 8192, label = "8192^3 (ceiling)"; break;
   }
   Buf<bf16> x(size_t(M) * K), w(size_t(N) * K), b(N), y(size_t(M) * N), dy(size_t(M) * N), dx(size_t(M) * K);
-  Buf<float> dw(size_t(N) * K);
+  Buf<float> dw(size_t(N) * K), db(N), scratch(vit::cuda::bias_grad_scratch_floats(M, N));
   fill_uniform(x.p, x.n, 7, 1.f);
   fill_uniform(w.p, w.n, 8, 0.05f);
   fill_uniform(b.p, b.n, 9, 0.1f);
@@ -129,7 +129,7 @@ void BM_Gemm_impl(benchmark::State& st) {
   const bf16* bias = kind <= 3 ? b.p : nullptr;
   auto run = [&] {
     if (kind == 4) vit::cuda::linear_bwd_dx<bf16>(ctx, dy, w, dx, M, K, N, nullptr);
-    else if (kind == 5) vit::cuda::linear_bwd_dw<bf16>(ctx, x, dy, dw, M, K, N, nullptr);
+    else if (kind == 5) vit::cuda::linear_bwd_dw_db<bf16>(ctx, x, dy, dw, db, scratch, M, K, N, nullptr);
     else vit::cuda::linear_fwd<bf16, bf16>(ctx, x, w, bias, y, M, K, N, nullptr);
   };
   run();

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
+#include <unordered_map>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -141,10 +142,11 @@ struct ViTCuda::Impl {
   int N() const { return cfg.seq_len(); }
   int Np() const { return cfg.num_patches(); }
   int sites() const { return 1 + 3 * cfg.depth; }
+  std::unordered_map<std::string, size_t> offsets;  // name -> arena offset (host-side lookups stay cheap)
   size_t off(const std::string& name) const {
-    for (auto& p : table)
-      if (p.name == name) return p.offset;
-    throw std::out_of_range("ViTCuda: no parameter named '" + name + "'");
+    auto it = offsets.find(name);
+    if (it == offsets.end()) throw std::out_of_range("ViTCuda: no parameter named '" + name + "'");
+    return it->second;
   }
   std::string L(int l) const { return "encoder.layers.encoder_layer_" + std::to_string(l) + "."; }
   float* P(const std::string& name) const { return params + off(name); }
@@ -241,9 +243,14 @@ struct ViTCuda::Impl {
       cuda::linear_fwd<T, T>(g, A(la.ln1), W<T>(p + "self_attention.in_proj_weight"),
                              W<T>(p + "self_attention.in_proj_bias"), A(la.qkv), M, D, 3 * D, s);  // (B,N,D)->(B,N,3D)
       cuda::attention_fwd<T>(A(la.qkv), A(la.att), la.lse, Bn, Nn, H, D / H, s);
-      cuda::linear_fwd<T, T>(g, A(la.att), W<T>(p + "self_attention.out_proj.weight"),
-                             W<T>(p + "self_attention.out_proj.bias"), A(tmp), M, D, D, s);
-      cuda::residual_dropout_fwd<T>(A(xs[l]), A(tmp), A(la.x_mid), MD, pd, seed_of(s0), s, seed_ptr(s0));
+      if (pd > 0.f) {
+        cuda::linear_fwd<T, T>(g, A(la.att), W<T>(p + "self_attention.out_proj.weight"),
+                               W<T>(p + "self_attention.out_proj.bias"), A(tmp), M, D, D, s);
+        cuda::residual_dropout_fwd<T>(A(xs[l]), A(tmp), A(la.x_mid), MD, pd, seed_of(s0), s, seed_ptr(s0));
+      } else {  // no dropout: the residual add is the GEMM's C operand
+        cuda::linear_residual_fwd<T>(g, A(la.att), W<T>(p + "self_attention.out_proj.weight"),
+                                     W<T>(p + "self_attention.out_proj.bias"), A(xs[l]), A(la.x_mid), M, D, D, s);
+      }
       // MLP branch: x_out = x_mid + dropout(fc2(dropout(gelu(fc1(ln_2(x_mid))))))
       cuda::layernorm_fwd<T>(A(la.x_mid), P(p + "ln_2.weight"), P(p + "ln_2.bias"), A(la.ln2), la.mean2, la.rstd2, M,
                              D, cfg.ln_eps, s);
@@ -251,9 +258,14 @@ struct ViTCuda::Impl {
       cuda::gelu_fwd<T>(A(la.h), A(la.g), size_t(M) * Mm, s);
       if (pd > 0.f)
         cuda::dropout_fwd<T>(A(la.g), A(la.g), size_t(M) * Mm, pd, seed_of(s0 + 1), s, seed_ptr(s0 + 1));
-      cuda::linear_fwd<T, T>(g, A(la.g), W<T>(p + "mlp.3.weight"), W<T>(p + "mlp.3.bias"), A(tmp), M, Mm, D, s);
-      cuda::residual_dropout_fwd<T>(A(la.x_mid), A(tmp), A(xs[l + 1]), MD, pd, seed_of(s0 + 2), s,
-                                    seed_ptr(s0 + 2));
+      if (pd > 0.f) {
+        cuda::linear_fwd<T, T>(g, A(la.g), W<T>(p + "mlp.3.weight"), W<T>(p + "mlp.3.bias"), A(tmp), M, Mm, D, s);
+        cuda::residual_dropout_fwd<T>(A(la.x_mid), A(tmp), A(xs[l + 1]), MD, pd, seed_of(s0 + 2), s,
+                                      seed_ptr(s0 + 2));
+      } else {
+        cuda::linear_residual_fwd<T>(g, A(la.g), W<T>(p + "mlp.3.weight"), W<T>(p + "mlp.3.bias"), A(la.x_mid),
+                                     A(xs[l + 1]), M, Mm, D, s);
+      }
     }
     // encoder.ln on the class-token rows only (LayerNorm is per row: exact), then the head.
     cuda::gather_cls<T>(A(xs[cfg.depth]), A(cls), Bn, Nn, D, s);
@@ -299,13 +311,13 @@ struct ViTCuda::Impl {
         cuda::dropout_bwd<T>(A(dres), A(dtmp), MD, pd, seed_of(s0 + 2), s, seed_ptr(s0 + 2));
         dy2 = A(dtmp);
       }
-      cuda::linear_bwd_dw<T>(g, A(la.g), dy2, G(p + "mlp.3.weight"), M, Mm, D, s);
-      cuda::bias_grad<T>(dy2, G(p + "mlp.3.bias"), bias_scratch, M, D, s);
+      cuda::linear_bwd_dw_db<T>(g, A(la.g), dy2, G(p + "mlp.3.weight"), G(p + "mlp.3.bias"), bias_scratch, M, Mm, D,
+                                s);
       cuda::linear_bwd_dx<T>(g, dy2, W<T>(p + "mlp.3.weight"), A(dh), M, Mm, D, s);
       // dh = gelu'(h) * dropout_bwd(dh), in place
       cuda::gelu_bwd<T>(A(la.h), A(dh), A(dh), size_t(M) * Mm, s, pd, seed_of(s0 + 1), seed_ptr(s0 + 1));
-      cuda::linear_bwd_dw<T>(g, A(la.ln2), A(dh), G(p + "mlp.0.weight"), M, D, Mm, s);
-      cuda::bias_grad<T>(A(dh), G(p + "mlp.0.bias"), bias_scratch, M, Mm, s);
+      cuda::linear_bwd_dw_db<T>(g, A(la.ln2), A(dh), G(p + "mlp.0.weight"), G(p + "mlp.0.bias"), bias_scratch, M, D,
+                                Mm, s);
       cuda::linear_bwd_dx<T>(g, A(dh), W<T>(p + "mlp.0.weight"), A(dtmp2), M, D, Mm, s);
       // dres = LN2-backward(dtmp2) + dres = d(x_mid)
       cuda::layernorm_bwd<T>(A(la.x_mid), P(p + "ln_2.weight"), la.mean2, la.rstd2, A(dtmp2), A(dres),
@@ -316,12 +328,12 @@ struct ViTCuda::Impl {
         cuda::dropout_bwd<T>(A(dres), A(dtmp), MD, pd, seed_of(s0), s, seed_ptr(s0));
         dyp = A(dtmp);
       }
-      cuda::linear_bwd_dw<T>(g, A(la.att), dyp, G(p + "self_attention.out_proj.weight"), M, D, D, s);
-      cuda::bias_grad<T>(dyp, G(p + "self_attention.out_proj.bias"), bias_scratch, M, D, s);
+      cuda::linear_bwd_dw_db<T>(g, A(la.att), dyp, G(p + "self_attention.out_proj.weight"),
+                                G(p + "self_attention.out_proj.bias"), bias_scratch, M, D, D, s);
       cuda::linear_bwd_dx<T>(g, dyp, W<T>(p + "self_attention.out_proj.weight"), A(dtmp2), M, D, D, s);  // d(att)
       cuda::attention_bwd<T>(A(la.qkv), A(la.att), A(dtmp2), la.lse, A(dqkv), attn_scratch, Bn, Nn, H, D / H, s);
-      cuda::linear_bwd_dw<T>(g, A(la.ln1), A(dqkv), G(p + "self_attention.in_proj_weight"), M, D, 3 * D, s);
-      cuda::bias_grad<T>(A(dqkv), G(p + "self_attention.in_proj_bias"), bias_scratch, M, 3 * D, s);
+      cuda::linear_bwd_dw_db<T>(g, A(la.ln1), A(dqkv), G(p + "self_attention.in_proj_weight"),
+                                G(p + "self_attention.in_proj_bias"), bias_scratch, M, D, 3 * D, s);
       cuda::linear_bwd_dx<T>(g, A(dqkv), W<T>(p + "self_attention.in_proj_weight"), A(dtmp2), M, D, 3 * D, s);
       // dres = LN1-backward(dtmp2) + dres = d(x_in)
       cuda::layernorm_bwd<T>(A(xs[l]), P(p + "ln_1.weight"), la.mean1, la.rstd1, A(dtmp2), A(dres),
@@ -401,6 +413,7 @@ ViTCuda::ViTCuda(const ViTConfig& cfg, Precision prec, int max_batch) : impl_(ne
   for (auto& p : I.table) {
     I.n += p.numel;
     if (p.decay) I.ndecay += p.numel;
+    I.offsets[p.name] = p.offset;
   }
   VIT_CHECK(cudaStreamCreateWithFlags(&I.stream, cudaStreamNonBlocking));
   // parameter arena: [params | grads | m | v] fp32 (the vit::ViT layout) + bf16 shadow

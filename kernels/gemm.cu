@@ -2,6 +2,7 @@
 #include <cublasLt.h>
 #include <cublas_v2.h>
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -64,11 +65,12 @@ GemmContext::~GemmContext() {
 
 bool GemmContext::matmul(bool transa, bool transb, int m, int n, int k, const void* A, int lda, const void* B,
                          int ldb, void* D, int ldd, cudaDataType ab, cudaDataType dt, float alpha, float beta,
-                         const void* bias, cudaStream_t stream) {
+                         const void* bias, cudaStream_t stream, const void* C, bool bias_grad_b) {
   if (m <= 0 || n <= 0 || k <= 0) throw std::invalid_argument("gemm: empty shape");
-  const uint32_t al_a = alignment_of(A), al_b = alignment_of(B), al_d = alignment_of(D);
+  if (!C) C = D;
+  const uint32_t al_a = alignment_of(A), al_b = alignment_of(B), al_d = std::min(alignment_of(D), alignment_of(C));
   const uint32_t al_bias = bias ? alignment_of(bias) : 0;
-  Key key{int(transa), int(transb), m, n, k, lda, ldb, ldd, int(ab), int(dt), int(bias != nullptr), int(beta != 0.f),
+  Key key{int(transa), int(transb), m, n, k, lda, ldb, ldd, int(ab), int(dt), int(bias != nullptr) + 2 * int(bias_grad_b), int(beta != 0.f),
           int(al_a), int(al_b), int(al_d), int(al_bias)};
   Plan* plan = nullptr;
   auto it = cache_.find(key);
@@ -99,8 +101,8 @@ bool GemmContext::matmul(bool transa, bool transb, int m, int n, int k, const vo
     VIT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &red, sizeof(red)));
     auto try_heuristic = [&](cublasLtEpilogue_t epi) {
       VIT_CHECK(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
-      if (epi == CUBLASLT_EPILOGUE_BIAS) {
-        int32_t bt = int32_t(dt);  // bias has D's element type
+      if (epi == CUBLASLT_EPILOGUE_BIAS || epi == CUBLASLT_EPILOGUE_BGRADB) {
+        int32_t bt = int32_t(dt);  // bias (or its gradient) has D's element type
         VIT_CHECK(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof(bt)));
         VIT_CHECK(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
       }
@@ -112,7 +114,9 @@ bool GemmContext::matmul(bool transa, bool transb, int m, int n, int k, const vo
       plan->algo = res.algo;
       return true;
     };
-    if (bias && try_heuristic(CUBLASLT_EPILOGUE_BIAS)) {
+    // The bias epilogue is only tried on a 16-byte-aligned bias (there is no alignment
+    // preference for it); otherwise the caller adds the bias with bias_add.
+    if (bias && al_bias >= 16 && try_heuristic(bias_grad_b ? CUBLASLT_EPILOGUE_BGRADB : CUBLASLT_EPILOGUE_BIAS)) {
       plan->lt_ok = plan->bias_ok = true;
     } else if (try_heuristic(CUBLASLT_EPILOGUE_DEFAULT)) {
       plan->lt_ok = true;
@@ -122,11 +126,16 @@ bool GemmContext::matmul(bool transa, bool transb, int m, int n, int k, const vo
   if (plan->lt_ok) {
     if (plan->bias_ok)
       VIT_CHECK(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
-    cublasStatus_t st = cublasLtMatmul(LT(lt_), plan->desc, &alpha, A, plan->a, B, plan->b, &beta, D, plan->d, D,
+    cublasStatus_t st = cublasLtMatmul(LT(lt_), plan->desc, &alpha, A, plan->a, B, plan->b, &beta, C, plan->d, D,
                                        plan->d, &plan->algo, ws_, ws_bytes_, stream);
     if (st == CUBLAS_STATUS_SUCCESS) return plan->bias_ok;
     if (st != CUBLAS_STATUS_NOT_SUPPORTED) VIT_CHECK(st);
     plan->lt_ok = plan->bias_ok = false;  // not supported after all: use cublasGemmEx from now on
+  }
+  if (C != D && beta != 0.f) {  // cublasGemmEx accumulates in place: D = C first
+    const size_t es = dt == CUDA_R_32F ? 4 : 2;
+    VIT_CHECK(cudaMemcpy2DAsync(D, size_t(ldd) * es, C, size_t(ldd) * es, size_t(m) * es, n, cudaMemcpyDeviceToDevice,
+                                stream));
   }
   VIT_CHECK(cublasSetStream(BL(blas_), stream));
   VIT_CHECK(cublasGemmEx(BL(blas_), transa ? CUBLAS_OP_T : CUBLAS_OP_N, transb ? CUBLAS_OP_T : CUBLAS_OP_N, m, n, k,
@@ -202,6 +211,14 @@ void linear_fwd(GemmContext& ctx, const TIn* x, const TIn* w, const TOut* b, TOu
   if (b && !fused) bias_add<TOut>(y, b, M, N, stream);
 }
 template <typename T>
+void linear_residual_fwd(GemmContext& ctx, const T* x, const T* w, const T* b, const T* residual, T* y, int M, int K,
+                         int N, cudaStream_t stream) {
+  // as linear_fwd, with C = residual (N x M, ld N) and beta = 1
+  bool fused = ctx.matmul(true, false, N, M, K, w, K, x, K, y, N, cuda_dtype<T>(), cuda_dtype<T>(), 1.f, 1.f, b, stream,
+                          residual);
+  if (b && !fused) bias_add<T>(y, b, M, N, stream);
+}
+template <typename T>
 void linear_bwd_dx(GemmContext& ctx, const T* dy, const T* w, T* dx, int M, int K, int N, cudaStream_t stream) {
   // D = dx^T (K x M, ld K) = (w as (K x N), ld K) * (dy as (N x M), ld N)
   ctx.matmul(false, false, K, M, N, w, K, dy, N, dx, K, cuda_dtype<T>(), cuda_dtype<T>(), 1.f, 0.f, nullptr, stream);
@@ -211,20 +228,42 @@ void linear_bwd_dw(GemmContext& ctx, const T* x, const T* dy, float* dw, int M, 
   // D = dw^T (K x N, ld K) += (x as (K x M), ld K) * op_T(dy as (N x M), ld N)
   ctx.matmul(false, true, K, N, M, x, K, dy, N, dw, K, cuda_dtype<T>(), CUDA_R_32F, 1.f, 1.f, nullptr, stream);
 }
+__global__ void add_into_kernel(float* __restrict__ dst, const float* __restrict__ src, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) dst[i] += src[i];
+}
+template <typename T>
+void linear_bwd_dw_db(GemmContext& ctx, const T* x, const T* dy, float* dw, float* db, float* scratch, int M, int K,
+                      int N, cudaStream_t stream) {
+  // dw as linear_bwd_dw; the bias gradient as the BGRADB epilogue (column sums of op(B) = dy,
+  // written to scratch[0..N)), then added to db. Without the epilogue: the bias_grad kernel.
+  const bool fused = ctx.matmul(false, true, K, N, M, x, K, dy, N, dw, K, cuda_dtype<T>(), CUDA_R_32F, 1.f, 1.f,
+                                db ? scratch : nullptr, stream, nullptr, /*bias_grad_b=*/true);
+  if (!db) return;
+  if (fused) {
+    add_into_kernel<<<ceil_div(size_t(N), 256), 256, 0, stream>>>(db, scratch, N);
+    VIT_LAUNCH_CHECK();
+  } else {
+    bias_grad<T>(dy, db, scratch, M, N, stream);
+  }
+}
 template <typename T>
 void linear_bwd(GemmContext& ctx, const T* x, const T* w, const T* dy, T* dx, float* dw, float* db, float* scratch,
                 int M, int K, int N, cudaStream_t stream) {
   if (dx) linear_bwd_dx<T>(ctx, dy, w, dx, M, K, N, stream);
-  linear_bwd_dw<T>(ctx, x, dy, dw, M, K, N, stream);
-  if (db) bias_grad<T>(dy, db, scratch, M, N, stream);
+  linear_bwd_dw_db<T>(ctx, x, dy, dw, db, scratch, M, K, N, stream);
 }
 
 #define VIT_INST(T)                                                                                                \
   template void bias_add<T>(T*, const T*, int, int, cudaStream_t);                                                 \
   template void bias_grad<T>(const T*, float*, float*, int, int, cudaStream_t);                                    \
   template void linear_fwd<T, T>(GemmContext&, const T*, const T*, const T*, T*, int, int, int, cudaStream_t);     \
+  template void linear_residual_fwd<T>(GemmContext&, const T*, const T*, const T*, const T*, T*, int, int, int,    \
+                                       cudaStream_t);                                                              \
   template void linear_bwd_dx<T>(GemmContext&, const T*, const T*, T*, int, int, int, cudaStream_t);              \
   template void linear_bwd_dw<T>(GemmContext&, const T*, const T*, float*, int, int, int, cudaStream_t);          \
+  template void linear_bwd_dw_db<T>(GemmContext&, const T*, const T*, float*, float*, float*, int, int, int,        \
+                                    cudaStream_t);                                                                 \
   template void linear_bwd<T>(GemmContext&, const T*, const T*, const T*, T*, float*, float*, float*, int, int, int, \
                               cudaStream_t);
 VIT_INST(float)

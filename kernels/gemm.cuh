@@ -1,9 +1,11 @@
 // GEMMs through cuBLASLt: the linear layers of the ViT, torch weight layout.
 //
 //   linear_fwd:     y (M, N)  = x (M, K) @ w (N, K)^T + b (N)       bias fused as a cuBLASLt epilogue
+//   linear_residual_fwd: y = x @ w^T + b + residual            the residual add as the GEMM's C (beta = 1)
 //   linear_bwd_dx:  dx (M, K) = dy (M, N) @ w (N, K)
 //   linear_bwd_dw:  dw (N, K) += dy^T @ x                            fp32 gradient, beta = 1
 //   bias_grad:      db (N)    += colsum(dy)                          deterministic two-pass, no atomics
+//   linear_bwd_dw_db: dw and db from one GEMM (BGRADB epilogue), bias_grad when not offered
 //
 // Row-major -> column-major: cuBLAS sees a row-major (R, C) array as the column-major
 // (C, R) matrix, i.e. its transpose. So y^T (N, M) = w^T' ... concretely
@@ -51,11 +53,13 @@ class GemmContext {
   GemmContext(const GemmContext&) = delete;
   GemmContext& operator=(const GemmContext&) = delete;
 
-  // Column-major core: D (m x n, ldd) = alpha * op(A) op(B) + beta * D (+ bias[m] if bias).
-  // A/B element type ab, D element type d. Returns true if the bias was applied.
+  // Column-major core: D (m x n, ldd) = alpha * op(A) op(B) + beta * C (+ bias[m] if bias),
+  // C = D unless given (same type and layout as D). A/B element type ab, C/D element type d.
+  // Returns true if the bias was applied. With bias_grad_b, `bias` is an OUTPUT instead:
+  // the column sums of op(B) over k (length n, D's type; cuBLASLt's BGRADB epilogue).
   bool matmul(bool transa, bool transb, int m, int n, int k, const void* A, int lda, const void* B, int ldb,
               void* D, int ldd, cudaDataType ab, cudaDataType d, float alpha, float beta, const void* bias,
-              cudaStream_t stream);
+              cudaStream_t stream, const void* C = nullptr, bool bias_grad_b = false);
 
   size_t plans() const { return cache_.size(); }
 
@@ -75,12 +79,23 @@ class GemmContext {
 template <typename TIn, typename TOut>
 void linear_fwd(GemmContext& ctx, const TIn* x, const TIn* w, const TOut* b, TOut* y, int M, int K, int N,
                 cudaStream_t stream);
+// y (M, N) = x (M, K) @ w (N, K)^T + b (N) + residual (M, N): the residual add fused into the GEMM
+// (C = residual, beta = 1). y must not alias x; it may alias residual.
+template <typename T>
+void linear_residual_fwd(GemmContext& ctx, const T* x, const T* w, const T* b, const T* residual, T* y, int M, int K,
+                         int N, cudaStream_t stream);
 // dx (M, K) = dy (M, N) @ w (N, K)   (overwrites)
 template <typename T>
 void linear_bwd_dx(GemmContext& ctx, const T* dy, const T* w, T* dx, int M, int K, int N, cudaStream_t stream);
 // dw (N, K) += dy (M, N)^T @ x (M, K)   (fp32 gradient, accumulates)
 template <typename T>
 void linear_bwd_dw(GemmContext& ctx, const T* x, const T* dy, float* dw, int M, int K, int N, cudaStream_t stream);
+// dw += dy^T @ x and db += colsum(dy) (if db): the column sums come from the same GEMM
+// (BGRADB epilogue into scratch, then added) when cuBLASLt offers it, else from bias_grad.
+// scratch: bias_grad_scratch_floats(M, N) floats (>= N), 16-byte aligned.
+template <typename T>
+void linear_bwd_dw_db(GemmContext& ctx, const T* x, const T* dy, float* dw, float* db, float* scratch, int M, int K,
+                      int N, cudaStream_t stream);
 // db (N) += sum over rows of dy (M, N). scratch: bias_grad_scratch_floats(M, N) floats.
 template <typename T>
 void bias_grad(const T* dy, float* db, float* scratch, int M, int N, cudaStream_t stream);

@@ -28,6 +28,20 @@ __device__ inline void store16(T* p, const float* f) {
   for (int k = 0; k < V; ++k) e[k] = from_f32<T>(f[k]);
   *reinterpret_cast<int4*>(p) = raw;
 }
+// V consecutive fp32 parameters starting at p (float4 loads when 16-byte aligned).
+template <int V>
+__device__ inline void load_params(const float* __restrict__ p, bool vec, float* f) {
+  if (vec) {
+#pragma unroll
+    for (int k = 0; k < V; k += 4) {
+      const float4 q = __ldg(reinterpret_cast<const float4*>(p + k));
+      f[k] = q.x, f[k + 1] = q.y, f[k + 2] = q.z, f[k + 3] = q.w;
+    }
+  } else {
+#pragma unroll
+    for (int k = 0; k < V; ++k) f[k] = __ldg(p + k);
+  }
+}
 }  // namespace
 
 // NV = 16-byte vectors per lane (the row has C / V vectors, V = 16 / sizeof(T)).
@@ -35,7 +49,7 @@ template <typename T, int NV>
 __global__ void __launch_bounds__(kWarps * 32) layernorm_fwd_kernel(const T* __restrict__ x, const float* __restrict__ w,
                                                                     const float* __restrict__ b, T* __restrict__ y,
                                                                     float* __restrict__ mean, float* __restrict__ rstd,
-                                                                    int R, int C, float eps) {
+                                                                    int R, int C, float eps, bool wb_vec) {
   constexpr int V = 16 / sizeof(T);
   const int lane = threadIdx.x & 31;
   const int row = blockIdx.x * kWarps + (threadIdx.x >> 5);
@@ -71,12 +85,11 @@ __global__ void __launch_bounds__(kWarps * 32) layernorm_fwd_kernel(const T* __r
   for (int i = 0; i < NV; ++i) {
     const int vi = lane + i * 32;
     if (vi < nvec) {
-      float o[V];
+      float o[V], wv[V], bv[V];
+      load_params<V>(w + vi * V, wb_vec, wv);
+      load_params<V>(b + vi * V, wb_vec, bv);
 #pragma unroll
-      for (int k = 0; k < V; ++k) {
-        const int c = vi * V + k;
-        o[k] = (v[i][k] - mu) * rs * __ldg(w + c) + __ldg(b + c);
-      }
+      for (int k = 0; k < V; ++k) o[k] = (v[i][k] - mu) * rs * wv[k] + bv[k];
       store16(yr + vi * V, o);
     }
   }
@@ -87,10 +100,12 @@ __global__ void __launch_bounds__(kWarps * 32) layernorm_fwd_kernel(const T* __r
 }
 
 template <typename T, int NV>
+// (256, 1): bf16 C=768 needs ~140 registers; forcing 2 blocks/SM (128) spills. Memory-level
+// parallelism (3-4 outstanding 16-byte loads per lane) is enough at 8 warps/SM.
 __global__ void __launch_bounds__(kWarps * 32)
     layernorm_bwd_kernel(const T* __restrict__ x, const float* __restrict__ w, const float* __restrict__ mean,
                          const float* __restrict__ rstd, const T* __restrict__ dy, T* dx, const T* dx_residual,
-                         float* __restrict__ scratch, int R, int C) {
+                         float* __restrict__ scratch, int R, int C, bool w_vec) {
   constexpr int V = 16 / sizeof(T);
   extern __shared__ float smem[];  // [2][C]: dw partial, db partial
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -111,14 +126,14 @@ __global__ void __launch_bounds__(kWarps * 32)
     for (int i = 0; i < NV; ++i) {
       const int vi = lane + i * 32;
       if (vi < nvec) {
-        float dyv[V];
+        float dyv[V], wv[V];
         load16(xr + vi * V, xh[i]);
         load16(dyr + vi * V, dyv);
+        load_params<V>(w + vi * V, w_vec, wv);
 #pragma unroll
         for (int k = 0; k < V; ++k) {
-          const int c = vi * V + k;
           xh[i][k] = (xh[i][k] - mu) * rs;
-          g[i][k] = dyv[k] * __ldg(w + c);
+          g[i][k] = dyv[k] * wv[k];
           sg += g[i][k];
           sgx += g[i][k] * xh[i][k];
           dw_acc[i][k] += dyv[k] * xh[i][k];
@@ -206,7 +221,9 @@ void layernorm_fwd(const T* x, const float* w, const float* b, T* y, float* mean
   check_aligned(x, "layernorm_fwd x");
   check_aligned(y, "layernorm_fwd y");
   const unsigned grid = ceil_div(size_t(R), kWarps);
-#define VIT_LN_FWD(NV) layernorm_fwd_kernel<T, NV><<<grid, kWarps * 32, 0, stream>>>(x, w, b, y, mean, rstd, R, C, eps)
+  const bool wb_vec = ((reinterpret_cast<uintptr_t>(w) | reinterpret_cast<uintptr_t>(b)) & 15u) == 0;
+#define VIT_LN_FWD(NV) \
+  layernorm_fwd_kernel<T, NV><<<grid, kWarps * 32, 0, stream>>>(x, w, b, y, mean, rstd, R, C, eps, wb_vec)
   switch (nv) {
     case 1: VIT_LN_FWD(1); break;
     case 2: VIT_LN_FWD(2); break;
@@ -230,9 +247,10 @@ void layernorm_bwd(const T* x, const float* w, const float* mean, const float* r
   check_aligned(dx_residual, "layernorm_bwd dx_residual");
   const int blocks = bwd_blocks(R);
   const size_t smem = size_t(2) * C * sizeof(float);
+  const bool w_vec = (reinterpret_cast<uintptr_t>(w) & 15u) == 0;
 #define VIT_LN_BWD(NV)                                                                                          \
   layernorm_bwd_kernel<T, NV><<<blocks, kWarps * 32, smem, stream>>>(x, w, mean, rstd, dy, dx, dx_residual, scratch, \
-                                                                     R, C)
+                                                                     R, C, w_vec)
   switch (nv) {
     case 1: VIT_LN_BWD(1); break;
     case 2: VIT_LN_BWD(2); break;

@@ -63,8 +63,7 @@ template <typename T>
 void patch_embed_bwd(GemmContext& ctx, const T* cols, const T* dout, float* dw, float* db, float* scratch, int B,
                      int C, int H, int W, int P, int D, cudaStream_t stream) {
   const int M = B * (H / P) * (W / P), K = C * P * P;
-  linear_bwd_dw<T>(ctx, cols, dout, dw, M, K, D, stream);
-  bias_grad<T>(dout, db, scratch, M, D, stream);
+  linear_bwd_dw_db<T>(ctx, cols, dout, dw, db, scratch, M, K, D, stream);
 }
 
 template <typename T>

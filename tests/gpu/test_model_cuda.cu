@@ -119,8 +119,12 @@ void ten_steps(Precision prec) {
   }
   vit::ViT back(cfg);
   gpu.download(back);
+  // Looser than the losses on purpose: the key bias has an exactly-zero true gradient (softmax
+  // is shift-invariant), so both sides update it from rounding noise, and Adam's normalised
+  // step turns that noise into +-lr-sized moves of random sign. These parameters never change
+  // the loss, but they move the parameter-vector distance: 1e-3 (fp32), 3e-2 (bf16).
   expect_rel_l2(vec(back.param_data(), host.num_params()), vec(host.param_data(), host.num_params()),
-                fp32 ? kFp32Rel : 1e-2, "parameters after 10 steps");
+                fp32 ? 1e-3 : 3e-2, "parameters after 10 steps");
 }
 
 }  // namespace
@@ -358,7 +362,7 @@ TEST_P(ModelCudaParity, TenAdamWStepsFollowPyTorch) {
     gpu.adamw_step(hp, r.meta["clip"].get<float>());
   }
 }
-INSTANTIATE_TEST_SUITE_P(Torchvision, ModelCudaParity, ::testing::Values("parity_tiny_a", "parity_tiny_b"));
+INSTANTIATE_TEST_SUITE_P(Torchvision, ModelCudaParity, ::testing::Values("parity_tiny_a", "parity_tiny_b", "parity_tiny_c"));
 
 // Full-size vit_b16 forward with hash-generated weights against torchvision's logits.
 namespace {

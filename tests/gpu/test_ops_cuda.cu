@@ -93,6 +93,13 @@ TYPED_TEST(OpsCuda, Linear) {
   expect_close(dx.download(), rdx, Tol<T>::sum_atol, Tol<T>::sum_rtol, "linear dx");
   expect_close(gw.download(), rdw, 1e-4, 1e-4, "linear dw (accumulated, fp32)");
   expect_close(gb.download(), rdb, 1e-4, 1e-4, "linear db (accumulated, fp32)");
+  // the residual add fused as the GEMM's C operand, into a separate output and in place
+  auto res = representable<T>(rng.normal(size_t(M) * N));
+  DevBuf<T> dres(res), yr(size_t(M) * N);
+  vit::cuda::linear_residual_fwd<T>(ctx, dx_, dw_, db_, dres, yr, M, K, N, nullptr);
+  expect_close(yr.download(), plus(ry, res), Tol<T>::sum_atol, Tol<T>::sum_rtol, "linear + residual");
+  vit::cuda::linear_residual_fwd<T>(ctx, dx_, dw_, db_, dres, dres, M, K, N, nullptr);
+  expect_close(dres.download(), plus(ry, res), Tol<T>::sum_atol, Tol<T>::sum_rtol, "linear + residual, in place");
 }
 
 TEST(OpsCudaHead, LinearBf16InFp32Out) {
