@@ -2,7 +2,10 @@
 // wait on the Batcher, which runs the model on its own thread.
 #include "engine/server.h"
 
+#include <arpa/inet.h>
+#include <dirent.h>
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <atomic>
@@ -104,8 +107,12 @@ struct Server::Impl {
   Metrics metrics;
   std::atomic<bool> bound{false};
 
+  bool taxonomy_names = true;  // every class name is a taxonomy class (differential possible)
+
   Impl(Predictor& p, ServeOptions o)
-      : pred(p), opt(std::move(o)), batcher(p, opt.max_batch, opt.queue, opt.gather_us) {}
+      : pred(p), opt(std::move(o)), batcher(p, opt.max_batch, opt.queue, opt.gather_us) {
+    for (const auto& n : pred.class_names()) taxonomy_names = taxonomy_names && class_index(n) >= 0;
+  }
 
   json class_notes(int c) const {
     int t = class_index(pred.class_names()[c]);
@@ -218,7 +225,9 @@ struct Server::Impl {
                                 {"batch_size", results[i].batch_size}});
       cells.push_back({imgs[i].first, p.probs, ""});
     }
-    if (cells.size() >= 2) {
+    if (cells.size() >= 2 && !taxonomy_names) {
+      out["differential_unavailable"] = "the model's class names are not the taxonomy's, so cells cannot be grouped";
+    } else if (cells.size() >= 2) {
       DifferentialRules rules;
       rules.review_below = opt.review_below;
       out["differential"] = differential(cells, names, rules);
@@ -331,12 +340,37 @@ struct Server::Impl {
         send_error(res, 405, "method_not_allowed", "use POST with multipart/form-data");
       });
     http.set_payload_max_length(opt.max_upload_bytes);
+    http.set_keep_alive_max_count(100);  // httplib's default, 5, makes busy clients reconnect often
     http.set_read_timeout(10, 0);
     http.set_write_timeout(10, 0);
     size_t threads = size_t(std::max(2, opt.threads));
     http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   }
 };
+
+// cpp-httplib 0.11 listens with a backlog of 5. A burst of new connections (32 clients
+// at once while the forward pass holds every core) overflows it and clients see
+// resets. On Linux, listen() on the bound socket again raises the backlog; the socket
+// is found among this process's descriptors by its port.
+static void raise_listen_backlog(int port) {
+  DIR* d = opendir("/proc/self/fd");
+  if (!d) return;
+  while (dirent* e = readdir(d)) {
+    int fd = std::atoi(e->d_name);
+    if (fd <= 2) continue;
+    int listening = 0;
+    socklen_t ol = sizeof listening;
+    sockaddr_storage ss{};
+    socklen_t sl = sizeof ss;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ol) != 0 || !listening) continue;
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &sl) != 0) continue;
+    int p = ss.ss_family == AF_INET    ? ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port)
+            : ss.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port)
+                                       : -1;
+    if (p == port) ::listen(fd, SOMAXCONN);
+  }
+  closedir(d);
+}
 
 Server::Server(Predictor& predictor, ServeOptions opt) : impl_(std::make_unique<Impl>(predictor, std::move(opt))) {
   impl_->routes();
@@ -349,6 +383,7 @@ int Server::bind() {
                                   : (impl_->http.bind_to_port(impl_->opt.host, impl_->opt.port) ? impl_->opt.port : -1);
   if (port <= 0)
     throw std::runtime_error("cannot listen on " + impl_->opt.host + ":" + std::to_string(impl_->opt.port));
+  raise_listen_backlog(port);
   impl_->bound = true;
   return port;
 }

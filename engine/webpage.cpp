@@ -33,8 +33,8 @@ tr.raised td{background:#fde2e1;font-weight:600}.disclaimer{background:#fff4d6;b
 <div id="drop" tabindex="0">Drop cell images here or click to choose (JPEG, PNG, BMP)
 <input type="file" id="file" accept="image/jpeg,image/png,image/bmp" multiple hidden></div>
 <div id="status" role="status"></div>
-<section id="differential"></section>
 <section id="results"></section>
+<section id="differential"></section>
 </main>
 <script>
 'use strict';

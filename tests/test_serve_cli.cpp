@@ -2,11 +2,13 @@
 // tiny random model and synthetic images; and the Batcher's queue bound.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <future>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "engine/batcher.h"
+#include "engine/rollout.h"
 #include "serve_test_util.h"
 
 using nlohmann::json;
@@ -146,21 +148,35 @@ TEST(Batcher, GathersConcurrentImagesIntoOnePass) {
   vit::Predictor p = tiny_predictor(dir);
   std::vector<std::vector<float>> xs;
   std::vector<vit::Prediction> solo;
+  std::vector<std::vector<float>> solo_rollout;
+  const int H = p.config().heads, N = p.config().seq_len();
   for (int i = 0; i < 4; ++i) {
     vit::Image im = vt::synthetic_cell(40, 40, i);
     xs.emplace_back(p.input_floats());
     p.prepare(im, xs.back().data());
     solo.push_back(p.run(xs.back().data(), 1)[0]);
+    solo_rollout.push_back(vit::cls_rollout({p.model().attention_probs(0), p.model().attention_probs(1)}, H, N));
   }
   vit::Batcher b(p, /*max_batch=*/4, /*queue=*/8, /*gather_us=*/2'000'000);
   std::vector<std::future<vit::BatchResult>> futs;
-  for (int i = 0; i < 4; ++i) futs.push_back(std::move(b.submit({xs[i]}, i == 0)[0]));
+  // Rollout for every image but #1: each must be its own image's map (the batch offset
+  // into attention_probs), equal to the solo one.
+  for (int i = 0; i < 4; ++i) futs.push_back(std::move(b.submit({xs[i]}, i != 1)[0]));
   for (int i = 0; i < 4; ++i) {
     vit::BatchResult r = futs[i].get();
     EXPECT_EQ(r.batch_size, 4) << "the 4 images should share one forward pass";
     for (size_t c = 0; c < r.pred.probs.size(); ++c) EXPECT_NEAR(r.pred.probs[c], solo[i].probs[c], 1e-5);
-    EXPECT_EQ(r.rollout.size(), i == 0 ? 16u : 0u);
+    if (i == 1) {
+      EXPECT_TRUE(r.rollout.empty());
+      continue;
+    }
+    ASSERT_EQ(r.rollout.size(), 16u);
+    // float attention of a batch vs. a single image: same math, different summation
+    // blocking in the GEMMs; 1e-5 absolute on values ~1/16 is ample.
+    for (size_t k = 0; k < 16; ++k) EXPECT_NEAR(r.rollout[k], solo_rollout[i][k], 1e-5) << "image " << i;
   }
+  EXPECT_GT(std::abs(solo_rollout[0][0] - solo_rollout[2][0]) + std::abs(solo_rollout[0][5] - solo_rollout[2][5]), 1e-6)
+      << "images 0 and 2 have the same rollout: the check above would prove nothing";
   EXPECT_EQ(b.stats().batches, 1u);
   fs::remove_all(dir);
 }

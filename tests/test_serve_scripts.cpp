@@ -36,7 +36,7 @@ TEST(ServeBrowser, UploadShowsPredictionChartOverlayAndDifferential) {
   EXPECT_NE(out.find("PASS"), std::string::npos) << out;
 }
 
-TEST(ServeLoad, EightClientsBoundedNoErrors) {
+TEST(ServeLoad, EightAndThirtyTwoClientsBoundedNoErrors) {
   if (python().empty()) GTEST_SKIP() << "no python3";
   std::string dir = vt::temp_dir("load");
   vt::write_tiny_model(dir + "/tiny.vit");
@@ -44,20 +44,23 @@ TEST(ServeLoad, EightClientsBoundedNoErrors) {
   vt::ServerProcess server({"--model", dir + "/tiny.vit", "--max-batch", "8"});
   std::string url = "http://127.0.0.1:" + std::to_string(server.port());
   std::string out, err;
-  // 8 clients x at most 10 requests, at most 30 s.
+  // 8 then 32 clients x at most 5 requests, at most 30 s each. 32 new connections at
+  // once overflowed httplib's default listen backlog of 5 (resets) before the fix.
   int rc = vt::run(python() + " " + source_dir() + "/tools/loadtest.py --url " + url + " --image " + dir +
-                       "/a.png --clients 8 --requests 10 --duration 30",
+                       "/a.png --clients 8 32 --requests 5 --duration 30",
                    &out, &err);
   ASSERT_EQ(rc, 0) << out << err;
   auto j = nlohmann::json::parse(out);
   EXPECT_EQ(j[0]["errors"], 0) << out;
-  EXPECT_EQ(j[0]["ok"], 80) << out;
+  EXPECT_EQ(j[0]["ok"], 40) << out;
+  EXPECT_EQ(j[1]["errors"], 0) << out;
+  EXPECT_EQ(j[1]["ok"], 160) << out;
   EXPECT_TRUE(server.alive());
   httplib::Client c("127.0.0.1", server.port());
   auto m = c.Get("/metrics");
   ASSERT_TRUE(m);
   auto mj = nlohmann::json::parse(m->body);
-  EXPECT_GE(mj["requests_by_route"]["POST /v1/predict"].get<int>(), 80);
+  EXPECT_GE(mj["requests_by_route"]["POST /v1/predict"].get<int>(), 200);
   EXPECT_EQ(mj["errors_5xx"], 0);
   EXPECT_EQ(server.stop(), 0);
   std::filesystem::remove_all(dir);

@@ -29,7 +29,7 @@ def percentile(sorted_ms, p):
 
 
 def run(host, port, bodies, clients, max_requests, duration, timeout):
-    lat, errors, codes = [], [], {}
+    lat, errors, codes, retries = [], [], {}, [0]
     lock = threading.Lock()
     stop_at = time.time() + duration
 
@@ -41,10 +41,23 @@ def run(host, port, bodies, clients, max_requests, duration, timeout):
                 break
             t0 = time.perf_counter()
             try:
+                reused = conn is not None
                 if conn is None:
                     conn = http.client.HTTPConnection(host, port, timeout=timeout)
-                conn.request('POST', '/v1/predict', body=body, headers={'Content-Type': ctype})
-                r = conn.getresponse()
+                try:
+                    conn.request('POST', '/v1/predict', body=body, headers={'Content-Type': ctype})
+                    r = conn.getresponse()
+                except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected):
+                    # A kept-alive connection the server had already closed: like browsers,
+                    # retry once on a new connection (counted in "retries"); a failure there is an error.
+                    if not reused:
+                        raise
+                    conn.close()
+                    with lock:
+                        retries[0] += 1
+                    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+                    conn.request('POST', '/v1/predict', body=body, headers={'Content-Type': ctype})
+                    r = conn.getresponse()
                 payload = r.read()
                 ms = (time.perf_counter() - t0) * 1000
                 ok = r.status == 200 and b'"results"' in payload
@@ -71,7 +84,7 @@ def run(host, port, bodies, clients, max_requests, duration, timeout):
         t.join()
     wall = time.perf_counter() - t0
     lat.sort()
-    return {'clients': clients, 'requests': len(lat) + len(errors), 'ok': len(lat), 'errors': len(errors),
+    return {'clients': clients, 'requests': len(lat) + len(errors), 'ok': len(lat), 'errors': len(errors), 'retries': retries[0],
             'error_samples': errors[:5], 'status_codes': {str(k): v for k, v in sorted(codes.items())},
             'wall_s': round(wall, 2), 'req_per_s': round(len(lat) / wall, 2) if wall > 0 else None,
             'latency_ms': {'p50': percentile(lat, 50), 'p90': percentile(lat, 90), 'p99': percentile(lat, 99),
