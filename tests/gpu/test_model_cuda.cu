@@ -436,3 +436,24 @@ TEST(ModelCuda, InitDeviceGivesUniformPrediction) {
     head_grad = head_grad || back.grad_ptr("heads.head.weight")[i] != 0.f;
   EXPECT_TRUE(head_grad) << "the head weight gets a gradient even when it is zero";
 }
+
+TEST(ModelCuda, GrowableArenaAndBatchLimit) {
+  VIT_REQUIRE_GPU();
+  Rng rng(fresh_seed());
+  const auto cfg = small_config();
+  vit::ViT host(cfg);
+  init_host(host, rng);
+  vit::ViTCuda grow(cfg, Precision::FP32);  // max_batch 0: grows like vit::ViT
+  grow.upload(host);
+  EXPECT_EQ(grow.max_batch(), 0);
+  for (int B : {2, 5, 3}) {
+    auto images = rng.normal(size_t(B) * 3 * cfg.image_size * cfg.image_size);
+    const size_t nl = size_t(B) * cfg.num_classes;
+    auto ref = vec(host.forward(images.data(), B), nl);
+    expect_rel_l2(vec(grow.forward(images.data(), B), nl), ref, kFp32Rel, "logits, batch " + std::to_string(B));
+  }
+  EXPECT_EQ(grow.max_batch(), 5);
+  vit::ViTCuda fixed(cfg, Precision::FP32, 2);
+  std::vector<float> three(size_t(3) * 3 * cfg.image_size * cfg.image_size, 0.f);
+  EXPECT_THROW(fixed.forward(three.data(), 3), std::invalid_argument);
+}
