@@ -142,33 +142,40 @@ void affine_sample(const Image& src, Image& dst, const double m[6], const uint8_
   dst.height = h;
   dst.rgb.resize((size_t)w * h * 3);
   for (int y = 0; y < h; ++y) {
-    const double py = y + 0.5 - h * 0.5;
-    for (int x = 0; x < w; ++x) {
-      const double px = x + 0.5 - w * 0.5;
-      // Source position in pixel-index units (grid_sample, align_corners=False).
-      const double sx = m[0] * px + m[1] * py + m[2] + w * 0.5 - 0.5;
-      const double sy = m[3] * px + m[4] * py + m[5] + h * 0.5 - 0.5;
-      uint8_t* o = &dst.rgb[((size_t)y * w + x) * 3];
+    const double py = y + 0.5 - h * 0.5, px0 = 0.5 - w * 0.5;
+    // Source position in pixel-index units (grid_sample, align_corners=False), stepped along the row.
+    double sx = m[0] * px0 + m[1] * py + m[2] + w * 0.5 - 0.5;
+    double sy = m[3] * px0 + m[4] * py + m[5] + h * 0.5 - 0.5;
+    uint8_t* o = &dst.rgb[(size_t)y * w * 3];
+    for (int x = 0; x < w; ++x, sx += m[0], sy += m[3], o += 3) {
       if (!bilinear) {
         const long ix = std::lrint(sx), iy = std::lrint(sy);  // round half to even, as nearbyint in grid_sample
-        if (ix < 0 || iy < 0 || ix >= w || iy >= h) {
-          for (int c = 0; c < 3; ++c) o[c] = fill[c];
-        } else {
-          for (int c = 0; c < 3; ++c) o[c] = src.rgb[((size_t)iy * w + ix) * 3 + c];
-        }
+        const uint8_t* p = (ix < 0 || iy < 0 || ix >= w || iy >= h) ? fill : &src.rgb[((size_t)iy * w + ix) * 3];
+        o[0] = p[0], o[1] = p[1], o[2] = p[2];
         continue;
       }
       const double fx = std::floor(sx), fy = std::floor(sy);
       const int x0 = (int)fx, y0 = (int)fy;
-      const double ax = sx - fx, ay = sy - fy;
-      double acc[3] = {0, 0, 0};
-      for (int k = 0; k < 4; ++k) {
-        const int xi = x0 + (k & 1), yi = y0 + (k >> 1);
-        const double wt = ((k & 1) ? ax : 1 - ax) * ((k >> 1) ? ay : 1 - ay);
-        const uint8_t* p = (xi < 0 || yi < 0 || xi >= w || yi >= h) ? fill : &src.rgb[((size_t)yi * w + xi) * 3];
-        for (int c = 0; c < 3; ++c) acc[c] += wt * p[c];
+      if (x0 < -1 || y0 < -1 || x0 >= w || y0 >= h) {  // all four taps outside
+        o[0] = fill[0], o[1] = fill[1], o[2] = fill[2];
+        continue;
       }
-      for (int c = 0; c < 3; ++c) o[c] = (uint8_t)std::min(255.0, std::max(0.0, std::floor(acc[c] + 0.5)));
+      const float ax = (float)(sx - fx), ay = (float)(sy - fy);
+      const bool inside = x0 >= 0 && y0 >= 0 && x0 + 1 < w && y0 + 1 < h;
+      const uint8_t* p00;
+      const uint8_t *p01, *p10, *p11;
+      if (inside) {
+        p00 = &src.rgb[((size_t)y0 * w + x0) * 3];
+        p01 = p00 + 3, p10 = p00 + (size_t)w * 3, p11 = p10 + 3;
+      } else {
+        auto at = [&](int xi, int yi) -> const uint8_t* {
+          return (xi < 0 || yi < 0 || xi >= w || yi >= h) ? fill : &src.rgb[((size_t)yi * w + xi) * 3];
+        };
+        p00 = at(x0, y0), p01 = at(x0 + 1, y0), p10 = at(x0, y0 + 1), p11 = at(x0 + 1, y0 + 1);
+      }
+      const float w00 = (1 - ax) * (1 - ay), w01 = ax * (1 - ay), w10 = (1 - ax) * ay, w11 = ax * ay;
+      for (int c = 0; c < 3; ++c)
+        o[c] = (uint8_t)std::min(255.f, w00 * p00[c] + w01 * p01[c] + w10 * p10[c] + w11 * p11[c] + 0.5f);
     }
   }
 }
@@ -276,7 +283,10 @@ void adjust_hue(Image& img, float shift) {
     const float mx = std::max({r, g, b}), mn = std::min({r, g, b}), d = mx - mn;
     if (d <= 0) continue;  // grey: hue undefined, nothing to rotate
     float hh;
-    if (mx == r) hh = std::fmod((g - b) / d + 6.f, 6.f);
+    if (mx == r) {
+      hh = (g - b) / d;
+      if (hh < 0) hh += 6.f;
+    }
     else if (mx == g) hh = (b - r) / d + 2.f;
     else hh = (r - g) / d + 4.f;
     hh = hh / 6.f + shift;
@@ -326,7 +336,8 @@ void augment_train(Image& img, const AugmentConfig& cfg, Rng& rng) {
     // Stain: independent gain per channel, i.e. a shift of the stain's colour balance.
     float gain[3];
     for (auto& gg : gain) gg = rng.uniform(1 - c / 4, 1 + c / 4);
-    for (size_t i = 0; i < img.rgb.size(); ++i) img.rgb[i] = trunc8(img.rgb[i] * gain[i % 3] + 0.5f);
+    for (size_t i = 0; i < img.rgb.size(); i += 3)
+      for (int k = 0; k < 3; ++k) img.rgb[i + k] = trunc8(img.rgb[i + k] * gain[k] + 0.5f);
   }
   // 4. Blur (focus differences between scanners).
   if (cfg.blur_prob > 0 && rng.uniform() < cfg.blur_prob) gaussian_blur(img, rng.uniform(0.1f, 1.5f));

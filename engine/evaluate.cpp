@@ -69,11 +69,11 @@ struct EvalSet {
   std::string kind;                      // "manifest" | "folders"
 };
 
-EvalSet load_eval_set(const std::string& data, const std::string& split) {
+EvalSet load_eval_set(const std::string& data, const std::string& split, const std::string& data_root) {
   EvalSet e;
   const std::string mp = manifest_path(data);
   if (fs::exists(mp)) {
-    Manifest m = read_manifest_resolved(mp);
+    Manifest m = read_manifest_resolved(mp, data_root);
     e.samples = select(m, split, 100);
     if (e.samples.empty()) throw std::runtime_error("'" + mp + "' has no '" + split + "' samples");
     for (const auto& s : e.samples) e.truth_names.push_back(classes().at(s.label).name);
@@ -183,11 +183,11 @@ nlohmann::json evaluate(const EvalRequest& req) {
                              std::to_string(names.size()) + " class names");
   const double T = lm.meta.temperature > 0 ? lm.meta.temperature : 1.0;
 
-  EvalSet set = load_eval_set(req.data, req.split);
+  EvalSet set = load_eval_set(req.data, req.split, req.data_root);
   DataStats st;
   for (int c = 0; c < 3; ++c) st.mean[c] = lm.meta.mean[c], st.std[c] = lm.meta.std[c];
   Loader loader(set.samples, st, eval_loader_config(mc.image_size, req.batch_size, req.threads));
-  auto backend = make_backend(req.device, *lm.model);
+  auto backend = make_backend(req.device, *lm.model, req.batch_size, req.precision);
   log("[eval] " + mc.to_string() + " on " + std::to_string(set.samples.size()) + " images (" + req.data + ", " +
       (set.kind == "manifest" ? "split " + req.split : "class folders") + ")");
   Predictions p = predict(*backend, loader);

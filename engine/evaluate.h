@@ -31,9 +31,11 @@ struct EvalRequest {
   std::string model;            // .vit checkpoint
   std::string data;             // prepared folder, manifest.csv, or a folder of class folders
   std::string split = "test";   // manifest split (ignored for a folder of class folders)
+  std::string data_root;        // optional: replaces every manifest row's src folder
   std::string map;              // optional label map
   std::string out;              // output folder
   std::string device = "cpu";   // cpu | cuda
+  std::string precision = "fp32";  // cuda only: fp32 | bf16
   int batch_size = 64;
   int threads = 2;
   int ece_bins = 15;

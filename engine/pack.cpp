@@ -52,27 +52,6 @@ void write_pack(const std::string& path, const std::vector<Sample>& samples, int
                 const std::string& split) {
   if (size <= 0) throw PackError(path + ": bad image size " + std::to_string(size));
   const size_t per = (size_t)size * size * 3, N = samples.size();
-  std::vector<uint8_t> images(N * per);
-  std::atomic<size_t> next{0};
-  std::exception_ptr err;
-  std::mutex emu;
-  auto work = [&] {
-    for (size_t i; (i = next++) < N;) {
-      try {
-        Image img = preprocess(load_image(samples[i].full_path()), size);
-        std::memcpy(&images[i * per], img.rgb.data(), per);
-      } catch (...) {
-        std::lock_guard<std::mutex> lk(emu);
-        if (!err) err = std::current_exception();
-        next = N;
-      }
-    }
-  };
-  std::vector<std::thread> ts;
-  for (int t = 0; t < std::max(1, threads); ++t) ts.emplace_back(work);
-  for (auto& t : ts) t.join();
-  if (err) std::rethrow_exception(err);
-
   std::vector<int32_t> labels(N);
   nlohmann::json meta;
   meta["split"] = split;
@@ -96,19 +75,50 @@ void write_pack(const std::string& path, const std::vector<Sample>& samples, int
   h.num_classes = num_classes();
   h.meta_bytes = (uint32_t)ms.size();
   h.checksum = fnv1a(ms.data(), ms.size(), fnv1a(labels.data(), N * 4));
-  h.images_checksum = fnv1a(images.data(), images.size());
-  h.file_size = kHeader + images.size() + N * 4 + ms.size();
+  h.images_checksum = 0xcbf29ce484222325ull;
+  h.file_size = kHeader + N * per + N * 4 + ms.size();
 
   const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary);
-    if (!f) throw PackError(path + ": cannot create");
-    f.write((const char*)&h, sizeof h);
-    f.write((const char*)images.data(), images.size());
-    f.write((const char*)labels.data(), N * 4);
-    f.write(ms.data(), ms.size());
-    if (!f) throw PackError(path + ": write failed (disk full?)");
+  std::ofstream f(tmp, std::ios::binary);
+  if (!f) throw PackError(path + ": cannot create");
+  f.write((const char*)&h, sizeof h);  // rewritten at the end with the image checksum
+  // Decode in chunks so that memory stays bounded for a large train split.
+  const size_t chunk = 512;
+  std::vector<uint8_t> buf(std::min(N, chunk) * per);
+  for (size_t lo = 0; lo < N; lo += chunk) {
+    const size_t hi = std::min(N, lo + chunk);
+    std::atomic<size_t> next{lo};
+    std::exception_ptr err;
+    std::mutex emu;
+    auto work = [&] {
+      for (size_t i; (i = next++) < hi;) {
+        try {
+          Image img = preprocess(load_image(samples[i].full_path()), size);
+          std::memcpy(&buf[(i - lo) * per], img.rgb.data(), per);
+        } catch (...) {
+          std::lock_guard<std::mutex> lk(emu);
+          if (!err) err = std::current_exception();
+          next = hi;
+        }
+      }
+    };
+    std::vector<std::thread> ts;
+    for (int t = 0; t < std::max(1, threads); ++t) ts.emplace_back(work);
+    for (auto& t : ts) t.join();
+    if (err) {
+      f.close();
+      std::filesystem::remove(tmp);
+      std::rethrow_exception(err);
+    }
+    for (size_t i = lo; i < hi; ++i) h.images_checksum = fnv1a(&buf[(i - lo) * per], per, h.images_checksum);
+    f.write((const char*)buf.data(), (std::streamsize)((hi - lo) * per));
   }
+  f.write((const char*)labels.data(), N * 4);
+  f.write(ms.data(), ms.size());
+  f.seekp(0);
+  f.write((const char*)&h, sizeof h);
+  f.close();
+  if (!f) throw PackError(path + ": write failed (disk full?)");
   std::filesystem::rename(tmp, path);
 }
 
@@ -176,7 +186,10 @@ PackFile::~PackFile() {
 }
 
 void PackFile::verify() const {
-  if (fnv1a(images_, count_ * (size_t)size_ * size_ * 3) != images_sum_)
+  const size_t per = (size_t)size_ * size_ * 3;
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i < count_; ++i) h = fnv1a(images_ + i * per, per, h);  // chained per image, as written
+  if (h != images_sum_)
     throw PackError(path_ + ": image data checksum mismatch (corrupt pack)");
 }
 

@@ -11,7 +11,7 @@
 //   32      4     num_classes (uint32)
 //   36      4     metadata JSON bytes M (uint32)
 //   40      8     checksum (uint64, FNV-1a over labels + metadata; images are checked by verify())
-//   48      8     images checksum (uint64, FNV-1a over all image bytes)
+//   48      8     images checksum (uint64, FNV-1a chained image by image over all image bytes)
 //   56      8     total file size (uint64)
 //   64      N*S*S*C  uint8 images, HWC each
 //   ...     N*4   int32 labels (little-endian)

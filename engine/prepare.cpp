@@ -502,9 +502,12 @@ json prepare_dataset(const PrepareOptions& opt) {
   rep["split_class_counts"] = split_class;
   rep["split_counts"] = split_counts;
   rep["subset_counts"] = subset_counts;
-  rep["mean"] = mean;
-  rep["std"] = stdv;
-  rep["stats_from"] = "train split only, real images (no top-up), after pad + resize to size, pixel/255";
+  // No train rows (e.g. --split 0/0/100 for an external test set): no statistics to
+  // give, and null makes read_stats fail loudly instead of handing out 0/1.
+  rep["mean"] = npx ? mean : json(nullptr);
+  rep["std"] = npx ? stdv : json(nullptr);
+  rep["stats_from"] = npx ? "train split only, real images (no top-up), after pad + resize to size, pixel/255"
+                          : "no train rows: use the statistics of the data the model was trained on";
   rep["top_up"] = opt.top_up;
   rep["wall_seconds"] = wall;
   write_text_atomic(fs::path(out_abs) / "report.json", rep.dump(2) + "\n");

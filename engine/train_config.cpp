@@ -172,6 +172,7 @@ void TrainConfig::validate() const {
   if (threads < 1) bad("threads", "must be >= 1, got " + std::to_string(threads));
   if (prefetch < 1) bad("prefetch", "must be >= 1, got " + std::to_string(prefetch));
   if (device != "cpu" && device != "cuda") bad("device", "must be cpu or cuda, got '" + device + "'");
+  if (precision != "bf16" && precision != "fp32") bad("precision", "must be bf16 or fp32, got '" + precision + "'");
   if (eval_every < 1) bad("eval_every", "must be >= 1, got " + std::to_string(eval_every));
   if (checkpoint_every < 0) bad("checkpoint_every", "must be >= 0 (0 = epoch ends only), got " + std::to_string(checkpoint_every));
   if (log_every < 1) bad("log_every", "must be >= 1, got " + std::to_string(log_every));
@@ -216,7 +217,7 @@ ViTConfig TrainConfig::model_config(int num_classes) const {
 }
 
 bool TrainConfig::resume_safe(const std::string& f) {
-  static const std::set<std::string> safe = {"device",         "threads",        "prefetch",  "log_every",
+  static const std::set<std::string> safe = {"device", "precision", "data_root",         "threads",        "prefetch",  "log_every",
                                              "checkpoint_every", "eval_every",   "max_steps", "calibrate",
                                              "ece_bins",       "debug_nan_at_step", "debug_sleep_ms"};
   return safe.count(f) > 0;

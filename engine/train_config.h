@@ -54,6 +54,7 @@ struct ConfigError : std::invalid_argument {
   /* ---- data ---- */                                                                                         \
   X(int, subset, 100, "train on the 5, 20 or 100 percent subset written by `vitengine prepare`")                 \
   X(std::string, train_split, "train", "manifest split to train on")                                             \
+  X(std::string, data_root, "", "replaces every manifest row's src folder (a prepared set moved to another machine)") \
   X(std::string, val_split, "val", "manifest split for validation, best.vit and temperature fitting")            \
   X(float, balance_power, 0.0f, "class-balanced sampling: weight = count^-power; 0 = natural order, 1 = balanced") \
   X(std::string, augment, "light", "augmentation strength: none | light | strong")                               \
@@ -63,6 +64,7 @@ struct ConfigError : std::invalid_argument {
   /* ---- run ---- */                                                                                          \
   X(int, seed, 0, "seed of init, data order, augmentation and dropout")                                          \
   X(std::string, device, "cpu", "cpu | cuda")                                                                    \
+  X(std::string, precision, "bf16", "cuda arithmetic: bf16 (fp32 master weights and moments) | fp32; cpu is always fp32") \
   X(int, eval_every, 1, "validate every N epochs (and always after the last)")                                   \
   X(int, checkpoint_every, 0, "also write RUN/last.vit every N steps inside an epoch; 0 = at epoch ends only")    \
   X(int, log_every, 10, "progress line every N steps")                                                           \

@@ -88,7 +88,10 @@ class CpuBackend : public TrainBackend {
 // ViTCuda has ViT's public methods plus upload / download (engine/vit_cuda.h).
 class CudaBackend : public TrainBackend {
  public:
-  explicit CudaBackend(const ViT& host) : m_(host.config()), k_(host.config().num_classes) { m_.upload(host); }
+  CudaBackend(const ViT& host, int max_batch, Precision prec)
+      : m_(host.config(), prec, max_batch), k_(host.config().num_classes) {
+    m_.upload(host);
+  }
   std::string device() const override { return "cuda"; }
   int num_classes() const override { return k_; }
   const float* forward(const float* x, int B, const ForwardOptions& o) override { return m_.forward(x, B, o); }
@@ -112,11 +115,14 @@ class CudaBackend : public TrainBackend {
 
 }  // namespace
 
-std::unique_ptr<TrainBackend> make_backend(const std::string& device, ViT& host) {
+std::unique_ptr<TrainBackend> make_backend(const std::string& device, ViT& host, int max_batch,
+                                           const std::string& precision) {
+  if (precision != "bf16" && precision != "fp32")
+    throw std::invalid_argument("unknown precision '" + precision + "' (bf16 or fp32)");
   if (device == "cpu") return std::make_unique<CpuBackend>(host);
   if (device == "cuda") {
 #ifdef VITENGINE_HAS_CUDA
-    return std::make_unique<CudaBackend>(host);
+    return std::make_unique<CudaBackend>(host, max_batch, precision == "fp32" ? Precision::FP32 : Precision::BF16);
 #else
     throw std::runtime_error("device 'cuda' asked for, but this vitengine was built without CUDA (VITENGINE_CUDA=OFF)");
 #endif
@@ -194,8 +200,8 @@ std::string report_path(const std::string& data) {
   return (fs::path(manifest_path(data)).parent_path() / "report.json").string();
 }
 
-Manifest read_manifest_resolved(const std::string& csv) {
-  Manifest m = read_manifest(csv);
+Manifest read_manifest_resolved(const std::string& csv, const std::string& data_root) {
+  Manifest m = read_manifest(csv, data_root);
   const fs::path dir = fs::absolute(csv).parent_path();
   for (auto& s : m.samples)
     if (fs::path(s.full_path()).is_relative()) s.src = (dir / s.src).lexically_normal().string();
@@ -333,7 +339,7 @@ class Run {
   void load_data() {
     const std::string mpath = manifest_path(req_.data);
     if (!fs::exists(mpath)) throw std::runtime_error("no manifest at '" + mpath + "' (run `vitengine prepare` first)");
-    Manifest man = read_manifest_resolved(mpath);
+    Manifest man = read_manifest_resolved(mpath, cfg_.data_root);
     train_samples_ = select(man, cfg_.train_split, cfg_.subset);
     val_samples_ = cfg_.val_split.empty() ? std::vector<Sample>{} : select(man, cfg_.val_split, 100);
     if (train_samples_.empty())
@@ -361,7 +367,7 @@ class Run {
                                " (lower batch_size or set drop_last=false)");
     total_steps_ = int64_t(cfg_.epochs) * spe_;
     if (!val_samples_.empty()) {
-      auto vl = eval_loader_config(model_cfg_.image_size, std::max(cfg_.batch_size, 64), cfg_.threads);
+      auto vl = eval_loader_config(model_cfg_.image_size, eval_batch(), cfg_.threads);
       vl.prefetch = cfg_.prefetch;
       val_loader_ = std::make_unique<Loader>(val_samples_, stats_, vl);
     }
@@ -385,7 +391,7 @@ class Run {
       // a fresh run starts with fresh files
       for (const char* f : {"steps.csv", "metrics.csv", "best.vit", "last_ema.vit"}) fs::remove(fs::path(out_) / f);
     }
-    backend_ = make_backend(cfg_.device, *host_);
+    backend_ = make_backend(cfg_.device, *host_, max_batch(), cfg_.precision);
     if (cfg_.ema_decay > 0) {
       if (ema_.empty()) ema_.assign(host_->param_data(), host_->param_data() + host_->num_params());
       eval_host_ = std::make_unique<ViT>(model_cfg_);
@@ -552,9 +558,9 @@ class Run {
     if (cfg_.ema_decay <= 0) return *backend_;
     std::copy(ema_.begin(), ema_.end(), eval_host_->param_data());
     if (cfg_.device == "cpu") {
-      if (!eval_backend_) eval_backend_ = make_backend("cpu", *eval_host_);
+      if (!eval_backend_) eval_backend_ = make_backend("cpu", *eval_host_, max_batch(), cfg_.precision);
     } else {
-      if (!eval_backend_) eval_backend_ = make_backend(cfg_.device, *eval_host_);
+      if (!eval_backend_) eval_backend_ = make_backend(cfg_.device, *eval_host_, max_batch(), cfg_.precision);
       else eval_backend_->push(*eval_host_);
     }
     return *eval_backend_;
@@ -580,6 +586,8 @@ class Run {
   }
 
   // ---------------------------------------------------------------- loop
+  int eval_batch() const { return std::max(cfg_.batch_size, 64); }
+  int max_batch() const { return std::max(cfg_.batch_size, eval_batch()); }
   double elapsed() const { return elapsed_prev_ + since(t_start_); }
 
   std::vector<float> lr_scales() const {
@@ -775,7 +783,7 @@ class Run {
   // Loads best.vit, fits the temperature on val, stores it, writes the val report.
   void report_on_val(TrainSummary& s) {
     LoadedModel best = load_model(best_path_);
-    auto be = make_backend(cfg_.device, *best.model);
+    auto be = make_backend(cfg_.device, *best.model, max_batch(), cfg_.precision);
     Predictions p = predict(*be, *val_loader_);
     const size_t n = p.n();
     double T = 1.0;
@@ -805,8 +813,11 @@ class Run {
     write_text_atomic(rep + "/val_metrics.json", j.dump(2) + "\n");
     s.temperature = T;
     char b[200];
-    std::snprintf(b, sizeof b, "[calibrate] temperature %.4f fitted on %zu val images: ECE %.4f -> %.4f", T, n,
-                  before.ece, after.ece);
+    if (cfg_.calibrate)
+      std::snprintf(b, sizeof b, "[calibrate] temperature %.4f fitted on %zu val images: ECE %.4f -> %.4f", T, n,
+                    before.ece, after.ece);
+    else
+      std::snprintf(b, sizeof b, "[calibrate] off (calibrate=false): temperature 1, val ECE %.4f", before.ece);
     log_(b);
     val_metrics_ = j;
   }

@@ -60,8 +60,10 @@ class TrainBackend {
   virtual void pull(ViT& host) = 0;        // device -> host: parameters and moments
   virtual void push(const ViT& host) = 0;  // host -> device
 };
-// device "cpu" trains `host` in place; "cuda" needs a CUDA build (throws otherwise).
-std::unique_ptr<TrainBackend> make_backend(const std::string& device, ViT& host);
+// device "cpu" trains `host` in place; "cuda" needs a CUDA build (throws otherwise)
+// and sizes its buffers for max_batch; precision (bf16 | fp32) applies to cuda only.
+std::unique_ptr<TrainBackend> make_backend(const std::string& device, ViT& host, int max_batch = 256,
+                                           const std::string& precision = "bf16");
 
 // Logits of every sample the loader yields in one epoch (no augmentation), in sample order.
 struct Predictions {
@@ -112,7 +114,8 @@ TrainSummary train(const TrainRequest& req);
 std::string manifest_path(const std::string& data);
 // read_manifest, with relative paths taken as relative to the manifest's folder
 // (so a committed fixture works from any working directory).
-Manifest read_manifest_resolved(const std::string& csv);
+// data_root (optional) replaces every row's src, as read_manifest's does.
+Manifest read_manifest_resolved(const std::string& csv, const std::string& data_root = "");
 std::string report_path(const std::string& data);
 
 }  // namespace vit

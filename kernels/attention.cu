@@ -326,9 +326,19 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(const bf16* __r
     for (int nd = 0; nd < ND; ++nd) o[mi][nd][0] = o[mi][nd][1] = o[mi][nd][2] = o[mi][nd][3] = 0.f;
   }
 
+  // Padding work is skipped where it is whole 16-row or 16-key blocks (N = 197 pads to 256 both ways):
+  // an m-tile whose rows are all >= N does no mma (the condition is uniform across the warp, as
+  // mma.sync and ldmatrix need), and in the last K/V tile only the 16-key blocks holding keys < N
+  // are multiplied. Skipped scores keep the -inf mask, so nothing else changes.
+  bool rows_active[MT];
+#pragma unroll
+  for (int mi = 0; mi < MT; ++mi) rows_active[mi] = q0 + mi * 64 + warp * 16 < N;
+
   const int n_kt = (N + kStream - 1) / kStream;
   for (int kt = 0; kt < n_kt; ++kt) {
     const int buf = kt & 1;
+    const int k0 = kt * kStream;
+    const int n16 = (min(kStream, N - k0) + 15) / 16;  // 16-key blocks with at least one key < N
     if (kt + 1 < n_kt) {  // prefetch the next K/V tile into the other buffer
       load_tile_async<kStream, Dh, kThreads>(sK[buf ^ 1], Kg, ld, (kt + 1) * kStream, N, tid);
       load_tile_async<kStream, Dh, kThreads>(sV[buf ^ 1], Vg, ld, (kt + 1) * kStream, N, tid);
@@ -349,16 +359,17 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(const bf16* __r
     for (int ks = 0; ks < KS; ++ks)
 #pragma unroll
       for (int np = 0; np < NK / 2; ++np) {
+        if (np >= n16) continue;
         uint32_t kb[4];
         load_b_nk_pair<Dh, LDSM>(kb, sK[buf], np * 16, ks * 16, lane);
 #pragma unroll
         for (int mi = 0; mi < MT; ++mi) {
+          if (!rows_active[mi]) continue;
           mma_16816(s[mi][2 * np], qa[mi][ks], kb[0], kb[1]);
           mma_16816(s[mi][2 * np + 1], qa[mi][ks], kb[2], kb[3]);
         }
       }
     // keys >= N (only in the last tile) get -inf, hence P = 0
-    const int k0 = kt * kStream;
     if (k0 + kStream > N) {
 #pragma unroll
       for (int nt = 0; nt < NK; ++nt)
@@ -413,17 +424,20 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(const bf16* __r
     }
     // O += P V; k runs over the 64 keys of the tile
 #pragma unroll
-    for (int kk = 0; kk < kStream / 16; ++kk)
+    for (int kk = 0; kk < kStream / 16; ++kk) {
+      if (kk >= n16) continue;  // P = 0 there
 #pragma unroll
       for (int np = 0; np < ND / 2; ++np) {
         uint32_t vb[4];
         load_b_kn_pair<Dh, LDSM>(vb, sV[buf], kk * 16, np * 16, lane);
 #pragma unroll
         for (int mi = 0; mi < MT; ++mi) {
+          if (!rows_active[mi]) continue;
           mma_16816(o[mi][2 * np], pa[mi][kk], vb[0], vb[1]);
           mma_16816(o[mi][2 * np + 1], pa[mi][kk], vb[2], vb[3]);
         }
       }
+    }
     __syncthreads();  // all warps are done with sK/sV[buf] before the next prefetch overwrites it
   }
 
@@ -524,10 +538,14 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dkdv_kernel(
 #pragma unroll
     for (int e = 0; e < 4; ++e) dk[nd][e] = dv[nd][e] = 0.f;
 
+  // Skipped padding (see the forward): a warp whose 16 keys are all >= N does no mma, and in the last
+  // query tile only the 16-query blocks holding queries < N are multiplied (elsewhere P^T = 0).
+  const bool keys_active = k0 + warp * 16 < N;
   const int n_qt = (N + kStream - 1) / kStream;
   load_q_tile(0, 0);
   for (int qt = 0; qt < n_qt; ++qt) {
     const int buf = qt & 1;
+    const int n16 = keys_active ? (min(kStream, N - qt * kStream) + 15) / 16 : 0;
     if (qt + 1 < n_qt) {
       load_q_tile(buf ^ 1, qt + 1);
       cp_async_wait<1>();
@@ -546,6 +564,7 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dkdv_kernel(
     for (int ks = 0; ks < KS; ++ks)
 #pragma unroll
       for (int np = 0; np < NQ / 2; ++np) {
+        if (np >= n16) continue;
         uint32_t qb[4], ob[4];
         load_b_nk_pair<Dh, LDSM>(qb, sQ[buf], np * 16, ks * 16, lane);
         load_b_nk_pair<Dh, LDSM>(ob, sdO[buf], np * 16, ks * 16, lane);
@@ -566,6 +585,7 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dkdv_kernel(
     // dV += P^T dO and dK += dS^T Q (the scale is applied once at the end); k runs over queries
 #pragma unroll
     for (int kk = 0; kk < kStream / 16; ++kk) {
+      if (kk >= n16) continue;
       uint32_t pa[4], da[4];
       acc_to_a(pa, pt[2 * kk], pt[2 * kk + 1]);
       acc_to_a(da, dst[2 * kk], dst[2 * kk + 1]);
@@ -651,9 +671,13 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dq_kernel(
 #pragma unroll
   for (int nd = 0; nd < ND; ++nd) dq[nd][0] = dq[nd][1] = dq[nd][2] = dq[nd][3] = 0.f;
 
+  // Skipped padding (see the forward): a warp whose 16 rows are all >= N does no mma, and in the last
+  // key tile only the 16-key blocks holding keys < N are multiplied (elsewhere P = 0).
+  const bool rows_active = q0 + warp * 16 < N;
   const int n_kt = (N + kStream - 1) / kStream;
   for (int kt = 0; kt < n_kt; ++kt) {
     const int buf = kt & 1;
+    const int n16 = rows_active ? (min(kStream, N - kt * kStream) + 15) / 16 : 0;
     if (kt + 1 < n_kt) {
       load_tile_async<kStream, Dh, kThreads>(sK[buf ^ 1], Kg, ld, (kt + 1) * kStream, N, tid);
       load_tile_async<kStream, Dh, kThreads>(sV[buf ^ 1], Vg, ld, (kt + 1) * kStream, N, tid);
@@ -674,6 +698,7 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dq_kernel(
     for (int ks = 0; ks < KS; ++ks)
 #pragma unroll
       for (int np = 0; np < NK / 2; ++np) {
+        if (np >= n16) continue;
         uint32_t kb[4], vb[4];
         load_b_nk_pair<Dh, LDSM>(kb, sK[buf], np * 16, ks * 16, lane);
         load_b_nk_pair<Dh, LDSM>(vb, sV[buf], np * 16, ks * 16, lane);
@@ -696,6 +721,7 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dq_kernel(
     // dQ += dS K; k runs over the keys of the tile
 #pragma unroll
     for (int kk = 0; kk < kStream / 16; ++kk) {
+      if (kk >= n16) continue;
       uint32_t da[4];
       acc_to_a(da, ds[2 * kk], ds[2 * kk + 1]);
 #pragma unroll

@@ -66,16 +66,19 @@ TEST(DataImage, PadUsesBorderMeanAndCentres) {
   EXPECT_EQ(sq.rgb[(3 * 4 + 3) * 3 + 2], 200);
 }
 
-// Pillow resamples with 8-bit fixed-point coefficients (22 fractional bits) and rounds
-// the horizontal pass to uint8; we do the same pass order in float. Differences are
-// rounding at .5 boundaries: at most 1 level per pass, so 2 overall. The mean diff
-// must also be tiny, which a wrong filter (e.g. no antialiasing) would break.
+// Pillow resamples with fixed-point coefficients (22 fractional bits) and rounds the
+// horizontal pass to uint8; we do the same pass order in float, so on identical input
+// pixels only .5-boundary rounding differs: at most 1 level, on well under 1% of values
+// (the BMP/PNG cases; measured max 1, mean 0.003). For JPEG inputs the decoders differ
+// too (Pillow's libjpeg vs stb_image: IDCT and chroma upsampling), which adds about +-1
+// on some pixels before the resize (measured max 2, mean 0.08 on the LMU JPEG).
+// The mean bound is what a wrong filter breaks (see the nearest-neighbour test below).
 TEST(DataImage, ResizeMatchesPillowAntialiased) {
-  struct Case { std::string src, ref; int size; };
-  const Case cases[] = {{"wbc/pbc/basophil/BA_100102.jpg", "resize_BA_100102_224.png", 224},
-                        {"wbc/aml-lmu/MYO/MYO_0001.jpg", "resize_MYO_0001_224.png", 224},
-                        {"small_120.bmp", "resize_small_120_224.png", 224},
-                        {"wide_240x80.png", "resize_wide_240x80_64.png", 64}};
+  struct Case { std::string src, ref; int size; int max_diff; double mean_diff; };
+  const Case cases[] = {{"wbc/pbc/basophil/BA_100102.jpg", "resize_BA_100102_224.png", 224, 3, 0.15},
+                        {"wbc/aml-lmu/MYO/MYO_0001.jpg", "resize_MYO_0001_224.png", 224, 3, 0.15},
+                        {"small_120.bmp", "resize_small_120_224.png", 224, 1, 0.01},
+                        {"wide_240x80.png", "resize_wide_240x80_64.png", 64, 1, 0.01}};
   for (const auto& c : cases) {
     Image got = preprocess(load_image((fixtures() / c.src).string()), c.size);
     Image ref = load_image((test_data() / c.ref).string());
@@ -84,8 +87,9 @@ TEST(DataImage, ResizeMatchesPillowAntialiased) {
     double mean = 0;
     for (size_t i = 0; i < got.rgb.size(); ++i) mean += std::abs((int)got.rgb[i] - (int)ref.rgb[i]);
     mean /= got.rgb.size();
-    EXPECT_LE(md, 2) << c.src;
-    EXPECT_LT(mean, 0.05) << c.src;
+    EXPECT_GE(md, 0) << c.src;
+    EXPECT_LE(md, c.max_diff) << c.src;
+    EXPECT_LT(mean, c.mean_diff) << c.src;
   }
 }
 

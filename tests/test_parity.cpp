@@ -132,7 +132,7 @@ TEST_P(Parity, TenAdamWStepsFollowPyTorch) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Torchvision, Parity, ::testing::Values("parity_tiny_a", "parity_tiny_b"));
+INSTANTIATE_TEST_SUITE_P(Torchvision, Parity, ::testing::Values("parity_tiny_a", "parity_tiny_b", "parity_tiny_c"));
 
 // The same hash as tools/gen_parity.py:hash_uniform.
 uint64_t fnv1a64(const std::string& s) {

@@ -103,8 +103,13 @@ int run_predict(const PredictArgs& a) {
         ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
       }
       std::sort(ms.begin(), ms.end());
-      std::fprintf(stderr, "vitengine predict: forward latency batch=%zu runs=%d median_ms=%.3f min_ms=%.3f\n",
-                   imgs.size(), a.time_runs, ms[ms.size() / 2], ms.front());
+      const ViTConfig& cfg = pred.config();
+      nlohmann::json t = {{"forward_latency", {{"batch", imgs.size()}, {"runs", a.time_runs},
+                                               {"median_ms", ms[ms.size() / 2]}, {"min_ms", ms.front()}}},
+                          {"config", {{"name", cfg.name}, {"image_size", cfg.image_size}, {"patch", cfg.patch},
+                                      {"dim", cfg.dim}, {"depth", cfg.depth}, {"heads", cfg.heads},
+                                      {"mlp_dim", cfg.mlp_dim}, {"num_classes", cfg.num_classes}}}};
+      std::fprintf(stderr, "vitengine predict: timing %s\n", t.dump().c_str());
     }
   }
   if (failed) std::fprintf(stderr, "vitengine predict: %d of %zu file(s) could not be read\n", failed, files.size());

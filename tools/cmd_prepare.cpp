@@ -62,7 +62,7 @@ Command register_prepare(CLI::App& root) {
     std::printf("split train %zu / val %zu / test %zu (+%zu top-up)\n", rep["split_counts"]["train"].get<size_t>(),
                 rep["split_counts"]["val"].get<size_t>(), rep["split_counts"]["test"].get<size_t>(),
                 rep["split_counts"]["train_topup"].get<size_t>());
-    std::printf("mean %s std %s\n", rep["mean"].dump().c_str(), rep["std"].dump().c_str());
+    std::printf("train mean %s std %s\n", rep["mean"].dump().c_str(), rep["std"].dump().c_str());
     return 0;
   };
   return c;

@@ -130,8 +130,14 @@ def vit_b16_hashinit():
 
 
 if __name__ == '__main__':
+    import sys
     os.makedirs(OUT, exist_ok=True)
     torch.set_num_threads(2)
+    if len(sys.argv) > 1 and sys.argv[1] == '--only-c':  # regenerate the newest file alone
+        parity('parity_tiny_c', dict(image_size=32, patch=8, dim=64, depth=2, heads=2, mlp_dim=128, num_classes=14), 4, 3)
+        sys.exit(0)
     parity('parity_tiny_a', dict(image_size=32, patch=8, dim=48, depth=2, heads=3, mlp_dim=96, num_classes=14), 4, 1)
     parity('parity_tiny_b', dict(image_size=32, patch=16, dim=32, depth=1, heads=2, mlp_dim=64, num_classes=5), 3, 2)
+    # head dim 32: a shape the GPU attention kernel supports (Dh 32 or 64), for the GPU parity tests
+    parity('parity_tiny_c', dict(image_size=32, patch=8, dim=64, depth=2, heads=2, mlp_dim=128, num_classes=14), 4, 3)
     vit_b16_hashinit()

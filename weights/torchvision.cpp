@@ -109,6 +109,12 @@ ViTConfig infer_torchvision_config(const StateDict& sd, int heads) {
   } catch (const std::exception& e) {
     throw std::runtime_error("inferred config " + c.to_string() + " is invalid: " + e.what());
   }
+  // Name it after the preset whose backbone it is (image size and classes aside), so
+  // that logs say vit_b16 for torchvision's vit_b_16.
+  for (const char* p : {"vit_ti16", "vit_s16", "vit_b16"}) {
+    ViTConfig q = ViTConfig::preset(p);
+    if (q.patch == c.patch && q.dim == c.dim && q.depth == c.depth && q.heads == c.heads && q.mlp_dim == c.mlp_dim) c.name = p;
+  }
   return c;
 }
 

@@ -362,7 +362,7 @@ TEST_P(ModelCudaParity, TenAdamWStepsFollowPyTorch) {
     gpu.adamw_step(hp, r.meta["clip"].get<float>());
   }
 }
-INSTANTIATE_TEST_SUITE_P(Torchvision, ModelCudaParity, ::testing::Values("parity_tiny_a", "parity_tiny_b"));
+INSTANTIATE_TEST_SUITE_P(Torchvision, ModelCudaParity, ::testing::Values("parity_tiny_a", "parity_tiny_b", "parity_tiny_c"));
 
 // Full-size vit_b16 forward with hash-generated weights against torchvision's logits.
 namespace {
