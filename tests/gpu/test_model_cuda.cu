@@ -408,9 +408,10 @@ TEST(ModelCuda, VitB16ForwardMatchesTorchvision) {
     vit::ViTCuda gpu(c, prec, B);
     gpu.upload(host);
     auto got = vec(gpu.forward(x.data(), B), want.size());
-    // 12 blocks, K up to 3072. fp32: 1e-4 as the CPU; bf16: 24 stored bf16 activations
-    // per token path compound to a few percent of the logits' norm: 5e-2.
-    expect_rel_l2(got, want, prec == Precision::FP32 ? 1e-4 : 5e-2,
+    // 12 blocks, K up to 3072. fp32: 1e-4 as the CPU. bf16: the weights themselves are rounded
+    // to bf16 (2^-9 relative each) and ~6 activations per block are stored in bf16, through 12
+    // blocks: a few percent of the logits' norm (PyTorch's own bf16 autocast lands there): 8e-2.
+    expect_rel_l2(got, want, prec == Precision::FP32 ? 1e-4 : 8e-2,
                   prec == Precision::FP32 ? "vit_b16 logits fp32" : "vit_b16 logits bf16");
   }
 }
