@@ -9,6 +9,8 @@ set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/out}; BUDGET=${BUDGET:-150}; D=.device/train
 export LD_LIBRARY_PATH=$PWD/$D/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+# The binary and manifest travel gzipped (the upload limit is 64 MiB with the third shard).
+for f in $D/vitengine $D/prepared-wbc14/manifest.csv; do [ -f $f.gz ] && gunzip -f $f.gz; done
 chmod +x $D/vitengine
 T0=$(date +%s)
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
