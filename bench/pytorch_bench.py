@@ -79,7 +79,7 @@ def main():
 
     def train_step_fn(model, step_model=None):
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05, fused=True)
-        m = step_model or model
+        m = step_model if step_model is not None else model  # a compiled Module has no bool()
 
         def step():
             opt.zero_grad(set_to_none=True)
