@@ -142,10 +142,12 @@ nlohmann::json config_to_json(const ViTConfig& c) {
 ViTConfig config_from_json(const nlohmann::json& j, const std::string& what) {
   if (!j.is_object()) throw std::runtime_error(what + ": config is not a JSON object");
   ViTConfig c;
-  auto get_int = [&](const char* k, int& v) {
+  // Upper bounds far above any ViT (ViT-G: dim 1664, depth 48, mlp 8192) but low enough
+  // that parameter counts cannot overflow: a header is data, not trusted.
+  auto get_int = [&](const char* k, int& v, int64_t max) {
     if (!j.contains(k) || !j[k].is_number_integer()) throw std::runtime_error(what + ": config field '" + k + "' is missing or not an integer");
     int64_t x = j[k].get<int64_t>();
-    if (x < 0 || x > (1 << 24)) throw std::runtime_error(what + ": config field '" + k + "' = " + std::to_string(x) + " is out of range");
+    if (x < 0 || x > max) throw std::runtime_error(what + ": config field '" + k + "' = " + std::to_string(x) + " is out of range [0, " + std::to_string(max) + "]");
     v = int(x);
   };
   auto get_float = [&](const char* k, float& v) {
@@ -154,14 +156,14 @@ ViTConfig config_from_json(const nlohmann::json& j, const std::string& what) {
   };
   if (!j.contains("name") || !j["name"].is_string()) throw std::runtime_error(what + ": config field 'name' is missing or not a string");
   c.name = j["name"].get<std::string>();
-  get_int("image_size", c.image_size);
-  get_int("patch", c.patch);
-  get_int("channels", c.channels);
-  get_int("dim", c.dim);
-  get_int("depth", c.depth);
-  get_int("heads", c.heads);
-  get_int("mlp_dim", c.mlp_dim);
-  get_int("num_classes", c.num_classes);
+  get_int("image_size", c.image_size, 8192);
+  get_int("patch", c.patch, 1024);
+  get_int("channels", c.channels, 64);
+  get_int("dim", c.dim, 65536);
+  get_int("depth", c.depth, 1024);
+  get_int("heads", c.heads, 1024);
+  get_int("mlp_dim", c.mlp_dim, 262144);
+  get_int("num_classes", c.num_classes, 1 << 20);
   get_float("dropout", c.dropout);
   get_float("ln_eps", c.ln_eps);
   try {
@@ -270,6 +272,13 @@ LoadedModel load_impl(const Source& src, const std::string& path) {
     fail_at(path, fsize < data_start + data_size ? "truncated: " + std::to_string(fsize) + " bytes, the header says " + std::to_string(data_start + data_size)
                                         : "file is " + std::to_string(fsize - data_start - data_size) + " bytes longer than the header says (trailing data)");
 
+  // Before allocating the model: the data section must be able to hold its parameters
+  // (at 2 bytes each, bf16), so a forged config cannot ask for more memory than the file.
+  uint64_t need = 0;
+  for (const auto& p : param_table(cfg)) need += p.numel;
+  if (need * 2 > data_size)
+    fail_at(path, "config " + cfg.to_string() + " has " + std::to_string(need) + " parameters, but the data section holds only " +
+                      std::to_string(data_size) + " bytes");
   out.model = std::make_unique<ViT>(cfg);
   ViT& m = *out.model;
   const size_t n = m.num_params();
