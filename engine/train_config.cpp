@@ -218,7 +218,7 @@ ViTConfig TrainConfig::model_config(int num_classes) const {
 }
 
 bool TrainConfig::resume_safe(const std::string& f) {
-  static const std::set<std::string> safe = {"device", "precision", "data_root",         "threads",        "prefetch",  "log_every",
+  static const std::set<std::string> safe = {"device", "precision", "data_root", "use_packs",         "threads",        "prefetch",  "log_every",
                                              "checkpoint_every", "eval_every",   "max_steps", "calibrate",
                                              "ece_bins",       "time_budget_s",  "debug_nan_at_step", "debug_sleep_ms"};
   return safe.count(f) > 0;

@@ -12,6 +12,7 @@
 
 #include "engine/calibration.h"
 #include "engine/metrics.h"
+#include "engine/pack.h"
 #include "engine/plots.h"
 #include "engine/taxonomy.h"
 #include "weights/checkpoint.h"
@@ -331,7 +332,9 @@ class Run {
     tl.threads = cfg_.threads;
     tl.prefetch = cfg_.prefetch;
     tl.seed = uint64_t(cfg_.seed);
-    train_loader_ = std::make_unique<Loader>(train_samples_, stats_, tl);
+    auto train_pack = find_pack(cfg_.train_split, train_samples_);
+    train_loader_ = train_pack ? std::make_unique<Loader>(train_pack, stats_, tl)
+                               : std::make_unique<Loader>(train_samples_, stats_, tl);
     spe_ = int64_t(train_loader_->batches_per_epoch());
     if (spe_ == 0)
       throw std::runtime_error("the train split has " + std::to_string(train_samples_.size()) +
@@ -341,11 +344,44 @@ class Run {
     if (!val_samples_.empty()) {
       auto vl = eval_loader_config(model_cfg_.image_size, eval_batch(), cfg_.threads);
       vl.prefetch = cfg_.prefetch;
-      val_loader_ = std::make_unique<Loader>(val_samples_, stats_, vl);
+      auto val_pack = find_pack(cfg_.val_split, val_samples_);
+      val_loader_ = val_pack ? std::make_unique<Loader>(val_pack, stats_, vl)
+                             : std::make_unique<Loader>(val_samples_, stats_, vl);
     }
     meta_.class_names = class_names();
     for (int c = 0; c < 3; ++c) meta_.mean[c] = stats_.mean[c], meta_.std[c] = stats_.std[c];
     meta_.temperature = 1.0f;
+  }
+
+  // DATA/<split>.pack, if it holds exactly `samples` (same paths, same order, same
+  // labels) at the model's input size: the loader then skips JPEG decoding and
+  // resizing; the pixels, order and augmentations are the same as from the files.
+  std::shared_ptr<const PackFile> find_pack(const std::string& split, const std::vector<Sample>& samples) {
+    if (!cfg_.use_packs) return nullptr;
+    const fs::path p = fs::path(manifest_path(req_.data)).parent_path() / (split + ".pack");
+    if (!fs::exists(p)) return nullptr;
+    std::shared_ptr<const PackFile> pk;
+    try {
+      pk = std::make_shared<const PackFile>(p.string());
+    } catch (const std::exception& e) {
+      log_(std::string("[train] not using ") + p.string() + ": " + e.what());
+      return nullptr;
+    }
+    std::string why;
+    if (pk->size() != model_cfg_.image_size)
+      why = "its images are " + std::to_string(pk->size()) + " px, the model takes " + std::to_string(model_cfg_.image_size);
+    else if (pk->count() != samples.size())
+      why = "it holds " + std::to_string(pk->count()) + " images, the " + split + " selection " + std::to_string(samples.size());
+    else
+      for (size_t i = 0; i < samples.size() && why.empty(); ++i)
+        if (pk->paths().at(i) != samples[i].path || pk->label(i) != samples[i].label)
+          why = "image " + std::to_string(i) + " is " + pk->paths()[i] + ", the manifest's is " + samples[i].path;
+    if (!why.empty()) {
+      log_("[train] not using " + p.string() + ": " + why);
+      return nullptr;
+    }
+    log_("[train] " + split + " images from " + p.string());
+    return pk;
   }
 
   void setup_model() {

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "engine/evaluate.h"
+#include "engine/pack.h"
 #include "engine/train_config.h"
 #include "engine/trainer.h"
 #include "weights/checkpoint.h"
@@ -363,5 +364,41 @@ TEST(Trainer, InitWithFrozenBackboneOnlyMovesTheHead) {
     EXPECT_NE(m.find("48"), std::string::npos) << m;
     EXPECT_NE(m.find("32"), std::string::npos) << m;
   }
+  fs::remove_all(out);
+}
+
+TEST(Trainer, PackedSplitsGiveTheSameRunAsTheFiles) {
+  auto out = tmpdir("pack");
+  // a copy of the small data set with train.pack and val.pack at the model's 32 px
+  fs::path data = out / "data";
+  fs::create_directories(data);
+  fs::copy_file(small_data() + "/manifest.csv", data / "manifest.csv");
+  fs::copy_file(small_data() + "/report.json", data / "report.json");
+  Manifest m = read_manifest_resolved((data / "manifest.csv").string());
+  write_pack((data / "train.pack").string(), select(m, "train", 100), 32, 1, "train");
+  write_pack((data / "val.pack").string(), select(m, "val", 100), 32, 1, "val");
+
+  std::string log;
+  auto with = request(out / "with", {"augment=light", "dropout=0.1"});
+  with.data = data.string();
+  with.log = [&](const std::string& s) { log += s + "\n"; };
+  train(with);
+  EXPECT_NE(log.find("train images from"), std::string::npos) << log;
+  EXPECT_NE(log.find("val images from"), std::string::npos) << log;
+
+  auto without = request(out / "without", {"augment=light", "dropout=0.1", "use_packs=false"});
+  without.data = data.string();
+  train(without);
+  EXPECT_EQ(slurp(out / "with/steps.csv"), slurp(out / "without/steps.csv"));
+  EXPECT_EQ(csv_rows(out / "with/metrics.csv")[3][6], csv_rows(out / "without/metrics.csv")[3][6]);  // val macro-F1
+
+  // a pack at another size is ignored, with the reason
+  std::string log2;
+  auto other = request(out / "other", {"image_size=64", "max_steps=1"});
+  other.data = data.string();
+  other.log = [&](const std::string& s) { log2 += s + "\n"; };
+  train(other);
+  EXPECT_NE(log2.find("not using"), std::string::npos) << log2;
+  EXPECT_NE(log2.find("32 px"), std::string::npos) << log2;
   fs::remove_all(out);
 }
