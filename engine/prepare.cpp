@@ -371,22 +371,26 @@ json prepare_dataset(const PrepareOptions& opt) {
 
   // ---- 4. stratified split + nested train subsets ----
   const int C = num_classes();
-  std::vector<std::vector<int>> per_class(C);  // file indices, path order
+  // Strata = (class, source): each split gets the same share of every class from every
+  // source, so per-source recall (LMU vs PBC segmented neutrophils) is measurable.
+  std::map<std::pair<int, std::string>, std::vector<int>> strata;  // file indices, path order
   std::sort(kept.begin(), kept.end(), [&](int a, int b) {
     const FileRec &x = files[good[a]], &y = files[good[b]];
     return std::tie(x.src, x.rel) < std::tie(y.src, y.rel);
   });
-  for (int k : kept) per_class[files[good[k]].label].push_back(good[k]);
+  for (int k : kept) strata[{files[good[k]].label, files[good[k]].source}].push_back(good[k]);
   std::vector<Sample> rows;
   std::vector<std::vector<int>> train_of(C);
   json split_class = {{"train", json::object()}, {"val", json::object()}, {"test", json::object()}};
   json class_counts = json::object();
   double sum[3] = {0, 0, 0}, sumsq[3] = {0, 0, 0};
   size_t npx = 0;
-  for (int c = 0; c < C; ++c) {
-    auto& v = per_class[c];
-    // One stream per class: adding or removing a class leaves the others' splits alone.
-    Rng r(mix_seed(opt.seed, (uint64_t)c, 0x5B117ull));
+  for (auto& [key, v] : strata) {
+    const int c = key.first;
+    // One stream per stratum: adding or removing a class or source leaves the others' splits alone.
+    uint64_t src_hash = 0xcbf29ce484222325ull;
+    for (char ch : key.second) src_hash = (src_hash ^ (uint8_t)ch) * 0x100000001b3ull;
+    Rng r(mix_seed(opt.seed, (uint64_t)c, src_hash, 0x5B117ull));
     for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[(size_t)(r.uniform() * i)]);
     const size_t n = v.size();
     const size_t n_train = (size_t)std::lround(n * opt.split[0] / 100.0);
@@ -394,7 +398,8 @@ json prepare_dataset(const PrepareOptions& opt) {
     // Nested subsets: the first 5% (at least one image) of the shuffled train list, then 20%.
     const size_t n5 = n_train ? std::max<size_t>(1, std::lround(n_train * 0.05)) : 0;
     const size_t n20 = n_train ? std::max<size_t>(n5, std::lround(n_train * 0.20)) : 0;
-    if (n) class_counts[classes()[c].name] = n;
+    const std::string& cname = classes()[c].name;
+    if (n) class_counts[cname] = class_counts.value(cname, (size_t)0) + n;
     size_t cnt[3] = {0, 0, 0};
     for (size_t i = 0; i < n; ++i) {
       const FileRec& f = files[v[i]];
@@ -416,7 +421,10 @@ json prepare_dataset(const PrepareOptions& opt) {
       rows.push_back(std::move(s));
     }
     for (int sp = 0; sp < 3; ++sp)
-      if (cnt[sp]) split_class[sp == 0 ? "train" : sp == 1 ? "val" : "test"][classes()[c].name] = cnt[sp];
+      if (cnt[sp]) {
+        json& sc = split_class[sp == 0 ? "train" : sp == 1 ? "val" : "test"];
+        sc[cname] = sc.value(cname, (size_t)0) + cnt[sp];
+      }
   }
   // ---- 5. train-only channel statistics ----
   json mean = json::array(), stdv = json::array();
@@ -429,6 +437,7 @@ json prepare_dataset(const PrepareOptions& opt) {
 
   // ---- 6. optional offline top-up of train classes ----
   size_t n_topup = 0;
+  json topup_counts = json::object();  // class -> images added
   if (opt.top_up > 0) {
     struct Job { int c, k, from; };
     std::vector<Job> jobs;
@@ -463,6 +472,10 @@ json prepare_dataset(const PrepareOptions& opt) {
       s.subset = 100;  // the 5% / 20% stages stay made of real images
     });
     n_topup = extra.size();
+    for (const auto& smp : extra) {
+      const std::string& cn = classes()[smp.label].name;
+      topup_counts[cn] = topup_counts.value(cn, (size_t)0) + 1;
+    }
     for (auto& s : extra) rows.push_back(std::move(s));
   }
 
@@ -509,6 +522,7 @@ json prepare_dataset(const PrepareOptions& opt) {
   rep["stats_from"] = npx ? "train split only, real images (no top-up), after pad + resize to size, pixel/255"
                           : "no train rows: use the statistics of the data the model was trained on";
   rep["top_up"] = opt.top_up;
+  rep["topup_class_counts"] = topup_counts;  // split_class_counts.train counts real images only
   rep["wall_seconds"] = wall;
   write_text_atomic(fs::path(out_abs) / "report.json", rep.dump(2) + "\n");
   say("prepare: wrote " + out_abs + "/manifest.csv (" + std::to_string(rows.size()) + " rows) and report.json in " +

@@ -69,6 +69,7 @@ struct ConfigError : std::invalid_argument {
   X(int, checkpoint_every, 0, "also write RUN/last.vit every N steps inside an epoch; 0 = at epoch ends only")    \
   X(int, log_every, 10, "progress line every N steps")                                                           \
   X(int, max_steps, 0, "stop after this many steps in total (schedule unchanged); 0 = run all epochs")           \
+  X(float, time_budget_s, 0.0f, "after epoch 1, lower epochs so training fits this many seconds (the schedule spans the new count, as the reference recipe's budget); 0 = off") \
   X(bool, calibrate, true, "fit temperature scaling on val at the end and store it in best.vit")                 \
   X(int, ece_bins, 15, "equal-width confidence bins for ECE and the reliability diagram")                        \
   /* ---- fine-tuning ---- */                                                                                  \

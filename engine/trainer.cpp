@@ -19,9 +19,6 @@
 #include "weights/torchvision.h"
 #define VITENGINE_HAS_LOAD_INIT 1
 #endif
-#ifdef VITENGINE_HAS_CUDA
-#include "engine/vit_cuda.h"
-#endif
 
 namespace fs = std::filesystem;
 
@@ -84,36 +81,13 @@ class CpuBackend : public TrainBackend {
   ViT& m_;
 };
 
-#ifdef VITENGINE_HAS_CUDA
-// ViTCuda has ViT's public methods plus upload / download (engine/vit_cuda.h).
-class CudaBackend : public TrainBackend {
- public:
-  CudaBackend(const ViT& host, int max_batch, Precision prec)
-      : m_(host.config(), prec, max_batch), k_(host.config().num_classes) {
-    m_.upload(host);
-  }
-  std::string device() const override { return "cuda"; }
-  int num_classes() const override { return k_; }
-  const float* forward(const float* x, int B, const ForwardOptions& o) override { return m_.forward(x, B, o); }
-  float loss(const int* y, float s) override { return m_.loss(y, s); }
-  void backward() override { m_.backward(); }
-  void zero_grad() override { m_.zero_grad(); }
-  double adamw_step(const cpu::AdamWParams& hp, float clip) override { return m_.adamw_step(hp, clip); }
-  double adamw_step_scaled(const cpu::AdamWParams&, float, const std::vector<float>&) override {
-    throw std::runtime_error(
-        "per-tensor learning rates (freeze_backbone_epochs, backbone_lr_mult != 1) are CPU-only for now; "
-        "use device=cpu or leave them at their defaults");
-  }
-  void pull(ViT& host) override { m_.download(host); }
-  void push(const ViT& host) override { m_.upload(host); }
-
- private:
-  ViTCuda m_;
-  int k_;
-};
-#endif
 
 }  // namespace
+
+namespace {
+CudaBackendFactory g_cuda_factory = nullptr;
+}
+void set_cuda_backend_factory(CudaBackendFactory f) { g_cuda_factory = f; }
 
 std::unique_ptr<TrainBackend> make_backend(const std::string& device, ViT& host, int max_batch,
                                            const std::string& precision) {
@@ -121,11 +95,9 @@ std::unique_ptr<TrainBackend> make_backend(const std::string& device, ViT& host,
     throw std::invalid_argument("unknown precision '" + precision + "' (bf16 or fp32)");
   if (device == "cpu") return std::make_unique<CpuBackend>(host);
   if (device == "cuda") {
-#ifdef VITENGINE_HAS_CUDA
-    return std::make_unique<CudaBackend>(host, max_batch, precision == "fp32" ? Precision::FP32 : Precision::BF16);
-#else
-    throw std::runtime_error("device 'cuda' asked for, but this vitengine was built without CUDA (VITENGINE_CUDA=OFF)");
-#endif
+    if (!g_cuda_factory)
+      throw std::runtime_error("device 'cuda' asked for, but this vitengine was built without CUDA (VITENGINE_CUDA=OFF)");
+    return g_cuda_factory(host, max_batch, precision);
   }
   throw std::invalid_argument("unknown device '" + device + "' (cpu or cuda)");
 }
@@ -715,6 +687,19 @@ class Run {
     r.train_acc = ep_seen_ ? double(ep_correct_) / double(ep_seen_) : NAN;
     r.lr = lr_at(cfg_, std::max<int64_t>(step_ - 1, 0), spe_);
     r.img_s = secs > 0 ? double(imgs) / secs : 0;
+    if (epoch_ == 0 && cfg_.time_budget_s > 0 && secs > 0) {
+      // Same rule as the reference recipe: time one epoch, then fit the epoch count to the
+      // budget. Only the count changes; warmup is measured in epochs and stays as it was.
+      const int floor_epochs = int(std::ceil(cfg_.warmup_epochs)) + 1;
+      const int fit = std::max(floor_epochs, int(double(cfg_.time_budget_s) / secs));
+      if (fit < cfg_.epochs) {
+        log_("[train] time budget " + std::to_string(int(cfg_.time_budget_s)) + " s at " + std::to_string(secs) +
+             " s/epoch: epochs " + std::to_string(cfg_.epochs) + " -> " + std::to_string(fit) +
+             " (resume with --set epochs=" + std::to_string(fit) + ")");
+        cfg_.epochs = fit;
+        total_steps_ = int64_t(cfg_.epochs) * spe_;
+      }
+    }
     const bool last_epoch = epoch_ + 1 == cfg_.epochs;
     if (val_loader_ && ((epoch_ + 1) % cfg_.eval_every == 0 || last_epoch)) {
       TrainBackend& eb = eval_backend();

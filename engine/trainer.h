@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "engine/dataset.h"
+#include "engine/train_backend.h"
 #include "engine/train_config.h"
 #include "engine/vit.h"
 
@@ -37,33 +38,6 @@ struct TrainingDiverged : std::runtime_error {
 struct CheckpointMismatch : std::runtime_error {
   explicit CheckpointMismatch(const std::string& what) : std::runtime_error(what) {}
 };
-
-// The tiny adapter the loop trains through: the CPU ViT, or ViTCuda when built
-// with CUDA. Both keep parameters and AdamW moments; the host ViT is the copy
-// that checkpoints read and write.
-class TrainBackend {
- public:
-  virtual ~TrainBackend() = default;
-  virtual std::string device() const = 0;
-  virtual int num_classes() const = 0;
-  // images (B, 3, S, S) on the host, normalised. Returns host logits (B, K),
-  // valid until the next forward.
-  virtual const float* forward(const float* images, int B, const ForwardOptions& opt) = 0;
-  virtual float loss(const int* labels, float smoothing) = 0;
-  virtual void backward() = 0;
-  virtual void zero_grad() = 0;
-  // Returns the gradient norm before clipping; throws on a non-finite norm.
-  virtual double adamw_step(const cpu::AdamWParams& hp, float clip_norm) = 0;
-  // The same with a learning-rate scale per parameter tensor (ViT::params() order);
-  // scale 0 freezes the tensor (its moments are not touched).
-  virtual double adamw_step_scaled(const cpu::AdamWParams& hp, float clip_norm, const std::vector<float>& scale) = 0;
-  virtual void pull(ViT& host) = 0;        // device -> host: parameters and moments
-  virtual void push(const ViT& host) = 0;  // host -> device
-};
-// device "cpu" trains `host` in place; "cuda" needs a CUDA build (throws otherwise)
-// and sizes its buffers for max_batch; precision (bf16 | fp32) applies to cuda only.
-std::unique_ptr<TrainBackend> make_backend(const std::string& device, ViT& host, int max_batch = 256,
-                                           const std::string& precision = "bf16");
 
 // Logits of every sample the loader yields in one epoch (no augmentation), in sample order.
 struct Predictions {

@@ -87,7 +87,8 @@ struct LayerActs {
 struct ViTCuda::Impl {
   ViTConfig cfg;
   Precision prec;
-  int max_batch;
+  int max_batch = 0;
+  bool growable = false;  // constructed with max_batch 0: the activation arena grows with the batch
   CudaDeviceInfo dev;
   std::vector<ParamInfo> table;
   size_t n = 0, ndecay = 0;
@@ -346,10 +347,37 @@ struct ViTCuda::Impl {
                              cfg.channels, S, S, cfg.patch, D, s);
   }
 
+  // Makes the activation arena hold batch Bn. With a fixed max_batch a larger batch is an
+  // error; a growable model reallocates here (outside any step, like vit::ViT), which drops
+  // the cuBLASLt plans and any captured graph.
+  void ensure_batch(int Bn, const char* what) {
+    if (Bn <= 0) throw std::invalid_argument(std::string(what) + ": batch must be positive, got " + std::to_string(Bn));
+    if (Bn <= max_batch) return;
+    if (!growable)
+      throw std::invalid_argument(std::string(what) + ": batch " + std::to_string(Bn) + " outside [1, " +
+                                  std::to_string(max_batch) + "] (the max_batch given to the constructor)");
+    if (stream) VIT_CHECK(cudaStreamSynchronize(stream));
+    if (step_exec) VIT_CHECK(cudaGraphExecDestroy(step_exec)), step_exec = nullptr;
+    if (fwd_exec) VIT_CHECK(cudaGraphExecDestroy(fwd_exec)), fwd_exec = nullptr;
+    gemm.reset();
+    if (aarena) VIT_CHECK(cudaFree(aarena)), aarena = nullptr;
+    if (h_logits) VIT_CHECK(cudaFreeHost(h_logits)), h_logits = nullptr;
+    allocate_activations(Bn);
+  }
+  void allocate_activations(int Bm) {
+    Bump measure;
+    layout(measure, Bm);
+    aarena_bytes = measure.off;
+    VIT_CHECK(cudaMalloc(&aarena, aarena_bytes));
+    Bump real{static_cast<char*>(aarena), 0};
+    layout(real, Bm);
+    gemm.reset(new cuda::GemmContext(workspace, workspace_bytes));
+    VIT_CHECK(cudaMallocHost(&h_logits, sizeof(float) * size_t(Bm) * cfg.num_classes));
+    max_batch = Bm;
+  }
+
   void forward_any(const float* d_images, int Bn, const ForwardOptions& opt) {
-    if (Bn <= 0 || Bn > max_batch)
-      throw std::invalid_argument("ViTCuda::forward: batch " + std::to_string(Bn) + " outside [1, " +
-                                  std::to_string(max_batch) + "]");
+    ensure_batch(Bn, "ViTCuda::forward");
     if (!d_images) throw std::invalid_argument("ViTCuda::forward: images is null");
     if (prec == Precision::BF16) forward_t<bf16>(d_images, Bn, opt);
     else forward_t<float>(d_images, Bn, opt);
@@ -405,10 +433,10 @@ ViTCuda::ViTCuda(const ViTConfig& cfg, Precision prec, int max_batch) : impl_(ne
   Impl& I = *impl_;
   I.dev = check_cuda_device(prec);
   cfg.validate();
-  if (max_batch <= 0) throw std::invalid_argument("ViTCuda: max_batch must be positive");
+  if (max_batch < 0) throw std::invalid_argument("ViTCuda: max_batch must be >= 0 (0: grow with the batch)");
   I.cfg = cfg;
   I.prec = prec;
-  I.max_batch = max_batch;
+  I.growable = max_batch == 0;
   I.table = param_table(cfg);
   for (auto& p : I.table) {
     I.n += p.numel;
@@ -425,15 +453,8 @@ ViTCuda::ViTCuda(const ViTConfig& cfg, Precision prec, int max_batch) : impl_(ne
   I.m = I.params + 2 * I.n;
   I.v = I.params + 3 * I.n;
   if (prec == Precision::BF16) I.shadow = reinterpret_cast<bf16*>(I.params + 4 * I.n);
-  // activation arena: measure, then allocate once
-  Bump measure;
-  I.layout(measure, max_batch);
-  I.aarena_bytes = measure.off;
-  VIT_CHECK(cudaMalloc(&I.aarena, I.aarena_bytes));
-  Bump real{static_cast<char*>(I.aarena), 0};
-  I.layout(real, max_batch);
-  I.gemm.reset(new cuda::GemmContext(I.workspace, I.workspace_bytes));
-  VIT_CHECK(cudaMallocHost(&I.h_logits, sizeof(float) * size_t(max_batch) * cfg.num_classes));
+  // activation arena: measure, then allocate once (growable: at the first forward / reserve)
+  if (max_batch > 0) I.allocate_activations(max_batch);
   VIT_CHECK(cudaMallocHost(&I.h_hp, sizeof(cpu::AdamWParams)));
   VIT_CHECK(cudaMallocHost(&I.h_seeds, sizeof(uint64_t) * I.sites()));
   VIT_CHECK(cudaMallocHost(&I.h_loss, sizeof(float)));
@@ -445,6 +466,7 @@ ViTCuda::~ViTCuda() = default;
 const ViTConfig& ViTCuda::config() const { return impl_->cfg; }
 Precision ViTCuda::precision() const { return impl_->prec; }
 int ViTCuda::max_batch() const { return impl_->max_batch; }
+void ViTCuda::reserve(int B) { impl_->ensure_batch(B, "ViTCuda::reserve"); }
 const std::vector<ParamInfo>& ViTCuda::params() const { return impl_->table; }
 size_t ViTCuda::num_params() const { return impl_->n; }
 size_t ViTCuda::num_decay_params() const { return impl_->ndecay; }
@@ -519,9 +541,7 @@ void ViTCuda::reset_optimizer() {
 
 const float* ViTCuda::forward(const float* images, int B, const ForwardOptions& opt) {
   Impl& I = *impl_;
-  if (B <= 0 || B > I.max_batch)
-    throw std::invalid_argument("ViTCuda::forward: batch " + std::to_string(B) + " outside [1, " +
-                                std::to_string(I.max_batch) + "]");
+  I.ensure_batch(B, "ViTCuda::forward");
   if (!images) throw std::invalid_argument("ViTCuda::forward: images is null");
   const size_t S = I.cfg.image_size;
   VIT_CHECK(cudaMemcpyAsync(I.img, images, sizeof(float) * B * I.cfg.channels * S * S, cudaMemcpyHostToDevice,
@@ -541,7 +561,7 @@ const float* ViTCuda::forward_device(const float* d_images, int B, const Forward
 const float* ViTCuda::forward_device(const uint8_t* d_u8, int B, const ForwardOptions& opt, const float* mean3,
                                      const float* std3) {
   Impl& I = *impl_;
-  if (B <= 0 || B > I.max_batch) throw std::invalid_argument("ViTCuda::forward_device: batch out of range");
+  I.ensure_batch(B, "ViTCuda::forward_device");
   if (I.cfg.channels != 3) throw std::invalid_argument("ViTCuda::forward_device(uint8): needs 3 channels");
   cuda::ImageNorm norm;
   for (int c = 0; c < 3; ++c) {
@@ -598,7 +618,7 @@ const float* ViTCuda::attention_lse(int layer) const {
 // ---------------------------------------------------------------------- CUDA graphs
 void ViTCuda::capture_step(int B, float smoothing, float clip_norm, bool training) {
   Impl& I = *impl_;
-  if (B <= 0 || B > I.max_batch) throw std::invalid_argument("capture_step: batch out of range");
+  I.ensure_batch(B, "ViTCuda::capture_step");
   ForwardOptions opt;
   opt.training = training;
   // Warm-up (eager, no optimizer step): creates every cuBLASLt plan outside the capture.
@@ -658,7 +678,7 @@ float ViTCuda::replay_step(const cpu::AdamWParams& hp, uint64_t dropout_seed) {
 
 void ViTCuda::capture_forward(int B) {
   Impl& I = *impl_;
-  if (B <= 0 || B > I.max_batch) throw std::invalid_argument("capture_forward: batch out of range");
+  I.ensure_batch(B, "ViTCuda::capture_forward");
   ForwardOptions opt;  // inference
   I.forward_any(I.img, B, opt);  // warm-up: plans
   VIT_CHECK(cudaStreamSynchronize(I.stream));

@@ -9,7 +9,9 @@
 // Memory: one device allocation for [params | grads | adam m | adam v | bf16 shadow],
 // one for every activation, scratch buffer and the cuBLASLt workspace, both sized in the
 // constructor for max_batch: nothing is allocated inside a step, so a whole training step
-// can be captured as a CUDA graph (capture_step / replay_step).
+// can be captured as a CUDA graph (capture_step / replay_step). With max_batch = 0 the
+// activation arena instead grows with the largest batch seen (like vit::ViT), reallocating
+// outside the step when a larger batch arrives.
 //
 // This header includes no CUDA header, so plain C++ (the CLI, tests) can use it.
 #pragma once
@@ -40,14 +42,16 @@ bool cuda_device_available();
 
 class ViTCuda {
  public:
-  ViTCuda(const ViTConfig& cfg, Precision prec, int max_batch);
+  // max_batch > 0: activations for up to max_batch images, allocated here; 0: grow on demand.
+  explicit ViTCuda(const ViTConfig& cfg, Precision prec = Precision::BF16, int max_batch = 0);
   ~ViTCuda();
   ViTCuda(const ViTCuda&) = delete;
   ViTCuda& operator=(const ViTCuda&) = delete;
 
   const ViTConfig& config() const;
   Precision precision() const;
-  int max_batch() const;
+  int max_batch() const;  // current capacity (0 before the first forward of a growable model)
+  void reserve(int B);    // make room for batch B now (throws if above a fixed max_batch)
   const std::vector<ParamInfo>& params() const;
   size_t num_params() const;
   size_t num_decay_params() const;
@@ -83,7 +87,7 @@ class ViTCuda {
   // ---- device-side views (for tests and attention maps) ----
   const float* attention_lse(int layer) const;  // device (B, H, N) from the last forward
   const float* device_logits() const;           // device (B, classes)
-  float* device_images();                       // internal (max_batch, 3, S, S) input buffer
+  float* device_images();                       // internal (max_batch, 3, S, S) input buffer (reserve first)
   int* device_labels();                         // internal (max_batch) label buffer
   int last_batch() const;
 

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include "engine/image.h"
 
 namespace vit::testutil {
@@ -22,8 +24,8 @@ struct TempDir {
   fs::path path;
   explicit TempDir(const std::string& tag) {
     path = fs::temp_directory_path() /
-           ("vit_" + tag + "_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) + "_" +
-            std::to_string(reinterpret_cast<uintptr_t>(this)));
+           ("vit_" + tag + "_" + std::to_string(::getpid()) + "_" +
+            std::to_string(reinterpret_cast<uintptr_t>(this)));  // ctest runs tests as parallel processes
     fs::remove_all(path);
     fs::create_directories(path);
   }

@@ -246,6 +246,7 @@ TEST(DataPrepare, TopUpOnlyAddsTrainRowsMadeFromTrainImages) {
   // LY has 7 and EO 13 train images: topped up to 20 -> 13 + 7 new; BA (28) and MO (21) untouched.
   EXPECT_EQ(topups, 20u);
   EXPECT_EQ(rep["split_counts"]["train_topup"], 20);
+  EXPECT_EQ(rep["topup_class_counts"], (json{{"Eosinophil", 7}, {"Lymphocyte", 13}}));
   EXPECT_EQ(train_count[class_index("Lymphocyte")], 20);
   EXPECT_EQ(train_count[class_index("Eosinophil")], 20);
   EXPECT_EQ(train_count[class_index("Basophil")], 28);
@@ -301,4 +302,26 @@ TEST(DataPrepare, CliEndToEnd) {
         " 2>&1";
   int rc = std::system(cmd.c_str());
   EXPECT_EQ(WEXITSTATUS(rc), 2);
+}
+
+TEST(DataPrepare, StrataAreClassAndSource) {
+  // One class from two sources (as SNE from PBC and NGS from LMU): each source is split 70/10/20 on its own.
+  TempDir src("prep_two"), out("prep_two_out");
+  for (int i = 0; i < 20; ++i)
+    write_png((src.path / "pbc" / "neutrophil" / ("SNE_" + std::to_string(i) + ".png")).string(),
+              (fs::create_directories(src.path / "pbc" / "neutrophil"), noise_image(32, 32, 500 + i, 120)));
+  for (int i = 0; i < 10; ++i)
+    write_png((src.path / "lmu" / "NGS" / ("NGS_" + std::to_string(i) + ".png")).string(),
+              (fs::create_directories(src.path / "lmu" / "NGS"), noise_image(32, 32, 700 + i, 120)));
+  PrepareOptions o;
+  o.srcs = {src.path.string()};
+  o.out = out.path.string();
+  o.size = 32;
+  prepare_dataset(o);
+  std::map<std::string, std::array<int, 3>> got;
+  for (const auto& s : read_manifest((out.path / "manifest.csv").string()).samples)
+    got[s.source][s.split == "train" ? 0 : s.split == "val" ? 1 : 2]++;
+  // Hand-computed: 20 -> 14/2/4, 10 -> 7/1/2. Pooled (30 -> 21/3/6) could give any mix.
+  EXPECT_EQ(got["pbc"], (std::array<int, 3>{14, 2, 4}));
+  EXPECT_EQ(got["lmu"], (std::array<int, 3>{7, 1, 2}));
 }

@@ -229,10 +229,10 @@ TEST(Trainer, KillMidEpochAndResumeGivesTheSameLossCurve) {
   // mid-epoch; killed once the checkpoint at step 10 (epoch 2 of 3, 7 steps each) is on disk.
   auto slow = recipe;
   slow.push_back("checkpoint_every=5");
-  slow.push_back("debug_sleep_ms=40");
+  slow.push_back("debug_sleep_ms=100");  // 11 steps x 100 ms of margin to catch it mid-run
   pid_t pid = spawn(cli_train(cut, slow), cut / "log.txt");
   bool seen = false;
-  for (int i = 0; i < 1500 && !seen; ++i) {  // up to 30 s
+  for (int i = 0; i < 3000 && !seen; ++i) {  // up to 60 s (CI machines can be loaded)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     seen = slurp(cut / "log.txt").find("at step 10\n") != std::string::npos;
   }

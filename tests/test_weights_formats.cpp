@@ -259,3 +259,13 @@ TEST(HalfFloat, KnownEncodings) {
     ASSERT_EQ(float_to_half(half_to_float(uint16_t(h))), h) << std::hex << h;
   }
 }
+
+TEST(TorchPth, ViewsOutsideTheirStorageAreRefused) {
+  // (3, 2) with strides (2, 1) needs 6 elements of a 4-element storage; a 2^62 stride
+  // makes the extent overflow 64 bits (UBSan in the fuzz build would flag the arithmetic).
+  for (const char* f : {"tiny_bad_view.pth", "tiny_overflow_view.pth"}) {
+    std::string e = error_of([&] { read_pth(data_path(f)); });
+    EXPECT_NE(e.find("tensor 'w'"), std::string::npos) << e;
+    EXPECT_NE(e.find("reaches past the end of its storage of 4 elements"), std::string::npos) << e;
+  }
+}

@@ -129,6 +129,11 @@ TEST(WeightsFuzz, HostilePicklesInsideArchives) {
   // A real archive whose data.pkl is replaced: the zip layer is fine, the pickle is not.
   const auto misc = bytes_of(data_path("hostile_os_system.pth"));
   EXPECT_EQ(1, outcome([&] { read_pth_memory(misc.data(), misc.size(), "hostile"); }, "hostile"));
+  // Views past their storage, one with a stride whose extent overflows 64 bits.
+  for (const char* f : {"tiny_bad_view.pth", "tiny_overflow_view.pth"}) {
+    const auto b = bytes_of(data_path(f));
+    EXPECT_EQ(1, outcome([&] { read_pth_memory(b.data(), b.size(), f); }, f));
+  }
   const std::vector<std::string> pickles = {
       "\x80\x02" "cbuiltins\neval\nX\x01\x00\x00\x00" "1\x85R.",
       "\x80\x02" "cos\nsystem\n)R.",

@@ -136,6 +136,15 @@ def main():
     test_summary = None
     if tests:
         test_summary = {k: tests.get(k) for k in ("tests", "failures", "disabled", "errors", "time")}
+        skipped, failed = 0, []
+        for suite in tests.get("testsuites", []):
+            for t in suite.get("testsuite", []):
+                if t.get("result") == "SKIPPED":
+                    skipped += 1
+                if t.get("failures"):
+                    failed.append(suite.get("name", "?") + "." + t.get("name", "?"))
+        test_summary["skipped"] = skipped
+        test_summary["failed_tests"] = failed
 
     date = datetime.date.today().isoformat()
     slug = re.sub(r"[^a-z0-9]+", "-", card.lower()).strip("-") or "card"
@@ -148,7 +157,9 @@ def main():
 
     print("card: %s   commit: %s   date: %s" % (card, a.commit, date))
     if test_summary:
-        print("gpu tests: %s run, %s failures" % (test_summary.get("tests"), test_summary.get("failures")))
+        print("gpu tests: %s run, %s skipped, %s failures %s" % (test_summary.get("tests"), test_summary.get("skipped"),
+                                                           test_summary.get("failures"),
+                                                           " ".join(test_summary.get("failed_tests", []))))
     print()
     print("| workload | vitengine | PyTorch | ratio | target |")
     print("|---|---|---|---|---|")

@@ -5,6 +5,7 @@
 
 #include "engine/train_config.h"
 #include "engine/trainer.h"
+#include "engine/train_backend.h"
 #include "tools/cli.h"
 
 namespace vit::cli {
@@ -20,6 +21,9 @@ struct TrainArgs {
 }  // namespace
 
 Command register_train(CLI::App& root) {
+#ifdef VITENGINE_HAS_CUDA
+  set_cuda_backend_factory(&make_cuda_train_backend);  // --device cuda
+#endif
   auto a = std::make_shared<TrainArgs>();
   Command c;
   c.app = root.add_subcommand("train", "Train a ViT (from scratch or --init) on a prepared data set");

@@ -131,6 +131,26 @@ def main():
         z.writestr("archive/data.pkl", pkl)
         z.writestr("archive/version", "3\n")
 
+    # Views that reach outside their storage: (3, 2) with strides (2, 1) over 4 floats,
+    # and a stride of 2^62 (LONG1) whose extent overflows 64 bits. Written by hand: torch
+    # never produces them, a hostile file can.
+    def view_pkl(size, stride):
+        def uni(t):
+            return b"X" + struct.pack("<I", len(t)) + t.encode()
+        def ints(v):
+            out = b"("
+            for x in v:
+                out += (b"K" + bytes([x])) if x < 256 else (b"\x8a\x08" + struct.pack("<q", x))
+            return out + b"t"
+        return (b"\x80\x02}(" + uni("w") + b"ctorch._utils\n_rebuild_tensor_v2\n((" + uni("storage") +
+                b"ctorch\nFloatStorage\n" + uni("0") + uni("cpu") + b"K\x04tQK\x00" + ints(size) + ints(stride) +
+                b"\x89ccollections\nOrderedDict\n)RtRu.")
+    for name, size, stride in [("tiny_bad_view", (3, 2), (2, 1)), ("tiny_overflow_view", (3, 2), (1 << 62, 1))]:
+        with zipfile.ZipFile(os.path.join(OUT, name + ".pth"), "w") as z:
+            z.writestr(name + "/data.pkl", view_pkl(size, stride))
+            z.writestr(name + "/data/0", struct.pack("<4f", 1, 2, 3, 4))
+            z.writestr(name + "/version", "3\n")
+
     refs["generator"] = dict(torch=torch.__version__, torchvision=torchvision.__version__)
     with open(os.path.join(OUT, "torchvision_refs.json"), "w") as f:
         json.dump(refs, f, indent=1)

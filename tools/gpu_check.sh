@@ -2,7 +2,8 @@
 # The one script to run on the GPU machine. It builds nothing: it runs the prebuilt
 # binaries of a build folder made on the development machine, then prints a table.
 #
-#   BUILD=build-gpu OUT=$OUT [COMMIT=<sha>] [NO_COMPILE=1] tools/gpu_check.sh
+#   BUILD=.device/bin OUT=$OUT [COMMIT=<sha>] [NO_COMPILE=1] tools/gpu_check.sh
+# (BUILD: a build folder, or the folder tools/gpu_bundle.sh packed from one.)
 #
 # Steps (each under its own timeout; a failing step never stops the next; ~6 minutes total):
 #   1. the card (nvidia-smi) and which cuBLAS/cuDNN the loader finds
@@ -19,6 +20,7 @@ OUT=${OUT:-$PWD/gpu_out}
 PY=${PY:-/opt/torch/.venv/bin/python}
 mkdir -p "$OUT"
 T0=$(date +%s)
+ORIG_LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}
 step() { echo; echo "=== [$(( $(date +%s) - T0 ))s] $*"; }
 
 step "card"
@@ -27,7 +29,9 @@ nvidia-smi 2>&1 | head -15
 step "libraries the loader knows"
 ldconfig -p 2>/dev/null | grep -E 'cublas|cudnn|cudart' || echo "(none in ldconfig)"
 ls /usr/local/cuda/lib64 2>/dev/null | grep -E '^lib(cublas|cublasLt|cudart|cudnn)\.so' | head
-# Make sure the binaries resolve cuBLAS/cudart: CUDA's lib64 first, then PyTorch's wheels.
+# Make sure the binaries resolve their libraries: the bundle folder itself (tools/gpu_bundle.sh
+# puts libbenchmark there), CUDA's lib64, then PyTorch's wheels.
+export LD_LIBRARY_PATH="$(cd "$BUILD" 2>/dev/null && pwd)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 EXTRA=/usr/local/cuda/lib64
 for d in /opt/torch/.venv/lib/python3*/site-packages/nvidia/*/lib; do [ -d "$d" ] && EXTRA="$EXTRA:$d"; done
 if ldd "$BUILD/vitengine_gpu_tests" 2>/dev/null | grep -q "not found"; then
@@ -35,6 +39,9 @@ if ldd "$BUILD/vitengine_gpu_tests" 2>/dev/null | grep -q "not found"; then
   echo "LD_LIBRARY_PATH set to $LD_LIBRARY_PATH"
 fi
 ldd "$BUILD/vitengine_gpu_tests" 2>/dev/null | grep -E 'cublas|cudart|cudnn' || echo "ldd: $BUILD/vitengine_gpu_tests missing?"
+for b in "$BUILD"/vitengine_gpu_tests "$BUILD"/bench_*; do
+  [ -x "$b" ] && ldd "$b" 2>/dev/null | grep "not found" | sed "s|^|$(basename "$b"): |"
+done
 
 step "gpu tests"
 export VIT_TEST_DATA="$PWD/tests/data"
@@ -61,7 +68,7 @@ done
 step "PyTorch on the same card"
 PTFLAGS=""
 [ "${NO_COMPILE:-0}" = "1" ] || PTFLAGS="--compile"
-timeout 210 "$PY" bench/pytorch_bench.py --out "$OUT/pytorch.json" $PTFLAGS > "$OUT/pytorch.log" 2>&1
+LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" timeout 210 "$PY" bench/pytorch_bench.py --out "$OUT/pytorch.json" $PTFLAGS > "$OUT/pytorch.log" 2>&1
 echo "rc=$?"; tail -30 "$OUT/pytorch.log"; rm -f "$OUT/pytorch.log"
 
 step "table"

@@ -478,20 +478,21 @@ StateDict read_zip(zip_t* z, const std::string& what, uint64_t archive_size) {
       throw std::runtime_error(where + ": storage '" + r.storage_key + "' holds " + std::to_string(bytes.size()) +
                                " bytes, but the pickle says " + std::to_string(r.storage_numel) + " x " + r.dtype);
     int64_t numel = checked_numel(r.shape, where);
-    // The last element a view touches must lie inside the storage.
+    // The last element a view touches must lie inside the storage. Overflow-checked:
+    // a hostile pickle may give any 64-bit sizes, strides and offsets.
     int64_t last = r.offset;
+    bool overflow = false;
     if (r.offset < 0) throw std::runtime_error(where + ": negative storage offset");
-    for (size_t d = 0; d < r.shape.size(); ++d) {
+    for (size_t d = 0; d < r.shape.size() && numel > 0; ++d) {
       if (r.stride[d] < 0) throw std::runtime_error(where + ": negative stride");
-      if (r.shape[d] > 0) {
-        if (r.stride[d] > (int64_t(1) << 40)) throw std::runtime_error(where + ": implausible stride");
-        last += (r.shape[d] - 1) * r.stride[d];
-      }
+      int64_t span;
+      overflow |= __builtin_mul_overflow(r.shape[d] - 1, r.stride[d], &span);
+      overflow |= __builtin_add_overflow(last, span, &last);
     }
-    if (numel > 0 && last >= r.storage_numel)
+    if (numel > 0 && (overflow || last >= r.storage_numel))
       throw std::runtime_error(where + ": shape " + shape_str(r.shape) + " with offset " + std::to_string(r.offset) +
-                               " reaches element " + std::to_string(last) + " of a storage of " +
-                               std::to_string(r.storage_numel));
+                               " and strides " + shape_str(r.stride) + " reaches past the end of its storage of " +
+                               std::to_string(r.storage_numel) + " elements");
     HostTensor t;
     t.shape = r.shape;
     t.src_dtype = r.dtype;

@@ -408,9 +408,10 @@ TEST(ModelCuda, VitB16ForwardMatchesTorchvision) {
     vit::ViTCuda gpu(c, prec, B);
     gpu.upload(host);
     auto got = vec(gpu.forward(x.data(), B), want.size());
-    // 12 blocks, K up to 3072. fp32: 1e-4 as the CPU; bf16: 24 stored bf16 activations
-    // per token path compound to a few percent of the logits' norm: 5e-2.
-    expect_rel_l2(got, want, prec == Precision::FP32 ? 1e-4 : 5e-2,
+    // 12 blocks, K up to 3072. fp32: 1e-4 as the CPU. bf16: the weights themselves are rounded
+    // to bf16 (2^-9 relative each) and ~6 activations per block are stored in bf16, through 12
+    // blocks: a few percent of the logits' norm (PyTorch's own bf16 autocast lands there): 8e-2.
+    expect_rel_l2(got, want, prec == Precision::FP32 ? 1e-4 : 8e-2,
                   prec == Precision::FP32 ? "vit_b16 logits fp32" : "vit_b16 logits bf16");
   }
 }
@@ -435,4 +436,25 @@ TEST(ModelCuda, InitDeviceGivesUniformPrediction) {
   for (size_t i = 0; i < back.param("heads.head.weight").numel; ++i)
     head_grad = head_grad || back.grad_ptr("heads.head.weight")[i] != 0.f;
   EXPECT_TRUE(head_grad) << "the head weight gets a gradient even when it is zero";
+}
+
+TEST(ModelCuda, GrowableArenaAndBatchLimit) {
+  VIT_REQUIRE_GPU();
+  Rng rng(fresh_seed());
+  const auto cfg = small_config();
+  vit::ViT host(cfg);
+  init_host(host, rng);
+  vit::ViTCuda grow(cfg, Precision::FP32);  // max_batch 0: grows like vit::ViT
+  grow.upload(host);
+  EXPECT_EQ(grow.max_batch(), 0);
+  for (int B : {2, 5, 3}) {
+    auto images = rng.normal(size_t(B) * 3 * cfg.image_size * cfg.image_size);
+    const size_t nl = size_t(B) * cfg.num_classes;
+    auto ref = vec(host.forward(images.data(), B), nl);
+    expect_rel_l2(vec(grow.forward(images.data(), B), nl), ref, kFp32Rel, "logits, batch " + std::to_string(B));
+  }
+  EXPECT_EQ(grow.max_batch(), 5);
+  vit::ViTCuda fixed(cfg, Precision::FP32, 2);
+  std::vector<float> three(size_t(3) * 3 * cfg.image_size * cfg.image_size, 0.f);
+  EXPECT_THROW(fixed.forward(three.data(), 3), std::invalid_argument);
 }

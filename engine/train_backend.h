@@ -1,0 +1,51 @@
+// The tiny adapter a training loop or an evaluation runs a model through: the CPU
+// ViT (engine/vit.h) or ViTCuda (engine/vit_cuda.h). Light on purpose (no JSON, no
+// data headers) so that the CUDA side (engine/train_backend_cuda.cu) compiles it with nvcc.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/vit.h"
+
+namespace vit {
+
+// The tiny adapter the loop trains through: the CPU ViT, or ViTCuda when built
+// with CUDA. Both keep parameters and AdamW moments; the host ViT is the copy
+// that checkpoints read and write.
+class TrainBackend {
+ public:
+  virtual ~TrainBackend() = default;
+  virtual std::string device() const = 0;
+  virtual int num_classes() const = 0;
+  // images (B, 3, S, S) on the host, normalised. Returns host logits (B, K),
+  // valid until the next forward.
+  virtual const float* forward(const float* images, int B, const ForwardOptions& opt) = 0;
+  virtual float loss(const int* labels, float smoothing) = 0;
+  virtual void backward() = 0;
+  virtual void zero_grad() = 0;
+  // Returns the gradient norm before clipping; throws on a non-finite norm.
+  virtual double adamw_step(const cpu::AdamWParams& hp, float clip_norm) = 0;
+  // The same with a learning-rate scale per parameter tensor (ViT::params() order);
+  // scale 0 freezes the tensor (its moments are not touched).
+  virtual double adamw_step_scaled(const cpu::AdamWParams& hp, float clip_norm, const std::vector<float>& scale) = 0;
+  virtual void pull(ViT& host) = 0;        // device -> host: parameters and moments
+  virtual void push(const ViT& host) = 0;  // host -> device
+};
+// device "cpu" trains `host` in place; "cuda" needs the CUDA factory registered
+// (throws otherwise) and sizes its buffers for max_batch; precision (bf16 | fp32)
+// applies to cuda only.
+std::unique_ptr<TrainBackend> make_backend(const std::string& device, ViT& host, int max_batch = 256,
+                                           const std::string& precision = "bf16");
+
+// The CUDA backend lives in engine/train_backend_cuda.cu, compiled into vitcuda, which
+// vitcore cannot see. Executables built with CUDA (VITENGINE_HAS_CUDA defined) register
+// it once: set_cuda_backend_factory(&make_cuda_train_backend). tools/cmd_train.cpp and
+// tools/cmd_eval.cpp do.
+using CudaBackendFactory = std::unique_ptr<TrainBackend> (*)(ViT& host, int max_batch, const std::string& precision);
+void set_cuda_backend_factory(CudaBackendFactory f);
+#ifdef VITENGINE_HAS_CUDA
+std::unique_ptr<TrainBackend> make_cuda_train_backend(ViT& host, int max_batch, const std::string& precision);
+#endif
+
+}  // namespace vit
