@@ -38,7 +38,8 @@ inline std::string temp_dir(const std::string& tag) {
 
 // A 2-layer, 2-head ViT on 32x32 inputs with random weights and a random (not zero)
 // head, so different images give different probabilities. Temperature 1.5.
-inline void write_tiny_model(const std::string& path, uint64_t seed = 7) {
+// taxonomy_names = false names the classes class_0.. (like a plain torchvision import).
+inline void write_tiny_model(const std::string& path, uint64_t seed = 7, bool taxonomy_names = true) {
   vit::ViTConfig cfg;
   cfg.name = "tiny_test";
   cfg.image_size = 32;
@@ -59,7 +60,8 @@ inline void write_tiny_model(const std::string& path, uint64_t seed = 7) {
     for (size_t i = 0; i < p.numel; ++i) w[i] = nd(rng);
   }
   vit::ModelMeta meta;
-  for (const auto& c : vit::classes()) meta.class_names.push_back(c.name);
+  for (const auto& c : vit::classes())
+    meta.class_names.push_back(taxonomy_names ? c.name : "class_" + std::to_string(meta.class_names.size()));
   meta.temperature = 1.5f;
   meta.mean[0] = 0.8f, meta.mean[1] = 0.7f, meta.mean[2] = 0.7f;
   meta.std[0] = meta.std[1] = meta.std[2] = 0.2f;

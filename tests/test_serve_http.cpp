@@ -237,4 +237,24 @@ TEST_F(ServeHttp, MetricsCountRequestsAndErrors) {
   EXPECT_EQ(j["queue_capacity"], 16);
 }
 
+TEST(ServeHttpOtherModel, ClassesOutsideTheTaxonomyStillPredict) {
+  // A model whose classes are class_0..class_13: predictions work, notes are empty and
+  // the differential is left out with a reason (it was a 500 before).
+  std::string dir = vt::temp_dir("serve_other");
+  vt::write_tiny_model(dir + "/plain.vit", 3, /*taxonomy_names=*/false);
+  vt::ServerProcess server({"--model", dir + "/plain.vit"});
+  httplib::Client c("127.0.0.1", server.port());
+  c.set_read_timeout(30, 0);
+  auto r = c.Post("/v1/predict", httplib::MultipartFormDataItems{{"image", vt::png_bytes(40, 40, 1), "a.png", ""},
+                                                                 {"image", vt::png_bytes(40, 40, 2), "b.png", ""}});
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  json j = json::parse(r->body);
+  EXPECT_EQ(j["results"][0]["prediction"].get<std::string>().rfind("class_", 0), 0u);
+  EXPECT_FALSE(j.contains("differential"));
+  EXPECT_TRUE(j.contains("differential_unavailable"));
+  EXPECT_EQ(server.stop(), 0);
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace

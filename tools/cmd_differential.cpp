@@ -67,7 +67,9 @@ int run_differential(const DiffArgs& a) {
   }
   report["cells"] = per_cell;
   if (html_path.has_parent_path()) fs::create_directories(html_path.parent_path());
-  write_file_atomic(json_path.string(), report.dump(2) + "\n");
+  nlohmann::json light = report;  // the JSON is for pipelines: thumbnails stay in the HTML only
+  for (auto& r : light["review"]) r.erase("thumbnail");
+  write_file_atomic(json_path.string(), light.dump(2) + "\n");
   write_file_atomic(html_path.string(), differential_html(report, fs::path(a.dir).filename().string().empty()
                                                                       ? a.dir
                                                                       : fs::path(a.dir).filename().string()));
