@@ -165,6 +165,18 @@ TEST(Trainer, NanLossStopsNamingTheStepAndKeepsTheLastCheckpoint) {
   fs::remove_all(out);
 }
 
+TEST(Trainer, TimeBudgetShrinksTheEpochCountAfterEpochOne) {
+  // A budget far below one epoch's time leaves warmup_epochs + 1 = 1 epoch; a budget far
+  // above leaves the configured 3. metrics.csv has one row per epoch run.
+  auto out = tmpdir("budget");
+  train(request(out / "tight", {"time_budget_s=1e-6"}));
+  EXPECT_EQ(csv_rows(out / "tight" / "metrics.csv").size(), 1u + 1u);
+  train(request(out / "loose", {"time_budget_s=1e6"}));
+  EXPECT_EQ(csv_rows(out / "loose" / "metrics.csv").size(), 1u + 3u);
+  EXPECT_THROW(TrainConfig::load("", {"time_budget_s=-1"}), std::exception);
+  fs::remove_all(out);
+}
+
 TEST(Trainer, AbsurdLearningRateIsCaughtNotSaved) {
   // No hook: lr 1e30 must blow up the loss or the gradients within the first epoch,
   // and the run must stop with TrainingDiverged rather than write a NaN checkpoint.
