@@ -3,7 +3,9 @@
 # CUDA (nvcc, cuBLAS) is optional: without it the CPU path alone is built.
 set -euo pipefail
 PKGS="build-essential cmake pkg-config libeigen3-dev libgtest-dev libgmock-dev libbenchmark-dev libstb-dev
-      nlohmann-json3-dev libcpp-httplib-dev libcli11-dev libzip-dev libssl-dev ${VITENGINE_EXTRA_PKGS:-}"
+      nlohmann-json3-dev libcpp-httplib-dev libcli11-dev libzip-dev libssl-dev
+      python3 chromium ${VITENGINE_EXTRA_PKGS:-}"
+# python3 + chromium: the headless-browser test of the web page (tests/serve_browser.py).
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
