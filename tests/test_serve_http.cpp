@@ -2,6 +2,9 @@
 // tiny random model, real requests with good images and every kind of bad one. After
 // each bad request the server must still answer /healthz.
 #include <gtest/gtest.h>
+
+#include <chrono>
+#include <thread>
 #include <httplib.h>
 #include <openssl/evp.h>
 
@@ -224,10 +227,18 @@ TEST_F(ServeHttp, BadRequests) {
 TEST_F(ServeHttp, MetricsCountRequestsAndErrors) {
   post("/v1/predict", {part("not an image")});
   post("/v1/predict", {part(vt::png_bytes(32, 32, 3))});
-  auto m = client().Get("/metrics");
-  ASSERT_TRUE(m);
-  ASSERT_EQ(m->status, 200);
-  json j = json::parse(m->body);
+  // httplib's logger (where the server records a request) runs after the response has
+  // been written, so the client can ask /metrics before the second POST is counted:
+  // poll for up to 2 s instead of racing the server thread.
+  json j;
+  for (int i = 0; i < 200; i++) {
+    auto m = client().Get("/metrics");
+    ASSERT_TRUE(m);
+    ASSERT_EQ(m->status, 200);
+    j = json::parse(m->body);
+    if (j["requests_by_route"]["POST /v1/predict"].get<int>() >= 2) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   EXPECT_GE(j["requests_total"].get<int>(), 2);
   EXPECT_GE(j["errors_4xx"].get<int>(), 1);
   EXPECT_GE(j["requests_by_route"]["POST /v1/predict"].get<int>(), 2);
