@@ -177,6 +177,8 @@ void TrainConfig::validate() const {
   if (checkpoint_every < 0) bad("checkpoint_every", "must be >= 0 (0 = epoch ends only), got " + std::to_string(checkpoint_every));
   if (log_every < 1) bad("log_every", "must be >= 1, got " + std::to_string(log_every));
   if (max_steps < 0) bad("max_steps", "must be >= 0 (0 = no limit), got " + std::to_string(max_steps));
+  if (label_level != "class" && label_level != "group")
+    bad("label_level", "must be class or group, got '" + label_level + "'");
   if (!(time_budget_s >= 0)) bad("time_budget_s", "must be >= 0 (0 = off), got " + std::to_string(time_budget_s));
   if (ece_bins < 1 || ece_bins > 1000) bad("ece_bins", "must be in [1, 1000], got " + std::to_string(ece_bins));
   if (freeze_backbone_epochs < 0) bad("freeze_backbone_epochs", "must be >= 0, got " + std::to_string(freeze_backbone_epochs));

@@ -58,6 +58,7 @@ struct ConfigError : std::invalid_argument {
   X(std::string, val_split, "val", "manifest split for validation, best.vit and temperature fitting")            \
   X(float, balance_power, 0.0f, "class-balanced sampling: weight = count^-power; 0 = natural order, 1 = balanced") \
   X(std::string, augment, "light", "augmentation strength: none | light | strong")                               \
+  X(std::string, label_level, "class", "what to learn: class (the 14 cell classes) | group (the 9 coarse groups of engine/taxonomy, e.g. to pre-train for fine-tuning)") \
   X(bool, use_packs, true, "read DATA/<split>.pack (vitengine pack) when it holds exactly the split's images at the model's size; same pixels, no JPEG decoding") \
   X(bool, drop_last, true, "drop the last incomplete training batch of each epoch")                              \
   X(int, threads, 2, "image decoding / augmentation threads of the loader")                                      \

@@ -319,7 +319,14 @@ class Run {
       throw std::runtime_error("'" + mpath + "' has no '" + cfg_.train_split + "' samples in the " +
                                std::to_string(cfg_.subset) + "% subset");
     stats_ = read_stats(report_path(req_.data));
-    model_cfg_ = cfg_.model_config(num_classes());
+    // label_level=group: learn the 9 coarse groups; every label is mapped once, here.
+    names_ = class_names();
+    if (cfg_.label_level == "group") {
+      names_ = groups();
+      for (auto* v : {&train_samples_, &val_samples_})
+        for (auto& s : *v) s.label = group_of(s.label);
+    }
+    model_cfg_ = cfg_.model_config(int(names_.size()));
 
     LoaderConfig tl;
     tl.batch_size = cfg_.batch_size;
@@ -348,7 +355,7 @@ class Run {
       val_loader_ = val_pack ? std::make_unique<Loader>(val_pack, stats_, vl)
                              : std::make_unique<Loader>(val_samples_, stats_, vl);
     }
-    meta_.class_names = class_names();
+    meta_.class_names = names_;
     for (int c = 0; c < 3; ++c) meta_.mean[c] = stats_.mean[c], meta_.std[c] = stats_.std[c];
     meta_.temperature = 1.0f;
   }
@@ -741,7 +748,7 @@ class Run {
       TrainBackend& eb = eval_backend();
       Predictions p = predict(eb, *val_loader_);
       auto pred = argmax_rows(p.logits.data(), p.n(), p.k);
-      Metrics m = compute_metrics(confusion_matrix(p.labels, pred, p.k), class_names());
+      Metrics m = compute_metrics(confusion_matrix(p.labels, pred, p.k), names_);
       r.val_loss = mean_nll(p.logits.data(), p.labels.data(), p.n(), p.k);
       r.val_acc = m.accuracy;
       r.val_macro_f1 = m.macro_f1;
@@ -821,7 +828,7 @@ class Run {
     }
     auto after = calibration(p.logits.data(), p.labels.data(), n, p.k, T, cfg_.ece_bins);
     auto pred = argmax_rows(p.logits.data(), n, p.k);
-    Metrics m = compute_metrics(confusion_matrix(p.labels, pred, p.k), class_names());
+    Metrics m = compute_metrics(confusion_matrix(p.labels, pred, p.k), names_);
     const std::string rep = (fs::path(out_) / "report").string();
     fs::create_directories(rep);
     write_eval_pictures(m, &after, rep, "val: ");
@@ -872,6 +879,7 @@ class Run {
   std::string out_;
   std::function<void(const std::string&)> log_;
   std::vector<Sample> train_samples_, val_samples_;
+  std::vector<std::string> names_;  // output names: the 14 classes, or the 9 groups (label_level)
   DataStats stats_;
   ViTConfig model_cfg_;
   ModelMeta meta_;
