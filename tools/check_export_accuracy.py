@@ -31,6 +31,8 @@ ap.add_argument('--data-root', default='')
 ap.add_argument('--split', default='test')
 ap.add_argument('--heads', type=int, default=3)
 ap.add_argument('--batch', type=int, default=64)
+ap.add_argument('--every', type=int, default=1, help='use every Nth image of the split (Debian PyTorch is slow)')
+ap.add_argument('--preds', default='', help='write path,label,torch_pred CSV here')
 a = ap.parse_args()
 torch.set_num_threads(os.cpu_count())
 
@@ -46,7 +48,8 @@ model.eval()
 
 rep = json.load(open(os.path.join(a.data, 'report.json')))
 mean = torch.tensor(rep['mean']).view(1, 3, 1, 1); std = torch.tensor(rep['std']).view(1, 3, 1, 1)
-rows = [r for r in csv.DictReader(open(os.path.join(a.data, 'manifest.csv'))) if r['split'] == a.split]
+rows = [r for r in csv.DictReader(open(os.path.join(a.data, 'manifest.csv'))) if r['split'] == a.split][::a.every]
+out = open(a.preds, 'w') if a.preds else None
 correct, n = 0, 0
 for i in range(0, len(rows), a.batch):
     chunk = rows[i:i + a.batch]
@@ -61,6 +64,8 @@ for i in range(0, len(rows), a.batch):
         pred = model(x).argmax(1).tolist()
     for r, p in zip(chunk, pred):
         correct += CLASSES[p] == r['label']; n += 1
+        if out:
+            out.write(f"{os.path.join(a.data_root or r['src'], r['path'])},{r['label']},{CLASSES[p]}\n")
     print(f"\r{n}/{len(rows)} accuracy so far {correct / n:.4f}", end='', file=sys.stderr, flush=True)
 print(file=sys.stderr)
 print(json.dumps({'split': a.split, 'n': n, 'accuracy': correct / n, 'torch': torch.__version__}))
