@@ -15,6 +15,7 @@
 
 #include "engine/evaluate.h"
 #include "engine/pack.h"
+#include "engine/taxonomy.h"
 #include "engine/train_config.h"
 #include "engine/trainer.h"
 #include "weights/checkpoint.h"
@@ -174,6 +175,16 @@ TEST(Trainer, TimeBudgetShrinksTheEpochCountAfterEpochOne) {
   train(request(out / "loose", {"time_budget_s=1e6"}));
   EXPECT_EQ(csv_rows(out / "loose" / "metrics.csv").size(), 1u + 3u);
   EXPECT_THROW(TrainConfig::load("", {"time_budget_s=-1"}), std::exception);
+  fs::remove_all(out);
+}
+
+TEST(Trainer, GroupLabelLevelLearnsTheNineGroups) {
+  auto out = tmpdir("groups");
+  train(request(out, {"label_level=group", "max_steps=2"}));
+  LoadedModel lm = load_model((out / "last.vit").string());
+  EXPECT_EQ(lm.model->config().num_classes, 9);
+  EXPECT_EQ(lm.meta.class_names, groups());
+  EXPECT_THROW(TrainConfig::load("", {"label_level=subtype"}), std::exception);
   fs::remove_all(out);
 }
 
