@@ -18,16 +18,23 @@ static void check_label(int y, int C, int b) {
                             " is outside [0, " + std::to_string(C) + ")");
 }
 
+// Row maximum and sum of exp(z - max), in double: the stable log-sum-exp both passes need.
+template <typename T>
+static void row_max_sumexp(const T* z, int C, double* mx, double* se) {
+  *mx = z[0];
+  for (int c = 1; c < C; c++) *mx = std::max(*mx, (double)z[c]);
+  *se = 0;
+  for (int c = 0; c < C; c++) *se += std::exp((double)z[c] - *mx);
+}
+
 template <typename T>
 T softmax_xent_fwd(const T* logits, const int* labels, T* losses, int B, int C, T smoothing) {
   double total = 0;
   for (int b = 0; b < B; b++) {
     check_label(labels[b], C, b);
     const T* z = logits + (size_t)b * C;
-    double mx = z[0];
-    for (int c = 1; c < C; c++) mx = std::max(mx, (double)z[c]);
-    double se = 0;
-    for (int c = 0; c < C; c++) se += std::exp((double)z[c] - mx);
+    double mx, se;
+    row_max_sumexp(z, C, &mx, &se);
     double lse = mx + std::log(se);
     double l = 0;
     for (int c = 0; c < C; c++) {
@@ -45,10 +52,8 @@ void softmax_xent_bwd(const T* logits, const int* labels, T* dlogits, int B, int
   for (int b = 0; b < B; b++) {
     check_label(labels[b], C, b);
     const T* z = logits + (size_t)b * C;
-    double mx = z[0];
-    for (int c = 1; c < C; c++) mx = std::max(mx, (double)z[c]);
-    double se = 0;
-    for (int c = 0; c < C; c++) se += std::exp((double)z[c] - mx);
+    double mx, se;
+    row_max_sumexp(z, C, &mx, &se);
     for (int c = 0; c < C; c++) {
       double p = std::exp((double)z[c] - mx) / se;
       double t = (c == labels[b] ? 1.0 - (double)smoothing : 0.0) + (double)smoothing / C;

@@ -82,6 +82,12 @@ bool all_zero(const float* a, size_t n) {
   return true;
 }
 
+std::vector<int> labels_of(RefFile& r) {  // stored as floats, like every reference tensor
+  std::vector<int> labels;
+  for (float f : r.t["labels"]) labels.push_back((int)f);
+  return labels;
+}
+
 class Parity : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(Parity, LogitsLossAndEveryGradient) {
@@ -89,8 +95,7 @@ TEST_P(Parity, LogitsLossAndEveryGradient) {
   vit::ViT m(config_of(r.meta));
   load_params(m, r);
   const int B = r.meta["batch"];
-  std::vector<int> labels;
-  for (float f : r.t["labels"]) labels.push_back((int)f);
+  const std::vector<int> labels = labels_of(r);
   const float* logits = m.forward(r.t["input"].data(), B);
   const size_t nl = (size_t)B * m.config().num_classes;
   ASSERT_FALSE(all_zero(logits, nl));
@@ -115,8 +120,7 @@ TEST_P(Parity, TenAdamWStepsFollowPyTorch) {
   vit::ViT m(config_of(r.meta));
   load_params(m, r);
   const int B = r.meta["batch"];
-  std::vector<int> labels;
-  for (float f : r.t["labels"]) labels.push_back((int)f);
+  const std::vector<int> labels = labels_of(r);
   vit::cpu::AdamWParams hp;
   hp.lr = r.meta["lr"], hp.weight_decay = r.meta["weight_decay"];
   const auto& want = r.t["losses10"];
