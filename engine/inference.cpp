@@ -140,12 +140,20 @@ void Predictor::prepare(const Image& img, float* out) const {
   to_chw_normalized(v, lm_.meta.mean, lm_.meta.std, out);
 }
 
+void Predictor::use_device(const std::string& device, int max_batch) {
+  if (device == "cpu") {
+    backend_.reset();
+    return;
+  }
+  backend_ = make_backend(device, *lm_.model, std::max(1, max_batch), "fp32");
+}
+
 std::vector<Prediction> Predictor::run(const float* chw, int B) {
   std::vector<Prediction> out(B);
   if (B <= 0) return out;
   ForwardOptions opt;
   opt.training = false;
-  const float* logits = lm_.model->forward(chw, B, opt);
+  const float* logits = backend_ ? backend_->forward(chw, B, opt) : lm_.model->forward(chw, B, opt);
   int C = num_classes();
   for (int b = 0; b < B; ++b) {
     out[b].probs.resize(C);

@@ -5,7 +5,10 @@
 #include <string>
 #include <vector>
 
+#include <memory>
+
 #include "engine/image.h"
+#include "engine/train_backend.h"
 #include "weights/checkpoint.h"
 
 namespace vit {
@@ -53,8 +56,13 @@ class Predictor {
   // model_view + normalise into out (input_floats() floats).
   void prepare(const Image& img, float* out) const;
 
-  // Forward B prepared images (B * input_floats() floats) in one pass. The attention
-  // probabilities of this pass stay readable through model() until the next call.
+  // Run forward passes on "cpu" (default) or "cuda" (the same backend `vitengine eval
+  // --device cuda` uses; fp32; batches up to max_batch). On cuda the attention
+  // probabilities are not kept, so explain/rollout stay on the CPU. Throws on an unknown
+  // device or when CUDA is unavailable.
+  void use_device(const std::string& device, int max_batch);
+  // Forward B prepared images (B * input_floats() floats) in one pass. On the CPU the
+  // attention probabilities of this pass stay readable through model() until the next call.
   std::vector<Prediction> run(const float* chw, int B);
   // Prepare and run in chunks of at most `batch` images.
   std::vector<Prediction> predict(const std::vector<Image>& images, int batch);
@@ -62,6 +70,7 @@ class Predictor {
  private:
   void check_meta();
   LoadedModel lm_;
+  std::unique_ptr<TrainBackend> backend_;  // set by use_device("cuda")
   std::string version_;
 };
 

@@ -87,6 +87,16 @@ TEST_F(Cli, PredictMissingModelIsAClearError) {
   EXPECT_EQ(vt::run(bin() + " predict --model " + model_ + " --format xml " + dir_ + "/smear/a.png", nullptr, &err), 2);
 }
 
+TEST_F(Cli, PredictOnCudaWithoutAGpuSaysSo) {
+  // CI has no GPU: --device cuda must end with a clear CUDA error (no device, or a
+  // build without CUDA), not a crash and not a silent CPU run.
+  std::string err;
+  int rc = vt::run(bin() + " predict --device cuda --model " + model_ + " " + dir_ + "/smear/a.png", nullptr, &err);
+  if (rc == 0) GTEST_SKIP() << "a CUDA device is present: covered by the GPU runs";
+  EXPECT_EQ(rc, 1) << err;
+  EXPECT_NE(err.find("CUDA"), std::string::npos) << err;
+}
+
 TEST_F(Cli, ExplainWritesEveryMap) {
   std::string out_dir = dir_ + "/explain", err;
   ASSERT_EQ(vt::run(bin() + " explain --model " + model_ + " " + dir_ + "/smear/a.png --out " + out_dir, nullptr, &err),

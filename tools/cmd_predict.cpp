@@ -1,5 +1,6 @@
 // vitengine predict: classify cell images with calibrated probabilities.
 //   vitengine predict [--model CKPT] IMAGE|DIR... [--top-k 3] [--format table|json|csv] [--batch 16]
+//                     [--device cpu|cuda]
 // An unreadable file gets an error line (stderr; in JSON also a {"file","error"} record)
 // and the rest still run; the exit code is 1 at the end if any file failed.
 #include <algorithm>
@@ -8,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/inference.h"
+#include "engine/train_backend.h"
 #include "tools/cli.h"
 
 namespace vit::cli {
@@ -22,6 +24,7 @@ struct PredictArgs {
   int batch = 16;
   float review_below = 0.5f;
   int time_runs = 0;
+  std::string device = "cpu";
 };
 
 std::string csv_field(const std::string& s) {
@@ -35,6 +38,10 @@ int run_predict(const PredictArgs& a) {
   if (a.top_k < 1) throw UsageError("--top-k must be >= 1");
   if (a.batch < 1) throw UsageError("--batch must be >= 1");
   Predictor pred(resolve_model_path(a.model));
+#ifdef VITENGINE_HAS_CUDA
+  set_cuda_backend_factory(&make_cuda_train_backend);  // --device cuda
+#endif
+  pred.use_device(a.device, a.batch);
   const auto& names = pred.class_names();
   const int k = std::min(a.top_k, pred.num_classes());
   std::vector<std::string> files = list_image_files(a.inputs);
@@ -133,6 +140,9 @@ Command register_predict(CLI::App& root) {
   c.app->add_option("--review-below", a->review_below, "Flag predictions whose top probability is below this")
       ->capture_default_str();
   c.app->add_option("--time-runs", a->time_runs, "Also time the first batch's forward pass N times (stderr)");
+  c.app->add_option("--device", a->device, "Run the forward passes on cpu or cuda (fp32)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
   c.run = [a]() { return run_predict(*a); };
   return c;
 }
