@@ -6,6 +6,9 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <atomic>
+#include <chrono>
+
 #include <cstdio>
 #include <thread>
 
@@ -46,13 +49,21 @@ int run_serve(ServeArgs a) {
   std::printf("vitengine serve: model %s (%s), listening on http://%s:%d/\n", pred.version().c_str(),
               pred.config().to_string().c_str(), a.opt.host.c_str(), port);
   std::fflush(stdout);
+  std::atomic<bool> done{false};
   std::thread waiter([&] {
     int sig = 0;
     sigwait(&sigs, &sig);
+    if (done) return;
     std::fprintf(stderr, "vitengine serve: signal %d, stopping\n", sig);
-    server.stop();
+    // httplib's stop() does nothing until the accept loop has started, and a signal can
+    // arrive between bind() and that moment: repeat until serve() has returned.
+    while (!done) {
+      server.stop();
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
   });
   server.serve();
+  done = true;
   // serve() also returns if listening failed; wake the waiter so it can be joined.
   pthread_kill(waiter.native_handle(), SIGTERM);
   waiter.join();
