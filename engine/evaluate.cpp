@@ -219,14 +219,28 @@ nlohmann::json evaluate(const EvalRequest& req) {
           throw std::runtime_error("folder '" + set.truth_names[idx[i]] +
                                    "' is not a model class; evaluate it through --map");
     }
+    // The model's outputs are the 14 classes, or the 9 groups of a label_level=group run:
+    // each true class goes to the output of the same name, else to its group's output.
+    std::vector<int> class_to_output(num_classes(), -1);
+    for (int c = 0; c < num_classes(); ++c) {
+      auto it = std::find(names.begin(), names.end(), classes()[c].name);
+      if (it == names.end()) it = std::find(names.begin(), names.end(), groups()[group_of(c)]);
+      if (it != names.end()) class_to_output[c] = int(it - names.begin());
+    }
     std::vector<int> truth(n);
-    for (size_t i = 0; i < n; ++i) truth[i] = p.labels[i];
+    for (size_t i = 0; i < n; ++i) {
+      const int c = p.labels[i];
+      if (c < 0 || c >= num_classes() || class_to_output[c] < 0)
+        throw std::runtime_error("eval: true class '" + (c >= 0 && c < num_classes() ? classes()[c].name : std::to_string(c)) +
+                                 "' is neither an output of '" + req.model + "' nor in one of its groups; use --map");
+      truth[i] = class_to_output[c];
+    }
     m = compute_metrics(confusion_matrix(truth, pred14, K), names);
     calib = calibration(p.logits.data(), truth.data(), n, K, T, req.ece_bins);
     calib_raw = calibration(p.logits.data(), truth.data(), n, K, 1.0, req.ece_bins);
     j["nll"] = mean_nll(p.logits.data(), truth.data(), n, K, T);
-    // the 9 coarse groups
-    if (K == num_classes()) {
+    // the 9 coarse groups (a 14-class model in taxonomy order)
+    if (K == num_classes() && names[0] == classes()[0].name) {
       std::vector<int> c2g(K);
       for (int c = 0; c < K; ++c) c2g[c] = group_of(c);
       j["group9"] = {{"accuracy", group_accuracy(m.confusion, c2g)},
