@@ -185,6 +185,19 @@ TEST(Trainer, GroupLabelLevelLearnsTheNineGroups) {
   EXPECT_EQ(lm.model->config().num_classes, 9);
   EXPECT_EQ(lm.meta.class_names, groups());
   EXPECT_THROW(TrainConfig::load("", {"label_level=subtype"}), std::exception);
+  // eval scores a group model against the groups of the true classes: a 9 x 9 confusion
+  // matrix holding every one of the fixture's 70 test images (14 classes x 5)
+  ASSERT_EQ(run_cli({"eval", "--model", (out / "last.vit").string(), "--data", kFixture, "--split", "test", "--out",
+                     (out / "ev").string()},
+                    out / "eval.txt"),
+            0)
+      << slurp(out / "eval.txt");
+  nlohmann::json j = nlohmann::json::parse(slurp(out / "ev/metrics.json"));
+  ASSERT_EQ(j["confusion"].size(), 9u);
+  int64_t total = 0;
+  for (const auto& row : j["confusion"])
+    for (const auto& v : row) total += v.get<int64_t>();
+  EXPECT_EQ(total, 70);
   fs::remove_all(out);
 }
 
