@@ -164,6 +164,21 @@ std::vector<Prediction> Predictor::run(const float* chw, int B) {
   return out;
 }
 
+void load_images(const std::vector<std::string>& files, size_t begin, size_t end, std::vector<Image>& images,
+                 std::vector<std::string>& paths,
+                 const std::function<void(const std::string& path, const std::string& what)>& on_error) {
+  images.clear();
+  paths.clear();
+  for (size_t j = begin; j < std::min(files.size(), end); ++j) {
+    try {
+      images.push_back(load_image(files[j]));
+      paths.push_back(files[j]);
+    } catch (const std::exception& e) {
+      on_error(files[j], e.what());
+    }
+  }
+}
+
 std::vector<Prediction> Predictor::predict(const std::vector<Image>& images, int batch) {
   batch = std::max(1, batch);
   std::vector<Prediction> all;

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include <functional>
 #include <memory>
 
 #include "engine/image.h"
@@ -78,6 +79,13 @@ class Predictor {
 // .png, .bmp, any case); other paths are kept as given, even if missing, so that the
 // caller reports each unreadable one. Throws if a folder cannot be listed.
 std::vector<std::string> list_image_files(const std::vector<std::string>& paths);
+
+// Decodes files[begin, end): each readable image goes to `images` and its path to `paths`
+// (same order); each unreadable one is handed to on_error(path, what) and skipped, so one
+// bad file never stops a batch. Shared by predict and differential.
+void load_images(const std::vector<std::string>& files, size_t begin, size_t end, std::vector<Image>& images,
+                 std::vector<std::string>& paths,
+                 const std::function<void(const std::string& path, const std::string& what)>& on_error);
 
 // SHA-256 of a file, lowercase hex. Throws if unreadable.
 std::string sha256_file(const std::string& path);

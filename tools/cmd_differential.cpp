@@ -38,15 +38,10 @@ int run_differential(const DiffArgs& a) {
   for (size_t i = 0; i < files.size(); i += size_t(a.batch)) {
     std::vector<Image> imgs;
     std::vector<std::string> ok;
-    for (size_t j = i; j < std::min(files.size(), i + size_t(a.batch)); ++j) {
-      try {
-        imgs.push_back(load_image(files[j]));
-        ok.push_back(files[j]);
-      } catch (const std::exception& e) {
-        std::fprintf(stderr, "vitengine differential: skipped %s: %s\n", files[j].c_str(), e.what());
-        unreadable.push_back({{"file", fs::relative(files[j], a.dir).string()}, {"error", e.what()}});
-      }
-    }
+    load_images(files, i, i + size_t(a.batch), imgs, ok, [&](const std::string& file, const std::string& what) {
+      std::fprintf(stderr, "vitengine differential: skipped %s: %s\n", file.c_str(), what.c_str());
+      unreadable.push_back({{"file", fs::relative(file, a.dir).string()}, {"error", what}});
+    });
     std::vector<Prediction> preds = pred.predict(imgs, a.batch);
     for (size_t j = 0; j < preds.size(); ++j) {
       CellCall c{fs::relative(ok[j], a.dir).string(), preds[j].probs, ""};

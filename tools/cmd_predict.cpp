@@ -56,18 +56,13 @@ int run_predict(const PredictArgs& a) {
   for (size_t i = 0; i < files.size(); i += size_t(a.batch)) {
     std::vector<Image> imgs;
     std::vector<std::string> ok;
-    for (size_t j = i; j < std::min(files.size(), i + size_t(a.batch)); ++j) {
-      try {
-        imgs.push_back(load_image(files[j]));
-        ok.push_back(files[j]);
-      } catch (const std::exception& e) {
-        ++failed;
-        std::string msg = e.what();  // the image reader usually names the file already
-        if (msg.find(files[j]) == std::string::npos) msg = files[j] + ": " + msg;
-        std::fprintf(stderr, "vitengine predict: error: %s\n", msg.c_str());
-        if (a.format == "json") std::printf("%s\n", nlohmann::json{{"file", files[j]}, {"error", e.what()}}.dump().c_str());
-      }
-    }
+    load_images(files, i, i + size_t(a.batch), imgs, ok, [&](const std::string& file, const std::string& what) {
+      ++failed;
+      std::string msg = what;  // the image reader usually names the file already
+      if (msg.find(file) == std::string::npos) msg = file + ": " + msg;
+      std::fprintf(stderr, "vitengine predict: error: %s\n", msg.c_str());
+      if (a.format == "json") std::printf("%s\n", nlohmann::json{{"file", file}, {"error", what}}.dump().c_str());
+    });
     std::vector<Prediction> preds = pred.predict(imgs, a.batch);
     for (size_t j = 0; j < preds.size(); ++j) {
       const Prediction& p = preds[j];
