@@ -24,10 +24,8 @@ class CudaBackend : public TrainBackend {
   void backward() override { m_.backward(); }
   void zero_grad() override { m_.zero_grad(); }
   double adamw_step(const cpu::AdamWParams& hp, float clip) override { return m_.adamw_step(hp, clip); }
-  double adamw_step_scaled(const cpu::AdamWParams&, float, const std::vector<float>&) override {
-    throw std::runtime_error(
-        "per-tensor learning rates (freeze_backbone_epochs, backbone_lr_mult != 1) are CPU-only for now; "
-        "use device=cpu or leave them at their defaults");
+  double adamw_step_scaled(const cpu::AdamWParams& hp, float clip, const std::vector<float>& s) override {
+    return m_.adamw_step_scaled(hp, clip, s);
   }
   void pull(ViT& host) override { m_.download(host); }
   void push(const ViT& host) override { m_.upload(host); }

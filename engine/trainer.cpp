@@ -29,30 +29,6 @@ namespace vit {
 
 namespace {
 
-// Per-tensor AdamW over the host arena: the same update as ViT::adamw_step, but
-// each parameter tensor gets lr * scale (0 = frozen, untouched).
-double scaled_adamw(ViT& m, cpu::AdamWParams hp, float clip_norm, const std::vector<float>& scale) {
-  const auto& table = m.params();
-  if (scale.size() != table.size())
-    throw std::invalid_argument("adamw_step_scaled: " + std::to_string(scale.size()) + " scales for " +
-                                std::to_string(table.size()) + " tensors");
-  double ss = 0;
-  for (size_t i = 0; i < table.size(); ++i)
-    if (scale[i] > 0) ss += cpu::sum_squares(m.grad_data() + table[i].offset, table[i].numel);
-  double norm = std::sqrt(ss);
-  if (!std::isfinite(norm)) throw std::runtime_error("AdamW: gradient norm is not finite (NaN or inf in gradients)");
-  if (clip_norm > 0 && norm > clip_norm) hp.grad_scale *= float(clip_norm / (norm + 1e-6));
-  const float lr = hp.lr;
-  for (size_t i = 0; i < table.size(); ++i) {
-    if (!(scale[i] > 0)) continue;
-    const auto& p = table[i];
-    hp.lr = lr * scale[i];
-    cpu::adamw_step(m.param_data() + p.offset, m.grad_data() + p.offset, m.adam_m() + p.offset,
-                    m.adam_v() + p.offset, p.numel, p.decay ? p.numel : 0, hp);
-  }
-  return norm;
-}
-
 class CpuBackend : public TrainBackend {
  public:
   explicit CpuBackend(ViT& m) : m_(m) {}
@@ -64,7 +40,7 @@ class CpuBackend : public TrainBackend {
   void zero_grad() override { m_.zero_grad(); }
   double adamw_step(const cpu::AdamWParams& hp, float clip) override { return m_.adamw_step(hp, clip); }
   double adamw_step_scaled(const cpu::AdamWParams& hp, float clip, const std::vector<float>& s) override {
-    return scaled_adamw(m_, hp, clip, s);
+    return m_.adamw_step_scaled(hp, clip, s);
   }
   void pull(ViT& host) override {
     if (&host != &m_) copy(m_, host);

@@ -394,6 +394,28 @@ double ViT::adamw_step(cpu::AdamWParams hp, float clip_norm) {
   return norm;
 }
 
+double ViT::adamw_step_scaled(cpu::AdamWParams hp, float clip_norm, const std::vector<float>& scale) {
+  const auto& table = params();
+  if (scale.size() != table.size())
+    throw std::invalid_argument("adamw_step_scaled: " + std::to_string(scale.size()) + " scales for " +
+                                std::to_string(table.size()) + " tensors");
+  double ss = 0;
+  for (size_t i = 0; i < table.size(); ++i)
+    if (scale[i] > 0) ss += cpu::sum_squares(grad_data() + table[i].offset, table[i].numel);
+  const double norm = std::sqrt(ss);
+  if (!std::isfinite(norm)) throw std::runtime_error("AdamW: gradient norm is not finite (NaN or inf in gradients)");
+  if (clip_norm > 0 && norm > clip_norm) hp.grad_scale *= float(clip_norm / (norm + 1e-6));
+  const float lr = hp.lr;
+  for (size_t i = 0; i < table.size(); ++i) {
+    if (!(scale[i] > 0)) continue;
+    const auto& p = table[i];
+    hp.lr = lr * scale[i];
+    cpu::adamw_step(param_data() + p.offset, grad_data() + p.offset, adam_m() + p.offset, adam_v() + p.offset,
+                    p.numel, p.decay ? p.numel : 0, hp);
+  }
+  return norm;
+}
+
 void ViT::reset_optimizer() { std::fill(arena_.begin() + 2 * nparams_, arena_.end(), 0.0f); }
 
 }  // namespace vit

@@ -99,6 +99,10 @@ class ViT {
   // One AdamW step over the whole arena; returns the global grad norm before clipping.
   // clip_norm <= 0 disables clipping.
   double adamw_step(cpu::AdamWParams hp, float clip_norm);
+  // The same update with a learning-rate scale per parameter tensor (params() order), for
+  // fine-tuning: scale 0 freezes a tensor (its moments are not touched, and its gradient is
+  // left out of the clipping norm), scale s trains it at lr * s. Returns that norm.
+  double adamw_step_scaled(cpu::AdamWParams hp, float clip_norm, const std::vector<float>& scale);
   void reset_optimizer();
 
  private:

@@ -608,6 +608,31 @@ double ViTCuda::adamw_step(cpu::AdamWParams hp, float clip_norm) {
   return norm;
 }
 
+double ViTCuda::adamw_step_scaled(cpu::AdamWParams hp, float clip_norm, const std::vector<float>& scale) {
+  Impl& I = *impl_;
+  if (scale.size() != I.table.size())
+    throw std::invalid_argument("adamw_step_scaled: " + std::to_string(scale.size()) + " scales for " +
+                                std::to_string(I.table.size()) + " tensors");
+  for (size_t i = 0; i < I.table.size(); ++i)
+    if (!(scale[i] > 0))
+      VIT_CHECK(cudaMemsetAsync(I.grads + I.table[i].offset, 0, I.table[i].numel * sizeof(float), I.stream));
+  cuda::sum_squares(I.grads, I.n, I.sumsq, I.sumsq_scratch, I.stream);
+  VIT_CHECK(cudaMemcpyAsync(I.h_sumsq, I.sumsq, sizeof(double), cudaMemcpyDeviceToHost, I.stream));
+  VIT_CHECK(cudaStreamSynchronize(I.stream));
+  const double norm = std::sqrt(*I.h_sumsq);
+  if (!std::isfinite(norm)) throw std::runtime_error("AdamW: gradient norm is not finite (NaN or inf in gradients)");
+  if (clip_norm > 0 && norm > clip_norm) hp.grad_scale *= (float)(clip_norm / (norm + 1e-6));
+  const float lr = hp.lr;
+  for (size_t i = 0; i < I.table.size(); ++i) {
+    if (!(scale[i] > 0)) continue;
+    const ParamInfo& p = I.table[i];
+    hp.lr = lr * scale[i];
+    cuda::adamw_step(I.params + p.offset, I.grads + p.offset, I.m + p.offset, I.v + p.offset, p.numel,
+                     p.decay ? p.numel : 0, hp, I.stream, I.shadow ? I.shadow + p.offset : nullptr);
+  }
+  return norm;
+}
+
 const float* ViTCuda::attention_lse(int layer) const {
   const Impl& I = *impl_;
   if (layer < 0 || layer >= I.cfg.depth) throw std::out_of_range("attention_lse: layer " + std::to_string(layer));

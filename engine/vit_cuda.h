@@ -83,6 +83,11 @@ class ViTCuda {
   // One AdamW step over the whole arena; returns the global grad norm before clipping
   // (computed on the device; one synchronisation to read it). Throws if it is not finite.
   double adamw_step(cpu::AdamWParams hp, float clip_norm);
+  // Fine-tuning: the same as vit::ViT::adamw_step_scaled (lr * scale[i] per tensor, 0 = frozen:
+  // moments untouched, gradient left out of the clipping norm). One launch per live tensor; the
+  // gradients of frozen tensors are zeroed first so that one arena-wide sum of squares is the
+  // norm over the live ones (the next step's zero_grad clears them anyway).
+  double adamw_step_scaled(cpu::AdamWParams hp, float clip_norm, const std::vector<float>& scale);
 
   // ---- device-side views (for tests and attention maps) ----
   const float* attention_lse(int layer) const;  // device (B, H, N) from the last forward

@@ -106,3 +106,44 @@ TEST(Model, ConfigValidationNamesTheField) {
   vit::ViT m(b);
   EXPECT_EQ(m.num_params(), 85809422u);  // torchvision vit_b_16 with a 14-class head: 85,798,656 + 10,766
 }
+
+TEST(Model, ScaledAdamWFreezesAndScalesPerTensor) {
+  // Fine-tuning's optimizer step against whole-arena AdamW steps on copies of the model:
+  // a tensor at scale s must end exactly where a plain step at lr * s puts it, a tensor at
+  // scale 0 must not move (nor its moments), and the clipping norm covers live tensors only.
+  vit::ViT m(tiny(0.0f));
+  m.init(3);
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0, 1.0f);
+  const size_t n = m.num_params();
+  for (size_t i = 0; i < n; ++i) m.grad_data()[i] = nd(rng);
+  vit::ViT full(tiny(0.0f)), half(tiny(0.0f));  // references: every tensor at lr and at lr / 2
+  for (vit::ViT* r : {&full, &half}) std::copy(m.param_data(), m.param_data() + 4 * n, r->param_data());
+  std::vector<float> scale;
+  double live_ss = 0;
+  for (size_t i = 0; i < m.params().size(); ++i) {
+    const auto& p = m.params()[i];
+    scale.push_back(i % 3 == 0 ? 0.0f : (i % 3 == 1 ? 1.0f : 0.5f));
+    if (scale.back() > 0)
+      for (size_t k = 0; k < p.numel; ++k) live_ss += double(m.grad_data()[p.offset + k]) * m.grad_data()[p.offset + k];
+  }
+  const std::vector<float> before(m.param_data(), m.param_data() + 4 * n);
+  vit::cpu::AdamWParams hp;
+  hp.lr = 1e-2f, hp.weight_decay = 0.1f, hp.step = 1;
+  // no clipping here (clip 0), so the reference steps see the same gradient scale
+  EXPECT_NEAR(m.adamw_step_scaled(hp, 0.0f, scale), std::sqrt(live_ss), 1e-9 * std::sqrt(live_ss));
+  full.adamw_step(hp, 0.0f);
+  hp.lr *= 0.5f;
+  half.adamw_step(hp, 0.0f);
+  for (size_t i = 0; i < m.params().size(); ++i) {
+    const auto& p = m.params()[i];
+    for (size_t part = 0; part < 4; ++part) {
+      const size_t off = part * n + p.offset;
+      const float* want = scale[i] == 0 ? before.data() + off
+                                        : (scale[i] == 1 ? full.param_data() + off : half.param_data() + off);
+      for (size_t k = 0; k < p.numel; ++k)
+        ASSERT_EQ(m.param_data()[off + k], want[k]) << p.name << " part " << part << " element " << k;
+    }
+  }
+  EXPECT_THROW(m.adamw_step_scaled(hp, 0.0f, std::vector<float>(scale.size() - 1, 1.0f)), std::invalid_argument);
+}
