@@ -33,6 +33,7 @@ ap.add_argument('--heads', type=int, default=3)
 ap.add_argument('--batch', type=int, default=64)
 ap.add_argument('--every', type=int, default=1, help='use every Nth image of the split (Debian PyTorch is slow)')
 ap.add_argument('--preds', default='', help='write path,label,torch_pred CSV here')
+ap.add_argument('--device', default='cpu', help='cpu or cuda (fp32 either way)')
 a = ap.parse_args()
 torch.set_num_threads(os.cpu_count())
 
@@ -44,7 +45,7 @@ L = len({k.split('.')[2] for k in sd if k.startswith('encoder.layers.')})
 M = sd['encoder.layers.encoder_layer_0.mlp.0.weight'].shape[0]; C = sd['heads.head.weight'].shape[0]
 model = VisionTransformer(S, P, L, a.heads, D, M, num_classes=C)
 model.load_state_dict(sd, strict=True)
-model.eval()
+model.eval().to(a.device)
 
 rep = json.load(open(os.path.join(a.data, 'report.json')))
 mean = torch.tensor(rep['mean']).view(1, 3, 1, 1); std = torch.tensor(rep['std']).view(1, 3, 1, 1)
@@ -61,11 +62,11 @@ for i in range(0, len(rows), a.batch):
         xs.append(torch.from_numpy(np.asarray(im)).permute(2, 0, 1).float() / 255)
     x = (torch.stack(xs) - mean) / std
     with torch.no_grad():
-        pred = model(x).argmax(1).tolist()
+        pred = model(x.to(a.device)).argmax(1).tolist()
     for r, p in zip(chunk, pred):
         correct += CLASSES[p] == r['label']; n += 1
         if out:
             out.write(f"{os.path.join(a.data_root or r['src'], r['path'])},{r['label']},{CLASSES[p]}\n")
     print(f"\r{n}/{len(rows)} accuracy so far {correct / n:.4f}", end='', file=sys.stderr, flush=True)
 print(file=sys.stderr)
-print(json.dumps({'split': a.split, 'n': n, 'accuracy': correct / n, 'torch': torch.__version__}))
+print(json.dumps({'split': a.split, 'n': n, 'accuracy': correct / n, 'torch': torch.__version__, 'device': a.device}))

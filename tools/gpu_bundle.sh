@@ -1,22 +1,24 @@
 #!/usr/bin/env bash
 # Packs what tools/gpu_check.sh needs from a build folder into one small folder to carry to
 # the GPU machine (the build folder itself, with object files, is far over the 64 MiB limit):
-# the test and benchmark binaries, plus the non-CUDA shared libraries they load that a
-# CUDA + PyTorch machine may lack (Google Benchmark's libbenchmark, libgomp).
+# the CLI, the test and benchmark binaries, plus the non-CUDA shared libraries they load that a
+# CUDA + PyTorch machine may lack (Debian's libbenchmark, libgomp, libzip, cpp-httplib, brotli, bz2;
+# the list was read off the H100 machine, where only these were "not found").
 #
 #   cmake -S . -B build-gpu -DVITENGINE_CUDA=ON -DVITENGINE_NATIVE=OFF
-#   cmake --build build-gpu -j2 --target vitengine_gpu_tests bench_ops_cuda bench_e2e_cuda bench_attention
+#   cmake --build build-gpu -j2 --target vitengine vitengine_tests vitengine_gpu_tests bench_ops_cuda bench_e2e_cuda bench_attention
 #   tools/gpu_bundle.sh build-gpu .device/bin        # then carry .device/bin (git-ignored)
 #   (on the GPU machine)  BUILD=.device/bin OUT=$OUT tools/gpu_check.sh
 set -eu
 SRC=${1:-build-gpu}
 DST=${2:-.device/bin}
 mkdir -p "$DST"
-for b in vitengine_gpu_tests bench_ops_cuda bench_e2e_cuda bench_attention; do
+for b in vitengine vitengine_tests vitengine_gpu_tests bench_ops_cuda bench_e2e_cuda bench_attention; do
   if [ -x "$SRC/$b" ]; then cp "$SRC/$b" "$DST/"; else echo "note: $SRC/$b not built"; fi
 done
 for b in "$DST"/*; do
   [ -x "$b" ] || continue
-  ldd "$b" | awk '/=> \// {print $3}' | grep -E 'libbenchmark|libgomp' || true
+  ldd "$b" | awk '/=> \// {print $3}' | grep -E 'libbenchmark|libgomp|libzip|libcpp-httplib|libbrotli|libbz2' || true
 done | sort -u | while read -r lib; do cp -L "$lib" "$DST/"; done
+strip "$DST"/vitengine* "$DST"/bench_* 2>/dev/null || true
 du -sh "$DST"; ls -la "$DST"
