@@ -143,9 +143,7 @@ void TrainConfig::validate() const {
                       {heads, "heads"}, {mlp_dim, "mlp_dim"}})
     if (v < 0) bad(n, "must be >= 0 (0 = the preset's), got " + std::to_string(v));
   if (!(dropout >= 0 && dropout < 1)) bad("dropout", "must be in [0, 1), got " + default_text(dropout));
-  if (drop_path != 0)
-    bad("drop_path", "must be 0: stochastic depth is not implemented in the engine's model yet, got " +
-                         default_text(drop_path));
+  if (!(drop_path >= 0 && drop_path < 1)) bad("drop_path", "must be in [0, 1), got " + default_text(drop_path));
   if (epochs < 1) bad("epochs", "must be >= 1, got " + std::to_string(epochs));
   if (batch_size < 1) bad("batch_size", "must be >= 1, got " + std::to_string(batch_size));
   if (!(lr > 0 && std::isfinite(lr))) bad("lr", "must be a finite number > 0, got " + default_text(lr));

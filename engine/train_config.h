@@ -35,7 +35,7 @@ struct ConfigError : std::invalid_argument {
   X(int, heads, 0, "attention heads; 0 = the preset's")                                                          \
   X(int, mlp_dim, 0, "MLP hidden width; 0 = the preset's")                                                       \
   X(float, dropout, 0.0f, "dropout probability inside the model (torchvision's `dropout`)")                      \
-  X(float, drop_path, 0.0f, "stochastic depth rate; the engine has no drop-path yet, so only 0 is accepted")     \
+  X(float, drop_path, 0.0f, "stochastic depth: block l drops its residual branches per sample with rate drop_path*l/(depth-1) (the reference recipe: 0.1)") \
   /* ---- optimisation ---- */                                                                                 \
   X(int, epochs, 10, "training epochs (the lr schedule spans all of them)")                                     \
   X(int, batch_size, 32, "images per optimizer step")                                                            \

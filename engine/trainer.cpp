@@ -624,6 +624,7 @@ class Run {
         fo.training = true;
         fo.keep_attention = false;
         fo.dropout_seed = dropout_seed(uint64_t(cfg_.seed), step_);
+        fo.drop_path = cfg_.drop_path;
         backend_->zero_grad();
         const float* logits = backend_->forward(batch.images.data(), batch.n, fo);
         float loss = backend_->loss(batch.labels.data(), cfg_.label_smoothing);

@@ -295,6 +295,8 @@ const float* ViT::forward(const float* images, int B, const ForwardOptions& opt)
     attention_fwd(b.qkv, b.att, b.probs, B, N, H, D / H);
     linear_fwd(b.att, w.proj_w, w.proj_b, a.dtmp, BN, D, D);
     dropout_fwd(a.dtmp, a.dtmp, (size_t)BN * D, pd, site_seed(opt.dropout_seed, s0));
+    const float dp = opt.training ? drop_path_rate(opt.drop_path, l, cfg_.depth) : 0.0f;
+    if (dp > 0) drop_path(a.dtmp, a.dtmp, B, (size_t)N * D, dp, drop_path_seed(opt.dropout_seed, l, 0));
     add_fwd(b.x_in, a.dtmp, b.x_mid, (size_t)BN * D);
     // MLP branch: x_out = x_mid + dropout(fc2(dropout(gelu(fc1(ln_2(x_mid))))))
     layernorm_fwd(b.x_mid, w.ln2_w, w.ln2_b, b.ln2, b.ln2_mean, b.ln2_rstd, BN, D, cfg_.ln_eps);
@@ -303,6 +305,7 @@ const float* ViT::forward(const float* images, int B, const ForwardOptions& opt)
     if (b.gd != b.g) dropout_fwd(b.g, b.gd, (size_t)BN * M, pd, site_seed(opt.dropout_seed, s0 + 1));
     linear_fwd(b.gd, w.fc2_w, w.fc2_b, a.dtmp, BN, M, D);
     dropout_fwd(a.dtmp, a.dtmp, (size_t)BN * D, pd, site_seed(opt.dropout_seed, s0 + 2));
+    if (dp > 0) drop_path(a.dtmp, a.dtmp, B, (size_t)N * D, dp, drop_path_seed(opt.dropout_seed, l, 1));
     add_fwd(b.x_mid, a.dtmp, x_out, (size_t)BN * D);
   }
   // encoder.ln is applied to every token in torchvision, but only token 0 reaches the
@@ -356,6 +359,8 @@ void ViT::backward_from(const float* dlogits) {
     const int s0 = 1 + 3 * l;
     // MLP branch. dx holds d(x_out); it also flows straight to x_mid through the residual.
     dropout_bwd(a.dx, a.dtmp, (size_t)BN * D, pd, site_seed(seed, s0 + 2));
+    const float dp = fopt_.training ? drop_path_rate(fopt_.drop_path, l, cfg_.depth) : 0.0f;
+    if (dp > 0) drop_path(a.dtmp, a.dtmp, B, (size_t)N * D, dp, drop_path_seed(seed, l, 1));
     linear_bwd(b.gd, w.fc2_w, a.dtmp, a.dh, gw.fc2_w, gw.fc2_b, BN, M, D);
     if (b.gd != b.g) dropout_bwd(a.dh, a.dh, (size_t)BN * M, pd, site_seed(seed, s0 + 1));
     gelu_bwd(b.h, a.dh, a.dh2, (size_t)BN * M);
@@ -364,6 +369,7 @@ void ViT::backward_from(const float* dlogits) {
     add_fwd(a.dx, a.dx2, a.dx, (size_t)BN * D);  // dx = d(x_mid)
     // attention branch
     dropout_bwd(a.dx, a.dtmp, (size_t)BN * D, pd, site_seed(seed, s0));
+    if (dp > 0) drop_path(a.dtmp, a.dtmp, B, (size_t)N * D, dp, drop_path_seed(seed, l, 0));
     linear_bwd(b.att, w.proj_w, a.dtmp, a.dx2, gw.proj_w, gw.proj_b, BN, D, D);  // dx2 = d(att)
     attention_bwd(b.qkv, b.probs, a.dx2, a.dqkv, B, N, H, D / H);
     linear_bwd(b.ln1, w.qkv_w, a.dqkv, a.dtmp, gw.qkv_w, gw.qkv_b, BN, D, 3 * D);

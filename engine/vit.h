@@ -54,7 +54,20 @@ struct ForwardOptions {
   bool training = false;        // dropout on
   bool keep_attention = true;   // probs are always saved for backward; this only says callers may read them
   uint64_t dropout_seed = 0;    // per-step seed for the dropout masks
+  // Stochastic depth (training only): block l's two residual branches drop whole samples with
+  // probability drop_path * l / (depth - 1), rising linearly from 0 at the first block (as the
+  // reference recipe and timm). Masks come from drop_path_seed(dropout_seed, l, branch).
+  float drop_path = 0.0f;
 };
+// The seed of block l's attention (branch 0) or MLP (branch 1) drop-path mask. Disjoint from the
+// dropout sites (0 .. 3*depth) so the two masks are independent draws.
+inline uint64_t drop_path_seed(uint64_t dropout_seed, int layer, int branch) {
+  return dropout_seed ^ (0xD509A7B3C11E5F27ull * uint64_t(2 * layer + branch + 1));
+}
+// Block l's drop-path rate for a model of `depth` blocks.
+inline float drop_path_rate(float drop_path, int layer, int depth) {
+  return depth > 1 ? drop_path * float(layer) / float(depth - 1) : 0.0f;
+}
 
 class ViT {
  public:

@@ -244,9 +244,12 @@ struct ViTCuda::Impl {
       cuda::linear_fwd<T, T>(g, A(la.ln1), W<T>(p + "self_attention.in_proj_weight"),
                              W<T>(p + "self_attention.in_proj_bias"), A(la.qkv), M, D, 3 * D, s);  // (B,N,D)->(B,N,3D)
       cuda::attention_fwd<T>(A(la.qkv), A(la.att), la.lse, Bn, Nn, H, D / H, s);
-      if (pd > 0.f) {
+      // stochastic depth of this block (vit.h drop_path_rate); not in captured graphs (capture_step)
+      const float dp = opt.training ? drop_path_rate(opt.drop_path, l, cfg.depth) : 0.f;
+      if (pd > 0.f || dp > 0.f) {
         cuda::linear_fwd<T, T>(g, A(la.att), W<T>(p + "self_attention.out_proj.weight"),
                                W<T>(p + "self_attention.out_proj.bias"), A(tmp), M, D, D, s);
+        if (dp > 0.f) cuda::drop_path<T>(A(tmp), A(tmp), Bn, size_t(Nn) * D, dp, drop_path_seed(opt.dropout_seed, l, 0), s);
         cuda::residual_dropout_fwd<T>(A(xs[l]), A(tmp), A(la.x_mid), MD, pd, seed_of(s0), s, seed_ptr(s0));
       } else {  // no dropout: the residual add is the GEMM's C operand
         cuda::linear_residual_fwd<T>(g, A(la.att), W<T>(p + "self_attention.out_proj.weight"),
@@ -259,8 +262,9 @@ struct ViTCuda::Impl {
       cuda::gelu_fwd<T>(A(la.h), A(la.g), size_t(M) * Mm, s);
       if (pd > 0.f)
         cuda::dropout_fwd<T>(A(la.g), A(la.g), size_t(M) * Mm, pd, seed_of(s0 + 1), s, seed_ptr(s0 + 1));
-      if (pd > 0.f) {
+      if (pd > 0.f || dp > 0.f) {
         cuda::linear_fwd<T, T>(g, A(la.g), W<T>(p + "mlp.3.weight"), W<T>(p + "mlp.3.bias"), A(tmp), M, Mm, D, s);
+        if (dp > 0.f) cuda::drop_path<T>(A(tmp), A(tmp), Bn, size_t(Nn) * D, dp, drop_path_seed(opt.dropout_seed, l, 1), s);
         cuda::residual_dropout_fwd<T>(A(la.x_mid), A(tmp), A(xs[l + 1]), MD, pd, seed_of(s0 + 2), s,
                                       seed_ptr(s0 + 2));
       } else {
@@ -312,6 +316,11 @@ struct ViTCuda::Impl {
         cuda::dropout_bwd<T>(A(dres), A(dtmp), MD, pd, seed_of(s0 + 2), s, seed_ptr(s0 + 2));
         dy2 = A(dtmp);
       }
+      const float dp = fopt.training ? drop_path_rate(fopt.drop_path, l, cfg.depth) : 0.f;
+      if (dp > 0.f) {  // dres also flows on through the residual: scale a copy
+        cuda::drop_path<T>(dy2, A(dtmp), Bn, size_t(Nn) * D, dp, drop_path_seed(fopt.dropout_seed, l, 1), s);
+        dy2 = A(dtmp);
+      }
       cuda::linear_bwd_dw_db<T>(g, A(la.g), dy2, G(p + "mlp.3.weight"), G(p + "mlp.3.bias"), bias_scratch, M, Mm, D,
                                 s);
       cuda::linear_bwd_dx<T>(g, dy2, W<T>(p + "mlp.3.weight"), A(dh), M, Mm, D, s);
@@ -327,6 +336,10 @@ struct ViTCuda::Impl {
       T* dyp = A(dres);
       if (pd > 0.f) {
         cuda::dropout_bwd<T>(A(dres), A(dtmp), MD, pd, seed_of(s0), s, seed_ptr(s0));
+        dyp = A(dtmp);
+      }
+      if (dp > 0.f) {
+        cuda::drop_path<T>(dyp, A(dtmp), Bn, size_t(Nn) * D, dp, drop_path_seed(fopt.dropout_seed, l, 0), s);
         dyp = A(dtmp);
       }
       cuda::linear_bwd_dw_db<T>(g, A(la.att), dyp, G(p + "self_attention.out_proj.weight"),

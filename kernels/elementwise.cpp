@@ -50,12 +50,22 @@ void dropout_bwd(const T* dy, T* dx, size_t n, float p, uint64_t seed) {
   dropout_fwd(dy, dx, n, p, seed);  // the same mask and scale: d(mask * x * s)/dx = mask * s
 }
 
+template <typename T>
+void drop_path(const T* x, T* y, int B, size_t per_sample, float p, uint64_t seed) {
+  for (int b = 0; b < B; b++) {
+    const T s = p <= 0.f ? T(1) : (dropout_keep(seed, (uint64_t)b, p) ? T(1) / (T(1) - T(p)) : T(0));
+    const size_t o = (size_t)b * per_sample;
+    for (size_t i = 0; i < per_sample; i++) y[o + i] = x[o + i] * s;
+  }
+}
+
 #define VIT_INST(T)                                              \
   template void gelu_fwd<T>(const T*, T*, size_t);               \
   template void gelu_bwd<T>(const T*, const T*, T*, size_t);     \
   template void add_fwd<T>(const T*, const T*, T*, size_t);      \
   template void dropout_fwd<T>(const T*, T*, size_t, float, uint64_t); \
-  template void dropout_bwd<T>(const T*, T*, size_t, float, uint64_t);
+  template void dropout_bwd<T>(const T*, T*, size_t, float, uint64_t); \
+  template void drop_path<T>(const T*, T*, int, size_t, float, uint64_t);
 VIT_INST(float)
 VIT_INST(double)
 #undef VIT_INST

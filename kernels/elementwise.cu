@@ -24,6 +24,15 @@ struct DropoutOp {  // b is a (unused)
   float p;
   __device__ float operator()(size_t i, float a, float) const { return a * dropout_scale(seed, i, p); }
 };
+struct DropPathOp {  // b is a (unused); element i belongs to sample i / per_sample
+  uint64_t seed;
+  const uint64_t* seed_ptr;
+  float p;
+  size_t per_sample;
+  __device__ float operator()(size_t i, float a, float) const {
+    return a * dropout_scale(seed, uint64_t(i / per_sample), p);
+  }
+};
 }  // namespace
 
 template <typename TIn, typename TOut>
@@ -51,6 +60,10 @@ template <typename T>
 void dropout_bwd(const T* dy, T* dx, size_t n, float p, uint64_t seed, cudaStream_t stream, const uint64_t* seed_ptr) {
   dropout_fwd<T>(dy, dx, n, p, seed, stream, seed_ptr);
 }
+template <typename T>
+void drop_path(const T* x, T* y, int B, size_t per_sample, float p, uint64_t seed, cudaStream_t stream) {
+  elementwise_map(x, x, y, size_t(B) * per_sample, DropPathOp{seed, nullptr, p, per_sample}, stream);
+}
 template <typename TIn, typename TOut>
 void convert(const TIn* in, TOut* out, size_t n, cudaStream_t stream) {
   if (!n) return;
@@ -63,7 +76,8 @@ void convert(const TIn* in, TOut* out, size_t n, cudaStream_t stream) {
   template void residual_dropout_fwd<T>(const T*, const T*, T*, size_t, float, uint64_t, cudaStream_t,        \
                                         const uint64_t*);                                                     \
   template void dropout_fwd<T>(const T*, T*, size_t, float, uint64_t, cudaStream_t, const uint64_t*);         \
-  template void dropout_bwd<T>(const T*, T*, size_t, float, uint64_t, cudaStream_t, const uint64_t*);
+  template void dropout_bwd<T>(const T*, T*, size_t, float, uint64_t, cudaStream_t, const uint64_t*);         \
+  template void drop_path<T>(const T*, T*, int, size_t, float, uint64_t, cudaStream_t);
 VIT_INST(float)
 VIT_INST(bf16)
 #undef VIT_INST

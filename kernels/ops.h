@@ -90,6 +90,13 @@ VIT_HD inline bool dropout_keep(uint64_t seed, uint64_t i, float p) {
   return float(z >> 40) * (1.0f / 16777216.0f) >= p;
 }
 
+// ---- stochastic depth (drop path, Huang et al. 2016): sample b of a residual branch's output
+// (B, per_sample values) is kept whole with probability 1 - p and scaled by 1/(1-p), or zeroed
+// whole. Sample b's keep test is dropout_keep(seed, b, p), so CPU and CUDA draw the same samples.
+// The backward is the same function (d(keep * x * s)/dx = keep * s). y may alias x. ----
+template <typename T>
+void drop_path(const T* x, T* y, int B, size_t per_sample, float p, uint64_t seed);
+
 // ---- softmax cross-entropy with label smoothing, mean over the batch ----
 // logits (B, C), labels (B) in [0, C). Target = (1-s) one-hot + s/C (torch's definition).
 // Returns the mean loss; losses (B) gets each row's loss if not null.

@@ -21,24 +21,27 @@ vit::ViTConfig tiny(float dropout) {
 
 }  // namespace
 
-TEST(Model, DirectionalDerivativeWithDropout) {
-  // With a fixed dropout seed the loss is a smooth function of the parameters, so
-  // (L(p + h d) - L(p - h d)) / 2h must equal grad . d. The model runs in float32, so
-  // h = 1e-2 and a 2e-3 relative tolerance (float rounding ~1e-7 / h^2 truncation ~1e-4).
-  vit::ViT m(tiny(0.3f));
+namespace {
+// With fixed dropout / drop-path seeds the loss is a smooth function of the parameters, so the
+// directional derivative from central differences must equal grad . d. The model runs in float32:
+// h = 1e-2 and 5e-3 combined by Richardson extrapolation, 2e-3 relative tolerance (float rounding
+// ~1e-6 / h; the h^2 term, ~3e-3 here, cancels).
+void check_directional_derivative(float dropout, float drop_path, int B) {
+  vit::ViT m(tiny(dropout));
   m.init(7);
   std::mt19937 rng(11);
   std::normal_distribution<float> nd(0, 0.3f);
   for (auto& p : m.params())  // also randomise the zero-initialised head and class token
     if (p.name == "heads.head.weight" || p.name == "class_token")
       for (size_t i = 0; i < p.numel; i++) m.param_ptr(p.name)[i] = nd(rng);
-  const int B = 3;
   std::vector<float> x(B * 3 * 16 * 16);
   for (auto& v : x) v = nd(rng) * 3;
-  std::vector<int> y = {0, 3, 1};
+  std::vector<int> y(B);
+  for (int i = 0; i < B; i++) y[i] = (i * 3 + 1) % 4;
   vit::ForwardOptions opt;
   opt.training = true;
   opt.dropout_seed = 99;
+  opt.drop_path = drop_path;
   auto L = [&] {
     m.forward(x.data(), B, opt);
     return (double)m.loss(y.data(), 0.1f);
@@ -51,18 +54,74 @@ TEST(Model, DirectionalDerivativeWithDropout) {
   for (auto& v : d) v = nd(rng);
   double gd = 0;
   for (size_t i = 0; i < n; i++) gd += (double)g[i] * d[i];
-  const double h = 1e-2;
-  for (size_t i = 0; i < n; i++) m.param_data()[i] = p0[i] + (float)(h * d[i]);
-  double lp = L();
-  for (size_t i = 0; i < n; i++) m.param_data()[i] = p0[i] - (float)(h * d[i]);
-  double lm = L();
+  auto central = [&](double h) {
+    for (size_t i = 0; i < n; i++) m.param_data()[i] = p0[i] + (float)(h * d[i]);
+    double lp = L();
+    for (size_t i = 0; i < n; i++) m.param_data()[i] = p0[i] - (float)(h * d[i]);
+    return (lp - L()) / (2 * h);
+  };
+  // Richardson: (4 D(h/2) - D(h)) / 3 cancels the h^2 truncation term of the central difference
+  const double fd = (4 * central(5e-3) - central(1e-2)) / 3;
   EXPECT_NE(gd, 0.0);
-  EXPECT_NEAR((lp - lm) / (2 * h), gd, 2e-3 * std::fabs(gd) + 1e-5);
-  // Dropout is on: a different seed gives a different loss; eval mode is deterministic.
+  EXPECT_NEAR(fd, gd, 2e-3 * std::fabs(gd) + 1e-5);
+  // The masks are on: a different seed gives a different loss.
   for (size_t i = 0; i < n; i++) m.param_data()[i] = p0[i];
   double l1 = L();
   opt.dropout_seed = 100;
   EXPECT_NE(l1, L());
+}
+}  // namespace
+
+TEST(Model, DirectionalDerivativeWithDropout) { check_directional_derivative(0.3f, 0.0f, 3); }
+
+TEST(Model, DirectionalDerivativeWithDropPath) {
+  // tiny() has 2 blocks: block 0 never drops, block 1 drops samples with rate 0.5. The check
+  // only means something if the seed drops some samples and keeps others in block 1.
+  const int B = 6;
+  int dropped = 0;
+  for (int branch = 0; branch < 2; branch++)
+    for (int b = 0; b < B; b++) dropped += !vit::cpu::dropout_keep(vit::drop_path_seed(99, 1, branch), b, 0.5f);
+  ASSERT_GT(dropped, 0);
+  ASSERT_LT(dropped, 2 * B);
+  check_directional_derivative(0.0f, 0.5f, B);
+}
+
+TEST(Model, DropPathDropsWholeSamplesOfTheLastBlock) {
+  // A sample whose last-block branches are both dropped must come out exactly as from the model
+  // without that block's branches, built independently by zeroing the block's output projections
+  // (each branch then adds 0 to the residual stream).
+  const int B = 16;
+  vit::ViT m(tiny(0.0f));
+  m.init(3);
+  std::mt19937 rng(2);
+  std::normal_distribution<float> nd(0, 0.5f);
+  for (const char* name : {"heads.head.weight", "class_token"})
+    for (size_t i = 0; i < m.param(name).numel; i++) m.param_ptr(name)[i] = nd(rng);
+  std::vector<float> x(B * 3 * 16 * 16);
+  for (auto& v : x) v = nd(rng) * 3;
+  vit::ForwardOptions opt;
+  opt.training = true;
+  opt.dropout_seed = 5;
+  opt.drop_path = 0.5f;
+  const int C = 4;
+  const float* t = m.forward(x.data(), B, opt);
+  const std::vector<float> train(t, t + B * C);
+  vit::ViT cut(tiny(0.0f));
+  std::copy(m.param_data(), m.param_data() + m.num_params(), cut.param_data());
+  for (const char* name : {"encoder.layers.encoder_layer_1.self_attention.out_proj.weight",
+                           "encoder.layers.encoder_layer_1.self_attention.out_proj.bias",
+                           "encoder.layers.encoder_layer_1.mlp.3.weight", "encoder.layers.encoder_layer_1.mlp.3.bias"})
+    std::fill(cut.param_ptr(name), cut.param_ptr(name) + cut.param(name).numel, 0.0f);
+  const float* without = cut.forward(x.data(), B, {});
+  int both_dropped = 0;
+  for (int b = 0; b < B; b++) {
+    const bool k0 = vit::cpu::dropout_keep(vit::drop_path_seed(5, 1, 0), b, 0.5f);
+    const bool k1 = vit::cpu::dropout_keep(vit::drop_path_seed(5, 1, 1), b, 0.5f);
+    if (k0 || k1) continue;
+    ++both_dropped;
+    for (int c = 0; c < C; c++) EXPECT_NEAR(train[b * C + c], without[b * C + c], 1e-5) << "sample " << b;
+  }
+  EXPECT_GT(both_dropped, 0) << "seed 5 drops no sample in both branches: pick another";
 }
 
 TEST(Model, AttentionProbabilitiesAreRowStochastic) {

@@ -306,3 +306,27 @@ TEST(Ops, FloatPathTracksFloat64) {
   gelu_fwd(od.data(), gd.data(), od.size());
   expect_close(Vec(gf.begin(), gf.end()), gd, 1e-5, "float gelu");
 }
+
+TEST(Ops, DropPathKeepsOrDropsWholeSamples) {
+  // Each sample is either all zeros or exactly x / (1 - p); about p of 4,000 samples are dropped
+  // (binomial sd ~ 32 at p = 0.3: +-6 sd = 190); the gradient is the same map.
+  const int B = 4000;
+  const size_t per = 5;
+  const float p = 0.3f;
+  std::vector<double> x(B * per), y(B * per);
+  for (size_t i = 0; i < x.size(); i++) x[i] = 1.0 + double(i % 7);
+  vit::cpu::drop_path(x.data(), y.data(), B, per, p, 42);
+  int dropped = 0;
+  for (int b = 0; b < B; b++) {
+    const bool keep = y[b * per] != 0.0;
+    dropped += !keep;
+    for (size_t i = 0; i < per; i++)
+      ASSERT_EQ(y[b * per + i], keep ? x[b * per + i] / (1.0 - double(p)) : 0.0) << "sample " << b << " element " << i;
+  }
+  EXPECT_NEAR(dropped, p * B, 190);
+  std::vector<double> z(x);
+  vit::cpu::drop_path(z.data(), z.data(), B, per, p, 42);  // in place: same result
+  EXPECT_EQ(z, y);
+  vit::cpu::drop_path(x.data(), z.data(), B, per, 0.0f, 42);  // p = 0: identity
+  EXPECT_EQ(z, x);
+}

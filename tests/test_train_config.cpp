@@ -61,7 +61,7 @@ TEST(TrainConfig, ErrorsNameTheField) {
   expect_config_error([] { TrainConfig::load("", {"subset=50"}); }, "'subset'");
   expect_config_error([] { TrainConfig::load("", {"device=tpu"}); }, "'device'");
   expect_config_error([] { TrainConfig::load("", {"schedule=linear"}); }, "'schedule'");
-  expect_config_error([] { TrainConfig::load("", {"drop_path=0.1"}); }, "'drop_path'");
+  expect_config_error([] { TrainConfig::load("", {"drop_path=1"}); }, "'drop_path'");
   expect_config_error([] { TrainConfig::load("", {"epochs=0"}); }, "'epochs'");
   expect_config_error([] { TrainConfig::load("", {"warmup_epochs=20"}); }, "'warmup_epochs'");
   expect_config_error([] { TrainConfig::load("", {"freeze_backbone_epochs=2"}); }, "'freeze_backbone_epochs'");

@@ -49,10 +49,15 @@ void init_host(vit::ViT& m, Rng& rng) {
 
 std::vector<float> vec(const float* p, size_t n) { return std::vector<float>(p, p + n); }
 
-void compare_step(Precision prec) {
+// drop_path > 0: a training forward with stochastic depth (the same samples dropped on both sides).
+void compare_step(Precision prec, float drop_path = 0.0f) {
   Rng rng(fresh_seed());
   const auto cfg = small_config();
-  const int B = 4;
+  const int B = drop_path > 0 ? 8 : 4;
+  vit::ForwardOptions fo;
+  fo.training = drop_path > 0;
+  fo.dropout_seed = rng.r();
+  fo.drop_path = drop_path;
   vit::ViT host(cfg);
   init_host(host, rng);
   vit::ViTCuda gpu(cfg, prec, B);
@@ -62,10 +67,10 @@ void compare_step(Precision prec) {
   auto images = rng.normal(size_t(B) * 3 * cfg.image_size * cfg.image_size);
   auto labels = rng.labels(B, cfg.num_classes);
   const size_t nl = size_t(B) * cfg.num_classes;
-  auto ref_logits = vec(host.forward(images.data(), B), nl);
+  auto ref_logits = vec(host.forward(images.data(), B, fo), nl);
   const float ref_loss = host.loss(labels.data(), 0.1f);
   host.backward();
-  auto logits = vec(gpu.forward(images.data(), B), nl);
+  auto logits = vec(gpu.forward(images.data(), B, fo), nl);
   const float loss = gpu.loss(labels.data(), 0.1f);
   gpu.backward();
   const bool fp32 = prec == Precision::FP32;
@@ -193,6 +198,14 @@ TEST(ModelCuda, Fp32StepMatchesCpu) {
 TEST(ModelCuda, Bf16StepMatchesCpu) {
   VIT_REQUIRE_GPU();
   compare_step(Precision::BF16);
+}
+TEST(ModelCuda, Fp32StepWithDropPathMatchesCpu) {
+  VIT_REQUIRE_GPU();
+  compare_step(Precision::FP32, 0.3f);  // 8 samples: a branch drops all with p 0.3^8
+}
+TEST(ModelCuda, Bf16StepWithDropPathMatchesCpu) {
+  VIT_REQUIRE_GPU();
+  compare_step(Precision::BF16, 0.3f);
 }
 TEST(ModelCuda, Fp32TenAdamWStepsFollowCpu) {
   VIT_REQUIRE_GPU();

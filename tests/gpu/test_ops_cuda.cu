@@ -212,6 +212,25 @@ TYPED_TEST(OpsCuda, DropoutAndResidual) {
   expect_close(rd2.download(), rsum, Tol<T>::atol, Tol<T>::rtol, "residual, p = 0");
 }
 
+TYPED_TEST(OpsCuda, DropPath) {
+  VIT_REQUIRE_GPU();
+  using T = TypeParam;
+  Rng rng(fresh_seed());
+  const int B = 301;
+  const size_t per = 197 * 8 + 3;  // odd: samples straddle the 16-byte vectors
+  const float p = 0.4f;
+  const uint64_t seed = rng.r();
+  auto x = representable<T>(rng.normal(size_t(B) * per));
+  DevBuf<T> dx(x), y(x.size());  // y starts poisoned (NaN): every element must be written
+  vit::cuda::drop_path<T>(dx, y, B, per, p, seed, nullptr);
+  vit::cuda::drop_path<T>(dx, dx, B, per, p, seed, nullptr);  // in place
+  std::vector<float> ry(x.size());
+  vit::cpu::drop_path<float>(x.data(), ry.data(), B, per, p, seed);
+  // same samples dropped (shared hash), kept ones scaled by 1/(1-p), rounded to T
+  expect_close(y.download(), ry, Tol<T>::atol, Tol<T>::rtol, "drop_path");
+  expect_close(dx.download(), ry, Tol<T>::atol, Tol<T>::rtol, "drop_path in place");
+}
+
 TYPED_TEST(OpsCuda, SoftmaxXent) {
   VIT_REQUIRE_GPU();
   using T = TypeParam;
