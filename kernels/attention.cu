@@ -22,7 +22,7 @@
 //     4 lanes of one quad and need only two shuffles. K/V (or Q/dO) tiles of 64 rows stream through
 //     double-buffered shared memory with cp.async (zero-filled past N).
 //       fwd:     one block per (b, h, 64*MT queries); loop over 64-key tiles with the online softmax.
-//       bwd:     (1) delta kernel; (2) one block per (b, h, 64 keys) loops over 64-query tiles and
+//       bwd:     (1) delta kernel (16-byte loads, Dh/8 lanes per row); (2) one block per (b, h, 64 keys) loops over 64-query tiles and
 //                accumulates dK, dV in registers; (3) one block per (b, h, 64 queries) loops over key
 //                tiles and accumulates dQ in registers. (3) recomputes S and dP once more instead of
 //                using fp32 atomics for dQ: the backward is deterministic (bit-identical run to run) at
@@ -504,7 +504,7 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(const bf16* __r
     }
 }
 
-// Backward (1/3): delta_i = sum_d dO_id * O_id, one warp per (b, h, i) row; delta is (B, H, N).
+// Backward (1/3): delta_i = sum_d dO_id * O_id; delta is (B, H, N). fp32 path: one warp per (b, h, i) row.
 template <typename T>
 __global__ void attention_bwd_delta_kernel(const T* __restrict__ out, const T* __restrict__ dout,
                                            float* __restrict__ delta, int B, int N, int H, int Dh) {
@@ -519,6 +519,37 @@ __global__ void attention_bwd_delta_kernel(const T* __restrict__ out, const T* _
 #pragma unroll
   for (int o = 16; o > 0; o /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, o);
   if (lane == 0) delta[row] = acc;
+}
+
+// The same for bf16, vectorised: a row of Dh bf16 is Dh/8 16-byte chunks, so Dh/8 lanes share a row
+// (one 16-byte load from out and one from dout each) and a warp covers 32/(Dh/8) rows, where the
+// one-warp-per-row version made 2-byte loads and used a whole warp for 128 bytes.
+template <int Dh>
+__global__ void attention_bwd_delta_bf16_kernel(const bf16* __restrict__ out, const bf16* __restrict__ dout,
+                                                float* __restrict__ delta, int B, int N, int H) {
+  constexpr int kLanesPerRow = Dh / 8;
+  static_assert(32 % kLanesPerRow == 0, "a row's lanes must sit in one warp");
+  const long long row = ((long long)blockIdx.x * blockDim.x + threadIdx.x) / kLanesPerRow;  // = bh*N + i
+  const int part = threadIdx.x % kLanesPerRow;  // which 8 columns of the row
+  const bool valid = row < (long long)B * H * N;  // no early return: the shuffles need every lane
+  float acc = 0.f;
+  if (valid) {
+    const int i = int(row % N);
+    const int bh = int(row / N), b = bh / H, h = bh % H;
+    const size_t off = ((size_t)b * N + i) * (size_t)H * Dh + (size_t)h * Dh + part * 8;  // (B, N, D)
+    const uint4 o4 = *reinterpret_cast<const uint4*>(out + off);
+    const uint4 d4 = *reinterpret_cast<const uint4*>(dout + off);
+    const __nv_bfloat162* o2 = reinterpret_cast<const __nv_bfloat162*>(&o4);
+    const __nv_bfloat162* d2 = reinterpret_cast<const __nv_bfloat162*>(&d4);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const float2 x = __bfloat1622float2(o2[k]), y = __bfloat1622float2(d2[k]);
+      acc += x.x * y.x + x.y * y.y;
+    }
+  }
+#pragma unroll
+  for (int o = kLanesPerRow / 2; o > 0; o /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+  if (valid && part == 0) delta[row] = acc;
 }
 
 // Backward (2/3): dK, dV. One block per (b, h, 64-key tile); each warp owns 16 keys and streams over
@@ -1072,9 +1103,16 @@ void bwd_launch(const T* qkv, const T* out, const T* dout, const float* lse, T* 
                 int H, cudaStream_t stream) {
   const float scale = 1.0f / std::sqrt(float(Dh));
   const long long rows = (long long)B * H * N;
-  constexpr int kDeltaThreads = 256;  // 8 rows (warps) per block
-  VIT_ATTN_LAUNCH(attention_bwd_delta_kernel<T>, unsigned((rows + 7) / 8), kDeltaThreads, stream, out, dout, delta, B,
-                  N, H, Dh);
+  constexpr int kDeltaThreads = 256;
+  if constexpr (std::is_same_v<T, bf16>) {
+    constexpr int kRowsPerBlock = kDeltaThreads / (Dh / 8);  // Dh/8 lanes per row
+    auto* dk = attention_bwd_delta_bf16_kernel<Dh>;
+    VIT_ATTN_LAUNCH(dk, unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock), kDeltaThreads, stream, out, dout,
+                    delta, B, N, H);
+  } else {
+    VIT_ATTN_LAUNCH(attention_bwd_delta_kernel<T>, unsigned((rows + 7) / 8), kDeltaThreads, stream, out, dout,
+                    delta, B, N, H, Dh);  // 8 rows (warps) per block
+  }
   VIT_LAUNCH_CHECK();
   if constexpr (std::is_same_v<T, bf16>) {
     if (g_variant.load() == int(::vit::cuda::AttentionVariant::kFast))
@@ -1116,6 +1154,7 @@ void attention_bwd(const T* qkv, const T* out, const T* dout, const float* lse, 
   check_shape("vit::cuda::attention_bwd", B, N, H, Dh);
   if constexpr (std::is_same_v<T, bf16>) {
     check_aligned16("vit::cuda::attention_bwd", "qkv", qkv);
+    check_aligned16("vit::cuda::attention_bwd", "out", out);
     check_aligned16("vit::cuda::attention_bwd", "dout", dout);
     check_aligned16("vit::cuda::attention_bwd", "dqkv", dqkv);
   }
