@@ -45,7 +45,8 @@
 // CPU emulation: tests/test_attention_emu.cpp compiles this file with the host compiler against
 // tests/emu/cuda_emu.h (VIT_CUDA_EMULATE), which runs every thread as a fiber and emulates mma.sync,
 // ldmatrix and cp.async from their PTX definitions; the code then lives in vit::cuda_emu. The only
-// differences are the #ifdef VIT_CUDA_EMULATE lines below (inline PTX, the launch syntax).
+// differences are the #ifdef VIT_CUDA_EMULATE lines below (inline PTX, the launch syntax, shared memory
+// that starts as NaN).
 #include "kernels/attention.cuh"
 
 #include <cuda_bf16.h>
@@ -282,6 +283,23 @@ constexpr int kThreads = 128;  // 4 warps x 16 rows per m-tile
 
 __host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
+// Emulation only (a no-op on the GPU): a GPU block's shared memory holds whatever was there before;
+// under the emulator every block's tiles start as NaN (0xFF bytes), so that reading a row that no copy
+// wrote (the skipped padding rows of load_tile_async) turns the results into NaN and fails the test.
+template <typename... Arrays>
+__device__ __forceinline__ void emu_poison_shared(int tid, Arrays&... arrays) {
+#ifdef VIT_CUDA_EMULATE
+  auto fill = [tid](auto& a) {
+    for (size_t i = tid; i < sizeof(a); i += kThreads) reinterpret_cast<unsigned char*>(&a)[i] = 0xFF;
+  };
+  (fill(arrays), ...);
+  __syncthreads();  // before any thread's copies can land
+#else
+  (void)tid;
+  ((void)arrays, ...);
+#endif
+}
+
 // Padding. N = 197 is not a multiple of the 16-row m-tiles, the 8-key n-tiles or the 64-row streamed
 // tiles; padded, every dimension is 256 and the tensor cores would do (256/197)^2 = 1.69x the useful
 // work. Every kernel therefore multiplies only the blocks that hold a real row:
@@ -320,6 +338,7 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(const bf16* __r
   __shared__ __align__(16) uint16_t sV[2][kStream * P];
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+  emu_poison_shared(tid, sK, sV);
   const int n_qt = (N + BQ - 1) / BQ;
   const int bh = blockIdx.x / n_qt, q0 = (blockIdx.x % n_qt) * BQ;
   const int b = bh / H, h = bh % H;
@@ -568,6 +587,7 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dkdv_kernel(
   __shared__ float sD[2][kStream];  // delta, 0 past N
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+  emu_poison_shared(tid, sQ, sdO, sL, sD);
   const int n_kt = (N + BK - 1) / BK;
   const int bh = blockIdx.x / n_kt, k0 = (blockIdx.x % n_kt) * BK;
   const int b = bh / H, h = bh % H;
@@ -722,6 +742,7 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dq_kernel(
   __shared__ __align__(16) uint16_t sV[2][kStream * P];
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+  emu_poison_shared(tid, sK, sV);
   const int n_qt = (N + BQ - 1) / BQ;
   const int bh = blockIdx.x / n_qt, q0 = (blockIdx.x % n_qt) * BQ;
   const int b = bh / H, h = bh % H;
