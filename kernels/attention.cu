@@ -83,7 +83,6 @@ constexpr float kLn2 = 0.6931471805599453f;
 // Small device helpers
 // ------------------------------------------------------------------------------------------------
 __device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(bf16 x) { return __bfloat162float(x); }
 template <typename T>
 __device__ __forceinline__ T from_float(float x) {
   if constexpr (std::is_same_v<T, bf16>)
