@@ -22,7 +22,7 @@
 //     4 lanes of one quad and need only two shuffles. K/V (or Q/dO) tiles of 64 rows stream through
 //     double-buffered shared memory with cp.async (zero-filled past N).
 //       fwd:     one block per (b, h, 64*MT queries); loop over 64-key tiles with the online softmax.
-//       bwd:     (1) delta kernel; (2) one block per (b, h, 64 keys) loops over 64-query tiles and
+//       bwd:     (1) delta kernel (16-byte loads, Dh/8 lanes per row); (2) one block per (b, h, 64 keys) loops over 64-query tiles and
 //                accumulates dK, dV in registers; (3) one block per (b, h, 64 queries) loops over key
 //                tiles and accumulates dQ in registers. (3) recomputes S and dP once more instead of
 //                using fp32 atomics for dQ: the backward is deterministic (bit-identical run to run) at
@@ -31,8 +31,10 @@
 //       kFast (default): ldmatrix fragment loads, MT = 2 m-tiles per warp in the forward;
 //       kSimple: plain 32/16-bit shared loads, MT = 1.
 //   - T = float (checking mode): the same algorithm in plain fp32 SIMT code, one thread per row.
-// Ragged tiles (N = 197): keys >= N get score -inf (P = 0) and zero K/V; query rows >= N are computed
-// on zeros and never written. Everything in the softmax (max, exp, sums, lse, delta) is fp32.
+// Ragged N (197): only the 16-row blocks and 8-key n-tiles that hold a real row are multiplied (see
+// "Padding" above the forward kernel); inside them keys >= N get score -inf (P = 0) and zero K/V, and
+// query rows >= N are computed on zeros and never written. Everything in the softmax (max, exp, sums,
+// lse, delta) is fp32.
 //
 // Test:  build/vitengine_gpu_tests --gtest_filter='Attention*'   (GPU; ctest label gpu)
 //        build/vitengine_tests --gtest_filter='*AttentionEmu*'   (CPU emulation, see below; label cpu)
@@ -43,7 +45,8 @@
 // CPU emulation: tests/test_attention_emu.cpp compiles this file with the host compiler against
 // tests/emu/cuda_emu.h (VIT_CUDA_EMULATE), which runs every thread as a fiber and emulates mma.sync,
 // ldmatrix and cp.async from their PTX definitions; the code then lives in vit::cuda_emu. The only
-// differences are the #ifdef VIT_CUDA_EMULATE lines below (inline PTX, the launch syntax).
+// differences are the #ifdef VIT_CUDA_EMULATE lines below (inline PTX, the launch syntax, shared memory
+// that starts as NaN).
 #include "kernels/attention.cuh"
 
 #include <cuda_bf16.h>
@@ -80,7 +83,6 @@ constexpr float kLn2 = 0.6931471805599453f;
 // Small device helpers
 // ------------------------------------------------------------------------------------------------
 __device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(bf16 x) { return __bfloat162float(x); }
 template <typename T>
 __device__ __forceinline__ T from_float(float x) {
   if constexpr (std::is_same_v<T, bf16>)
@@ -193,14 +195,20 @@ struct Tile {
 };
 
 // Copy rows [row0, row0 + ROWS) of one head (columns col0 .. col0+Dh-1 of a row-major matrix with
-// leading dimension ld) into a shared tile; rows >= N are zero-filled. All NT threads take part.
+// leading dimension ld) into a shared tile. Only the 16-row blocks that hold a row < N are written, rows
+// in [N, end of that block) as zeros; the blocks after it are padding that no kernel reads (every
+// fragment load and mma below is of a 16-row/16-key block that holds a real row), so neither the copy
+// nor the zero fill is issued for them: N = 197's last tile copies 16 rows, not 64. All NT threads
+// take part.
 template <int ROWS, int Dh, int NT>
 __device__ __forceinline__ void load_tile_async(uint16_t* tile, const bf16* base, int ld, int row0, int N,
                                                 int tid) {
   constexpr int kChunks = Tile<Dh>::kChunks, kPitch = Tile<Dh>::kPitch;
+  const int rows = min(ROWS, (N - row0 + 15) / 16 * 16);  // <= 0 when row0 >= N: nothing to copy
 #pragma unroll
   for (int idx = tid; idx < ROWS * kChunks; idx += NT) {
     const int r = idx / kChunks, c = idx % kChunks;
+    if (r >= rows) break;  // idx grows with the loop, so every later r is past the end too
     const int row = row0 + r;
     const bool valid = row < N;
     const bf16* src = base + (size_t)(valid ? row : 0) * ld + c * 8;
@@ -272,8 +280,48 @@ __device__ __forceinline__ void acc_to_a(uint32_t (&a)[4], const float (&lo)[4],
 constexpr int kStream = 64;    // rows of each streamed tile (keys in fwd/dQ, queries in dK/dV)
 constexpr int kThreads = 128;  // 4 warps x 16 rows per m-tile
 
+__host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+// Emulation only (a no-op on the GPU): a GPU block's shared memory holds whatever was there before;
+// under the emulator every block's tiles start as NaN (0xFF bytes), so that reading a row that no copy
+// wrote (the skipped padding rows of load_tile_async) turns the results into NaN and fails the test.
+template <typename... Arrays>
+__device__ __forceinline__ void emu_poison_shared(int tid, Arrays&... arrays) {
+#ifdef VIT_CUDA_EMULATE
+  auto fill = [tid](auto& a) {
+    for (size_t i = tid; i < sizeof(a); i += kThreads) reinterpret_cast<unsigned char*>(&a)[i] = 0xFF;
+  };
+  (fill(arrays), ...);
+  __syncthreads();  // before any thread's copies can land
+#else
+  (void)tid;
+  ((void)arrays, ...);
+#endif
+}
+
+// Padding. N = 197 is not a multiple of the 16-row m-tiles, the 8-key n-tiles or the 64-row streamed
+// tiles; padded, every dimension is 256 and the tensor cores would do (256/197)^2 = 1.69x the useful
+// work. Every kernel therefore multiplies only the blocks that hold a real row:
+//   - rows (queries in fwd/dQ, keys in dK/dV): a warp whose 16 rows are all >= N issues no ldmatrix,
+//     mma or exponential; it still copies tiles and meets every __syncthreads. The condition is the
+//     same for the 32 lanes of a warp, as mma.sync and ldmatrix require.
+//   - the streamed dimension: only the last streamed tile is ragged. It is run by a separate
+//     instantiation of the tile body (`last` = std::true_type), where S (or S^T, dP, dP^T) is computed
+//     only for the 8-wide n-tiles that hold a row < N and the products with P / dS only for the 16-wide
+//     k-steps that do. Full tiles are the std::false_type instantiation: their bounds are the constants
+//     8 and 4, so they carry no padding checks at all.
+// At N = 197 a warp's rows are 208 (13 m-tiles of 16) instead of 256 and the streamed rows 200 for
+// the S-like products (3 x 64 + 8) and 208 for the others (3 x 64 + 16), instead of 256.
+//
+// Which 16-row group of its block a warp owns: warp w takes group (w + bh) mod 4. The rotation is for
+// the ragged last block of a head (N = 197, 64-row blocks: 1 busy warp and 3 idle ones). The warps of a
+// block are spread over the SM's four sub-partitions (each with its own scheduler, tensor cores and
+// MUFU unit), usually warp w on sub-partition w mod 4. Without the rotation the busy warp would be warp
+// 0 in every head, and sub-partition 0 would get 4 units of work per head for 3 on the others.
+__device__ __forceinline__ int warp_row_group(int warp, int bh) { return (warp + bh) & 3; }
+
 // Forward. Grid: one block per (b, h, 64*MT-query tile), flattened as blockIdx.x = bh * n_qtiles + qt.
-// Warp w owns the query rows mi*64 + w*16 .. +15 of the block's tile, mi < MT.
+// Warp w owns the query rows mi*64 + wg*16 .. +15 of the block's tile, mi < MT, wg = warp_row_group.
 template <int Dh, int MT, bool LDSM>
 __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(const bf16* __restrict__ qkv,
                                                                  bf16* __restrict__ out,
@@ -289,14 +337,22 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(const bf16* __r
   __shared__ __align__(16) uint16_t sV[2][kStream * P];
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+  emu_poison_shared(tid, sK, sV);
   const int n_qt = (N + BQ - 1) / BQ;
   const int bh = blockIdx.x / n_qt, q0 = (blockIdx.x % n_qt) * BQ;
   const int b = bh / H, h = bh % H;
+  const int wg = warp_row_group(warp, bh);
   const int D = H * Dh, ld = 3 * D;
   // (B, N, 3*D) -> this head's q, k, v: row i at base + i*ld, Dh contiguous columns
   const bf16* Qg = qkv + (size_t)b * N * ld + h * Dh;
   const bf16* Kg = Qg + D;
   const bf16* Vg = Qg + 2 * D;
+
+  // m-tiles with at least one row < N (see "Padding" above). Rows only grow with mi, so a warp
+  // with rows_active[0] false has nothing to do at all.
+  bool rows_active[MT];
+#pragma unroll
+  for (int mi = 0; mi < MT; ++mi) rows_active[mi] = q0 + mi * 64 + wg * 16 < N;
 
   // Q rows mi*64.. pass through buffer 1 (of sK for mi = 0, of sV for mi = 1) into registers, once;
   // K/V tile 0 goes to buffer 0 meanwhile.
@@ -310,8 +366,9 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(const bf16* __r
   uint32_t qa[MT][KS][4];
 #pragma unroll
   for (int mi = 0; mi < MT; ++mi)
+    if (rows_active[mi])  // idle m-tiles' rows were not copied (load_tile_async)
 #pragma unroll
-    for (int ks = 0; ks < KS; ++ks) load_a<Dh, LDSM>(qa[mi][ks], mi == 0 ? sK[1] : sV[1], warp * 16, ks * 16, lane);
+      for (int ks = 0; ks < KS; ++ks) load_a<Dh, LDSM>(qa[mi][ks], mi == 0 ? sK[1] : sV[1], wg * 16, ks * 16, lane);
   __syncthreads();  // buffer 1 is free for the first prefetch
 
   // Per thread and m-tile: rows r = 0 (row g of the warp's 16) and r = 1 (row g+8). m is the running
@@ -326,22 +383,18 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(const bf16* __r
     for (int nd = 0; nd < ND; ++nd) o[mi][nd][0] = o[mi][nd][1] = o[mi][nd][2] = o[mi][nd][3] = 0.f;
   }
 
-  // Padding work is skipped where it is whole 16-row or 16-key blocks (N = 197 pads to 256 both ways):
-  // an m-tile whose rows are all >= N does no mma (the condition is uniform across the warp, as
-  // mma.sync and ldmatrix need), and in the last K/V tile only the 16-key blocks holding keys < N
-  // are multiplied. Skipped scores keep the -inf mask, so nothing else changes.
-  bool rows_active[MT];
-#pragma unroll
-  for (int mi = 0; mi < MT; ++mi) rows_active[mi] = q0 + mi * 64 + warp * 16 < N;
-
   const int n_kt = (N + kStream - 1) / kStream;
-  for (int kt = 0; kt < n_kt; ++kt) {
+  // One K/V tile; `last` (std::true_type / std::false_type) says at compile time whether it is the
+  // ragged last tile (see "Padding").
+  auto kv_tile = [&](const int kt, auto last) {
+    constexpr bool kLast = decltype(last)::value;
     const int buf = kt & 1;
     const int k0 = kt * kStream;
-    const int n16 = (min(kStream, N - k0) + 15) / 16;  // 16-key blocks with at least one key < N
-    if (kt + 1 < n_kt) {  // prefetch the next K/V tile into the other buffer
-      load_tile_async<kStream, Dh, kThreads>(sK[buf ^ 1], Kg, ld, (kt + 1) * kStream, N, tid);
-      load_tile_async<kStream, Dh, kThreads>(sV[buf ^ 1], Vg, ld, (kt + 1) * kStream, N, tid);
+    const int n8 = kLast ? ceil_div(N - k0, 8) : NK;        // n-tiles of S with a key < N
+    const int n16 = kLast ? ceil_div(N - k0, 16) : NK / 2;  // 16-key k-steps of P V with a key < N
+    if constexpr (!kLast) {  // prefetch the next K/V tile into the other buffer
+      load_tile_async<kStream, Dh, kThreads>(sK[buf ^ 1], Kg, ld, k0 + kStream, N, tid);
+      load_tile_async<kStream, Dh, kThreads>(sV[buf ^ 1], Vg, ld, k0 + kStream, N, tid);
       cp_async_commit();
       cp_async_wait<1>();  // everything but the prefetch has landed
     } else {
@@ -349,97 +402,104 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(const bf16* __r
     }
     __syncthreads();
 
-    // S = Q K^T for this warp's MT x 16 rows x 64 keys
-    float s[MT][NK][4];
+    if (rows_active[0]) {
+      // S = Q K^T for this warp's MT x 16 rows x 64 keys; n-tiles past n8 stay 0 and are left out below
+      float s[MT][NK][4];
 #pragma unroll
-    for (int mi = 0; mi < MT; ++mi)
+      for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
-      for (int nt = 0; nt < NK; ++nt) s[mi][nt][0] = s[mi][nt][1] = s[mi][nt][2] = s[mi][nt][3] = 0.f;
+        for (int nt = 0; nt < NK; ++nt) s[mi][nt][0] = s[mi][nt][1] = s[mi][nt][2] = s[mi][nt][3] = 0.f;
 #pragma unroll
-    for (int ks = 0; ks < KS; ++ks)
+      for (int ks = 0; ks < KS; ++ks)
 #pragma unroll
-      for (int np = 0; np < NK / 2; ++np) {
-        if (np >= n16) continue;
-        uint32_t kb[4];
-        load_b_nk_pair<Dh, LDSM>(kb, sK[buf], np * 16, ks * 16, lane);
+        for (int np = 0; np < NK / 2; ++np) {
+          if (np >= n16) continue;
+          uint32_t kb[4];
+          load_b_nk_pair<Dh, LDSM>(kb, sK[buf], np * 16, ks * 16, lane);
 #pragma unroll
-        for (int mi = 0; mi < MT; ++mi) {
-          if (!rows_active[mi]) continue;
-          mma_16816(s[mi][2 * np], qa[mi][ks], kb[0], kb[1]);
-          mma_16816(s[mi][2 * np + 1], qa[mi][ks], kb[2], kb[3]);
-        }
-      }
-    // keys >= N (only in the last tile) get -inf, hence P = 0
-    if (k0 + kStream > N) {
-#pragma unroll
-      for (int nt = 0; nt < NK; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e)
-          if (k0 + nt * 8 + 2 * t + (e & 1) >= N) {
-#pragma unroll
-            for (int mi = 0; mi < MT; ++mi) s[mi][nt][e] = -INFINITY;
+          for (int mi = 0; mi < MT; ++mi) {
+            if (!rows_active[mi]) continue;
+            mma_16816(s[mi][2 * np], qa[mi][ks], kb[0], kb[1]);
+            if (2 * np + 1 < n8) mma_16816(s[mi][2 * np + 1], qa[mi][ks], kb[2], kb[3]);
           }
-    }
-    // online softmax per row: new max (this lane's 16 columns, then the quad), rescale, exponentiate
-    uint32_t pa[MT][kStream / 16][4];
+        }
+      if constexpr (kLast) {  // keys >= N inside the live n-tiles get -inf, hence P = 0
 #pragma unroll
-    for (int mi = 0; mi < MT; ++mi) {
-      float mx[2] = {m[mi][0], m[mi][1]};
+        for (int nt = 0; nt < NK; ++nt)
 #pragma unroll
-      for (int nt = 0; nt < NK; ++nt) {
-        mx[0] = fmaxf(mx[0], fmaxf(s[mi][nt][0], s[mi][nt][1]));
-        mx[1] = fmaxf(mx[1], fmaxf(s[mi][nt][2], s[mi][nt][3]));
+          for (int e = 0; e < 4; ++e)
+            if (nt < n8 && k0 + nt * 8 + 2 * t + (e & 1) >= N) {
+#pragma unroll
+              for (int mi = 0; mi < MT; ++mi) s[mi][nt][e] = -INFINITY;
+            }
       }
-      float corr[2], msc[2], rs[2] = {0.f, 0.f};
+      // online softmax per row: new max (this lane's columns, then the quad), rescale, exponentiate
+      uint32_t pa[MT][kStream / 16][4];
 #pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-        // mx is finite: key k0 < N is valid in every tile. First tile: m = -inf -> corr = 0.
-        corr[r] = fast_exp2((m[mi][r] - mx[r]) * scale_log2);
-        m[mi][r] = mx[r];
-        msc[r] = mx[r] * scale_log2;
+      for (int mi = 0; mi < MT; ++mi) {
+        if (!rows_active[mi]) continue;
+        float mx[2] = {m[mi][0], m[mi][1]};
+#pragma unroll
+        for (int nt = 0; nt < NK; ++nt) {
+          if (nt >= n8) continue;
+          mx[0] = fmaxf(mx[0], fmaxf(s[mi][nt][0], s[mi][nt][1]));
+          mx[1] = fmaxf(mx[1], fmaxf(s[mi][nt][2], s[mi][nt][3]));
+        }
+        float corr[2], msc[2], rs[2] = {0.f, 0.f};
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+          mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+          // mx is finite: key k0 < N is valid in every tile. First tile: m = -inf -> corr = 0.
+          corr[r] = fast_exp2((m[mi][r] - mx[r]) * scale_log2);
+          m[mi][r] = mx[r];
+          msc[r] = mx[r] * scale_log2;
+        }
+#pragma unroll
+        for (int nt = 0; nt < NK; ++nt) {
+          if (nt >= n8) continue;  // padding: stays P = 0
+          // p = 2^(S*scale*log2e - m*scale*log2e): one FFMA + one MUFU per element
+          s[mi][nt][0] = fast_exp2(s[mi][nt][0] * scale_log2 - msc[0]);
+          s[mi][nt][1] = fast_exp2(s[mi][nt][1] * scale_log2 - msc[0]);
+          s[mi][nt][2] = fast_exp2(s[mi][nt][2] * scale_log2 - msc[1]);
+          s[mi][nt][3] = fast_exp2(s[mi][nt][3] * scale_log2 - msc[1]);
+          rs[0] += s[mi][nt][0] + s[mi][nt][1];
+          rs[1] += s[mi][nt][2] + s[mi][nt][3];
+        }
+        l[mi][0] = l[mi][0] * corr[0] + rs[0];
+        l[mi][1] = l[mi][1] * corr[1] + rs[1];
+#pragma unroll
+        for (int nd = 0; nd < ND; ++nd) {
+          o[mi][nd][0] *= corr[0];
+          o[mi][nd][1] *= corr[0];
+          o[mi][nd][2] *= corr[1];
+          o[mi][nd][3] *= corr[1];
+        }
+#pragma unroll
+        for (int kk = 0; kk < kStream / 16; ++kk) acc_to_a(pa[mi][kk], s[mi][2 * kk], s[mi][2 * kk + 1]);
       }
+      // O += P V; k runs over the 64 keys of the tile
 #pragma unroll
-      for (int nt = 0; nt < NK; ++nt) {
-        // p = 2^(S*scale*log2e - m*scale*log2e): one FFMA + one MUFU per element
-        s[mi][nt][0] = fast_exp2(s[mi][nt][0] * scale_log2 - msc[0]);
-        s[mi][nt][1] = fast_exp2(s[mi][nt][1] * scale_log2 - msc[0]);
-        s[mi][nt][2] = fast_exp2(s[mi][nt][2] * scale_log2 - msc[1]);
-        s[mi][nt][3] = fast_exp2(s[mi][nt][3] * scale_log2 - msc[1]);
-        rs[0] += s[mi][nt][0] + s[mi][nt][1];
-        rs[1] += s[mi][nt][2] + s[mi][nt][3];
-      }
-      l[mi][0] = l[mi][0] * corr[0] + rs[0];
-      l[mi][1] = l[mi][1] * corr[1] + rs[1];
+      for (int kk = 0; kk < kStream / 16; ++kk) {
+        if (kk >= n16) continue;  // P = 0 there
 #pragma unroll
-      for (int nd = 0; nd < ND; ++nd) {
-        o[mi][nd][0] *= corr[0];
-        o[mi][nd][1] *= corr[0];
-        o[mi][nd][2] *= corr[1];
-        o[mi][nd][3] *= corr[1];
-      }
+        for (int np = 0; np < ND / 2; ++np) {
+          uint32_t vb[4];
+          load_b_kn_pair<Dh, LDSM>(vb, sV[buf], kk * 16, np * 16, lane);
 #pragma unroll
-      for (int kk = 0; kk < kStream / 16; ++kk) acc_to_a(pa[mi][kk], s[mi][2 * kk], s[mi][2 * kk + 1]);
-    }
-    // O += P V; k runs over the 64 keys of the tile
-#pragma unroll
-    for (int kk = 0; kk < kStream / 16; ++kk) {
-      if (kk >= n16) continue;  // P = 0 there
-#pragma unroll
-      for (int np = 0; np < ND / 2; ++np) {
-        uint32_t vb[4];
-        load_b_kn_pair<Dh, LDSM>(vb, sV[buf], kk * 16, np * 16, lane);
-#pragma unroll
-        for (int mi = 0; mi < MT; ++mi) {
-          if (!rows_active[mi]) continue;
-          mma_16816(o[mi][2 * np], pa[mi][kk], vb[0], vb[1]);
-          mma_16816(o[mi][2 * np + 1], pa[mi][kk], vb[2], vb[3]);
+          for (int mi = 0; mi < MT; ++mi) {
+            if (!rows_active[mi]) continue;
+            mma_16816(o[mi][2 * np], pa[mi][kk], vb[0], vb[1]);
+            mma_16816(o[mi][2 * np + 1], pa[mi][kk], vb[2], vb[3]);
+          }
         }
       }
     }
-    __syncthreads();  // all warps are done with sK/sV[buf] before the next prefetch overwrites it
-  }
+    // all warps are done with sK/sV[buf] before the next tile's prefetch overwrites it
+    if constexpr (!kLast) __syncthreads();
+  };
+  for (int kt = 0; kt + 1 < n_kt; ++kt) kv_tile(kt, std::false_type{});
+  kv_tile(n_kt - 1, std::true_type{});
 
   // finish: full row sums over the quad, normalise, write O (bf16) and lse (natural log)
   bf16* Og = out + (size_t)b * N * D + h * Dh;  // (B, N, D), this head's columns
@@ -449,7 +509,7 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(const bf16* __r
     for (int r = 0; r < 2; ++r) {
       l[mi][r] += __shfl_xor_sync(0xffffffffu, l[mi][r], 1);
       l[mi][r] += __shfl_xor_sync(0xffffffffu, l[mi][r], 2);
-      const int i = q0 + mi * 64 + warp * 16 + g + 8 * r;
+      const int i = q0 + mi * 64 + wg * 16 + g + 8 * r;
       if (i < N) {
         const float inv = 1.f / l[mi][r];
 #pragma unroll
@@ -462,7 +522,7 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(const bf16* __r
     }
 }
 
-// Backward (1/3): delta_i = sum_d dO_id * O_id, one warp per (b, h, i) row; delta is (B, H, N).
+// Backward (1/3): delta_i = sum_d dO_id * O_id; delta is (B, H, N). fp32 path: one warp per (b, h, i) row.
 template <typename T>
 __global__ void attention_bwd_delta_kernel(const T* __restrict__ out, const T* __restrict__ dout,
                                            float* __restrict__ delta, int B, int N, int H, int Dh) {
@@ -477,6 +537,37 @@ __global__ void attention_bwd_delta_kernel(const T* __restrict__ out, const T* _
 #pragma unroll
   for (int o = 16; o > 0; o /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, o);
   if (lane == 0) delta[row] = acc;
+}
+
+// The same for bf16, vectorised: a row of Dh bf16 is Dh/8 16-byte chunks, so Dh/8 lanes share a row
+// (one 16-byte load from out and one from dout each) and a warp covers 32/(Dh/8) rows, where the
+// one-warp-per-row version made 2-byte loads and used a whole warp for 128 bytes.
+template <int Dh>
+__global__ void attention_bwd_delta_bf16_kernel(const bf16* __restrict__ out, const bf16* __restrict__ dout,
+                                                float* __restrict__ delta, int B, int N, int H) {
+  constexpr int kLanesPerRow = Dh / 8;
+  static_assert(32 % kLanesPerRow == 0, "a row's lanes must sit in one warp");
+  const long long row = ((long long)blockIdx.x * blockDim.x + threadIdx.x) / kLanesPerRow;  // = bh*N + i
+  const int part = threadIdx.x % kLanesPerRow;  // which 8 columns of the row
+  const bool valid = row < (long long)B * H * N;  // no early return: the shuffles need every lane
+  float acc = 0.f;
+  if (valid) {
+    const int i = int(row % N);
+    const int bh = int(row / N), b = bh / H, h = bh % H;
+    const size_t off = ((size_t)b * N + i) * (size_t)H * Dh + (size_t)h * Dh + part * 8;  // (B, N, D)
+    const uint4 o4 = *reinterpret_cast<const uint4*>(out + off);
+    const uint4 d4 = *reinterpret_cast<const uint4*>(dout + off);
+    const __nv_bfloat162* o2 = reinterpret_cast<const __nv_bfloat162*>(&o4);
+    const __nv_bfloat162* d2 = reinterpret_cast<const __nv_bfloat162*>(&d4);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const float2 x = __bfloat1622float2(o2[k]), y = __bfloat1622float2(d2[k]);
+      acc += x.x * y.x + x.y * y.y;
+    }
+  }
+#pragma unroll
+  for (int o = kLanesPerRow / 2; o > 0; o /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+  if (valid && part == 0) delta[row] = acc;
 }
 
 // Backward (2/3): dK, dV. One block per (b, h, 64-key tile); each warp owns 16 keys and streams over
@@ -495,9 +586,11 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dkdv_kernel(
   __shared__ float sD[2][kStream];  // delta, 0 past N
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+  emu_poison_shared(tid, sQ, sdO, sL, sD);
   const int n_kt = (N + BK - 1) / BK;
   const int bh = blockIdx.x / n_kt, k0 = (blockIdx.x % n_kt) * BK;
   const int b = bh / H, h = bh % H;
+  const int wg = warp_row_group(warp, bh);  // this warp's keys: k0 + wg*16 .. +15
   const int D = H * Dh, ld = 3 * D;
   const bf16* Qg = qkv + (size_t)b * N * ld + h * Dh;
   const bf16* Kg = Qg + D;
@@ -505,6 +598,8 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dkdv_kernel(
   const bf16* dOg = dout + (size_t)b * N * D + h * Dh;  // (B, N, D)
   const float* lse_bh = lse + (size_t)bh * N;
   const float* delta_bh = delta + (size_t)bh * N;
+  // a warp whose 16 keys are all >= N does no math (see "Padding" above the forward)
+  const bool keys_active = k0 + wg * 16 < N;
 
   // K and V of this block's keys pass through buffer 1 into registers (A fragments), once.
   load_tile_async<BK, Dh, kThreads>(sQ[1], Kg, ld, k0, N, tid);
@@ -513,10 +608,12 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dkdv_kernel(
   cp_async_wait<0>();
   __syncthreads();
   uint32_t ka[KS][4], va[KS][4];
+  if (keys_active) {
 #pragma unroll
-  for (int ks = 0; ks < KS; ++ks) {
-    load_a<Dh, LDSM>(ka[ks], sQ[1], warp * 16, ks * 16, lane);
-    load_a<Dh, LDSM>(va[ks], sdO[1], warp * 16, ks * 16, lane);
+    for (int ks = 0; ks < KS; ++ks) {
+      load_a<Dh, LDSM>(ka[ks], sQ[1], wg * 16, ks * 16, lane);
+      load_a<Dh, LDSM>(va[ks], sdO[1], wg * 16, ks * 16, lane);
+    }
   }
   __syncthreads();  // buffer 1 is free again
 
@@ -538,15 +635,15 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dkdv_kernel(
 #pragma unroll
     for (int e = 0; e < 4; ++e) dk[nd][e] = dv[nd][e] = 0.f;
 
-  // Skipped padding (see the forward): a warp whose 16 keys are all >= N does no mma, and in the last
-  // query tile only the 16-query blocks holding queries < N are multiplied (elsewhere P^T = 0).
-  const bool keys_active = k0 + warp * 16 < N;
   const int n_qt = (N + kStream - 1) / kStream;
-  load_q_tile(0, 0);
-  for (int qt = 0; qt < n_qt; ++qt) {
+  // One query tile; `last` says at compile time whether it is the ragged last one (see "Padding").
+  auto q_tile = [&](const int qt, auto last) {
+    constexpr bool kLast = decltype(last)::value;
     const int buf = qt & 1;
-    const int n16 = keys_active ? (min(kStream, N - qt * kStream) + 15) / 16 : 0;
-    if (qt + 1 < n_qt) {
+    const int q0 = qt * kStream;
+    const int n8 = kLast ? ceil_div(N - q0, 8) : NQ;        // n-tiles of S^T, dP^T with a query < N
+    const int n16 = kLast ? ceil_div(N - q0, 16) : NQ / 2;  // 16-query k-steps of dV, dK with one
+    if constexpr (!kLast) {
       load_q_tile(buf ^ 1, qt + 1);
       cp_async_wait<1>();
     } else {
@@ -554,61 +651,71 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dkdv_kernel(
     }
     __syncthreads();
 
-    // S^T = K Q^T and dP^T = V dO^T: this warp's 16 keys x 64 queries each
-    float pt[NQ][4], dst[NQ][4];
+    if (keys_active) {
+      // S^T = K Q^T and dP^T = V dO^T: this warp's 16 keys x 64 queries each; n-tiles past n8 stay 0
+      float pt[NQ][4], dst[NQ][4];
 #pragma unroll
-    for (int nq = 0; nq < NQ; ++nq)
+      for (int nq = 0; nq < NQ; ++nq)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) pt[nq][e] = dst[nq][e] = 0.f;
+        for (int e = 0; e < 4; ++e) pt[nq][e] = dst[nq][e] = 0.f;
 #pragma unroll
-    for (int ks = 0; ks < KS; ++ks)
+      for (int ks = 0; ks < KS; ++ks)
 #pragma unroll
-      for (int np = 0; np < NQ / 2; ++np) {
-        if (np >= n16) continue;
-        uint32_t qb[4], ob[4];
-        load_b_nk_pair<Dh, LDSM>(qb, sQ[buf], np * 16, ks * 16, lane);
-        load_b_nk_pair<Dh, LDSM>(ob, sdO[buf], np * 16, ks * 16, lane);
-        mma_16816(pt[2 * np], ka[ks], qb[0], qb[1]);
-        mma_16816(pt[2 * np + 1], ka[ks], qb[2], qb[3]);
-        mma_16816(dst[2 * np], va[ks], ob[0], ob[1]);
-        mma_16816(dst[2 * np + 1], va[ks], ob[2], ob[3]);
+        for (int np = 0; np < NQ / 2; ++np) {
+          if (np >= n16) continue;
+          uint32_t qb[4], ob[4];
+          load_b_nk_pair<Dh, LDSM>(qb, sQ[buf], np * 16, ks * 16, lane);
+          load_b_nk_pair<Dh, LDSM>(ob, sdO[buf], np * 16, ks * 16, lane);
+          mma_16816(pt[2 * np], ka[ks], qb[0], qb[1]);
+          mma_16816(dst[2 * np], va[ks], ob[0], ob[1]);
+          if (2 * np + 1 < n8) {
+            mma_16816(pt[2 * np + 1], ka[ks], qb[2], qb[3]);
+            mma_16816(dst[2 * np + 1], va[ks], ob[2], ob[3]);
+          }
+        }
+      // P^T = 2^(S^T*scale*log2e - lse*log2e); dS^T = P^T o (dP^T - delta_query). Queries >= N in the
+      // live n-tiles: sL = +inf gives P^T = 0, hence dS^T = 0; the n-tiles past n8 stay 0.
+#pragma unroll
+      for (int nq = 0; nq < NQ; ++nq) {
+        if (nq >= n8) continue;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int col = nq * 8 + 2 * t + (e & 1);  // query within the tile
+          pt[nq][e] = fast_exp2(pt[nq][e] * scale_log2 - sL[buf][col]);
+          dst[nq][e] = pt[nq][e] * (dst[nq][e] - sD[buf][col]);
+        }
       }
-    // P^T = 2^(S^T*scale*log2e - lse*log2e); dS^T = P^T o (dP^T - delta_query)
+      // dV += P^T dO and dK += dS^T Q (the scale is applied once at the end); k runs over queries
 #pragma unroll
-    for (int nq = 0; nq < NQ; ++nq)
+      for (int kk = 0; kk < kStream / 16; ++kk) {
+        if (kk >= n16) continue;
+        uint32_t pa[4], da[4];
+        acc_to_a(pa, pt[2 * kk], pt[2 * kk + 1]);
+        acc_to_a(da, dst[2 * kk], dst[2 * kk + 1]);
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int col = nq * 8 + 2 * t + (e & 1);  // query within the tile
-        pt[nq][e] = fast_exp2(pt[nq][e] * scale_log2 - sL[buf][col]);
-        dst[nq][e] = pt[nq][e] * (dst[nq][e] - sD[buf][col]);
-      }
-    // dV += P^T dO and dK += dS^T Q (the scale is applied once at the end); k runs over queries
-#pragma unroll
-    for (int kk = 0; kk < kStream / 16; ++kk) {
-      if (kk >= n16) continue;
-      uint32_t pa[4], da[4];
-      acc_to_a(pa, pt[2 * kk], pt[2 * kk + 1]);
-      acc_to_a(da, dst[2 * kk], dst[2 * kk + 1]);
-#pragma unroll
-      for (int np = 0; np < ND / 2; ++np) {
-        uint32_t ob[4], qb[4];
-        load_b_kn_pair<Dh, LDSM>(ob, sdO[buf], kk * 16, np * 16, lane);
-        load_b_kn_pair<Dh, LDSM>(qb, sQ[buf], kk * 16, np * 16, lane);
-        mma_16816(dv[2 * np], pa, ob[0], ob[1]);
-        mma_16816(dv[2 * np + 1], pa, ob[2], ob[3]);
-        mma_16816(dk[2 * np], da, qb[0], qb[1]);
-        mma_16816(dk[2 * np + 1], da, qb[2], qb[3]);
+        for (int np = 0; np < ND / 2; ++np) {
+          uint32_t ob[4], qb[4];
+          load_b_kn_pair<Dh, LDSM>(ob, sdO[buf], kk * 16, np * 16, lane);
+          load_b_kn_pair<Dh, LDSM>(qb, sQ[buf], kk * 16, np * 16, lane);
+          mma_16816(dv[2 * np], pa, ob[0], ob[1]);
+          mma_16816(dv[2 * np + 1], pa, ob[2], ob[3]);
+          mma_16816(dk[2 * np], da, qb[0], qb[1]);
+          mma_16816(dk[2 * np + 1], da, qb[2], qb[3]);
+        }
       }
     }
-    __syncthreads();
-  }
+    if constexpr (!kLast) __syncthreads();  // buffer `buf` is refilled by the next tile's prefetch
+  };
+  load_q_tile(0, 0);
+  for (int qt = 0; qt + 1 < n_qt; ++qt) q_tile(qt, std::false_type{});
+  q_tile(n_qt - 1, std::true_type{});
 
   // write dk (scaled) and dv rows of this warp's keys: dqkv (B, N, 3*D), dk at +D, dv at +2D
   bf16* dKg = dqkv + (size_t)b * N * ld + D + h * Dh;
   bf16* dVg = dKg + D;
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
-    const int j = k0 + warp * 16 + g + 8 * r;
+    const int j = k0 + wg * 16 + g + 8 * r;
     if (j < N) {
 #pragma unroll
       for (int nd = 0; nd < ND; ++nd) {
@@ -634,14 +741,18 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dq_kernel(
   __shared__ __align__(16) uint16_t sV[2][kStream * P];
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+  emu_poison_shared(tid, sK, sV);
   const int n_qt = (N + BQ - 1) / BQ;
   const int bh = blockIdx.x / n_qt, q0 = (blockIdx.x % n_qt) * BQ;
   const int b = bh / H, h = bh % H;
+  const int wg = warp_row_group(warp, bh);  // this warp's queries: q0 + wg*16 .. +15
   const int D = H * Dh, ld = 3 * D;
   const bf16* Qg = qkv + (size_t)b * N * ld + h * Dh;
   const bf16* Kg = Qg + D;
   const bf16* Vg = Qg + 2 * D;
   const bf16* dOg = dout + (size_t)b * N * D + h * Dh;
+  // a warp whose 16 rows are all >= N does no math (see "Padding" above the forward)
+  const bool rows_active = q0 + wg * 16 < N;
 
   // Q and dO of this block's rows pass through buffer 1 into registers (A fragments), once; K/V
   // tile 0 goes to buffer 0 meanwhile.
@@ -653,16 +764,18 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dq_kernel(
   cp_async_wait<0>();
   __syncthreads();
   uint32_t qa[KS][4], doa[KS][4];
+  if (rows_active) {
 #pragma unroll
-  for (int ks = 0; ks < KS; ++ks) {
-    load_a<Dh, LDSM>(qa[ks], sK[1], warp * 16, ks * 16, lane);
-    load_a<Dh, LDSM>(doa[ks], sV[1], warp * 16, ks * 16, lane);
+    for (int ks = 0; ks < KS; ++ks) {
+      load_a<Dh, LDSM>(qa[ks], sK[1], wg * 16, ks * 16, lane);
+      load_a<Dh, LDSM>(doa[ks], sV[1], wg * 16, ks * 16, lane);
+    }
   }
   __syncthreads();  // buffer 1 is free for the first prefetch
   float lse2[2], dlt[2];  // rows g and g+8 of this warp (finite dummies past N; never written)
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
-    const int i = q0 + warp * 16 + g + 8 * r;
+    const int i = q0 + wg * 16 + g + 8 * r;
     lse2[r] = i < N ? lse[(size_t)bh * N + i] * kLog2e : 0.f;
     dlt[r] = i < N ? delta[(size_t)bh * N + i] : 0.f;
   }
@@ -671,16 +784,17 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dq_kernel(
 #pragma unroll
   for (int nd = 0; nd < ND; ++nd) dq[nd][0] = dq[nd][1] = dq[nd][2] = dq[nd][3] = 0.f;
 
-  // Skipped padding (see the forward): a warp whose 16 rows are all >= N does no mma, and in the last
-  // key tile only the 16-key blocks holding keys < N are multiplied (elsewhere P = 0).
-  const bool rows_active = q0 + warp * 16 < N;
   const int n_kt = (N + kStream - 1) / kStream;
-  for (int kt = 0; kt < n_kt; ++kt) {
+  // One K/V tile; `last` says at compile time whether it is the ragged last one (see "Padding").
+  auto kv_tile = [&](const int kt, auto last) {
+    constexpr bool kLast = decltype(last)::value;
     const int buf = kt & 1;
-    const int n16 = rows_active ? (min(kStream, N - kt * kStream) + 15) / 16 : 0;
-    if (kt + 1 < n_kt) {
-      load_tile_async<kStream, Dh, kThreads>(sK[buf ^ 1], Kg, ld, (kt + 1) * kStream, N, tid);
-      load_tile_async<kStream, Dh, kThreads>(sV[buf ^ 1], Vg, ld, (kt + 1) * kStream, N, tid);
+    const int k0 = kt * kStream;
+    const int n8 = kLast ? ceil_div(N - k0, 8) : NK;        // n-tiles of S, dP with a key < N
+    const int n16 = kLast ? ceil_div(N - k0, 16) : NK / 2;  // 16-key k-steps of dS K with a key < N
+    if constexpr (!kLast) {
+      load_tile_async<kStream, Dh, kThreads>(sK[buf ^ 1], Kg, ld, k0 + kStream, N, tid);
+      load_tile_async<kStream, Dh, kThreads>(sV[buf ^ 1], Vg, ld, k0 + kStream, N, tid);
       cp_async_commit();
       cp_async_wait<1>();
     } else {
@@ -688,57 +802,65 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dq_kernel(
     }
     __syncthreads();
 
-    // S = Q K^T and dP = dO V^T for this warp's 16 rows x 64 keys
-    float p[NK][4], ds[NK][4];
+    if (rows_active) {
+      // S = Q K^T and dP = dO V^T for this warp's 16 rows x 64 keys; n-tiles past n8 stay 0
+      float p[NK][4], ds[NK][4];
 #pragma unroll
-    for (int nt = 0; nt < NK; ++nt)
+      for (int nt = 0; nt < NK; ++nt)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) p[nt][e] = ds[nt][e] = 0.f;
+        for (int e = 0; e < 4; ++e) p[nt][e] = ds[nt][e] = 0.f;
 #pragma unroll
-    for (int ks = 0; ks < KS; ++ks)
+      for (int ks = 0; ks < KS; ++ks)
 #pragma unroll
-      for (int np = 0; np < NK / 2; ++np) {
-        if (np >= n16) continue;
-        uint32_t kb[4], vb[4];
-        load_b_nk_pair<Dh, LDSM>(kb, sK[buf], np * 16, ks * 16, lane);
-        load_b_nk_pair<Dh, LDSM>(vb, sV[buf], np * 16, ks * 16, lane);
-        mma_16816(p[2 * np], qa[ks], kb[0], kb[1]);
-        mma_16816(p[2 * np + 1], qa[ks], kb[2], kb[3]);
-        mma_16816(ds[2 * np], doa[ks], vb[0], vb[1]);
-        mma_16816(ds[2 * np + 1], doa[ks], vb[2], vb[3]);
+        for (int np = 0; np < NK / 2; ++np) {
+          if (np >= n16) continue;
+          uint32_t kb[4], vb[4];
+          load_b_nk_pair<Dh, LDSM>(kb, sK[buf], np * 16, ks * 16, lane);
+          load_b_nk_pair<Dh, LDSM>(vb, sV[buf], np * 16, ks * 16, lane);
+          mma_16816(p[2 * np], qa[ks], kb[0], kb[1]);
+          mma_16816(ds[2 * np], doa[ks], vb[0], vb[1]);
+          if (2 * np + 1 < n8) {
+            mma_16816(p[2 * np + 1], qa[ks], kb[2], kb[3]);
+            mma_16816(ds[2 * np + 1], doa[ks], vb[2], vb[3]);
+          }
+        }
+      // P = 2^(S*scale*log2e - lse*log2e), 0 for keys >= N (last tile only); dS = P o (dP - delta).
+      // The n-tiles past n8 stay dS = 0.
+#pragma unroll
+      for (int nt = 0; nt < NK; ++nt) {
+        if (nt >= n8) continue;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int r = e / 2;
+          float pv = fast_exp2(p[nt][e] * scale_log2 - lse2[r]);
+          if (kLast && k0 + nt * 8 + 2 * t + (e & 1) >= N) pv = 0.f;
+          ds[nt][e] = pv * (ds[nt][e] - dlt[r]);
+        }
       }
-    // P = 2^(S*scale*log2e - lse*log2e), 0 for keys >= N; dS = P o (dP - delta)
-    const int k0 = kt * kStream;
+      // dQ += dS K; k runs over the keys of the tile
 #pragma unroll
-    for (int nt = 0; nt < NK; ++nt)
+      for (int kk = 0; kk < kStream / 16; ++kk) {
+        if (kk >= n16) continue;
+        uint32_t da[4];
+        acc_to_a(da, ds[2 * kk], ds[2 * kk + 1]);
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int j = k0 + nt * 8 + 2 * t + (e & 1);
-        const int r = e / 2;
-        const float pv = j < N ? fast_exp2(p[nt][e] * scale_log2 - lse2[r]) : 0.f;
-        ds[nt][e] = pv * (ds[nt][e] - dlt[r]);
-      }
-    // dQ += dS K; k runs over the keys of the tile
-#pragma unroll
-    for (int kk = 0; kk < kStream / 16; ++kk) {
-      if (kk >= n16) continue;
-      uint32_t da[4];
-      acc_to_a(da, ds[2 * kk], ds[2 * kk + 1]);
-#pragma unroll
-      for (int np = 0; np < ND / 2; ++np) {
-        uint32_t kb[4];
-        load_b_kn_pair<Dh, LDSM>(kb, sK[buf], kk * 16, np * 16, lane);
-        mma_16816(dq[2 * np], da, kb[0], kb[1]);
-        mma_16816(dq[2 * np + 1], da, kb[2], kb[3]);
+        for (int np = 0; np < ND / 2; ++np) {
+          uint32_t kb[4];
+          load_b_kn_pair<Dh, LDSM>(kb, sK[buf], kk * 16, np * 16, lane);
+          mma_16816(dq[2 * np], da, kb[0], kb[1]);
+          mma_16816(dq[2 * np + 1], da, kb[2], kb[3]);
+        }
       }
     }
-    __syncthreads();
-  }
+    if constexpr (!kLast) __syncthreads();  // buffer `buf` is refilled by the next tile's prefetch
+  };
+  for (int kt = 0; kt + 1 < n_kt; ++kt) kv_tile(kt, std::false_type{});
+  kv_tile(n_kt - 1, std::true_type{});
 
   bf16* dQg = dqkv + (size_t)b * N * ld + h * Dh;
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
-    const int i = q0 + warp * 16 + g + 8 * r;
+    const int i = q0 + wg * 16 + g + 8 * r;
     if (i < N) {
 #pragma unroll
       for (int nd = 0; nd < ND; ++nd)
@@ -1001,9 +1123,16 @@ void bwd_launch(const T* qkv, const T* out, const T* dout, const float* lse, T* 
                 int H, cudaStream_t stream) {
   const float scale = 1.0f / std::sqrt(float(Dh));
   const long long rows = (long long)B * H * N;
-  constexpr int kDeltaThreads = 256;  // 8 rows (warps) per block
-  VIT_ATTN_LAUNCH(attention_bwd_delta_kernel<T>, unsigned((rows + 7) / 8), kDeltaThreads, stream, out, dout, delta, B,
-                  N, H, Dh);
+  constexpr int kDeltaThreads = 256;
+  if constexpr (std::is_same_v<T, bf16>) {
+    constexpr int kRowsPerBlock = kDeltaThreads / (Dh / 8);  // Dh/8 lanes per row
+    auto* dk = attention_bwd_delta_bf16_kernel<Dh>;
+    VIT_ATTN_LAUNCH(dk, unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock), kDeltaThreads, stream, out, dout,
+                    delta, B, N, H);
+  } else {
+    VIT_ATTN_LAUNCH(attention_bwd_delta_kernel<T>, unsigned((rows + 7) / 8), kDeltaThreads, stream, out, dout,
+                    delta, B, N, H, Dh);  // 8 rows (warps) per block
+  }
   VIT_LAUNCH_CHECK();
   if constexpr (std::is_same_v<T, bf16>) {
     if (g_variant.load() == int(::vit::cuda::AttentionVariant::kFast))
@@ -1045,6 +1174,7 @@ void attention_bwd(const T* qkv, const T* out, const T* dout, const float* lse, 
   check_shape("vit::cuda::attention_bwd", B, N, H, Dh);
   if constexpr (std::is_same_v<T, bf16>) {
     check_aligned16("vit::cuda::attention_bwd", "qkv", qkv);
+    check_aligned16("vit::cuda::attention_bwd", "out", out);
     check_aligned16("vit::cuda::attention_bwd", "dout", dout);
     check_aligned16("vit::cuda::attention_bwd", "dqkv", dqkv);
   }

@@ -7,6 +7,7 @@
 // out  (B, N, D)
 // lse  (B, H, N) float: log sum_j exp(q_i.k_j * scale)
 // T is float (checking mode) or __nv_bfloat16 (training); accumulation is fp32.
+// bf16: qkv, out, dout, dqkv must be 16-byte aligned (16-byte copies); else std::invalid_argument.
 #pragma once
 #include <cuda_runtime.h>
 

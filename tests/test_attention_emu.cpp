@@ -73,11 +73,17 @@ TEST_P(AttentionEmu, Bf16MatchesFp64Reference) {
   vit::cuda_emu::set_attention_variant(vit::cuda::AttentionVariant::kFast);
 }
 
-// N = 197: 4 tiles of 64, the last one ragged; 17 and 5: a single partial tile; 64: exactly one tile;
-// 130 with Dh = 32: the small-head instantiation, 2 full tiles + 2 rows. H = 2 checks the head offsets.
+// Ragged N, where the kernels skip padding (kernels/attention.cu, "Padding"): 1 to 4 tiles of 64 rows,
+// the last one holding 1, 5, 17, 63, 64, 1, 5, 1, 2 or 5 rows (N = 1, 5, 17, 63, 64, 65, 69, 129, 130,
+// 197; 69 and 197 end like ViT's 197, with one live 8-wide n-tile), so that the live 8-wide n-tiles,
+// 16-wide k-steps and 16-row warps of the last tile take every case. B*H >= 2 everywhere, so that the
+// per-head rotation of the warps' row groups is exercised; N = 65 with B*H = 4 puts the one busy warp of
+// the last 64-row block in each of the four warp slots. Dh = 32: the small-head instantiation.
 INSTANTIATE_TEST_SUITE_P(Shapes, AttentionEmu,
-                         ::testing::Values(Shape{1, 197, 1, 64}, Shape{1, 17, 2, 64}, Shape{2, 5, 1, 64},
-                                           Shape{1, 64, 1, 64}, Shape{1, 130, 1, 32}),
+                         ::testing::Values(Shape{1, 1, 2, 64}, Shape{2, 5, 1, 64}, Shape{1, 17, 2, 64},
+                                           Shape{1, 63, 2, 64}, Shape{2, 64, 1, 64}, Shape{2, 65, 2, 64},
+                                           Shape{2, 69, 1, 32}, Shape{1, 129, 2, 64}, Shape{1, 130, 2, 32},
+                                           Shape{1, 197, 2, 64}),
                          [](const ::testing::TestParamInfo<Shape>& i) { return shape_name(i.param); });
 
 }  // namespace

@@ -122,9 +122,12 @@ TEST_P(AttentionCuda, Bf16MatchesFp64Reference) {
   vit::cuda::set_attention_variant(saved);
 }
 
+// 197: ViT; 256: no padding; 17, 5, 69, 129, 1: ragged last tiles where the kernels skip padding
+// (kernels/attention.cu, "Padding"); H > 1 and B > 1 check the head offsets and the per-head warp rotation.
 INSTANTIATE_TEST_SUITE_P(Shapes, AttentionCuda,
                          ::testing::Values(Shape{2, 197, 3, 64}, Shape{1, 17, 2, 64}, Shape{3, 5, 1, 64},
-                                           Shape{4, 256, 12, 64}, Shape{2, 197, 2, 32}),
+                                           Shape{4, 256, 12, 64}, Shape{2, 197, 2, 32}, Shape{3, 69, 2, 64},
+                                           Shape{2, 129, 3, 64}, Shape{1, 1, 4, 64}),
                          [](const ::testing::TestParamInfo<Shape>& i) { return shape_name(i.param); });
 
 // The backward has no atomics (dQ is its own pass over key tiles): two runs are bit-identical.
