@@ -61,7 +61,7 @@ using ::vit::cuda::LayerNormFwdVariant, ::vit::cuda::kLayerNormFwdDefault;
 namespace {
 constexpr int kWarps = 8;            // rows (warps) per block of the legacy forward and the backward
 constexpr int kBwdMaxBlocks = 512;   // fixed backward grid cap: fixes the reduction order
-constexpr int kMaxVecsPerLane = 16;  // forward: 16-byte vectors of x a lane may hold (64 registers)
+constexpr int kMaxVecsPerLane = 12;  // forward: 16-byte vectors of x a lane may hold (see fwd_rows)
 
 template <typename T>
 __device__ inline void unpack16(const int4& raw, float* f) {
@@ -261,7 +261,7 @@ __device__ inline void ln_normalize_rows(const int4 (&raw)[ROWS][NV], int row0, 
 
 // One group of ROWS rows per warp, WARPS warps per block, grid = ceil(R / (ROWS * WARPS)).
 template <typename T, int NV, int ROWS, int WARPS>
-__global__ void __launch_bounds__(WARPS * 32)
+__global__ void __launch_bounds__(WARPS * 32, 1)
     layernorm_fwd_rows_kernel(const T* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b,
                               T* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd, int R, int C,
                               float eps, bool wb_vec) {
@@ -277,7 +277,7 @@ __global__ void __launch_bounds__(WARPS * 32)
 // (G = warps in the grid) and loads group n+1 before it normalizes group n. The two register
 // buffers swap roles by unrolling the loop twice (a copy would wait for the prefetch to land).
 template <typename T, int NV, int ROWS, int WARPS>
-__global__ void __launch_bounds__(WARPS * 32)
+__global__ void __launch_bounds__(WARPS * 32, 1)
     layernorm_fwd_persistent_kernel(const T* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b,
                                     T* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd, int R,
                                     int C, float eps, bool wb_vec) {
@@ -416,8 +416,10 @@ void check_aligned(const void* p, const char* what) {
 }
 int bwd_blocks(int R) { return int(std::min<size_t>(ceil_div(size_t(R), kWarps), kBwdMaxBlocks)); }
 
-// Rows per warp actually compiled for NV vectors per lane: the x registers (ROWS * NV vectors, twice
-// that with the persistent prefetch buffer) stay within kMaxVecsPerLane, so no shape spills.
+// Rows per warp actually compiled for NV vectors per lane: the x vectors a lane holds (ROWS * NV,
+// twice that with the persistent prefetch buffer) stay within kMaxVecsPerLane. ptxas converts each
+// vector to fp32 once and keeps the floats (8 registers per bf16 vector), so 12 vectors already take
+// ~96 registers; with 16 (bf16, C = 1024, 4 rows) ptxas spilled at 512 threads per block.
 constexpr int fwd_rows(int rows, int nv, bool persistent) {
   const int cap = kMaxVecsPerLane / (nv * (persistent ? 2 : 1));
   return rows < cap ? rows : cap < 1 ? 1 : cap;

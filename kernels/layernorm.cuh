@@ -27,8 +27,9 @@ namespace vit::cuda {
 //                   reduces them together, loads w/b once and applies them to the R rows
 //   kPersistRowsR_WarpsW   grid = what fits on the GPU at once; each warp walks groups of R rows
 //                   with a stride and prefetches the next group before reducing the current one
-// R is capped so that a lane holds at most 16 16-byte vectors of x (64 registers): for fp32 with
-// C = 768 (6 vectors per lane per row) "Rows4" runs as 2 rows, "Persist Rows2" as 1.
+// R is capped so that a lane holds at most 12 16-byte vectors of x (no spills): bf16 with C = 768
+// (3 vectors per lane per row) runs every shape as named; fp32 with C = 768 (6 vectors) runs "Rows4"
+// as 2 rows and "PersistRows2" as 1.
 enum class LayerNormFwdVariant : int {
   kLegacy,
   kRows1_Warps4,
