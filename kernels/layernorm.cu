@@ -2,26 +2,28 @@
 //
 // Forward: what limits it, and the launch shapes worth sweeping (LayerNormFwdVariant)
 // ---------------------------------------------------------------------------------
+// (Estimates below are arithmetic, not measurements; bench_ops_cuda measures the variants.)
 // Per bf16 row of C = 768 the kernel moves 1536 bytes in and 1536 out and does ~10 fp32 ops per
 // element, so at ViT-B/16 batch 256 (50,432 rows, 155 MB) it is a pure streaming kernel: 2.5 TB/s
 // means 62 us. The ALU work is a few us of issue time spread over 132 SMs; what decides the speed
 // is whether enough load bytes are in flight all the time and how long each warp spends NOT having
-// loads in flight. Little's law: reads at ~1.5 TB/s (half of the traffic) with ~1 us of loaded DRAM
-// latency need ~1.5 MB in flight, ~12 KB per SM (H100; ~1.4x that on an H200 at the same latency).
+// loads in flight. Little's law: reads at ~1.5 TB/s (half of the traffic) with, say, 1 us of loaded
+// DRAM latency need ~1.5 MB in flight, ~12 KB per SM (H100; ~1.4x that on an H200).
 // The legacy kernel (one row per warp, 8 warps per block) has per warp, in sequence:
 //   1. 3 x 16-byte loads per lane = 1.5 KB in flight, then a full DRAM round trip of nothing else;
-//   2. two dependent 5-step shuffle butterflies;
+//   2. two dependent 5-step shuffle butterflies, an IEEE division and square root;
 //   3. 12 float4 loads of w/b per lane (4x the bytes of x itself through L1/LSU per row), a second
-//      dependent round trip (an L1 hit at best; x streaming through L1 evicts w/b, then L2);
+//      dependent round trip (an L1 hit at best, L2 once the x stream has evicted them);
 //   4. the stores, then the block retires when its slowest warp is done and a new block launches.
-// So each warp has load bytes in flight only during step 1, and the per-row w/b traffic competes
-// with x for L1 bandwidth. The knobs below attack exactly that:
+// So a warp has load bytes in flight only during step 1 (occupancy has to cover the rest), and the
+// per-row w/b traffic competes with x for L1 bandwidth. The knobs:
 //   ROWS (1, 2, 4): a warp issues the loads of ROWS rows at once (ROWS x 1.5 KB in flight per warp),
 //     runs the ROWS butterflies interleaved (independent shuffles hide each other's latency), and
 //     loads each w/b vector once for all ROWS rows (L1 traffic for params / ROWS). mean/rstd of the
 //     ROWS rows go out as one store instruction (lane r holds row r) instead of ROWS lane-0 stores.
-//     x stays in registers as loaded (packed bf16: 4 registers per 16 bytes, converted at each of
-//     the three uses: an integer shift or mask per element, cheaper than twice the registers).
+//     The price is registers: ptxas keeps the fp32 conversions of the loaded vectors, so (bf16,
+//     C = 768, ptxas -v for sm_90) 1 row takes 56 registers, 2 rows 88, 4 rows 128 (16 resident
+//     warps per SM, i.e. up to 96 KB of x in flight per SM, still far above the ~12 KB needed).
 //   WARPS (4, 8, 16) per block: more warps per block = fewer, larger blocks (less block launch and
 //     retire overhead); fewer = finer granularity at the tail and when registers limit residency.
 //   Persistent grid: exactly the blocks that fit at once, each warp walks row groups with a grid
@@ -417,9 +419,9 @@ void check_aligned(const void* p, const char* what) {
 int bwd_blocks(int R) { return int(std::min<size_t>(ceil_div(size_t(R), kWarps), kBwdMaxBlocks)); }
 
 // Rows per warp actually compiled for NV vectors per lane: the x vectors a lane holds (ROWS * NV,
-// twice that with the persistent prefetch buffer) stay within kMaxVecsPerLane. ptxas converts each
-// vector to fp32 once and keeps the floats (8 registers per bf16 vector), so 12 vectors already take
-// ~96 registers; with 16 (bf16, C = 1024, 4 rows) ptxas spilled at 512 threads per block.
+// twice that with the persistent prefetch buffer) stay within kMaxVecsPerLane. ptxas keeps each
+// vector as 8 fp32 registers (bf16), so 12 vectors take ~128 registers; with 16 (bf16, C = 1024,
+// 4 rows, 512 threads per block) it spilled.
 constexpr int fwd_rows(int rows, int nv, bool persistent) {
   const int cap = kMaxVecsPerLane / (nv * (persistent ? 2 : 1));
   return rows < cap ? rows : cap < 1 ? 1 : cap;
