@@ -6,6 +6,8 @@
 // Run: bench_ops_cuda --benchmark_out=ops.json --benchmark_out_format=json
 // Targets (../shared/ANCHORS.md, issue 4): LayerNorm forward >= 2.5 TB/s (PyTorch 1.36 TB/s).
 #include <cmath>
+#include <cstdint>
+#include <string>
 #include <vector>
 
 #include "bench/bench_cuda_util.cuh"
@@ -23,29 +25,74 @@ using bf16 = __nv_bfloat16;
 namespace {
 constexpr int kRows = 256 * 197, kD = 768, kMlp = 3072;
 
-void BM_LayerNormFwd_impl(benchmark::State& st) {
+// variant < 0: the library entry point (kLayerNormFwdDefault); else that launch shape.
+void BM_LayerNormFwd_impl(benchmark::State& st, int variant) {
+  using vit::cuda::LayerNormFwdVariant;
   const int R = int(st.range(0)), C = int(st.range(1));
   Buf<bf16> x(size_t(R) * C), y(size_t(R) * C);
   Buf<float> w(C), b(C), mean(R), rstd(R);
   fill_uniform(x.p, x.n, 1, 2.f, 0.3f);
   fill_uniform(w.p, w.n, 2, 0.2f, 1.f);
   fill_uniform(b.p, b.n, 3, 0.1f);
-  vit::cuda::layernorm_fwd<bf16>(x, w, b, y, mean, rstd, R, C, 1e-6f, nullptr);
-  // validate three rows against vit::cpu::layernorm_fwd
+  auto run = [&] {
+    if (variant < 0) vit::cuda::layernorm_fwd<bf16>(x, w, b, y, mean, rstd, R, C, 1e-6f, nullptr);
+    else vit::cuda::layernorm_fwd_variant<bf16>(LayerNormFwdVariant(variant), x, w, b, y, mean, rstd, R, C, 1e-6f,
+                                                nullptr);
+  };
+  VIT_CHECK(cudaMemset(y.p, 0xFF, y.n * sizeof(bf16)));  // NaN: an unwritten row fails below
+  run();
+  // validate rows (first, middle, last, and two that end a 4-row group) against vit::cpu::layernorm_fwd
   auto hw = fetch(w.p, 0, C), hb = fetch(b.p, 0, C);
-  for (int r : {0, R / 2, R - 1}) {
+  for (int r : {0, 3, R / 2, R - 2, R - 1}) {
     auto hx = fetch(x.p, size_t(r) * C, C), hy = fetch(y.p, size_t(r) * C, C);
     std::vector<float> ref(C), m(1), rs(1);
     vit::cpu::layernorm_fwd<float>(hx.data(), hw.data(), hb.data(), ref.data(), m.data(), rs.data(), 1, C, 1e-6f);
     for (int c = 0; c < C; ++c)
-      if (!close(hy[c], ref[c], 2e-2, 1e-2)) return st.SkipWithError("layernorm_fwd validation failed");
+      if (!close(hy[c], ref[c], 2e-2, 1e-2)) return st.SkipWithError("layernorm_fwd validation failed (y)");
+    if (!close(fetch(mean.p, r, 1)[0], m[0], 1e-5, 1e-5) || !close(fetch(rstd.p, r, 1)[0], rs[0], 1e-5, 1e-4))
+      return st.SkipWithError("layernorm_fwd validation failed (mean/rstd)");
   }
-  double t = time_loop(st, nullptr, [&] { vit::cuda::layernorm_fwd<bf16>(x, w, b, y, mean, rstd, R, C, 1e-6f, nullptr); });
+  if (variant >= 0) {
+    // Every variant should write bitwise the legacy kernel's output (same arithmetic, other launch
+    // shape). Reported as a counter, not an error, so that a mismatch does not cost the timing;
+    // the GPU test OpsCuda*LayerNormFwdVariants asserts it.
+    std::vector<uint16_t> got(y.n), want(y.n);
+    VIT_CHECK(cudaMemcpy(got.data(), y.p, y.n * 2, cudaMemcpyDeviceToHost));
+    vit::cuda::layernorm_fwd_variant<bf16>(LayerNormFwdVariant::kLegacy, x, w, b, y, mean, rstd, R, C, 1e-6f, nullptr);
+    VIT_CHECK(cudaMemcpy(want.data(), y.p, y.n * 2, cudaMemcpyDeviceToHost));
+    st.counters["same_bits_as_legacy"] = got == want ? 1 : 0;
+    const auto v = LayerNormFwdVariant(variant);
+    st.SetLabel(std::string(vit::cuda::layernorm_fwd_variant_name(v)) +
+                (v == vit::cuda::kLayerNormFwdDefault ? " (library default)" : ""));
+  } else {
+    st.SetLabel(std::string("library default: ") +
+                vit::cuda::layernorm_fwd_variant_name(vit::cuda::kLayerNormFwdDefault));
+  }
+  double t = time_loop(st, nullptr, run);
   // read x, write y (bf16), write mean/rstd (fp32); w/b are cache-resident
   report_bandwidth(st, double(R) * C * 2 * 2 + double(R) * 8, t);
 }
-void BM_LayerNormFwd(benchmark::State& st) { guard(st, BM_LayerNormFwd_impl); }
+void BM_LayerNormFwd(benchmark::State& st) { guard(st, [](benchmark::State& s) { BM_LayerNormFwd_impl(s, -1); }); }
 BENCHMARK(BM_LayerNormFwd)->Args({kRows, kD})->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(50);
+
+// The issue-4 sweep: one row per forward launch shape, BM_LayerNormFwdVariant/<name>/50432/768
+// (names: vit::cuda::layernorm_fwd_variant_name; the label marks the library default). The
+// fastest becomes kLayerNormFwdDefault in kernels/layernorm.cuh.
+const bool kLayerNormFwdVariantsRegistered = [] {
+  for (int v = 0; v < int(vit::cuda::LayerNormFwdVariant::kCount); ++v) {
+    const std::string name = std::string("BM_LayerNormFwdVariant/") +
+                             vit::cuda::layernorm_fwd_variant_name(vit::cuda::LayerNormFwdVariant(v));
+    benchmark::RegisterBenchmark(name.c_str(),
+                                 [v](benchmark::State& st) {
+                                   guard(st, [v](benchmark::State& s) { BM_LayerNormFwd_impl(s, v); });
+                                 })
+        ->Args({kRows, kD})
+        ->UseManualTime()
+        ->Unit(benchmark::kMicrosecond)
+        ->Iterations(50);
+  }
+  return true;
+}();
 
 void BM_LayerNormBwd_impl(benchmark::State& st) {
   const int R = int(st.range(0)), C = int(st.range(1));

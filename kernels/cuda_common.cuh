@@ -83,6 +83,7 @@ __global__ void elementwise_map_kernel(const T* a, const T* b, T* out, size_t n,
   for (size_t i = done + tid; i < n; i += stride) out[i] = from_f32<T>(op(i, to_f32(a[i]), to_f32(b[i])));
 }
 
+#ifndef VIT_CUDA_EMULATE  // the host compiler of tests/emu/cuda_emu.h cannot parse <<<>>>
 template <typename T, typename Op>
 inline void elementwise_map(const T* a, const T* b, T* out, size_t n, Op op, cudaStream_t stream) {
   if (!n) return;
@@ -93,5 +94,6 @@ inline void elementwise_map(const T* a, const T* b, T* out, size_t n, Op op, cud
   elementwise_map_kernel<T, Op><<<grid, threads, 0, stream>>>(a, b, out, n, op, vec);
   VIT_LAUNCH_CHECK();
 }
+#endif
 
 }  // namespace vit::cuda

@@ -5,7 +5,7 @@
 // it reaches a barrier (__syncthreads, or a warp-collective op), then yields. Blocks run one after the
 // other, so `__shared__` can simply be `static` (one instance per kernel, reused by every block).
 // Emulated, each from the PTX ISA description of the instruction:
-//   __syncthreads, __shfl_xor_sync, mma.sync.m16n8k16 bf16 -> fp32, ldmatrix.x4 (with .trans),
+//   __syncthreads, __shfl_xor_sync, dynamic shared memory, __ldg/__ldcs/__stcs, mma.sync.m16n8k16 bf16 -> fp32, ldmatrix.x4 (with .trans),
 //   cp.async 16 B with zero fill, commit_group / wait_group.
 // Each cp.async copy lands at a random legal moment, at issue or at the wait_group that must see it, and
 // a random quarter of the warps sits out each scheduling pass, so warps drift apart between barriers:
@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -33,6 +34,8 @@
 
 namespace emu {
 
+constexpr size_t kStackBytes = 256 * 1024;  // per emulated thread
+
 struct PendingCopy {
   void* dst;
   const void* src;
@@ -40,7 +43,7 @@ struct PendingCopy {
 };
 struct Fiber {
   ucontext_t ctx{};
-  std::vector<char> stack;
+  char* stack = nullptr;  // from stack_pool()
   unsigned tid = 0;
   bool done = false;
   std::vector<std::vector<PendingCopy>> groups;  // committed cp.async groups, oldest first
@@ -129,15 +132,36 @@ inline void trampoline() {
   // returning switches to uc_link (the scheduler)
 }
 
-// Runs body() as every thread of every block of the grid.
-inline void launch(dim3 grid, dim3 block, std::function<void()> body) {
+// Fiber stacks, reused by every block and launch (allocated once, never zero-filled).
+inline char* stack_pool(unsigned tid) {
+  static std::vector<std::unique_ptr<char[]>> pool;
+  while (pool.size() <= tid) pool.emplace_back(new char[kStackBytes]);
+  return pool[tid].get();
+}
+
+// Dynamic shared memory (extern __shared__) of the running launch; kernels fetch it with
+// dynamic_smem<T>() under VIT_CUDA_EMULATE. Filled with NaN bytes at each block: a kernel that
+// reads it before writing it sees garbage, as on a GPU.
+inline std::vector<unsigned char>& dyn_smem_buf() {
+  static std::vector<unsigned char> b;
+  return b;
+}
+template <typename T>
+inline T* dynamic_smem() {
+  return reinterpret_cast<T*>(dyn_smem_buf().data());
+}
+
+// Runs body() as every thread of every block of the grid (smem_bytes: the dynamic shared memory).
+inline void launch(dim3 grid, dim3 block, std::function<void()> body, size_t smem_bytes = 0) {
   const unsigned nthreads = block.x * block.y * block.z;
   if (nthreads == 0 || nthreads > 1024) throw std::invalid_argument("emu::launch: bad block size");
+  if (smem_bytes > 227 * 1024) throw std::invalid_argument("emu::launch: too much dynamic shared memory");
   cur_grid_dim() = grid;
   cur_block_dim() = block;
   for (unsigned bz = 0; bz < grid.z; ++bz)
     for (unsigned by = 0; by < grid.y; ++by)
       for (unsigned bx = 0; bx < grid.x; ++bx) {
+        dyn_smem_buf().assign(smem_bytes + 16, 0xFF);
         Block B;
         B.nthreads = nthreads;
         B.fibers.resize(nthreads);
@@ -150,10 +174,10 @@ inline void launch(dim3 grid, dim3 block, std::function<void()> body) {
         for (unsigned t = 0; t < nthreads; ++t) {
           Fiber& f = B.fibers[t];
           f.tid = t;
-          f.stack.resize(256 * 1024);
+          f.stack = stack_pool(t);
           getcontext(&f.ctx);
-          f.ctx.uc_stack.ss_sp = f.stack.data();
-          f.ctx.uc_stack.ss_size = f.stack.size();
+          f.ctx.uc_stack.ss_sp = f.stack;
+          f.ctx.uc_stack.ss_size = kStackBytes;
           f.ctx.uc_link = &B.sched;
           makecontext(&f.ctx, trampoline, 0);
         }
@@ -318,3 +342,16 @@ inline void cp_async_wait(int n) {
 inline void __syncthreads() { ::emu::block_barrier(); }
 inline float __shfl_xor_sync(unsigned, float v, int lane_mask) { return ::emu::shfl_xor(v, lane_mask); }
 inline int min(int a, int b) { return a < b ? a : b; }
+// Cache-hinted global loads/stores: plain memory accesses on the host.
+template <typename T>
+inline T __ldg(const T* p) {
+  return *p;
+}
+template <typename T>
+inline T __ldcs(const T* p) {
+  return *p;
+}
+template <typename T>
+inline void __stcs(T* p, T v) {
+  *p = v;
+}

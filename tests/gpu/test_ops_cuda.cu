@@ -119,6 +119,50 @@ TEST(OpsCudaHead, LinearBf16InFp32Out) {
   expect_close(y.download(), ry, 1e-4, 1e-4, "head logits");
 }
 
+// Every forward launch shape (vit::cuda::LayerNormFwdVariant, the issue-4 sweep) against the CPU
+// reference, and bitwise against the library default: the shapes differ only in how rows are
+// assigned to warps, so switching kLayerNormFwdDefault must not change a bit. Rows: fewer than one
+// group, ragged groups and blocks, and 20011 rows, enough for every warp of a persistent grid to
+// walk several groups (the prefetch path). C = 200: lanes without a vector in the last slot.
+TYPED_TEST(OpsCuda, LayerNormFwdVariants) {
+  VIT_REQUIRE_GPU();
+  using T = TypeParam;
+  using vit::cuda::LayerNormFwdVariant;
+  Rng rng(fresh_seed());
+  for (int C : {768, 200}) {
+    for (int R : {1, 7, 197, 20011}) {
+      auto x = representable<T>(rng.normal(size_t(R) * C, 2.f, 0.5f));
+      auto w = rng.normal(C, 0.2f, 1.f), b = rng.normal(C, 0.1f);
+      DevBuf<T> dx_(x);
+      DevBuf<float> dw_(w), db_(b);
+      std::vector<float> ry(size_t(R) * C), rm(R), rr(R);
+      vit::cpu::layernorm_fwd<float>(x.data(), w.data(), b.data(), ry.data(), rm.data(), rr.data(), R, C, 1e-6f);
+      DevBuf<T> y0(size_t(R) * C);
+      DevBuf<float> m0(R), r0(R);
+      vit::cuda::layernorm_fwd<T>(dx_, dw_, db_, y0, m0, r0, R, C, 1e-6f, nullptr);
+      const auto y0h = y0.download(), m0h = m0.download(), r0h = r0.download();
+      for (int v = 0; v < int(LayerNormFwdVariant::kCount); ++v) {
+        const std::string tag = std::string(" ") + vit::cuda::layernorm_fwd_variant_name(LayerNormFwdVariant(v)) +
+                                " R=" + std::to_string(R) + " C=" + std::to_string(C);
+        DevBuf<T> y(size_t(R) * C);
+        DevBuf<float> mean(R), rstd(R);
+        vit::cuda::layernorm_fwd_variant<T>(LayerNormFwdVariant(v), dx_, dw_, db_, y, mean, rstd, R, C, 1e-6f,
+                                            nullptr);
+        const auto yh = y.download(), mh = mean.download(), rh = rstd.download();
+        expect_close(yh, ry, Tol<T>::atol, Tol<T>::rtol, "layernorm y" + tag);
+        expect_close(mh, rm, 1e-5, 1e-5, "layernorm mean" + tag);
+        expect_close(rh, rr, 1e-5, 1e-5, "layernorm rstd" + tag);
+        EXPECT_TRUE(yh == y0h && mh == m0h && rh == r0h) << "not bitwise the library default's output:" << tag;
+        // inference (no statistics) writes the same y
+        DevBuf<T> y2(size_t(R) * C);
+        vit::cuda::layernorm_fwd_variant<T>(LayerNormFwdVariant(v), dx_, dw_, db_, y2, nullptr, nullptr, R, C, 1e-6f,
+                                            nullptr);
+        EXPECT_TRUE(y2.download() == yh) << "y without mean/rstd differs:" << tag;
+      }
+    }
+  }
+}
+
 TYPED_TEST(OpsCuda, LayerNorm) {
   VIT_REQUIRE_GPU();
   using T = TypeParam;
