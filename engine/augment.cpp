@@ -37,28 +37,27 @@ std::vector<float> linspace(float a, float b, int n) {
   return v;
 }
 
-inline uint8_t trunc8(float v) { return (uint8_t)std::min(255.f, std::max(0.f, v)); }
+using augpx::trunc8;
 
-// torchvision rgb_to_grayscale on uint8: weighted sum truncated to uint8.
+// torchvision rgb_to_grayscale of every pixel.
 std::vector<uint8_t> gray(const Image& img) {
   std::vector<uint8_t> g((size_t)img.width * img.height);
-  for (size_t i = 0; i < g.size(); ++i) {
-    const uint8_t* p = &img.rgb[i * 3];
-    g[i] = (uint8_t)(0.2989f * p[0] + 0.587f * p[1] + 0.114f * p[2]);
-  }
+  for (size_t i = 0; i < g.size(); ++i) g[i] = augpx::gray(&img.rgb[i * 3]);
   return g;
+}
+double gray_sum(const Image& img) {
+  double s = 0;
+  for (uint8_t v : gray(img)) s += v;
+  return s;
 }
 
 // ratio*img + (1-ratio)*other, clamped, truncated (torchvision _blend).
 void blend_gray(Image& img, const std::vector<uint8_t>& other, float ratio) {
   for (size_t i = 0; i < other.size(); ++i)
-    for (int c = 0; c < 3; ++c) {
-      uint8_t& v = img.rgb[i * 3 + c];
-      v = trunc8(ratio * v + (1.f - ratio) * other[i]);
-    }
+    for (int c = 0; c < 3; ++c) img.rgb[i * 3 + c] = augpx::blend(img.rgb[i * 3 + c], other[i], ratio);
 }
 void blend_const(Image& img, float other, float ratio) {
-  for (auto& v : img.rgb) v = trunc8(ratio * v + (1.f - ratio) * other);
+  for (auto& v : img.rgb) v = augpx::blend(v, other, ratio);
 }
 
 void sharpness(Image& img, float factor) {
@@ -142,40 +141,17 @@ void affine_sample(const Image& src, Image& dst, const double m[6], const uint8_
   dst.height = h;
   dst.rgb.resize((size_t)w * h * 3);
   for (int y = 0; y < h; ++y) {
-    const double py = y + 0.5 - h * 0.5, px0 = 0.5 - w * 0.5;
-    // Source position in pixel-index units (grid_sample, align_corners=False), stepped along the row.
-    double sx = m[0] * px0 + m[1] * py + m[2] + w * 0.5 - 0.5;
-    double sy = m[3] * px0 + m[4] * py + m[5] + h * 0.5 - 0.5;
+    double sx, sy;
+    augpx::row_start(m, w, h, y, sx, sy);  // stepped along the row, as the GPU kernel does
     uint8_t* o = &dst.rgb[(size_t)y * w * 3];
     for (int x = 0; x < w; ++x, sx += m[0], sy += m[3], o += 3) {
-      if (!bilinear) {
-        const long ix = std::lrint(sx), iy = std::lrint(sy);  // round half to even, as nearbyint in grid_sample
-        const uint8_t* p = (ix < 0 || iy < 0 || ix >= w || iy >= h) ? fill : &src.rgb[((size_t)iy * w + ix) * 3];
-        o[0] = p[0], o[1] = p[1], o[2] = p[2];
+      if (bilinear) {
+        augpx::bilinear(src.rgb.data(), w, h, sx, sy, fill, o);
         continue;
       }
-      const double fx = std::floor(sx), fy = std::floor(sy);
-      const int x0 = (int)fx, y0 = (int)fy;
-      if (x0 < -1 || y0 < -1 || x0 >= w || y0 >= h) {  // all four taps outside
-        o[0] = fill[0], o[1] = fill[1], o[2] = fill[2];
-        continue;
-      }
-      const float ax = (float)(sx - fx), ay = (float)(sy - fy);
-      const bool inside = x0 >= 0 && y0 >= 0 && x0 + 1 < w && y0 + 1 < h;
-      const uint8_t* p00;
-      const uint8_t *p01, *p10, *p11;
-      if (inside) {
-        p00 = &src.rgb[((size_t)y0 * w + x0) * 3];
-        p01 = p00 + 3, p10 = p00 + (size_t)w * 3, p11 = p10 + 3;
-      } else {
-        auto at = [&](int xi, int yi) -> const uint8_t* {
-          return (xi < 0 || yi < 0 || xi >= w || yi >= h) ? fill : &src.rgb[((size_t)yi * w + xi) * 3];
-        };
-        p00 = at(x0, y0), p01 = at(x0 + 1, y0), p10 = at(x0, y0 + 1), p11 = at(x0 + 1, y0 + 1);
-      }
-      const float w00 = (1 - ax) * (1 - ay), w01 = ax * (1 - ay), w10 = (1 - ax) * ay, w11 = ax * ay;
-      for (int c = 0; c < 3; ++c)
-        o[c] = (uint8_t)std::min(255.f, w00 * p00[c] + w01 * p01[c] + w10 * p10[c] + w11 * p11[c] + 0.5f);
+      const long ix = std::lrint(sx), iy = std::lrint(sy);  // round half to even, as nearbyint in grid_sample
+      const uint8_t* p = augpx::tap(src.rgb.data(), w, h, (int)ix, (int)iy, fill);
+      o[0] = p[0], o[1] = p[1], o[2] = p[2];
     }
   }
 }
@@ -219,13 +195,7 @@ void apply_ta_op(Image& img, TAOp op, float mag, const uint8_t fill[3]) {
     case TAOp::Rotate: geometric(img, 0, 0, -mag, 0, 0, 0, 0, fill); break;  // F.rotate negates for tensors
     case TAOp::Brightness: blend_const(img, 0.f, 1.f + mag); break;
     case TAOp::Color: blend_gray(img, gray(img), 1.f + mag); break;
-    case TAOp::Contrast: {
-      const auto g = gray(img);
-      double s = 0;
-      for (uint8_t v : g) s += v;
-      blend_const(img, (float)(s / g.size()), 1.f + mag);
-      break;
-    }
+    case TAOp::Contrast: blend_const(img, (float)(gray_sum(img) / ((size_t)img.width * img.height)), 1.f + mag); break;
     case TAOp::Sharpness: sharpness(img, 1.f + mag); break;
     case TAOp::Posterize: {
       const uint8_t mask = (uint8_t)(0xFF << (8 - (int)mag));
@@ -241,14 +211,18 @@ void apply_ta_op(Image& img, TAOp op, float mag, const uint8_t fill[3]) {
   }
 }
 
-TAChoice trivial_augment(Image& img, Rng& rng, const uint8_t fill[3]) {
+TAChoice draw_trivial_augment(Rng& rng) {
   const auto& ops = trivial_augment_ops();
   TAChoice ch;
   ch.op = rng.below((int)ops.size());
   const auto& o = ops[ch.op];
   if (!o.magnitudes.empty()) ch.magnitude = o.magnitudes[rng.below((int)o.magnitudes.size())];
   if (o.is_signed && rng.below(2)) ch.magnitude = -ch.magnitude;
-  apply_ta_op(img, o.op, ch.magnitude, fill);
+  return ch;
+}
+TAChoice trivial_augment(Image& img, Rng& rng, const uint8_t fill[3]) {
+  const TAChoice ch = draw_trivial_augment(rng);
+  apply_ta_op(img, trivial_augment_ops()[ch.op].op, ch.magnitude, fill);
   return ch;
 }
 
@@ -278,69 +252,64 @@ void gaussian_blur(Image& img, float sigma) {
 }
 
 void adjust_hue(Image& img, float shift) {
-  for (size_t i = 0; i < img.rgb.size(); i += 3) {
-    float r = img.rgb[i] / 255.f, g = img.rgb[i + 1] / 255.f, b = img.rgb[i + 2] / 255.f;
-    const float mx = std::max({r, g, b}), mn = std::min({r, g, b}), d = mx - mn;
-    if (d <= 0) continue;  // grey: hue undefined, nothing to rotate
-    float hh;
-    if (mx == r) {
-      hh = (g - b) / d;
-      if (hh < 0) hh += 6.f;
-    }
-    else if (mx == g) hh = (b - r) / d + 2.f;
-    else hh = (r - g) / d + 4.f;
-    hh = hh / 6.f + shift;
-    hh -= std::floor(hh);
-    const float s = d / mx, v = mx;
-    const float h6 = hh * 6.f;
-    const int sector = std::min(5, (int)h6);
-    const float f = h6 - sector, p = v * (1 - s), q = v * (1 - s * f), t = v * (1 - s * (1 - f));
-    float rgb[6][3] = {{v, t, p}, {q, v, p}, {p, v, t}, {p, q, v}, {t, p, v}, {v, p, q}};
-    for (int c = 0; c < 3; ++c) img.rgb[i + c] = (uint8_t)std::min(255.f, rgb[sector][c] * 255.f + 0.5f);
+  for (size_t i = 0; i < img.rgb.size(); i += 3) augpx::hue(&img.rgb[i], shift);
+}
+
+AugmentParams draw_augment(const AugmentConfig& cfg, Rng& rng) {
+  AugmentParams p;
+  if (!cfg.enabled) return p;
+  // 1. Geometry in one resampling: rotation, flip, zoom.
+  const double angle = cfg.rotate_flip ? rng.uniform(0.f, 360.f) : 0.0;
+  const bool flip = cfg.rotate_flip && rng.below(2);
+  const double smin = std::max(1e-3f, cfg.scale_min), smax = std::max((float)smin, cfg.scale_max);
+  const double scale = std::exp(std::log(smin) + (std::log(smax) - std::log(smin)) * rng.uniform());
+  if (angle != 0 || flip || scale != 1) {
+    p.geometry = true;
+    inverse_affine(0, 0, angle, 0, 0, scale, 0, 0, p.m);
+    if (flip) p.m[0] = -p.m[0], p.m[3] = -p.m[3];  // mirror the output x axis
   }
+  // 2. TrivialAugmentWide.
+  if (cfg.trivial_augment) {
+    const TAChoice ch = draw_trivial_augment(rng);
+    p.ta_op = ch.op;
+    p.ta_magnitude = ch.magnitude;
+  }
+  // 3. Colour and stain jitter; the stain is an independent gain per channel (a shift of the
+  // stain's colour balance).
+  if (cfg.color > 0) {
+    const float c = cfg.color;
+    p.color = true;
+    p.jitter.brightness = rng.uniform(1 - c, 1 + c);
+    p.jitter.contrast = rng.uniform(1 - c, 1 + c);
+    p.jitter.saturation = rng.uniform(1 - c, 1 + c);
+    p.jitter.hue = rng.uniform(-c / 4, c / 4);
+    for (auto& g : p.jitter.gain) g = rng.uniform(1 - c / 4, 1 + c / 4);
+  }
+  // 4. Blur (focus differences between scanners).
+  if (cfg.blur_prob > 0 && rng.uniform() < cfg.blur_prob) p.blur_sigma = rng.uniform(0.1f, 1.5f);
+  return p;
+}
+
+void apply_augment(Image& img, const AugmentParams& p) {
+  uint8_t fill[3];
+  border_color(img, fill);  // background colour: out-of-frame pixels look like more smear
+  if (p.geometry) {
+    Image out;
+    affine_sample(img, out, p.m, fill, /*bilinear=*/true);
+    img = std::move(out);
+  }
+  if (p.ta_op >= 0) apply_ta_op(img, trivial_augment_ops()[p.ta_op].op, p.ta_magnitude, fill);
+  if (p.color) {
+    for (size_t i = 0; i < img.rgb.size(); i += 3) augpx::brighten(&img.rgb[i], p.jitter);
+    const float mean = augpx::mean_of((uint64_t)gray_sum(img), (uint64_t)img.width * img.height);
+    for (size_t i = 0; i < img.rgb.size(); i += 3) augpx::jitter_rest(&img.rgb[i], p.jitter, mean);
+  }
+  if (p.blur_sigma > 0) gaussian_blur(img, p.blur_sigma);
 }
 
 void augment_train(Image& img, const AugmentConfig& cfg, Rng& rng) {
   if (!cfg.enabled) return;
-  uint8_t fill[3];
-  border_color(img, fill);  // background colour: out-of-frame pixels look like more smear
-  // 1. Geometry in one resampling: rotation, flip, zoom.
-  {
-    const double angle = cfg.rotate_flip ? rng.uniform(0.f, 360.f) : 0.0;
-    const bool flip = cfg.rotate_flip && rng.below(2);
-    const double smin = std::max(1e-3f, cfg.scale_min), smax = std::max((float)smin, cfg.scale_max);
-    const double scale = std::exp(std::log(smin) + (std::log(smax) - std::log(smin)) * rng.uniform());
-    if (angle != 0 || flip || scale != 1) {
-      double m[6];
-      inverse_affine(0, 0, angle, 0, 0, scale, 0, 0, m);
-      if (flip) m[0] = -m[0], m[3] = -m[3];  // mirror the output x axis
-      Image out;
-      affine_sample(img, out, m, fill, /*bilinear=*/true);
-      img = std::move(out);
-    }
-  }
-  // 2. TrivialAugmentWide.
-  if (cfg.trivial_augment) trivial_augment(img, rng, fill);
-  // 3. Colour and stain jitter.
-  if (cfg.color > 0) {
-    const float c = cfg.color;
-    blend_const(img, 0.f, rng.uniform(1 - c, 1 + c));  // brightness
-    {
-      const auto g = gray(img);
-      double s = 0;
-      for (uint8_t v : g) s += v;
-      blend_const(img, (float)(s / g.size()), rng.uniform(1 - c, 1 + c));  // contrast
-    }
-    blend_gray(img, gray(img), rng.uniform(1 - c, 1 + c));  // saturation
-    adjust_hue(img, rng.uniform(-c / 4, c / 4));
-    // Stain: independent gain per channel, i.e. a shift of the stain's colour balance.
-    float gain[3];
-    for (auto& gg : gain) gg = rng.uniform(1 - c / 4, 1 + c / 4);
-    for (size_t i = 0; i < img.rgb.size(); i += 3)
-      for (int k = 0; k < 3; ++k) img.rgb[i + k] = trunc8(img.rgb[i + k] * gain[k] + 0.5f);
-  }
-  // 4. Blur (focus differences between scanners).
-  if (cfg.blur_prob > 0 && rng.uniform() < cfg.blur_prob) gaussian_blur(img, rng.uniform(0.1f, 1.5f));
+  apply_augment(img, draw_augment(cfg, rng));
 }
 
 }  // namespace vit

@@ -4,13 +4,16 @@
 //     (torchvision/transforms/autoaugment.py), with the tensor-path semantics
 //     (uint8 truncation, nearest-neighbour geometry).
 //   - augment_train: rotation + flip + scale jitter (one bilinear affine), optional
-//     TrivialAugmentWide, colour/stain jitter, Gaussian blur.
+//     TrivialAugmentWide, colour/stain jitter, Gaussian blur. It is draw_augment (every random
+//     draw, no pixels) then apply_augment (no randomness), so the GPU path (data_on_device,
+//     kernels/augment.cu) can apply on the device exactly what the host drew.
 #pragma once
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "engine/image.h"
+#include "kernels/augment_pixel.h"  // AugmentParams, the per-pixel arithmetic
 
 namespace vit {
 
@@ -52,11 +55,18 @@ const std::vector<TAOpInfo>& trivial_augment_ops(int num_bins = 31);
 // moves in from outside the image (torchvision's `fill`).
 void apply_ta_op(Image& img, TAOp op, float magnitude, const uint8_t fill[3]);
 struct TAChoice { int op = 0; float magnitude = 0; };
-// Draw an op, a bin and a sign as torchvision does, apply it, return what was drawn.
+// Draw an op, a bin and a sign as torchvision does.
+TAChoice draw_trivial_augment(Rng& rng);
+// The same, applied; returns what was drawn.
 TAChoice trivial_augment(Image& img, Rng& rng, const uint8_t fill[3]);
 
-// Full training augmentation of an already preprocessed square image, in place.
+// Full training augmentation of an already preprocessed square image, in place:
+// apply_augment(img, draw_augment(cfg, rng)).
 void augment_train(Image& img, const AugmentConfig& cfg, Rng& rng);
+// Every random draw of augment_train, in its order (identity parameters, no draw, when !cfg.enabled).
+AugmentParams draw_augment(const AugmentConfig& cfg, Rng& rng);
+// Applies drawn parameters; pixels moved in from outside the frame take the image's border colour.
+void apply_augment(Image& img, const AugmentParams& p);
 
 // Building blocks (exposed for tests).
 // Output pixel centre p (relative to the image centre) samples input at A*p + t.

@@ -169,8 +169,9 @@ struct Loader::Impl {
   std::vector<Slot> slots;
   std::vector<size_t> order;
   int epoch = 0;
+  bool load_images = true;
   size_t nbatches = 0, next_job = 0, cur = 0;
-  bool stop = false;
+  bool stop = false, started = false;
   std::mutex mu;
   std::condition_variable cv;
   std::vector<std::thread> workers;
@@ -203,6 +204,13 @@ struct Loader::Impl {
     return o;
   }
 
+  // The augmentation of the image at position `pos` of the epoch (identity when off).
+  AugmentParams draw(size_t pos) const {
+    if (!cfg.aug.enabled) return {};
+    Rng r(mix_seed(cfg.seed, (uint64_t)epoch, pos, 0xA06ull));
+    return draw_augment(cfg.aug, r);
+  }
+
   void load_one(size_t pos, size_t idx, float* dst) const {
     const int S = cfg.image_size;
     Image img;
@@ -212,25 +220,25 @@ struct Loader::Impl {
     } else {
       img = preprocess(load_image(samples[idx].full_path()), S);
     }
-    if (cfg.aug.enabled) {
-      Rng r(mix_seed(cfg.seed, (uint64_t)epoch, pos, 0xA06ull));
-      augment_train(img, cfg.aug, r);
-    }
+    if (cfg.aug.enabled) apply_augment(img, draw(pos));
     to_chw_normalized(img, stats.mean, stats.std, dst);
   }
 
+  // Batch b of the epoch: its samples and labels, then either the pixels or the draws.
   void fill(size_t b, Batch& batch) const {
     const size_t B = cfg.batch_size, lo = b * B, hi = std::min(n(), lo + B);
     const size_t per = (size_t)3 * cfg.image_size * cfg.image_size;
     batch.n = (int)(hi - lo);
-    batch.images.resize(batch.n * per);  // no reallocation once the buffer has grown
+    batch.images.resize(load_images ? batch.n * per : 0);  // no reallocation once the buffer has grown
     batch.labels.resize(batch.n);
     batch.index.resize(batch.n);
+    batch.aug.resize(load_images ? 0 : batch.n);
     for (size_t p = lo; p < hi; ++p) {
       const size_t idx = order[p];
       batch.index[p - lo] = idx;
       batch.labels[p - lo] = labels[idx];
-      load_one(p, idx, batch.images.data() + (p - lo) * per);
+      if (load_images) load_one(p, idx, batch.images.data() + (p - lo) * per);
+      else batch.aug[p - lo] = draw(p);
     }
   }
 
@@ -309,22 +317,30 @@ size_t Loader::size() const { return impl_->n(); }
 size_t Loader::batches_per_epoch() const { return impl_->nb(); }
 std::vector<size_t> Loader::epoch_order(int epoch) const { return impl_->make_order(epoch); }
 
-void Loader::start_epoch(int epoch, size_t skip_batches) {
+void Loader::start_epoch(int epoch, size_t skip_batches, bool load_images) {
   Impl& m = *impl_;
   m.halt();
   m.stop = false;
   m.epoch = epoch;
+  m.load_images = load_images;
   m.order = m.make_order(epoch);
   m.nbatches = m.nb();
   m.cur = m.next_job = std::min(skip_batches, m.nbatches);
+  m.started = true;
   for (auto& s : m.slots) s.ready = -1, s.error = nullptr;
+  if (!load_images) return;  // next() describes each batch itself: a few draws, no threads needed
   const int nt = std::max(1, m.cfg.threads);
   for (int t = 0; t < nt; ++t) m.workers.emplace_back([&m] { m.work(); });
 }
 
 bool Loader::next(Batch& out) {
   Impl& m = *impl_;
-  if (m.workers.empty()) throw std::logic_error("Loader::next called before start_epoch");
+  if (!m.started) throw std::logic_error("Loader::next called before start_epoch");
+  if (!m.load_images) {
+    if (m.cur >= m.nbatches) return false;
+    m.fill(m.cur++, out);
+    return true;
+  }
   std::exception_ptr err;
   {
     std::unique_lock<std::mutex> lk(m.mu);

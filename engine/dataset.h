@@ -54,9 +54,11 @@ struct LoaderConfig {
 };
 struct Batch {
   int n = 0;
-  std::vector<float> images;  // (n, 3, S, S), normalised
+  std::vector<float> images;  // (n, 3, S, S), normalised; empty in an epoch started without images
   std::vector<int> labels;    // (n)
   std::vector<size_t> index;  // position of each image in the loader's sample list
+  std::vector<AugmentParams> aug;  // (n) each image's augmentation draw (identity when off); filled only
+                                   // in an epoch started without images, for whoever augments them (the GPU)
 };
 
 class PackFile;
@@ -73,7 +75,9 @@ class Loader {
   size_t size() const;
   size_t batches_per_epoch() const;
   // Order and every augmentation are a pure function of (seed, epoch, position): start_epoch(e, k) skips k batches exactly.
-  void start_epoch(int epoch, size_t skip_batches = 0);
+  // load_images = false: next() gives the same batches without pixels (no worker threads, nothing
+  // decoded): sample indices, labels and each image's augmentation draw (data_on_device).
+  void start_epoch(int epoch, size_t skip_batches = 0, bool load_images = true);
   bool next(Batch& out);  // false at end of epoch; unreadable images throw ImageError naming the file
 
   // The sample order of an epoch (indices into the sample list), exposed for tests.

@@ -79,12 +79,13 @@ Image load_image(const std::string& path) {
   return decode_image(buf.data(), buf.size(), path);
 }
 
-void border_color(const Image& img, uint8_t out[3]) {
-  const int w = img.width, h = img.height;
+void border_color(const Image& img, uint8_t out[3]) { border_color(img.rgb.data(), img.width, img.height, out); }
+
+void border_color(const uint8_t* rgb, int w, int h, uint8_t out[3]) {
   double s[3] = {0, 0, 0};
   size_t cnt = 0;
   auto add = [&](int x, int y) {
-    const uint8_t* p = &img.rgb[((size_t)y * w + x) * 3];
+    const uint8_t* p = &rgb[((size_t)y * w + x) * 3];
     for (int c = 0; c < 3; ++c) s[c] += p[c];
     ++cnt;
   };

@@ -28,6 +28,7 @@ Image preprocess(const Image& img, int size);
 // ---- building blocks of preprocess (additive; used by augment and prepare) ----
 // Mean colour of the image's outermost 1-pixel ring: the smear background in practice.
 void border_color(const Image& img, uint8_t out[3]);
+void border_color(const uint8_t* rgb, int w, int h, uint8_t out[3]);  // the same on raw HWC pixels
 // Centre img on a square canvas of side max(w, h) filled with `fill` (floor offset).
 Image pad_to_square(const Image& img, const uint8_t fill[3]);
 // Antialiased resize with a triangle filter whose support widens with the

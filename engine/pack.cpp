@@ -48,6 +48,29 @@ uint64_t fnv1a(const void* p, size_t n, uint64_t h = 0xcbf29ce484222325ull) {
 
 }  // namespace
 
+void decode_samples(const std::vector<Sample>& samples, size_t lo, size_t hi, int size, int threads, uint8_t* out) {
+  const size_t per = (size_t)size * size * 3;
+  std::atomic<size_t> next{lo};
+  std::exception_ptr err;
+  std::mutex emu;
+  auto work = [&] {
+    for (size_t i; (i = next++) < hi;) {
+      try {
+        Image img = preprocess(load_image(samples[i].full_path()), size);
+        std::memcpy(out + (i - lo) * per, img.rgb.data(), per);
+      } catch (...) {
+        std::lock_guard<std::mutex> lk(emu);
+        if (!err) err = std::current_exception();
+        next = hi;
+      }
+    }
+  };
+  std::vector<std::thread> ts;
+  for (int t = 0; t < std::max(1, threads); ++t) ts.emplace_back(work);
+  for (auto& t : ts) t.join();
+  if (err) std::rethrow_exception(err);
+}
+
 void write_pack(const std::string& path, const std::vector<Sample>& samples, int size, int threads,
                 const std::string& split) {
   if (size <= 0) throw PackError(path + ": bad image size " + std::to_string(size));
@@ -87,28 +110,12 @@ void write_pack(const std::string& path, const std::vector<Sample>& samples, int
   std::vector<uint8_t> buf(std::min(N, chunk) * per);
   for (size_t lo = 0; lo < N; lo += chunk) {
     const size_t hi = std::min(N, lo + chunk);
-    std::atomic<size_t> next{lo};
-    std::exception_ptr err;
-    std::mutex emu;
-    auto work = [&] {
-      for (size_t i; (i = next++) < hi;) {
-        try {
-          Image img = preprocess(load_image(samples[i].full_path()), size);
-          std::memcpy(&buf[(i - lo) * per], img.rgb.data(), per);
-        } catch (...) {
-          std::lock_guard<std::mutex> lk(emu);
-          if (!err) err = std::current_exception();
-          next = hi;
-        }
-      }
-    };
-    std::vector<std::thread> ts;
-    for (int t = 0; t < std::max(1, threads); ++t) ts.emplace_back(work);
-    for (auto& t : ts) t.join();
-    if (err) {
+    try {
+      decode_samples(samples, lo, hi, size, threads, buf.data());
+    } catch (...) {
       f.close();
       std::filesystem::remove(tmp);
-      std::rethrow_exception(err);
+      throw;
     }
     for (size_t i = lo; i < hi; ++i) h.images_checksum = fnv1a(&buf[(i - lo) * per], per, h.images_checksum);
     f.write((const char*)buf.data(), (std::streamsize)((hi - lo) * per));

@@ -36,6 +36,10 @@ struct PackError : std::runtime_error {
 void write_pack(const std::string& path, const std::vector<Sample>& samples, int size, int threads = 2,
                 const std::string& split = "");
 
+// Decodes and preprocesses samples[lo, hi) to size x size uint8 HWC into out (image i at
+// out + (i - lo) * size * size * 3) on `threads` workers. Throws the first ImageError.
+void decode_samples(const std::vector<Sample>& samples, size_t lo, size_t hi, int size, int threads, uint8_t* out);
+
 class PackFile {
  public:
   // Maps the file and checks magic, version, sizes, labels and the header checksum.

@@ -2,11 +2,14 @@
 // ViT (engine/vit.h) or ViTCuda (engine/vit_cuda.h). Light on purpose (no JSON, no
 // data headers) so that the CUDA side (engine/train_backend_cuda.cu) compiles it with nvcc.
 #pragma once
+#include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "engine/vit.h"
+#include "kernels/augment_pixel.h"  // AugmentParams (plain C++)
 
 namespace vit {
 
@@ -31,6 +34,23 @@ class TrainBackend {
   virtual double adamw_step_scaled(const cpu::AdamWParams& hp, float clip_norm, const std::vector<float>& scale) = 0;
   virtual void pull(ViT& host) = 0;        // device -> host: parameters and moments
   virtual void push(const ViT& host) = 0;  // host -> device
+
+  // ---- data_on_device: the train images live in device memory (cuda only) ----
+  // Uploads `count` uint8 HWC images of side `size` once, each with the colour its augmentation
+  // fills the frame with (fills: count x 3, engine/image.h border_color), and the normalisation.
+  // Throws if they do not fit in free device memory.
+  virtual void upload_train_images(const uint8_t* images, const uint8_t* fills, size_t count, int size,
+                                   const float mean[3], const float std[3]) {
+    (void)images, (void)fills, (void)count, (void)size, (void)mean, (void)std;
+    throw std::logic_error("data_on_device needs device=cuda, this backend is " + device());
+  }
+  // forward() of the batch made on the device: uploaded image index[i], augmented with aug[i]
+  // (kernels/augment.cuh), normalised. The same batch as the CPU loader's; host logits.
+  virtual const float* forward_uploaded(const size_t* index, const AugmentParams* aug, int B,
+                                        const ForwardOptions& opt) {
+    (void)index, (void)aug, (void)B, (void)opt;
+    throw std::logic_error("data_on_device needs device=cuda, this backend is " + device());
+  }
 };
 // device "cpu" trains `host` in place; "cuda" needs the CUDA factory registered
 // (throws otherwise) and sizes its buffers for max_batch; precision (bf16 | fp32)

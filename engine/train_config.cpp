@@ -171,6 +171,10 @@ void TrainConfig::validate() const {
   if (prefetch < 1) bad("prefetch", "must be >= 1, got " + std::to_string(prefetch));
   if (device != "cpu" && device != "cuda") bad("device", "must be cpu or cuda, got '" + device + "'");
   if (precision != "bf16" && precision != "fp32") bad("precision", "must be bf16 or fp32, got '" + precision + "'");
+  if (data_on_device && device != "cuda")
+    bad("data_on_device", "needs device=cuda (the train images are kept in GPU memory), got device=" + device);
+  if (data_on_device && augment == "strong")
+    bad("data_on_device", "supports augment none or light: augment=strong blurs, which only the CPU loader does");
   if (eval_every < 1) bad("eval_every", "must be >= 1, got " + std::to_string(eval_every));
   if (checkpoint_every < 0) bad("checkpoint_every", "must be >= 0 (0 = epoch ends only), got " + std::to_string(checkpoint_every));
   if (log_every < 1) bad("log_every", "must be >= 1, got " + std::to_string(log_every));
@@ -218,7 +222,7 @@ ViTConfig TrainConfig::model_config(int num_classes) const {
 }
 
 bool TrainConfig::resume_safe(const std::string& f) {
-  static const std::set<std::string> safe = {"device", "precision", "data_root", "use_packs",         "threads",        "prefetch",  "log_every",
+  static const std::set<std::string> safe = {"device", "precision", "data_root", "use_packs",         "threads",        "prefetch", "data_on_device",  "log_every",
                                              "checkpoint_every", "eval_every",   "max_steps", "calibrate",
                                              "ece_bins",       "time_budget_s",  "debug_nan_at_step", "debug_sleep_ms"};
   return safe.count(f) > 0;

@@ -63,6 +63,7 @@ struct ConfigError : std::invalid_argument {
   X(bool, drop_last, true, "drop the last incomplete training batch of each epoch")                              \
   X(int, threads, 2, "image decoding / augmentation threads of the loader")                                      \
   X(int, prefetch, 2, "batches the loader prepares ahead")                                                       \
+  X(bool, data_on_device, false, "device=cuda only: upload the train images to GPU memory once and augment each batch there in one kernel (same draws and pixels as the CPU loader); augment none or light") \
   /* ---- run ---- */                                                                                          \
   X(int, seed, 0, "seed of init, data order, augmentation and dropout")                                          \
   X(std::string, device, "cpu", "cpu | cuda")                                                                    \

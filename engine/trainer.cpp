@@ -278,6 +278,7 @@ class Run {
     fs::create_directories(out_);
     load_data();
     setup_model();
+    if (cfg_.data_on_device) upload_train_images();
     write_config();
     loop();
     return finish();
@@ -315,9 +316,9 @@ class Run {
     tl.threads = cfg_.threads;
     tl.prefetch = cfg_.prefetch;
     tl.seed = uint64_t(cfg_.seed);
-    auto train_pack = find_pack(cfg_.train_split, train_samples_);
-    train_loader_ = train_pack ? std::make_unique<Loader>(train_pack, stats_, tl)
-                               : std::make_unique<Loader>(train_samples_, stats_, tl);
+    train_pack_ = find_pack(cfg_.train_split, train_samples_);
+    train_loader_ = train_pack_ ? std::make_unique<Loader>(train_pack_, stats_, tl)
+                                : std::make_unique<Loader>(train_samples_, stats_, tl);
     spe_ = int64_t(train_loader_->batches_per_epoch());
     if (spe_ == 0)
       throw std::runtime_error("the train split has " + std::to_string(train_samples_.size()) +
@@ -365,6 +366,30 @@ class Run {
     }
     log_("[train] " + split + " images from " + p.string());
     return pk;
+  }
+
+  // data_on_device: every train image at the model's size (straight from the train pack, else
+  // decoded once here on `threads` workers) goes to GPU memory with its border colour; each step
+  // then sends only the batch's indices and augmentation draws (TrainBackend::forward_uploaded).
+  // Image i here is sample i of the train loader, whose indices the batches carry.
+  void upload_train_images() {
+    const auto t0 = Clock::now();
+    const int S = model_cfg_.image_size;
+    const size_t n = train_samples_.size(), per = size_t(S) * S * 3;
+    std::vector<uint8_t> decoded;
+    const uint8_t* images = train_pack_ ? train_pack_->images() : nullptr;
+    if (!images) {
+      decoded.resize(n * per);
+      decode_samples(train_samples_, 0, n, S, cfg_.threads, decoded.data());
+      images = decoded.data();
+    }
+    std::vector<uint8_t> fills(3 * n);
+    for (size_t i = 0; i < n; ++i) border_color(images + i * per, S, S, &fills[3 * i]);
+    backend_->upload_train_images(images, fills.data(), n, S, stats_.mean, stats_.std);
+    char b[160];
+    std::snprintf(b, sizeof b, "[train] data_on_device: %zu train images (%.2f GiB) in GPU memory after %.1f s", n,
+                  double(n * per) / 1073741824.0, since(t0));
+    log_(b);
   }
 
   void setup_model() {
@@ -479,7 +504,8 @@ class Run {
     log_("[train] " + model_cfg_.to_string() + ", " + std::to_string(host_->num_params()) + " parameters; " +
          std::to_string(train_samples_.size()) + " train / " + std::to_string(val_samples_.size()) +
          " val images; " + std::to_string(spe_) + " steps per epoch, " + std::to_string(total_steps_) +
-         " in all; device " + backend_->device());
+         " in all; device " + backend_->device() +
+         (cfg_.data_on_device ? " (train images augmented on the device)" : ""));
   }
 
   // steps.csv: one line per optimizer step. On resume, lines after the checkpoint's
@@ -609,7 +635,8 @@ class Run {
         stopped_early_ = true;
         break;
       }
-      train_loader_->start_epoch(epoch_, size_t(batch_in_epoch_));
+      // data_on_device: the loader only describes the batches (indices, labels, augmentation draws)
+      train_loader_->start_epoch(epoch_, size_t(batch_in_epoch_), /*load_images=*/!cfg_.data_on_device);
       auto t_epoch = Clock::now();
       int64_t epoch_imgs = 0;
       bool stop = false;
@@ -626,7 +653,9 @@ class Run {
         fo.dropout_seed = dropout_seed(uint64_t(cfg_.seed), step_);
         fo.drop_path = cfg_.drop_path;
         backend_->zero_grad();
-        const float* logits = backend_->forward(batch.images.data(), batch.n, fo);
+        const float* logits = cfg_.data_on_device
+                                  ? backend_->forward_uploaded(batch.index.data(), batch.aug.data(), batch.n, fo)
+                                  : backend_->forward(batch.images.data(), batch.n, fo);
         float loss = backend_->loss(batch.labels.data(), cfg_.label_smoothing);
         if (cfg_.debug_nan_at_step > 0 && step_ + 1 == cfg_.debug_nan_at_step) loss = NAN;
         if (!std::isfinite(loss)) diverged(std::string("loss is ") + (std::isnan(loss) ? "NaN" : "inf"));
@@ -860,6 +889,7 @@ class Run {
   DataStats stats_;
   ViTConfig model_cfg_;
   ModelMeta meta_;
+  std::shared_ptr<const PackFile> train_pack_;  // null when the train images come from files
   std::unique_ptr<Loader> train_loader_, val_loader_;
   std::unique_ptr<ViT> host_, eval_host_;
   std::unique_ptr<TrainBackend> backend_, eval_backend_;

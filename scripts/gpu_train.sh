@@ -2,12 +2,14 @@
 # Trains the shipped model on the GPU machine, then runs the PyTorch reference recipe on
 # the same card, the same split and the same time budget, side by side.
 #   BUDGET=150 OUT=$OUT bash scripts/gpu_train.sh
+#   SETS="--set data_on_device=true --set augment=light" BUDGET=150 OUT=$OUT bash scripts/gpu_train.sh
+#     (SETS: extra train overrides; this one augments on the GPU, docs/training.md)
 # Needs: ~/data/wbc14 (the three shards unpacked), .device/train/{vitengine,lib/,prepared-wbc14/}
 # (built here with -DVITENGINE_NATIVE=OFF, see docs/performance.md). Writes to $OUT:
 # train.log, run.tar.gz (metrics, pictures, summary), best.vit.part-*, eval.tar.gz, torch.log, torch.json
 set -u
 cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/out}; BUDGET=${BUDGET:-150}; D=.device/train
+OUT=${OUT:-/tmp/out}; BUDGET=${BUDGET:-150}; SETS=${SETS:-}; D=.device/train
 export LD_LIBRARY_PATH=$PWD/$D/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 # The binary and manifest travel gzipped (the upload limit is 64 MiB with the third shard).
 for f in $D/vitengine $D/prepared-wbc14/manifest.csv; do [ -f $f.gz ] && gunzip -f $f.gz; done
@@ -18,7 +20,7 @@ echo "commit $(git rev-parse --short HEAD 2>/dev/null), $(date -u +%FT%TZ), $(np
 RUN=/tmp/run_ship
 $D/vitengine train --config configs/wbc14_vit_ti16.json --data $D/prepared-wbc14 --out $RUN \
   --set data_root=$HOME/data/wbc14 --set threads=$(( $(nproc) - 1 )) --set time_budget_s=$BUDGET \
-  --set checkpoint_every=0 2>&1 | tee $OUT/train.log | grep -v '^\[train\] epoch .* step .*[^0]0/' | tail -40
+  --set checkpoint_every=0 $SETS 2>&1 | tee $OUT/train.log | grep -v '^\[train\] epoch .* step .*[^0]0/' | tail -40
 echo "== train done at $(( $(date +%s) - T0 ))s"
 $D/vitengine eval --model $RUN/best.vit --data $D/prepared-wbc14 --data-root $HOME/data/wbc14 --split test \
   --out $RUN/eval-test --device cuda --batch-size 256 --threads $(( $(nproc) - 1 )) 2>&1 | tail -3 || \

@@ -157,3 +157,44 @@ TEST(DataAugment, BlurAndHueHandComputed) {
   adjust_hue(r, 1.f / 3.f);
   EXPECT_EQ(r.rgb, (std::vector<uint8_t>{0, 255, 0}));
 }
+
+// The exact bytes augment_train produces, pinned: the CPU augmentation is the reference the GPU
+// path (kernels/augment.cu, data_on_device) is checked against, and resumed runs rely on it
+// being a pure function of the seed. A change here changes every augmented image: only on purpose.
+TEST(DataAugment, TrainAugmentBytesArePinned) {
+  auto fnv = [](uint64_t h, const std::vector<uint8_t>& b) {
+    for (uint8_t v : b) h = (h ^ v) * 0x100000001b3ull;
+    return h;
+  };
+  AugmentConfig light;  // trainer's augment=light
+  light.enabled = true;
+  light.scale_min = 0.87f, light.scale_max = 1.15f, light.color = 0.2f, light.blur_prob = 0;
+  AugmentConfig strong;  // trainer's augment=strong
+  strong.enabled = true;
+  strong.scale_min = 0.7f, strong.scale_max = 1.4f, strong.color = 0.35f, strong.blur_prob = 0.3f;
+  AugmentConfig ta = strong;
+  ta.trivial_augment = true;
+  AugmentConfig geometry_only = light;
+  geometry_only.color = 0;
+  const std::vector<std::pair<const char*, AugmentConfig>> cfgs = {
+      {"light", light}, {"strong", strong}, {"strong+ta", ta}, {"geometry", geometry_only}};
+  // Computed with the code before draw_augment / apply_augment were split out (and without fused
+  // multiply-add: engine/augment.cpp is built with -ffp-contract=off, CMakeLists.txt).
+  const uint64_t want[] = {0xd5de127ee30f01a7ull, 0xd85832b3e412273full, 0xe0aa6fb34cc8ad2dull, 0xd1044f1d73492b76ull};
+  std::vector<Image> imgs;
+  for (const char* f : {"resize_BA_100102_224.png", "resize_MYO_0001_224.png"})
+    imgs.push_back(load_image((test_data() / f).string()));
+  imgs.push_back(noise_image(37, 37, 7, 128, 100));  // odd size, busy content
+  for (size_t k = 0; k < cfgs.size(); ++k) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (const Image& base : imgs)
+      for (uint64_t seed = 0; seed < 6; ++seed) {
+        Image t = base;
+        Rng r(mix_seed(seed, k));
+        augment_train(t, cfgs[k].second, r);
+        h = fnv(h, t.rgb);
+      }
+    std::printf("%-9s 0x%016llxull\n", cfgs[k].first, (unsigned long long)h);
+    EXPECT_EQ(h, want[k]) << cfgs[k].first;
+  }
+}

@@ -169,6 +169,39 @@ TEST(DataLoader, UnreadableImageThrowsNamingTheFile) {
   }
 }
 
+// An epoch started without images (data_on_device) describes the very batches a loading epoch
+// makes: same indices and labels, and each image's draw, applied with apply_augment, gives the
+// loaded pixels. The GPU kernel then only has to match apply_augment (tests/test_augment_emu.cpp).
+TEST(DataLoader, EpochWithoutImagesDescribesTheSameBatches) {
+  Files f(11);
+  LoaderConfig c = cfg16(true);
+  c.aug.trivial_augment = false;  // what data_on_device allows: augment none | light
+  c.aug.blur_prob = 0;
+  c.balanced = true;  // the sampler too is shared
+  const DataStats st{{0.5f, 0.4f, 0.45f}, {0.2f, 0.25f, 0.3f}};
+  Loader l(f.samples, st, c);
+  auto loaded = epoch(l, 2, 1);
+  l.start_epoch(2, 1, /*load_images=*/false);
+  Batch b;
+  size_t k = 0, per = 3 * 16 * 16;
+  for (; l.next(b); ++k) {
+    ASSERT_LT(k, loaded.size());
+    EXPECT_TRUE(b.images.empty());
+    EXPECT_EQ(b.index, loaded[k].index);
+    EXPECT_EQ(b.labels, loaded[k].labels);
+    ASSERT_EQ(b.aug.size(), size_t(b.n));
+    std::vector<float> made(b.n * per);
+    for (int i = 0; i < b.n; ++i) {
+      EXPECT_TRUE(b.aug[i].geometry || b.aug[i].color) << "drew nothing";
+      Image img = f.pixels[b.index[i]];
+      apply_augment(img, b.aug[i]);
+      to_chw_normalized(img, st.mean, st.std, made.data() + i * per);
+    }
+    EXPECT_EQ(made, loaded[k].images) << "batch " << k;
+  }
+  EXPECT_EQ(k, loaded.size());
+}
+
 TEST(DataPack, RoundTripMatchesFiles) {
   Files f(9);
   const std::string p = (f.dir.path / "train.pack").string();

@@ -80,6 +80,18 @@ TEST(TrainConfig, ErrorsNameTheField) {
   for (auto* s : {&p, &q, &r}) std::remove(s->c_str());
 }
 
+// data_on_device keeps the train images in GPU memory and augments there: cuda only, and
+// without augment=strong's blur (the kernel does geometry and colour only).
+TEST(TrainConfig, DataOnDeviceNeedsCudaAndNoBlur) {
+  expect_config_error([] { TrainConfig::load("", {"data_on_device=true"}); }, "'data_on_device' needs device=cuda");
+  expect_config_error([] { TrainConfig::load("", {"data_on_device=true", "device=cuda", "augment=strong"}); },
+                      "'data_on_device' supports augment none or light");
+  for (const char* a : {"augment=none", "augment=light"})
+    EXPECT_TRUE(TrainConfig::load("", {"data_on_device=true", "device=cuda", a}).data_on_device) << a;
+  EXPECT_FALSE(TrainConfig{}.data_on_device);  // off by default
+  EXPECT_TRUE(TrainConfig::resume_safe("data_on_device"));  // same pixels either way
+}
+
 TEST(TrainConfig, ModelOverrides) {
   TrainConfig c = TrainConfig::load("", {"image_size=64", "patch=8", "dim=96", "depth=3", "heads=3", "mlp_dim=192"});
   ViTConfig m = c.model_config(14);
