@@ -6,14 +6,14 @@
 # the list was read off the H100 machine, where only these were "not found").
 #
 #   cmake -S . -B build-gpu -DVITENGINE_CUDA=ON -DVITENGINE_NATIVE=OFF
-#   cmake --build build-gpu -j2 --target vitengine vitengine_tests vitengine_gpu_tests bench_ops_cuda bench_e2e_cuda bench_attention
+#   cmake --build build-gpu -j2 --target vitengine vitengine_gpu_tests bench_ops_cuda bench_e2e_cuda bench_attention
 #   tools/gpu_bundle.sh build-gpu .device/bin        # then carry .device/bin (git-ignored)
 #   (on the GPU machine)  BUILD=.device/bin OUT=$OUT tools/gpu_check.sh
 set -eu
 SRC=${1:-build-gpu}
 DST=${2:-.device/bin}
 mkdir -p "$DST"
-for b in vitengine vitengine_tests vitengine_gpu_tests bench_ops_cuda bench_e2e_cuda bench_attention; do
+for b in vitengine vitengine_gpu_tests bench_ops_cuda bench_e2e_cuda bench_attention; do
   if [ -x "$SRC/$b" ]; then cp "$SRC/$b" "$DST/"; else echo "note: $SRC/$b not built"; fi
 done
 for b in "$DST"/*; do

@@ -11,9 +11,8 @@
 #   3. bench_ops_cuda, bench_e2e_cuda, bench_attention (branch cuda-attn) if built -> JSON
 #   4. bench/pytorch_bench.py with /opt/torch/.venv/bin/python (torch.compile unless NO_COMPILE=1)
 #   5. tools/bench_table.py: merges everything into $OUT/<date>-<card>.json and prints the table
-#   2b. (when BUILD has vitengine and vitengine_tests) issue 6: a random torchvision vit_b_16 saved
-#       like the published file, converted, compared on the CPU and the GPU; issue 7: predict on
-#       cuda vs cpu over tests/fixtures/wbc with a truncated file in the list -> extra.log
+#   2b. (when BUILD has vitengine) issue 6: a random torchvision vit_b_16 saved
+#       like the published file, converted, compared on the CPU and the GPU -> extra.log
 # Files written to $OUT (at most 8 come back): gpu_tests.json, gpu_tests.log, extra.log, ops.json,
 # e2e.json, attn.json (if an attention bench exists), pytorch.json, <date>-<card>.json.
 set -u
@@ -52,21 +51,13 @@ timeout 150 "$BUILD/vitengine_gpu_tests" --gtest_output=json:"$OUT/gpu_tests.jso
 echo "gpu tests rc=$?"
 grep -E '^\[  (FAILED|PASSED|SKIPPED) |tests ran|Failure|error|expected|Which is|relative L2' "$OUT/gpu_tests.log" | head -60
 
-if [ -x "$BUILD/vitengine" ] && [ -x "$BUILD/vitengine_tests" ]; then
+if [ -x "$BUILD/vitengine" ]; then
   step "issue 6: torchvision vit_b_16 -> vitengine convert -> logits on cpu and gpu"
-  timeout 300 "$PY" tools/check_vit_b16_import.py --tests "$BUILD/vitengine_tests" --vitengine "$BUILD/vitengine" \
+  timeout 300 "$PY" tools/check_vit_b16_import.py --vitengine "$BUILD/vitengine" \
     --workdir /tmp/vitb16 --gpu-tests "$BUILD/vitengine_gpu_tests" > "$OUT/extra.log" 2>&1
   echo "vit_b_16 import check rc=$?"
   grep -E '^\[  (FAILED|PASSED|SKIPPED|  OK) |convert:|vit_b_16:|Failure|relative' "$OUT/extra.log" | head -20
   rm -rf /tmp/vitb16
-  step "issue 7: predict --device cuda vs cpu"
-  timeout 120 "$PY" tools/check_predict_cuda.py --vitengine "$BUILD/vitengine" tests/fixtures/wbc 2>&1 | tee -a "$OUT/extra.log" | tail -6
-  step "issue 6: fine-tune the exported shipped model on cuda (backbone frozen in epoch 1, then lr x 0.1)"
-  "$BUILD/vitengine" export weights/shipped/model.vit --out /tmp/shipped.safetensors > /dev/null 2>&1
-  timeout 120 "$BUILD/vitengine" train --data tests/fixtures/quickstart --out /tmp/ft --init /tmp/shipped.safetensors \
-    --set model=vit_ti16 --set epochs=3 --set freeze_backbone_epochs=1 --set backbone_lr_mult=0.1 --set batch_size=32 \
-    --set lr=1e-4 --set augment=none --set device=cuda --set threads=8 --set log_every=1000 2>&1 | tee -a "$OUT/extra.log" | tail -7
-  echo "fine-tune rc=${PIPESTATUS[0]}"; cat /tmp/ft/metrics.csv 2>/dev/null | tee -a "$OUT/extra.log"
 fi
 
 step "bench_ops_cuda"
