@@ -47,7 +47,7 @@ done
 
 step "gpu tests"
 export VIT_TEST_DATA="$PWD/tests/data"
-timeout 150 "$BUILD/vitengine_gpu_tests" --gtest_output=json:"$OUT/gpu_tests.json" > "$OUT/gpu_tests.log" 2>&1
+timeout 200 "$BUILD/vitengine_gpu_tests" --gtest_output=json:"$OUT/gpu_tests.json" > "$OUT/gpu_tests.log" 2>&1
 echo "gpu tests rc=$?"
 grep -E '^\[  (FAILED|PASSED|SKIPPED) |tests ran|Failure|error|expected|Which is|relative L2' "$OUT/gpu_tests.log" | head -60
 
