@@ -162,7 +162,7 @@ void BM_Gemm_impl(benchmark::State& st) {
     case 2: N = kMlp, label = "fc1 fwd (M,768)x(3072,768)^T"; break;
     case 3: K = kMlp, label = "fc2 fwd (M,3072)x(768,3072)^T"; break;
     case 4: N = kMlp, label = "fc1 dx (M,3072)x(3072,768)"; break;
-    case 5: N = kMlp, label = "fc1 dw (3072,M)x(M,768) fp32 += and db (BGRADB epilogue or bias_grad)"; break;
+    case 5: N = kMlp, label = "fc1 dw (3072,M)x(M,768) fp32 += and db (bias_grad)"; break;
     default: M = N = K = 8192, label = "8192^3 (ceiling)"; break;
   }
   Buf<bf16> x(size_t(M) * K), w(size_t(N) * K), b(N), y(size_t(M) * N), dy(size_t(M) * N), dx(size_t(M) * K);

@@ -10,7 +10,11 @@
 #include <cmath>
 #include <type_traits>
 #include <unordered_map>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <map>
+#include <vector>
 #include <stdexcept>
 #include <string>
 
@@ -84,6 +88,59 @@ struct LayerActs {
   float *mean1, *rstd1, *lse, *mean2, *rstd2;
 };
 
+// VIT_PROFILE=1: GPU time per operation of the eager training / inference step, from cudaEvents
+// recorded between the operations (skipped while a CUDA graph is being captured). Printed to
+// stderr every 10 steps, per step averaged, largest first. For performance engineers: it shows
+// where a step's milliseconds go without Nsight. Off: one branch per mark.
+struct OpProfiler {
+  bool on = false;
+  cudaStream_t stream = nullptr;
+  std::vector<cudaEvent_t> events;
+  std::vector<const char*> names;
+  size_t used = 0;
+  std::map<std::string, double> total_ms;
+  int steps = 0;
+  void mark(const char* name) {
+    if (!on) return;
+    cudaStreamCaptureStatus cs;
+    VIT_CHECK(cudaStreamIsCapturing(stream, &cs));
+    if (cs != cudaStreamCaptureStatusNone) return;
+    if (used == events.size()) {
+      cudaEvent_t e;
+      VIT_CHECK(cudaEventCreate(&e));
+      events.push_back(e);
+      names.push_back(nullptr);
+    }
+    if (used > 100000) used = 0;  // forward-only use never ends a step: do not grow forever
+    VIT_CHECK(cudaEventRecord(events[used], stream));
+    names[used++] = name;
+  }
+  // End of a step: attribute the time between consecutive marks to the earlier mark's name.
+  void end_step() {
+    if (!on) return;
+    mark("(end)");
+    VIT_CHECK(cudaEventSynchronize(events[used - 1]));
+    for (size_t i = 0; i + 1 < used; ++i) {
+      float ms = 0;
+      VIT_CHECK(cudaEventElapsedTime(&ms, events[i], events[i + 1]));
+      total_ms[names[i]] += ms;
+    }
+    used = 0;
+    if (++steps % 10 == 0) print();
+  }
+  void print() const {
+    std::vector<std::pair<double, std::string>> rows;
+    double sum = 0;
+    for (const auto& [k, v] : total_ms) rows.push_back({v / steps, k}), sum += v / steps;
+    std::sort(rows.rbegin(), rows.rend());
+    std::fprintf(stderr, "[profile] GPU ms per step over %d steps (total %.2f ms):\n", steps, sum);
+    for (const auto& [ms, k] : rows) std::fprintf(stderr, "[profile] %9.3f ms %5.1f%%  %s\n", ms, 100 * ms / sum, k.c_str());
+  }
+  ~OpProfiler() {
+    for (auto e : events) cudaEventDestroy(e);
+  }
+};
+
 struct ViTCuda::Impl {
   ViTConfig cfg;
   Precision prec;
@@ -125,6 +182,8 @@ struct ViTCuda::Impl {
   uint64_t* h_seeds = nullptr;
   float* h_loss = nullptr;
   double* h_sumsq = nullptr;
+
+  OpProfiler prof;
 
   // state of the last forward
   int B = 0;
@@ -230,6 +289,7 @@ struct ViTCuda::Impl {
     cudaStream_t s = stream;
     cuda::GemmContext& g = *gemm;
 
+    prof.mark("fwd patch embed");
     cuda::patch_embed_fwd<T>(g, d_images, W<T>("conv_proj.weight"), W<T>("conv_proj.bias"), A(cols), A(patches), Bn,
                              cfg.channels, S, S, cfg.patch, D, s);
     cuda::embed_tokens_fwd<T>(A(patches), P("class_token"), P("encoder.pos_embedding"), A(xs[0]), Bn, NP, D, s, pd,
@@ -239,11 +299,15 @@ struct ViTCuda::Impl {
       const std::string p = L(l);
       const int s0 = 1 + 3 * l;
       // attention branch: x_mid = x + dropout(out_proj(attention(in_proj(ln_1(x)))))
+      prof.mark("fwd ln_1");
       cuda::layernorm_fwd<T>(A(xs[l]), P(p + "ln_1.weight"), P(p + "ln_1.bias"), A(la.ln1), la.mean1, la.rstd1, M, D,
                              cfg.ln_eps, s);
+      prof.mark("fwd qkv gemm");
       cuda::linear_fwd<T, T>(g, A(la.ln1), W<T>(p + "self_attention.in_proj_weight"),
                              W<T>(p + "self_attention.in_proj_bias"), A(la.qkv), M, D, 3 * D, s);  // (B,N,D)->(B,N,3D)
+      prof.mark("fwd attention");
       cuda::attention_fwd<T>(A(la.qkv), A(la.att), la.lse, Bn, Nn, H, D / H, s);
+      prof.mark("fwd out_proj (+residual)");
       // stochastic depth of this block (vit.h drop_path_rate); not in captured graphs (capture_step)
       const float dp = opt.training ? drop_path_rate(opt.drop_path, l, cfg.depth) : 0.f;
       if (pd > 0.f || dp > 0.f) {
@@ -256,10 +320,14 @@ struct ViTCuda::Impl {
                                      W<T>(p + "self_attention.out_proj.bias"), A(xs[l]), A(la.x_mid), M, D, D, s);
       }
       // MLP branch: x_out = x_mid + dropout(fc2(dropout(gelu(fc1(ln_2(x_mid))))))
+      prof.mark("fwd ln_2");
       cuda::layernorm_fwd<T>(A(la.x_mid), P(p + "ln_2.weight"), P(p + "ln_2.bias"), A(la.ln2), la.mean2, la.rstd2, M,
                              D, cfg.ln_eps, s);
+      prof.mark("fwd fc1 gemm");
       cuda::linear_fwd<T, T>(g, A(la.ln2), W<T>(p + "mlp.0.weight"), W<T>(p + "mlp.0.bias"), A(la.h), M, D, Mm, s);
+      prof.mark("fwd gelu");
       cuda::gelu_fwd<T>(A(la.h), A(la.g), size_t(M) * Mm, s);
+      prof.mark("fwd fc2 (+residual)");
       if (pd > 0.f)
         cuda::dropout_fwd<T>(A(la.g), A(la.g), size_t(M) * Mm, pd, seed_of(s0 + 1), s, seed_ptr(s0 + 1));
       if (pd > 0.f || dp > 0.f) {
@@ -273,6 +341,7 @@ struct ViTCuda::Impl {
       }
     }
     // encoder.ln on the class-token rows only (LayerNorm is per row: exact), then the head.
+    prof.mark("fwd head");
     cuda::gather_cls<T>(A(xs[cfg.depth]), A(cls), Bn, Nn, D, s);
     cuda::layernorm_fwd<T>(A(cls), P("encoder.ln.weight"), P("encoder.ln.bias"), A(lnf), meanf, rstdf, Bn, D,
                            cfg.ln_eps, s);
@@ -292,6 +361,7 @@ struct ViTCuda::Impl {
     cuda::GemmContext& g = *gemm;
 
     // head: dlogits (fp32) -> T for the GEMMs; the bias gradient sums the fp32 values
+    prof.mark("bwd head");
     T* dlt;
     if constexpr (std::is_same_v<T, float>) {
       dlt = dlogits;
@@ -304,6 +374,7 @@ struct ViTCuda::Impl {
     cuda::linear_bwd_dx<T>(g, dlt, W<T>("heads.head.weight"), A(dlnf), Bn, D, C, s);
     cuda::layernorm_bwd<T>(A(cls), P("encoder.ln.weight"), meanf, rstdf, A(dlnf), A(dcls), G("encoder.ln.weight"),
                            G("encoder.ln.bias"), ln_scratch, Bn, D, s);
+    prof.mark("bwd scatter cls");
     cuda::scatter_cls_grad<T>(A(dcls), A(dres), Bn, Nn, D, s);  // dres = d(last block output)
 
     for (int l = cfg.depth - 1; l >= 0; --l) {
@@ -313,49 +384,67 @@ struct ViTCuda::Impl {
       // MLP branch; dres = d(x_out), which also flows straight to x_mid.
       T* dy2 = A(dres);
       if (pd > 0.f) {
+        prof.mark("bwd fc2 dropout/drop path");
         cuda::dropout_bwd<T>(A(dres), A(dtmp), MD, pd, seed_of(s0 + 2), s, seed_ptr(s0 + 2));
         dy2 = A(dtmp);
       }
       const float dp = fopt.training ? drop_path_rate(fopt.drop_path, l, cfg.depth) : 0.f;
       if (dp > 0.f) {  // dres also flows on through the residual: scale a copy
+        prof.mark("bwd drop path");
         cuda::drop_path<T>(dy2, A(dtmp), Bn, size_t(Nn) * D, dp, drop_path_seed(fopt.dropout_seed, l, 1), s);
         dy2 = A(dtmp);
       }
+      prof.mark("bwd fc2 dw+db");
       cuda::linear_bwd_dw_db<T>(g, A(la.g), dy2, G(p + "mlp.3.weight"), G(p + "mlp.3.bias"), bias_scratch, M, Mm, D,
                                 s);
+      prof.mark("bwd fc2 dx");
       cuda::linear_bwd_dx<T>(g, dy2, W<T>(p + "mlp.3.weight"), A(dh), M, Mm, D, s);
       // dh = gelu'(h) * dropout_bwd(dh), in place
+      prof.mark("bwd gelu");
       cuda::gelu_bwd<T>(A(la.h), A(dh), A(dh), size_t(M) * Mm, s, pd, seed_of(s0 + 1), seed_ptr(s0 + 1));
+      prof.mark("bwd fc1 dw+db");
       cuda::linear_bwd_dw_db<T>(g, A(la.ln2), A(dh), G(p + "mlp.0.weight"), G(p + "mlp.0.bias"), bias_scratch, M, D,
                                 Mm, s);
+      prof.mark("bwd fc1 dx");
       cuda::linear_bwd_dx<T>(g, A(dh), W<T>(p + "mlp.0.weight"), A(dtmp2), M, D, Mm, s);
       // dres = LN2-backward(dtmp2) + dres = d(x_mid)
+      prof.mark("bwd ln_2");
       cuda::layernorm_bwd<T>(A(la.x_mid), P(p + "ln_2.weight"), la.mean2, la.rstd2, A(dtmp2), A(dres),
                              G(p + "ln_2.weight"), G(p + "ln_2.bias"), ln_scratch, M, D, s, A(dres));
       // attention branch
       T* dyp = A(dres);
       if (pd > 0.f) {
+        prof.mark("bwd out_proj dropout/drop path");
         cuda::dropout_bwd<T>(A(dres), A(dtmp), MD, pd, seed_of(s0), s, seed_ptr(s0));
         dyp = A(dtmp);
       }
       if (dp > 0.f) {
+        prof.mark("bwd drop path");
         cuda::drop_path<T>(dyp, A(dtmp), Bn, size_t(Nn) * D, dp, drop_path_seed(fopt.dropout_seed, l, 0), s);
         dyp = A(dtmp);
       }
+      prof.mark("bwd out_proj dw+db");
       cuda::linear_bwd_dw_db<T>(g, A(la.att), dyp, G(p + "self_attention.out_proj.weight"),
                                 G(p + "self_attention.out_proj.bias"), bias_scratch, M, D, D, s);
+      prof.mark("bwd out_proj dx");
       cuda::linear_bwd_dx<T>(g, dyp, W<T>(p + "self_attention.out_proj.weight"), A(dtmp2), M, D, D, s);  // d(att)
+      prof.mark("bwd attention");
       cuda::attention_bwd<T>(A(la.qkv), A(la.att), A(dtmp2), la.lse, A(dqkv), attn_scratch, Bn, Nn, H, D / H, s);
+      prof.mark("bwd qkv dw+db");
       cuda::linear_bwd_dw_db<T>(g, A(la.ln1), A(dqkv), G(p + "self_attention.in_proj_weight"),
                                 G(p + "self_attention.in_proj_bias"), bias_scratch, M, D, 3 * D, s);
+      prof.mark("bwd qkv dx");
       cuda::linear_bwd_dx<T>(g, A(dqkv), W<T>(p + "self_attention.in_proj_weight"), A(dtmp2), M, D, 3 * D, s);
       // dres = LN1-backward(dtmp2) + dres = d(x_in)
+      prof.mark("bwd ln_1");
       cuda::layernorm_bwd<T>(A(xs[l]), P(p + "ln_1.weight"), la.mean1, la.rstd1, A(dtmp2), A(dres),
                              G(p + "ln_1.weight"), G(p + "ln_1.bias"), ln_scratch, M, D, s, A(dres));
     }
     // embedding: dres = d(x0); dropout + token embedding backward -> dpatches in dtmp
+    prof.mark("bwd embed tokens");
     cuda::embed_tokens_bwd<T>(A(dres), A(dtmp), G("class_token"), G("encoder.pos_embedding"), Bn, NP, D, s, pd,
                               seed_of(0), seed_ptr(0));
+    prof.mark("bwd patch embed");
     cuda::patch_embed_bwd<T>(g, A(cols), A(dtmp), G("conv_proj.weight"), G("conv_proj.bias"), bias_scratch, Bn,
                              cfg.channels, S, S, cfg.patch, D, s);
   }
@@ -396,6 +485,7 @@ struct ViTCuda::Impl {
     else forward_t<float>(d_images, Bn, opt);
   }
   void xent(const int* d_labels, float sm) {
+    prof.mark("loss (xent)");
     cuda::softmax_xent_fwd_bwd<float>(logits, d_labels, losses, mean_loss, dlogits, B, cfg.num_classes, sm, stream);
     smoothing = sm;
     cur_labels = d_labels;
@@ -457,6 +547,8 @@ ViTCuda::ViTCuda(const ViTConfig& cfg, Precision prec, int max_batch) : impl_(ne
     I.offsets[p.name] = p.offset;
   }
   VIT_CHECK(cudaStreamCreateWithFlags(&I.stream, cudaStreamNonBlocking));
+  if (const char* e = std::getenv("VIT_PROFILE")) I.prof.on = std::strcmp(e, "0") != 0;
+  I.prof.stream = I.stream;
   // parameter arena: [params | grads | m | v] fp32 (the vit::ViT layout) + bf16 shadow
   I.parena_bytes = 4 * I.n * sizeof(float) + (prec == Precision::BF16 ? ((I.n * 2 + 255) & ~size_t(255)) : 0);
   VIT_CHECK(cudaMalloc(&I.parena, I.parena_bytes));
@@ -545,6 +637,7 @@ void ViTCuda::init_device(uint64_t seed) {
 
 void ViTCuda::zero_grad() {
   Impl& I = *impl_;
+  I.prof.mark("zero_grad");
   VIT_CHECK(cudaMemsetAsync(I.grads, 0, I.n * sizeof(float), I.stream));
 }
 void ViTCuda::reset_optimizer() {
@@ -611,13 +704,16 @@ void ViTCuda::backward() { impl_->backward_any(); }
 
 double ViTCuda::adamw_step(cpu::AdamWParams hp, float clip_norm) {
   Impl& I = *impl_;
+  I.prof.mark("grad norm (+ host sync)");
   cuda::sum_squares(I.grads, I.n, I.sumsq, I.sumsq_scratch, I.stream);
   VIT_CHECK(cudaMemcpyAsync(I.h_sumsq, I.sumsq, sizeof(double), cudaMemcpyDeviceToHost, I.stream));
   VIT_CHECK(cudaStreamSynchronize(I.stream));
   const double norm = std::sqrt(*I.h_sumsq);
   if (!std::isfinite(norm)) throw std::runtime_error("AdamW: gradient norm is not finite (NaN or inf in gradients)");
   if (clip_norm > 0 && norm > clip_norm) hp.grad_scale *= (float)(clip_norm / (norm + 1e-6));
+  I.prof.mark("adamw");
   I.adamw_launch(hp, nullptr, nullptr, 0.f);
+  I.prof.end_step();
   return norm;
 }
 

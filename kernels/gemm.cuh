@@ -5,7 +5,7 @@
 //   linear_bwd_dx:  dx (M, K) = dy (M, N) @ w (N, K)
 //   linear_bwd_dw:  dw (N, K) += dy^T @ x                            fp32 gradient, beta = 1
 //   bias_grad:      db (N)    += colsum(dy)                          deterministic two-pass, no atomics
-//   linear_bwd_dw_db: dw and db from one GEMM (BGRADB epilogue), bias_grad when not offered
+//   linear_bwd_dw_db: dw from the GEMM, db from bias_grad (not the BGRADB epilogue: see gemm.cu)
 //
 // Row-major -> column-major: cuBLAS sees a row-major (R, C) array as the column-major
 // (C, R) matrix, i.e. its transpose. So y^T (N, M) = w^T' ... concretely
@@ -55,11 +55,10 @@ class GemmContext {
 
   // Column-major core: D (m x n, ldd) = alpha * op(A) op(B) + beta * C (+ bias[m] if bias),
   // C = D unless given (same type and layout as D). A/B element type ab, C/D element type d.
-  // Returns true if the bias was applied. With bias_grad_b, `bias` is an OUTPUT instead:
-  // the column sums of op(B) over k (length n, D's type; cuBLASLt's BGRADB epilogue).
+  // Returns true if the bias was applied.
   bool matmul(bool transa, bool transb, int m, int n, int k, const void* A, int lda, const void* B, int ldb,
               void* D, int ldd, cudaDataType ab, cudaDataType d, float alpha, float beta, const void* bias,
-              cudaStream_t stream, const void* C = nullptr, bool bias_grad_b = false);
+              cudaStream_t stream, const void* C = nullptr);
 
   size_t plans() const { return cache_.size(); }
 
@@ -90,8 +89,7 @@ void linear_bwd_dx(GemmContext& ctx, const T* dy, const T* w, T* dx, int M, int 
 // dw (N, K) += dy (M, N)^T @ x (M, K)   (fp32 gradient, accumulates)
 template <typename T>
 void linear_bwd_dw(GemmContext& ctx, const T* x, const T* dy, float* dw, int M, int K, int N, cudaStream_t stream);
-// dw += dy^T @ x and db += colsum(dy) (if db): the column sums come from the same GEMM
-// (BGRADB epilogue into scratch, then added) when cuBLASLt offers it, else from bias_grad.
+// dw += dy^T @ x and db += colsum(dy) (if db, by bias_grad: deterministic, no atomics).
 // scratch: bias_grad_scratch_floats(M, N) floats (>= N), 16-byte aligned.
 template <typename T>
 void linear_bwd_dw_db(GemmContext& ctx, const T* x, const T* dy, float* dw, float* db, float* scratch, int M, int K,

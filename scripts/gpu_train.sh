@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Trains the shipped model on the GPU machine, then runs the PyTorch reference recipe on
 # the same card, the same split and the same time budget, side by side.
-#   BUDGET=150 OUT=$OUT bash scripts/gpu_train.sh
+#   BUDGET=150 OUT=$OUT bash scripts/gpu_train.sh          (SKIP_REF=1: vitengine only)
 #   SETS="--set data_on_device=true --set augment=light" BUDGET=150 OUT=$OUT bash scripts/gpu_train.sh
 #     (SETS: extra train overrides; this one augments on the GPU, docs/training.md)
 # Needs: ~/data/wbc14 (the three shards unpacked), .device/train/{vitengine,lib/,prepared-wbc14/}
@@ -30,6 +30,7 @@ echo "== eval done at $(( $(date +%s) - T0 ))s"
 (cd $RUN && tar czf $OUT/run.tar.gz --exclude='*.vit' .)
 split -b 15m $RUN/best.vit $OUT/best.vit.part-
 ls -la $RUN $OUT
+if [ "${SKIP_REF:-0}" = 1 ]; then echo "== total $(( $(date +%s) - T0 ))s (reference skipped: SKIP_REF=1)"; exit 0; fi
 echo "== PyTorch reference recipe, vit_ti16, same split and budget"
 PYTHONUNBUFFERED=1 timeout $(( BUDGET + 150 )) python3 $D/pytorch_reference.py --data $HOME/data/wbc14 \
   --models vit_ti16 --budgets $BUDGET --lr 1e-3 --split-manifest $D/prepared-wbc14/manifest.csv --out $OUT \

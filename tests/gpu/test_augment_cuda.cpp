@@ -93,8 +93,9 @@ TEST(AugmentCuda, TrainingWithDataOnDeviceFollowsTheHostLoader) {
   std::string log;
   auto run = [&](bool on_device) {
     TrainRequest r;
+    // dim 64 / 2 heads: head dim 32, the smallest the fused attention takes
     r.config = TrainConfig::load(
-        "", {"image_size=32", "patch=8", "dim=32", "depth=1", "heads=2", "mlp_dim=64", "batch_size=16", "epochs=2",
+        "", {"image_size=32", "patch=8", "dim=64", "depth=1", "heads=2", "mlp_dim=64", "batch_size=16", "epochs=2",
              "lr=1e-3", "threads=2", "log_every=1", "calibrate=false", "device=cuda", "precision=fp32", "augment=light",
              "max_steps=6", std::string("data_on_device=") + (on_device ? "true" : "false")});
     r.data = std::string(VITENGINE_SOURCE_DIR) + "/tests/fixtures/quickstart";
