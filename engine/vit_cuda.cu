@@ -484,6 +484,16 @@ struct ViTCuda::Impl {
     if (prec == Precision::BF16) forward_t<bf16>(d_images, Bn, opt);
     else forward_t<float>(d_images, Bn, opt);
   }
+  // Global L2 norm of the gradient arena: deterministic device sum, one host synchronisation.
+  double grad_norm_sync() {
+    prof.mark("grad norm (+ host sync)");
+    cuda::sum_squares(grads, n, sumsq, sumsq_scratch, stream);
+    VIT_CHECK(cudaMemcpyAsync(h_sumsq, sumsq, sizeof(double), cudaMemcpyDeviceToHost, stream));
+    VIT_CHECK(cudaStreamSynchronize(stream));
+    const double norm = std::sqrt(*h_sumsq);
+    if (!std::isfinite(norm)) throw std::runtime_error("AdamW: gradient norm is not finite (NaN or inf in gradients)");
+    return norm;
+  }
   void xent(const int* d_labels, float sm) {
     prof.mark("loss (xent)");
     cuda::softmax_xent_fwd_bwd<float>(logits, d_labels, losses, mean_loss, dlogits, B, cfg.num_classes, sm, stream);
@@ -704,12 +714,7 @@ void ViTCuda::backward() { impl_->backward_any(); }
 
 double ViTCuda::adamw_step(cpu::AdamWParams hp, float clip_norm) {
   Impl& I = *impl_;
-  I.prof.mark("grad norm (+ host sync)");
-  cuda::sum_squares(I.grads, I.n, I.sumsq, I.sumsq_scratch, I.stream);
-  VIT_CHECK(cudaMemcpyAsync(I.h_sumsq, I.sumsq, sizeof(double), cudaMemcpyDeviceToHost, I.stream));
-  VIT_CHECK(cudaStreamSynchronize(I.stream));
-  const double norm = std::sqrt(*I.h_sumsq);
-  if (!std::isfinite(norm)) throw std::runtime_error("AdamW: gradient norm is not finite (NaN or inf in gradients)");
+  const double norm = I.grad_norm_sync();
   if (clip_norm > 0 && norm > clip_norm) hp.grad_scale *= (float)(clip_norm / (norm + 1e-6));
   I.prof.mark("adamw");
   I.adamw_launch(hp, nullptr, nullptr, 0.f);
@@ -725,11 +730,7 @@ double ViTCuda::adamw_step_scaled(cpu::AdamWParams hp, float clip_norm, const st
   for (size_t i = 0; i < I.table.size(); ++i)
     if (!(scale[i] > 0))
       VIT_CHECK(cudaMemsetAsync(I.grads + I.table[i].offset, 0, I.table[i].numel * sizeof(float), I.stream));
-  cuda::sum_squares(I.grads, I.n, I.sumsq, I.sumsq_scratch, I.stream);
-  VIT_CHECK(cudaMemcpyAsync(I.h_sumsq, I.sumsq, sizeof(double), cudaMemcpyDeviceToHost, I.stream));
-  VIT_CHECK(cudaStreamSynchronize(I.stream));
-  const double norm = std::sqrt(*I.h_sumsq);
-  if (!std::isfinite(norm)) throw std::runtime_error("AdamW: gradient norm is not finite (NaN or inf in gradients)");
+  const double norm = I.grad_norm_sync();
   if (clip_norm > 0 && norm > clip_norm) hp.grad_scale *= (float)(clip_norm / (norm + 1e-6));
   const float lr = hp.lr;
   for (size_t i = 0; i < I.table.size(); ++i) {
