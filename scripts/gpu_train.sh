@@ -16,7 +16,7 @@ for f in $D/vitengine $D/prepared-wbc14/manifest.csv; do [ -f $f.gz ] && gunzip 
 chmod +x $D/vitengine
 T0=$(date +%s)
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-echo "commit $(git rev-parse --short HEAD 2>/dev/null), $(date -u +%FT%TZ), $(nproc) cores"
+echo "binaries from commit $(cat $D/COMMIT 2>/dev/null || echo "? (no $D/COMMIT; checkout HEAD $(git rev-parse --short HEAD 2>/dev/null))"), $(date -u +%FT%TZ), $(nproc) cores"
 RUN=/tmp/run_ship
 $D/vitengine train --config configs/wbc14_vit_ti16.json --data $D/prepared-wbc14 --out $RUN \
   --set data_root=$HOME/data/wbc14 --set threads=$(( $(nproc) - 1 )) --set time_budget_s=$BUDGET \

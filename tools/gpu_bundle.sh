@@ -21,4 +21,6 @@ for b in "$DST"/*; do
   ldd "$b" | awk '/=> \// {print $3}' | grep -E 'libbenchmark|libgomp|libzip|libcpp-httplib|libbrotli|libbz2' || true
 done | sort -u | while read -r lib; do cp -L "$lib" "$DST/"; done
 strip "$DST"/vitengine* "$DST"/bench_* 2>/dev/null || true
+# The commit the binaries come from (the GPU machine's checkout may carry another HEAD).
+echo "$(git rev-parse HEAD)$(git diff --quiet HEAD -- . ':!weights/shipped' || echo -dirty)" > "$DST/COMMIT"
 du -sh "$DST"; ls -la "$DST"

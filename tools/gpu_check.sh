@@ -88,6 +88,8 @@ LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" timeout 210 "$PY" bench/pytorch_bench.py
 echo "rc=$?"; tail -30 "$OUT/pytorch.log"; rm -f "$OUT/pytorch.log"
 
 step "table"
+# the commit the binaries were built from (tools/gpu_bundle.sh writes it), else this checkout's
+[ -z "${COMMIT:-}" ] && [ -f "$BUILD/COMMIT" ] && COMMIT=$(cat "$BUILD/COMMIT")
 COMMIT=${COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
 ATTN=""; [ -f "$OUT/attn.json" ] && ATTN="--attn $OUT/attn.json"
 PY3=$(command -v python3 || echo "$PY")
