@@ -151,11 +151,14 @@ void BM_Gelu(benchmark::State& st) { guard(st, BM_Gelu_impl); }
 BENCHMARK(BM_Gelu)->Arg(0)->Arg(1)->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(30);
 
 // GEMMs of one ViT-B/16 block at batch 256. kind: 0 qkv fwd, 1 out_proj fwd, 2 fc1 fwd,
-// 3 fc2 fwd, 4 fc1 dx, 5 fc1 dw (fp32 grad, +=), 6 the 8192^3 ceiling (no bias).
+// 3 fc2 fwd, 4 fc1 dx, 5 fc1 dw (fp32 grad, +=), 6 the 8192^3 ceiling (no bias), and the other
+// weight gradients 7 fc2 dw, 8 qkv dw, 9 out_proj dw: inside the training step these four ran at
+// 150-200 TFLOP/s (VIT_PROFILE=1, H200), so their isolated speed is worth seeing side by side.
 void BM_Gemm_impl(benchmark::State& st) {
   const int kind = int(st.range(0));
   int M = kRows, K = kD, N = kD;
   const char* label = "";
+  const bool is_dw = kind == 5 || kind >= 7;
   switch (kind) {
     case 0: N = 3 * kD, label = "qkv fwd (M,768)x(2304,768)^T"; break;
     case 1: label = "out_proj fwd (M,768)x(768,768)^T"; break;
@@ -163,6 +166,9 @@ void BM_Gemm_impl(benchmark::State& st) {
     case 3: K = kMlp, label = "fc2 fwd (M,3072)x(768,3072)^T"; break;
     case 4: N = kMlp, label = "fc1 dx (M,3072)x(3072,768)"; break;
     case 5: N = kMlp, label = "fc1 dw (3072,M)x(M,768) fp32 += and db (bias_grad)"; break;
+    case 7: K = kMlp, label = "fc2 dw (768,M)x(M,3072) fp32 += and db (bias_grad)"; break;
+    case 8: N = 3 * kD, label = "qkv dw (2304,M)x(M,768) fp32 += and db (bias_grad)"; break;
+    case 9: label = "out_proj dw (768,M)x(M,768) fp32 += and db (bias_grad)"; break;
     default: M = N = K = 8192, label = "8192^3 (ceiling)"; break;
   }
   Buf<bf16> x(size_t(M) * K), w(size_t(N) * K), b(N), y(size_t(M) * N), dy(size_t(M) * N), dx(size_t(M) * K);
@@ -176,7 +182,7 @@ void BM_Gemm_impl(benchmark::State& st) {
   const bf16* bias = kind <= 3 ? b.p : nullptr;
   auto run = [&] {
     if (kind == 4) vit::cuda::linear_bwd_dx<bf16>(ctx, dy, w, dx, M, K, N, nullptr);
-    else if (kind == 5) vit::cuda::linear_bwd_dw_db<bf16>(ctx, x, dy, dw, db, scratch, M, K, N, nullptr);
+    else if (is_dw) vit::cuda::linear_bwd_dw_db<bf16>(ctx, x, dy, dw, db, scratch, M, K, N, nullptr);
     else vit::cuda::linear_fwd<bf16, bf16>(ctx, x, w, bias, y, M, K, N, nullptr);
   };
   run();
@@ -188,7 +194,7 @@ void BM_Gemm_impl(benchmark::State& st) {
       auto r = fetch(dy.p, i * N, N);
       for (int n = 0; n < N; ++n) ref += double(r[n]) * fetch(w.p, size_t(n) * K + k, 1)[0];
       got = fetch(dx.p, i * K + k, 1)[0];
-    } else if (kind == 5) {  // dw[n,k] = sum_i dy[i,n] x[i,k]; sample with a strided host sum
+    } else if (is_dw) {  // dw[n,k] = sum_i dy[i,n] x[i,k]; sample with a strided host sum
       if (s >= 2) break;
       const size_t n = (size_t(s) * 7919) % N, k = (size_t(s) * 104729) % K;
       std::vector<bf16> col_dy(M), col_x(M);
@@ -206,13 +212,13 @@ void BM_Gemm_impl(benchmark::State& st) {
     // bf16 output rounding (2^-9) on sums of magnitude ~sqrt(K)
     if (!close(got, ref, 5e-2, 2e-2)) return st.SkipWithError("gemm validation failed");
   }
-  if (kind == 5) VIT_CHECK(cudaMemset(dw.p, 0, dw.n * 4));
+  if (is_dw) VIT_CHECK(cudaMemset(dw.p, 0, dw.n * 4));
   double t = time_loop(st, nullptr, run);
   report_flops(st, 2.0 * M * N * K, t);
   st.SetLabel(label);
 }
 void BM_Gemm(benchmark::State& st) { guard(st, BM_Gemm_impl); }
-BENCHMARK(BM_Gemm)->DenseRange(0, 6)->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(20);
+BENCHMARK(BM_Gemm)->DenseRange(0, 9)->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(20);
 
 void BM_SoftmaxXent_impl(benchmark::State& st) {
   const int B = int(st.range(0)), C = int(st.range(1));
