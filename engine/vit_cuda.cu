@@ -607,10 +607,11 @@ void ViTCuda::upload(const ViT& host) {
   if (!I.cfg.same_architecture(host.config()))
     throw std::invalid_argument("ViTCuda::upload: architecture mismatch: " + host.config().to_string() + " vs " +
                                 I.cfg.to_string());
-  // vit::ViT's arena is [params | grads | m | v] contiguous from param_data() (pitch n); the
-  // device's segments are `stride` apart: one 2D copy of 4 rows.
-  VIT_CHECK(cudaMemcpy2DAsync(I.params, I.stride * sizeof(float), host.param_data(), I.n * sizeof(float),
-                              I.n * sizeof(float), 4, cudaMemcpyHostToDevice, I.stream));
+  // vit::ViT's arena is [params | grads | m | v] contiguous from param_data(); the device's
+  // segments are `stride` apart: one copy per segment (a 2D copy would cap the pitch at 2 GB).
+  for (size_t k = 0; k < 4; ++k)
+    VIT_CHECK(cudaMemcpyAsync(I.params + k * I.stride, host.param_data() + k * I.n, I.n * sizeof(float),
+                              cudaMemcpyHostToDevice, I.stream));
   I.refresh_shadow();
   VIT_CHECK(cudaStreamSynchronize(I.stream));
 }
@@ -619,8 +620,9 @@ void ViTCuda::download(ViT& host) {
   Impl& I = *impl_;
   if (!I.cfg.same_architecture(host.config()))
     throw std::invalid_argument("ViTCuda::download: architecture mismatch");
-  VIT_CHECK(cudaMemcpy2DAsync(host.param_data(), I.n * sizeof(float), I.params, I.stride * sizeof(float),
-                              I.n * sizeof(float), 4, cudaMemcpyDeviceToHost, I.stream));
+  for (size_t k = 0; k < 4; ++k)
+    VIT_CHECK(cudaMemcpyAsync(host.param_data() + k * I.n, I.params + k * I.stride, I.n * sizeof(float),
+                              cudaMemcpyDeviceToHost, I.stream));
   VIT_CHECK(cudaStreamSynchronize(I.stream));
 }
 
