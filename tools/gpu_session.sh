@@ -11,6 +11,8 @@
 #            fine-tuning with a frozen backbone on cuda (issue 6) -> checks.log
 # The checkout travels with every call (64 MiB in all): move weights/shipped/model.vit (22 MB)
 # out of the tree for these calls so that a 50 MiB shard fits beside it.
+# Prepare here: PREPARED=<prepared wbc14> tools/gpu_bundle.sh build-gpu .device/bin (writes .device/bin,
+# .device/bintxz, .device/train); the shards .device/s{1,2,3} are ../shared/data/wbc14/*.tar.gz.
 # Machine state (~/data, .device/bin) survives between calls only while the machine stays warm
 # (30 s), so the three calls must follow each other at once.
 set -u
