@@ -50,6 +50,13 @@ struct ParamInfo {
 // Parameters in the order the arena stores them: every decayed tensor first.
 std::vector<ParamInfo> param_table(const ViTConfig& cfg);
 
+// Distance in floats between the segments [params | grads | m | v | bf16 shadow] of the device
+// arena (engine/vit_cuda.cu): n rounded up to 64 floats, so every segment starts 256-byte
+// aligned. (The host arena keeps them n apart.) With a distance of n, vit_b16's gradient
+// segment (n = 85,809,422) would start only 8-byte aligned, and cuBLASLt would have to pick
+// slower algorithms for every weight-gradient GEMM, whose output lies in that segment.
+inline size_t device_segment_stride(size_t n) { return (n + 63) & ~size_t(63); }
+
 struct ForwardOptions {
   bool training = false;        // dropout on
   bool keep_attention = true;   // probs are always saved for backward; this only says callers may read them

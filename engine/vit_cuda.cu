@@ -149,6 +149,7 @@ struct ViTCuda::Impl {
   CudaDeviceInfo dev;
   std::vector<ParamInfo> table;
   size_t n = 0, ndecay = 0;
+  size_t stride = 0;  // floats between the arena's segments: device_segment_stride(n) (vit.h says why)
   cudaStream_t stream = nullptr;
 
   // parameter arena
@@ -560,14 +561,15 @@ ViTCuda::ViTCuda(const ViTConfig& cfg, Precision prec, int max_batch) : impl_(ne
   if (const char* e = std::getenv("VIT_PROFILE")) I.prof.on = std::strcmp(e, "0") != 0;
   I.prof.stream = I.stream;
   // parameter arena: [params | grads | m | v] fp32 (the vit::ViT layout) + bf16 shadow
-  I.parena_bytes = 4 * I.n * sizeof(float) + (prec == Precision::BF16 ? ((I.n * 2 + 255) & ~size_t(255)) : 0);
+  I.stride = device_segment_stride(I.n);
+  I.parena_bytes = 4 * I.stride * sizeof(float) + (prec == Precision::BF16 ? ((I.n * 2 + 255) & ~size_t(255)) : 0);
   VIT_CHECK(cudaMalloc(&I.parena, I.parena_bytes));
   VIT_CHECK(cudaMemset(I.parena, 0, I.parena_bytes));
   I.params = static_cast<float*>(I.parena);
-  I.grads = I.params + I.n;
-  I.m = I.params + 2 * I.n;
-  I.v = I.params + 3 * I.n;
-  if (prec == Precision::BF16) I.shadow = reinterpret_cast<bf16*>(I.params + 4 * I.n);
+  I.grads = I.params + I.stride;
+  I.m = I.params + 2 * I.stride;
+  I.v = I.params + 3 * I.stride;
+  if (prec == Precision::BF16) I.shadow = reinterpret_cast<bf16*>(I.params + 4 * I.stride);
   // activation arena: measure, then allocate once (growable: at the first forward / reserve)
   if (max_batch > 0) I.allocate_activations(max_batch);
   VIT_CHECK(cudaMallocHost(&I.h_hp, sizeof(cpu::AdamWParams)));
@@ -601,8 +603,11 @@ void ViTCuda::upload(const ViT& host) {
   if (!I.cfg.same_architecture(host.config()))
     throw std::invalid_argument("ViTCuda::upload: architecture mismatch: " + host.config().to_string() + " vs " +
                                 I.cfg.to_string());
-  // vit::ViT's arena is [params | grads | m | v] contiguous from param_data(): one copy.
-  VIT_CHECK(cudaMemcpyAsync(I.params, host.param_data(), 4 * I.n * sizeof(float), cudaMemcpyHostToDevice, I.stream));
+  // vit::ViT's arena is [params | grads | m | v] contiguous from param_data(); the device's
+  // segments are `stride` apart: one copy per segment (a 2D copy would cap the pitch at 2 GB).
+  for (size_t k = 0; k < 4; ++k)
+    VIT_CHECK(cudaMemcpyAsync(I.params + k * I.stride, host.param_data() + k * I.n, I.n * sizeof(float),
+                              cudaMemcpyHostToDevice, I.stream));
   I.refresh_shadow();
   VIT_CHECK(cudaStreamSynchronize(I.stream));
 }
@@ -611,7 +616,9 @@ void ViTCuda::download(ViT& host) {
   Impl& I = *impl_;
   if (!I.cfg.same_architecture(host.config()))
     throw std::invalid_argument("ViTCuda::download: architecture mismatch");
-  VIT_CHECK(cudaMemcpyAsync(host.param_data(), I.params, 4 * I.n * sizeof(float), cudaMemcpyDeviceToHost, I.stream));
+  for (size_t k = 0; k < 4; ++k)
+    VIT_CHECK(cudaMemcpyAsync(host.param_data() + k * I.n, I.params + k * I.stride, I.n * sizeof(float),
+                              cudaMemcpyDeviceToHost, I.stream));
   VIT_CHECK(cudaStreamSynchronize(I.stream));
 }
 
@@ -623,7 +630,7 @@ void ViTCuda::init(uint64_t seed) {
 
 void ViTCuda::init_device(uint64_t seed) {
   Impl& I = *impl_;
-  VIT_CHECK(cudaMemsetAsync(I.params, 0, 4 * I.n * sizeof(float), I.stream));  // params, grads, m, v
+  VIT_CHECK(cudaMemsetAsync(I.params, 0, 4 * I.stride * sizeof(float), I.stream));  // params, grads, m, v
   const float sqrt3 = 1.7320508f;
   auto ends = [](const std::string& n, const std::string& s) {
     return n.size() >= s.size() && n.compare(n.size() - s.size(), s.size(), s) == 0;
@@ -652,7 +659,7 @@ void ViTCuda::zero_grad() {
 }
 void ViTCuda::reset_optimizer() {
   Impl& I = *impl_;
-  VIT_CHECK(cudaMemsetAsync(I.m, 0, 2 * I.n * sizeof(float), I.stream));
+  VIT_CHECK(cudaMemsetAsync(I.m, 0, 2 * I.stride * sizeof(float), I.stream));  // m, v
 }
 
 const float* ViTCuda::forward(const float* images, int B, const ForwardOptions& opt) {

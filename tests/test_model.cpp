@@ -206,3 +206,27 @@ TEST(Model, ScaledAdamWFreezesAndScalesPerTensor) {
   }
   EXPECT_THROW(m.adamw_step_scaled(hp, 0.0f, std::vector<float>(scale.size() - 1, 1.0f)), std::invalid_argument);
 }
+
+// The device arena (engine/vit_cuda.cu) keeps [params | grads | m | v] device_segment_stride(n)
+// floats apart. Every weight matrix's gradient is the output D of a cuBLASLt GEMM, and its
+// algorithms want D 16-byte aligned: with the segments n apart, vit_b16's gradient segment
+// started 8-byte aligned (n = 85,809,422 is 2 mod 4). Checks the arithmetic for every preset,
+// and that each matrix's gradient and bf16 shadow copy start 16-byte aligned inside it.
+TEST(Model, DeviceArenaSegmentsKeepEveryMatrix16ByteAligned) {
+  for (const char* name : {"vit_ti16", "vit_s16", "vit_b16"}) {
+    const auto table = vit::param_table(vit::ViTConfig::preset(name));
+    size_t n = 0;
+    for (const auto& p : table) n += p.numel;
+    const size_t stride = vit::device_segment_stride(n);
+    EXPECT_GE(stride, n) << name;
+    EXPECT_LT(stride - n, 64u) << name;
+    EXPECT_EQ(stride * sizeof(float) % 256, 0u) << name << ": segments must start 256-byte aligned";
+    for (const auto& p : table) {
+      if (p.shape.size() < 2) continue;  // biases and LayerNorm vectors are not GEMM outputs
+      EXPECT_EQ((stride + p.offset) * sizeof(float) % 16, 0u) << name << " gradient of " << p.name;
+      EXPECT_EQ(p.offset * 2 % 16, 0u) << name << " bf16 shadow of " << p.name;
+    }
+  }
+  // The old layout fails the first condition for vit_b16: the check can tell the two apart.
+  EXPECT_NE(85809422u * sizeof(float) % 16, 0u);
+}
