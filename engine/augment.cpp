@@ -135,7 +135,9 @@ void geometric(Image& img, double cx, double cy, double angle, double tx, double
 
 }  // namespace
 
-void affine_sample(const Image& src, Image& dst, const double m[6], const uint8_t fill[3], bool bilinear) {
+void affine_sample(const Image& src, Image& dst, const double m[6], const uint8_t fill[3], bool bilinear,
+                   bool reflect) {
+  if (reflect && !bilinear) throw std::invalid_argument("affine_sample: reflection padding is built for bilinear only");
   const int w = src.width, h = src.height;
   dst.width = w;
   dst.height = h;
@@ -145,6 +147,10 @@ void affine_sample(const Image& src, Image& dst, const double m[6], const uint8_
     augpx::row_start(m, w, h, y, sx, sy);  // stepped along the row, as the GPU kernel does
     uint8_t* o = &dst.rgb[(size_t)y * w * 3];
     for (int x = 0; x < w; ++x, sx += m[0], sy += m[3], o += 3) {
+      if (bilinear && reflect) {
+        augpx::bilinear_reflect(src.rgb.data(), w, h, sx, sy, o);
+        continue;
+      }
       if (bilinear) {
         augpx::bilinear(src.rgb.data(), w, h, sx, sy, fill, o);
         continue;
@@ -268,6 +274,15 @@ AugmentParams draw_augment(const AugmentConfig& cfg, Rng& rng) {
     inverse_affine(0, 0, angle, 0, 0, scale, 0, 0, p.m);
     if (flip) p.m[0] = -p.m[0], p.m[3] = -p.m[3];  // mirror the output x axis
   }
+  // Translation of the source point (the reference recipe's +-0.06 in grid_sample units is
+  // translate = 0.03 of the side). Drawn only when asked for, so that configs without it keep
+  // their exact random sequence.
+  if (cfg.translate > 0) {
+    p.shift[0] = rng.uniform(-cfg.translate, cfg.translate);
+    p.shift[1] = rng.uniform(-cfg.translate, cfg.translate);
+    p.geometry = true;
+  }
+  p.reflect = cfg.reflect_border;
   // 2. TrivialAugmentWide.
   if (cfg.trivial_augment) {
     const TAChoice ch = draw_trivial_augment(rng);
@@ -295,7 +310,9 @@ void apply_augment(Image& img, const AugmentParams& p) {
   border_color(img, fill);  // background colour: out-of-frame pixels look like more smear
   if (p.geometry) {
     Image out;
-    affine_sample(img, out, p.m, fill, /*bilinear=*/true);
+    double m[6];
+    augpx::sampling_matrix(p, img.width, img.height, m);
+    affine_sample(img, out, m, fill, /*bilinear=*/true, p.reflect);
     img = std::move(out);
   }
   if (p.ta_op >= 0) apply_ta_op(img, trivial_augment_ops()[p.ta_op].op, p.ta_magnitude, fill);

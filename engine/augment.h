@@ -36,6 +36,8 @@ struct AugmentConfig {
   bool trivial_augment = false;  // one TrivialAugmentWide op per image
   bool rotate_flip = true;       // uniform rotation in [0, 360) and a random horizontal flip
   float scale_min = 0.7f, scale_max = 1.4f;  // zoom factor, drawn log-uniformly
+  float translate = 0.0f;        // shift of up to +-translate of the side in x and y, drawn uniformly (0: no draw)
+  bool reflect_border = false;   // geometry mirrors the image at its edges instead of filling with its border colour
   float color = 0.2f;            // brightness/contrast/saturation jitter +-color, hue +-color/4, stain gain +-color/4
   float blur_prob = 0.2f;        // probability of a Gaussian blur, sigma U[0.1, 1.5] px
 };
@@ -65,12 +67,15 @@ TAChoice trivial_augment(Image& img, Rng& rng, const uint8_t fill[3]);
 void augment_train(Image& img, const AugmentConfig& cfg, Rng& rng);
 // Every random draw of augment_train, in its order (identity parameters, no draw, when !cfg.enabled).
 AugmentParams draw_augment(const AugmentConfig& cfg, Rng& rng);
-// Applies drawn parameters; pixels moved in from outside the frame take the image's border colour.
+// Applies drawn parameters; pixels moved in from outside the frame take the image's border colour,
+// or mirror the image (p.reflect).
 void apply_augment(Image& img, const AugmentParams& p);
 
 // Building blocks (exposed for tests).
 // Output pixel centre p (relative to the image centre) samples input at A*p + t.
-void affine_sample(const Image& src, Image& dst, const double m[6], const uint8_t fill[3], bool bilinear);
+// reflect (bilinear only): out-of-frame points mirror the image instead of taking `fill`.
+void affine_sample(const Image& src, Image& dst, const double m[6], const uint8_t fill[3], bool bilinear,
+                   bool reflect = false);
 void gaussian_blur(Image& img, float sigma);
 void adjust_hue(Image& img, float hue_shift);  // hue_shift in turns, [-0.5, 0.5]
 

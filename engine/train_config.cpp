@@ -167,6 +167,9 @@ void TrainConfig::validate() const {
     bad("balance_power", "must be in [0, 1], got " + default_text(balance_power));
   if (augment != "none" && augment != "light" && augment != "strong")
     bad("augment", "must be none, light or strong, got '" + augment + "'");
+  if (!(translate >= 0 && translate <= 0.5)) bad("translate", "must be in [0, 0.5] (a fraction of the image side), got " + default_text(translate));
+  if (augment == "none" && (translate > 0 || reflect_border))
+    bad(translate > 0 ? "translate" : "reflect_border", "only acts with augment light or strong, and augment is none");
   if (threads < 1) bad("threads", "must be >= 1, got " + std::to_string(threads));
   if (prefetch < 1) bad("prefetch", "must be >= 1, got " + std::to_string(prefetch));
   if (device != "cpu" && device != "cuda") bad("device", "must be cpu or cuda, got '" + device + "'");

@@ -58,6 +58,8 @@ struct ConfigError : std::invalid_argument {
   X(std::string, val_split, "val", "manifest split for validation, best.vit and temperature fitting")            \
   X(float, balance_power, 0.0f, "class-balanced sampling: weight = count^-power; 0 = natural order, 1 = balanced") \
   X(std::string, augment, "light", "augmentation strength: none | light | strong")                               \
+  X(float, translate, 0.0f, "augment light/strong: also shift each image by up to +-translate of its side in x and y (the reference recipe: 0.03, its +-0.06 in grid_sample units)") \
+  X(bool, reflect_border, false, "augment light/strong: pixels the geometry moves in from outside the frame mirror the image (the reference's padding_mode='reflection') instead of taking its border colour") \
   X(std::string, label_level, "class", "what to learn: class (the 14 cell classes) | group (the 9 coarse groups of engine/taxonomy, e.g. to pre-train for fine-tuning)") \
   X(bool, use_packs, true, "read DATA/<split>.pack (vitengine pack) when it holds exactly the split's images at the model's size; same pixels, no JPEG decoding") \
   X(bool, drop_last, true, "drop the last incomplete training batch of each epoch")                              \

@@ -313,6 +313,8 @@ class Run {
     tl.balanced = cfg_.balance_power > 0;
     tl.balance_power = cfg_.balance_power;
     tl.aug = augment_preset(cfg_.augment);
+    tl.aug.translate = cfg_.translate;
+    tl.aug.reflect_border = cfg_.reflect_border;
     tl.threads = cfg_.threads;
     tl.prefetch = cfg_.prefetch;
     tl.seed = uint64_t(cfg_.seed);

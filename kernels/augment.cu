@@ -42,7 +42,9 @@ constexpr int kTileCols = 32;  // columns staged per round of pass 2: one warp's
 // itself without geometry). (sx, sy) is the row's stepped source position at x.
 __device__ __forceinline__ void sample(const uint8_t* src, int S, const AugmentItem& it, int x, int y, double sx,
                                        double sy, uint8_t* px) {
-  if (it.p.geometry) {
+  if (it.p.geometry && it.p.reflect) {
+    augpx::bilinear_reflect(src, S, S, sx, sy, px);
+  } else if (it.p.geometry) {
     augpx::bilinear(src, S, S, sx, sy, it.fill, px);
   } else {
     const uint8_t* q = src + ((size_t)y * S + x) * 3;
@@ -61,7 +63,8 @@ __global__ void __launch_bounds__(kAugmentMaxSide) augment_kernel(const uint8_t*
   const uint8_t* src = images + it.image * size_t(S) * S * 3;
   const int y = threadIdx.x;
   const bool has_row = y < S;  // blockDim.x is S rounded up to a warp
-  const double* m = it.p.m;
+  double m[6];
+  augpx::sampling_matrix(it.p, S, S, m);
 
   // Pass 1: the mean grey level of the brightened image (contrast blends towards it).
   if (it.p.color) {

@@ -33,6 +33,8 @@ struct ColorJitter {
 struct AugmentParams {
   bool geometry = false;                   // resample (bilinear) with m
   double m[6] = {1, 0, 0, 0, 1, 0};        // output pixel centre p (from the image centre) samples the input at A*p + t
+  double shift[2] = {0, 0};                // plus a translation of the source point, in fractions of the side (x, y)
+  bool reflect = false;                    // out-of-frame source points mirror the image (else take the fill colour)
   int ta_op = -1;                          // TrivialAugmentWide op index (trivial_augment_ops()), -1 = none
   float ta_magnitude = 0;
   bool color = false;                      // apply `jitter`
@@ -61,6 +63,26 @@ VIT_AUG_HD void row_start(const double* m, int w, int h, int y, double& sx, doub
   sy = m[3] * px0 + m[4] * py + m[5] + h * 0.5 - 0.5;
 }
 
+// The sampling matrix for a w x h image: p.m with p.shift turned into pixels. The translation is
+// drawn as a fraction of the side (engine/augment.h draw_augment) because the draw happens
+// before anyone knows the image size.
+VIT_AUG_HD void sampling_matrix(const AugmentParams& p, int w, int h, double* m) {
+  for (int i = 0; i < 6; ++i) m[i] = p.m[i];
+  m[2] += p.shift[0] * w;
+  m[5] += p.shift[1] * h;
+}
+
+// grid_sample's padding_mode='reflection' with align_corners=False, for one coordinate in
+// pixel-index units: mirror at the outer pixel edges (-0.5 and size - 0.5) as often as needed,
+// then clamp to the outermost pixel centres (PyTorch's reflect_coordinates + clip_coordinates).
+VIT_AUG_HD double reflect_coord(double v, int size) {
+  const double span = size, a = fabs(v + 0.5);
+  const double extra = fmod(a, span);
+  const bool even = ((long long)floor(a / span)) % 2 == 0;
+  v = (even ? extra : span - extra) - 0.5;
+  return v < 0 ? 0 : (v > size - 1 ? size - 1 : v);
+}
+
 // Pixel (x, y) of the uint8 HWC image `src` (w x h), or `fill` outside it.
 VIT_AUG_HD const uint8_t* tap(const uint8_t* src, int w, int h, int x, int y, const uint8_t* fill) {
   return (x < 0 || y < 0 || x >= w || y >= h) ? fill : &src[((size_t)y * w + x) * 3];
@@ -81,6 +103,12 @@ VIT_AUG_HD void bilinear(const uint8_t* src, int w, int h, double sx, double sy,
     const float v = w00 * p00[c] + w01 * p01[c] + w10 * p10[c] + w11 * p11[c] + 0.5f;
     o[c] = (uint8_t)(v < 255.f ? v : 255.f);
   }
+}
+
+// Bilinear sample with reflection padding: every tap with a non-zero weight lies inside the
+// image after reflect_coord (a tap past the last pixel has weight 0; `src` stands in for it).
+VIT_AUG_HD void bilinear_reflect(const uint8_t* src, int w, int h, double sx, double sy, uint8_t* o) {
+  bilinear(src, w, h, reflect_coord(sx, w), reflect_coord(sy, h), src, o);
 }
 
 // Hue rotation by `shift` turns through HSV (in place).

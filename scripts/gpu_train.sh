@@ -2,6 +2,7 @@
 # Trains the shipped model on the GPU machine, then runs the PyTorch reference recipe on
 # the same card, the same split and the same time budget, side by side.
 #   BUDGET=150 OUT=$OUT bash scripts/gpu_train.sh          (SKIP_REF=1: vitengine only)
+#   CONFIG=configs/wbc14_vit_ti16_shift.json ...             (another recipe; default: the shipped one)
 #   SETS="--set data_on_device=true --set augment=light" BUDGET=150 OUT=$OUT bash scripts/gpu_train.sh
 #     (SETS: extra train overrides; this one augments on the GPU, docs/training.md)
 # Needs: ~/data/wbc14 (the three shards unpacked), .device/train/{vitengine,lib/,prepared-wbc14/}
@@ -10,6 +11,7 @@
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/out}; BUDGET=${BUDGET:-150}; SETS=${SETS:-}; D=.device/train
+CONFIG=${CONFIG:-configs/wbc14_vit_ti16.json}
 export LD_LIBRARY_PATH=$PWD/$D/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 # The binary and manifest travel gzipped (the upload limit is 64 MiB with the third shard).
 for f in $D/vitengine $D/prepared-wbc14/manifest.csv; do [ -f $f.gz ] && gunzip -f $f.gz; done
@@ -18,7 +20,8 @@ T0=$(date +%s)
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 echo "binaries from commit $(cat $D/COMMIT 2>/dev/null || echo "? (no $D/COMMIT; checkout HEAD $(git rev-parse --short HEAD 2>/dev/null))"), $(date -u +%FT%TZ), $(nproc) cores"
 RUN=/tmp/run_ship
-$D/vitengine train --config configs/wbc14_vit_ti16.json --data $D/prepared-wbc14 --out $RUN \
+echo "recipe: $CONFIG $SETS"
+$D/vitengine train --config $CONFIG --data $D/prepared-wbc14 --out $RUN \
   --set data_root=$HOME/data/wbc14 --set threads=$(( $(nproc) - 1 )) --set time_budget_s=$BUDGET \
   --set checkpoint_every=0 $SETS 2>&1 | tee $OUT/train.log | grep -v '^\[train\] epoch .* step .*[^0]0/' | tail -40
 echo "== train done at $(( $(date +%s) - T0 ))s"

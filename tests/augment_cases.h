@@ -54,7 +54,13 @@ inline Case make_case(int S, int N, int B, uint64_t seed) {
   vit::AugmentConfig colour_only = light, geometry_only = light;
   colour_only.rotate_flip = false, colour_only.scale_min = colour_only.scale_max = 1;
   geometry_only.color = 0;
-  const vit::AugmentConfig cfgs[] = {vit::AugmentConfig{}, light, strong_noblur, colour_only, geometry_only};
+  vit::AugmentConfig shift_reflect = light;  // the reference recipe's shift and reflection padding
+  shift_reflect.translate = 0.03f, shift_reflect.reflect_border = true;
+  vit::AugmentConfig shift_fill = geometry_only;  // a large shift that fills from the border colour
+  shift_fill.translate = 0.2f;
+  const vit::AugmentConfig cfgs[] = {vit::AugmentConfig{}, light,         strong_noblur, colour_only,
+                                     geometry_only,         shift_reflect, shift_fill};
+  constexpr int kConfigs = sizeof(cfgs) / sizeof(cfgs[0]);
   for (int b = 0; b < B; ++b) {
     vit::cuda::AugmentItem it;
     it.image = g() % N;
@@ -63,7 +69,7 @@ inline Case make_case(int S, int N, int B, uint64_t seed) {
     img.rgb.assign(c.images.begin() + it.image * per, c.images.begin() + (it.image + 1) * per);
     vit::border_color(img, it.fill);
     vit::Rng r(g());
-    it.p = vit::draw_augment(cfgs[b % 5], r);
+    it.p = vit::draw_augment(cfgs[b % kConfigs], r);
     c.items.push_back(it);
   }
   return c;

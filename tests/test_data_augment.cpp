@@ -198,3 +198,89 @@ TEST(DataAugment, TrainAugmentBytesArePinned) {
     EXPECT_EQ(h, want[k]) << cfgs[k].first;
   }
 }
+
+// reflect_border against PyTorch: the reference recipe resamples with F.grid_sample(bilinear,
+// padding_mode='reflection', align_corners=False). tests/data/grid_reflect.json holds its float64
+// output for four rotation/zoom/flip/shift draws (tools/make_data_refs.py), two of them zoomed out
+// far enough that source points reflect more than once. Ours rounds to uint8 (+0.5, truncate)
+// with float32 tap weights: every pixel within 0.5 of the float64 value, plus 2e-3 for the
+// weights' rounding and the reference's 4 stored decimals.
+TEST(DataAugment, ReflectBorderMatchesTorchGridSample) {
+  std::ifstream f(test_data() / "grid_reflect.json");
+  ASSERT_TRUE(f) << "missing tests/data/grid_reflect.json (run /usr/bin/python3 tools/make_data_refs.py reflect)";
+  const auto j = nlohmann::json::parse(f);
+  const int S = j["size"].get<int>();
+  Image src;
+  src.width = src.height = S;
+  for (const auto& v : j["input_hwc"]) src.rgb.push_back(v.get<uint8_t>());
+  ASSERT_EQ(src.rgb.size(), size_t(S) * S * 3);
+  int k = 0;
+  for (const auto& c : j["cases"]) {
+    AugmentParams p;
+    p.geometry = true;
+    p.reflect = true;
+    for (int i = 0; i < 6; ++i) p.m[i] = c["m"][i].get<double>();
+    p.shift[0] = c["shift"][0].get<double>(), p.shift[1] = c["shift"][1].get<double>();
+    Image img = src;
+    apply_augment(img, p);
+    const auto& want = c["out_hwc"];
+    ASSERT_EQ(want.size(), img.rgb.size());
+    double worst = 0;
+    for (size_t i = 0; i < img.rgb.size(); ++i) worst = std::max(worst, std::abs(img.rgb[i] - want[i].get<double>()));
+    EXPECT_LE(worst, 0.5 + 2e-3) << "case " << k;
+    ++k;
+  }
+}
+
+// The same shift without reflection fills with the border colour, and the reflection of a whole-
+// pixel shift is the mirror image: out(x) = in(x + s) inside, in(2w - 1 - (x + s)) past the right
+// edge, in(-1 - (x + s)) past the left one (reflection about the outer pixel edges -0.5, w - 0.5).
+TEST(DataAugment, WholePixelShiftMirrorsAtTheEdges) {
+  const Image src = noise_image(20, 20, 3, 120, 100);
+  for (int s : {5, -7, 13}) {
+    AugmentParams p;
+    p.geometry = true;
+    p.shift[0] = s / 20.0;
+    for (bool reflect : {false, true}) {
+      p.reflect = reflect;
+      Image img = src;
+      apply_augment(img, p);
+      uint8_t fill[3];
+      border_color(src, fill);
+      for (int y = 0; y < 20; ++y)
+        for (int x = 0; x < 20; ++x) {
+          int sx = x + s;
+          const bool outside = sx < 0 || sx >= 20;
+          if (sx >= 20) sx = 2 * 20 - 1 - sx;
+          if (sx < 0) sx = -1 - sx;
+          for (int ch = 0; ch < 3; ++ch) {
+            const int want = outside && !reflect ? fill[ch] : src.rgb[(size_t(y) * 20 + sx) * 3 + ch];
+            ASSERT_EQ(img.rgb[(size_t(y) * 20 + x) * 3 + ch], want)
+                << "shift " << s << (reflect ? " reflect" : " fill") << " at (" << x << ", " << y << ")";
+          }
+        }
+    }
+  }
+}
+
+// translate draws both shifts uniformly in [-t, t] and turns on the resample; without it nothing
+// is drawn (the pinned byte hashes above cover that the random sequence stays the same).
+TEST(DataAugment, TranslateDrawsWithinRange) {
+  AugmentConfig cfg;
+  cfg.enabled = true, cfg.rotate_flip = false, cfg.scale_min = cfg.scale_max = 1, cfg.color = 0, cfg.blur_prob = 0;
+  Rng r0(1);
+  EXPECT_FALSE(draw_augment(cfg, r0).geometry);
+  cfg.translate = 0.03f;
+  cfg.reflect_border = true;
+  double lo = 1, hi = -1;
+  for (uint64_t seed = 0; seed < 400; ++seed) {
+    Rng r(seed);
+    const AugmentParams p = draw_augment(cfg, r);
+    EXPECT_TRUE(p.geometry && p.reflect);
+    for (double v : p.shift) lo = std::min(lo, v), hi = std::max(hi, v);
+  }
+  EXPECT_GE(lo, -0.03);
+  EXPECT_LE(hi, 0.03);
+  EXPECT_LT(lo, -0.027);  // 800 uniform draws reach within 10% of both ends
+  EXPECT_GT(hi, 0.027);
+}

@@ -66,6 +66,9 @@ TEST(TrainConfig, ErrorsNameTheField) {
   expect_config_error([] { TrainConfig::load("", {"warmup_epochs=20"}); }, "'warmup_epochs'");
   expect_config_error([] { TrainConfig::load("", {"freeze_backbone_epochs=2"}); }, "'freeze_backbone_epochs'");
   expect_config_error([] { TrainConfig::load("", {"augment=extreme"}); }, "'augment'");
+  expect_config_error([] { TrainConfig::load("", {"translate=0.6"}); }, "'translate'");
+  expect_config_error([] { TrainConfig::load("", {"augment=none", "translate=0.03"}); }, "'translate' only acts");
+  expect_config_error([] { TrainConfig::load("", {"augment=none", "reflect_border=true"}); }, "'reflect_border'");
   expect_config_error([] { TrainConfig::load("", {"batch_size=abc"}); }, "batch_size");
   expect_config_error([] { TrainConfig::load("", {"nosuchfield=1"}); }, "'nosuchfield'");
   expect_config_error([] { TrainConfig::load("", {"lr"}); }, "key=value");

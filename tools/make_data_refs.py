@@ -9,6 +9,9 @@ Outputs (tests/data/, committed, small):
   ta_input.png         64x64 crop of a fixture, the input of the ta/ references
   resize_*.png         pad-to-square with the border-mean colour, then PIL BILINEAR (antialiased) resize
   small_120.bmp        a 120x120 BMP (fixture for the upscale path), in tests/fixtures/
+  grid_reflect.json    F.grid_sample (bilinear, padding_mode='reflection', align_corners=False, float64)
+                       of ta_input.png's central 32x32 under rotation/zoom/flip/shift: the augmentation's reflect_border
+                       (`/usr/bin/python3 tools/make_data_refs.py reflect` writes only this file)
 The pad is done here with numpy, independently of the C++ code under test.
 """
 import json
@@ -41,6 +44,35 @@ def resize_ref(src, name, size=224):
     a = np.asarray(Image.open(src).convert("RGB"))
     sq = pad_border_mean(a)
     Image.fromarray(sq).resize((size, size), Image.BILINEAR).save(os.path.join(DATA, name))
+
+
+def grid_reflect_refs():
+    """The reference recipe's resample (its augment(): affine_grid + grid_sample with reflection),
+    in float64, for sampling matrices m in vitengine's convention (engine/augment.h AugmentParams:
+    output pixel centre p, in pixels from the image centre, samples the input at A p + t) plus a
+    shift in fractions of the side. Square input, so pixel -> grid units is one factor 2/S."""
+    import math
+    import torch.nn.functional as F
+    a = np.ascontiguousarray(np.asarray(Image.open(os.path.join(DATA, "ta_input.png")).convert("RGB"))[16:48, 16:48])
+    S = a.shape[0]
+    x = torch.from_numpy(a.astype(np.float64)).permute(2, 0, 1)[None]
+    cases = []
+    # (angle deg, flip, scale, shift x, shift y): a plain shift; zoom-outs that reflect once; a
+    # strong zoom-out with a large shift that reflects more than once (the fmod path).
+    for ang, flip, scale, tx, ty in [(0, False, 1.0, 0.2, -0.15), (37, False, 0.8, 0.05, -0.1),
+                                     (200, True, 0.6, -0.03, 0.03), (123, True, 0.3, 0.4, -0.45)]:
+        r = math.radians(ang)
+        m = [math.cos(r) / scale, math.sin(r) / scale, 0.0, -math.sin(r) / scale, math.cos(r) / scale, 0.0]
+        if flip:
+            m[0], m[3] = -m[0], -m[3]
+        theta = torch.tensor([[[m[0], m[1], (m[2] + tx * S) * 2 / S], [m[3], m[4], (m[5] + ty * S) * 2 / S]]],
+                             dtype=torch.float64)
+        grid = F.affine_grid(theta, (1, 3, S, S), align_corners=False)
+        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        cases.append({"m": m, "shift": [tx, ty], "out_hwc": [round(v, 4) for v in out[0].permute(1, 2, 0).reshape(-1).tolist()]})
+    with open(os.path.join(DATA, "grid_reflect.json"), "w") as f:
+        json.dump({"torch": torch.__version__, "input": "ta_input.png[16:48, 16:48]", "size": S,
+                   "input_hwc": a.reshape(-1).tolist(), "cases": cases}, f)
 
 
 def main():
@@ -87,4 +119,9 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+    if sys.argv[1:] == ["reflect"]:
+        grid_reflect_refs()
+    else:
+        main()
+        grid_reflect_refs()
