@@ -314,6 +314,7 @@ Loader::Loader(std::shared_ptr<const PackFile> pack, DataStats stats, LoaderConf
 Loader::~Loader() { impl_->halt(); }
 
 size_t Loader::size() const { return impl_->n(); }
+const LoaderConfig& Loader::config() const { return impl_->cfg; }
 size_t Loader::batches_per_epoch() const { return impl_->nb(); }
 std::vector<size_t> Loader::epoch_order(int epoch) const { return impl_->make_order(epoch); }
 

@@ -74,6 +74,7 @@ class Loader {
   Loader& operator=(const Loader&) = delete;
   size_t size() const;
   size_t batches_per_epoch() const;
+  const LoaderConfig& config() const;
   // Order and every augmentation are a pure function of (seed, epoch, position): start_epoch(e, k) skips k batches exactly.
   // load_images = false: next() gives the same batches without pixels (no worker threads, nothing
   // decoded): sample indices, labels and each image's augmentation draw (data_on_device).

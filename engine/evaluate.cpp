@@ -10,6 +10,7 @@
 
 #include "engine/calibration.h"
 #include "engine/dataset.h"
+#include "engine/tta.h"
 #include "engine/metrics.h"
 #include "engine/plots.h"
 #include "engine/taxonomy.h"
@@ -132,6 +133,7 @@ std::string markdown(const nlohmann::json& j, const Metrics& m) {
   s << "# Evaluation of `" << j["model"].get<std::string>() << "`\n\n";
   s << "Data `" << j["data"].get<std::string>() << "`, split `" << j["split"].get<std::string>() << "`, "
     << j["n"].get<int64_t>() << " images" << (j.contains("map") ? ", mapped with `" + j["map"]["file"].get<std::string>() + "`" : "")
+    << (j.value("tta", "none") != "none" ? ", test-time augmentation `" + j["tta"].get<std::string>() + "` (mean logits)" : "")
     << ".\n\n";
   s << "| metric | value |\n|---|---|\n";
   s << "| accuracy | " << pct(m.accuracy) << " |\n| macro-F1 | " << pct(m.macro_f1) << " |\n| balanced accuracy | "
@@ -190,7 +192,9 @@ nlohmann::json evaluate(const EvalRequest& req) {
   auto backend = make_backend(req.device, *lm.model, req.batch_size, req.precision);
   log("[eval] " + mc.to_string() + " on " + std::to_string(set.samples.size()) + " images (" + req.data + ", " +
       (set.kind == "manifest" ? "split " + req.split : "class folders") + ")");
-  Predictions p = predict(*backend, loader);
+  const int views = tta_view_count(req.tta);
+  if (views > 1) log("[eval] test-time augmentation " + req.tta + ": mean logits of " + std::to_string(views) + " views");
+  Predictions p = predict(*backend, loader, views);
   const size_t n = p.n();
   const int K = p.k;
   if (n != set.samples.size())
@@ -207,6 +211,7 @@ nlohmann::json evaluate(const EvalRequest& req) {
   j["split"] = set.kind == "manifest" ? req.split : "all (class folders)";
   j["n"] = n;
   j["temperature"] = T;
+  j["tta"] = req.tta;
   j["model_config"] = mc.to_string();
   const std::vector<int> pred14 = argmax_rows(p.logits.data(), n, K);
   Metrics m;

@@ -39,6 +39,7 @@ struct EvalRequest {
   int batch_size = 64;
   int threads = 2;
   int ece_bins = 15;
+  std::string tta = "none";     // test-time augmentation: none | flip | d4 (engine/tta.h)
   std::function<void(const std::string&)> log;
 };
 

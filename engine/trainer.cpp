@@ -1,4 +1,5 @@
 #include "engine/trainer.h"
+#include "engine/tta.h"
 
 #include <algorithm>
 #include <chrono>
@@ -157,7 +158,8 @@ Manifest read_manifest_resolved(const std::string& csv, const std::string& data_
   return m;
 }
 
-Predictions predict(TrainBackend& model, Loader& loader) {
+Predictions predict(TrainBackend& model, Loader& loader, int views) {
+  if (views < 1 || views > 8) throw std::invalid_argument("predict: views must be in [1, 8], got " + std::to_string(views));
   Predictions p;
   p.k = model.num_classes();
   loader.start_epoch(0, 0);
@@ -165,10 +167,24 @@ Predictions predict(TrainBackend& model, Loader& loader) {
   ForwardOptions fo;
   fo.training = false;
   fo.keep_attention = false;
+  std::vector<float> view, sum;
   while (loader.next(b)) {
     if (b.n == 0) continue;
-    const float* z = model.forward(b.images.data(), b.n, fo);
-    p.logits.insert(p.logits.end(), z, z + size_t(b.n) * size_t(p.k));
+    const size_t nk = size_t(b.n) * size_t(p.k);
+    sum.assign(nk, 0.0f);
+    view.resize(b.images.size());
+    const int S = loader.config().image_size;
+    for (int v = 0; v < views; ++v) {
+      const float* x = b.images.data();
+      if (v > 0) {
+        dihedral_view(b.images.data(), view.data(), b.n, 3, S, v);
+        x = view.data();
+      }
+      const float* z = model.forward(x, b.n, fo);
+      for (size_t i = 0; i < nk; ++i) sum[i] += z[i];
+    }
+    for (auto& s : sum) s /= float(views);
+    p.logits.insert(p.logits.end(), sum.begin(), sum.end());
     p.labels.insert(p.labels.end(), b.labels.begin(), b.labels.begin() + b.n);
     if (b.index.size() >= size_t(b.n)) p.index.insert(p.index.end(), b.index.begin(), b.index.begin() + b.n);
   }

@@ -40,6 +40,8 @@ struct CheckpointMismatch : std::runtime_error {
 };
 
 // Logits of every sample the loader yields in one epoch (no augmentation), in sample order.
+// views > 1: test-time augmentation, the mean logits of the first `views` dihedral views
+// (engine/tta.h; 2 = identity + mirror, 8 = all of D4).
 struct Predictions {
   int k = 0;
   std::vector<float> logits;   // (n, k)
@@ -47,7 +49,7 @@ struct Predictions {
   std::vector<size_t> index;   // sample index of each row
   size_t n() const { return labels.size(); }
 };
-Predictions predict(TrainBackend& model, Loader& loader);
+Predictions predict(TrainBackend& model, Loader& loader, int views = 1);
 // A loader for evaluation: no shuffle, no augmentation, keeps the last batch.
 LoaderConfig eval_loader_config(int image_size, int batch_size, int threads);
 

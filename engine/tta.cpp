@@ -1,0 +1,38 @@
+#include "engine/tta.h"
+
+#include <cstddef>
+#include <stdexcept>
+
+namespace vit {
+
+int tta_view_count(const std::string& mode) {
+  if (mode == "none") return 1;
+  if (mode == "flip") return 2;
+  if (mode == "d4") return 8;
+  throw std::invalid_argument("unknown test-time augmentation '" + mode + "' (known: none, flip, d4)");
+}
+
+void dihedral_view(const float* in, float* out, int B, int C, int S, int k) {
+  if (k < 0 || k >= 8) throw std::invalid_argument("dihedral_view: view " + std::to_string(k) + " outside [0, 8)");
+  const bool mirror = k >= 4;
+  const int turns = k % 4;
+  const size_t plane = size_t(S) * S;
+  for (size_t p = 0; p < size_t(B) * C; ++p) {
+    const float* src = in + p * plane;
+    float* dst = out + p * plane;
+    for (int y = 0; y < S; ++y)
+      for (int x = 0; x < S; ++x) {
+        // Output (x, y) of a clockwise quarter turn reads input (y, S-1-x); apply `turns` times
+        // backwards to find the source in the (possibly mirrored) image.
+        int sx = x, sy = y;
+        for (int t = 0; t < turns; ++t) {
+          const int nx = sy, ny = S - 1 - sx;
+          sx = nx, sy = ny;
+        }
+        if (mirror) sx = S - 1 - sx;
+        dst[size_t(y) * S + x] = src[size_t(sy) * S + sx];
+      }
+  }
+}
+
+}  // namespace vit
