@@ -1,5 +1,6 @@
 // Inference on new images; see inference.h.
 #include "engine/inference.h"
+#include "engine/tta.h"
 
 #include <openssl/evp.h>
 #include <unistd.h>
@@ -148,16 +149,33 @@ void Predictor::use_device(const std::string& device, int max_batch) {
   backend_ = make_backend(device, *lm_.model, std::max(1, max_batch), "fp32");
 }
 
+void Predictor::set_tta(const std::string& mode) {
+  tta_views_ = tta_view_count(mode);  // throws on an unknown mode
+  tta_ = mode;
+}
+
 std::vector<Prediction> Predictor::run(const float* chw, int B) {
   std::vector<Prediction> out(B);
   if (B <= 0) return out;
   ForwardOptions opt;
   opt.training = false;
-  const float* logits = backend_ ? backend_->forward(chw, B, opt) : lm_.model->forward(chw, B, opt);
-  int C = num_classes();
+  auto forward = [&](const float* x) { return backend_ ? backend_->forward(x, B, opt) : lm_.model->forward(x, B, opt); };
+  const int C = num_classes();
+  const size_t BC = size_t(B) * C;
+  // Views 1.. first, then the image as given, so that what model() keeps (the attention of the
+  // last pass, for explain and rollout) belongs to the unturned image.
+  std::vector<float> sum(BC, 0.0f), view;
+  if (tta_views_ > 1) view.resize(size_t(B) * input_floats());
+  for (int v = 1; v < tta_views_; ++v) {
+    dihedral_view(chw, view.data(), B, 3, image_size(), v);
+    const float* z = forward(view.data());
+    for (size_t i = 0; i < BC; ++i) sum[i] += z[i];
+  }
+  const float* z = forward(chw);
+  for (size_t i = 0; i < BC; ++i) sum[i] = (sum[i] + z[i]) / float(tta_views_);
   for (int b = 0; b < B; ++b) {
     out[b].probs.resize(C);
-    calibrated_softmax(logits + size_t(b) * C, C, lm_.meta.temperature, out[b].probs.data());
+    calibrated_softmax(sum.data() + size_t(b) * C, C, lm_.meta.temperature, out[b].probs.data());
     out[b].top = int(std::max_element(out[b].probs.begin(), out[b].probs.end()) - out[b].probs.begin());
     out[b].confidence = out[b].probs[out[b].top];
   }

@@ -62,8 +62,13 @@ class Predictor {
   // probabilities are not kept, so explain/rollout stay on the CPU. Throws on an unknown
   // device or when CUDA is unavailable.
   void use_device(const std::string& device, int max_batch);
-  // Forward B prepared images (B * input_floats() floats) in one pass. On the CPU the
-  // attention probabilities of this pass stay readable through model() until the next call.
+  // Test-time augmentation for run(): none (default) | flip | d4 (engine/tta.h); probabilities
+  // then come from the mean logits of the views. Throws on an unknown mode.
+  void set_tta(const std::string& mode);
+  const std::string& tta() const { return tta_; }
+  // Forward B prepared images (B * input_floats() floats) in one pass (one per view with
+  // test-time augmentation, the unturned view last). On the CPU the attention probabilities of
+  // the unturned view stay readable through model() until the next call.
   std::vector<Prediction> run(const float* chw, int B);
   // Prepare and run in chunks of at most `batch` images.
   std::vector<Prediction> predict(const std::vector<Image>& images, int batch);
@@ -73,6 +78,8 @@ class Predictor {
   LoadedModel lm_;
   std::unique_ptr<TrainBackend> backend_;  // set by use_device("cuda")
   std::string version_;
+  std::string tta_ = "none";
+  int tta_views_ = 1;
 };
 
 // Expands folders (recursively, sorted) into the image files under them (.jpg, .jpeg,

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "engine/dataset.h"
+#include "engine/inference.h"
 #include "engine/train_backend.h"
 #include "engine/trainer.h"
 #include "engine/tta.h"
@@ -135,4 +136,50 @@ TEST(TTA, PredictAveragesTheViewsLogits) {
     EXPECT_GT(spread, 1e-4) << views << " views gave the identity view's logits";
   }
   EXPECT_THROW(predict(*backend, loader, 9), std::invalid_argument);
+}
+
+// The prediction service's TTA (Predictor::set_tta): calibrated probabilities of the mean logits
+// of the views, and the attention left readable for explain is the unturned image's.
+TEST(TTA, PredictorAveragesViewsAndKeepsTheUnturnedAttention) {
+  ViTConfig c;
+  c.name = "tiny";
+  c.image_size = 16, c.patch = 4, c.dim = 12, c.depth = 2, c.heads = 3, c.mlp_dim = 24, c.num_classes = 3;
+  c.dropout = 0;
+  LoadedModel lm;
+  lm.model = std::make_unique<ViT>(c);
+  lm.model->init(3);
+  std::mt19937 g(9);
+  std::normal_distribution<float> nd(0.f, 0.5f);
+  float* head = lm.model->param_ptr("heads.head.weight");
+  for (size_t i = 0; i < lm.model->param("heads.head.weight").numel; ++i) head[i] = nd(g);
+  lm.meta.class_names = {"a", "b", "c"};
+  lm.meta.temperature = 1.7f;
+  ViT ref(c);
+  std::copy(lm.model->param_data(), lm.model->param_data() + lm.model->num_params(), ref.param_data());
+  Predictor pred(std::move(lm), "tiny-test");
+  EXPECT_THROW(pred.set_tta("rot45"), std::invalid_argument);
+  const int B = 2;
+  const auto x = random_images(B, 3, 16, 21);
+  pred.set_tta("d4");
+  const auto got = pred.run(x.data(), B);
+  std::vector<double> mean(B * 3, 0.0);
+  std::vector<float> v(x.size());
+  for (int k = 0; k < 8; ++k) {
+    dihedral_view(x.data(), v.data(), B, 3, 16, k);
+    const float* z = ref.forward(v.data(), B);
+    for (int i = 0; i < B * 3; ++i) mean[i] += z[i] / 8.0;
+  }
+  for (int b = 0; b < B; ++b) {
+    double mx = -1e30, den = 0;
+    for (int j = 0; j < 3; ++j) mx = std::max(mx, mean[b * 3 + j] / 1.7);
+    for (int j = 0; j < 3; ++j) den += std::exp(mean[b * 3 + j] / 1.7 - mx);
+    for (int j = 0; j < 3; ++j)
+      EXPECT_NEAR(got[b].probs[j], std::exp(mean[b * 3 + j] / 1.7 - mx) / den, 1e-5) << "image " << b << " class " << j;
+  }
+  ref.forward(x.data(), B);  // the unturned image
+  const size_t per_layer = size_t(B) * c.heads * c.seq_len() * c.seq_len();
+  for (int l = 0; l < c.depth; ++l) {
+    const float *a = pred.model().attention_probs(l), *r = ref.attention_probs(l);
+    for (size_t i = 0; i < per_layer; ++i) ASSERT_NEAR(a[i], r[i], 1e-6) << "layer " << l << " element " << i;
+  }
 }

@@ -1,6 +1,6 @@
 // vitengine predict: classify cell images with calibrated probabilities.
 //   vitengine predict [--model CKPT] IMAGE|DIR... [--top-k 3] [--format table|json|csv] [--batch 16]
-//                     [--device cpu|cuda]
+//                     [--device cpu|cuda] [--tta none|flip|d4]
 // An unreadable file gets an error line (stderr; in JSON also a {"file","error"} record)
 // and the rest still run; the exit code is 1 at the end if any file failed.
 #include <algorithm>
@@ -25,6 +25,7 @@ struct PredictArgs {
   float review_below = 0.5f;
   int time_runs = 0;
   std::string device = "cpu";
+  std::string tta = "none";
 };
 
 std::string csv_field(const std::string& s) {
@@ -42,6 +43,7 @@ int run_predict(const PredictArgs& a) {
   set_cuda_backend_factory(&make_cuda_train_backend);  // --device cuda
 #endif
   pred.use_device(a.device, a.batch);
+  pred.set_tta(a.tta);
   const auto& names = pred.class_names();
   const int k = std::min(a.top_k, pred.num_classes());
   std::vector<std::string> files = list_image_files(a.inputs);
@@ -137,6 +139,9 @@ Command register_predict(CLI::App& root) {
   c.app->add_option("--time-runs", a->time_runs, "Also time the first batch's forward pass N times (stderr)");
   c.app->add_option("--device", a->device, "Run the forward passes on cpu or cuda (fp32)")
       ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  c.app->add_option("--tta", a->tta, "Test-time augmentation: none, flip (2 views) or d4 (8: quarter turns x mirror); mean logits")
+      ->check(CLI::IsMember({"none", "flip", "d4"}))
       ->capture_default_str();
   c.run = [a]() { return run_predict(*a); };
   return c;

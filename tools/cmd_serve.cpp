@@ -21,6 +21,7 @@ namespace {
 
 struct ServeArgs {
   std::string model;
+  std::string tta = "none";
   ServeOptions opt;
   double max_upload_mb = 10;
 };
@@ -41,13 +42,15 @@ int run_serve(ServeArgs a) {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
   Predictor pred(resolve_model_path(a.model));
+  pred.set_tta(a.tta);
   Server server(pred, a.opt);
   int port = server.bind();
   if (a.opt.host != "127.0.0.1" && a.opt.host != "localhost" && a.opt.host != "::1")
     std::fprintf(stderr, "vitengine serve: warning: listening on %s, reachable from other machines\n",
                  a.opt.host.c_str());
-  std::printf("vitengine serve: model %s (%s), listening on http://%s:%d/\n", pred.version().c_str(),
-              pred.config().to_string().c_str(), a.opt.host.c_str(), port);
+  std::printf("vitengine serve: model %s (%s%s), listening on http://%s:%d/\n", pred.version().c_str(),
+              pred.config().to_string().c_str(), a.tta == "none" ? "" : (", test-time augmentation " + a.tta).c_str(),
+              a.opt.host.c_str(), port);
   std::fflush(stdout);
   std::atomic<bool> done{false};
   std::thread waiter([&] {
@@ -81,6 +84,9 @@ Command register_serve(CLI::App& root) {
   c.app->add_option("--model", a->model, "Model checkpoint (.vit); default: the shipped model");
   c.app->add_option("--max-upload-mb", a->max_upload_mb, "Largest request body in MiB")->capture_default_str();
   c.app->add_option("--max-batch", a->opt.max_batch, "Images per forward pass")->capture_default_str();
+  c.app->add_option("--tta", a->tta, "Test-time augmentation: none, flip (2 views) or d4 (8 views, 8x the compute)")
+      ->check(CLI::IsMember({"none", "flip", "d4"}))
+      ->capture_default_str();
   c.app->add_option("--queue", a->opt.queue, "Images waiting for the model before 503")->capture_default_str();
   c.app->add_option("--max-dim", a->opt.max_image_dim, "Largest image width/height in pixels")->capture_default_str();
   c.app->add_option("--max-images", a->opt.max_images, "Images per request")->capture_default_str();
