@@ -29,6 +29,8 @@ $D/vitengine eval --model $RUN/best.vit --data $D/prepared-wbc14 --data-root $HO
   --out $RUN/eval-test --device cuda --batch-size 256 --threads $(( $(nproc) - 1 )) 2>&1 | tail -3 || \
 $D/vitengine eval --model $RUN/best.vit --data $D/prepared-wbc14 --data-root $HOME/data/wbc14 --split test \
   --out $RUN/eval-test 2>&1 | tail -3
+$D/vitengine eval --model $RUN/best.vit --data $D/prepared-wbc14 --data-root $HOME/data/wbc14 --split test \
+  --out $RUN/eval-test-d4 --tta d4 --device cuda --batch-size 256 --threads $(( $(nproc) - 1 )) 2>&1 | tail -2
 echo "== eval done at $(( $(date +%s) - T0 ))s"
 (cd $RUN && tar czf $OUT/run.tar.gz --exclude='*.vit' .)
 split -b 15m $RUN/best.vit $OUT/best.vit.part-
