@@ -1,5 +1,6 @@
 #include "engine/trainer.h"
 #include "engine/tta.h"
+#include "engine/async_writer.h"
 
 #include <algorithm>
 #include <chrono>
@@ -572,19 +573,34 @@ class Run {
             {"config", cfg_.to_json()}};
   }
 
+  // Writes last.vit (and last_ema.vit) from a snapshot of this moment on the background writer,
+  // so that the next epoch trains while the file is hashed, written and fsynced. The snapshot
+  // is a copy because the CPU backend trains host_ itself. One write at a time: a second call
+  // first waits for the previous write (and rethrows its error).
   void save_last() {
     backend_->pull(*host_);
-    if (cfg_.ema_decay > 0) {
-      ViT e(model_cfg_);
-      std::copy(ema_.begin(), ema_.end(), e.param_data());
-      ModelMeta m = meta_;
-      m.extra["step"] = step_;
-      m.extra["ema_decay"] = cfg_.ema_decay;
-      save_model(ema_path_, e, m, false);
-    }
+    writer_.wait();
+    if (!snapshot_) snapshot_ = std::make_unique<ViT>(model_cfg_);
+    const size_t n = host_->num_params();
+    const float* src = host_->param_data();
+    float* dst = snapshot_->param_data();
+    std::copy(src, src + n, dst);                  // parameters
+    std::copy(src + 2 * n, src + 4 * n, dst + 2 * n);  // AdamW m and v (the gradients are not saved)
     ModelMeta m = meta_;
     m.extra["step"] = step_;
-    save_model(last_path_, *host_, m, true, train_state());
+    nlohmann::json state = train_state();
+    const bool ema = cfg_.ema_decay > 0;
+    if (ema) ema_snapshot_ = ema_;
+    writer_.submit([this, m = std::move(m), state = std::move(state), ema] {
+      if (ema) {
+        ViT e(model_cfg_);
+        std::copy(ema_snapshot_.begin(), ema_snapshot_.end(), e.param_data());
+        ModelMeta me = m;
+        me.extra["ema_decay"] = cfg_.ema_decay;
+        save_model(ema_path_, e, me, false);
+      }
+      save_model(last_path_, *snapshot_, m, true, state);
+    });
     last_saved_step_ = step_;
   }
 
@@ -639,6 +655,12 @@ class Run {
                            ? "the last good checkpoint '" + last_path_ + "' (step " + std::to_string(last_saved_step_) +
                                  ") is kept"
                            : "no checkpoint had been written yet";
+    try {
+      writer_.wait();  // the last good checkpoint is complete on disk before anyone hears of this
+    } catch (const std::exception& e) {
+      keep = "writing the checkpoint of step " + std::to_string(last_saved_step_) + " failed (" + e.what() +
+             "); an earlier '" + last_path_ + "', if any, is kept";
+    }
     throw TrainingDiverged(what + " at step " + std::to_string(step_ + 1) + " (epoch " + std::to_string(epoch_ + 1) +
                            ", batch " + std::to_string(batch_in_epoch_ + 1) + " of " + std::to_string(spe_) +
                            "); training stopped; " + keep + ". Lower lr or set grad_clip.");
@@ -809,6 +831,7 @@ class Run {
 
   // ---------------------------------------------------------------- the end
   TrainSummary finish() {
+    writer_.wait();  // last.vit complete (and its write error, if any, reported) before returning
     TrainSummary s;
     s.steps = step_;
     s.epochs_done = epoch_;
@@ -927,6 +950,9 @@ class Run {
   float last_lr_ = 0;
   Clock::time_point t_start_;
   nlohmann::json val_metrics_;
+  std::unique_ptr<ViT> snapshot_;    // what the writer is saving (save_last)
+  std::vector<float> ema_snapshot_;
+  AsyncWriter writer_;  // last: destroyed (joined) before the snapshot it reads
 };
 
 }  // namespace
