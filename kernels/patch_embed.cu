@@ -2,6 +2,7 @@
 #include "kernels/cuda_common.cuh"
 #include "kernels/dropout.cuh"
 #include "kernels/patch_embed.cuh"
+#include "kernels/patch_embed_kernels.cuh"
 
 namespace vit::cuda {
 
@@ -29,26 +30,11 @@ void normalize_images(const uint8_t* u8, float* img, int B, int S, const ImageNo
 }
 
 template <typename TIn, typename TOut>
-__global__ void im2col_fwd_kernel(const TIn* __restrict__ img, TOut* __restrict__ cols, int B, int C, int H, int W,
-                                  int P) {
-  const int gw = W / P, gh = H / P;
-  const int K = C * P * P;
-  const size_t n = size_t(B) * gh * gw * K;
-  VIT_GRID_STRIDE(i, n) {
-    // i -> (row, col) of cols; row = (b, py, px), col = (c, ky, kx)
-    const int col = int(i % K);
-    const size_t row = i / K;
-    const int kx = col % P, ky = (col / P) % P, c = col / (P * P);
-    const int px = int(row % gw), py = int((row / gw) % gh);
-    const size_t b = row / (size_t(gw) * gh);
-    cols[i] = from_f32<TOut>(to_f32(img[((b * C + c) * H + (py * P + ky)) * W + (px * P + kx)]));
-  }
-}
-template <typename TIn, typename TOut>
 void im2col(const TIn* img, TOut* cols, int B, int C, int H, int W, int P, cudaStream_t stream) {
-  const size_t n = size_t(B) * (H / P) * (W / P) * C * P * P;
-  if (!n) return;
-  im2col_fwd_kernel<TIn, TOut><<<elementwise_grid(n, 256), 256, 0, stream>>>(img, cols, B, C, H, W, P);
+  const size_t segs = size_t(B) * (H / P) * (W / P) * C * P;
+  if (!segs) return;
+  const bool vec4 = sizeof(TIn) == 4 && aligned16(img) && W % 4 == 0 && P % 4 == 0;
+  im2col_segments_kernel<TIn, TOut><<<elementwise_grid(segs, 256), 256, 0, stream>>>(img, cols, B, C, H, W, P, vec4);
   VIT_LAUNCH_CHECK();
 }
 
@@ -66,21 +52,6 @@ void patch_embed_bwd(GemmContext& ctx, const T* cols, const T* dout, float* dw, 
   linear_bwd_dw_db<T>(ctx, cols, dout, dw, db, scratch, M, K, D, stream);
 }
 
-template <typename T>
-__global__ void embed_tokens_fwd_kernel(const T* __restrict__ patches, const float* __restrict__ cls,
-                                        const float* __restrict__ pos, T* __restrict__ out, int B, int Np, int D,
-                                        float p, uint64_t seed, const uint64_t* seed_ptr) {
-  if (seed_ptr) seed = *seed_ptr;
-  const int N = Np + 1;
-  const size_t n = size_t(B) * N * D;
-  VIT_GRID_STRIDE(i, n) {
-    const int d = int(i % D);
-    const int t = int((i / D) % N);
-    const size_t b = i / (size_t(N) * D);
-    const float base = t == 0 ? cls[d] : to_f32(patches[(b * Np + (t - 1)) * D + d]);
-    out[i] = from_f32<T>((base + pos[size_t(t) * D + d]) * dropout_scale(seed, i, p));
-  }
-}
 template <typename T>
 __global__ void embed_tokens_dpatches_kernel(const T* __restrict__ dout, T* __restrict__ dpatches, int B, int Np,
                                              int D, float p, uint64_t seed, const uint64_t* seed_ptr) {
@@ -115,10 +86,11 @@ __global__ void embed_tokens_dparams_kernel(const T* __restrict__ dout, float* d
 template <typename T>
 void embed_tokens_fwd(const T* patches, const float* cls, const float* pos, T* out, int B, int Np, int D,
                       cudaStream_t stream, float p, uint64_t seed, const uint64_t* seed_ptr) {
-  const size_t n = size_t(B) * (Np + 1) * D;
-  if (!n) return;
-  embed_tokens_fwd_kernel<T><<<elementwise_grid(n, 256), 256, 0, stream>>>(patches, cls, pos, out, B, Np, D, p, seed,
-                                                                          seed_ptr);
+  const size_t rows = size_t(B) * (Np + 1);
+  if (!rows || D <= 0) return;
+  const int threads = D >= 256 ? 256 : (D + 31) / 32 * 32;
+  const unsigned grid = unsigned(rows < (1u << 20) ? rows : (1u << 20));  // grid-stride beyond
+  embed_tokens_rows_kernel<T><<<grid, threads, 0, stream>>>(patches, cls, pos, out, B, Np, D, p, seed, seed_ptr);
   VIT_LAUNCH_CHECK();
 }
 template <typename T>
