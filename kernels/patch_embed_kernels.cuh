@@ -5,11 +5,12 @@
 //
 // Why they are shaped this way: the first versions mapped one thread to one output element and
 // split its flat index with 64-bit divisions and modulos (five for im2col, three for the
-// embedding, per element). At ViT-B/16 batch 256 that is 38.5 M elements each, and the step
-// profile put 7.7 ms of a 100 ms step in "fwd patch embed" (im2col + a 0.1 ms GEMM + the
-// embedding; bench/results/2026-11-26-h200-profile-vit_b16-step.txt). Now the index arithmetic
+// embedding, per element, 38.5 M elements each at ViT-B/16 batch 256). Here the index arithmetic
 // is per segment of P pixels (im2col) or per token row (embedding), and im2col reads the image
-// with 16-byte loads when it can.
+// with 16-byte loads when it can. Whether that was what made the profile's "fwd patch embed" row
+// 7.7 ms of the 100 ms vit_b16 step (bench/results/2026-11-26-h200-profile-vit_b16-step.txt) is
+// not known: scatter_cls_grad does the same kind of per-element division over as many elements
+// in 0.19 ms, so the rest of that row is still to be found with a GPU.
 #pragma once
 #include "kernels/cuda_common.cuh"
 #include "kernels/dropout.cuh"
