@@ -16,6 +16,7 @@
 #include "kernels/gelu.cuh"
 #include "kernels/gemm.cuh"
 #include "kernels/layernorm.cuh"
+#include "kernels/patch_embed.cuh"
 #include "kernels/ops.h"
 #include "kernels/softmax_xent.cuh"
 
@@ -290,6 +291,61 @@ void BM_BiasGrad_impl(benchmark::State& st) {
 }
 void BM_BiasGrad(benchmark::State& st) { guard(st, BM_BiasGrad_impl); }
 BENCHMARK(BM_BiasGrad)->Arg(kD)->Arg(kMlp)->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(30);
+
+// The patch embedding at ViT-B/16 batch 256: 0 im2col (fp32 image -> bf16 columns), 1 the whole
+// patch_embed_fwd (im2col + the 50,176 x 768 x 768 GEMM with bias), 2 the token embedding
+// (class token + position, no dropout). The step profile's "fwd patch embed" row (7.7 ms on an
+// H200) is these three; this shows which of them, in isolation, is slow.
+void BM_PatchEmbed_impl(benchmark::State& st) {
+  const int kind = int(st.range(0));
+  const int B = 256, C = 3, S = 224, P = 16, G = S / P, Np = G * G, K = C * P * P;
+  const size_t rows = size_t(B) * Np;
+  Buf<float> img(size_t(B) * C * S * S), cls(kD), pos(size_t(Np + 1) * kD);
+  Buf<bf16> cols(rows * K), w(size_t(kD) * K), b(kD), patches(rows * kD), tokens(size_t(B) * (Np + 1) * kD);
+  fill_uniform(img.p, img.n, 21, 2.f);
+  fill_uniform(w.p, w.n, 22, 0.05f);
+  fill_uniform(b.p, b.n, 23, 0.1f);
+  fill_uniform(cls.p, cls.n, 24, 1.f);
+  fill_uniform(pos.p, pos.n, 25, 1.f);
+  vit::cuda::GemmContext ctx;
+  auto run = [&] {
+    if (kind == 0) vit::cuda::im2col<float, bf16>(img, cols, B, C, S, S, P, nullptr);
+    else if (kind == 1) vit::cuda::patch_embed_fwd<bf16>(ctx, img, w, b, cols, patches, B, C, S, S, P, kD, nullptr);
+    else vit::cuda::embed_tokens_fwd<bf16>(patches, cls, pos, tokens, B, Np, kD, nullptr);
+  };
+  if (kind == 2) vit::cuda::patch_embed_fwd<bf16>(ctx, img, w, b, cols, patches, B, C, S, S, P, kD, nullptr);
+  run();
+  // Validate sampled elements against the definitions before timing.
+  const size_t r = rows - 7;  // a late row: image 255, patch 189
+  const int bb = int(r / Np), py = int(r % Np) / G, px = int(r % Np) % G;
+  if (kind == 0) {
+    auto got = fetch(cols.p, r * K, K);
+    for (int col : {0, 17, K - 1}) {
+      const int c = col / (P * P), ky = (col / P) % P, kx = col % P;
+      const size_t src = ((size_t(bb) * C + c) * S + py * P + ky) * S + px * P + kx;
+      if (!close(got[col], fetch(img.p, src, 1)[0], 1e-2, 1e-2)) return st.SkipWithError("im2col validation failed");
+    }
+  } else if (kind == 1) {
+    auto x = fetch(cols.p, r * K, K), wr = fetch(w.p, size_t(5) * K, K);
+    double ref = fetch(b.p, 5, 1)[0];
+    for (int k = 0; k < K; ++k) ref += double(x[k]) * wr[k];
+    if (!close(fetch(patches.p, r * kD + 5, 1)[0], ref, 5e-2, 2e-2)) return st.SkipWithError("patch_embed validation failed");
+  } else {
+    const size_t t = 1 + size_t(r % Np), row = size_t(bb) * (Np + 1) + t;
+    const double ref = double(fetch(patches.p, r * kD + 3, 1)[0]) + fetch(pos.p, t * kD + 3, 1)[0];
+    if (!close(fetch(tokens.p, row * kD + 3, 1)[0], ref, 2e-2, 1e-2)) return st.SkipWithError("embed_tokens validation failed");
+  }
+  double t = time_loop(st, nullptr, run);
+  if (kind == 1) {
+    report_flops(st, 2.0 * double(rows) * K * kD, t);
+  } else {
+    const double bytes = kind == 0 ? double(img.n) * 4 + double(cols.n) * 2 : double(patches.n) * 2 + double(tokens.n) * 2;
+    report_bandwidth(st, bytes, t);
+  }
+  st.SetLabel(kind == 0 ? "im2col" : kind == 1 ? "im2col + GEMM + bias" : "embed tokens");
+}
+void BM_PatchEmbed(benchmark::State& st) { guard(st, BM_PatchEmbed_impl); }
+BENCHMARK(BM_PatchEmbed)->DenseRange(0, 2)->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(20);
 
 }  // namespace
 

@@ -293,6 +293,7 @@ struct ViTCuda::Impl {
     prof.mark("fwd patch embed");
     cuda::patch_embed_fwd<T>(g, d_images, W<T>("conv_proj.weight"), W<T>("conv_proj.bias"), A(cols), A(patches), Bn,
                              cfg.channels, S, S, cfg.patch, D, s);
+    prof.mark("fwd embed tokens");
     cuda::embed_tokens_fwd<T>(A(patches), P("class_token"), P("encoder.pos_embedding"), A(xs[0]), Bn, NP, D, s, pd,
                               seed_of(0), seed_ptr(0));
     for (int l = 0; l < cfg.depth; ++l) {

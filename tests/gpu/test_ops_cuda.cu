@@ -5,6 +5,8 @@
 // Inputs are first rounded to what T can hold, so CPU and GPU compute from identical values
 // and the tolerance only covers the GPU's own rounding and summation order.
 // Run: ctest -L gpu, or vitengine_gpu_tests --gtest_filter='OpsCuda*'. Skips without a GPU.
+#include <array>
+
 #include "kernels/adamw.cuh"
 #include "kernels/elementwise.cuh"
 #include "kernels/gelu.cuh"
@@ -336,27 +338,31 @@ TEST(OpsCudaAdamW, ArenaStepAndClip) {
   }
 }
 
+// P = 8 and 16 take im2col's 16-byte loads; P = 5 (W not a multiple of 4) the scalar path.
 TYPED_TEST(OpsCuda, PatchEmbed) {
   VIT_REQUIRE_GPU();
   using T = TypeParam;
   Rng rng(fresh_seed());
-  const int B = 3, C = 3, H = 32, W = 32, P = 8, D = 64, Np = (H / P) * (W / P), K = C * P * P;
-  auto img = representable<T>(rng.normal(size_t(B) * C * H * W));  // im2col rounds the image to T
-  auto w = representable<T>(rng.normal(size_t(D) * K, 0.05f));
-  auto b = representable<T>(rng.normal(D, 0.1f));
-  auto dout = representable<T>(rng.normal(size_t(B) * Np * D));
-  auto dw0 = rng.normal(size_t(D) * K), db0 = rng.normal(D);
-  DevBuf<float> dimg(img), gw(dw0), gb(db0), scratch(vit::cuda::bias_grad_scratch_floats(B * Np, D));
-  DevBuf<T> dww(w), dbb(b), cols(size_t(B) * Np * K), out(size_t(B) * Np * D), ddout(dout);
-  vit::cuda::GemmContext ctx;
-  vit::cuda::patch_embed_fwd<T>(ctx, dimg, dww, dbb, cols, out, B, C, H, W, P, D, nullptr);
-  vit::cuda::patch_embed_bwd<T>(ctx, cols, ddout, gw, gb, scratch, B, C, H, W, P, D, nullptr);
-  std::vector<float> rout(size_t(B) * Np * D), rdw = dw0, rdb = db0;
-  vit::cpu::patch_embed_fwd<float>(img.data(), w.data(), b.data(), rout.data(), B, C, H, W, P, D);
-  vit::cpu::patch_embed_bwd<float>(img.data(), dout.data(), rdw.data(), rdb.data(), B, C, H, W, P, D);
-  expect_close(out.download(), rout, Tol<T>::sum_atol, Tol<T>::sum_rtol, "patch_embed out");
-  expect_close(gw.download(), rdw, 1e-4, 1e-4, "patch_embed dw (fp32, accumulated)");
-  expect_close(gb.download(), rdb, 1e-4, 1e-4, "patch_embed db (fp32, accumulated)");
+  for (auto [B, H, W, P] : {std::array<int, 4>{3, 32, 32, 8}, {2, 48, 32, 16}, {2, 20, 15, 5}}) {
+    SCOPED_TRACE("P=" + std::to_string(P) + " " + std::to_string(H) + "x" + std::to_string(W));
+    const int C = 3, D = 64, Np = (H / P) * (W / P), K = C * P * P;
+    auto img = representable<T>(rng.normal(size_t(B) * C * H * W));  // im2col rounds the image to T
+    auto w = representable<T>(rng.normal(size_t(D) * K, 0.05f));
+    auto b = representable<T>(rng.normal(D, 0.1f));
+    auto dout = representable<T>(rng.normal(size_t(B) * Np * D));
+    auto dw0 = rng.normal(size_t(D) * K), db0 = rng.normal(D);
+    DevBuf<float> dimg(img), gw(dw0), gb(db0), scratch(vit::cuda::bias_grad_scratch_floats(B * Np, D));
+    DevBuf<T> dww(w), dbb(b), cols(size_t(B) * Np * K), out(size_t(B) * Np * D), ddout(dout);
+    vit::cuda::GemmContext ctx;
+    vit::cuda::patch_embed_fwd<T>(ctx, dimg, dww, dbb, cols, out, B, C, H, W, P, D, nullptr);
+    vit::cuda::patch_embed_bwd<T>(ctx, cols, ddout, gw, gb, scratch, B, C, H, W, P, D, nullptr);
+    std::vector<float> rout(size_t(B) * Np * D), rdw = dw0, rdb = db0;
+    vit::cpu::patch_embed_fwd<float>(img.data(), w.data(), b.data(), rout.data(), B, C, H, W, P, D);
+    vit::cpu::patch_embed_bwd<float>(img.data(), dout.data(), rdw.data(), rdb.data(), B, C, H, W, P, D);
+    expect_close(out.download(), rout, Tol<T>::sum_atol, Tol<T>::sum_rtol, "patch_embed out");
+    expect_close(gw.download(), rdw, 1e-4, 1e-4, "patch_embed dw (fp32, accumulated)");
+    expect_close(gb.download(), rdb, 1e-4, 1e-4, "patch_embed db (fp32, accumulated)");
+  }
 }
 
 TYPED_TEST(OpsCuda, EmbedTokens) {
