@@ -62,7 +62,7 @@ fi
 
 if [ -x "$BUILD/bench_ops_cuda" ]; then
   step "bench_ops_cuda"
-  timeout 90 "$BUILD/bench_ops_cuda" --benchmark_out="$OUT/ops.json" --benchmark_out_format=json 2>&1 | tail -25
+  timeout 90 "$BUILD/bench_ops_cuda" --benchmark_out="$OUT/ops.json" --benchmark_out_format=json 2>&1 | tail -32
   echo "rc=${PIPESTATUS[0]}"
 fi
 
