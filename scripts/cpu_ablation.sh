@@ -3,16 +3,18 @@
 #   DATA=<prepared wbc14 with 64 px packs> OUT=/tmp/ablation bash scripts/cpu_ablation.sh "translate=0.03 reflect_border=true"
 # Runs the base config and the base config plus the given --set overrides for each seed in
 # SEEDS (default "0 1"), then prints val accuracy / macro-F1 per run and the mean difference.
+# BASE="k=v ..." adds overrides to both arms (to test a change on top of an earlier one).
 # The packs make it fast: vitengine pack --size 64 --subset 20 (train) and --size 64 (val) into DATA.
 set -eu
 cd "$(dirname "$0")/.."
-DATA=${DATA:?set DATA to a prepared folder}; OUT=${OUT:-/tmp/ablation}; SEEDS=${SEEDS:-0 1}
+DATA=${DATA:?set DATA to a prepared folder}; OUT=${OUT:-/tmp/ablation}; SEEDS=${SEEDS:-0 1}; BASE=${BASE:-}
 VARIANT=${1:?give the overrides of the variant, e.g. "translate=0.03 reflect_border=true"}
 BIN=${BIN:-build/vitengine}
 mkdir -p "$OUT"
 for seed in $SEEDS; do
   for arm in base variant; do
     sets=(--set seed=$seed)
+    for kv in $BASE; do sets+=(--set "$kv"); done
     [ $arm = variant ] && for kv in $VARIANT; do sets+=(--set "$kv"); done
     run=$OUT/$arm-s$seed
     [ -f $run/metrics.csv ] && [ -f $run/best.vit ] && continue  # done before
