@@ -159,23 +159,13 @@ std::vector<Prediction> Predictor::run(const float* chw, int B) {
   if (B <= 0) return out;
   ForwardOptions opt;
   opt.training = false;
-  auto forward = [&](const float* x) { return backend_ ? backend_->forward(x, B, opt) : lm_.model->forward(x, B, opt); };
   const int C = num_classes();
-  const size_t BC = size_t(B) * C;
-  // Views 1.. first, then the image as given, so that what model() keeps (the attention of the
-  // last pass, for explain and rollout) belongs to the unturned image.
-  std::vector<float> sum(BC, 0.0f), view;
-  if (tta_views_ > 1) view.resize(size_t(B) * input_floats());
-  for (int v = 1; v < tta_views_; ++v) {
-    dihedral_view(chw, view.data(), B, 3, image_size(), v);
-    const float* z = forward(view.data());
-    for (size_t i = 0; i < BC; ++i) sum[i] += z[i];
-  }
-  const float* z = forward(chw);
-  for (size_t i = 0; i < BC; ++i) sum[i] = (sum[i] + z[i]) / float(tta_views_);
+  std::vector<float> logits(size_t(B) * C);
+  mean_view_logits([&](const float* x) { return backend_ ? backend_->forward(x, B, opt) : lm_.model->forward(x, B, opt); },
+                   chw, B, image_size(), C, tta_views_, logits.data());
   for (int b = 0; b < B; ++b) {
     out[b].probs.resize(C);
-    calibrated_softmax(sum.data() + size_t(b) * C, C, lm_.meta.temperature, out[b].probs.data());
+    calibrated_softmax(logits.data() + size_t(b) * C, C, lm_.meta.temperature, out[b].probs.data());
     out[b].top = int(std::max_element(out[b].probs.begin(), out[b].probs.end()) - out[b].probs.begin());
     out[b].confidence = out[b].probs[out[b].top];
   }

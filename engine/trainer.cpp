@@ -160,7 +160,6 @@ Manifest read_manifest_resolved(const std::string& csv, const std::string& data_
 }
 
 Predictions predict(TrainBackend& model, Loader& loader, int views) {
-  if (views < 1 || views > 8) throw std::invalid_argument("predict: views must be in [1, 8], got " + std::to_string(views));
   Predictions p;
   p.k = model.num_classes();
   loader.start_epoch(0, 0);
@@ -168,24 +167,13 @@ Predictions predict(TrainBackend& model, Loader& loader, int views) {
   ForwardOptions fo;
   fo.training = false;
   fo.keep_attention = false;
-  std::vector<float> view, sum;
+  const int S = loader.config().image_size;
   while (loader.next(b)) {
     if (b.n == 0) continue;
-    const size_t nk = size_t(b.n) * size_t(p.k);
-    sum.assign(nk, 0.0f);
-    view.resize(b.images.size());
-    const int S = loader.config().image_size;
-    for (int v = 0; v < views; ++v) {
-      const float* x = b.images.data();
-      if (v > 0) {
-        dihedral_view(b.images.data(), view.data(), b.n, 3, S, v);
-        x = view.data();
-      }
-      const float* z = model.forward(x, b.n, fo);
-      for (size_t i = 0; i < nk; ++i) sum[i] += z[i];
-    }
-    for (auto& s : sum) s /= float(views);
-    p.logits.insert(p.logits.end(), sum.begin(), sum.end());
+    const size_t row0 = p.logits.size();
+    p.logits.resize(row0 + size_t(b.n) * size_t(p.k));
+    mean_view_logits([&](const float* x) { return model.forward(x, b.n, fo); }, b.images.data(), b.n, S, p.k, views,
+                     p.logits.data() + row0);
     p.labels.insert(p.labels.end(), b.labels.begin(), b.labels.begin() + b.n);
     if (b.index.size() >= size_t(b.n)) p.index.insert(p.index.end(), b.index.begin(), b.index.begin() + b.n);
   }

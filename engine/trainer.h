@@ -41,7 +41,7 @@ struct CheckpointMismatch : std::runtime_error {
 
 // Logits of every sample the loader yields in one epoch (no augmentation), in sample order.
 // views > 1: test-time augmentation, the mean logits of the first `views` dihedral views
-// (engine/tta.h; 2 = identity + mirror, 8 = all of D4).
+// (engine/tta.h mean_view_logits; 2 = identity + mirror, 8 = all of D4; throws outside [1, 8]).
 struct Predictions {
   int k = 0;
   std::vector<float> logits;   // (n, k)

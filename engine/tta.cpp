@@ -2,6 +2,7 @@
 
 #include <cstddef>
 #include <stdexcept>
+#include <vector>
 
 namespace vit {
 
@@ -33,6 +34,21 @@ void dihedral_view(const float* in, float* out, int B, int C, int S, int k) {
         dst[size_t(y) * S + x] = src[size_t(sy) * S + sx];
       }
   }
+}
+
+void mean_view_logits(const std::function<const float*(const float*)>& forward, const float* images, int B, int S,
+                      int classes, int views, float* out) {
+  if (views < 1 || views > 8) throw std::invalid_argument("mean_view_logits: views must be in [1, 8], got " + std::to_string(views));
+  const size_t n = size_t(B) * classes;
+  std::vector<float> sum(n, 0.0f), view;
+  if (views > 1) view.resize(size_t(B) * 3 * S * S);
+  for (int v = 1; v < views; ++v) {
+    dihedral_view(images, view.data(), B, 3, S, v);
+    const float* z = forward(view.data());
+    for (size_t i = 0; i < n; ++i) sum[i] += z[i];
+  }
+  const float* z = forward(images);
+  for (size_t i = 0; i < n; ++i) out[i] = (sum[i] + z[i]) / float(views);
 }
 
 }  // namespace vit

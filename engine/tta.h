@@ -4,6 +4,7 @@
 // quarter turns and mirrors move pixels exactly (no resampling, no fill). Prediction averages
 // the views' logits, so the stored temperature still applies to one vector per image.
 #pragma once
+#include <functional>
 #include <string>
 
 namespace vit {
@@ -14,5 +15,12 @@ int tta_view_count(const std::string& mode);
 // View k (0 <= k < 8) of a batch of B images (C, S, S) row-major: mirrored (x -> S-1-x) when
 // k >= 4, then turned k % 4 quarter turns clockwise. out must not alias in.
 void dihedral_view(const float* in, float* out, int B, int C, int S, int k);
+
+// out (B, classes) = the mean over views 0 .. views-1 of forward(view k of images), for B images
+// (3, S, S). forward returns B x classes logits, valid until its next call. View 0, the images as
+// given, runs last: whatever the model keeps from its last pass (the attention maps explain reads)
+// belongs to the unturned images. The one loop behind predict() (eval) and Predictor::run.
+void mean_view_logits(const std::function<const float*(const float*)>& forward, const float* images, int B, int S,
+                      int classes, int views, float* out);
 
 }  // namespace vit
