@@ -562,7 +562,8 @@ class Run {
   }
 
   // Writes last.vit (and last_ema.vit) from a snapshot of this moment on the background writer,
-  // so that the next epoch trains while the file is hashed, written and fsynced. The snapshot
+  // so that the next epoch trains while the file is hashed, written and fsynced. Callers that
+  // then log the checkpoint as written (checkpoint_every, max_steps) wait for it first. The snapshot
   // is a copy because the CPU backend trains host_ itself. One write at a time: a second call
   // first waits for the previous write (and rethrows its error).
   void save_last() {
@@ -739,6 +740,7 @@ class Run {
         }
         if (cfg_.checkpoint_every > 0 && step_ % cfg_.checkpoint_every == 0) {
           save_last();
+          writer_.wait();  // the line below tells whoever watches the log that the file is on disk
           log_("[train] checkpoint " + last_path_ + " at step " + std::to_string(step_));
         }
         if (cfg_.debug_sleep_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(cfg_.debug_sleep_ms));
@@ -751,6 +753,7 @@ class Run {
     }
     if (stopped_early_ && last_saved_step_ != step_) {
       save_last();
+      writer_.wait();  // "can be resumed" below: the file is on disk
       log_("[train] max_steps reached: stopped at step " + std::to_string(step_) + "; " + last_path_ +
            " can be resumed");
     }
