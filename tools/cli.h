@@ -24,6 +24,16 @@ struct UsageError : std::runtime_error {
   explicit UsageError(const std::string& what) : std::runtime_error(what) {}
 };
 
+// --tta for eval, predict and serve: one name, one set of modes (engine/tta.h), one help text.
+inline CLI::Option* add_tta_option(CLI::App* app, std::string* mode) {
+  return app
+      ->add_option("--tta", *mode,
+                   "Test-time augmentation: none, flip (2 views) or d4 (8: quarter turns x mirror); mean logits, one "
+                   "forward pass per view")
+      ->check(CLI::IsMember({"none", "flip", "d4"}))
+      ->capture_default_str();
+}
+
 Command register_prepare(CLI::App& root);
 Command register_train(CLI::App& root);
 Command register_eval(CLI::App& root);

@@ -31,9 +31,7 @@ Command register_eval(CLI::App& root) {
   app->add_option("--batch-size", r->batch_size, "images per forward")->capture_default_str()->check(CLI::PositiveNumber);
   app->add_option("--threads", r->threads, "loader threads")->capture_default_str()->check(CLI::PositiveNumber);
   app->add_option("--ece-bins", r->ece_bins, "confidence bins")->capture_default_str()->check(CLI::Range(1, 1000));
-  app->add_option("--tta", r->tta, "test-time augmentation: none | flip (2 views) | d4 (8: quarter turns x mirror); mean logits")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"none", "flip", "d4"}));
+  add_tta_option(app, &r->tta);
   c.run = [r]() -> int {
     evaluate(*r);
     return 0;

@@ -140,9 +140,7 @@ Command register_predict(CLI::App& root) {
   c.app->add_option("--device", a->device, "Run the forward passes on cpu or cuda (fp32)")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
-  c.app->add_option("--tta", a->tta, "Test-time augmentation: none, flip (2 views) or d4 (8: quarter turns x mirror); mean logits")
-      ->check(CLI::IsMember({"none", "flip", "d4"}))
-      ->capture_default_str();
+  add_tta_option(c.app, &a->tta);
   c.run = [a]() { return run_predict(*a); };
   return c;
 }

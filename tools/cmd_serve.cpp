@@ -84,9 +84,7 @@ Command register_serve(CLI::App& root) {
   c.app->add_option("--model", a->model, "Model checkpoint (.vit); default: the shipped model");
   c.app->add_option("--max-upload-mb", a->max_upload_mb, "Largest request body in MiB")->capture_default_str();
   c.app->add_option("--max-batch", a->opt.max_batch, "Images per forward pass")->capture_default_str();
-  c.app->add_option("--tta", a->tta, "Test-time augmentation: none, flip (2 views) or d4 (8 views, 8x the compute)")
-      ->check(CLI::IsMember({"none", "flip", "d4"}))
-      ->capture_default_str();
+  add_tta_option(c.app, &a->tta);
   c.app->add_option("--queue", a->opt.queue, "Images waiting for the model before 503")->capture_default_str();
   c.app->add_option("--max-dim", a->opt.max_image_dim, "Largest image width/height in pixels")->capture_default_str();
   c.app->add_option("--max-images", a->opt.max_images, "Images per request")->capture_default_str();
