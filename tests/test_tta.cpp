@@ -41,6 +41,23 @@ float closed_form(const std::vector<float>& in, int S, size_t plane, int k, int 
   return in[plane * size_t(S) * S + size_t(sy) * S + sx];
 }
 
+// A tiny ViT for 16 px images; its head gets random weights, because torchvision's zero head
+// would give every view the same logits and the averaging would go untested.
+ViTConfig tiny_config() {
+  ViTConfig c;
+  c.name = "tiny";
+  c.image_size = 16, c.patch = 4, c.dim = 12, c.depth = 2, c.heads = 3, c.mlp_dim = 24, c.num_classes = 3;
+  c.dropout = 0;
+  return c;
+}
+void init_with_head(ViT& m, uint64_t seed) {
+  m.init(seed);
+  std::mt19937 g(uint32_t(seed) + 1);
+  std::normal_distribution<float> nd(0.f, 0.5f);
+  float* head = m.param_ptr("heads.head.weight");
+  for (size_t i = 0; i < m.param("heads.head.weight").numel; ++i) head[i] = nd(g);
+}
+
 }  // namespace
 
 TEST(TTA, ViewCountsAndUnknownModes) {
@@ -93,17 +110,9 @@ TEST(TTA, PredictAveragesTheViewsLogits) {
     s.path = name, s.src = dir.path.string(), s.split = "test", s.sha256 = "x", s.source = "synthetic", s.label = i % 3;
     samples.push_back(s);
   }
-  ViTConfig c;
-  c.name = "tiny";
-  c.image_size = 16, c.patch = 4, c.dim = 12, c.depth = 2, c.heads = 3, c.mlp_dim = 24, c.num_classes = 3;
-  c.dropout = 0;
+  const ViTConfig c = tiny_config();
   ViT host(c);
-  host.init(11);
-  // A zero-initialised head would make every view's logits equal: give it weights.
-  std::mt19937 g(5);
-  std::normal_distribution<float> nd(0.f, 0.5f);
-  float* head = host.param_ptr("heads.head.weight");
-  for (size_t i = 0; i < host.param("heads.head.weight").numel; ++i) head[i] = nd(g);
+  init_with_head(host, 11);
   auto backend = make_backend("cpu", host, 8);
   Loader loader(samples, {}, eval_loader_config(16, 2, 1));
   const Predictions one = predict(*backend, loader, 1);
@@ -141,17 +150,10 @@ TEST(TTA, PredictAveragesTheViewsLogits) {
 // The prediction service's TTA (Predictor::set_tta): calibrated probabilities of the mean logits
 // of the views, and the attention left readable for explain is the unturned image's.
 TEST(TTA, PredictorAveragesViewsAndKeepsTheUnturnedAttention) {
-  ViTConfig c;
-  c.name = "tiny";
-  c.image_size = 16, c.patch = 4, c.dim = 12, c.depth = 2, c.heads = 3, c.mlp_dim = 24, c.num_classes = 3;
-  c.dropout = 0;
+  const ViTConfig c = tiny_config();
   LoadedModel lm;
   lm.model = std::make_unique<ViT>(c);
-  lm.model->init(3);
-  std::mt19937 g(9);
-  std::normal_distribution<float> nd(0.f, 0.5f);
-  float* head = lm.model->param_ptr("heads.head.weight");
-  for (size_t i = 0; i < lm.model->param("heads.head.weight").numel; ++i) head[i] = nd(g);
+  init_with_head(*lm.model, 3);
   lm.meta.class_names = {"a", "b", "c"};
   lm.meta.temperature = 1.7f;
   ViT ref(c);
