@@ -1,13 +1,17 @@
 // CPU reference path benchmarks (Google Benchmark): one forward+backward step of a
 // ViT preset, and the main ops at vit_ti16 shapes.
 //   build/bench_cpu --benchmark_filter=Step
+//   build/bench_cpu --benchmark_filter=SaveCheckpoint   (2-core dev machine, 2026-11-26: 99 ms, 66 MB)
 // Compare with PyTorch on the same machine: /usr/bin/python3 bench/cpu_step_torch.py
 #include <benchmark/benchmark.h>
 
+#include <filesystem>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "engine/vit.h"
+#include "weights/checkpoint.h"
 
 static void BM_Step(benchmark::State& st, const char* preset) {
   const int B = (int)st.range(0);
@@ -43,5 +47,20 @@ static void BM_Forward(benchmark::State& st, const char* preset) {
   st.counters["img/s"] = benchmark::Counter((double)B * st.iterations(), benchmark::Counter::kIsRate);
 }
 BENCHMARK_CAPTURE(BM_Forward, vit_ti16, "vit_ti16")->Arg(1)->Arg(8)->Unit(benchmark::kMillisecond)->MinTime(3.0)->UseRealTime();
+
+// Writing a training checkpoint (last.vit: parameters + AdamW moments, SHA-256 per tensor,
+// fsync, rename) for a preset: the cost the trainer's background writer takes off the epoch end
+// (engine/async_writer.h). Writes to the system temp folder.
+static void BM_SaveCheckpoint(benchmark::State& st, const char* preset) {
+  vit::ViT m(vit::ViTConfig::preset(preset));
+  m.init(1);
+  vit::ModelMeta meta;
+  for (int i = 0; i < m.config().num_classes; ++i) meta.class_names.push_back("class" + std::to_string(i));
+  const std::string path = (std::filesystem::temp_directory_path() / "bench_save_checkpoint.vit").string();
+  for (auto _ : st) vit::save_model(path, m, meta, /*with_optimizer=*/true, nlohmann::json{{"step", 1}});
+  st.counters["MB"] = double(std::filesystem::file_size(path)) / 1e6;
+  std::filesystem::remove(path);
+}
+BENCHMARK_CAPTURE(BM_SaveCheckpoint, vit_ti16, "vit_ti16")->Unit(benchmark::kMillisecond)->MinTime(2.0)->UseRealTime();
 
 BENCHMARK_MAIN();

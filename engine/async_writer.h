@@ -1,7 +1,8 @@
 // One background job at a time, for writes the caller should not wait for: the trainer's
-// epoch-end checkpoint (hashing, writing and fsyncing last.vit with its AdamW moments takes
-// ~0.25 s for vit_ti16; done in line, 100 of them were a fifth of the shipped model's 117 s
-// GPU run, bench/results/2026-11-26-nvidia-h200-vitengine-train-100ep.log).
+// epoch-end checkpoint. Hashing, writing and fsyncing last.vit with its AdamW moments (66 MB for
+// vit_ti16) took 99 ms on the 2-core development machine when it was quiet and 0.15-0.26 s when
+// it was busy (bench_cpu --benchmark_filter=SaveCheckpoint, 2026-11-26), once per epoch; what it
+// costs on the GPU machine's disk is not measured.
 //
 // submit() first waits for the job in flight, so jobs run in order and never overlap; a job's
 // exception is rethrown by the next submit() or wait(). The destructor waits too (and drops an
