@@ -1,4 +1,4 @@
-// Benchmark of the fused attention kernels (kernels/attention.cu) at the ViT-B/16 training shape:
+// Benchmark of the fused attention kernels (kernels/cuda/attention.cu) at the ViT-B/16 training shape:
 // B=256, H=12, N=197, Dh=64, bf16 (qkv (B, N, 3*768), out (B, N, 768)).
 //
 // Timing: cudaEvents around the launches only (Google Benchmark UseManualTime); before each repeat the
@@ -15,7 +15,7 @@
 // Our deterministic backward recomputes S and dP a second time in its dQ pass (7 matmuls instead of 5);
 // that extra work is NOT counted, so the figure is comparable with PyTorch's.
 // Each result carries TFLOP/s, the card's dense bf16 tensor peak, and the fraction of it. Both bf16
-// variants (kernels/attention_variant.cuh) are validated and timed: *_fast is what the engine runs.
+// variants (kernels/cuda/attention_variant.cuh) are validated and timed: *_fast is what the engine runs.
 //
 // Run: build/bench_attention [--benchmark_format=json] [--benchmark_out=results.json]
 // Without a GPU it prints "skipped: no CUDA device" and exits 0.
@@ -30,10 +30,10 @@
 #include <string>
 #include <vector>
 
-#include "kernels/attention.cuh"
-#include "kernels/attention_variant.cuh"
-#include "kernels/cuda_check.cuh"
-#include "kernels/ops.h"
+#include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/attention_variant.cuh"
+#include "kernels/cuda/cuda_check.cuh"
+#include "kernels/cpu/ops.h"
 
 namespace {
 

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/vit.h"
+#include "engine/model/vit.h"
 #include "weights/checkpoint.h"
 
 static void BM_Step(benchmark::State& st, const char* preset) {
@@ -50,7 +50,7 @@ BENCHMARK_CAPTURE(BM_Forward, vit_ti16, "vit_ti16")->Arg(1)->Arg(8)->Unit(benchm
 
 // Writing a training checkpoint (last.vit: parameters + AdamW moments, SHA-256 per tensor,
 // fsync, rename) for a preset: the cost the trainer's background writer takes off the epoch end
-// (engine/async_writer.h). Writes to the system temp folder.
+// (engine/util/async_writer.h). Writes to the system temp folder.
 static void BM_SaveCheckpoint(benchmark::State& st, const char* preset) {
   vit::ViT m(vit::ViTConfig::preset(preset));
   m.init(1);

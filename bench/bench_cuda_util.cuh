@@ -17,8 +17,9 @@
 #include <functional>
 #include <string>
 
-#include "engine/vit_cuda.h"
-#include "kernels/cuda_check.cuh"
+#include "engine/util/rng.h"
+#include "engine/model/vit_cuda.h"
+#include "kernels/cuda/cuda_check.cuh"
 
 namespace vit::bench {
 
@@ -137,10 +138,7 @@ namespace vit::bench {
 template <typename T>
 __global__ void fill_uniform_kernel(T* x, size_t n, uint64_t seed, float scale, float shift) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    uint64_t z = seed + 0x9E3779B97F4A7C15ull * (i + 1);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
+    const uint64_t z = vit::splitmix64_at(seed, i);
     const float u = float(z >> 40) * (2.0f / 16777216.0f) - 1.0f;
     x[i] = T(shift + scale * u);
   }

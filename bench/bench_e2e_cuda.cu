@@ -15,8 +15,8 @@
 #include <vector>
 
 #include "bench/bench_cuda_util.cuh"
-#include "engine/vit.h"
-#include "engine/vit_cuda.h"
+#include "engine/model/vit.h"
+#include "engine/model/vit_cuda.h"
 
 using namespace vit::bench;
 

@@ -11,14 +11,14 @@
 #include <vector>
 
 #include "bench/bench_cuda_util.cuh"
-#include "engine/vit.h"
-#include "kernels/adamw.cuh"
-#include "kernels/gelu.cuh"
-#include "kernels/gemm.cuh"
-#include "kernels/layernorm.cuh"
-#include "kernels/patch_embed.cuh"
-#include "kernels/ops.h"
-#include "kernels/softmax_xent.cuh"
+#include "engine/model/vit.h"
+#include "kernels/cuda/adamw.cuh"
+#include "kernels/cuda/gelu.cuh"
+#include "kernels/cuda/gemm.cuh"
+#include "kernels/cuda/layernorm.cuh"
+#include "kernels/cuda/patch_embed.cuh"
+#include "kernels/cpu/ops.h"
+#include "kernels/cuda/softmax_xent.cuh"
 
 using namespace vit::bench;
 using bf16 = __nv_bfloat16;
@@ -78,7 +78,7 @@ BENCHMARK(BM_LayerNormFwd)->Args({kRows, kD})->UseManualTime()->Unit(benchmark::
 
 // The issue-4 sweep: one row per forward launch shape, BM_LayerNormFwdVariant/<name>/50432/768
 // (names: vit::cuda::layernorm_fwd_variant_name; the label marks the library default). The
-// fastest becomes kLayerNormFwdDefault in kernels/layernorm.cuh.
+// fastest becomes kLayerNormFwdDefault in kernels/cuda/layernorm.cuh.
 const bool kLayerNormFwdVariantsRegistered = [] {
   for (int v = 0; v < int(vit::cuda::LayerNormFwdVariant::kCount); ++v) {
     const std::string name = std::string("BM_LayerNormFwdVariant/") +

@@ -1,6 +1,6 @@
 // Inputs and the CPU oracle shared by the augmentation kernel's tests: the GPU test
 // (tests/gpu/test_augment_cuda.cu) and its CPU emulation (tests/test_augment_emu.cpp).
-// The oracle is the CPU training path itself: apply_augment (engine/augment.cpp), then
+// The oracle is the CPU training path itself: apply_augment (engine/data/augment.cpp), then
 // to_chw_normalized, on the same images with the same drawn parameters.
 #pragma once
 #include <gtest/gtest.h>
@@ -12,9 +12,9 @@
 #include <random>
 #include <vector>
 
-#include "engine/augment.h"
-#include "engine/image.h"
-#include "kernels/augment.cuh"
+#include "engine/data/augment.h"
+#include "engine/data/image.h"
+#include "kernels/cuda/augment.cuh"
 
 namespace augtest {
 
@@ -47,7 +47,7 @@ inline Case make_case(int S, int N, int B, uint64_t seed) {
           p[k] = (uint8_t)std::min(255.0, std::max(0.0, base[k] * (1 - d) + 200 * d + noise(g)));
       }
   }
-  vit::AugmentConfig light;  // the trainer's presets (engine/trainer.cpp augment_preset)
+  vit::AugmentConfig light;  // the trainer's presets (engine/train/trainer.cpp augment_preset)
   light.enabled = true, light.scale_min = 0.87f, light.scale_max = 1.15f, light.color = 0.2f, light.blur_prob = 0;
   vit::AugmentConfig strong_noblur = light;
   strong_noblur.scale_min = 0.7f, strong_noblur.scale_max = 1.4f, strong_noblur.color = 0.35f;

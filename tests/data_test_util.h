@@ -11,7 +11,7 @@
 
 #include <unistd.h>
 
-#include "engine/image.h"
+#include "engine/data/image.h"
 
 namespace vit::testutil {
 namespace fs = std::filesystem;

@@ -19,8 +19,8 @@
 #include <thread>
 #include <vector>
 
-#include "engine/overlay.h"
-#include "engine/taxonomy.h"
+#include "engine/eval/overlay.h"
+#include "engine/wbc/taxonomy.h"
 #include "weights/checkpoint.h"
 
 extern char** environ;

@@ -8,7 +8,7 @@
 #include <thread>
 #include <vector>
 
-#include "engine/async_writer.h"
+#include "engine/util/async_writer.h"
 
 using vit::AsyncWriter;
 

@@ -1,4 +1,4 @@
-// The fused attention CUDA kernels (kernels/attention.cu), run on the CPU through a small CUDA emulator
+// The fused attention CUDA kernels (kernels/cuda/attention.cu), run on the CPU through a small CUDA emulator
 // (tests/emu/cuda_emu.h), against the same fp64 oracle and tolerances as the GPU test
 // (tests/gpu/test_attention_cuda.cu). This is what checks the kernels' indexing, masking, tiling,
 // pipelining and online softmax on machines without a GPU (CI); the GPU test then checks the real
@@ -7,7 +7,7 @@
 #if __has_include(<cuda_bf16.h>) && __has_include(<ucontext.h>)
 #include "tests/emu/cuda_emu.h"
 // the kernel source itself, compiled for the emulator (its code lands in namespace vit::cuda_emu)
-#include "kernels/attention.cu"
+#include "kernels/cuda/attention.cu"
 #include "tests/attention_oracle.h"
 
 #include <cstring>
@@ -58,7 +58,7 @@ TEST_P(AttentionEmu, Fp32MatchesFp64Reference) {
   check_fp32("emu fp32", sh, run_emulated<float>(qkv, dout, sh), reference<double>(qkv, dout, sh, false));
 }
 
-// Both bf16 variants (kernels/attention_variant.cuh) on the same inputs.
+// Both bf16 variants (kernels/cuda/attention_variant.cuh) on the same inputs.
 TEST_P(AttentionEmu, Bf16MatchesFp64Reference) {
   const Shape sh = GetParam();
   std::vector<float> qkv, dout;
@@ -73,7 +73,7 @@ TEST_P(AttentionEmu, Bf16MatchesFp64Reference) {
   vit::cuda_emu::set_attention_variant(vit::cuda::AttentionVariant::kFast);
 }
 
-// Ragged N, where the kernels skip padding (kernels/attention.cu, "Padding"): 1 to 4 tiles of 64 rows,
+// Ragged N, where the kernels skip padding (kernels/cuda/attention.cu, "Padding"): 1 to 4 tiles of 64 rows,
 // the last one holding 1, 5, 17, 63, 64, 1, 5, 1, 2 or 5 rows (N = 1, 5, 17, 63, 64, 65, 69, 129, 130,
 // 197; 69 and 197 end like ViT's 197, with one live 8-wide n-tile), so that the live 8-wide n-tiles,
 // 16-wide k-steps and 16-row warps of the last tile take every case. B*H >= 2 everywhere, so that the

@@ -1,4 +1,4 @@
-// The data_on_device augmentation kernel (kernels/augment.cu), run on the CPU through the CUDA
+// The data_on_device augmentation kernel (kernels/cuda/augment.cu), run on the CPU through the CUDA
 // emulator (tests/emu/cuda_emu.h), against the CPU training augmentation (tests/augment_cases.h):
 // what checks the kernel's indexing (one thread per row, the 32-column tiles, the grey-level
 // reduction, the CHW stores) in CI, which has no GPU. The GPU test runs the same cases on the
@@ -6,7 +6,7 @@
 #if __has_include(<cuda_bf16.h>) && __has_include(<ucontext.h>)
 #include "tests/emu/cuda_emu.h"
 // the kernel source itself, compiled for the emulator (its code lands in namespace vit::cuda_emu)
-#include "kernels/augment.cu"
+#include "kernels/cuda/augment.cu"
 #include "tests/augment_cases.h"
 
 namespace {

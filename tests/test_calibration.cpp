@@ -4,7 +4,7 @@
 
 #include <cmath>
 
-#include "engine/calibration.h"
+#include "engine/eval/calibration.h"
 
 using namespace vit;
 

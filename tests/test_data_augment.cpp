@@ -6,7 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "engine/augment.h"
+#include "engine/data/augment.h"
 #include "tests/data_test_util.h"
 
 using namespace vit;
@@ -159,7 +159,7 @@ TEST(DataAugment, BlurAndHueHandComputed) {
 }
 
 // The exact bytes augment_train produces, pinned: the CPU augmentation is the reference the GPU
-// path (kernels/augment.cu, data_on_device) is checked against, and resumed runs rely on it
+// path (kernels/cuda/augment.cu, data_on_device) is checked against, and resumed runs rely on it
 // being a pure function of the seed. A change here changes every augmented image: only on purpose.
 TEST(DataAugment, TrainAugmentBytesArePinned) {
   auto fnv = [](uint64_t h, const std::vector<uint8_t>& b) {
@@ -179,7 +179,7 @@ TEST(DataAugment, TrainAugmentBytesArePinned) {
   const std::vector<std::pair<const char*, AugmentConfig>> cfgs = {
       {"light", light}, {"strong", strong}, {"strong+ta", ta}, {"geometry", geometry_only}};
   // Computed with the code before draw_augment / apply_augment were split out (and without fused
-  // multiply-add: engine/augment.cpp is built with -ffp-contract=off, CMakeLists.txt).
+  // multiply-add: engine/data/augment.cpp is built with -ffp-contract=off, CMakeLists.txt).
   const uint64_t want[] = {0xd5de127ee30f01a7ull, 0xd85832b3e412273full, 0xe0aa6fb34cc8ad2dull, 0xd1044f1d73492b76ull};
   std::vector<Image> imgs;
   for (const char* f : {"resize_BA_100102_224.png", "resize_MYO_0001_224.png"})

@@ -1,7 +1,7 @@
 // Decoding errors, pad-to-square, antialiased resize against Pillow, normalisation.
 #include <gtest/gtest.h>
 
-#include "engine/image.h"
+#include "engine/data/image.h"
 #include "tests/data_test_util.h"
 
 using namespace vit;

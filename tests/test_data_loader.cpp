@@ -4,9 +4,9 @@
 #include <fstream>
 #include <map>
 
-#include "engine/dataset.h"
-#include "engine/pack.h"
-#include "engine/taxonomy.h"
+#include "engine/data/dataset.h"
+#include "engine/data/pack.h"
+#include "engine/wbc/taxonomy.h"
 #include "tests/data_test_util.h"
 
 using namespace vit;

@@ -7,9 +7,9 @@
 #include <map>
 #include <set>
 
-#include "engine/dataset.h"
-#include "engine/prepare.h"
-#include "engine/taxonomy.h"
+#include "engine/data/dataset.h"
+#include "engine/data/prepare.h"
+#include "engine/wbc/taxonomy.h"
 #include "tests/data_test_util.h"
 
 using namespace vit;

@@ -2,7 +2,7 @@
 // lists in issue 3 and ../shared/data/README.md (written out here by hand).
 #include <gtest/gtest.h>
 
-#include "engine/taxonomy.h"
+#include "engine/wbc/taxonomy.h"
 
 using namespace vit;
 

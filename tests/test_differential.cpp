@@ -1,4 +1,4 @@
-// The smear-level differential (engine/report.h) on a made-up smear whose numbers are
+// The smear-level differential (engine/wbc/report.h) on a made-up smear whose numbers are
 // worked out by hand below.
 //
 // 106 cells: 50 segmented + 10 band neutrophils, 20 lymphocytes, 8 monocytes,
@@ -14,7 +14,7 @@
 
 #include <map>
 
-#include "engine/report.h"
+#include "engine/wbc/report.h"
 
 namespace {
 

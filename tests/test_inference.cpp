@@ -1,11 +1,11 @@
-// Calibrated probabilities, top-k, overlays and encoders (engine/inference.h,
-// engine/overlay.h), against values worked out by hand.
+// Calibrated probabilities, top-k, overlays and encoders (engine/eval/inference.h,
+// engine/eval/overlay.h), against values worked out by hand.
 #include <gtest/gtest.h>
 
 #include <cmath>
 
-#include "engine/inference.h"
-#include "engine/overlay.h"
+#include "engine/eval/inference.h"
+#include "engine/eval/overlay.h"
 
 namespace {
 

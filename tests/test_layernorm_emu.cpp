@@ -1,4 +1,4 @@
-// The LayerNorm CUDA kernels (kernels/layernorm.cu), every forward launch shape
+// The LayerNorm CUDA kernels (kernels/cuda/layernorm.cu), every forward launch shape
 // (vit::cuda::LayerNormFwdVariant) and the backward, run on the CPU through the CUDA emulator
 // (tests/emu/cuda_emu.h) against the fp64 CPU reference vit::cpu::layernorm_fwd/bwd. This is what
 // checks the row-group indexing, the ragged last group, the persistent grid stride and its prefetch
@@ -10,7 +10,7 @@
 #if __has_include(<cuda_bf16.h>) && __has_include(<ucontext.h>)
 #include "tests/emu/cuda_emu.h"
 // the kernel source itself, compiled for the emulator (its code lands in namespace vit::cuda_emu)
-#include "kernels/layernorm.cu"
+#include "kernels/cuda/layernorm.cu"
 
 #include <gtest/gtest.h>
 
@@ -20,7 +20,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "kernels/ops.h"
+#include "kernels/cpu/ops.h"
 
 namespace {
 

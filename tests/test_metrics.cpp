@@ -2,7 +2,7 @@
 // in the comments; none of these numbers come from the code under test).
 #include <gtest/gtest.h>
 
-#include "engine/metrics.h"
+#include "engine/eval/metrics.h"
 
 using namespace vit;
 

@@ -7,7 +7,7 @@
 #include <random>
 #include <vector>
 
-#include "engine/vit.h"
+#include "engine/model/vit.h"
 
 namespace {
 
@@ -207,7 +207,7 @@ TEST(Model, ScaledAdamWFreezesAndScalesPerTensor) {
   EXPECT_THROW(m.adamw_step_scaled(hp, 0.0f, std::vector<float>(scale.size() - 1, 1.0f)), std::invalid_argument);
 }
 
-// The device arena (engine/vit_cuda.cu) keeps [params | grads | m | v] device_segment_stride(n)
+// The device arena (engine/model/vit_cuda.cu) keeps [params | grads | m | v] device_segment_stride(n)
 // floats apart. Every weight matrix's gradient is the output D of a cuBLASLt GEMM, and its
 // algorithms want D 16-byte aligned: with the segments n apart, vit_b16's gradient segment
 // started 8-byte aligned (n = 85,809,422 is 2 mod 4). Checks the arithmetic for every preset,

@@ -10,7 +10,7 @@
 #include <random>
 #include <vector>
 
-#include "kernels/ops.h"
+#include "kernels/cpu/ops.h"
 
 using namespace vit::cpu;
 using Vec = std::vector<double>;

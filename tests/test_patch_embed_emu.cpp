@@ -1,4 +1,4 @@
-// The patch-embedding kernels (kernels/patch_embed_kernels.cuh: im2col by pixel segments with
+// The patch-embedding kernels (kernels/cuda/patch_embed_kernels.cuh: im2col by pixel segments with
 // optional 16-byte loads, the token embedding by rows) run on the CPU through the CUDA emulator
 // (tests/emu/cuda_emu.h) against references written from the definitions: cols[row][(c*P + ky)*P + kx]
 // = img[b][c][py*P + ky][px*P + kx], and the fp64 class-token + position sum with the dropout mask
@@ -6,7 +6,7 @@
 // tests/gpu/test_ops_cuda.cu runs the same kernels on a GPU (OpsCuda*PatchEmbed*, *EmbedTokens*).
 #if __has_include(<cuda_bf16.h>) && __has_include(<ucontext.h>)
 #include "tests/emu/cuda_emu.h"
-#include "kernels/patch_embed_kernels.cuh"
+#include "kernels/cuda/patch_embed_kernels.cuh"
 
 #include <gtest/gtest.h>
 
@@ -16,7 +16,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "kernels/ops.h"
+#include "kernels/cpu/ops.h"
 
 namespace {
 

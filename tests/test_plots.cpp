@@ -7,7 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "engine/plots.h"
+#include "engine/eval/plots.h"
 
 using namespace vit;
 

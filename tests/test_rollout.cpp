@@ -1,4 +1,4 @@
-// Attention rollout against a hand-computed example (engine/rollout.h).
+// Attention rollout against a hand-computed example (engine/eval/rollout.h).
 //
 // 2 layers, 3 tokens (token 0 = class token), 2 heads:
 //   layer 1: head 0 = I;  head 1 = [[0,.5,.5],[.5,.5,0],[0,0,1]]
@@ -18,7 +18,7 @@
 
 #include <vector>
 
-#include "engine/rollout.h"
+#include "engine/eval/rollout.h"
 
 namespace {
 

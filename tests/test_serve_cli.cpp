@@ -7,8 +7,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "engine/batcher.h"
-#include "engine/rollout.h"
+#include "engine/serve/batcher.h"
+#include "engine/eval/rollout.h"
 #include "serve_test_util.h"
 
 using nlohmann::json;

@@ -13,11 +13,11 @@
 #include <sstream>
 #include <thread>
 
-#include "engine/evaluate.h"
-#include "engine/pack.h"
-#include "engine/taxonomy.h"
-#include "engine/train_config.h"
-#include "engine/trainer.h"
+#include "engine/eval/evaluate.h"
+#include "engine/data/pack.h"
+#include "engine/wbc/taxonomy.h"
+#include "engine/train/train_config.h"
+#include "engine/train/trainer.h"
 #include "weights/checkpoint.h"
 
 namespace fs = std::filesystem;

@@ -5,12 +5,12 @@
 #include <random>
 #include <set>
 
-#include "engine/dataset.h"
-#include "engine/inference.h"
-#include "engine/train_backend.h"
-#include "engine/trainer.h"
-#include "engine/tta.h"
-#include "engine/vit.h"
+#include "engine/data/dataset.h"
+#include "engine/eval/inference.h"
+#include "engine/runtime/backend.h"
+#include "engine/eval/predict.h"
+#include "engine/eval/tta.h"
+#include "engine/model/vit.h"
 #include "tests/data_test_util.h"
 
 using namespace vit;
@@ -26,7 +26,7 @@ std::vector<float> random_images(int B, int C, int S, uint32_t seed) {
   return x;
 }
 
-// View k written out, independently of engine/tta.cpp's loop: mirror (x -> S-1-x) first when
+// View k written out, independently of engine/eval/tta.cpp's loop: mirror (x -> S-1-x) first when
 // k >= 4, then k % 4 clockwise quarter turns, each in closed form (a clockwise turn sends the
 // top row to the right column).
 float closed_form(const std::vector<float>& in, int S, size_t plane, int k, int x, int y) {

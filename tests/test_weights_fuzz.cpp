@@ -10,7 +10,7 @@
 #include <chrono>
 #include <cstring>
 
-#include "engine/vit.h"
+#include "engine/model/vit.h"
 #include "tests/weights_test_util.h"
 #include "weights/checkpoint.h"
 #include "weights/safetensors.h"
@@ -56,7 +56,7 @@ std::vector<uint8_t> zip_entry(const std::string& path, const std::string& suffi
 
 // One structural mutation: flip a byte, overwrite with a "special" value, insert,
 // delete, or duplicate a short run (the classic AFL-style set).
-std::vector<uint8_t> mutate(const std::vector<uint8_t>& in, Rng& rng) {
+std::vector<uint8_t> mutate(const std::vector<uint8_t>& in, MutationRng& rng) {
   std::vector<uint8_t> b = in;
   static const uint8_t special[] = {0x00, 0xff, 0x7f, 0x80, '(', '.', 'R', 'c', 'Q', 0x8a, 'X', 's', 'u', 't'};
   int k = 1 + int(rng.below(3));
@@ -92,7 +92,7 @@ TEST(WeightsFuzz, PthTruncatedAtEveryLength) {
 
 TEST(WeightsFuzz, PthByteFlipsAndMutations) {
   const auto file = bytes_of(data_path("tiny_misc.pth"));
-  Rng rng(1);
+  MutationRng rng(1);
   int refused = 0;
   const int kCases = 3000;
   for (int i = 0; i < kCases; ++i) {
@@ -118,7 +118,7 @@ TEST(WeightsFuzz, PickleTruncatedAtEveryLengthAndMutated) {
     }
   }
   const auto pkl = zip_entry(data_path("tv_a.pth"), "/data.pkl");
-  Rng rng(2);
+  MutationRng rng(2);
   for (int i = 0; i < 3000; ++i) {
     auto b = mutate(pkl, rng);
     outcome([&] { parse_state_dict_pickle(b.data(), b.size(), "mutant"); }, "mutant " + std::to_string(i));
@@ -161,7 +161,7 @@ TEST(WeightsFuzz, SafetensorsTruncatedAndMutated) {
   // Mutations inside the header (the data region has no checksum in this format, so a
   // flipped weight byte loads by design).
   std::vector<uint8_t> head(file.begin(), file.begin() + long(8 + hlen));
-  Rng rng(3);
+  MutationRng rng(3);
   for (int i = 0; i < 600; ++i) {
     auto h = mutate(head, rng);
     std::vector<uint8_t> b = h;

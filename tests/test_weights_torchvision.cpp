@@ -9,7 +9,7 @@
 #include <cstdio>
 #include <cstring>
 
-#include "engine/vit.h"
+#include "engine/model/vit.h"
 #include "tests/weights_test_util.h"
 #include "weights/checkpoint.h"
 #include "weights/torch_pth.h"
@@ -407,7 +407,7 @@ TEST(Export, WriteVitengineModelForPyTorchCheck) {
   m.init(7);
   // init() zeroes the head and the LayerNorm affine (torchvision's init); give them
   // values so that the check covers every tensor.
-  Rng rng(11);
+  MutationRng rng(11);
   for (const auto& p : m.params())
     if (p.name.rfind("heads.", 0) == 0 || p.name.find("ln") != std::string::npos || p.name == "class_token")
       for (size_t i = 0; i < p.numel; ++i) m.param_data()[p.offset + i] += float(double(rng.below(2001)) / 1000.0 - 1.0) * 0.3f;

@@ -10,16 +10,17 @@
 
 if(VITENGINE_ASAN)
   # Only the readers (weights/*.cpp) and the test are instrumented; the model and the
-  # kernels come from the plain vitcore (the linker takes weights' objects from here,
-  # so vitcore's copies are never pulled in). Instrumenting Eigen-heavy kernels would
+  # kernels come from the plain vit_model (the weights layer's sources are compiled here
+  # instead of linking vit_weights). Instrumenting Eigen-heavy kernels would
   # add minutes of build time on CI's 2 cores and check nothing the readers do.
   file(GLOB _wfuzz_src CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/weights/*.cpp)
-  add_executable(vitengine_weights_fuzz_asan ${CMAKE_SOURCE_DIR}/tests/test_weights_fuzz.cpp ${_wfuzz_src})
+  add_executable(vitengine_weights_fuzz_asan ${CMAKE_CURRENT_SOURCE_DIR}/test_weights_fuzz.cpp ${_wfuzz_src})
   # -O1 keeps the sanitizer's reports readable.
   target_compile_options(vitengine_weights_fuzz_asan PRIVATE
     -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -O1 -g)
   target_link_options(vitengine_weights_fuzz_asan PRIVATE -fsanitize=address,undefined)
-  target_link_libraries(vitengine_weights_fuzz_asan PRIVATE vitcore GTest::gtest GTest::gtest_main)
+  target_link_libraries(vitengine_weights_fuzz_asan PRIVATE vit_model vit_util nlohmann_json::nlohmann_json
+    PkgConfig::LIBZIP OpenSSL::Crypto GTest::gtest GTest::gtest_main)
   target_compile_definitions(vitengine_weights_fuzz_asan PRIVATE
     VITENGINE_TEST_DATA="${CMAKE_SOURCE_DIR}/tests/data" VITENGINE_FUZZ_ASAN=1)
   gtest_discover_tests(vitengine_weights_fuzz_asan TEST_PREFIX "asan." PROPERTIES LABELS "cpu" DISCOVERY_TIMEOUT 60)
@@ -28,7 +29,7 @@ endif()
 if(EXISTS /usr/bin/python3)
   add_test(NAME weights_export_torchvision
     COMMAND /usr/bin/python3 ${CMAKE_SOURCE_DIR}/tools/check_export_torchvision.py
-      --vitengine $<TARGET_FILE:vitengine> --tests $<TARGET_FILE:vitengine_tests>
+      --vitengine $<TARGET_FILE:vitengine> --tests $<TARGET_FILE:test_weights>
       --data ${CMAKE_SOURCE_DIR}/tests/data --workdir ${CMAKE_BINARY_DIR}/export_check)
   set_tests_properties(weights_export_torchvision PROPERTIES LABELS "cpu" SKIP_RETURN_CODE 77 TIMEOUT 120)
 endif()

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/util/rng.h"
 #include "weights/state_dict.h"
 
 namespace vit::testutil {
@@ -57,16 +58,11 @@ inline std::string temp_path(const std::string& name) {
   return std::string(t ? t : "/tmp") + "/vitengine_weights_test_" + std::to_string(::getpid()) + "_" + name;
 }
 
-// Deterministic PRNG for mutations (splitmix64): the same cases on every run.
-struct Rng {
-  uint64_t s;
-  explicit Rng(uint64_t seed) : s(seed) {}
-  uint64_t next() {
-    uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
+// Deterministic PRNG for mutations (engine/util/rng.h): the same cases on every run.
+struct MutationRng {
+  vit::Rng r;
+  explicit MutationRng(uint64_t seed) : r(seed) {}
+  uint64_t next() { return r.next(); }
   size_t below(size_t n) { return size_t(next() % n); }
 };
 

@@ -2,13 +2,13 @@
 """Checks that `vitengine export` output loads into torchvision and gives the same logits.
 
     /usr/bin/python3 tools/check_export_torchvision.py --vitengine build/vitengine \
-        --tests build/vitengine_tests --data tests/data --workdir build/export_check
+        --tests build/test_weights --data tests/data --workdir build/export_check
 
 Two directions:
   A. torch -> vitengine -> torch: tv_a.pth is converted (`vitengine convert`), exported
      again (`vitengine export`), loaded with load_state_dict(strict=True), and must give
      the logits PyTorch recorded for the original model.
-  B. vitengine -> torch: a model that only vitengine produced (vitengine_tests
+  B. vitengine -> torch: a model that only vitengine produced (test_weights
      --gtest_filter=Export.WriteVitengineModelForPyTorchCheck writes it with its own
      logits) is exported and must give the same logits in torchvision.
 safetensors files are parsed here with struct + numpy: the `safetensors` package is not

@@ -3,7 +3,7 @@
 torchvision's published vit_b_16-c867db91.pth is (torch.save(model.state_dict())),
 converted by vitengine and run on the CPU, must give PyTorch's logits.
 
-    /usr/bin/python3 tools/check_vit_b16_import.py --tests build/vitengine_tests \
+    /usr/bin/python3 tools/check_vit_b16_import.py --tests build/test_weights \
         --vitengine build/vitengine --workdir /tmp/vitb16 [--gpu-tests build-gpu/vitengine_gpu_tests]
 
 Writes ~330 MB into --workdir (not committed). The comparison itself is the gtest
@@ -22,7 +22,7 @@ import torchvision
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tests", help="vitengine_tests (CPU comparison); optional when --gpu-tests is given, whose test compares the CPU forward too")
+    ap.add_argument("--tests", help="test_weights (CPU comparison); optional when --gpu-tests is given, whose test compares the CPU forward too")
     ap.add_argument("--vitengine", required=True)
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--gpu-tests", help="vitengine_gpu_tests of a CUDA build: also compare the GPU forward")

@@ -24,7 +24,7 @@ struct UsageError : std::runtime_error {
   explicit UsageError(const std::string& what) : std::runtime_error(what) {}
 };
 
-// --tta for eval, predict and serve: one name, one set of modes (engine/tta.h), one help text.
+// --tta for eval, predict and serve: one name, one set of modes (engine/eval/tta.h), one help text.
 inline CLI::Option* add_tta_option(CLI::App* app, std::string* mode) {
   return app
       ->add_option("--tta", *mode,

@@ -8,7 +8,7 @@
 #include <random>
 #include <vector>
 
-#include "engine/vit.h"
+#include "engine/model/vit.h"
 #include "tools/cli.h"
 
 namespace vit::cli {

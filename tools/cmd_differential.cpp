@@ -6,9 +6,9 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "engine/inference.h"
-#include "engine/overlay.h"
-#include "engine/report.h"
+#include "engine/eval/inference.h"
+#include "engine/eval/overlay.h"
+#include "engine/wbc/report.h"
 #include "tools/cli.h"
 
 namespace vit::cli {
@@ -64,8 +64,8 @@ int run_differential(const DiffArgs& a) {
   if (html_path.has_parent_path()) fs::create_directories(html_path.parent_path());
   nlohmann::json light = report;  // the JSON is for pipelines: thumbnails stay in the HTML only
   for (auto& r : light["review"]) r.erase("thumbnail");
-  write_file_atomic(json_path.string(), light.dump(2) + "\n");
-  write_file_atomic(html_path.string(), differential_html(report, fs::path(a.dir).filename().string().empty()
+  write_text_atomic(json_path.string(), light.dump(2) + "\n");
+  write_text_atomic(html_path.string(), differential_html(report, fs::path(a.dir).filename().string().empty()
                                                                       ? a.dir
                                                                       : fs::path(a.dir).filename().string()));
   int raised = 0;

@@ -1,17 +1,14 @@
 // vitengine eval: evaluate a model on a split (or a folder of class folders):
-// metrics.json, pictures and summary.md. The logic is in engine/evaluate.cpp.
+// metrics.json, pictures and summary.md. The logic is in engine/eval/evaluate.cpp.
 #include <memory>
 
-#include "engine/evaluate.h"
-#include "engine/train_backend.h"
+#include "engine/eval/evaluate.h"
+#include "engine/runtime/backend.h"
 #include "tools/cli.h"
 
 namespace vit::cli {
 
 Command register_eval(CLI::App& root) {
-#ifdef VITENGINE_HAS_CUDA
-  set_cuda_backend_factory(&make_cuda_train_backend);  // --device cuda
-#endif
   auto r = std::make_shared<EvalRequest>();
   Command c;
   c.app = root.add_subcommand("eval", "Evaluate a model on a split: metrics.json and pictures");

@@ -7,9 +7,9 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "engine/inference.h"
-#include "engine/overlay.h"
-#include "engine/rollout.h"
+#include "engine/eval/inference.h"
+#include "engine/eval/overlay.h"
+#include "engine/eval/rollout.h"
 #include "tools/cli.h"
 
 namespace vit::cli {
@@ -82,7 +82,7 @@ int run_explain(const ExplainArgs& a) {
                          {"confidence", p.confidence},
                          {"grid", g},
                          {"files", files}};
-  write_file_atomic(a.out + "/explain.json", meta.dump(2) + "\n");
+  write_text_atomic(a.out + "/explain.json", meta.dump(2) + "\n");
   std::printf("%s: %s (%.1f%%); wrote %zu files to %s (see grid.png, rollout.png)\n", a.image.c_str(),
               names[p.top].c_str(), 100 * p.confidence, files.size() + 1, a.out.c_str());
   return 0;

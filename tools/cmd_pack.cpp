@@ -5,8 +5,8 @@
 #include <cstdio>
 #include <memory>
 
-#include "engine/dataset.h"
-#include "engine/pack.h"
+#include "engine/data/dataset.h"
+#include "engine/data/pack.h"
 #include "tools/cli.h"
 
 namespace vit::cli {

@@ -8,8 +8,8 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
-#include "engine/inference.h"
-#include "engine/train_backend.h"
+#include "engine/eval/inference.h"
+#include "engine/runtime/backend.h"
 #include "tools/cli.h"
 
 namespace vit::cli {
@@ -39,9 +39,6 @@ int run_predict(const PredictArgs& a) {
   if (a.top_k < 1) throw UsageError("--top-k must be >= 1");
   if (a.batch < 1) throw UsageError("--batch must be >= 1");
   Predictor pred(resolve_model_path(a.model));
-#ifdef VITENGINE_HAS_CUDA
-  set_cuda_backend_factory(&make_cuda_train_backend);  // --device cuda
-#endif
   pred.use_device(a.device, a.batch);
   pred.set_tta(a.tta);
   const auto& names = pred.class_names();

@@ -1,7 +1,7 @@
 // vitengine prepare: clean, deduplicate and split an image data set into a manifest.
 #include <cstdio>
 
-#include "engine/prepare.h"
+#include "engine/data/prepare.h"
 #include "tools/cli.h"
 
 namespace vit::cli {

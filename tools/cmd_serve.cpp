@@ -1,4 +1,4 @@
-// vitengine serve: the HTTP service and web page (engine/server.h).
+// vitengine serve: the HTTP service and web page (engine/serve/server.h).
 //   vitengine serve [--port 8080] [--host 127.0.0.1] [--model CKPT] [--max-upload-mb 10]
 //                   [--max-batch 16] [--queue 64]
 // Prints "listening on http://HOST:PORT/" once bound (--port 0 picks a free port);
@@ -12,7 +12,7 @@
 #include <cstdio>
 #include <thread>
 
-#include "engine/server.h"
+#include "engine/serve/server.h"
 #include "tools/cli.h"
 
 namespace vit::cli {

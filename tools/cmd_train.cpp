@@ -1,11 +1,11 @@
 // vitengine train: train a ViT (from scratch or --init) on a prepared data set.
-// The logic is in engine/trainer.cpp; this file only maps flags onto TrainConfig.
+// The logic is in engine/train/trainer.cpp; this file only maps flags onto TrainConfig.
 #include <cstdio>
 #include <memory>
 
-#include "engine/train_config.h"
-#include "engine/trainer.h"
-#include "engine/train_backend.h"
+#include "engine/train/train_config.h"
+#include "engine/train/trainer.h"
+#include "engine/runtime/backend.h"
 #include "tools/cli.h"
 
 namespace vit::cli {
@@ -21,9 +21,6 @@ struct TrainArgs {
 }  // namespace
 
 Command register_train(CLI::App& root) {
-#ifdef VITENGINE_HAS_CUDA
-  set_cuda_backend_factory(&make_cuda_train_backend);  // --device cuda
-#endif
   auto a = std::make_shared<TrainArgs>();
   Command c;
   c.app = root.add_subcommand("train", "Train a ViT (from scratch or --init) on a prepared data set");

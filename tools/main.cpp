@@ -4,10 +4,14 @@
 #include <exception>
 #include <vector>
 
+#include "engine/runtime/backend.h"
 #include "tools/cli.h"
 
 int main(int argc, char** argv) {
   using namespace vit::cli;
+#ifdef VITENGINE_HAS_CUDA
+  vit::register_cuda_backend(&vit::make_cuda_train_backend);  // the one place: --device cuda
+#endif
   CLI::App app{"vitengine: a Vision Transformer engine in C++/CUDA (white-blood-cell classification)"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "vitengine 0.1");

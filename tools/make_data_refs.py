@@ -48,7 +48,7 @@ def resize_ref(src, name, size=224):
 
 def grid_reflect_refs():
     """The reference recipe's resample (its augment(): affine_grid + grid_sample with reflection),
-    in float64, for sampling matrices m in vitengine's convention (engine/augment.h AugmentParams:
+    in float64, for sampling matrices m in vitengine's convention (engine/data/augment.h AugmentParams:
     output pixel centre p, in pixels from the image centre, samples the input at A p + t) plus a
     shift in fractions of the side. Square input, so pixel -> grid units is one factor 2/S."""
     import math

@@ -2,8 +2,8 @@
 // the model's arena; loading reads each tensor straight into the new model's arena, so
 // a ViT-B/16 with AdamW moments (~1.3 GB) is never held twice.
 #include "weights/checkpoint.h"
+#include "engine/util/sha256.h"
 
-#include <openssl/evp.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -26,23 +26,7 @@ constexpr uint64_t kMaxHeader = 64u << 20;  // class names + train state: KBs in
 
 size_t align_up(size_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
 
-std::string sha256_hex(const void* p, size_t n) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (EVP_Digest(p, n, md, &len, EVP_sha256(), nullptr) != 1) throw std::runtime_error("SHA-256 failed (OpenSSL)");
-  static const char* hex = "0123456789abcdef";
-  std::string s;
-  for (unsigned i = 0; i < len; ++i) {
-    s += hex[md[i] >> 4];
-    s += hex[md[i] & 15];
-  }
-  return s;
-}
 
-void sha256_raw(const void* p, size_t n, unsigned char out[32]) {
-  unsigned int len = 0;
-  if (EVP_Digest(p, n, out, &len, EVP_sha256(), nullptr) != 1 || len != 32) throw std::runtime_error("SHA-256 failed (OpenSSL)");
-}
 
 void put_le(uint8_t* p, uint64_t v, int k) {
   for (int i = 0; i < k; ++i) p[i] = uint8_t(v >> (8 * i));
@@ -68,7 +52,7 @@ void save_impl(const std::string& path, const ViT& model, const ModelMeta& meta,
   for (const auto& p : model.params()) outs.push_back({p.name, p.shape, model.param_data() + p.offset, p.numel, bf16});
   const size_t n = model.num_params();
   if (with_optimizer) {
-    // The arena is [params | grads | adam m | adam v] (engine/vit.h), so the moments are
+    // The arena is [params | grads | adam m | adam v] (engine/model/vit.h), so the moments are
     // reachable from the const parameter pointer; they are always kept in fp32.
     outs.push_back({"optimizer.adam_m", {int64_t(n)}, model.param_data() + 2 * n, n, false});
     outs.push_back({"optimizer.adam_v", {int64_t(n)}, model.param_data() + 3 * n, n, false});

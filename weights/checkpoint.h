@@ -21,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/vit.h"
+#include "engine/model/vit.h"
 
 namespace vit {
 

@@ -79,45 +79,4 @@ uint16_t float_to_half(float f) {
   return sign | uint16_t(((r >> 13) - (112u << 10)) & 0xffff);
 }
 
-std::vector<uint8_t> read_file_bytes(const std::string& path) {
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) throw std::runtime_error(path + ": cannot open: " + std::strerror(errno));
-  std::vector<uint8_t> buf;
-  if (std::fseek(f, 0, SEEK_END) == 0) {
-    long n = std::ftell(f);
-    if (n > 0) buf.reserve(size_t(n));
-    std::fseek(f, 0, SEEK_SET);
-  }
-  uint8_t tmp[1 << 16];
-  size_t got;
-  while ((got = std::fread(tmp, 1, sizeof tmp, f)) > 0) buf.insert(buf.end(), tmp, tmp + got);
-  bool err = std::ferror(f);
-  std::fclose(f);
-  if (err) throw std::runtime_error(path + ": read error");
-  return buf;
-}
-
-void write_file_atomic(const std::string& path, const std::vector<std::pair<const void*, size_t>>& chunks) {
-  // Same folder as the target so that rename() cannot cross file systems; the pid keeps
-  // two processes writing the same path from sharing a temp file.
-  std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) throw std::runtime_error(path + ": cannot create " + tmp + ": " + std::strerror(errno));
-  bool ok = true;
-  for (auto& c : chunks)
-    if (c.second && std::fwrite(c.first, 1, c.second, f) != c.second) ok = false;
-  if (std::fflush(f) != 0) ok = false;
-  if (ok && ::fsync(fileno(f)) != 0) ok = false;
-  if (std::fclose(f) != 0) ok = false;
-  if (!ok) {
-    std::remove(tmp.c_str());
-    throw std::runtime_error(path + ": write failed (disk full?)");
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    int e = errno;
-    std::remove(tmp.c_str());
-    throw std::runtime_error(path + ": cannot rename temp file into place: " + std::strerror(e));
-  }
-}
-
 }  // namespace vit

@@ -2,6 +2,7 @@
 // Whatever the on-disk dtype, values are fp32 in memory: the engine computes in fp32,
 // and converting once at load keeps every consumer simple.
 #pragma once
+#include "engine/util/file.h"
 #include <cstdint>
 #include <map>
 #include <string>
@@ -31,11 +32,6 @@ float bf16_to_float(uint16_t b);
 uint16_t float_to_half(float f);
 uint16_t float_to_bf16(float f);
 
-// The whole file as bytes; throws naming the path if it cannot be read.
-std::vector<uint8_t> read_file_bytes(const std::string& path);
-// Writes `path` atomically: a temp file in the same folder, flushed, then renamed over.
-// `chunks` are written in order; on any failure the temp file is removed and the
-// old file at `path` (if any) is left untouched.
-void write_file_atomic(const std::string& path, const std::vector<std::pair<const void*, size_t>>& chunks);
+// read_file_bytes and write_file_atomic: engine/util/file.h.
 
 }  // namespace vit

@@ -1,13 +1,13 @@
 // torchvision.models.VisionTransformer <-> vitengine ViT.
 //
-// The engine's parameter names ARE torchvision's state_dict keys (engine/vit.h
+// The engine's parameter names ARE torchvision's state_dict keys (engine/model/vit.h
 // param_table), so import is: read the file, infer or check the config from the
 // shapes, check every key and shape, copy. Export is the reverse, as safetensors.
 #pragma once
 #include <memory>
 #include <string>
 
-#include "engine/vit.h"
+#include "engine/model/vit.h"
 #include "weights/checkpoint.h"
 #include "weights/safetensors.h"
 #include "weights/state_dict.h"

@@ -15,8 +15,8 @@
 #include <type_traits>
 #include <vector>
 
-#include "engine/vit_cuda.h"
-#include "kernels/cuda_check.cuh"
+#include "engine/model/vit_cuda.h"
+#include "kernels/cuda/cuda_check.cuh"
 
 #define VIT_REQUIRE_GPU()                                                  \
   do {                                                                     \

@@ -1,4 +1,4 @@
-// GPU tests for the fused attention kernels (kernels/attention.cu) against an independent fp64 oracle
+// GPU tests for the fused attention kernels (kernels/cuda/attention.cu) against an independent fp64 oracle
 // in naive loops (tests/attention_oracle.h): softmax(q k^T / sqrt(Dh)) v and its backward, per (b, h).
 // tests/test_attention_emu.cpp runs the same checks on the CPU through a CUDA emulator.
 //
@@ -6,7 +6,7 @@
 // outputs with 0xFF bytes (NaN in fp32 and bf16) so that an unwritten element fails, and compares
 // out, lse and dqkv by relative error ||x - ref|| / ||ref||.
 //   fp32 kernels: < 1e-5.
-//   bf16 kernels (both variants, kernels/attention_variant.cuh): <= 2 x the error of a bf16-emulating
+//   bf16 kernels (both variants, kernels/cuda/attention_variant.cuh): <= 2 x the error of a bf16-emulating
 //   reference + a small floor (the flash-attention test habit: as exact as the precision allows), and
 //   < 2e-2 outright. Tolerances and their reasons: tests/attention_oracle.h.
 // Skips with "no CUDA device" where there is none. Run: build/vitengine_gpu_tests --gtest_filter='Attention*'
@@ -24,9 +24,9 @@
 #include <string>
 #include <vector>
 
-#include "kernels/attention.cuh"
-#include "kernels/attention_variant.cuh"
-#include "kernels/cuda_check.cuh"
+#include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/attention_variant.cuh"
+#include "kernels/cuda/cuda_check.cuh"
 #include "tests/attention_oracle.h"
 
 namespace {
@@ -105,7 +105,7 @@ TEST_P(AttentionCuda, Fp32MatchesFp64Reference) {
   check_fp32("fp32", sh, got, ref);
 }
 
-// Both bf16 variants (kernels/attention_variant.cuh: kSimple and the default kFast) on the same inputs.
+// Both bf16 variants (kernels/cuda/attention_variant.cuh: kSimple and the default kFast) on the same inputs.
 TEST_P(AttentionCuda, Bf16MatchesFp64Reference) {
   const Shape sh = GetParam();
   std::vector<float> qkv, dout;
@@ -123,7 +123,7 @@ TEST_P(AttentionCuda, Bf16MatchesFp64Reference) {
 }
 
 // 197: ViT; 256: no padding; 17, 5, 69, 129, 1: ragged last tiles where the kernels skip padding
-// (kernels/attention.cu, "Padding"); H > 1 and B > 1 check the head offsets and the per-head warp rotation.
+// (kernels/cuda/attention.cu, "Padding"); H > 1 and B > 1 check the head offsets and the per-head warp rotation.
 INSTANTIATE_TEST_SUITE_P(Shapes, AttentionCuda,
                          ::testing::Values(Shape{2, 197, 3, 64}, Shape{1, 17, 2, 64}, Shape{3, 5, 1, 64},
                                            Shape{4, 256, 12, 64}, Shape{2, 197, 2, 32}, Shape{3, 69, 2, 64},

@@ -1,4 +1,4 @@
-// data_on_device on the GPU: the augmentation kernel (kernels/augment.cu) against the CPU
+// data_on_device on the GPU: the augmentation kernel (kernels/cuda/augment.cu) against the CPU
 // training augmentation (the same cases as its CPU emulation, tests/test_augment_emu.cpp), and a
 // short training run that augments on the device against the same run with the CPU loader.
 // Run: ctest -L gpu, or vitengine_gpu_tests --gtest_filter='AugmentCuda*'. Skips without a GPU.
@@ -8,8 +8,8 @@
 #include <fstream>
 #include <sstream>
 
-#include "engine/train_backend.h"
-#include "engine/trainer.h"
+#include "engine/runtime/backend.h"
+#include "engine/train/trainer.h"
 #include "tests/augment_cases.h"
 #include "tests/gpu/gpu_test_util.h"
 
@@ -87,7 +87,7 @@ std::vector<double> step_losses(const fs::path& steps_csv) {
 // also admits a last-ulp difference in the normalisation on a -march=native build.
 TEST(AugmentCuda, TrainingWithDataOnDeviceFollowsTheHostLoader) {
   VIT_REQUIRE_GPU();
-  set_cuda_backend_factory(&make_cuda_train_backend);
+  register_cuda_backend(&make_cuda_train_backend);
   const fs::path root = fs::temp_directory_path() / ("vit_gpu_dod_" + std::to_string(::getpid()));
   fs::remove_all(root);
   std::string log;

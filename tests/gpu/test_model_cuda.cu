@@ -10,8 +10,9 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
-#include "engine/vit.h"
-#include "engine/vit_cuda.h"
+#include "engine/util/rng.h"
+#include "engine/model/vit.h"
+#include "engine/model/vit_cuda.h"
 #include "tests/gpu/gpu_test_util.h"
 
 using namespace vit::test;
@@ -444,10 +445,7 @@ uint64_t fnv1a64(const std::string& s) {
 void hash_uniform(const std::string& key, float* out, size_t n, double scale, double shift) {
   const uint64_t seed = fnv1a64(key);
   for (size_t i = 0; i < n; i++) {
-    uint64_t z = seed + 0x9E3779B97F4A7C15ull * (i + 1);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
+    const uint64_t z = vit::splitmix64_at(seed, i);
     out[i] = float(shift + scale * (double(z >> 40) / 16777216.0 * 2.0 - 1.0));
   }
 }

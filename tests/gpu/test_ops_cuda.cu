@@ -1,4 +1,4 @@
-// Every CUDA op against the CPU reference (vit::cpu::*, kernels/ops.h), float (checking
+// Every CUDA op against the CPU reference (vit::cpu::*, kernels/cpu/ops.h), float (checking
 // mode) and bf16 (training), on fresh random inputs each run (seed printed; VIT_TEST_SEED
 // replays one). Outputs are poisoned with 0xFF bytes (NaN) first, and every element must be
 // written, finite and within tolerance; an all-zero output fails.
@@ -7,14 +7,14 @@
 // Run: ctest -L gpu, or vitengine_gpu_tests --gtest_filter='OpsCuda*'. Skips without a GPU.
 #include <array>
 
-#include "kernels/adamw.cuh"
-#include "kernels/elementwise.cuh"
-#include "kernels/gelu.cuh"
-#include "kernels/gemm.cuh"
-#include "kernels/layernorm.cuh"
-#include "kernels/ops.h"
-#include "kernels/patch_embed.cuh"
-#include "kernels/softmax_xent.cuh"
+#include "kernels/cuda/adamw.cuh"
+#include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/gelu.cuh"
+#include "kernels/cuda/gemm.cuh"
+#include "kernels/cuda/layernorm.cuh"
+#include "kernels/cpu/ops.h"
+#include "kernels/cuda/patch_embed.cuh"
+#include "kernels/cuda/softmax_xent.cuh"
 #include "tests/gpu/gpu_test_util.h"
 
 using namespace vit::test;

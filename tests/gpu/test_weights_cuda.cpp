@@ -13,7 +13,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "engine/vit_cuda.h"
+#include "engine/model/vit_cuda.h"
 #include "weights/checkpoint.h"
 #include "weights/state_dict.h"
 #include "weights/torchvision.h"

@@ -1,0 +1,390 @@
+// Manifest I/O and the threaded loader (see dataset.h).
+#include "engine/data/dataset.h"
+#include "engine/util/file.h"
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "engine/data/pack.h"
+#include "engine/wbc/taxonomy.h"
+
+namespace vit {
+namespace fs = std::filesystem;
+
+std::string Sample::full_path() const { return src.empty() ? path : (fs::path(src) / path).string(); }
+
+namespace {
+
+const char* kColumns[] = {"path", "label", "split", "sha256", "source", "subset", "src"};
+
+// RFC 4180 fields: quoted when they hold a comma, quote or newline.
+std::vector<std::string> split_csv(const std::string& line, bool& ok) {
+  std::vector<std::string> out;
+  std::string cur;
+  bool q = false;
+  ok = true;
+  for (size_t i = 0; i < line.size(); ++i) {
+    char ch = line[i];
+    if (q) {
+      if (ch == '"') {
+        if (i + 1 < line.size() && line[i + 1] == '"') cur += '"', ++i;
+        else q = false;
+      } else cur += ch;
+    } else if (ch == '"') q = true;
+    else if (ch == ',') out.push_back(cur), cur.clear();
+    else if (ch != '\r') cur += ch;
+  }
+  if (q) ok = false;
+  out.push_back(cur);
+  return out;
+}
+
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
+  std::string o = "\"";
+  for (char ch : s) o += ch == '"' ? std::string("\"\"") : std::string(1, ch);
+  return o + "\"";
+}
+
+}  // namespace
+
+Manifest read_manifest(const std::string& csv_path, const std::string& data_root) {
+  std::ifstream f(csv_path);
+  if (!f) throw std::runtime_error(csv_path + ": cannot open manifest");
+  Manifest m;
+  m.dir = fs::absolute(csv_path).parent_path().string();
+  for (const auto& c : classes()) m.classes.push_back(c.name);
+  std::string line;
+  int lineno = 0;
+  std::vector<int> col(7, -1);
+  auto where = [&] { return csv_path + ":" + std::to_string(lineno) + ": "; };
+  while (std::getline(f, line)) {
+    ++lineno;
+    if (line.empty() || line == "\r") continue;
+    bool ok;
+    auto fields = split_csv(line, ok);
+    if (!ok) throw std::runtime_error(where() + "unterminated quote");
+    if (lineno == 1) {
+      for (size_t i = 0; i < fields.size(); ++i)
+        for (int k = 0; k < 7; ++k)
+          if (fields[i] == kColumns[k]) col[k] = (int)i;
+      for (int k = 0; k < 4; ++k)  // path,label,split,sha256 are required; the rest default
+        if (col[k] < 0) throw std::runtime_error(where() + "header lacks column '" + kColumns[k] + "'");
+      continue;
+    }
+    auto get = [&](int k) -> std::string {
+      if (col[k] < 0) return "";
+      if (col[k] >= (int)fields.size()) throw std::runtime_error(where() + "too few fields");
+      return fields[col[k]];
+    };
+    Sample s;
+    s.path = get(0);
+    s.label = class_index(get(1));
+    if (s.label < 0) throw std::runtime_error(where() + "unknown class '" + get(1) + "'");
+    s.split = get(2);
+    if (s.split != "train" && s.split != "val" && s.split != "test")
+      throw std::runtime_error(where() + "split must be train, val or test, not '" + s.split + "'");
+    s.sha256 = get(3);
+    s.source = get(4);
+    const std::string sub = get(5);
+    if (!sub.empty()) {
+      try {
+        s.subset = std::stoi(sub);
+      } catch (...) {
+        throw std::runtime_error(where() + "bad subset '" + sub + "'");
+      }
+      if (s.subset != 5 && s.subset != 20 && s.subset != 100)
+        throw std::runtime_error(where() + "subset must be 5, 20 or 100, not '" + sub + "'");
+    }
+    s.src = data_root.empty() ? get(6) : data_root;
+    if (s.path.empty()) throw std::runtime_error(where() + "empty path");
+    m.samples.push_back(std::move(s));
+  }
+  if (lineno == 0) throw std::runtime_error(csv_path + ": empty manifest");
+  return m;
+}
+
+std::vector<Sample> select(const Manifest& m, const std::string& split, int subset_pct) {
+  std::vector<Sample> out;
+  for (const auto& s : m.samples)
+    if (s.split == split && (split != "train" || s.subset <= subset_pct)) out.push_back(s);
+  return out;
+}
+
+void write_manifest(const std::string& csv_path, const std::vector<Sample>& samples) {
+  std::ostringstream f;
+  f << "path,label,split,sha256,source,subset,src\n";
+  for (const auto& s : samples)
+    f << csv_field(s.path) << ',' << csv_field(classes().at(s.label).name) << ',' << s.split << ',' << s.sha256
+      << ',' << csv_field(s.source) << ',' << s.subset << ',' << csv_field(s.src) << '\n';
+  write_text_atomic(csv_path, f.str());
+}
+
+DataStats read_stats(const std::string& report_json) {
+  std::ifstream f(report_json);
+  if (!f) throw std::runtime_error(report_json + ": cannot open report");
+  nlohmann::json j;
+  try {
+    f >> j;
+  } catch (const std::exception& e) {
+    throw std::runtime_error(report_json + ": not valid JSON (" + e.what() + ")");
+  }
+  DataStats st;
+  for (const char* key : {"mean", "std"}) {
+    if (!j.contains(key) || !j[key].is_array() || j[key].size() != 3)
+      throw std::runtime_error(report_json + ": '" + key + "' must be an array of 3 numbers");
+    for (int c = 0; c < 3; ++c) {
+      float v = j[key][c].get<float>();
+      if (std::string(key) == "std" && !(v > 0)) throw std::runtime_error(report_json + ": std must be > 0");
+      (std::string(key) == "mean" ? st.mean : st.std)[c] = v;
+    }
+  }
+  return st;
+}
+
+// ---------------------------------------------------------------- Loader
+struct Loader::Impl {
+  std::vector<Sample> samples;
+  std::shared_ptr<const PackFile> pack;
+  std::vector<int> labels;
+  DataStats stats;
+  LoaderConfig cfg;
+
+  struct Slot {
+    Batch batch;
+    long ready = -1;  // batch number held, -1 = free
+    std::exception_ptr error;
+  };
+  std::vector<Slot> slots;
+  std::vector<size_t> order;
+  int epoch = 0;
+  bool load_images = true;
+  size_t nbatches = 0, next_job = 0, cur = 0;
+  bool stop = false, started = false;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::thread> workers;
+
+  size_t n() const { return labels.size(); }
+  size_t nb() const {
+    const size_t B = cfg.batch_size;
+    return cfg.drop_last ? n() / B : (n() + B - 1) / B;
+  }
+
+  std::vector<size_t> make_order(int e) const {
+    std::vector<size_t> o(n());
+    if (cfg.balanced) {
+      // Draw n samples with replacement, P(i) proportional to (1 / n_class(i))^power.
+      std::vector<size_t> cnt(classes().size() + 1, 0);
+      for (int l : labels) ++cnt[l];
+      std::vector<double> cum(n());
+      double acc = 0;
+      for (size_t i = 0; i < n(); ++i) cum[i] = acc += std::pow(1.0 / cnt[labels[i]], (double)cfg.balance_power);
+      Rng r(mix_seed(cfg.seed, (uint64_t)e, 0xBA1A7CEull));
+      for (auto& v : o) v = std::upper_bound(cum.begin(), cum.end(), r.uniform() * acc) - cum.begin();
+      for (auto& v : o) v = std::min(v, n() - 1);
+      return o;
+    }
+    for (size_t i = 0; i < n(); ++i) o[i] = i;
+    if (cfg.shuffle) {
+      Rng r(mix_seed(cfg.seed, (uint64_t)e, 0x5AFF1Eull));
+      for (size_t i = n(); i > 1; --i) std::swap(o[i - 1], o[(size_t)(r.uniform() * i)]);
+    }
+    return o;
+  }
+
+  // The augmentation of the image at position `pos` of the epoch (identity when off).
+  AugmentParams draw(size_t pos) const {
+    if (!cfg.aug.enabled) return {};
+    Rng r(mix_seed(cfg.seed, (uint64_t)epoch, pos, 0xA06ull));
+    return draw_augment(cfg.aug, r);
+  }
+
+  void load_one(size_t pos, size_t idx, float* dst) const {
+    const int S = cfg.image_size;
+    Image img;
+    if (pack) {
+      img.width = img.height = S;
+      img.rgb.assign(pack->image(idx), pack->image(idx) + (size_t)S * S * 3);
+    } else {
+      img = preprocess(load_image(samples[idx].full_path()), S);
+    }
+    if (cfg.aug.enabled) apply_augment(img, draw(pos));
+    to_chw_normalized(img, stats.mean, stats.std, dst);
+  }
+
+  // Batch b of the epoch: its samples and labels, then either the pixels or the draws.
+  void fill(size_t b, Batch& batch) const {
+    const size_t B = cfg.batch_size, lo = b * B, hi = std::min(n(), lo + B);
+    const size_t per = (size_t)3 * cfg.image_size * cfg.image_size;
+    batch.n = (int)(hi - lo);
+    batch.images.resize(load_images ? batch.n * per : 0);  // no reallocation once the buffer has grown
+    batch.labels.resize(batch.n);
+    batch.index.resize(batch.n);
+    batch.aug.resize(load_images ? 0 : batch.n);
+    for (size_t p = lo; p < hi; ++p) {
+      const size_t idx = order[p];
+      batch.index[p - lo] = idx;
+      batch.labels[p - lo] = labels[idx];
+      if (load_images) load_one(p, idx, batch.images.data() + (p - lo) * per);
+      else batch.aug[p - lo] = draw(p);
+    }
+  }
+
+  void work() {
+    for (;;) {
+      size_t b;
+      {
+        std::unique_lock<std::mutex> lk(mu);
+        cv.wait(lk, [&] { return stop || (next_job < nbatches && next_job < cur + slots.size()); });
+        if (stop) return;
+        b = next_job++;
+      }
+      Slot& s = slots[b % slots.size()];
+      std::exception_ptr err;
+      try {
+        fill(b, s.batch);
+      } catch (...) {
+        err = std::current_exception();
+      }
+      {
+        std::lock_guard<std::mutex> lk(mu);
+        s.error = err;
+        s.ready = (long)b;
+      }
+      cv.notify_all();
+    }
+  }
+
+  void halt() {
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      stop = true;
+    }
+    cv.notify_all();
+    for (auto& t : workers) t.join();
+    workers.clear();
+  }
+
+  void init() {
+    if (cfg.batch_size <= 0) throw std::invalid_argument("Loader: batch_size must be > 0");
+    if (cfg.image_size <= 0) throw std::invalid_argument("Loader: image_size must be > 0");
+    for (int c = 0; c < 3; ++c)
+      if (!(stats.std[c] > 0)) throw std::invalid_argument("Loader: std must be > 0");
+    const int nslots = std::max(1, cfg.prefetch) + std::max(1, cfg.threads);
+    slots.resize(nslots);
+  }
+};
+
+Loader::Loader(std::vector<Sample> samples, DataStats stats, LoaderConfig cfg) : impl_(new Impl) {
+  impl_->samples = std::move(samples);
+  impl_->stats = stats;
+  impl_->cfg = cfg;
+  for (const auto& s : impl_->samples) {
+    if (s.label < 0 || s.label >= num_classes())
+      throw std::invalid_argument("Loader: sample " + s.full_path() + " has no valid label");
+    impl_->labels.push_back(s.label);
+  }
+  impl_->init();
+}
+
+Loader::Loader(std::shared_ptr<const PackFile> pack, DataStats stats, LoaderConfig cfg) : impl_(new Impl) {
+  if (!pack) throw std::invalid_argument("Loader: null pack");
+  if (pack->size() != cfg.image_size)
+    throw std::invalid_argument("Loader: pack " + pack->path() + " holds " + std::to_string(pack->size()) +
+                                " px images but image_size is " + std::to_string(cfg.image_size));
+  impl_->pack = pack;
+  impl_->stats = stats;
+  impl_->cfg = cfg;
+  for (size_t i = 0; i < pack->count(); ++i) impl_->labels.push_back(pack->label(i));
+  impl_->init();
+}
+
+Loader::~Loader() { impl_->halt(); }
+
+size_t Loader::size() const { return impl_->n(); }
+const LoaderConfig& Loader::config() const { return impl_->cfg; }
+size_t Loader::batches_per_epoch() const { return impl_->nb(); }
+std::vector<size_t> Loader::epoch_order(int epoch) const { return impl_->make_order(epoch); }
+
+void Loader::start_epoch(int epoch, size_t skip_batches, bool load_images) {
+  Impl& m = *impl_;
+  m.halt();
+  m.stop = false;
+  m.epoch = epoch;
+  m.load_images = load_images;
+  m.order = m.make_order(epoch);
+  m.nbatches = m.nb();
+  m.cur = m.next_job = std::min(skip_batches, m.nbatches);
+  m.started = true;
+  for (auto& s : m.slots) s.ready = -1, s.error = nullptr;
+  if (!load_images) return;  // next() describes each batch itself: a few draws, no threads needed
+  const int nt = std::max(1, m.cfg.threads);
+  for (int t = 0; t < nt; ++t) m.workers.emplace_back([&m] { m.work(); });
+}
+
+bool Loader::next(Batch& out) {
+  Impl& m = *impl_;
+  if (!m.started) throw std::logic_error("Loader::next called before start_epoch");
+  if (!m.load_images) {
+    if (m.cur >= m.nbatches) return false;
+    m.fill(m.cur++, out);
+    return true;
+  }
+  std::exception_ptr err;
+  {
+    std::unique_lock<std::mutex> lk(m.mu);
+    if (m.cur >= m.nbatches) return false;
+    Impl::Slot& s = m.slots[m.cur % m.slots.size()];
+    m.cv.wait(lk, [&] { return s.ready == (long)m.cur; });
+    std::swap(out, s.batch);  // hand over the filled buffers, keep the caller's old ones for reuse
+    err = s.error;
+    s.error = nullptr;
+    s.ready = -1;
+    ++m.cur;
+  }
+  m.cv.notify_all();
+  if (err) std::rethrow_exception(err);
+  return true;
+}
+
+// ---- where a prepared data set lives, and the loader evaluation uses ----
+
+LoaderConfig eval_loader_config(int image_size, int batch_size, int threads) {
+  LoaderConfig c;
+  c.batch_size = batch_size;
+  c.image_size = image_size;
+  c.shuffle = false;
+  c.drop_last = false;
+  c.balanced = false;
+  c.aug = AugmentConfig{};
+  c.aug.enabled = false;
+  c.threads = threads;
+  return c;
+}
+
+std::string manifest_path(const std::string& data) {
+  if (data.size() > 4 && data.substr(data.size() - 4) == ".csv") return data;
+  return (fs::path(data) / "manifest.csv").string();
+}
+std::string report_path(const std::string& data) {
+  return (fs::path(manifest_path(data)).parent_path() / "report.json").string();
+}
+
+Manifest read_manifest_resolved(const std::string& csv, const std::string& data_root) {
+  Manifest m = read_manifest(csv, data_root);
+  const fs::path dir = fs::absolute(csv).parent_path();
+  for (auto& s : m.samples)
+    if (fs::path(s.full_path()).is_relative()) s.src = (dir / s.src).lexically_normal().string();
+  return m;
+}
+
+}  // namespace vit

@@ -1,0 +1,505 @@
+// Data preparation (see prepare.h and docs/data.md).
+#include "engine/data/prepare.h"
+
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <mutex>
+#include <numeric>
+#include <set>
+#include <thread>
+
+#include "engine/data/augment.h"
+#include "engine/data/dataset.h"
+#include "engine/data/image.h"
+#include "engine/util/file.h"
+#include "engine/util/sha256.h"
+#include "engine/util/thread_pool.h"
+#include "engine/wbc/taxonomy.h"
+
+namespace vit {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+
+std::vector<uint8_t> luma32(const Image& img) {
+  // Square the image (background-coloured pad, as the model sees it), shrink to 32x32 luma.
+  Image small = preprocess(img, 32);
+  std::vector<uint8_t> g(32 * 32);
+  for (int i = 0; i < 32 * 32; ++i) {
+    const uint8_t* p = &small.rgb[i * 3];
+    g[i] = (uint8_t)std::lround(0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]);
+  }
+  return g;
+}
+
+namespace {
+uint64_t phash_of_luma(const std::vector<uint8_t>& lum) {
+  double g[32][32];
+  for (int y = 0; y < 32; ++y)
+    for (int x = 0; x < 32; ++x) g[y][x] = lum[y * 32 + x];
+  // 2-D DCT-II, only the 8x8 lowest frequencies are needed.
+  static double cosv[8][32];
+  static std::once_flag once;
+  std::call_once(once, [] {
+    for (int u = 0; u < 8; ++u)
+      for (int x = 0; x < 32; ++x) cosv[u][x] = std::cos((2 * x + 1) * u * M_PI / 64);
+  });
+  double rows[32][8];
+  for (int y = 0; y < 32; ++y)
+    for (int u = 0; u < 8; ++u) {
+      double s = 0;
+      for (int x = 0; x < 32; ++x) s += g[y][x] * cosv[u][x];
+      rows[y][u] = s;
+    }
+  double c[64];
+  for (int v = 0; v < 8; ++v)
+    for (int u = 0; u < 8; ++u) {
+      double s = 0;
+      for (int y = 0; y < 32; ++y) s += rows[y][u] * cosv[v][y];
+      c[v * 8 + u] = s;
+    }
+  // Median of the 63 AC terms (the DC term only says how bright the image is).
+  std::vector<double> ac(c + 1, c + 64);
+  std::nth_element(ac.begin(), ac.begin() + 31, ac.end());
+  const double med = ac[31];
+  uint64_t h = 0;
+  for (int i = 0; i < 64; ++i)
+    if (c[i] > med) h |= 1ull << i;
+  return h;
+}
+}  // namespace
+
+uint64_t phash64(const Image& img) { return phash_of_luma(luma32(img)); }
+
+void parse_split(const std::string& s, int out[3]) {
+  int v[3], k = 0;
+  size_t pos = 0;
+  for (; k < 3; ++k) {
+    size_t e = s.find('/', pos);
+    std::string part = s.substr(pos, e == std::string::npos ? std::string::npos : e - pos);
+    if (part.empty() || part.find_first_not_of("0123456789") != std::string::npos)
+      throw std::invalid_argument("--split must look like 70/10/20, got '" + s + "'");
+    v[k] = std::stoi(part);
+    if (e == std::string::npos) {
+      ++k;
+      break;
+    }
+    pos = e + 1;
+  }
+  if (k != 3 || v[0] + v[1] + v[2] != 100)
+    throw std::invalid_argument("--split needs three percentages that sum to 100, got '" + s + "'");
+  for (int i = 0; i < 3; ++i) out[i] = v[i];
+}
+
+namespace {
+
+struct FileRec {
+  std::string rel, src, shown;  // shown: the path used in the report
+  std::string source;
+  int label = -1;
+  std::string error;            // non-empty: unreadable, with the reason
+  std::string sha, pixsha;
+  uint64_t phash = 0;
+  std::vector<uint8_t> thumb;   // 32x32 luma
+  double sum[3] = {0, 0, 0}, sumsq[3] = {0, 0, 0};
+  size_t npx = 0;
+};
+
+bool image_ext(const fs::path& p) {
+  std::string e = p.extension().string();
+  for (auto& ch : e) ch = (char)std::tolower((unsigned char)ch);
+  return e == ".jpg" || e == ".jpeg" || e == ".png" || e == ".bmp";
+}
+
+struct UnionFind {
+  std::vector<int> p;
+  explicit UnionFind(size_t n) : p(n) { std::iota(p.begin(), p.end(), 0); }
+  int find(int x) { return p[x] == x ? x : p[x] = find(p[x]); }
+  void join(int a, int b) {
+    a = find(a), b = find(b);
+    if (a != b) p[std::max(a, b)] = std::min(a, b);
+  }
+};
+
+
+
+// Mean |a - b| of two 32x32 luma thumbnails, minimised over shifts of up to 3 px
+// (about 20 px at 224): a cell re-captured a little off-centre is still the same cell.
+// Only the overlap is compared; the shift is small enough that the overlap is >= 29x29.
+constexpr int kMaxShift = 3;
+double shifted_thumb_diff(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b) {
+  double best = 1e9;
+  for (int dy = -kMaxShift; dy <= kMaxShift; ++dy)
+    for (int dx = -kMaxShift; dx <= kMaxShift; ++dx) {
+      int s = 0, n = 0;
+      for (int y = std::max(0, -dy); y < std::min(32, 32 - dy); ++y)
+        for (int x = std::max(0, -dx); x < std::min(32, 32 - dx); ++x, ++n)
+          s += std::abs((int)a[y * 32 + x] - (int)b[(y + dy) * 32 + x + dx]);
+      best = std::min(best, (double)s / n);
+    }
+  return best;
+}
+
+std::string slug(const std::string& s) {
+  std::string o;
+  for (char ch : s) o += std::isalnum((unsigned char)ch) ? (char)std::tolower((unsigned char)ch) : '_';
+  return o;
+}
+
+}  // namespace
+
+json prepare_dataset(const PrepareOptions& opt) {
+  const auto t0 = std::chrono::steady_clock::now();
+  auto say = [&](const std::string& s) {
+    if (opt.progress) opt.progress(s);
+  };
+  if (opt.srcs.empty()) throw std::runtime_error("prepare: no SRC folder given");
+  if (opt.split[0] + opt.split[1] + opt.split[2] != 100) throw std::runtime_error("prepare: split must sum to 100");
+  if (opt.size <= 0) throw std::runtime_error("prepare: --size must be > 0");
+  fs::create_directories(opt.out);
+  const std::string out_abs = fs::absolute(opt.out).lexically_normal().string();
+
+  // ---- 1. enumerate ----
+  std::vector<FileRec> files;
+  json ignored = json::array(), sources = json::array();
+  for (const auto& src : opt.srcs) {
+    if (!fs::is_directory(src)) throw std::runtime_error(src + ": not a directory");
+    const fs::path root = fs::absolute(src).lexically_normal();
+    std::string root_s = root.string();
+    while (root_s.size() > 1 && root_s.back() == '/') root_s.pop_back();
+    sources.push_back(root_s);
+    std::vector<FileRec> here;
+    for (auto it = fs::recursive_directory_iterator(root, fs::directory_options::skip_permission_denied);
+         it != fs::recursive_directory_iterator(); ++it) {
+      if (!it->is_regular_file()) continue;
+      // Do not re-read a previous run's output if --out sits inside SRC.
+      if (fs::path(it->path()).lexically_normal().string().rfind(out_abs + "/", 0) == 0) continue;
+      FileRec r;
+      r.rel = it->path().lexically_relative(root).generic_string();
+      r.src = root_s;
+      r.shown = opt.srcs.size() == 1 ? r.rel : (fs::path(root_s) / r.rel).string();
+      if (!image_ext(it->path())) {
+        ignored.push_back({{"path", r.shown}, {"reason", "not an image file name (.jpg/.jpeg/.png/.bmp)"}});
+        continue;
+      }
+      // Source: the top folder (pbc, aml-lmu); for class-named folders (bccd) the SRC's own name.
+      const fs::path relp(r.rel);
+      const std::string top = std::distance(relp.begin(), relp.end()) > 1 ? relp.begin()->string() : "";
+      r.source = (top.empty() || class_from_folder(top) >= 0) ? fs::path(root_s).filename().string() : top;
+      r.label = class_from_filename(relp.filename().string());
+      if (r.label < 0 && relp.has_parent_path()) r.label = class_from_folder(relp.parent_path().filename().string());
+      here.push_back(std::move(r));
+    }
+    std::sort(here.begin(), here.end(), [](const FileRec& a, const FileRec& b) { return a.rel < b.rel; });
+    for (auto& r : here) files.push_back(std::move(r));
+  }
+  say("prepare: " + std::to_string(files.size()) + " image files in " + std::to_string(opt.srcs.size()) + " folder(s)");
+
+  // ---- 2. check + hash every file ----
+  std::atomic<size_t> done{0};
+  std::mutex say_mu;
+  auto last = std::chrono::steady_clock::now();
+  parallel_for(files.size(), opt.threads, [&](size_t i) {
+    FileRec& r = files[i];
+    const std::string path = (fs::path(r.src) / r.rel).string();
+    try {
+      std::ifstream f(path, std::ios::binary);
+      if (!f) throw ImageError(r.shown + ": cannot open file");
+      std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+      r.sha = sha256_hex(bytes.data(), bytes.size());
+      Image img = decode_image(bytes.data(), bytes.size(), r.shown);
+      if (img.width < opt.min_side || img.height < opt.min_side)
+        throw ImageError(r.shown + ": tiny image " + std::to_string(img.width) + "x" + std::to_string(img.height) +
+                         " (minimum side " + std::to_string(opt.min_side) + " px)");
+      std::vector<uint8_t> px(8 + img.rgb.size());
+      std::memcpy(px.data(), &img.width, 4);
+      std::memcpy(px.data() + 4, &img.height, 4);
+      std::memcpy(px.data() + 8, img.rgb.data(), img.rgb.size());
+      r.pixsha = sha256_hex(px.data(), px.size());
+      r.thumb = luma32(img);
+      r.phash = phash_of_luma(r.thumb);
+      // Channel sums of what the model will see (padded + resized), for train-only stats.
+      Image m = preprocess(img, opt.size);
+      for (size_t k = 0; k < m.rgb.size(); ++k) {
+        const double v = m.rgb[k] / 255.0;
+        r.sum[k % 3] += v;
+        r.sumsq[k % 3] += v * v;
+      }
+      r.npx = m.rgb.size() / 3;
+    } catch (const std::exception& e) {
+      std::string msg = e.what();
+      // The reason without the path prefix (the report has its own path field).
+      const std::string pre = r.shown + ": ";
+      r.error = msg.rfind(pre, 0) == 0 ? msg.substr(pre.size()) : msg;
+    }
+    const size_t d = ++done;
+    if (d % 500 == 0 || d == files.size()) {
+      std::lock_guard<std::mutex> lk(say_mu);
+      auto now = std::chrono::steady_clock::now();
+      if (now - last > std::chrono::seconds(2) || d == files.size()) {
+        last = now;
+        const double s = std::chrono::duration<double>(now - t0).count();
+        say("prepare: checked " + std::to_string(d) + "/" + std::to_string(files.size()) + " (" +
+            std::to_string((int)(d / std::max(s, 1e-9))) + " files/s)");
+      }
+    }
+  });
+
+  json unreadable = json::array(), unknown = json::array();
+  std::vector<int> good;  // indices into files
+  for (size_t i = 0; i < files.size(); ++i) {
+    if (!files[i].error.empty()) unreadable.push_back({{"path", files[i].shown}, {"reason", files[i].error}});
+    else if (files[i].label < 0)
+      unknown.push_back({{"path", files[i].shown}, {"reason", "no known class prefix in the file name or class folder"}});
+    else good.push_back((int)i);
+  }
+
+  // ---- 3. duplicates ----
+  const size_t G = good.size();
+  UnionFind exact(G), all(G);
+  {
+    std::map<std::string, int> by_sha, by_pix;
+    for (size_t k = 0; k < G; ++k) {
+      const FileRec& r = files[good[k]];
+      for (auto* m : {&by_sha, &by_pix}) {
+        const std::string& key = m == &by_sha ? r.sha : r.pixsha;
+        auto [it, fresh] = m->emplace(key, (int)k);
+        if (!fresh) exact.join((int)k, it->second), all.join((int)k, it->second);
+      }
+    }
+  }
+  size_t near_pairs = 0, near_candidates = 0;
+  json near_detail = json::array();
+  if (opt.near_threshold >= 0) {
+    // pHash proposes, the thumbnails confirm: every blood-cell image is "a purple blob
+    // in the middle of pink", so low-frequency hashes of different cells can be close.
+    struct Pair { int a, b, hd; double diff; };
+    std::vector<std::vector<Pair>> found(G);
+    std::vector<size_t> cand(G, 0);
+    parallel_for(G, opt.threads, [&](size_t a) {
+      for (size_t b = a + 1; b < G; ++b) {
+        const int hd = __builtin_popcountll(files[good[a]].phash ^ files[good[b]].phash);
+        if (hd > opt.near_threshold) continue;
+        ++cand[a];
+        const double diff = shifted_thumb_diff(files[good[a]].thumb, files[good[b]].thumb);
+        if (diff <= opt.near_max_diff) found[a].push_back({(int)a, (int)b, hd, diff});
+      }
+    });
+    for (size_t a = 0; a < G; ++a) {
+      near_candidates += cand[a];
+      for (const Pair& p : found[a]) {
+        if (exact.find(p.a) == exact.find(p.b)) continue;  // already an exact duplicate
+        ++near_pairs;
+        all.join(p.a, p.b);
+        near_detail.push_back({{"a", files[good[p.a]].shown}, {"b", files[good[p.b]].shown}, {"hamming", p.hd},
+                               {"thumb_diff", std::round(p.diff * 100) / 100}});
+      }
+    }
+  }
+  std::map<int, std::vector<int>> comp, ecomp;
+  for (size_t k = 0; k < G; ++k) comp[all.find((int)k)].push_back((int)k), ecomp[exact.find((int)k)].push_back((int)k);
+  size_t exact_groups = 0, near_groups = 0;
+  for (auto& [root, m] : ecomp)
+    if (m.size() > 1) ++exact_groups;
+  json conflicts = json::array(), conflict_detail = json::array(), dup_detail = json::array();
+  std::vector<int> kept;  // indices into good
+  for (auto& [root, m] : comp) {
+    if (m.size() == 1) {
+      kept.push_back(m[0]);
+      continue;
+    }
+    // A component that is more than one exact group was joined by a perceptual-hash match.
+    std::set<int> eroots;
+    for (int k : m) eroots.insert(exact.find(k));
+    const bool is_near = eroots.size() > 1;
+    if (is_near) ++near_groups;
+    std::set<int> labels;
+    json paths = json::array(), labs = json::array();
+    for (int k : m) {
+      labels.insert(files[good[k]].label);
+      paths.push_back(files[good[k]].shown);
+      labs.push_back(classes()[files[good[k]].label].name);
+    }
+    if (labels.size() > 1) {
+      conflicts.push_back(paths);
+      conflict_detail.push_back({{"paths", paths}, {"labels", labs}, {"kind", is_near ? "near" : "exact"}});
+      continue;  // the whole group is dropped: no member's label can be trusted
+    }
+    kept.push_back(m[0]);  // members are in path order; keep the first
+    json dropped = json::array();
+    for (size_t j = 1; j < m.size(); ++j) dropped.push_back(files[good[m[j]]].shown);
+    dup_detail.push_back({{"kind", is_near ? "near" : "exact"}, {"kept", files[good[m[0]]].shown}, {"dropped", dropped}});
+  }
+  say("prepare: " + std::to_string(exact_groups) + " exact-duplicate groups, " + std::to_string(near_groups) +
+      " near-duplicate groups (pHash Hamming <= " + std::to_string(opt.near_threshold) + "), " +
+      std::to_string(conflicts.size()) + " label conflicts");
+
+  // ---- 4. stratified split + nested train subsets ----
+  const int C = num_classes();
+  // Strata = (class, source): each split gets the same share of every class from every
+  // source, so per-source recall (LMU vs PBC segmented neutrophils) is measurable.
+  std::map<std::pair<int, std::string>, std::vector<int>> strata;  // file indices, path order
+  std::sort(kept.begin(), kept.end(), [&](int a, int b) {
+    const FileRec &x = files[good[a]], &y = files[good[b]];
+    return std::tie(x.src, x.rel) < std::tie(y.src, y.rel);
+  });
+  for (int k : kept) strata[{files[good[k]].label, files[good[k]].source}].push_back(good[k]);
+  std::vector<Sample> rows;
+  std::vector<std::vector<int>> train_of(C);
+  json split_class = {{"train", json::object()}, {"val", json::object()}, {"test", json::object()}};
+  json class_counts = json::object();
+  double sum[3] = {0, 0, 0}, sumsq[3] = {0, 0, 0};
+  size_t npx = 0;
+  for (auto& [key, v] : strata) {
+    const int c = key.first;
+    // One stream per stratum: adding or removing a class or source leaves the others' splits alone.
+    uint64_t src_hash = 0xcbf29ce484222325ull;
+    for (char ch : key.second) src_hash = (src_hash ^ (uint8_t)ch) * 0x100000001b3ull;
+    Rng r(mix_seed(opt.seed, (uint64_t)c, src_hash, 0x5B117ull));
+    for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[(size_t)(r.uniform() * i)]);
+    const size_t n = v.size();
+    const size_t n_train = (size_t)std::lround(n * opt.split[0] / 100.0);
+    const size_t n_tv = std::max(n_train, (size_t)std::lround(n * (opt.split[0] + opt.split[1]) / 100.0));
+    // Nested subsets: the first 5% (at least one image) of the shuffled train list, then 20%.
+    const size_t n5 = n_train ? std::max<size_t>(1, std::lround(n_train * 0.05)) : 0;
+    const size_t n20 = n_train ? std::max<size_t>(n5, std::lround(n_train * 0.20)) : 0;
+    const std::string& cname = classes()[c].name;
+    if (n) class_counts[cname] = class_counts.value(cname, (size_t)0) + n;
+    size_t cnt[3] = {0, 0, 0};
+    for (size_t i = 0; i < n; ++i) {
+      const FileRec& f = files[v[i]];
+      Sample s;
+      s.path = f.rel;
+      s.src = f.src;
+      s.sha256 = f.sha;
+      s.source = f.source;
+      s.label = c;
+      const int sp = i < n_train ? 0 : i < n_tv ? 1 : 2;
+      s.split = sp == 0 ? "train" : sp == 1 ? "val" : "test";
+      s.subset = sp == 0 ? (i < n5 ? 5 : i < n20 ? 20 : 100) : 100;
+      ++cnt[sp];
+      if (sp == 0) {
+        train_of[c].push_back(v[i]);
+        for (int ch = 0; ch < 3; ++ch) sum[ch] += f.sum[ch], sumsq[ch] += f.sumsq[ch];
+        npx += f.npx;
+      }
+      rows.push_back(std::move(s));
+    }
+    for (int sp = 0; sp < 3; ++sp)
+      if (cnt[sp]) {
+        json& sc = split_class[sp == 0 ? "train" : sp == 1 ? "val" : "test"];
+        sc[cname] = sc.value(cname, (size_t)0) + cnt[sp];
+      }
+  }
+  // ---- 5. train-only channel statistics ----
+  json mean = json::array(), stdv = json::array();
+  for (int ch = 0; ch < 3; ++ch) {
+    const double m = npx ? sum[ch] / npx : 0.0;
+    const double var = npx ? std::max(0.0, sumsq[ch] / npx - m * m) : 1.0;
+    mean.push_back(m);
+    stdv.push_back(npx ? std::sqrt(var) : 1.0);
+  }
+
+  // ---- 6. optional offline top-up of train classes ----
+  size_t n_topup = 0;
+  json topup_counts = json::object();  // class -> images added
+  if (opt.top_up > 0) {
+    struct Job { int c, k, from; };
+    std::vector<Job> jobs;
+    for (int c = 0; c < C; ++c) {
+      const int have = (int)train_of[c].size();
+      for (int k = 0; have > 0 && have + k < opt.top_up; ++k) jobs.push_back({c, k, train_of[c][k % have]});
+    }
+    std::vector<Sample> extra(jobs.size());
+    say("prepare: top-up writes " + std::to_string(jobs.size()) + " TrivialAugmentWide variants of train images");
+    parallel_for(jobs.size(), opt.threads, [&](size_t j) {
+      const Job& jb = jobs[j];
+      const FileRec& f = files[jb.from];
+      Image img = preprocess(load_image((fs::path(f.src) / f.rel).string()), opt.size);
+      uint8_t fill[3];
+      border_color(img, fill);
+      Rng r(mix_seed(opt.seed, (uint64_t)jb.c, (uint64_t)jb.k, 0x70B0Bull));
+      trivial_augment(img, r, fill);
+      const std::string cls = slug(classes()[jb.c].name);
+      const fs::path dir = fs::path(out_abs) / "topup" / cls;
+      fs::create_directories(dir);
+      const std::string name = fs::path(f.rel).stem().string() + "_ta" + std::to_string(jb.k) + ".png";
+      write_png((dir / name).string(), img);
+      std::ifstream in(dir / name, std::ios::binary);
+      std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      Sample& s = extra[j];
+      s.path = "topup/" + cls + "/" + name;
+      s.src = out_abs;
+      s.split = "train";
+      s.sha256 = sha256_hex(bytes.data(), bytes.size());
+      s.source = f.source;
+      s.label = jb.c;
+      s.subset = 100;  // the 5% / 20% stages stay made of real images
+    });
+    n_topup = extra.size();
+    for (const auto& smp : extra) {
+      const std::string& cn = classes()[smp.label].name;
+      topup_counts[cn] = topup_counts.value(cn, (size_t)0) + 1;
+    }
+    for (auto& s : extra) rows.push_back(std::move(s));
+  }
+
+  // ---- 7. write ----
+  json split_counts = {{"train", 0}, {"val", 0}, {"test", 0}};
+  for (const auto& s : rows) split_counts[s.split] = split_counts[s.split].get<size_t>() + 1;
+  split_counts["train_topup"] = n_topup;
+  json subset_counts = {{"5", 0}, {"20", 0}, {"100", 0}};
+  for (const auto& s : rows)
+    if (s.split == "train" && s.path.rfind("topup/", 0) != 0)
+      for (int p : {5, 20, 100})
+        if (s.subset <= p) subset_counts[std::to_string(p)] = subset_counts[std::to_string(p)].get<size_t>() + 1;
+
+  write_manifest((fs::path(out_abs) / "manifest.csv").string(), rows);
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  json rep;
+  rep["sources"] = sources;
+  rep["seed"] = opt.seed;
+  rep["split_percent"] = {opt.split[0], opt.split[1], opt.split[2]};
+  rep["size"] = opt.size;
+  rep["files_scanned"] = files.size();
+  rep["unreadable"] = unreadable;
+  rep["ignored"] = ignored;
+  rep["unknown_label"] = unknown;
+  rep["exact_duplicate_groups"] = exact_groups;
+  rep["near_duplicate_groups"] = near_groups;
+  rep["near_duplicate_pairs"] = near_pairs;
+  rep["near_threshold"] = opt.near_threshold;
+  rep["near_max_diff"] = opt.near_max_diff;
+  rep["near_pairs"] = near_detail;
+  rep["near_candidate_pairs"] = near_candidates;
+  rep["near_hash"] = "64-bit DCT pHash of 32x32 luma (square-padded); near = Hamming distance <= near_threshold";
+  rep["duplicate_groups"] = dup_detail;
+  rep["label_conflicts"] = conflicts;
+  rep["label_conflicts_detail"] = conflict_detail;
+  rep["class_counts"] = class_counts;
+  rep["split_class_counts"] = split_class;
+  rep["split_counts"] = split_counts;
+  rep["subset_counts"] = subset_counts;
+  // No train rows (e.g. --split 0/0/100 for an external test set): no statistics to
+  // give, and null makes read_stats fail loudly instead of handing out 0/1.
+  rep["mean"] = npx ? mean : json(nullptr);
+  rep["std"] = npx ? stdv : json(nullptr);
+  rep["stats_from"] = npx ? "train split only, real images (no top-up), after pad + resize to size, pixel/255"
+                          : "no train rows: use the statistics of the data the model was trained on";
+  rep["top_up"] = opt.top_up;
+  rep["topup_class_counts"] = topup_counts;  // split_class_counts.train counts real images only
+  rep["wall_seconds"] = wall;
+  write_text_atomic((fs::path(out_abs) / "report.json").string(), rep.dump(2) + "\n");
+  say("prepare: wrote " + out_abs + "/manifest.csv (" + std::to_string(rows.size()) + " rows) and report.json in " +
+      std::to_string(wall) + " s");
+  return rep;
+}
+
+}  // namespace vit

@@ -1,0 +1,48 @@
+// `vitengine prepare` as a library call: scan image folders, check every file, find
+// exact and near duplicates, drop conflicting-label groups, split stratified by class
+// with a seed (after dedup), nest train subsets, compute train-only channel stats,
+// optionally top up rare train classes offline, and write manifest.csv + report.json.
+#pragma once
+#include "engine/util/sha256.h"  // sha256_hex (manifest identities)
+#include <cstdint>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "engine/data/image.h"
+
+namespace vit {
+
+struct PrepareOptions {
+  std::vector<std::string> srcs;  // image folders (searched recursively)
+  std::string out;                // output directory (created)
+  uint64_t seed = 0;              // split, subsets and top-up are a pure function of it
+  int split[3] = {70, 10, 20};    // train/val/test percentages, sum 100
+  int size = 224;                 // model input size: stats and top-up images use it
+  // Near duplicate = pHash Hamming distance <= near_threshold (a cheap proposal; <0 disables)
+  // AND mean |difference| of the 32x32 luma thumbnails, minimised over shifts of up to
+  // 3 px, <= near_max_diff grey levels (the confirmation). Defaults chosen on wbc14: see docs/data.md.
+  int near_threshold = 12;
+  float near_max_diff = 8.f;
+  int top_up = 0;                 // top each train class up to this many images (0 = off)
+  int min_side = 32;              // images with a side below this are "tiny" and rejected
+  int threads = 2;
+  std::function<void(const std::string&)> progress;  // progress lines (nullptr = silent)
+};
+
+// Runs the whole preparation; returns the report it also wrote to out/report.json.
+// Throws std::runtime_error for problems with the run itself (no SRC, unwritable out);
+// problems with single files go into the report.
+nlohmann::json prepare_dataset(const PrepareOptions& opt);
+
+// Parses "70/10/20" into three non-negative integers summing to 100; throws std::invalid_argument.
+void parse_split(const std::string& s, int out[3]);
+
+// Building blocks, exposed for tests.
+// 64-bit DCT perceptual hash of an RGB image (32x32 luma, 8x8 lowest frequencies vs their median).
+uint64_t phash64(const Image& img);
+// 32x32 luma thumbnail (square-padded), the pixels phash64 works on.
+std::vector<uint8_t> luma32(const Image& img);
+
+}  // namespace vit

@@ -1,0 +1,49 @@
+// `vitengine eval`: run a model over one split of a prepared data set (or over a
+// folder of class folders), and write metrics.json, the pictures and a markdown
+// summary.
+//
+// With a label map (--map FILE, e.g. configs/bccd5.json) the 14 predicted classes
+// are mapped onto another set's labels. A prediction whose class maps to nothing
+// becomes "other" and always counts as an error: the true label is always one of
+// the targets, so "other" is never right.
+#pragma once
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace vit {
+
+// JSON: {"name": "...", "targets": [labels of the other set],
+//        "map": {"<14-class name>": "<target>", ...},           classes left out -> "other"
+//        "truth": {"<manifest / folder label>": "<target>", ...}} optional; default: a
+//        label that is itself a target name maps to that target.
+struct LabelMap {
+  std::string name;
+  std::vector<std::string> targets;
+  std::vector<int> class_to_target;  // per model class; -1 = other
+  nlohmann::json truth;              // label name -> target name (may be empty)
+  int truth_target(const std::string& label) const;  // -1 when the label is not covered
+};
+LabelMap read_label_map(const std::string& path, const std::vector<std::string>& class_names);
+
+struct EvalRequest {
+  std::string model;            // .vit checkpoint
+  std::string data;             // prepared folder, manifest.csv, or a folder of class folders
+  std::string split = "test";   // manifest split (ignored for a folder of class folders)
+  std::string data_root;        // optional: replaces every manifest row's src folder
+  std::string map;              // optional label map
+  std::string out;              // output folder
+  std::string device = "cpu";   // cpu | cuda
+  std::string precision = "fp32";  // cuda only: fp32 | bf16
+  int batch_size = 64;
+  int threads = 2;
+  int ece_bins = 15;
+  std::string tta = "none";     // test-time augmentation: none | flip | d4 (engine/eval/tta.h)
+  std::function<void(const std::string&)> log;
+};
+
+// Returns what it wrote to out/metrics.json. Throws on bad input; never exits.
+nlohmann::json evaluate(const EvalRequest& req);
+
+}  // namespace vit

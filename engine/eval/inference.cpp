@@ -1,0 +1,185 @@
+// Inference on new images; see inference.h.
+#include "engine/eval/inference.h"
+#include "engine/eval/tta.h"
+#include "engine/util/sha256.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+#include <stdexcept>
+
+#include "engine/wbc/taxonomy.h"
+
+namespace vit {
+namespace fs = std::filesystem;
+
+static std::string exe_dir() {
+  std::error_code ec;
+  fs::path p = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string() : p.parent_path().string();
+}
+
+std::string resolve_model_path(const std::string& explicit_path) {
+  if (!explicit_path.empty()) {
+    if (!fs::is_regular_file(explicit_path)) throw std::runtime_error("model file not found: " + explicit_path);
+    return explicit_path;
+  }
+  std::vector<std::string> candidates;
+  if (const char* env = std::getenv("VITENGINE_MODEL"); env && *env) candidates.push_back(env);
+  std::string dir = exe_dir();
+  if (!dir.empty()) {
+    candidates.push_back(dir + "/model.vit");
+    candidates.push_back(dir + "/../weights/shipped/model.vit");
+  }
+#ifdef VITENGINE_SOURCE_DIR
+  candidates.push_back(std::string(VITENGINE_SOURCE_DIR) + "/weights/shipped/model.vit");
+#endif
+  for (const auto& c : candidates)
+    if (fs::is_regular_file(c)) return c;
+  std::string msg = "no --model given and no shipped model found; looked at:";
+  for (const auto& c : candidates) msg += " " + c;
+  throw std::runtime_error(msg + " (pass --model CKPT or set VITENGINE_MODEL)");
+}
+
+void calibrated_softmax(const float* logits, int C, float temperature, float* probs) {
+  if (!(temperature > 0) || !std::isfinite(temperature))
+    throw std::invalid_argument("calibration temperature must be > 0, got " + std::to_string(temperature));
+  float mx = logits[0];
+  for (int c = 1; c < C; ++c) mx = std::max(mx, logits[c]);
+  double sum = 0;
+  for (int c = 0; c < C; ++c) sum += (probs[c] = std::exp((logits[c] - mx) / temperature));
+  for (int c = 0; c < C; ++c) probs[c] = float(probs[c] / sum);
+}
+
+std::vector<int> top_k(const std::vector<float>& values, int k) {
+  std::vector<int> idx(values.size());
+  std::iota(idx.begin(), idx.end(), 0);
+  k = std::max(0, std::min<int>(k, int(values.size())));
+  std::stable_sort(idx.begin(), idx.end(), [&](int a, int b) { return values[a] > values[b]; });
+  idx.resize(k);
+  return idx;
+}
+
+std::vector<std::string> list_image_files(const std::vector<std::string>& paths) {
+  std::vector<std::string> out;
+  for (const auto& p : paths) {
+    std::error_code ec;
+    if (!fs::is_directory(p, ec)) {
+      out.push_back(p);
+      continue;
+    }
+    std::vector<std::string> found;
+    for (auto it = fs::recursive_directory_iterator(p, ec); !ec && it != fs::recursive_directory_iterator();
+         it.increment(ec)) {
+      if (!it->is_regular_file(ec)) continue;
+      std::string ext = it->path().extension().string();
+      for (auto& ch : ext) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+      if (ext == ".jpg" || ext == ".jpeg" || ext == ".png" || ext == ".bmp") found.push_back(it->path().string());
+    }
+    if (ec) throw std::runtime_error("cannot list folder " + p + ": " + ec.message());
+    std::sort(found.begin(), found.end());
+    out.insert(out.end(), found.begin(), found.end());
+  }
+  return out;
+}
+
+
+Predictor::Predictor(const std::string& checkpoint_path) : lm_(load_model(checkpoint_path)) {
+  if (lm_.meta.extra.is_object() && lm_.meta.extra.contains("version") && lm_.meta.extra["version"].is_string())
+    version_ = lm_.meta.extra["version"].get<std::string>();
+  else
+    version_ = lm_.model->config().name + "-" + sha256_file(checkpoint_path).substr(0, 12);
+  check_meta();
+}
+
+Predictor::Predictor(LoadedModel lm, std::string version) : lm_(std::move(lm)), version_(std::move(version)) {
+  if (!lm_.model) throw std::invalid_argument("Predictor: no model");
+  check_meta();
+}
+
+void Predictor::check_meta() {
+  int C = lm_.model->config().num_classes;
+  auto& names = lm_.meta.class_names;
+  if (names.empty() && C == vit::num_classes()) {
+    for (const auto& c : classes()) names.push_back(c.name);
+  }
+  if (int(names.size()) != C)
+    throw std::runtime_error("model has " + std::to_string(C) + " outputs but " + std::to_string(names.size()) +
+                             " class names");
+  if (!(lm_.meta.temperature > 0)) throw std::runtime_error("model calibration temperature must be > 0");
+}
+
+Image Predictor::model_view(const Image& img) const { return preprocess(img, image_size()); }
+
+void Predictor::prepare(const Image& img, float* out) const {
+  Image v = model_view(img);
+  to_chw_normalized(v, lm_.meta.mean, lm_.meta.std, out);
+}
+
+void Predictor::use_device(const std::string& device, int max_batch) {
+  if (device == "cpu") {
+    backend_.reset();
+    return;
+  }
+  backend_ = make_backend(device, *lm_.model, std::max(1, max_batch), "fp32");
+}
+
+void Predictor::set_tta(const std::string& mode) {
+  tta_views_ = tta_view_count(mode);  // throws on an unknown mode
+  tta_ = mode;
+}
+
+std::vector<Prediction> Predictor::run(const float* chw, int B) {
+  std::vector<Prediction> out(B);
+  if (B <= 0) return out;
+  ForwardOptions opt;
+  opt.training = false;
+  const int C = num_classes();
+  std::vector<float> logits(size_t(B) * C);
+  mean_view_logits([&](const float* x) { return backend_ ? backend_->forward(x, B, opt) : lm_.model->forward(x, B, opt); },
+                   chw, B, image_size(), C, tta_views_, logits.data());
+  for (int b = 0; b < B; ++b) {
+    out[b].probs.resize(C);
+    calibrated_softmax(logits.data() + size_t(b) * C, C, lm_.meta.temperature, out[b].probs.data());
+    out[b].top = int(std::max_element(out[b].probs.begin(), out[b].probs.end()) - out[b].probs.begin());
+    out[b].confidence = out[b].probs[out[b].top];
+  }
+  return out;
+}
+
+void load_images(const std::vector<std::string>& files, size_t begin, size_t end, std::vector<Image>& images,
+                 std::vector<std::string>& paths,
+                 const std::function<void(const std::string& path, const std::string& what)>& on_error) {
+  images.clear();
+  paths.clear();
+  for (size_t j = begin; j < std::min(files.size(), end); ++j) {
+    try {
+      images.push_back(load_image(files[j]));
+      paths.push_back(files[j]);
+    } catch (const std::exception& e) {
+      on_error(files[j], e.what());
+    }
+  }
+}
+
+std::vector<Prediction> Predictor::predict(const std::vector<Image>& images, int batch) {
+  batch = std::max(1, batch);
+  std::vector<Prediction> all;
+  std::vector<float> buf;
+  for (size_t i = 0; i < images.size(); i += batch) {
+    int B = int(std::min<size_t>(batch, images.size() - i));
+    buf.resize(size_t(B) * input_floats());
+    for (int b = 0; b < B; ++b) prepare(images[i + b], buf.data() + size_t(b) * input_floats());
+    auto r = run(buf.data(), B);
+    all.insert(all.end(), r.begin(), r.end());
+  }
+  return all;
+}
+
+}  // namespace vit

@@ -1,0 +1,100 @@
+// Inference on new images: model lookup, preprocessing, batched forward and
+// temperature-calibrated probabilities. Shared by `vitengine predict`, `explain`,
+// `differential` and `serve`; owns no threads (serve's Batcher adds them).
+#pragma once
+#include <string>
+#include <vector>
+
+#include <functional>
+#include <memory>
+
+#include "engine/data/image.h"
+#include "engine/runtime/backend.h"
+#include "weights/checkpoint.h"
+
+namespace vit {
+
+// Where a model is taken from when the user names none, in order: $VITENGINE_MODEL,
+// <binary dir>/model.vit, <binary dir>/../weights/shipped/model.vit,
+// VITENGINE_SOURCE_DIR/weights/shipped/model.vit. `explicit_path` wins if not empty.
+// Throws std::runtime_error listing every place looked at when none exists.
+std::string resolve_model_path(const std::string& explicit_path);
+
+// p = softmax(logits / T), computed with the max subtracted. T <= 0 is rejected.
+void calibrated_softmax(const float* logits, int C, float temperature, float* probs);
+
+// Indices of the k largest values, largest first (ties: lower index first).
+std::vector<int> top_k(const std::vector<float>& values, int k);
+
+// One image's result.
+struct Prediction {
+  std::vector<float> probs;  // calibrated, model output order
+  int top = -1;              // argmax
+  float confidence = 0;      // probs[top]
+};
+
+// A loaded model, ready for new images. Not thread-safe: one caller at a time.
+class Predictor {
+ public:
+  // Loads the checkpoint (throws what load_model throws) and checks that the
+  // class names and temperature make sense.
+  explicit Predictor(const std::string& checkpoint_path);
+  // Takes an in-memory model (tests, tools).
+  Predictor(LoadedModel lm, std::string version);
+
+  const ModelMeta& meta() const { return lm_.meta; }
+  const ViTConfig& config() const { return lm_.model->config(); }
+  ViT& model() { return *lm_.model; }
+  int image_size() const { return config().image_size; }
+  int num_classes() const { return config().num_classes; }
+  size_t input_floats() const { return size_t(3) * image_size() * image_size(); }
+  // "<config name>-<first 12 hex of the checkpoint's SHA-256>" or meta.extra["version"].
+  const std::string& version() const { return version_; }
+  const std::vector<std::string>& class_names() const { return lm_.meta.class_names; }
+
+  // Pad to square + resize (the cell image the model sees, for overlays).
+  Image model_view(const Image& img) const;
+  // model_view + normalise into out (input_floats() floats).
+  void prepare(const Image& img, float* out) const;
+
+  // Run forward passes on "cpu" (default) or "cuda" (the same backend `vitengine eval
+  // --device cuda` uses; fp32; batches up to max_batch). On cuda the attention
+  // probabilities are not kept, so explain/rollout stay on the CPU. Throws on an unknown
+  // device or when CUDA is unavailable.
+  void use_device(const std::string& device, int max_batch);
+  // Test-time augmentation for run(): none (default) | flip | d4 (engine/eval/tta.h); probabilities
+  // then come from the mean logits of the views. Throws on an unknown mode.
+  void set_tta(const std::string& mode);
+  const std::string& tta() const { return tta_; }
+  // Forward B prepared images (B * input_floats() floats) in one pass (one per view with
+  // test-time augmentation, the unturned view last). On the CPU the attention probabilities of
+  // the unturned view stay readable through model() until the next call.
+  std::vector<Prediction> run(const float* chw, int B);
+  // Prepare and run in chunks of at most `batch` images.
+  std::vector<Prediction> predict(const std::vector<Image>& images, int batch);
+
+ private:
+  void check_meta();
+  LoadedModel lm_;
+  std::unique_ptr<TrainBackend> backend_;  // set by use_device("cuda")
+  std::string version_;
+  std::string tta_ = "none";
+  int tta_views_ = 1;
+};
+
+// Expands folders (recursively, sorted) into the image files under them (.jpg, .jpeg,
+// .png, .bmp, any case); other paths are kept as given, even if missing, so that the
+// caller reports each unreadable one. Throws if a folder cannot be listed.
+std::vector<std::string> list_image_files(const std::vector<std::string>& paths);
+
+// Decodes files[begin, end): each readable image goes to `images` and its path to `paths`
+// (same order); each unreadable one is handed to on_error(path, what) and skipped, so one
+// bad file never stops a batch. Shared by predict and differential.
+void load_images(const std::vector<std::string>& files, size_t begin, size_t end, std::vector<Image>& images,
+                 std::vector<std::string>& paths,
+                 const std::function<void(const std::string& path, const std::string& what)>& on_error);
+
+// SHA-256 of a file, lowercase hex. Throws if unreadable.
+std::string sha256_file(const std::string& path);
+
+}  // namespace vit

@@ -1,0 +1,23 @@
+// Batched prediction over a loader: the one loop behind validation in `train` and `vitengine eval`.
+#pragma once
+#include <cstddef>
+#include <vector>
+
+#include "engine/data/dataset.h"
+#include "engine/runtime/backend.h"
+
+namespace vit {
+
+// Logits of every sample the loader yields in one epoch (no augmentation), in sample order.
+// views > 1: test-time augmentation, the mean logits of the first `views` dihedral views
+// (engine/eval/tta.h mean_view_logits; 2 = identity + mirror, 8 = all of D4; throws outside [1, 8]).
+struct Predictions {
+  int k = 0;
+  std::vector<float> logits;   // (n, k)
+  std::vector<int> labels;     // (n)
+  std::vector<size_t> index;   // sample index of each row
+  size_t n() const { return labels.size(); }
+};
+Predictions predict(TrainBackend& model, Loader& loader, int views = 1);
+
+}  // namespace vit

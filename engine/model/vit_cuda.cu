@@ -1,0 +1,854 @@
+// vit::ViTCuda: the ViT chained from the CUDA ops in kernels/*.cuh. See vit_cuda.h.
+// The forward/backward sequence mirrors engine/model/vit.cpp step by step (same dropout sites and
+// seeds), so every intermediate can be compared with the CPU model.
+#include "engine/util/rng.h"
+#include "engine/model/vit_cuda.h"
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+#include <unordered_map>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <vector>
+#include <stdexcept>
+#include <string>
+
+#include "kernels/cuda/adamw.cuh"
+#include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/gelu.cuh"
+#include "kernels/cuda/gemm.cuh"
+#include "kernels/cuda/layernorm.cuh"
+#include "kernels/cuda/patch_embed.cuh"
+#include "kernels/cuda/softmax_xent.cuh"
+
+namespace vit {
+
+using cuda::bf16;
+
+bool cuda_device_available() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no device" error
+    return false;
+  }
+  return n > 0;
+}
+
+CudaDeviceInfo check_cuda_device(Precision prec) {
+  int n = 0;
+  cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess || n == 0) {
+    cudaGetLastError();
+    throw std::runtime_error("no CUDA device found");
+  }
+  int dev = 0;
+  VIT_CHECK(cudaGetDevice(&dev));
+  cudaDeviceProp p{};
+  VIT_CHECK(cudaGetDeviceProperties(&p, dev));
+  if (prec == Precision::BF16 && p.major < 8)
+    throw std::runtime_error("bf16 needs compute capability >= 8.0, found " + std::to_string(p.major) + "." +
+                             std::to_string(p.minor));
+  CudaDeviceInfo info;
+  info.name = p.name;
+  info.major = p.major;
+  info.minor = p.minor;
+  info.sm_count = p.multiProcessorCount;
+  info.total_mem = p.totalGlobalMem;
+  return info;
+}
+
+namespace {
+// Same as engine/model/vit.cpp: dropout site s of a step with seed `seed`.
+uint64_t site_seed(uint64_t seed, int site) { return seed * 0x100000001B3ull + 0x9E37u * (uint64_t)(site + 1); }
+
+// Bump allocator over one allocation; with base == nullptr it only measures.
+struct Bump {
+  char* base = nullptr;
+  size_t off = 0;
+  template <typename T>
+  T* take(size_t n) {
+    off = (off + 255) & ~size_t(255);
+    T* p = base ? reinterpret_cast<T*>(base + off) : nullptr;
+    off += n * sizeof(T);
+    return p;
+  }
+};
+}  // namespace
+
+// Activation pointers are stored untyped (the element type depends on the precision).
+struct LayerActs {
+  void *ln1, *qkv, *att, *x_mid, *ln2, *h, *g;
+  float *mean1, *rstd1, *lse, *mean2, *rstd2;
+};
+
+// VIT_PROFILE=1: GPU time per operation of the eager training / inference step, from cudaEvents
+// recorded between the operations (skipped while a CUDA graph is being captured). Printed to
+// stderr every 10 steps, per step averaged, largest first. For performance engineers: it shows
+// where a step's milliseconds go without Nsight. Off: one branch per mark.
+struct OpProfiler {
+  bool on = false;
+  cudaStream_t stream = nullptr;
+  std::vector<cudaEvent_t> events;
+  std::vector<const char*> names;
+  size_t used = 0;
+  std::map<std::string, double> total_ms;
+  int steps = 0;
+  void mark(const char* name) {
+    if (!on) return;
+    cudaStreamCaptureStatus cs;
+    VIT_CHECK(cudaStreamIsCapturing(stream, &cs));
+    if (cs != cudaStreamCaptureStatusNone) return;
+    if (used == events.size()) {
+      cudaEvent_t e;
+      VIT_CHECK(cudaEventCreate(&e));
+      events.push_back(e);
+      names.push_back(nullptr);
+    }
+    if (used > 100000) used = 0;  // forward-only use never ends a step: do not grow forever
+    VIT_CHECK(cudaEventRecord(events[used], stream));
+    names[used++] = name;
+  }
+  // End of a step: attribute the time between consecutive marks to the earlier mark's name.
+  void end_step() {
+    if (!on) return;
+    mark("(end)");
+    VIT_CHECK(cudaEventSynchronize(events[used - 1]));
+    for (size_t i = 0; i + 1 < used; ++i) {
+      float ms = 0;
+      VIT_CHECK(cudaEventElapsedTime(&ms, events[i], events[i + 1]));
+      total_ms[names[i]] += ms;
+    }
+    used = 0;
+    if (++steps % 10 == 0) print();
+  }
+  void print() const {
+    std::vector<std::pair<double, std::string>> rows;
+    double sum = 0;
+    for (const auto& [k, v] : total_ms) rows.push_back({v / steps, k}), sum += v / steps;
+    std::sort(rows.rbegin(), rows.rend());
+    std::fprintf(stderr, "[profile] GPU ms per step over %d steps (total %.2f ms):\n", steps, sum);
+    for (const auto& [ms, k] : rows) std::fprintf(stderr, "[profile] %9.3f ms %5.1f%%  %s\n", ms, 100 * ms / sum, k.c_str());
+  }
+  ~OpProfiler() {
+    for (auto e : events) cudaEventDestroy(e);
+  }
+};
+
+struct ViTCuda::Impl {
+  ViTConfig cfg;
+  Precision prec;
+  int max_batch = 0;
+  bool growable = false;  // constructed with max_batch 0: the activation arena grows with the batch
+  CudaDeviceInfo dev;
+  std::vector<ParamInfo> table;
+  size_t n = 0, ndecay = 0;
+  size_t stride = 0;  // floats between the arena's segments: device_segment_stride(n) (vit.h says why)
+  cudaStream_t stream = nullptr;
+
+  // parameter arena
+  void* parena = nullptr;
+  size_t parena_bytes = 0;
+  float *params = nullptr, *grads = nullptr, *m = nullptr, *v = nullptr;
+  bf16* shadow = nullptr;  // BF16 only
+
+  // activation arena
+  void* aarena = nullptr;
+  size_t aarena_bytes = 0;
+  float* img = nullptr;  // (max_batch, 3, S, S)
+  int* labels = nullptr;
+  void *cols = nullptr, *patches = nullptr, *tmp = nullptr;
+  std::vector<void*> xs;  // depth + 1 residual-stream tensors (B, N, D)
+  std::vector<LayerActs> layers;
+  void *cls = nullptr, *lnf = nullptr, *dlogits_t = nullptr, *dres = nullptr, *dtmp = nullptr, *dtmp2 = nullptr,
+       *dqkv = nullptr, *dh = nullptr, *dcls = nullptr, *dlnf = nullptr;
+  float *meanf = nullptr, *rstdf = nullptr, *logits = nullptr, *losses = nullptr, *mean_loss = nullptr,
+        *dlogits = nullptr, *attn_scratch = nullptr, *bias_scratch = nullptr, *ln_scratch = nullptr;
+  double *sumsq = nullptr, *sumsq_scratch = nullptr;
+  cpu::AdamWParams* hp_dev = nullptr;
+  uint64_t* seeds_dev = nullptr;
+  void* workspace = nullptr;
+  size_t workspace_bytes = size_t(32) << 20;
+  std::unique_ptr<cuda::GemmContext> gemm;
+
+  // pinned host mirrors
+  float* h_logits = nullptr;  // (max_batch, classes)
+  cpu::AdamWParams* h_hp = nullptr;
+  uint64_t* h_seeds = nullptr;
+  float* h_loss = nullptr;
+  double* h_sumsq = nullptr;
+
+  OpProfiler prof;
+
+  // state of the last forward
+  int B = 0;
+  ForwardOptions fopt;
+  const float* last_images = nullptr;
+  float smoothing = 0.f;
+  const int* cur_labels = nullptr;
+  bool have_loss = false;
+  const uint64_t* seed_ptr_base = nullptr;  // non-null while recording a graph: seeds read on the device
+
+  cudaGraphExec_t step_exec = nullptr, fwd_exec = nullptr;
+  int step_B = 0, fwd_B = 0;
+  bool step_training = false;
+  double last_norm = 0;
+
+  int N() const { return cfg.seq_len(); }
+  int Np() const { return cfg.num_patches(); }
+  int sites() const { return 1 + 3 * cfg.depth; }
+  std::unordered_map<std::string, size_t> offsets;  // name -> arena offset (host-side lookups stay cheap)
+  size_t off(const std::string& name) const {
+    auto it = offsets.find(name);
+    if (it == offsets.end()) throw std::out_of_range("ViTCuda: no parameter named '" + name + "'");
+    return it->second;
+  }
+  std::string L(int l) const { return "encoder.layers.encoder_layer_" + std::to_string(l) + "."; }
+  float* P(const std::string& name) const { return params + off(name); }
+  float* G(const std::string& name) const { return grads + off(name); }
+  template <typename T>
+  const T* W(const std::string& name) const {  // weights/biases the GEMMs read: bf16 shadow or fp32 master
+    if constexpr (std::is_same_v<T, float>) return params + off(name);
+    else return shadow + off(name);
+  }
+  // (seed value, device pointer) of a dropout site for this forward
+  uint64_t seed_of(int site) const { return site_seed(fopt.dropout_seed, site); }
+  const uint64_t* seed_ptr(int site) const { return seed_ptr_base ? seed_ptr_base + site : nullptr; }
+
+  void layout(Bump& b, int Bm) {
+    const size_t S = cfg.image_size, D = cfg.dim, Mm = cfg.mlp_dim, H = cfg.heads, C = cfg.num_classes;
+    const size_t Nn = N(), NP = Np(), K = size_t(cfg.channels) * cfg.patch * cfg.patch;
+    const size_t M = Bm * Nn, es = prec == Precision::BF16 ? 2 : 4;
+    auto act = [&](size_t count) { return static_cast<void*>(b.take<char>(count * es)); };
+    img = b.take<float>(size_t(Bm) * cfg.channels * S * S);
+    labels = b.take<int>(Bm);
+    cols = act(Bm * NP * K);
+    patches = act(Bm * NP * D);
+    tmp = act(M * D);
+    xs.assign(cfg.depth + 1, nullptr);
+    for (auto& x : xs) x = act(M * D);
+    layers.assign(cfg.depth, LayerActs{});
+    for (auto& la : layers) {
+      la.ln1 = act(M * D);
+      la.mean1 = b.take<float>(M);
+      la.rstd1 = b.take<float>(M);
+      la.qkv = act(M * 3 * D);
+      la.att = act(M * D);
+      la.lse = b.take<float>(Bm * H * Nn);
+      la.x_mid = act(M * D);
+      la.ln2 = act(M * D);
+      la.mean2 = b.take<float>(M);
+      la.rstd2 = b.take<float>(M);
+      la.h = act(M * Mm);
+      la.g = act(M * Mm);
+    }
+    cls = act(Bm * D);
+    lnf = act(Bm * D);
+    meanf = b.take<float>(Bm);
+    rstdf = b.take<float>(Bm);
+    logits = b.take<float>(Bm * C);
+    losses = b.take<float>(Bm);
+    mean_loss = b.take<float>(1);
+    dlogits = b.take<float>(Bm * C);
+    dlogits_t = act(Bm * C);
+    dres = act(M * D);
+    dtmp = act(M * D);
+    dtmp2 = act(M * D);
+    dqkv = act(M * 3 * D);
+    dh = act(M * Mm);
+    dcls = act(Bm * D);
+    dlnf = act(Bm * D);
+    attn_scratch = b.take<float>(Bm * H * Nn);
+    size_t bs = cuda::bias_grad_scratch_floats(int(M), int(std::max<size_t>({3 * D, Mm, C})));
+    bias_scratch = b.take<float>(bs);
+    ln_scratch = b.take<float>(cuda::layernorm_bwd_scratch_floats(int(M), int(D)));
+    sumsq = b.take<double>(1);
+    sumsq_scratch = b.take<double>(cuda::kSumSqBlocks);
+    hp_dev = b.take<cpu::AdamWParams>(1);
+    seeds_dev = b.take<uint64_t>(sites());
+    workspace = b.take<char>(workspace_bytes);
+  }
+
+  // ------------------------------------------------------------------ forward
+  template <typename T>
+  void forward_t(const float* d_images, int Bn, const ForwardOptions& opt) {
+    B = Bn;
+    fopt = opt;
+    last_images = d_images;
+    have_loss = false;
+    const int Nn = N(), D = cfg.dim, Mm = cfg.mlp_dim, H = cfg.heads, NP = Np(), S = cfg.image_size;
+    const int M = Bn * Nn;
+    const size_t MD = size_t(M) * D;
+    const float pd = opt.training ? cfg.dropout : 0.f;
+    auto A = [](void* p) { return static_cast<T*>(p); };
+    cudaStream_t s = stream;
+    cuda::GemmContext& g = *gemm;
+
+    prof.mark("fwd patch embed");
+    cuda::patch_embed_fwd<T>(g, d_images, W<T>("conv_proj.weight"), W<T>("conv_proj.bias"), A(cols), A(patches), Bn,
+                             cfg.channels, S, S, cfg.patch, D, s);
+    prof.mark("fwd embed tokens");
+    cuda::embed_tokens_fwd<T>(A(patches), P("class_token"), P("encoder.pos_embedding"), A(xs[0]), Bn, NP, D, s, pd,
+                              seed_of(0), seed_ptr(0));
+    for (int l = 0; l < cfg.depth; ++l) {
+      LayerActs& la = layers[l];
+      const std::string p = L(l);
+      const int s0 = 1 + 3 * l;
+      // attention branch: x_mid = x + dropout(out_proj(attention(in_proj(ln_1(x)))))
+      prof.mark("fwd ln_1");
+      cuda::layernorm_fwd<T>(A(xs[l]), P(p + "ln_1.weight"), P(p + "ln_1.bias"), A(la.ln1), la.mean1, la.rstd1, M, D,
+                             cfg.ln_eps, s);
+      prof.mark("fwd qkv gemm");
+      cuda::linear_fwd<T, T>(g, A(la.ln1), W<T>(p + "self_attention.in_proj_weight"),
+                             W<T>(p + "self_attention.in_proj_bias"), A(la.qkv), M, D, 3 * D, s);  // (B,N,D)->(B,N,3D)
+      prof.mark("fwd attention");
+      cuda::attention_fwd<T>(A(la.qkv), A(la.att), la.lse, Bn, Nn, H, D / H, s);
+      prof.mark("fwd out_proj (+residual)");
+      // stochastic depth of this block (vit.h drop_path_rate); not in captured graphs (capture_step)
+      const float dp = opt.training ? drop_path_rate(opt.drop_path, l, cfg.depth) : 0.f;
+      if (pd > 0.f || dp > 0.f) {
+        cuda::linear_fwd<T, T>(g, A(la.att), W<T>(p + "self_attention.out_proj.weight"),
+                               W<T>(p + "self_attention.out_proj.bias"), A(tmp), M, D, D, s);
+        if (dp > 0.f) cuda::drop_path<T>(A(tmp), A(tmp), Bn, size_t(Nn) * D, dp, drop_path_seed(opt.dropout_seed, l, 0), s);
+        cuda::residual_dropout_fwd<T>(A(xs[l]), A(tmp), A(la.x_mid), MD, pd, seed_of(s0), s, seed_ptr(s0));
+      } else {  // no dropout: the residual add is the GEMM's C operand
+        cuda::linear_residual_fwd<T>(g, A(la.att), W<T>(p + "self_attention.out_proj.weight"),
+                                     W<T>(p + "self_attention.out_proj.bias"), A(xs[l]), A(la.x_mid), M, D, D, s);
+      }
+      // MLP branch: x_out = x_mid + dropout(fc2(dropout(gelu(fc1(ln_2(x_mid))))))
+      prof.mark("fwd ln_2");
+      cuda::layernorm_fwd<T>(A(la.x_mid), P(p + "ln_2.weight"), P(p + "ln_2.bias"), A(la.ln2), la.mean2, la.rstd2, M,
+                             D, cfg.ln_eps, s);
+      prof.mark("fwd fc1 gemm");
+      cuda::linear_fwd<T, T>(g, A(la.ln2), W<T>(p + "mlp.0.weight"), W<T>(p + "mlp.0.bias"), A(la.h), M, D, Mm, s);
+      prof.mark("fwd gelu");
+      cuda::gelu_fwd<T>(A(la.h), A(la.g), size_t(M) * Mm, s);
+      prof.mark("fwd fc2 (+residual)");
+      if (pd > 0.f)
+        cuda::dropout_fwd<T>(A(la.g), A(la.g), size_t(M) * Mm, pd, seed_of(s0 + 1), s, seed_ptr(s0 + 1));
+      if (pd > 0.f || dp > 0.f) {
+        cuda::linear_fwd<T, T>(g, A(la.g), W<T>(p + "mlp.3.weight"), W<T>(p + "mlp.3.bias"), A(tmp), M, Mm, D, s);
+        if (dp > 0.f) cuda::drop_path<T>(A(tmp), A(tmp), Bn, size_t(Nn) * D, dp, drop_path_seed(opt.dropout_seed, l, 1), s);
+        cuda::residual_dropout_fwd<T>(A(la.x_mid), A(tmp), A(xs[l + 1]), MD, pd, seed_of(s0 + 2), s,
+                                      seed_ptr(s0 + 2));
+      } else {
+        cuda::linear_residual_fwd<T>(g, A(la.g), W<T>(p + "mlp.3.weight"), W<T>(p + "mlp.3.bias"), A(la.x_mid),
+                                     A(xs[l + 1]), M, Mm, D, s);
+      }
+    }
+    // encoder.ln on the class-token rows only (LayerNorm is per row: exact), then the head.
+    prof.mark("fwd head");
+    cuda::gather_cls<T>(A(xs[cfg.depth]), A(cls), Bn, Nn, D, s);
+    cuda::layernorm_fwd<T>(A(cls), P("encoder.ln.weight"), P("encoder.ln.bias"), A(lnf), meanf, rstdf, Bn, D,
+                           cfg.ln_eps, s);
+    cuda::linear_fwd<T, float>(g, A(lnf), W<T>("heads.head.weight"), P("heads.head.bias"), logits, Bn, D,
+                               cfg.num_classes, s);
+  }
+
+  // ------------------------------------------------------------------ backward
+  template <typename T>
+  void backward_t() {
+    const int Bn = B, Nn = N(), D = cfg.dim, Mm = cfg.mlp_dim, H = cfg.heads, NP = Np(), S = cfg.image_size;
+    const int C = cfg.num_classes, M = Bn * Nn;
+    const size_t MD = size_t(M) * D;
+    const float pd = fopt.training ? cfg.dropout : 0.f;
+    auto A = [](void* p) { return static_cast<T*>(p); };
+    cudaStream_t s = stream;
+    cuda::GemmContext& g = *gemm;
+
+    // head: dlogits (fp32) -> T for the GEMMs; the bias gradient sums the fp32 values
+    prof.mark("bwd head");
+    T* dlt;
+    if constexpr (std::is_same_v<T, float>) {
+      dlt = dlogits;
+    } else {
+      cuda::convert<float, T>(dlogits, A(dlogits_t), size_t(Bn) * C, s);
+      dlt = A(dlogits_t);
+    }
+    cuda::linear_bwd_dw<T>(g, A(lnf), dlt, G("heads.head.weight"), Bn, D, C, s);
+    cuda::bias_grad<float>(dlogits, G("heads.head.bias"), bias_scratch, Bn, C, s);
+    cuda::linear_bwd_dx<T>(g, dlt, W<T>("heads.head.weight"), A(dlnf), Bn, D, C, s);
+    cuda::layernorm_bwd<T>(A(cls), P("encoder.ln.weight"), meanf, rstdf, A(dlnf), A(dcls), G("encoder.ln.weight"),
+                           G("encoder.ln.bias"), ln_scratch, Bn, D, s);
+    prof.mark("bwd scatter cls");
+    cuda::scatter_cls_grad<T>(A(dcls), A(dres), Bn, Nn, D, s);  // dres = d(last block output)
+
+    for (int l = cfg.depth - 1; l >= 0; --l) {
+      LayerActs& la = layers[l];
+      const std::string p = L(l);
+      const int s0 = 1 + 3 * l;
+      // MLP branch; dres = d(x_out), which also flows straight to x_mid.
+      T* dy2 = A(dres);
+      if (pd > 0.f) {
+        prof.mark("bwd fc2 dropout/drop path");
+        cuda::dropout_bwd<T>(A(dres), A(dtmp), MD, pd, seed_of(s0 + 2), s, seed_ptr(s0 + 2));
+        dy2 = A(dtmp);
+      }
+      const float dp = fopt.training ? drop_path_rate(fopt.drop_path, l, cfg.depth) : 0.f;
+      if (dp > 0.f) {  // dres also flows on through the residual: scale a copy
+        prof.mark("bwd drop path");
+        cuda::drop_path<T>(dy2, A(dtmp), Bn, size_t(Nn) * D, dp, drop_path_seed(fopt.dropout_seed, l, 1), s);
+        dy2 = A(dtmp);
+      }
+      prof.mark("bwd fc2 dw+db");
+      cuda::linear_bwd_dw_db<T>(g, A(la.g), dy2, G(p + "mlp.3.weight"), G(p + "mlp.3.bias"), bias_scratch, M, Mm, D,
+                                s);
+      prof.mark("bwd fc2 dx");
+      cuda::linear_bwd_dx<T>(g, dy2, W<T>(p + "mlp.3.weight"), A(dh), M, Mm, D, s);
+      // dh = gelu'(h) * dropout_bwd(dh), in place
+      prof.mark("bwd gelu");
+      cuda::gelu_bwd<T>(A(la.h), A(dh), A(dh), size_t(M) * Mm, s, pd, seed_of(s0 + 1), seed_ptr(s0 + 1));
+      prof.mark("bwd fc1 dw+db");
+      cuda::linear_bwd_dw_db<T>(g, A(la.ln2), A(dh), G(p + "mlp.0.weight"), G(p + "mlp.0.bias"), bias_scratch, M, D,
+                                Mm, s);
+      prof.mark("bwd fc1 dx");
+      cuda::linear_bwd_dx<T>(g, A(dh), W<T>(p + "mlp.0.weight"), A(dtmp2), M, D, Mm, s);
+      // dres = LN2-backward(dtmp2) + dres = d(x_mid)
+      prof.mark("bwd ln_2");
+      cuda::layernorm_bwd<T>(A(la.x_mid), P(p + "ln_2.weight"), la.mean2, la.rstd2, A(dtmp2), A(dres),
+                             G(p + "ln_2.weight"), G(p + "ln_2.bias"), ln_scratch, M, D, s, A(dres));
+      // attention branch
+      T* dyp = A(dres);
+      if (pd > 0.f) {
+        prof.mark("bwd out_proj dropout/drop path");
+        cuda::dropout_bwd<T>(A(dres), A(dtmp), MD, pd, seed_of(s0), s, seed_ptr(s0));
+        dyp = A(dtmp);
+      }
+      if (dp > 0.f) {
+        prof.mark("bwd drop path");
+        cuda::drop_path<T>(dyp, A(dtmp), Bn, size_t(Nn) * D, dp, drop_path_seed(fopt.dropout_seed, l, 0), s);
+        dyp = A(dtmp);
+      }
+      prof.mark("bwd out_proj dw+db");
+      cuda::linear_bwd_dw_db<T>(g, A(la.att), dyp, G(p + "self_attention.out_proj.weight"),
+                                G(p + "self_attention.out_proj.bias"), bias_scratch, M, D, D, s);
+      prof.mark("bwd out_proj dx");
+      cuda::linear_bwd_dx<T>(g, dyp, W<T>(p + "self_attention.out_proj.weight"), A(dtmp2), M, D, D, s);  // d(att)
+      prof.mark("bwd attention");
+      cuda::attention_bwd<T>(A(la.qkv), A(la.att), A(dtmp2), la.lse, A(dqkv), attn_scratch, Bn, Nn, H, D / H, s);
+      prof.mark("bwd qkv dw+db");
+      cuda::linear_bwd_dw_db<T>(g, A(la.ln1), A(dqkv), G(p + "self_attention.in_proj_weight"),
+                                G(p + "self_attention.in_proj_bias"), bias_scratch, M, D, 3 * D, s);
+      prof.mark("bwd qkv dx");
+      cuda::linear_bwd_dx<T>(g, A(dqkv), W<T>(p + "self_attention.in_proj_weight"), A(dtmp2), M, D, 3 * D, s);
+      // dres = LN1-backward(dtmp2) + dres = d(x_in)
+      prof.mark("bwd ln_1");
+      cuda::layernorm_bwd<T>(A(xs[l]), P(p + "ln_1.weight"), la.mean1, la.rstd1, A(dtmp2), A(dres),
+                             G(p + "ln_1.weight"), G(p + "ln_1.bias"), ln_scratch, M, D, s, A(dres));
+    }
+    // embedding: dres = d(x0); dropout + token embedding backward -> dpatches in dtmp
+    prof.mark("bwd embed tokens");
+    cuda::embed_tokens_bwd<T>(A(dres), A(dtmp), G("class_token"), G("encoder.pos_embedding"), Bn, NP, D, s, pd,
+                              seed_of(0), seed_ptr(0));
+    prof.mark("bwd patch embed");
+    cuda::patch_embed_bwd<T>(g, A(cols), A(dtmp), G("conv_proj.weight"), G("conv_proj.bias"), bias_scratch, Bn,
+                             cfg.channels, S, S, cfg.patch, D, s);
+  }
+
+  // Makes the activation arena hold batch Bn. With a fixed max_batch a larger batch is an
+  // error; a growable model reallocates here (outside any step, like vit::ViT), which drops
+  // the cuBLASLt plans and any captured graph.
+  void ensure_batch(int Bn, const char* what) {
+    if (Bn <= 0) throw std::invalid_argument(std::string(what) + ": batch must be positive, got " + std::to_string(Bn));
+    if (Bn <= max_batch) return;
+    if (!growable)
+      throw std::invalid_argument(std::string(what) + ": batch " + std::to_string(Bn) + " outside [1, " +
+                                  std::to_string(max_batch) + "] (the max_batch given to the constructor)");
+    if (stream) VIT_CHECK(cudaStreamSynchronize(stream));
+    if (step_exec) VIT_CHECK(cudaGraphExecDestroy(step_exec)), step_exec = nullptr;
+    if (fwd_exec) VIT_CHECK(cudaGraphExecDestroy(fwd_exec)), fwd_exec = nullptr;
+    gemm.reset();
+    if (aarena) VIT_CHECK(cudaFree(aarena)), aarena = nullptr;
+    if (h_logits) VIT_CHECK(cudaFreeHost(h_logits)), h_logits = nullptr;
+    allocate_activations(Bn);
+  }
+  void allocate_activations(int Bm) {
+    Bump measure;
+    layout(measure, Bm);
+    aarena_bytes = measure.off;
+    VIT_CHECK(cudaMalloc(&aarena, aarena_bytes));
+    Bump real{static_cast<char*>(aarena), 0};
+    layout(real, Bm);
+    gemm.reset(new cuda::GemmContext(workspace, workspace_bytes));
+    VIT_CHECK(cudaMallocHost(&h_logits, sizeof(float) * size_t(Bm) * cfg.num_classes));
+    max_batch = Bm;
+  }
+
+  void forward_any(const float* d_images, int Bn, const ForwardOptions& opt) {
+    ensure_batch(Bn, "ViTCuda::forward");
+    if (!d_images) throw std::invalid_argument("ViTCuda::forward: images is null");
+    if (prec == Precision::BF16) forward_t<bf16>(d_images, Bn, opt);
+    else forward_t<float>(d_images, Bn, opt);
+  }
+  // Global L2 norm of the gradient arena: deterministic device sum, one host synchronisation.
+  double grad_norm_sync() {
+    prof.mark("grad norm (+ host sync)");
+    cuda::sum_squares(grads, n, sumsq, sumsq_scratch, stream);
+    VIT_CHECK(cudaMemcpyAsync(h_sumsq, sumsq, sizeof(double), cudaMemcpyDeviceToHost, stream));
+    VIT_CHECK(cudaStreamSynchronize(stream));
+    const double norm = std::sqrt(*h_sumsq);
+    if (!std::isfinite(norm)) throw std::runtime_error("AdamW: gradient norm is not finite (NaN or inf in gradients)");
+    return norm;
+  }
+  void xent(const int* d_labels, float sm) {
+    prof.mark("loss (xent)");
+    cuda::softmax_xent_fwd_bwd<float>(logits, d_labels, losses, mean_loss, dlogits, B, cfg.num_classes, sm, stream);
+    smoothing = sm;
+    cur_labels = d_labels;
+    have_loss = true;
+  }
+  void backward_any() {
+    if (!have_loss) throw std::logic_error("ViTCuda::backward called without loss() for this batch");
+    if (prec == Precision::BF16) backward_t<bf16>();
+    else backward_t<float>();
+  }
+  void adamw_launch(const cpu::AdamWParams& hp, const cpu::AdamWParams* hpd, const double* sq, float clip) {
+    cuda::adamw_step(params, grads, m, v, n, ndecay, hp, stream, shadow, hpd, sq, clip);
+  }
+  void refresh_shadow() {
+    if (shadow) cuda::convert<float, bf16>(params, shadow, n, stream);
+  }
+
+  // Frees whatever the constructor got to, also when it threw half-way.
+  ~Impl() {
+    if (stream) VIT_CHECK_NOTHROW(cudaStreamSynchronize(stream));
+    if (step_exec) VIT_CHECK_NOTHROW(cudaGraphExecDestroy(step_exec));
+    if (fwd_exec) VIT_CHECK_NOTHROW(cudaGraphExecDestroy(fwd_exec));
+    gemm.reset();
+    for (void* p : {(void*)h_logits, (void*)h_hp, (void*)h_seeds, (void*)h_loss, (void*)h_sumsq})
+      if (p) VIT_CHECK_NOTHROW(cudaFreeHost(p));
+    if (aarena) VIT_CHECK_NOTHROW(cudaFree(aarena));
+    if (parena) VIT_CHECK_NOTHROW(cudaFree(parena));
+    if (stream) VIT_CHECK_NOTHROW(cudaStreamDestroy(stream));
+  }
+};
+
+namespace {
+// Device-side init for benchmarks (no 86M host samples): uniform values with the standard
+// deviation of the reference recipe (trunc-normal 0.02 -> uniform +-0.02*sqrt(3), etc.).
+__global__ void init_uniform_kernel(float* x, size_t n, uint64_t seed, float half_width, float shift) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    const uint64_t z = vit::splitmix64_at(seed, i);
+    x[i] = shift + half_width * (float(z >> 40) * (2.0f / 16777216.0f) - 1.0f);
+  }
+}
+}  // namespace
+
+// ---------------------------------------------------------------------- ViTCuda
+ViTCuda::ViTCuda(const ViTConfig& cfg, Precision prec, int max_batch) : impl_(new Impl()) {
+  Impl& I = *impl_;
+  I.dev = check_cuda_device(prec);
+  cfg.validate();
+  if (max_batch < 0) throw std::invalid_argument("ViTCuda: max_batch must be >= 0 (0: grow with the batch)");
+  I.cfg = cfg;
+  I.prec = prec;
+  I.growable = max_batch == 0;
+  I.table = param_table(cfg);
+  for (auto& p : I.table) {
+    I.n += p.numel;
+    if (p.decay) I.ndecay += p.numel;
+    I.offsets[p.name] = p.offset;
+  }
+  VIT_CHECK(cudaStreamCreateWithFlags(&I.stream, cudaStreamNonBlocking));
+  if (const char* e = std::getenv("VIT_PROFILE")) I.prof.on = std::strcmp(e, "0") != 0;
+  I.prof.stream = I.stream;
+  // parameter arena: [params | grads | m | v] fp32 (the vit::ViT layout) + bf16 shadow
+  I.stride = device_segment_stride(I.n);
+  I.parena_bytes = 4 * I.stride * sizeof(float) + (prec == Precision::BF16 ? ((I.n * 2 + 255) & ~size_t(255)) : 0);
+  VIT_CHECK(cudaMalloc(&I.parena, I.parena_bytes));
+  VIT_CHECK(cudaMemset(I.parena, 0, I.parena_bytes));
+  I.params = static_cast<float*>(I.parena);
+  I.grads = I.params + I.stride;
+  I.m = I.params + 2 * I.stride;
+  I.v = I.params + 3 * I.stride;
+  if (prec == Precision::BF16) I.shadow = reinterpret_cast<bf16*>(I.params + 4 * I.stride);
+  // activation arena: measure, then allocate once (growable: at the first forward / reserve)
+  if (max_batch > 0) I.allocate_activations(max_batch);
+  VIT_CHECK(cudaMallocHost(&I.h_hp, sizeof(cpu::AdamWParams)));
+  VIT_CHECK(cudaMallocHost(&I.h_seeds, sizeof(uint64_t) * I.sites()));
+  VIT_CHECK(cudaMallocHost(&I.h_loss, sizeof(float)));
+  VIT_CHECK(cudaMallocHost(&I.h_sumsq, sizeof(double)));
+}
+
+ViTCuda::~ViTCuda() = default;
+
+const ViTConfig& ViTCuda::config() const { return impl_->cfg; }
+Precision ViTCuda::precision() const { return impl_->prec; }
+int ViTCuda::max_batch() const { return impl_->max_batch; }
+void ViTCuda::reserve(int B) { impl_->ensure_batch(B, "ViTCuda::reserve"); }
+const std::vector<ParamInfo>& ViTCuda::params() const { return impl_->table; }
+size_t ViTCuda::num_params() const { return impl_->n; }
+size_t ViTCuda::num_decay_params() const { return impl_->ndecay; }
+const CudaDeviceInfo& ViTCuda::device() const { return impl_->dev; }
+CUstream_st* ViTCuda::stream() const { return impl_->stream; }
+void ViTCuda::synchronize() { VIT_CHECK(cudaStreamSynchronize(impl_->stream)); }
+size_t ViTCuda::param_arena_bytes() const { return impl_->parena_bytes; }
+size_t ViTCuda::activation_arena_bytes() const { return impl_->aarena_bytes; }
+int ViTCuda::last_batch() const { return impl_->B; }
+float* ViTCuda::device_images() { return impl_->img; }
+int* ViTCuda::device_labels() { return impl_->labels; }
+const float* ViTCuda::device_logits() const { return impl_->logits; }
+double ViTCuda::last_grad_norm() const { return impl_->last_norm; }
+
+void ViTCuda::upload(const ViT& host) {
+  Impl& I = *impl_;
+  if (!I.cfg.same_architecture(host.config()))
+    throw std::invalid_argument("ViTCuda::upload: architecture mismatch: " + host.config().to_string() + " vs " +
+                                I.cfg.to_string());
+  // vit::ViT's arena is [params | grads | m | v] contiguous from param_data(); the device's
+  // segments are `stride` apart: one copy per segment (a 2D copy would cap the pitch at 2 GB).
+  for (size_t k = 0; k < 4; ++k)
+    VIT_CHECK(cudaMemcpyAsync(I.params + k * I.stride, host.param_data() + k * I.n, I.n * sizeof(float),
+                              cudaMemcpyHostToDevice, I.stream));
+  I.refresh_shadow();
+  VIT_CHECK(cudaStreamSynchronize(I.stream));
+}
+
+void ViTCuda::download(ViT& host) {
+  Impl& I = *impl_;
+  if (!I.cfg.same_architecture(host.config()))
+    throw std::invalid_argument("ViTCuda::download: architecture mismatch");
+  for (size_t k = 0; k < 4; ++k)
+    VIT_CHECK(cudaMemcpyAsync(host.param_data() + k * I.n, I.params + k * I.stride, I.n * sizeof(float),
+                              cudaMemcpyDeviceToHost, I.stream));
+  VIT_CHECK(cudaStreamSynchronize(I.stream));
+}
+
+void ViTCuda::init(uint64_t seed) {
+  ViT host(impl_->cfg);
+  host.init(seed);
+  upload(host);
+}
+
+void ViTCuda::init_device(uint64_t seed) {
+  Impl& I = *impl_;
+  VIT_CHECK(cudaMemsetAsync(I.params, 0, 4 * I.stride * sizeof(float), I.stream));  // params, grads, m, v
+  const float sqrt3 = 1.7320508f;
+  auto ends = [](const std::string& n, const std::string& s) {
+    return n.size() >= s.size() && n.compare(n.size() - s.size(), s.size(), s) == 0;
+  };
+  uint64_t k = 0;
+  for (const auto& p : I.table) {
+    float sd = 0.f, shift = 0.f;
+    if (p.name == "conv_proj.weight") sd = std::sqrt(1.0f / (I.cfg.channels * I.cfg.patch * I.cfg.patch));
+    else if (p.name == "heads.head.weight" || p.name == "class_token") sd = 0.f;  // zeros, as torchvision
+    else if (p.name == "encoder.pos_embedding" || p.decay) sd = 0.02f;
+    else if (ends(p.name, "ln_1.weight") || ends(p.name, "ln_2.weight") || p.name == "encoder.ln.weight") shift = 1.f;
+    ++k;
+    if (sd == 0.f && shift == 0.f) continue;
+    init_uniform_kernel<<<cuda::elementwise_grid(p.numel, 256), 256, 0, I.stream>>>(
+        I.params + p.offset, p.numel, seed * 1000003ull + k, sd * sqrt3, shift);
+    VIT_LAUNCH_CHECK();
+  }
+  I.refresh_shadow();
+  VIT_CHECK(cudaStreamSynchronize(I.stream));
+}
+
+void ViTCuda::zero_grad() {
+  Impl& I = *impl_;
+  I.prof.mark("zero_grad");
+  VIT_CHECK(cudaMemsetAsync(I.grads, 0, I.n * sizeof(float), I.stream));
+}
+void ViTCuda::reset_optimizer() {
+  Impl& I = *impl_;
+  VIT_CHECK(cudaMemsetAsync(I.m, 0, 2 * I.stride * sizeof(float), I.stream));  // m, v
+}
+
+const float* ViTCuda::forward(const float* images, int B, const ForwardOptions& opt) {
+  Impl& I = *impl_;
+  I.ensure_batch(B, "ViTCuda::forward");
+  if (!images) throw std::invalid_argument("ViTCuda::forward: images is null");
+  const size_t S = I.cfg.image_size;
+  VIT_CHECK(cudaMemcpyAsync(I.img, images, sizeof(float) * B * I.cfg.channels * S * S, cudaMemcpyHostToDevice,
+                            I.stream));
+  I.forward_any(I.img, B, opt);
+  VIT_CHECK(cudaMemcpyAsync(I.h_logits, I.logits, sizeof(float) * B * I.cfg.num_classes, cudaMemcpyDeviceToHost,
+                            I.stream));
+  VIT_CHECK(cudaStreamSynchronize(I.stream));
+  return I.h_logits;
+}
+
+const float* ViTCuda::forward_device(const float* d_images, int B, const ForwardOptions& opt) {
+  impl_->forward_any(d_images, B, opt);
+  return impl_->logits;
+}
+
+const float* ViTCuda::forward_device(const uint8_t* d_u8, int B, const ForwardOptions& opt, const float* mean3,
+                                     const float* std3) {
+  Impl& I = *impl_;
+  I.ensure_batch(B, "ViTCuda::forward_device");
+  if (I.cfg.channels != 3) throw std::invalid_argument("ViTCuda::forward_device(uint8): needs 3 channels");
+  cuda::ImageNorm norm;
+  for (int c = 0; c < 3; ++c) {
+    if (mean3) norm.mean[c] = mean3[c];
+    if (std3) norm.std[c] = std3[c];
+  }
+  cuda::normalize_images(d_u8, I.img, B, I.cfg.image_size, norm, I.stream);
+  I.forward_any(I.img, B, opt);
+  return I.logits;
+}
+
+float ViTCuda::loss(const int* labels, float smoothing) {
+  Impl& I = *impl_;
+  if (I.B == 0) throw std::logic_error("ViTCuda::loss called before forward");
+  for (int b = 0; b < I.B; ++b)
+    if (labels[b] < 0 || labels[b] >= I.cfg.num_classes)
+      throw std::out_of_range("softmax_xent: label " + std::to_string(labels[b]) + " of sample " + std::to_string(b) +
+                              " is outside [0, " + std::to_string(I.cfg.num_classes) + ")");
+  VIT_CHECK(cudaMemcpyAsync(I.labels, labels, sizeof(int) * I.B, cudaMemcpyHostToDevice, I.stream));
+  I.xent(I.labels, smoothing);
+  VIT_CHECK(cudaMemcpyAsync(I.h_loss, I.mean_loss, sizeof(float), cudaMemcpyDeviceToHost, I.stream));
+  VIT_CHECK(cudaStreamSynchronize(I.stream));
+  return *I.h_loss;
+}
+
+const float* ViTCuda::loss_device(const int* d_labels, float smoothing) {
+  Impl& I = *impl_;
+  if (I.B == 0) throw std::logic_error("ViTCuda::loss_device called before forward");
+  I.xent(d_labels, smoothing);
+  return I.mean_loss;
+}
+
+void ViTCuda::backward() { impl_->backward_any(); }
+
+double ViTCuda::adamw_step(cpu::AdamWParams hp, float clip_norm) {
+  Impl& I = *impl_;
+  const double norm = I.grad_norm_sync();
+  if (clip_norm > 0 && norm > clip_norm) hp.grad_scale *= (float)(clip_norm / (norm + 1e-6));
+  I.prof.mark("adamw");
+  I.adamw_launch(hp, nullptr, nullptr, 0.f);
+  I.prof.end_step();
+  return norm;
+}
+
+double ViTCuda::adamw_step_scaled(cpu::AdamWParams hp, float clip_norm, const std::vector<float>& scale) {
+  Impl& I = *impl_;
+  if (scale.size() != I.table.size())
+    throw std::invalid_argument("adamw_step_scaled: " + std::to_string(scale.size()) + " scales for " +
+                                std::to_string(I.table.size()) + " tensors");
+  for (size_t i = 0; i < I.table.size(); ++i)
+    if (!(scale[i] > 0))
+      VIT_CHECK(cudaMemsetAsync(I.grads + I.table[i].offset, 0, I.table[i].numel * sizeof(float), I.stream));
+  const double norm = I.grad_norm_sync();
+  if (clip_norm > 0 && norm > clip_norm) hp.grad_scale *= (float)(clip_norm / (norm + 1e-6));
+  const float lr = hp.lr;
+  for (size_t i = 0; i < I.table.size(); ++i) {
+    if (!(scale[i] > 0)) continue;
+    const ParamInfo& p = I.table[i];
+    hp.lr = lr * scale[i];
+    cuda::adamw_step(I.params + p.offset, I.grads + p.offset, I.m + p.offset, I.v + p.offset, p.numel,
+                     p.decay ? p.numel : 0, hp, I.stream, I.shadow ? I.shadow + p.offset : nullptr);
+  }
+  return norm;
+}
+
+const float* ViTCuda::attention_lse(int layer) const {
+  const Impl& I = *impl_;
+  if (layer < 0 || layer >= I.cfg.depth) throw std::out_of_range("attention_lse: layer " + std::to_string(layer));
+  if (I.B == 0) throw std::logic_error("attention_lse called before forward");
+  return I.layers[layer].lse;
+}
+
+// ---------------------------------------------------------------------- CUDA graphs
+void ViTCuda::capture_step(int B, float smoothing, float clip_norm, bool training) {
+  Impl& I = *impl_;
+  I.ensure_batch(B, "ViTCuda::capture_step");
+  ForwardOptions opt;
+  opt.training = training;
+  // Warm-up (eager, no optimizer step): creates every cuBLASLt plan outside the capture.
+  I.forward_any(I.img, B, opt);
+  I.xent(I.labels, smoothing);
+  I.backward_any();
+  zero_grad();
+  VIT_CHECK(cudaStreamSynchronize(I.stream));
+  if (I.step_exec) {
+    VIT_CHECK(cudaGraphExecDestroy(I.step_exec));
+    I.step_exec = nullptr;
+  }
+  cudaGraph_t graph = nullptr;
+  VIT_CHECK(cudaStreamBeginCapture(I.stream, cudaStreamCaptureModeThreadLocal));
+  try {
+    // per-step inputs read on the device: hyper-parameters and dropout seeds from pinned memory
+    VIT_CHECK(cudaMemcpyAsync(I.hp_dev, I.h_hp, sizeof(cpu::AdamWParams), cudaMemcpyHostToDevice, I.stream));
+    VIT_CHECK(cudaMemcpyAsync(I.seeds_dev, I.h_seeds, sizeof(uint64_t) * I.sites(), cudaMemcpyHostToDevice, I.stream));
+    VIT_CHECK(cudaMemsetAsync(I.grads, 0, I.n * sizeof(float), I.stream));
+    I.seed_ptr_base = I.seeds_dev;
+    I.forward_any(I.img, B, opt);
+    I.xent(I.labels, smoothing);
+    I.backward_any();
+    I.seed_ptr_base = nullptr;
+    cuda::sum_squares(I.grads, I.n, I.sumsq, I.sumsq_scratch, I.stream);
+    I.adamw_launch(cpu::AdamWParams{}, I.hp_dev, I.sumsq, clip_norm);
+    VIT_CHECK(cudaMemcpyAsync(I.h_loss, I.mean_loss, sizeof(float), cudaMemcpyDeviceToHost, I.stream));
+    VIT_CHECK(cudaMemcpyAsync(I.h_sumsq, I.sumsq, sizeof(double), cudaMemcpyDeviceToHost, I.stream));
+  } catch (...) {
+    I.seed_ptr_base = nullptr;
+    cudaGraph_t g = nullptr;
+    cudaStreamEndCapture(I.stream, &g);
+    if (g) cudaGraphDestroy(g);
+    throw;
+  }
+  VIT_CHECK(cudaStreamEndCapture(I.stream, &graph));
+  VIT_CHECK(cudaGraphInstantiate(&I.step_exec, graph, 0));
+  VIT_CHECK(cudaGraphDestroy(graph));
+  I.step_B = B;
+  I.step_training = training;
+}
+
+float ViTCuda::replay_step(const cpu::AdamWParams& hp, uint64_t dropout_seed) {
+  Impl& I = *impl_;
+  if (!I.step_exec) throw std::logic_error("replay_step called before capture_step");
+  VIT_CHECK(cudaStreamSynchronize(I.stream));  // the previous replay no longer reads the pinned inputs
+  *I.h_hp = hp;
+  for (int s = 0; s < I.sites(); ++s) I.h_seeds[s] = site_seed(dropout_seed, s);
+  VIT_CHECK(cudaGraphLaunch(I.step_exec, I.stream));
+  VIT_CHECK(cudaStreamSynchronize(I.stream));
+  I.last_norm = std::sqrt(*I.h_sumsq);
+  I.fopt.dropout_seed = dropout_seed;
+  I.fopt.training = I.step_training;
+  I.have_loss = false;  // gradients were consumed by the optimizer step
+  return *I.h_loss;
+}
+
+void ViTCuda::capture_forward(int B) {
+  Impl& I = *impl_;
+  I.ensure_batch(B, "ViTCuda::capture_forward");
+  ForwardOptions opt;  // inference
+  I.forward_any(I.img, B, opt);  // warm-up: plans
+  VIT_CHECK(cudaStreamSynchronize(I.stream));
+  if (I.fwd_exec) {
+    VIT_CHECK(cudaGraphExecDestroy(I.fwd_exec));
+    I.fwd_exec = nullptr;
+  }
+  cudaGraph_t graph = nullptr;
+  VIT_CHECK(cudaStreamBeginCapture(I.stream, cudaStreamCaptureModeThreadLocal));
+  try {
+    I.forward_any(I.img, B, opt);
+  } catch (...) {
+    cudaGraph_t g = nullptr;
+    cudaStreamEndCapture(I.stream, &g);
+    if (g) cudaGraphDestroy(g);
+    throw;
+  }
+  VIT_CHECK(cudaStreamEndCapture(I.stream, &graph));
+  VIT_CHECK(cudaGraphInstantiate(&I.fwd_exec, graph, 0));
+  VIT_CHECK(cudaGraphDestroy(graph));
+  I.fwd_B = B;
+}
+
+const float* ViTCuda::replay_forward() {
+  Impl& I = *impl_;
+  if (!I.fwd_exec) throw std::logic_error("replay_forward called before capture_forward");
+  VIT_CHECK(cudaGraphLaunch(I.fwd_exec, I.stream));
+  I.B = I.fwd_B;
+  return I.logits;
+}
+
+}  // namespace vit

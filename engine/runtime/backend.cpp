@@ -1,0 +1,63 @@
+// The model backends: the CPU ViT in place, or the CUDA one registered by the executable.
+#include "engine/runtime/backend.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace vit {
+
+
+namespace {
+
+class CpuBackend : public TrainBackend {
+ public:
+  explicit CpuBackend(ViT& m) : m_(m) {}
+  std::string device() const override { return "cpu"; }
+  int num_classes() const override { return m_.config().num_classes; }
+  const float* forward(const float* x, int B, const ForwardOptions& o) override { return m_.forward(x, B, o); }
+  float loss(const int* y, float s) override { return m_.loss(y, s); }
+  void backward() override { m_.backward(); }
+  void zero_grad() override { m_.zero_grad(); }
+  double adamw_step(const cpu::AdamWParams& hp, float clip) override { return m_.adamw_step(hp, clip); }
+  double adamw_step_scaled(const cpu::AdamWParams& hp, float clip, const std::vector<float>& s) override {
+    return m_.adamw_step_scaled(hp, clip, s);
+  }
+  void pull(ViT& host) override {
+    if (&host != &m_) copy(m_, host);
+  }
+  void push(const ViT& host) override {
+    if (&host != &m_) copy(host, m_);
+  }
+
+ private:
+  static void copy(const ViT& a, ViT& b) {
+    if (!a.config().same_architecture(b.config())) throw std::logic_error("CpuBackend: architectures differ");
+    ViT& src = const_cast<ViT&>(a);
+    std::copy(src.param_data(), src.param_data() + 4 * a.num_params(), b.param_data());
+  }
+  ViT& m_;
+};
+
+
+}  // namespace
+
+namespace {
+CudaBackendFactory g_cuda_factory = nullptr;
+}
+void register_cuda_backend(CudaBackendFactory f) { g_cuda_factory = f; }
+
+std::unique_ptr<TrainBackend> make_backend(const std::string& device, ViT& host, int max_batch,
+                                           const std::string& precision) {
+  if (precision != "bf16" && precision != "fp32")
+    throw std::invalid_argument("unknown precision '" + precision + "' (bf16 or fp32)");
+  if (device == "cpu") return std::make_unique<CpuBackend>(host);
+  if (device == "cuda") {
+    if (!g_cuda_factory)
+      throw std::runtime_error("device 'cuda' asked for, but this vitengine was built without CUDA (VITENGINE_CUDA=OFF)");
+    return g_cuda_factory(host, max_batch, precision);
+  }
+  throw std::invalid_argument("unknown device '" + device + "' (cpu or cuda)");
+}
+
+
+}  // namespace vit

@@ -1,0 +1,70 @@
+// The tiny adapter a training loop or an evaluation runs a model through: the CPU
+// ViT (engine/model/vit.h) or ViTCuda (engine/model/vit_cuda.h). Light on purpose (no JSON, no
+// data headers) so that the CUDA side (engine/runtime/backend_cuda.cu) compiles it with nvcc.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "engine/model/vit.h"
+#include "kernels/common/augment_pixel.h"  // AugmentParams (plain C++)
+
+namespace vit {
+
+// The tiny adapter the loop trains through: the CPU ViT, or ViTCuda when built
+// with CUDA. Both keep parameters and AdamW moments; the host ViT is the copy
+// that checkpoints read and write.
+class TrainBackend {
+ public:
+  virtual ~TrainBackend() = default;
+  virtual std::string device() const = 0;
+  virtual int num_classes() const = 0;
+  // images (B, 3, S, S) on the host, normalised. Returns host logits (B, K),
+  // valid until the next forward.
+  virtual const float* forward(const float* images, int B, const ForwardOptions& opt) = 0;
+  virtual float loss(const int* labels, float smoothing) = 0;
+  virtual void backward() = 0;
+  virtual void zero_grad() = 0;
+  // Returns the gradient norm before clipping; throws on a non-finite norm.
+  virtual double adamw_step(const cpu::AdamWParams& hp, float clip_norm) = 0;
+  // The same with a learning-rate scale per parameter tensor (ViT::params() order);
+  // scale 0 freezes the tensor (its moments are not touched).
+  virtual double adamw_step_scaled(const cpu::AdamWParams& hp, float clip_norm, const std::vector<float>& scale) = 0;
+  virtual void pull(ViT& host) = 0;        // device -> host: parameters and moments
+  virtual void push(const ViT& host) = 0;  // host -> device
+
+  // ---- data_on_device: the train images live in device memory (cuda only) ----
+  // Uploads `count` uint8 HWC images of side `size` once, each with the colour its augmentation
+  // fills the frame with (fills: count x 3, engine/data/image.h border_color), and the normalisation.
+  // Throws if they do not fit in free device memory.
+  virtual void upload_train_images(const uint8_t* images, const uint8_t* fills, size_t count, int size,
+                                   const float mean[3], const float std[3]) {
+    (void)images, (void)fills, (void)count, (void)size, (void)mean, (void)std;
+    throw std::logic_error("data_on_device needs device=cuda, this backend is " + device());
+  }
+  // forward() of the batch made on the device: uploaded image index[i], augmented with aug[i]
+  // (kernels/cuda/augment.cuh), normalised. The same batch as the CPU loader's; host logits.
+  virtual const float* forward_uploaded(const size_t* index, const AugmentParams* aug, int B,
+                                        const ForwardOptions& opt) {
+    (void)index, (void)aug, (void)B, (void)opt;
+    throw std::logic_error("data_on_device needs device=cuda, this backend is " + device());
+  }
+};
+// device "cpu" trains `host` in place; "cuda" needs the CUDA factory registered
+// (throws otherwise) and sizes its buffers for max_batch; precision (bf16 | fp32)
+// applies to cuda only.
+std::unique_ptr<TrainBackend> make_backend(const std::string& device, ViT& host, int max_batch = 256,
+                                           const std::string& precision = "bf16");
+
+// The CUDA backend lives in engine/runtime/backend_cuda.cu, in the vit_runtime_cuda library,
+// which this layer's CPU library cannot see. An executable built with CUDA registers it once,
+// before anything asks for device "cuda": tools/main.cpp does, and so do the GPU tests.
+using CudaBackendFactory = std::unique_ptr<TrainBackend> (*)(ViT& host, int max_batch, const std::string& precision);
+void register_cuda_backend(CudaBackendFactory f);
+#ifdef VITENGINE_HAS_CUDA
+std::unique_ptr<TrainBackend> make_cuda_train_backend(ViT& host, int max_batch, const std::string& precision);
+#endif
+
+}  // namespace vit

@@ -1,0 +1,400 @@
+// The HTTP service; see server.h. Request threads validate and decode uploads, then
+// wait on the Batcher, which runs the model on its own thread.
+#include "engine/serve/server.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <httplib.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+
+#include "engine/serve/batcher.h"
+#include "engine/eval/overlay.h"
+#include "engine/wbc/report.h"
+#include "engine/wbc/taxonomy.h"
+
+// A private copy of stb_image for stbi_info_from_memory (dimensions before decoding).
+#define STB_IMAGE_STATIC
+#define STB_IMAGE_IMPLEMENTATION
+#define STBI_ONLY_JPEG
+#define STBI_ONLY_PNG
+#define STBI_ONLY_BMP
+#include <stb/stb_image.h>
+
+namespace vit {
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// An error that maps to an HTTP status and a JSON body.
+struct HttpError : std::runtime_error {
+  int status;
+  std::string code;
+  HttpError(int s, std::string c, const std::string& msg) : std::runtime_error(msg), status(s), code(std::move(c)) {}
+};
+
+void send_error(httplib::Response& res, int status, const std::string& code, const std::string& msg) {
+  res.status = status;
+  res.set_content(json{{"error", {{"code", code}, {"message", msg}}}}.dump(), "application/json");
+}
+
+// Upload names are shown back, never opened: keep the last path component, printable ASCII, 100 chars.
+std::string display_name(const std::string& filename, size_t i) {
+  std::string base = filename.substr(filename.find_last_of("/\\") == std::string::npos ? 0 : filename.find_last_of("/\\") + 1);
+  std::string out;
+  for (char c : base)
+    if (c >= 0x20 && c < 0x7f) out += c;
+  if (out.size() > 100) out.resize(100);
+  return out.empty() ? "image" + std::to_string(i + 1) : out;
+}
+
+// Latency ring of the last kWindow requests, for percentiles.
+struct Metrics {
+  static constexpr size_t kWindow = 10000;
+  std::mutex mu;
+  uint64_t requests = 0, err4xx = 0, err5xx = 0;
+  std::map<std::string, uint64_t> by_route;
+  std::vector<double> lat_ms;
+  size_t next = 0;
+  Clock::time_point start = Clock::now();
+
+  void record(const std::string& route, int status, double ms) {
+    std::lock_guard<std::mutex> lk(mu);
+    ++requests;
+    ++by_route[route];
+    if (status >= 400 && status < 500) ++err4xx;
+    if (status >= 500) ++err5xx;
+    if (ms < 0) return;
+    if (lat_ms.size() < kWindow) lat_ms.push_back(ms);
+    else lat_ms[next] = ms;
+    next = (next + 1) % kWindow;
+  }
+  json to_json() {
+    std::lock_guard<std::mutex> lk(mu);
+    std::vector<double> s = lat_ms;
+    std::sort(s.begin(), s.end());
+    auto q = [&](double p) -> json {
+      if (s.empty()) return nullptr;
+      size_t i = size_t(std::ceil(p * s.size())) - 1;  // nearest-rank percentile
+      return std::round(s[std::min(i, s.size() - 1)] * 100) / 100;
+    };
+    return {{"requests_total", requests},
+            {"requests_by_route", by_route},
+            {"errors_4xx", err4xx},
+            {"errors_5xx", err5xx},
+            {"latency_ms", {{"window", s.size()}, {"p50", q(0.50)}, {"p90", q(0.90)}, {"p99", q(0.99)}}},
+            {"uptime_s", std::chrono::duration<double>(Clock::now() - start).count()}};
+  }
+};
+
+thread_local Clock::time_point t_request_start;
+thread_local bool t_started = false;
+
+}  // namespace
+
+struct Server::Impl {
+  Predictor& pred;
+  ServeOptions opt;
+  httplib::Server http;
+  Batcher batcher;
+  Metrics metrics;
+  std::atomic<bool> bound{false};
+
+  bool taxonomy_names = true;  // every class name is a taxonomy class (differential possible)
+
+  Impl(Predictor& p, ServeOptions o)
+      : pred(p), opt(std::move(o)), batcher(p, opt.max_batch, opt.queue, opt.gather_us) {
+    for (const auto& n : pred.class_names()) taxonomy_names = taxonomy_names && class_index(n) >= 0;
+  }
+
+  json class_notes(int c) const {
+    int t = class_index(pred.class_names()[c]);
+    if (t < 0) return json::object();
+    const ClassInfo& ci = classes()[t];
+    return {{"group", ci.group}, {"description", ci.description}, {"abnormal", ci.abnormal}, {"fact", ci.fact},
+            {"sources", ci.sources}};
+  }
+
+  // Checks and decodes one uploaded file. Throws HttpError.
+  Image decode_upload(const httplib::MultipartFormData& f, const std::string& name) const {
+    if (f.content.empty()) throw HttpError(400, "empty_file", "'" + name + "' is empty");
+    const auto* bytes = reinterpret_cast<const stbi_uc*>(f.content.data());
+    int len = int(std::min<size_t>(f.content.size(), size_t(INT32_MAX)));
+    int w = 0, h = 0, comp = 0;
+    if (!stbi_info_from_memory(bytes, len, &w, &h, &comp))
+      throw HttpError(415, "not_an_image", "'" + name + "' is not a JPEG, PNG or BMP image");
+    if (w <= 0 || h <= 0 || w > opt.max_image_dim || h > opt.max_image_dim)
+      throw HttpError(413, "image_too_large",
+                      "'" + name + "' is " + std::to_string(w) + "x" + std::to_string(h) + "; the limit is " +
+                          std::to_string(opt.max_image_dim) + " pixels a side");
+    // stb_image pads a cut-off JPEG with zeros and reports success: require the end-of-image marker.
+    if (f.content.size() >= 2 && uint8_t(f.content[0]) == 0xFF && uint8_t(f.content[1]) == 0xD8) {
+      size_t from = f.content.size() > 4096 ? f.content.size() - 4096 : 2;
+      if (f.content.find("\xFF\xD9", from) == std::string::npos)
+        throw HttpError(400, "truncated_image", "'" + name + "' is a truncated JPEG (no end-of-image marker)");
+    }
+    try {
+      return decode_image(bytes, f.content.size(), name);
+    } catch (const std::exception& e) {
+      throw HttpError(400, "bad_image", e.what());
+    }
+  }
+
+  // The uploaded images of a request, under field "image". Throws HttpError.
+  std::vector<std::pair<std::string, Image>> read_images(const httplib::Request& req, size_t max_n) const {
+    if (!req.is_multipart_form_data())
+      throw HttpError(415, "not_multipart", "send the image as multipart/form-data in the field 'image'");
+    auto range = req.files.equal_range("image");
+    size_t n = size_t(std::distance(range.first, range.second));
+    if (n == 0) {
+      std::string got;
+      for (const auto& kv : req.files) got += (got.empty() ? "" : ", ") + display_name(kv.first, 0);
+      throw HttpError(400, "missing_field", "no field 'image' in the upload" + (got.empty() ? "" : " (got: " + got + ")"));
+    }
+    if (n > max_n)
+      throw HttpError(413, "too_many_images",
+                      std::to_string(n) + " images in one request; the limit is " + std::to_string(max_n));
+    std::vector<std::pair<std::string, Image>> out;
+    size_t i = 0;
+    for (auto it = range.first; it != range.second; ++it, ++i) {
+      std::string name = display_name(it->second.filename, i);
+      out.emplace_back(name, decode_upload(it->second, name));
+    }
+    return out;
+  }
+
+  std::vector<BatchResult> run(const std::vector<std::pair<std::string, Image>>& imgs, bool rollout) {
+    std::vector<std::vector<float>> inputs;
+    for (const auto& im : imgs) {
+      inputs.emplace_back(pred.input_floats());
+      pred.prepare(im.second, inputs.back().data());
+    }
+    std::vector<std::future<BatchResult>> futs;
+    try {
+      futs = batcher.submit(std::move(inputs), rollout);
+    } catch (const QueueFull& e) {
+      throw HttpError(503, "overloaded", e.what());
+    }
+    std::vector<BatchResult> out;
+    for (auto& f : futs) out.push_back(f.get());
+    return out;
+  }
+
+  int top_k_param(const httplib::Request& req) const {
+    if (!req.has_param("top_k")) return opt.default_top_k;
+    const std::string v = req.get_param_value("top_k");
+    int k = 0;
+    try {
+      size_t used = 0;
+      k = std::stoi(v, &used);
+      if (used != v.size()) throw std::invalid_argument(v);
+    } catch (const std::exception&) {
+      throw HttpError(400, "bad_parameter", "top_k must be an integer");
+    }
+    if (k < 1 || k > pred.num_classes())
+      throw HttpError(400, "bad_parameter", "top_k must be in 1.." + std::to_string(pred.num_classes()));
+    return k;
+  }
+
+  void predict(const httplib::Request& req, httplib::Response& res) {
+    int k = top_k_param(req);
+    auto imgs = read_images(req, size_t(opt.max_images));
+    auto results = run(imgs, false);
+    const auto& names = pred.class_names();
+    json out = {{"model", pred.version()}, {"results", json::array()}};
+    std::vector<CellCall> cells;
+    for (size_t i = 0; i < results.size(); ++i) {
+      const Prediction& p = results[i].pred;
+      json top = json::array(), probs = json::object();
+      for (int c : top_k(p.probs, k)) top.push_back({{"class", names[c]}, {"prob", p.probs[c]}});
+      for (int c = 0; c < int(names.size()); ++c) probs[names[c]] = p.probs[c];
+      out["results"].push_back({{"name", imgs[i].first},
+                                {"prediction", names[p.top]},
+                                {"confidence", p.confidence},
+                                {"review", p.confidence < opt.review_below},
+                                {"top", top},
+                                {"probabilities", probs},
+                                {"notes", class_notes(p.top)},
+                                {"batch_size", results[i].batch_size}});
+      cells.push_back({imgs[i].first, p.probs, ""});
+    }
+    if (cells.size() >= 2 && !taxonomy_names) {
+      out["differential_unavailable"] = "the model's class names are not the taxonomy's, so cells cannot be grouped";
+    } else if (cells.size() >= 2) {
+      DifferentialRules rules;
+      rules.review_below = opt.review_below;
+      out["differential"] = differential(cells, names, rules);
+    }
+    out["review_threshold"] = opt.review_below;
+    res.set_content(out.dump(), "application/json");
+  }
+
+  void explain(const httplib::Request& req, httplib::Response& res) {
+    std::string format = req.has_param("format") ? req.get_param_value("format") : "json";
+    if (format != "json" && format != "png") throw HttpError(400, "bad_parameter", "format must be json or png");
+    auto imgs = read_images(req, 1);
+    auto results = run(imgs, true);
+    const BatchResult& r = results[0];
+    Image view = pred.model_view(imgs[0].second);
+    std::vector<uint8_t> png = encode_png(heat_overlay(view, r.rollout, pred.config().grid()));
+    if (format == "png") {
+      res.set_content(std::string(png.begin(), png.end()), "image/png");
+      return;
+    }
+    const auto& names = pred.class_names();
+    res.set_content(json{{"model", pred.version()},
+                         {"name", imgs[0].first},
+                         {"prediction", names[r.pred.top]},
+                         {"confidence", r.pred.confidence},
+                         {"method", "attention rollout (Abnar & Zuidema 2020), class token over patches"},
+                         {"grid", pred.config().grid()},
+                         {"rollout", r.rollout},
+                         {"overlay_png_base64", base64(png)}}
+                        .dump(),
+                    "application/json");
+  }
+
+  json classes_json() const {
+    json out = json::array();
+    for (int c = 0; c < pred.num_classes(); ++c) {
+      json j = class_notes(c);
+      j["index"] = c;
+      j["name"] = pred.class_names()[c];
+      out.push_back(j);
+    }
+    return out;
+  }
+
+  // Wraps a handler: HttpError -> its status; anything else -> 500; records metrics.
+  template <typename F>
+  httplib::Server::Handler wrap(F f) {
+    return [this, f](const httplib::Request& req, httplib::Response& res) {
+      try {
+        f(req, res);
+      } catch (const HttpError& e) {
+        send_error(res, e.status, e.code, e.what());
+      } catch (const std::exception& e) {
+        send_error(res, 500, "internal", e.what());
+      }
+    };
+  }
+
+  void routes() {
+    http.set_pre_routing_handler([](const httplib::Request&, httplib::Response&) {
+      t_request_start = Clock::now();
+      t_started = true;
+      return httplib::Server::HandlerResponse::Unhandled;
+    });
+    http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+      double ms = t_started ? std::chrono::duration<double, std::milli>(Clock::now() - t_request_start).count() : -1;
+      t_started = false;
+      std::string route = req.method + " " + (req.path.size() <= 32 ? req.path : "(long path)");
+      static const char* known[] = {"/", "/healthz", "/metrics", "/v1/classes", "/v1/predict", "/v1/explain"};
+      if (std::find(std::begin(known), std::end(known), req.path) == std::end(known)) route = "other";
+      metrics.record(route, res.status, ms);
+    });
+    // Statuses that httplib sets itself (404, 413 payload too large, 400 bad request) get a JSON body too.
+    http.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+      if (!res.body.empty()) return;
+      std::string code = res.status == 404   ? "not_found"
+                         : res.status == 413 ? "payload_too_large"
+                         : res.status == 405 ? "method_not_allowed"
+                                             : "bad_request";
+      std::string msg = res.status == 404   ? "no such endpoint"
+                        : res.status == 413 ? "request body too large"
+                                            : "bad request";
+      send_error(res, res.status, code, msg);
+    });
+    http.Get("/", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content(index_html(), "text/html; charset=utf-8");
+    });
+    http.Get("/healthz", [this](const httplib::Request&, httplib::Response& res) {
+      res.set_content(json{{"status", "ok"}, {"model", pred.version()}}.dump(), "application/json");
+    });
+    http.Get("/v1/classes", [this](const httplib::Request&, httplib::Response& res) {
+      res.set_content(json{{"model", pred.version()}, {"classes", classes_json()}}.dump(), "application/json");
+    });
+    http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+      json m = metrics.to_json();
+      BatcherStats s = batcher.stats();
+      m["model"] = pred.version();
+      m["batches"] = s.batches;
+      m["images"] = s.images;
+      m["mean_batch"] = s.batches ? double(s.images) / double(s.batches) : 0.0;
+      m["max_batch_seen"] = s.max_batch_seen;
+      m["queue_depth"] = s.queue_depth;
+      m["queue_capacity"] = batcher.queue_capacity();
+      res.set_content(m.dump(), "application/json");
+    });
+    http.Post("/v1/predict", wrap([this](const httplib::Request& q, httplib::Response& r) { predict(q, r); }));
+    http.Post("/v1/explain", wrap([this](const httplib::Request& q, httplib::Response& r) { explain(q, r); }));
+    for (const char* p : {"/v1/predict", "/v1/explain"})
+      http.Get(p, [](const httplib::Request&, httplib::Response& res) {
+        send_error(res, 405, "method_not_allowed", "use POST with multipart/form-data");
+      });
+    http.set_payload_max_length(opt.max_upload_bytes);
+    http.set_keep_alive_max_count(100);  // httplib's default, 5, makes busy clients reconnect often
+    http.set_read_timeout(10, 0);
+    http.set_write_timeout(10, 0);
+    size_t threads = size_t(std::max(2, opt.threads));
+    http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  }
+};
+
+// cpp-httplib 0.11 listens with a backlog of 5. A burst of new connections (32 clients
+// at once while the forward pass holds every core) overflows it and clients see
+// resets. On Linux, listen() on the bound socket again raises the backlog; the socket
+// is found among this process's descriptors by its port.
+static void raise_listen_backlog(int port) {
+  DIR* d = opendir("/proc/self/fd");
+  if (!d) return;
+  while (dirent* e = readdir(d)) {
+    int fd = std::atoi(e->d_name);
+    if (fd <= 2) continue;
+    int listening = 0;
+    socklen_t ol = sizeof listening;
+    sockaddr_storage ss{};
+    socklen_t sl = sizeof ss;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ol) != 0 || !listening) continue;
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &sl) != 0) continue;
+    int p = ss.ss_family == AF_INET    ? ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port)
+            : ss.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port)
+                                       : -1;
+    if (p == port) ::listen(fd, SOMAXCONN);
+  }
+  closedir(d);
+}
+
+Server::Server(Predictor& predictor, ServeOptions opt) : impl_(std::make_unique<Impl>(predictor, std::move(opt))) {
+  impl_->routes();
+}
+
+Server::~Server() { stop(); }
+
+int Server::bind() {
+  int port = impl_->opt.port == 0 ? impl_->http.bind_to_any_port(impl_->opt.host)
+                                  : (impl_->http.bind_to_port(impl_->opt.host, impl_->opt.port) ? impl_->opt.port : -1);
+  if (port <= 0)
+    throw std::runtime_error("cannot listen on " + impl_->opt.host + ":" + std::to_string(impl_->opt.port));
+  raise_listen_backlog(port);
+  impl_->bound = true;
+  return port;
+}
+
+void Server::serve() {
+  if (!impl_->bound) throw std::runtime_error("Server::serve: bind() first");
+  impl_->http.listen_after_bind();
+}
+
+void Server::stop() {
+  if (impl_) impl_->http.stop();
+}
+
+}  // namespace vit

@@ -1,0 +1,53 @@
+// The HTTP service behind `vitengine serve` (cpp-httplib): a web page at /, JSON
+// endpoints for prediction, attention overlays, classes, health and metrics, with
+// limits on upload size, image dimensions, images per request and queued work.
+//
+//   POST /v1/predict   multipart/form-data, field "image" (repeatable); ?top_k=3
+//   POST /v1/explain   multipart/form-data, one "image"; ?format=json|png
+//   GET  /v1/classes   GET /healthz   GET /metrics   GET /
+//
+// Every failure answers {"error": {"code": ..., "message": ...}} with a 4xx/5xx
+// status. Nothing the client sends is used as a file path.
+#pragma once
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include "engine/eval/inference.h"
+
+namespace vit {
+
+struct ServeOptions {
+  std::string host = "127.0.0.1";  // loopback unless told otherwise
+  int port = 8080;                 // 0 = any free port (bind() returns it)
+  size_t max_upload_bytes = 10u << 20;  // whole request body
+  int max_image_dim = 4096;        // width and height limit, checked before decoding
+  int max_images = 32;             // images per request
+  int max_batch = 16;              // images per forward pass
+  int queue = 64;                  // images waiting for the model; more -> 503
+  int threads = 32;                // HTTP worker threads (connections served at once)
+  int gather_us = 2000;            // batching window after the first queued image
+  float review_below = 0.5f;       // confidence under this sets "review": true
+  int default_top_k = 3;
+};
+
+class Server {
+ public:
+  Server(Predictor& predictor, ServeOptions opt);
+  ~Server();
+  // Binds host:port; returns the port (useful with port 0). Throws std::runtime_error.
+  int bind();
+  // Serves until stop(). Call bind() first.
+  void serve();
+  // Safe from any thread.
+  void stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// The embedded web page (HTML + CSS + JS, no external resources).
+const std::string& index_html();
+
+}  // namespace vit

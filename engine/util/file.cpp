@@ -1,0 +1,84 @@
+#include "engine/util/file.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+
+namespace vit {
+
+AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
+  tmp_ = path_ + ".tmp." + std::to_string(::getpid());
+  f_ = std::fopen(tmp_.c_str(), "wb");
+  if (!f_) throw std::runtime_error(path_ + ": cannot create " + tmp_ + ": " + std::strerror(errno));
+}
+
+AtomicFile::~AtomicFile() {
+  if (f_) {
+    std::fclose(f_);
+    std::remove(tmp_.c_str());
+  }
+}
+
+void AtomicFile::fail(const std::string& why) {
+  if (f_) std::fclose(f_);
+  f_ = nullptr;
+  std::remove(tmp_.c_str());
+  throw std::runtime_error(path_ + ": " + why);
+}
+
+void AtomicFile::write(const void* data, size_t n) {
+  if (!f_) throw std::logic_error(path_ + ": write after commit");
+  if (n && std::fwrite(data, 1, n, f_) != n) fail("write failed (disk full?)");
+}
+
+void AtomicFile::seek(uint64_t offset) {
+  if (!f_) throw std::logic_error(path_ + ": seek after commit");
+  if (std::fseek(f_, long(offset), SEEK_SET) != 0) fail("seek failed");
+}
+
+void AtomicFile::commit() {
+  if (!f_) throw std::logic_error(path_ + ": committed twice");
+  bool ok = std::fflush(f_) == 0;
+  ok = ok && ::fsync(fileno(f_)) == 0;
+  ok = (std::fclose(f_) == 0) && ok;
+  f_ = nullptr;
+  if (!ok) {
+    std::remove(tmp_.c_str());
+    throw std::runtime_error(path_ + ": write failed (disk full?)");
+  }
+  if (std::rename(tmp_.c_str(), path_.c_str()) != 0) {
+    const int e = errno;
+    std::remove(tmp_.c_str());
+    throw std::runtime_error(path_ + ": cannot rename temp file into place: " + std::strerror(e));
+  }
+}
+
+void write_file_atomic(const std::string& path, const std::vector<std::pair<const void*, size_t>>& chunks) {
+  AtomicFile f(path);
+  for (const auto& c : chunks) f.write(c.first, c.second);
+  f.commit();
+}
+
+void write_file_atomic(const std::string& path, const void* data, size_t n) { write_file_atomic(path, {{data, n}}); }
+
+std::vector<uint8_t> read_file_bytes(const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) throw std::runtime_error(path + ": cannot open: " + std::strerror(errno));
+  std::vector<uint8_t> buf;
+  if (std::fseek(f, 0, SEEK_END) == 0) {
+    const long n = std::ftell(f);
+    if (n > 0) buf.reserve(size_t(n));
+    std::fseek(f, 0, SEEK_SET);
+  }
+  uint8_t tmp[1 << 16];
+  size_t got;
+  while ((got = std::fread(tmp, 1, sizeof tmp, f)) > 0) buf.insert(buf.end(), tmp, tmp + got);
+  const bool err = std::ferror(f);
+  std::fclose(f);
+  if (err) throw std::runtime_error(path + ": read error");
+  return buf;
+}
+
+}  // namespace vit

@@ -1,0 +1,116 @@
+// vitengine op signatures: the CPU reference path.
+//
+// Every op is a plain function over raw row-major arrays, templated on the
+// element type so that the same code runs in float (the engine) and in double
+// (the finite-difference oracle in tests/). The CUDA path (kernels/*.cu) has the
+// same names in namespace vit::cuda, with a cudaStream_t last.
+//
+// Conventions (llm.c, layernorm.cuh explains why):
+//   - parameter gradients ACCUMULATE (+=): a weight used twice gets both parts;
+//   - activation gradients OVERWRITE (=): the caller adds residual branches itself.
+// Shapes are written (B, N, D) = batch, tokens, channels.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "engine/util/rng.h"  // splitmix64_at, VIT_HD: the mask hash both paths share
+
+namespace vit::cpu {
+
+// ---- patch embedding: a 16x16 stride-16 conv, as im2col + GEMM ----
+// img (B, C, H, W) -> out (B, Np, D), Np = (H/P)*(W/P); w (D, C, P, P), b (D).
+template <typename T>
+void patch_embed_fwd(const T* img, const T* w, const T* b, T* out, int B, int C, int H, int W, int P, int D);
+// dw += , db += . No image gradient: the input is data.
+template <typename T>
+void patch_embed_bwd(const T* img, const T* dout, T* dw, T* db, int B, int C, int H, int W, int P, int D);
+
+// ---- class token + position embedding ----
+// patches (B, Np, D), cls (D), pos (Np+1, D) -> out (B, Np+1, D): row 0 = cls + pos[0].
+template <typename T>
+void embed_tokens_fwd(const T* patches, const T* cls, const T* pos, T* out, int B, int Np, int D);
+// dpatches = ; dcls += ; dpos += .
+template <typename T>
+void embed_tokens_bwd(const T* dout, T* dpatches, T* dcls, T* dpos, int B, int Np, int D);
+
+// ---- linear layer, torch weight layout: y (M, N) = x (M, K) @ w (N, K)^T + b (N) ----
+template <typename T>
+void linear_fwd(const T* x, const T* w, const T* b, T* y, int M, int K, int N);
+// dx = dy @ w (skipped if dx == nullptr); dw += dy^T @ x; db += colsum(dy) (skipped if db == nullptr).
+template <typename T>
+void linear_bwd(const T* x, const T* w, const T* dy, T* dx, T* dw, T* db, int M, int K, int N);
+
+// ---- LayerNorm over the last dim C, for R rows; saves mean and 1/std per row ----
+template <typename T>
+void layernorm_fwd(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd, int R, int C, T eps);
+// dx = ; dw += ; db += .
+template <typename T>
+void layernorm_bwd(const T* x, const T* w, const T* mean, const T* rstd, const T* dy, T* dx, T* dw, T* db,
+                   int R, int C);
+
+// ---- multi-head scaled dot-product attention, non-causal ----
+// qkv (B, N, 3*D) as produced by the fused in_proj: [q | k | v], each D = H*Dh wide,
+// head h owns columns h*Dh .. h*Dh+Dh-1 of each third (torchvision's layout).
+// out (B, N, D); probs (B, H, N, N) = softmax(q k^T / sqrt(Dh)) is saved for the
+// backward pass and for students / attention maps.
+template <typename T>
+void attention_fwd(const T* qkv, T* out, T* probs, int B, int N, int H, int Dh);
+// dqkv = (overwrites all three thirds).
+template <typename T>
+void attention_bwd(const T* qkv, const T* probs, const T* dout, T* dqkv, int B, int N, int H, int Dh);
+
+// ---- exact-erf GELU (torch.nn.GELU() default, not the tanh approximation) ----
+template <typename T>
+void gelu_fwd(const T* x, T* y, size_t n);
+template <typename T>
+void gelu_bwd(const T* x, const T* dy, T* dx, size_t n);
+
+// ---- residual add: out = a + b (out may alias a) ----
+template <typename T>
+void add_fwd(const T* a, const T* b, T* out, size_t n);
+
+// ---- dropout with a counter-based mask: element i of a call with `seed` is kept
+// iff hash(seed, i) >= p. The mask is never stored; backward recomputes it, and the
+// CPU and CUDA paths draw the same mask. p == 0 is the identity. ----
+template <typename T>
+void dropout_fwd(const T* x, T* y, size_t n, float p, uint64_t seed);
+template <typename T>
+void dropout_bwd(const T* dy, T* dx, size_t n, float p, uint64_t seed);
+// The keep test both paths share: output i of the splitmix64 stream `seed`, top 24 bits.
+VIT_HD inline bool dropout_keep(uint64_t seed, uint64_t i, float p) {
+  return float(splitmix64_at(seed, i) >> 40) * (1.0f / 16777216.0f) >= p;
+}
+
+// ---- stochastic depth (drop path, Huang et al. 2016): sample b of a residual branch's output
+// (B, per_sample values) is kept whole with probability 1 - p and scaled by 1/(1-p), or zeroed
+// whole. Sample b's keep test is dropout_keep(seed, b, p), so CPU and CUDA draw the same samples.
+// The backward is the same function (d(keep * x * s)/dx = keep * s). y may alias x. ----
+template <typename T>
+void drop_path(const T* x, T* y, int B, size_t per_sample, float p, uint64_t seed);
+
+// ---- softmax cross-entropy with label smoothing, mean over the batch ----
+// logits (B, C), labels (B) in [0, C). Target = (1-s) one-hot + s/C (torch's definition).
+// Returns the mean loss; losses (B) gets each row's loss if not null.
+template <typename T>
+T softmax_xent_fwd(const T* logits, const int* labels, T* losses, int B, int C, T smoothing);
+// dlogits = (softmax - target) / B. Recomputes the softmax: the probabilities are never stored.
+template <typename T>
+void softmax_xent_bwd(const T* logits, const int* labels, T* dlogits, int B, int C, T smoothing);
+
+// ---- AdamW (Loshchilov & Hutter), decoupled weight decay, bias-corrected ----
+// One call updates a whole arena of n values; the first n_decay get weight decay
+// (the engine lays out weight matrices first, biases / norms / embeddings after).
+// grad_scale multiplies every gradient first (gradient clipping, loss scaling).
+struct AdamWParams {
+  float lr = 3e-4f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 1e-2f;
+  int step = 1;  // 1-based, for bias correction
+  float grad_scale = 1.0f;
+};
+template <typename T>
+void adamw_step(T* p, const T* g, T* m, T* v, size_t n, size_t n_decay, const AdamWParams& hp);
+
+// Sum of squares of n values (for gradient-norm clipping), accumulated in double.
+template <typename T>
+double sum_squares(const T* x, size_t n);
+
+}  // namespace vit::cpu
