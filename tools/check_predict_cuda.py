@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""GPU-machine check of `vitengine predict --device cuda` (issue 7): the same images through
+"""GPU-machine check of `vitengine predict --device cuda`: the same images through
 the CPU and the CUDA path of one binary, with an unreadable file in the list, must give the
 same top-1 class for every image, probabilities within 1e-3 (both paths run fp32; only the
 summation order differs), and an error line for the bad file while the rest still run.

@@ -11,7 +11,7 @@
 #   3. bench_ops_cuda, bench_e2e_cuda, bench_attention (branch cuda-attn) if built -> JSON
 #   4. bench/pytorch_bench.py with /opt/torch/.venv/bin/python (torch.compile unless NO_COMPILE=1)
 #   5. tools/bench_table.py: merges everything into $OUT/<date>-<card>.json and prints the table
-#   2b. (when BUILD has vitengine) issue 6: a random torchvision vit_b_16 saved
+#   2b. (when BUILD has vitengine) a random torchvision vit_b_16 saved
 #       like the published file, converted, compared on the CPU and the GPU -> extra.log
 # Files written to $OUT (at most 8 come back): gpu_tests.json, gpu_tests.log, extra.log, ops.json,
 # e2e.json, attn.json (if an attention bench exists), pytorch.json, <date>-<card>.json.
@@ -52,7 +52,7 @@ echo "gpu tests rc=$?"
 grep -E '^\[  (FAILED|PASSED|SKIPPED) |tests ran|Failure|error|expected|Which is|relative L2' "$OUT/gpu_tests.log" | head -60
 
 if [ -x "$BUILD/vitengine" ]; then
-  step "issue 6: torchvision vit_b_16 -> vitengine convert -> logits on cpu and gpu"
+  step "torchvision vit_b_16 -> vitengine convert -> logits on cpu and gpu"
   timeout 300 "$PY" tools/check_vit_b16_import.py --vitengine "$BUILD/vitengine" \
     --workdir /tmp/vitb16 --gpu-tests "$BUILD/vitengine_gpu_tests" > "$OUT/extra.log" 2>&1
   echo "vit_b_16 import check rc=$?"

@@ -7,8 +7,8 @@
 #   STAGE=2: carry .device/s1                 -> unpack only
 #   STAGE=3: carry .device/s2 + .device/train -> scripts/gpu_train.sh (vitengine trains the shipped
 #            recipe, then the PyTorch reference recipe on the same split and card); then, on the
-#            trained model: export -> PyTorch test accuracy (issue 6), predict cuda vs cpu (issue 7),
-#            fine-tuning with a frozen backbone on cuda (issue 6) -> checks.log (CHECKS=0 skips them);
+#            trained model: export -> PyTorch test accuracy, predict cuda vs cpu,
+#            fine-tuning with a frozen backbone on cuda -> checks.log (CHECKS=0 skips them);
 #            CONFIG=<recipe json> trains another recipe (scripts/gpu_train.sh)
 # The checkout travels with every call (64 MiB in all): move weights/shipped/model.vit (22 MB)
 # out of the tree for these calls so that a 50 MiB shard fits beside it.
@@ -42,14 +42,14 @@ case "${STAGE:-1}" in
     D=.device/train
     export LD_LIBRARY_PATH=$PWD/$D/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
     V=$D/vitengine; M=/tmp/run_ship/best.vit
-    echo "== the trained model in PyTorch (issue 6): export -> torchvision -> test accuracy"
+    echo "== the trained model in PyTorch: export -> torchvision -> test accuracy"
     $V export $M --out /tmp/best.safetensors > /dev/null &&
       LD_LIBRARY_PATH= timeout 120 "$PY" tools/check_export_accuracy.py --safetensors /tmp/best.safetensors \
         --data $D/prepared-wbc14 --data-root ~/data/wbc14 --split test --device cuda --batch 256 \
         2>/dev/null | tee "$OUT/checks.log"
-    echo "== issue 7: predict --device cuda vs cpu (this model, fixtures + a truncated file)" | tee -a "$OUT/checks.log"
+    echo "== predict --device cuda vs cpu (this model, fixtures + a truncated file)" | tee -a "$OUT/checks.log"
     timeout 120 "$PY" tools/check_predict_cuda.py --vitengine $V --model $M tests/fixtures/wbc 2>&1 | tail -6 | tee -a "$OUT/checks.log"
-    echo "== issue 6: fine-tune the exported model on cuda (backbone frozen in epoch 1, then lr x 0.1)" | tee -a "$OUT/checks.log"
+    echo "== fine-tune the exported model on cuda (backbone frozen in epoch 1, then lr x 0.1)" | tee -a "$OUT/checks.log"
     timeout 120 $V train --data tests/fixtures/quickstart --out /tmp/ft --init /tmp/best.safetensors \
       --set model=vit_ti16 --set epochs=3 --set freeze_backbone_epochs=1 --set backbone_lr_mult=0.1 --set batch_size=32 \
       --set lr=1e-4 --set augment=none --set device=cuda --set threads=8 --set log_every=1000 2>&1 | tail -7 | tee -a "$OUT/checks.log"

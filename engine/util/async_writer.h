@@ -1,8 +1,7 @@
 // One background job at a time, for writes the caller should not wait for: the trainer's
 // epoch-end checkpoint. Hashing, writing and fsyncing last.vit with its AdamW moments (66 MB for
-// vit_ti16) took 99 ms on the 2-core development machine when it was quiet and 0.15-0.26 s when
-// it was busy (bench_cpu --benchmark_filter=SaveCheckpoint, 2026-11-26), once per epoch; what it
-// costs on the GPU machine's disk is not measured.
+// vit_ti16) costs about a tenth of a second per epoch on a small machine (measure it with
+// bench_cpu --benchmark_filter=SaveCheckpoint), time the training loop need not wait for.
 //
 // submit() first waits for the job in flight, so jobs run in order and never overlap; a job's
 // exception is rethrown by the next submit() or wait(). The destructor waits too (and drops an
