@@ -13,9 +13,12 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "engine/util/rng.h"  // splitmix64_at, VIT_HD: the mask hash both paths share
+#include "kernels/common/op_params.h"  // AdamWParams, dropout_keep: shared with the CUDA ops
 
 namespace vit::cpu {
+
+using vit::AdamWParams;
+using vit::dropout_keep;
 
 // ---- patch embedding: a 16x16 stride-16 conv, as im2col + GEMM ----
 // img (B, C, H, W) -> out (B, Np, D), Np = (H/P)*(W/P); w (D, C, P, P), b (D).
@@ -76,10 +79,6 @@ template <typename T>
 void dropout_fwd(const T* x, T* y, size_t n, float p, uint64_t seed);
 template <typename T>
 void dropout_bwd(const T* dy, T* dx, size_t n, float p, uint64_t seed);
-// The keep test both paths share: output i of the splitmix64 stream `seed`, top 24 bits.
-VIT_HD inline bool dropout_keep(uint64_t seed, uint64_t i, float p) {
-  return float(splitmix64_at(seed, i) >> 40) * (1.0f / 16777216.0f) >= p;
-}
 
 // ---- stochastic depth (drop path, Huang et al. 2016): sample b of a residual branch's output
 // (B, per_sample values) is kept whole with probability 1 - p and scaled by 1/(1-p), or zeroed
@@ -101,11 +100,6 @@ void softmax_xent_bwd(const T* logits, const int* labels, T* dlogits, int B, int
 // One call updates a whole arena of n values; the first n_decay get weight decay
 // (the engine lays out weight matrices first, biases / norms / embeddings after).
 // grad_scale multiplies every gradient first (gradient clipping, loss scaling).
-struct AdamWParams {
-  float lr = 3e-4f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 1e-2f;
-  int step = 1;  // 1-based, for bias correction
-  float grad_scale = 1.0f;
-};
 template <typename T>
 void adamw_step(T* p, const T* g, T* m, T* v, size_t n, size_t n_decay, const AdamWParams& hp);
 

@@ -41,7 +41,7 @@ void sum_squares(const float* x, size_t n, double* out, double* scratch, cudaStr
 
 __global__ void adamw_step_kernel(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
                                   float* __restrict__ v, bf16* __restrict__ p_bf16, size_t n, size_t n_decay,
-                                  cpu::AdamWParams hp, const cpu::AdamWParams* __restrict__ hp_dev,
+                                  AdamWParams hp, const AdamWParams* __restrict__ hp_dev,
                                   const double* __restrict__ grad_sumsq, float clip_norm) {
   if (hp_dev) hp = *hp_dev;
   float scale = hp.grad_scale;
@@ -69,8 +69,8 @@ __global__ void adamw_step_kernel(float* __restrict__ p, const float* __restrict
   }
 }
 
-void adamw_step(float* p, const float* g, float* m, float* v, size_t n, size_t n_decay, const cpu::AdamWParams& hp,
-                cudaStream_t stream, bf16* p_bf16, const cpu::AdamWParams* hp_dev, const double* grad_sumsq,
+void adamw_step(float* p, const float* g, float* m, float* v, size_t n, size_t n_decay, const AdamWParams& hp,
+                cudaStream_t stream, bf16* p_bf16, const AdamWParams* hp_dev, const double* grad_sumsq,
                 float clip_norm) {
   if (!n) return;
   adamw_step_kernel<<<elementwise_grid(n, 256), 256, 0, stream>>>(p, g, m, v, p_bf16, n, n_decay, hp, hp_dev,

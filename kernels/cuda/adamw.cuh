@@ -19,7 +19,7 @@
 
 #include <cstddef>
 
-#include "kernels/cpu/ops.h"
+#include "kernels/common/op_params.h"
 
 namespace vit::cuda {
 
@@ -31,8 +31,8 @@ void sum_squares(const float* x, size_t n, double* out, double* scratch, cudaStr
 // p, g, m, v: n floats each. If hp_dev is set it is read on the device instead of hp.
 // If grad_sumsq is set and clip_norm > 0, gradients are additionally scaled by
 // clip_norm / (sqrt(*grad_sumsq) + 1e-6) when sqrt(*grad_sumsq) > clip_norm. p_bf16 (n values) is written if not null.
-void adamw_step(float* p, const float* g, float* m, float* v, size_t n, size_t n_decay, const cpu::AdamWParams& hp,
-                cudaStream_t stream, __nv_bfloat16* p_bf16 = nullptr, const cpu::AdamWParams* hp_dev = nullptr,
+void adamw_step(float* p, const float* g, float* m, float* v, size_t n, size_t n_decay, const AdamWParams& hp,
+                cudaStream_t stream, __nv_bfloat16* p_bf16 = nullptr, const AdamWParams* hp_dev = nullptr,
                 const double* grad_sumsq = nullptr, float clip_norm = 0.f);
 
 }  // namespace vit::cuda

@@ -1,5 +1,5 @@
-// Dropout with the counter-based mask shared with the CPU path (vit::cpu::dropout_keep in
-// kernels/cpu/ops.h): element i of a call with `seed` is kept iff hash(seed, i) >= p, and kept
+// Dropout with the counter-based mask shared with the CPU path (vit::dropout_keep in
+// kernels/common/op_params.h): element i of a call with `seed` is kept iff hash(seed, i) >= p, and kept
 // values are scaled by 1/(1-p). No mask is stored: the backward recomputes it from (seed, i),
 // so the CPU and CUDA paths draw identical masks.
 // `seed_ptr`, when not null, overrides `seed` with a value read on the device, so a CUDA
@@ -11,14 +11,14 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "kernels/cpu/ops.h"
+#include "kernels/common/op_params.h"
 
 namespace vit::cuda {
 
 // The multiplier of element i: 0 (dropped) or 1/(1-p) (kept); 1 when p == 0.
 __host__ __device__ inline float dropout_scale(uint64_t seed, uint64_t i, float p) {
   if (p <= 0.f) return 1.f;
-  return vit::cpu::dropout_keep(seed, i, p) ? 1.f / (1.f - p) : 0.f;
+  return vit::dropout_keep(seed, i, p) ? 1.f / (1.f - p) : 0.f;
 }
 
 template <typename T>
