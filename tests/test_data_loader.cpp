@@ -6,6 +6,7 @@
 
 #include "engine/data/dataset.h"
 #include "engine/data/pack.h"
+#include "engine/wbc/labels.h"
 #include "engine/wbc/taxonomy.h"
 #include "tests/data_test_util.h"
 
@@ -65,7 +66,7 @@ TEST(DataManifest, RoundTripAndErrorsNameFileAndLine) {
   rows[0] = {"a/b,c.jpg", "/data/x", "train", "abc", "pbc", class_index("Basophil"), 5};
   rows[1] = {"d.jpg", "/data/y", "test", "def", "aml-lmu", class_index("Myeloblast"), 100};
   const std::string p = (d.path / "m.csv").string();
-  write_manifest(p, rows);
+  write_manifest(p, rows, wbc::class_names());
   Manifest m = read_manifest(p);
   ASSERT_EQ(m.samples.size(), 2u);
   EXPECT_EQ(m.samples[0].path, "a/b,c.jpg");  // quoted field survives
@@ -205,7 +206,7 @@ TEST(DataLoader, EpochWithoutImagesDescribesTheSameBatches) {
 TEST(DataPack, RoundTripMatchesFiles) {
   Files f(9);
   const std::string p = (f.dir.path / "train.pack").string();
-  write_pack(p, f.samples, 16, 2, "train");
+  write_pack(p, f.samples, wbc::class_names(), 16, 2, "train");
   auto pack = std::make_shared<PackFile>(p);
   ASSERT_EQ(pack->count(), 9u);
   EXPECT_EQ(pack->size(), 16);
@@ -228,7 +229,7 @@ TEST(DataPack, RoundTripMatchesFiles) {
 TEST(DataPack, CorruptOrMismatchedPacksFailClearly) {
   Files f(3);
   const std::string p = (f.dir.path / "x.pack").string();
-  write_pack(p, f.samples, 16);
+  write_pack(p, f.samples, wbc::class_names(), 16);
   const auto good = read_bytes(p);
   auto expect_error = [&](std::vector<uint8_t> bytes, const std::string& want) {
     const std::string q = (f.dir.path / "bad.pack").string();

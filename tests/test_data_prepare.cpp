@@ -9,6 +9,7 @@
 
 #include "engine/data/dataset.h"
 #include "engine/data/prepare.h"
+#include "engine/wbc/labels.h"
 #include "engine/wbc/taxonomy.h"
 #include "tests/data_test_util.h"
 
@@ -66,6 +67,7 @@ struct Synth {
 
 PrepareOptions opts(const Synth& s, const fs::path& out, uint64_t seed = 7) {
   PrepareOptions o;
+  o.labeler = wbc::labeler();
   o.srcs = {s.root().string()};
   o.out = out.string();
   o.seed = seed;
@@ -269,6 +271,7 @@ TEST(DataPrepare, SharedOriginalsSampleFaultsFound) {
   if (!shared_data_root(data)) GTEST_SKIP() << "shared data not present";
   TempDir out("prep_shared");
   PrepareOptions o;
+  o.labeler = wbc::labeler();
   o.srcs = {(data / "wbc14" / "originals-sample").string()};
   o.out = out.path.string();
   json rep = prepare_dataset(o);
@@ -314,6 +317,7 @@ TEST(DataPrepare, StrataAreClassAndSource) {
     write_png((src.path / "lmu" / "NGS" / ("NGS_" + std::to_string(i) + ".png")).string(),
               (fs::create_directories(src.path / "lmu" / "NGS"), noise_image(32, 32, 700 + i, 120)));
   PrepareOptions o;
+  o.labeler = wbc::labeler();
   o.srcs = {src.path.string()};
   o.out = out.path.string();
   o.size = 32;

@@ -411,8 +411,8 @@ TEST(Trainer, PackedSplitsGiveTheSameRunAsTheFiles) {
   fs::copy_file(small_data() + "/manifest.csv", data / "manifest.csv");
   fs::copy_file(small_data() + "/report.json", data / "report.json");
   Manifest m = read_manifest_resolved((data / "manifest.csv").string());
-  write_pack((data / "train.pack").string(), select(m, "train", 100), 32, 1, "train");
-  write_pack((data / "val.pack").string(), select(m, "val", 100), 32, 1, "val");
+  write_pack((data / "train.pack").string(), select(m, "train", 100), m.classes, 32, 1, "train");
+  write_pack((data / "val.pack").string(), select(m, "val", 100), m.classes, 32, 1, "val");
 
   std::string log;
   auto with = request(out / "with", {"augment=light", "dropout=0.1"});

@@ -45,11 +45,12 @@ Command register_pack(CLI::App& root) {
       std::printf("%s: ok, %zu images of %dx%dx3\n", a->check.c_str(), pack->count(), pack->size(), pack->size());
     } else {
       if (a->manifest.empty()) throw UsageError("give --manifest (to pack or bench files) or --check PACK");
-      samples = select(read_manifest(a->manifest, a->data_root), a->split, a->subset);
+      const Manifest man = read_manifest(a->manifest, a->data_root);
+      samples = select(man, a->split, a->subset);
       if (samples.empty()) throw UsageError("no rows for split '" + a->split + "' in " + a->manifest);
       if (!a->out.empty()) {
         auto t0 = std::chrono::steady_clock::now();
-        write_pack(a->out, samples, a->size, a->threads, a->split);
+        write_pack(a->out, samples, man.classes, a->size, a->threads, a->split);
         double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         std::printf("%s: %zu images, %.1f s (%.0f img/s decode+preprocess, %d threads)\n", a->out.c_str(),
                     samples.size(), s, samples.size() / s, a->threads);

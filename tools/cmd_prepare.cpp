@@ -2,6 +2,7 @@
 #include <cstdio>
 
 #include "engine/data/prepare.h"
+#include "engine/wbc/labels.h"
 #include "tools/cli.h"
 
 namespace vit::cli {
@@ -38,6 +39,7 @@ Command register_prepare(CLI::App& root) {
   c.app->add_flag("--quiet", a->quiet, "No progress output");
   c.run = [a]() -> int {
     PrepareOptions o;
+    o.labeler = wbc::labeler();
     o.srcs = a->srcs;
     o.out = a->out;
     o.seed = a->seed;

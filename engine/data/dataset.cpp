@@ -14,7 +14,6 @@
 #include <thread>
 
 #include "engine/data/pack.h"
-#include "engine/wbc/taxonomy.h"
 
 namespace vit {
 namespace fs = std::filesystem;
@@ -56,12 +55,43 @@ std::string csv_field(const std::string& s) {
 
 }  // namespace
 
+namespace {
+// The class list of a manifest: classes.txt beside it (write_manifest writes it), else "classes"
+// in the report.json beside it, else (a folder prepared before either existed) the distinct
+// labels in sorted byte order, the order prepare has always used, so label indices stay the
+// same for a set with every class.
+std::vector<std::string> manifest_classes(const std::string& csv_path, const std::vector<std::string>& labels) {
+  const std::string cp = classes_path(csv_path);
+  if (fs::exists(cp)) return read_class_list(cp);
+  const std::string rp = report_path(csv_path);
+  std::ifstream f(rp);
+  if (f) {
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(f);
+    } catch (const std::exception& e) {
+      throw std::runtime_error(rp + ": not valid JSON (" + e.what() + ")");
+    }
+    if (j.contains("classes")) {
+      if (!j["classes"].is_array() || j["classes"].empty())
+        throw std::runtime_error(rp + ": 'classes' must be a non-empty array of class names");
+      return j["classes"].get<std::vector<std::string>>();
+    }
+  }
+  std::vector<std::string> c(labels);
+  std::sort(c.begin(), c.end());
+  c.erase(std::unique(c.begin(), c.end()), c.end());
+  return c;
+}
+}  // namespace
+
 Manifest read_manifest(const std::string& csv_path, const std::string& data_root) {
   std::ifstream f(csv_path);
   if (!f) throw std::runtime_error(csv_path + ": cannot open manifest");
   Manifest m;
   m.dir = fs::absolute(csv_path).parent_path().string();
-  for (const auto& c : classes()) m.classes.push_back(c.name);
+  std::vector<std::string> label_names;  // per sample, mapped to indices once the class list is known
+  std::vector<int> label_line;
   std::string line;
   int lineno = 0;
   std::vector<int> col(7, -1);
@@ -87,8 +117,9 @@ Manifest read_manifest(const std::string& csv_path, const std::string& data_root
     };
     Sample s;
     s.path = get(0);
-    s.label = class_index(get(1));
-    if (s.label < 0) throw std::runtime_error(where() + "unknown class '" + get(1) + "'");
+    label_names.push_back(get(1));
+    label_line.push_back(lineno);
+    if (label_names.back().empty()) throw std::runtime_error(where() + "empty label");
     s.split = get(2);
     if (s.split != "train" && s.split != "val" && s.split != "test")
       throw std::runtime_error(where() + "split must be train, val or test, not '" + s.split + "'");
@@ -109,6 +140,14 @@ Manifest read_manifest(const std::string& csv_path, const std::string& data_root
     m.samples.push_back(std::move(s));
   }
   if (lineno == 0) throw std::runtime_error(csv_path + ": empty manifest");
+  m.classes = manifest_classes(csv_path, label_names);
+  for (size_t i = 0; i < m.samples.size(); ++i) {
+    auto it = std::find(m.classes.begin(), m.classes.end(), label_names[i]);
+    if (it == m.classes.end())
+      throw std::runtime_error(csv_path + ":" + std::to_string(label_line[i]) + ": unknown class '" + label_names[i] +
+                               "' (not in the data set's class list)");
+    m.samples[i].label = int(it - m.classes.begin());
+  }
   return m;
 }
 
@@ -119,12 +158,14 @@ std::vector<Sample> select(const Manifest& m, const std::string& split, int subs
   return out;
 }
 
-void write_manifest(const std::string& csv_path, const std::vector<Sample>& samples) {
+void write_manifest(const std::string& csv_path, const std::vector<Sample>& samples,
+                    const std::vector<std::string>& classes) {
   std::ostringstream f;
   f << "path,label,split,sha256,source,subset,src\n";
   for (const auto& s : samples)
-    f << csv_field(s.path) << ',' << csv_field(classes().at(s.label).name) << ',' << s.split << ',' << s.sha256
+    f << csv_field(s.path) << ',' << csv_field(classes.at(size_t(s.label))) << ',' << s.split << ',' << s.sha256
       << ',' << csv_field(s.source) << ',' << s.subset << ',' << csv_field(s.src) << '\n';
+  write_class_list(classes_path(csv_path), classes);
   write_text_atomic(csv_path, f.str());
 }
 
@@ -183,7 +224,7 @@ struct Loader::Impl {
     std::vector<size_t> o(n());
     if (cfg.balanced) {
       // Draw n samples with replacement, P(i) proportional to (1 / n_class(i))^power.
-      std::vector<size_t> cnt(classes().size() + 1, 0);
+      std::vector<size_t> cnt(size_t(*std::max_element(labels.begin(), labels.end())) + 1, 0);
       for (int l : labels) ++cnt[l];
       std::vector<double> cum(n());
       double acc = 0;
@@ -289,7 +330,7 @@ Loader::Loader(std::vector<Sample> samples, DataStats stats, LoaderConfig cfg) :
   impl_->stats = stats;
   impl_->cfg = cfg;
   for (const auto& s : impl_->samples) {
-    if (s.label < 0 || s.label >= num_classes())
+    if (s.label < 0)
       throw std::invalid_argument("Loader: sample " + s.full_path() + " has no valid label");
     impl_->labels.push_back(s.label);
   }
@@ -375,6 +416,35 @@ std::string manifest_path(const std::string& data) {
   if (data.size() > 4 && data.substr(data.size() - 4) == ".csv") return data;
   return (fs::path(data) / "manifest.csv").string();
 }
+std::string classes_path(const std::string& data) {
+  return (fs::path(manifest_path(data)).parent_path() / "classes.txt").string();
+}
+
+void write_class_list(const std::string& path, const std::vector<std::string>& classes) {
+  std::string text;
+  for (const auto& c : classes) {
+    if (c.empty() || c.find_first_of("\r\n") != std::string::npos)
+      throw std::invalid_argument("class name '" + c + "' is empty or holds a line break");
+    text += c + "\n";
+  }
+  write_text_atomic(path, text);
+}
+
+std::vector<std::string> read_class_list(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) throw std::runtime_error(path + ": cannot open class list");
+  std::vector<std::string> out;
+  for (std::string line; std::getline(f, line);) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty()) continue;
+    if (std::find(out.begin(), out.end(), line) != out.end())
+      throw std::runtime_error(path + ": class '" + line + "' is listed twice");
+    out.push_back(line);
+  }
+  if (out.empty()) throw std::runtime_error(path + ": no class names");
+  return out;
+}
+
 std::string report_path(const std::string& data) {
   return (fs::path(manifest_path(data)).parent_path() / "report.json").string();
 }

@@ -28,12 +28,15 @@ struct Manifest {
   std::vector<std::string> classes;  // class names in model output order; Sample::label indexes it
   std::string dir;  // directory holding the manifest
 };
-// data_root, when given, replaces every row's src. Throws std::runtime_error naming file:line.
+// data_root, when given, replaces every row's src. The class list comes from classes.txt beside
+// the csv, else "classes" in report.json beside it, else the sorted distinct labels.
+// Throws std::runtime_error naming file:line.
 Manifest read_manifest(const std::string& csv_path, const std::string& data_root = "");
 // Rows of one split; for train, subset_pct (5, 20, 100) keeps rows with subset <= subset_pct.
 std::vector<Sample> select(const Manifest&, const std::string& split, int subset_pct = 100);
-// Writes the manifest atomically (temp + rename). Additive: used by prepare and tests.
-void write_manifest(const std::string& csv_path, const std::vector<Sample>& samples);
+// Writes the manifest atomically, each sample's label as classes[label], and classes.txt beside it.
+void write_manifest(const std::string& csv_path, const std::vector<Sample>& samples,
+                    const std::vector<std::string>& classes);
 
 struct DataStats {
   float mean[3] = {0, 0, 0}, std[3] = {1, 1, 1};
@@ -95,6 +98,10 @@ class Loader {
 // the report.json beside it.
 std::string manifest_path(const std::string& data);
 std::string report_path(const std::string& data);
+// classes.txt beside the manifest: one class name per line, in model output order.
+std::string classes_path(const std::string& data);
+void write_class_list(const std::string& path, const std::vector<std::string>& classes);
+std::vector<std::string> read_class_list(const std::string& path);
 // read_manifest, with relative paths taken as relative to the manifest's folder
 // (so a committed fixture works from any working directory).
 // data_root (optional) replaces every row's src, as read_manifest's does.

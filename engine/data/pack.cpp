@@ -17,7 +17,6 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "engine/wbc/taxonomy.h"
 
 namespace vit {
 namespace {
@@ -58,18 +57,19 @@ void decode_samples(const std::vector<Sample>& samples, size_t lo, size_t hi, in
   });
 }
 
-void write_pack(const std::string& path, const std::vector<Sample>& samples, int size, int threads,
-                const std::string& split) {
+void write_pack(const std::string& path, const std::vector<Sample>& samples, const std::vector<std::string>& classes,
+                int size, int threads, const std::string& split) {
   if (size <= 0) throw PackError(path + ": bad image size " + std::to_string(size));
   const size_t per = (size_t)size * size * 3, N = samples.size();
   std::vector<int32_t> labels(N);
   nlohmann::json meta;
   meta["split"] = split;
-  meta["class_names"] = nlohmann::json::array();
-  for (const auto& c : classes()) meta["class_names"].push_back(c.name);
+  meta["class_names"] = classes;
   meta["paths"] = nlohmann::json::array();
   meta["sources"] = nlohmann::json::array();
   for (size_t i = 0; i < N; ++i) {
+    if (samples[i].label < 0 || samples[i].label >= int(classes.size()))
+      throw PackError(path + ": " + samples[i].path + " has no class in the class list");
     labels[i] = samples[i].label;
     meta["paths"].push_back(samples[i].path);
     meta["sources"].push_back(samples[i].source);
@@ -82,7 +82,7 @@ void write_pack(const std::string& path, const std::vector<Sample>& samples, int
   h.count = N;
   h.size = size;
   h.channels = 3;
-  h.num_classes = num_classes();
+  h.num_classes = uint32_t(classes.size());
   h.meta_bytes = (uint32_t)ms.size();
   h.checksum = fnv1a(ms.data(), ms.size(), fnv1a(labels.data(), N * 4));
   h.images_checksum = 0xcbf29ce484222325ull;
@@ -141,8 +141,7 @@ PackFile::PackFile(const std::string& path) : path_(path) {
   if (h.file_size != expect) fail("corrupt header (sizes do not add up)");
   if (map_size_ != expect)
     fail("file is " + std::to_string(map_size_) + " bytes, header says " + std::to_string(expect) + " (truncated?)");
-  if ((int)h.num_classes != num_classes())
-    fail("pack has " + std::to_string(h.num_classes) + " classes, this build has " + std::to_string(num_classes()));
+  if (h.num_classes == 0) fail("corrupt header (no classes)");
   const uint8_t* base = (const uint8_t*)map_;
   images_ = base + kHeader;
   labels_ = (const int32_t*)(images_ + h.count * per);
@@ -152,7 +151,7 @@ PackFile::PackFile(const std::string& path) : path_(path) {
   size_ = (int)h.size;
   images_sum_ = h.images_checksum;
   for (size_t i = 0; i < count_; ++i)
-    if (labels_[i] < 0 || labels_[i] >= num_classes()) fail("label out of range at image " + std::to_string(i));
+    if (labels_[i] < 0 || labels_[i] >= int(h.num_classes)) fail("label out of range at image " + std::to_string(i));
   try {
     auto j = nlohmann::json::parse(meta, meta + h.meta_bytes);
     class_names_ = j.at("class_names").get<std::vector<std::string>>();
@@ -160,9 +159,9 @@ PackFile::PackFile(const std::string& path) : path_(path) {
   } catch (const std::exception& e) {
     fail(std::string("bad metadata JSON: ") + e.what());
   }
-  for (int c = 0; c < num_classes(); ++c)
-    if (c >= (int)class_names_.size() || class_names_[c] != classes()[c].name)
-      fail("class names differ from this build's taxonomy (class " + std::to_string(c) + ")");
+  if (class_names_.size() != h.num_classes)
+    fail("pack has " + std::to_string(h.num_classes) + " classes, its metadata names " +
+         std::to_string(class_names_.size()));
 }
 
 PackFile::~PackFile() {

@@ -33,8 +33,9 @@ struct PackError : std::runtime_error {
 
 // Decodes and preprocesses every sample to size x size on `threads` workers and writes
 // the pack atomically. Throws ImageError naming the first unreadable file.
-void write_pack(const std::string& path, const std::vector<Sample>& samples, int size, int threads = 2,
-                const std::string& split = "");
+// `classes` (the manifest's class list) is stored in the pack; each sample's label indexes it.
+void write_pack(const std::string& path, const std::vector<Sample>& samples, const std::vector<std::string>& classes,
+                int size, int threads = 2, const std::string& split = "");
 
 // Decodes and preprocesses samples[lo, hi) to size x size uint8 HWC into out (image i at
 // out + (i - lo) * size * size * 3) on `threads` workers. Throws the first ImageError.
@@ -42,7 +43,8 @@ void decode_samples(const std::vector<Sample>& samples, size_t lo, size_t hi, in
 
 class PackFile {
  public:
-  // Maps the file and checks magic, version, sizes, labels and the header checksum.
+  // Maps the file and checks magic, version, sizes, labels and the header checksum. The caller
+  // checks that class_names() are the ones it trains on.
   // Throws PackError naming the file and what is wrong.
   explicit PackFile(const std::string& path);
   ~PackFile();

@@ -21,7 +21,6 @@
 #include "engine/util/file.h"
 #include "engine/util/sha256.h"
 #include "engine/util/thread_pool.h"
-#include "engine/wbc/taxonomy.h"
 
 namespace vit {
 namespace fs = std::filesystem;
@@ -153,352 +152,418 @@ std::string slug(const std::string& s) {
   return o;
 }
 
-}  // namespace
+// ======================================================================= the steps
+// prepare_dataset runs these in order; each reads what the earlier ones left in Prep.
 
-json prepare_dataset(const PrepareOptions& opt) {
-  const auto t0 = std::chrono::steady_clock::now();
-  auto say = [&](const std::string& s) {
+struct Prep {
+  explicit Prep(const PrepareOptions& o) : opt(o), t0(std::chrono::steady_clock::now()) {}
+  const PrepareOptions& opt;
+  std::chrono::steady_clock::time_point t0;
+  std::string out_abs;
+  // scan
+  std::vector<FileRec> files;
+  json ignored = json::array(), sources = json::array();
+  // check
+  json unreadable = json::array(), unknown = json::array();
+  std::vector<int> good;  // indices into files of readable, labelled images
+  // duplicates (indices into good)
+  std::vector<int> kept;
+  size_t exact_groups = 0, near_groups = 0, near_pairs = 0, near_candidates = 0;
+  json near_detail = json::array(), conflicts = json::array(), conflict_detail = json::array(),
+       dup_detail = json::array();
+  // split
+  std::vector<Sample> rows;
+  std::vector<std::vector<int>> train_of;  // per class: file indices of its train rows
+  json split_class = {{"train", json::object()}, {"val", json::object()}, {"test", json::object()}};
+  json class_counts = json::object();
+  double sum[3] = {0, 0, 0}, sumsq[3] = {0, 0, 0};
+  size_t npx = 0;
+  // top-up
+  size_t n_topup = 0;
+  json topup_counts = json::object();
+
+  void say(const std::string& s) const {
     if (opt.progress) opt.progress(s);
-  };
+  }
+  double seconds() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); }
+  const std::string& class_name(int c) const { return opt.labeler.classes.at(size_t(c)); }
+};
+
+void validate(const PrepareOptions& opt) {
   if (opt.srcs.empty()) throw std::runtime_error("prepare: no SRC folder given");
   if (opt.split[0] + opt.split[1] + opt.split[2] != 100) throw std::runtime_error("prepare: split must sum to 100");
   if (opt.size <= 0) throw std::runtime_error("prepare: --size must be > 0");
-  fs::create_directories(opt.out);
-  const std::string out_abs = fs::absolute(opt.out).lexically_normal().string();
+  if (opt.labeler.classes.empty() || !opt.labeler.label_of)
+    throw std::invalid_argument("prepare: no labeler (class names and a label function) given");
+}
 
-  // ---- 1. enumerate ----
-  std::vector<FileRec> files;
-  json ignored = json::array(), sources = json::array();
-  for (const auto& src : opt.srcs) {
+// Every image file under each SRC, in path order, with its label and source.
+void scan(Prep& P) {
+  const Labeler& L = P.opt.labeler;
+  for (const auto& src : P.opt.srcs) {
     if (!fs::is_directory(src)) throw std::runtime_error(src + ": not a directory");
     const fs::path root = fs::absolute(src).lexically_normal();
     std::string root_s = root.string();
     while (root_s.size() > 1 && root_s.back() == '/') root_s.pop_back();
-    sources.push_back(root_s);
+    P.sources.push_back(root_s);
     std::vector<FileRec> here;
     for (auto it = fs::recursive_directory_iterator(root, fs::directory_options::skip_permission_denied);
          it != fs::recursive_directory_iterator(); ++it) {
       if (!it->is_regular_file()) continue;
       // Do not re-read a previous run's output if --out sits inside SRC.
-      if (fs::path(it->path()).lexically_normal().string().rfind(out_abs + "/", 0) == 0) continue;
+      if (fs::path(it->path()).lexically_normal().string().rfind(P.out_abs + "/", 0) == 0) continue;
       FileRec r;
       r.rel = it->path().lexically_relative(root).generic_string();
       r.src = root_s;
-      r.shown = opt.srcs.size() == 1 ? r.rel : (fs::path(root_s) / r.rel).string();
+      r.shown = P.opt.srcs.size() == 1 ? r.rel : (fs::path(root_s) / r.rel).string();
       if (!image_ext(it->path())) {
-        ignored.push_back({{"path", r.shown}, {"reason", "not an image file name (.jpg/.jpeg/.png/.bmp)"}});
+        P.ignored.push_back({{"path", r.shown}, {"reason", "not an image file name (.jpg/.jpeg/.png/.bmp)"}});
         continue;
       }
-      // Source: the top folder (pbc, aml-lmu); for class-named folders (bccd) the SRC's own name.
+      // Source: the top folder (pbc, aml-lmu); for class-named folders the SRC's own name.
       const fs::path relp(r.rel);
       const std::string top = std::distance(relp.begin(), relp.end()) > 1 ? relp.begin()->string() : "";
-      r.source = (top.empty() || class_from_folder(top) >= 0) ? fs::path(root_s).filename().string() : top;
-      r.label = class_from_filename(relp.filename().string());
-      if (r.label < 0 && relp.has_parent_path()) r.label = class_from_folder(relp.parent_path().filename().string());
+      const bool top_is_class = !top.empty() && L.is_class_folder && L.is_class_folder(top);
+      r.source = (top.empty() || top_is_class) ? fs::path(root_s).filename().string() : top;
+      r.label = L.label_of(r.rel);
+      if (r.label >= int(L.classes.size())) throw std::logic_error("prepare: labeler returned an unknown class");
       here.push_back(std::move(r));
     }
     std::sort(here.begin(), here.end(), [](const FileRec& a, const FileRec& b) { return a.rel < b.rel; });
-    for (auto& r : here) files.push_back(std::move(r));
+    for (auto& r : here) P.files.push_back(std::move(r));
   }
-  say("prepare: " + std::to_string(files.size()) + " image files in " + std::to_string(opt.srcs.size()) + " folder(s)");
+  P.say("prepare: " + std::to_string(P.files.size()) + " image files in " + std::to_string(P.opt.srcs.size()) +
+        " folder(s)");
+}
 
-  // ---- 2. check + hash every file ----
+// Decodes one file: its hashes, thumbnail and the channel sums of what the model will see.
+void check_file(const PrepareOptions& opt, FileRec& r) {
+  const std::string path = (fs::path(r.src) / r.rel).string();
+  try {
+    std::ifstream f(path, std::ios::binary);
+    if (!f) throw ImageError(r.shown + ": cannot open file");
+    std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    r.sha = sha256_hex(bytes.data(), bytes.size());
+    Image img = decode_image(bytes.data(), bytes.size(), r.shown);
+    if (img.width < opt.min_side || img.height < opt.min_side)
+      throw ImageError(r.shown + ": tiny image " + std::to_string(img.width) + "x" + std::to_string(img.height) +
+                       " (minimum side " + std::to_string(opt.min_side) + " px)");
+    std::vector<uint8_t> px(8 + img.rgb.size());
+    std::memcpy(px.data(), &img.width, 4);
+    std::memcpy(px.data() + 4, &img.height, 4);
+    std::memcpy(px.data() + 8, img.rgb.data(), img.rgb.size());
+    r.pixsha = sha256_hex(px.data(), px.size());
+    r.thumb = luma32(img);
+    r.phash = phash_of_luma(r.thumb);
+    // Channel sums of what the model will see (padded + resized), for train-only stats.
+    Image m = preprocess(img, opt.size);
+    for (size_t k = 0; k < m.rgb.size(); ++k) {
+      const double v = m.rgb[k] / 255.0;
+      r.sum[k % 3] += v;
+      r.sumsq[k % 3] += v * v;
+    }
+    r.npx = m.rgb.size() / 3;
+  } catch (const std::exception& e) {
+    std::string msg = e.what();
+    // The reason without the path prefix (the report has its own path field).
+    const std::string pre = r.shown + ": ";
+    r.error = msg.rfind(pre, 0) == 0 ? msg.substr(pre.size()) : msg;
+  }
+}
+
+// Checks and hashes every file on the worker threads, then sorts them into good, unreadable
+// and unlabelled.
+void check(Prep& P) {
   std::atomic<size_t> done{0};
   std::mutex say_mu;
   auto last = std::chrono::steady_clock::now();
-  parallel_for(files.size(), opt.threads, [&](size_t i) {
-    FileRec& r = files[i];
-    const std::string path = (fs::path(r.src) / r.rel).string();
-    try {
-      std::ifstream f(path, std::ios::binary);
-      if (!f) throw ImageError(r.shown + ": cannot open file");
-      std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-      r.sha = sha256_hex(bytes.data(), bytes.size());
-      Image img = decode_image(bytes.data(), bytes.size(), r.shown);
-      if (img.width < opt.min_side || img.height < opt.min_side)
-        throw ImageError(r.shown + ": tiny image " + std::to_string(img.width) + "x" + std::to_string(img.height) +
-                         " (minimum side " + std::to_string(opt.min_side) + " px)");
-      std::vector<uint8_t> px(8 + img.rgb.size());
-      std::memcpy(px.data(), &img.width, 4);
-      std::memcpy(px.data() + 4, &img.height, 4);
-      std::memcpy(px.data() + 8, img.rgb.data(), img.rgb.size());
-      r.pixsha = sha256_hex(px.data(), px.size());
-      r.thumb = luma32(img);
-      r.phash = phash_of_luma(r.thumb);
-      // Channel sums of what the model will see (padded + resized), for train-only stats.
-      Image m = preprocess(img, opt.size);
-      for (size_t k = 0; k < m.rgb.size(); ++k) {
-        const double v = m.rgb[k] / 255.0;
-        r.sum[k % 3] += v;
-        r.sumsq[k % 3] += v * v;
-      }
-      r.npx = m.rgb.size() / 3;
-    } catch (const std::exception& e) {
-      std::string msg = e.what();
-      // The reason without the path prefix (the report has its own path field).
-      const std::string pre = r.shown + ": ";
-      r.error = msg.rfind(pre, 0) == 0 ? msg.substr(pre.size()) : msg;
-    }
+  parallel_for(P.files.size(), P.opt.threads, [&](size_t i) {
+    check_file(P.opt, P.files[i]);
     const size_t d = ++done;
-    if (d % 500 == 0 || d == files.size()) {
+    if (d % 500 == 0 || d == P.files.size()) {
       std::lock_guard<std::mutex> lk(say_mu);
       auto now = std::chrono::steady_clock::now();
-      if (now - last > std::chrono::seconds(2) || d == files.size()) {
+      if (now - last > std::chrono::seconds(2) || d == P.files.size()) {
         last = now;
-        const double s = std::chrono::duration<double>(now - t0).count();
-        say("prepare: checked " + std::to_string(d) + "/" + std::to_string(files.size()) + " (" +
-            std::to_string((int)(d / std::max(s, 1e-9))) + " files/s)");
+        P.say("prepare: checked " + std::to_string(d) + "/" + std::to_string(P.files.size()) + " (" +
+              std::to_string((int)(d / std::max(P.seconds(), 1e-9))) + " files/s)");
       }
     }
   });
-
-  json unreadable = json::array(), unknown = json::array();
-  std::vector<int> good;  // indices into files
-  for (size_t i = 0; i < files.size(); ++i) {
-    if (!files[i].error.empty()) unreadable.push_back({{"path", files[i].shown}, {"reason", files[i].error}});
-    else if (files[i].label < 0)
-      unknown.push_back({{"path", files[i].shown}, {"reason", "no known class prefix in the file name or class folder"}});
-    else good.push_back((int)i);
+  for (size_t i = 0; i < P.files.size(); ++i) {
+    if (!P.files[i].error.empty()) P.unreadable.push_back({{"path", P.files[i].shown}, {"reason", P.files[i].error}});
+    else if (P.files[i].label < 0)
+      P.unknown.push_back({{"path", P.files[i].shown}, {"reason", "no known class prefix in the file name or class folder"}});
+    else P.good.push_back((int)i);
   }
+}
 
-  // ---- 3. duplicates ----
-  const size_t G = good.size();
+// Joins byte-identical files and files with identical pixels (indices into good).
+void join_exact(const Prep& P, UnionFind& exact, UnionFind& all) {
+  std::map<std::string, int> by_sha, by_pix;
+  for (size_t k = 0; k < P.good.size(); ++k) {
+    const FileRec& r = P.files[P.good[k]];
+    for (auto* m : {&by_sha, &by_pix}) {
+      const std::string& key = m == &by_sha ? r.sha : r.pixsha;
+      auto [it, fresh] = m->emplace(key, (int)k);
+      if (!fresh) exact.join((int)k, it->second), all.join((int)k, it->second);
+    }
+  }
+}
+
+// Joins near duplicates. pHash proposes, the thumbnails confirm: every blood-cell image is "a
+// purple blob in the middle of pink", so low-frequency hashes of different cells can be close.
+void join_near(Prep& P, UnionFind& exact, UnionFind& all) {
+  if (P.opt.near_threshold < 0) return;
+  const size_t G = P.good.size();
+  struct Pair {
+    int a, b, hd;
+    double diff;
+  };
+  std::vector<std::vector<Pair>> found(G);
+  std::vector<size_t> cand(G, 0);
+  parallel_for(G, P.opt.threads, [&](size_t a) {
+    for (size_t b = a + 1; b < G; ++b) {
+      const int hd = __builtin_popcountll(P.files[P.good[a]].phash ^ P.files[P.good[b]].phash);
+      if (hd > P.opt.near_threshold) continue;
+      ++cand[a];
+      const double diff = shifted_thumb_diff(P.files[P.good[a]].thumb, P.files[P.good[b]].thumb);
+      if (diff <= P.opt.near_max_diff) found[a].push_back({(int)a, (int)b, hd, diff});
+    }
+  });
+  for (size_t a = 0; a < G; ++a) {
+    P.near_candidates += cand[a];
+    for (const Pair& p : found[a]) {
+      if (exact.find(p.a) == exact.find(p.b)) continue;  // already an exact duplicate
+      ++P.near_pairs;
+      all.join(p.a, p.b);
+      P.near_detail.push_back({{"a", P.files[P.good[p.a]].shown}, {"b", P.files[P.good[p.b]].shown},
+                               {"hamming", p.hd}, {"thumb_diff", std::round(p.diff * 100) / 100}});
+    }
+  }
+}
+
+// Keeps one file of each duplicate group, and none of a group whose members disagree on the label.
+void deduplicate(Prep& P) {
+  const size_t G = P.good.size();
   UnionFind exact(G), all(G);
-  {
-    std::map<std::string, int> by_sha, by_pix;
-    for (size_t k = 0; k < G; ++k) {
-      const FileRec& r = files[good[k]];
-      for (auto* m : {&by_sha, &by_pix}) {
-        const std::string& key = m == &by_sha ? r.sha : r.pixsha;
-        auto [it, fresh] = m->emplace(key, (int)k);
-        if (!fresh) exact.join((int)k, it->second), all.join((int)k, it->second);
-      }
-    }
-  }
-  size_t near_pairs = 0, near_candidates = 0;
-  json near_detail = json::array();
-  if (opt.near_threshold >= 0) {
-    // pHash proposes, the thumbnails confirm: every blood-cell image is "a purple blob
-    // in the middle of pink", so low-frequency hashes of different cells can be close.
-    struct Pair { int a, b, hd; double diff; };
-    std::vector<std::vector<Pair>> found(G);
-    std::vector<size_t> cand(G, 0);
-    parallel_for(G, opt.threads, [&](size_t a) {
-      for (size_t b = a + 1; b < G; ++b) {
-        const int hd = __builtin_popcountll(files[good[a]].phash ^ files[good[b]].phash);
-        if (hd > opt.near_threshold) continue;
-        ++cand[a];
-        const double diff = shifted_thumb_diff(files[good[a]].thumb, files[good[b]].thumb);
-        if (diff <= opt.near_max_diff) found[a].push_back({(int)a, (int)b, hd, diff});
-      }
-    });
-    for (size_t a = 0; a < G; ++a) {
-      near_candidates += cand[a];
-      for (const Pair& p : found[a]) {
-        if (exact.find(p.a) == exact.find(p.b)) continue;  // already an exact duplicate
-        ++near_pairs;
-        all.join(p.a, p.b);
-        near_detail.push_back({{"a", files[good[p.a]].shown}, {"b", files[good[p.b]].shown}, {"hamming", p.hd},
-                               {"thumb_diff", std::round(p.diff * 100) / 100}});
-      }
-    }
-  }
+  join_exact(P, exact, all);
+  join_near(P, exact, all);
   std::map<int, std::vector<int>> comp, ecomp;
   for (size_t k = 0; k < G; ++k) comp[all.find((int)k)].push_back((int)k), ecomp[exact.find((int)k)].push_back((int)k);
-  size_t exact_groups = 0, near_groups = 0;
   for (auto& [root, m] : ecomp)
-    if (m.size() > 1) ++exact_groups;
-  json conflicts = json::array(), conflict_detail = json::array(), dup_detail = json::array();
-  std::vector<int> kept;  // indices into good
+    if (m.size() > 1) ++P.exact_groups;
   for (auto& [root, m] : comp) {
     if (m.size() == 1) {
-      kept.push_back(m[0]);
+      P.kept.push_back(m[0]);
       continue;
     }
     // A component that is more than one exact group was joined by a perceptual-hash match.
     std::set<int> eroots;
     for (int k : m) eroots.insert(exact.find(k));
     const bool is_near = eroots.size() > 1;
-    if (is_near) ++near_groups;
+    if (is_near) ++P.near_groups;
     std::set<int> labels;
     json paths = json::array(), labs = json::array();
     for (int k : m) {
-      labels.insert(files[good[k]].label);
-      paths.push_back(files[good[k]].shown);
-      labs.push_back(classes()[files[good[k]].label].name);
+      labels.insert(P.files[P.good[k]].label);
+      paths.push_back(P.files[P.good[k]].shown);
+      labs.push_back(P.class_name(P.files[P.good[k]].label));
     }
     if (labels.size() > 1) {
-      conflicts.push_back(paths);
-      conflict_detail.push_back({{"paths", paths}, {"labels", labs}, {"kind", is_near ? "near" : "exact"}});
+      P.conflicts.push_back(paths);
+      P.conflict_detail.push_back({{"paths", paths}, {"labels", labs}, {"kind", is_near ? "near" : "exact"}});
       continue;  // the whole group is dropped: no member's label can be trusted
     }
-    kept.push_back(m[0]);  // members are in path order; keep the first
+    P.kept.push_back(m[0]);  // members are in path order; keep the first
     json dropped = json::array();
-    for (size_t j = 1; j < m.size(); ++j) dropped.push_back(files[good[m[j]]].shown);
-    dup_detail.push_back({{"kind", is_near ? "near" : "exact"}, {"kept", files[good[m[0]]].shown}, {"dropped", dropped}});
+    for (size_t j = 1; j < m.size(); ++j) dropped.push_back(P.files[P.good[m[j]]].shown);
+    P.dup_detail.push_back(
+        {{"kind", is_near ? "near" : "exact"}, {"kept", P.files[P.good[m[0]]].shown}, {"dropped", dropped}});
   }
-  say("prepare: " + std::to_string(exact_groups) + " exact-duplicate groups, " + std::to_string(near_groups) +
-      " near-duplicate groups (pHash Hamming <= " + std::to_string(opt.near_threshold) + "), " +
-      std::to_string(conflicts.size()) + " label conflicts");
+  P.say("prepare: " + std::to_string(P.exact_groups) + " exact-duplicate groups, " + std::to_string(P.near_groups) +
+        " near-duplicate groups (pHash Hamming <= " + std::to_string(P.opt.near_threshold) + "), " +
+        std::to_string(P.conflicts.size()) + " label conflicts");
+}
 
-  // ---- 4. stratified split + nested train subsets ----
-  const int C = num_classes();
+// Splits one stratum (class c from one source, file indices in path order) with its own
+// seeded stream, so adding or removing a class or source leaves the others' splits alone.
+void split_stratum(Prep& P, int c, const std::string& source, std::vector<int>& v) {
+  uint64_t src_hash = 0xcbf29ce484222325ull;
+  for (char ch : source) src_hash = (src_hash ^ (uint8_t)ch) * 0x100000001b3ull;
+  Rng r(mix_seed(P.opt.seed, (uint64_t)c, src_hash, 0x5B117ull));
+  for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[(size_t)(r.uniform() * i)]);
+  const size_t n = v.size();
+  const size_t n_train = (size_t)std::lround(n * P.opt.split[0] / 100.0);
+  const size_t n_tv = std::max(n_train, (size_t)std::lround(n * (P.opt.split[0] + P.opt.split[1]) / 100.0));
+  // Nested subsets: the first 5% (at least one image) of the shuffled train list, then 20%.
+  const size_t n5 = n_train ? std::max<size_t>(1, std::lround(n_train * 0.05)) : 0;
+  const size_t n20 = n_train ? std::max<size_t>(n5, std::lround(n_train * 0.20)) : 0;
+  const std::string& cname = P.class_name(c);
+  if (n) P.class_counts[cname] = P.class_counts.value(cname, (size_t)0) + n;
+  size_t cnt[3] = {0, 0, 0};
+  for (size_t i = 0; i < n; ++i) {
+    const FileRec& f = P.files[v[i]];
+    Sample s;
+    s.path = f.rel;
+    s.src = f.src;
+    s.sha256 = f.sha;
+    s.source = f.source;
+    s.label = c;
+    const int sp = i < n_train ? 0 : i < n_tv ? 1 : 2;
+    s.split = sp == 0 ? "train" : sp == 1 ? "val" : "test";
+    s.subset = sp == 0 ? (i < n5 ? 5 : i < n20 ? 20 : 100) : 100;
+    ++cnt[sp];
+    if (sp == 0) {
+      P.train_of[c].push_back(v[i]);
+      for (int ch = 0; ch < 3; ++ch) P.sum[ch] += f.sum[ch], P.sumsq[ch] += f.sumsq[ch];
+      P.npx += f.npx;
+    }
+    P.rows.push_back(std::move(s));
+  }
+  for (int sp = 0; sp < 3; ++sp)
+    if (cnt[sp]) {
+      json& sc = P.split_class[sp == 0 ? "train" : sp == 1 ? "val" : "test"];
+      sc[cname] = sc.value(cname, (size_t)0) + cnt[sp];
+    }
+}
+
+// The stratified split with nested train subsets, and the train-only channel sums.
+void split(Prep& P) {
+  P.train_of.assign(P.opt.labeler.classes.size(), {});
   // Strata = (class, source): each split gets the same share of every class from every
   // source, so per-source recall (LMU vs PBC segmented neutrophils) is measurable.
   std::map<std::pair<int, std::string>, std::vector<int>> strata;  // file indices, path order
+  std::vector<int> kept = P.kept;
   std::sort(kept.begin(), kept.end(), [&](int a, int b) {
-    const FileRec &x = files[good[a]], &y = files[good[b]];
+    const FileRec &x = P.files[P.good[a]], &y = P.files[P.good[b]];
     return std::tie(x.src, x.rel) < std::tie(y.src, y.rel);
   });
-  for (int k : kept) strata[{files[good[k]].label, files[good[k]].source}].push_back(good[k]);
-  std::vector<Sample> rows;
-  std::vector<std::vector<int>> train_of(C);
-  json split_class = {{"train", json::object()}, {"val", json::object()}, {"test", json::object()}};
-  json class_counts = json::object();
-  double sum[3] = {0, 0, 0}, sumsq[3] = {0, 0, 0};
-  size_t npx = 0;
-  for (auto& [key, v] : strata) {
-    const int c = key.first;
-    // One stream per stratum: adding or removing a class or source leaves the others' splits alone.
-    uint64_t src_hash = 0xcbf29ce484222325ull;
-    for (char ch : key.second) src_hash = (src_hash ^ (uint8_t)ch) * 0x100000001b3ull;
-    Rng r(mix_seed(opt.seed, (uint64_t)c, src_hash, 0x5B117ull));
-    for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[(size_t)(r.uniform() * i)]);
-    const size_t n = v.size();
-    const size_t n_train = (size_t)std::lround(n * opt.split[0] / 100.0);
-    const size_t n_tv = std::max(n_train, (size_t)std::lround(n * (opt.split[0] + opt.split[1]) / 100.0));
-    // Nested subsets: the first 5% (at least one image) of the shuffled train list, then 20%.
-    const size_t n5 = n_train ? std::max<size_t>(1, std::lround(n_train * 0.05)) : 0;
-    const size_t n20 = n_train ? std::max<size_t>(n5, std::lround(n_train * 0.20)) : 0;
-    const std::string& cname = classes()[c].name;
-    if (n) class_counts[cname] = class_counts.value(cname, (size_t)0) + n;
-    size_t cnt[3] = {0, 0, 0};
-    for (size_t i = 0; i < n; ++i) {
-      const FileRec& f = files[v[i]];
-      Sample s;
-      s.path = f.rel;
-      s.src = f.src;
-      s.sha256 = f.sha;
-      s.source = f.source;
-      s.label = c;
-      const int sp = i < n_train ? 0 : i < n_tv ? 1 : 2;
-      s.split = sp == 0 ? "train" : sp == 1 ? "val" : "test";
-      s.subset = sp == 0 ? (i < n5 ? 5 : i < n20 ? 20 : 100) : 100;
-      ++cnt[sp];
-      if (sp == 0) {
-        train_of[c].push_back(v[i]);
-        for (int ch = 0; ch < 3; ++ch) sum[ch] += f.sum[ch], sumsq[ch] += f.sumsq[ch];
-        npx += f.npx;
-      }
-      rows.push_back(std::move(s));
-    }
-    for (int sp = 0; sp < 3; ++sp)
-      if (cnt[sp]) {
-        json& sc = split_class[sp == 0 ? "train" : sp == 1 ? "val" : "test"];
-        sc[cname] = sc.value(cname, (size_t)0) + cnt[sp];
-      }
-  }
-  // ---- 5. train-only channel statistics ----
+  for (int k : kept) strata[{P.files[P.good[k]].label, P.files[P.good[k]].source}].push_back(P.good[k]);
+  for (auto& [key, v] : strata) split_stratum(P, key.first, key.second, v);
+}
+
+// Mean and std per channel of the train split's real images; null when there is no train row.
+std::pair<json, json> channel_stats(const Prep& P) {
+  if (!P.npx) return {json(nullptr), json(nullptr)};
   json mean = json::array(), stdv = json::array();
   for (int ch = 0; ch < 3; ++ch) {
-    const double m = npx ? sum[ch] / npx : 0.0;
-    const double var = npx ? std::max(0.0, sumsq[ch] / npx - m * m) : 1.0;
+    const double m = P.sum[ch] / P.npx;
     mean.push_back(m);
-    stdv.push_back(npx ? std::sqrt(var) : 1.0);
+    stdv.push_back(std::sqrt(std::max(0.0, P.sumsq[ch] / P.npx - m * m)));
   }
+  return {mean, stdv};
+}
 
-  // ---- 6. optional offline top-up of train classes ----
-  size_t n_topup = 0;
-  json topup_counts = json::object();  // class -> images added
-  if (opt.top_up > 0) {
-    struct Job { int c, k, from; };
-    std::vector<Job> jobs;
-    for (int c = 0; c < C; ++c) {
-      const int have = (int)train_of[c].size();
-      for (int k = 0; have > 0 && have + k < opt.top_up; ++k) jobs.push_back({c, k, train_of[c][k % have]});
-    }
-    std::vector<Sample> extra(jobs.size());
-    say("prepare: top-up writes " + std::to_string(jobs.size()) + " TrivialAugmentWide variants of train images");
-    parallel_for(jobs.size(), opt.threads, [&](size_t j) {
-      const Job& jb = jobs[j];
-      const FileRec& f = files[jb.from];
-      Image img = preprocess(load_image((fs::path(f.src) / f.rel).string()), opt.size);
-      uint8_t fill[3];
-      border_color(img, fill);
-      Rng r(mix_seed(opt.seed, (uint64_t)jb.c, (uint64_t)jb.k, 0x70B0Bull));
-      trivial_augment(img, r, fill);
-      const std::string cls = slug(classes()[jb.c].name);
-      const fs::path dir = fs::path(out_abs) / "topup" / cls;
-      fs::create_directories(dir);
-      const std::string name = fs::path(f.rel).stem().string() + "_ta" + std::to_string(jb.k) + ".png";
-      write_png((dir / name).string(), img);
-      std::ifstream in(dir / name, std::ios::binary);
-      std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      Sample& s = extra[j];
-      s.path = "topup/" + cls + "/" + name;
-      s.src = out_abs;
-      s.split = "train";
-      s.sha256 = sha256_hex(bytes.data(), bytes.size());
-      s.source = f.source;
-      s.label = jb.c;
-      s.subset = 100;  // the 5% / 20% stages stay made of real images
-    });
-    n_topup = extra.size();
-    for (const auto& smp : extra) {
-      const std::string& cn = classes()[smp.label].name;
-      topup_counts[cn] = topup_counts.value(cn, (size_t)0) + 1;
-    }
-    for (auto& s : extra) rows.push_back(std::move(s));
+// Optional offline top-up: TrivialAugmentWide variants of train images of the classes with
+// fewer than opt.top_up, written under OUT/topup/ and added as train rows.
+void top_up(Prep& P) {
+  if (P.opt.top_up <= 0) return;
+  struct Job {
+    int c, k, from;
+  };
+  std::vector<Job> jobs;
+  for (int c = 0; c < int(P.train_of.size()); ++c) {
+    const int have = (int)P.train_of[c].size();
+    for (int k = 0; have > 0 && have + k < P.opt.top_up; ++k) jobs.push_back({c, k, P.train_of[c][k % have]});
   }
+  std::vector<Sample> extra(jobs.size());
+  P.say("prepare: top-up writes " + std::to_string(jobs.size()) + " TrivialAugmentWide variants of train images");
+  parallel_for(jobs.size(), P.opt.threads, [&](size_t j) {
+    const Job& jb = jobs[j];
+    const FileRec& f = P.files[jb.from];
+    Image img = preprocess(load_image((fs::path(f.src) / f.rel).string()), P.opt.size);
+    uint8_t fill[3];
+    border_color(img, fill);
+    Rng r(mix_seed(P.opt.seed, (uint64_t)jb.c, (uint64_t)jb.k, 0x70B0Bull));
+    trivial_augment(img, r, fill);
+    const std::string cls = slug(P.class_name(jb.c));
+    const fs::path dir = fs::path(P.out_abs) / "topup" / cls;
+    fs::create_directories(dir);
+    const std::string name = fs::path(f.rel).stem().string() + "_ta" + std::to_string(jb.k) + ".png";
+    write_png((dir / name).string(), img);
+    Sample& s = extra[j];
+    s.path = "topup/" + cls + "/" + name;
+    s.src = P.out_abs;
+    s.split = "train";
+    s.sha256 = sha256_file((dir / name).string());
+    s.source = f.source;
+    s.label = jb.c;
+    s.subset = 100;  // the 5% / 20% stages stay made of real images
+  });
+  P.n_topup = extra.size();
+  for (auto& smp : extra) {
+    const std::string& cn = P.class_name(smp.label);
+    P.topup_counts[cn] = P.topup_counts.value(cn, (size_t)0) + 1;
+    P.rows.push_back(std::move(smp));
+  }
+}
 
-  // ---- 7. write ----
+json report(const Prep& P) {
   json split_counts = {{"train", 0}, {"val", 0}, {"test", 0}};
-  for (const auto& s : rows) split_counts[s.split] = split_counts[s.split].get<size_t>() + 1;
-  split_counts["train_topup"] = n_topup;
+  for (const auto& s : P.rows) split_counts[s.split] = split_counts[s.split].get<size_t>() + 1;
+  split_counts["train_topup"] = P.n_topup;
   json subset_counts = {{"5", 0}, {"20", 0}, {"100", 0}};
-  for (const auto& s : rows)
+  for (const auto& s : P.rows)
     if (s.split == "train" && s.path.rfind("topup/", 0) != 0)
       for (int p : {5, 20, 100})
         if (s.subset <= p) subset_counts[std::to_string(p)] = subset_counts[std::to_string(p)].get<size_t>() + 1;
-
-  write_manifest((fs::path(out_abs) / "manifest.csv").string(), rows);
-  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const auto [mean, stdv] = channel_stats(P);
+  const PrepareOptions& opt = P.opt;
   json rep;
-  rep["sources"] = sources;
+  rep["sources"] = P.sources;
+  rep["classes"] = opt.labeler.classes;  // the model's output order; Sample::label indexes it
   rep["seed"] = opt.seed;
   rep["split_percent"] = {opt.split[0], opt.split[1], opt.split[2]};
   rep["size"] = opt.size;
-  rep["files_scanned"] = files.size();
-  rep["unreadable"] = unreadable;
-  rep["ignored"] = ignored;
-  rep["unknown_label"] = unknown;
-  rep["exact_duplicate_groups"] = exact_groups;
-  rep["near_duplicate_groups"] = near_groups;
-  rep["near_duplicate_pairs"] = near_pairs;
+  rep["files_scanned"] = P.files.size();
+  rep["unreadable"] = P.unreadable;
+  rep["ignored"] = P.ignored;
+  rep["unknown_label"] = P.unknown;
+  rep["exact_duplicate_groups"] = P.exact_groups;
+  rep["near_duplicate_groups"] = P.near_groups;
+  rep["near_duplicate_pairs"] = P.near_pairs;
   rep["near_threshold"] = opt.near_threshold;
   rep["near_max_diff"] = opt.near_max_diff;
-  rep["near_pairs"] = near_detail;
-  rep["near_candidate_pairs"] = near_candidates;
+  rep["near_pairs"] = P.near_detail;
+  rep["near_candidate_pairs"] = P.near_candidates;
   rep["near_hash"] = "64-bit DCT pHash of 32x32 luma (square-padded); near = Hamming distance <= near_threshold";
-  rep["duplicate_groups"] = dup_detail;
-  rep["label_conflicts"] = conflicts;
-  rep["label_conflicts_detail"] = conflict_detail;
-  rep["class_counts"] = class_counts;
-  rep["split_class_counts"] = split_class;
+  rep["duplicate_groups"] = P.dup_detail;
+  rep["label_conflicts"] = P.conflicts;
+  rep["label_conflicts_detail"] = P.conflict_detail;
+  rep["class_counts"] = P.class_counts;
+  rep["split_class_counts"] = P.split_class;
   rep["split_counts"] = split_counts;
   rep["subset_counts"] = subset_counts;
   // No train rows (e.g. --split 0/0/100 for an external test set): no statistics to
   // give, and null makes read_stats fail loudly instead of handing out 0/1.
-  rep["mean"] = npx ? mean : json(nullptr);
-  rep["std"] = npx ? stdv : json(nullptr);
-  rep["stats_from"] = npx ? "train split only, real images (no top-up), after pad + resize to size, pixel/255"
-                          : "no train rows: use the statistics of the data the model was trained on";
+  rep["mean"] = mean;
+  rep["std"] = stdv;
+  rep["stats_from"] = P.npx ? "train split only, real images (no top-up), after pad + resize to size, pixel/255"
+                            : "no train rows: use the statistics of the data the model was trained on";
   rep["top_up"] = opt.top_up;
-  rep["topup_class_counts"] = topup_counts;  // split_class_counts.train counts real images only
-  rep["wall_seconds"] = wall;
-  write_text_atomic((fs::path(out_abs) / "report.json").string(), rep.dump(2) + "\n");
-  say("prepare: wrote " + out_abs + "/manifest.csv (" + std::to_string(rows.size()) + " rows) and report.json in " +
-      std::to_string(wall) + " s");
+  rep["topup_class_counts"] = P.topup_counts;  // split_class_counts.train counts real images only
+  return rep;
+}
+
+}  // namespace
+
+json prepare_dataset(const PrepareOptions& opt) {
+  validate(opt);
+  Prep P(opt);
+  fs::create_directories(opt.out);
+  P.out_abs = fs::absolute(opt.out).lexically_normal().string();
+  scan(P);
+  check(P);
+  deduplicate(P);
+  split(P);
+  top_up(P);
+  write_manifest((fs::path(P.out_abs) / "manifest.csv").string(), P.rows, opt.labeler.classes);
+  json rep = report(P);
+  rep["wall_seconds"] = P.seconds();
+  write_text_atomic((fs::path(P.out_abs) / "report.json").string(), rep.dump(2) + "\n");
+  P.say("prepare: wrote " + P.out_abs + "/manifest.csv (" + std::to_string(P.rows.size()) +
+        " rows) and report.json in " + std::to_string(rep["wall_seconds"].get<double>()) + " s");
   return rep;
 }
 

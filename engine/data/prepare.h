@@ -14,7 +14,19 @@
 
 namespace vit {
 
+// How files get their labels. The data layer knows no class names of its own: the caller
+// (tools/cmd_prepare.cpp) passes the application's labeler, e.g. engine/wbc's.
+struct Labeler {
+  std::vector<std::string> classes;  // in model output order; written to report.json
+  // The class index of a file from its path relative to its SRC ('/'-separated), or -1.
+  std::function<int(const std::string& rel_path)> label_of;
+  // Whether a top-level folder of a SRC is a class folder (then the file's source is the SRC's
+  // own name, not that folder's). Optional: without it every top folder names a source.
+  std::function<bool(const std::string& folder)> is_class_folder;
+};
+
 struct PrepareOptions {
+  Labeler labeler;                // required
   std::vector<std::string> srcs;  // image folders (searched recursively)
   std::string out;                // output directory (created)
   uint64_t seed = 0;              // split, subsets and top-up are a pure function of it

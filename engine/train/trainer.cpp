@@ -251,7 +251,9 @@ class Run {
       return nullptr;
     }
     std::string why;
-    if (pk->size() != model_cfg_.image_size)
+    if (pk->class_names() != names_)
+      why = "its class list differs from the manifest's";
+    else if (pk->size() != model_cfg_.image_size)
       why = "its images are " + std::to_string(pk->size()) + " px, the model takes " + std::to_string(model_cfg_.image_size);
     else if (pk->count() != samples.size())
       why = "it holds " + std::to_string(pk->count()) + " images, the " + split + " selection " + std::to_string(samples.size());

@@ -1,0 +1,28 @@
+#include "engine/wbc/labels.h"
+
+#include <filesystem>
+
+#include "engine/wbc/taxonomy.h"
+
+namespace vit::wbc {
+
+std::vector<std::string> class_names() {
+  std::vector<std::string> n;
+  for (const auto& c : classes()) n.push_back(c.name);
+  return n;
+}
+
+Labeler labeler() {
+  Labeler L;
+  L.classes = class_names();
+  L.label_of = [](const std::string& rel) {
+    const std::filesystem::path p(rel);
+    int c = class_from_filename(p.filename().string());
+    if (c < 0 && p.has_parent_path()) c = class_from_folder(p.parent_path().filename().string());
+    return c;
+  };
+  L.is_class_folder = [](const std::string& folder) { return class_from_folder(folder) >= 0; };
+  return L;
+}
+
+}  // namespace vit::wbc
