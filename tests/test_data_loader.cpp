@@ -6,7 +6,7 @@
 
 #include "engine/data/dataset.h"
 #include "engine/data/pack.h"
-#include "engine/wbc/labels.h"
+#include "engine/wbc/app.h"
 #include "engine/wbc/taxonomy.h"
 #include "tests/data_test_util.h"
 

@@ -15,6 +15,7 @@
 
 #include "engine/eval/evaluate.h"
 #include "engine/data/pack.h"
+#include "engine/wbc/app.h"
 #include "engine/wbc/taxonomy.h"
 #include "engine/train/train_config.h"
 #include "engine/train/trainer.h"
@@ -82,6 +83,7 @@ TrainRequest request(const fs::path& out, std::vector<std::string> extra = {}) {
   r.data = small_data();
   r.out = out.string();
   r.log = [](const std::string&) {};
+  r.groups = wbc::class_groups();  // as the CLI passes them
   return r;
 }
 

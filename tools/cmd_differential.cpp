@@ -9,6 +9,7 @@
 #include "engine/eval/inference.h"
 #include "engine/eval/overlay.h"
 #include "engine/wbc/report.h"
+#include "engine/wbc/app.h"
 #include "tools/cli.h"
 
 namespace vit::cli {
@@ -29,7 +30,7 @@ int run_differential(const DiffArgs& a) {
   fs::path json_path = html_path;
   json_path.replace_extension(".json");
   if (json_path == html_path) json_path += ".json";
-  Predictor pred(resolve_model_path(a.model));
+  Predictor pred(resolve_model_path(a.model), wbc::class_names());
   std::vector<std::string> files = list_image_files({a.dir});
   if (files.empty()) throw std::runtime_error("no images (.jpg/.jpeg/.png/.bmp) in " + a.dir);
 

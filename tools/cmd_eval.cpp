@@ -3,6 +3,7 @@
 #include <memory>
 
 #include "engine/eval/evaluate.h"
+#include "engine/wbc/app.h"
 #include "engine/runtime/backend.h"
 #include "tools/cli.h"
 
@@ -10,6 +11,7 @@ namespace vit::cli {
 
 Command register_eval(CLI::App& root) {
   auto r = std::make_shared<EvalRequest>();
+  r->app = wbc::eval_app();  // class folders, groups and the hard-class report of the 14 classes
   Command c;
   c.app = root.add_subcommand("eval", "Evaluate a model on a split: metrics.json and pictures");
   auto* app = c.app;

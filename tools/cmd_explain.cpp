@@ -10,6 +10,7 @@
 #include "engine/eval/inference.h"
 #include "engine/eval/overlay.h"
 #include "engine/eval/rollout.h"
+#include "engine/wbc/app.h"
 #include "tools/cli.h"
 
 namespace vit::cli {
@@ -31,7 +32,7 @@ std::string two(int v) {
 int run_explain(const ExplainArgs& a) {
   if (a.alpha < 0 || a.alpha > 1) throw UsageError("--alpha must be in [0, 1]");
   if (a.tile < 16) throw UsageError("--tile must be >= 16");
-  Predictor pred(resolve_model_path(a.model));
+  Predictor pred(resolve_model_path(a.model), wbc::class_names());
   Image img = load_image(a.image);
   Image view = pred.model_view(img);
   std::vector<float> x(pred.input_floats());

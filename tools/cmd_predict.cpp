@@ -10,6 +10,7 @@
 
 #include "engine/eval/inference.h"
 #include "engine/runtime/backend.h"
+#include "engine/wbc/app.h"
 #include "tools/cli.h"
 
 namespace vit::cli {
@@ -38,7 +39,7 @@ std::string csv_field(const std::string& s) {
 int run_predict(const PredictArgs& a) {
   if (a.top_k < 1) throw UsageError("--top-k must be >= 1");
   if (a.batch < 1) throw UsageError("--batch must be >= 1");
-  Predictor pred(resolve_model_path(a.model));
+  Predictor pred(resolve_model_path(a.model), wbc::class_names());
   pred.use_device(a.device, a.batch);
   pred.set_tta(a.tta);
   const auto& names = pred.class_names();

@@ -2,7 +2,7 @@
 #include <cstdio>
 
 #include "engine/data/prepare.h"
-#include "engine/wbc/labels.h"
+#include "engine/wbc/app.h"
 #include "tools/cli.h"
 
 namespace vit::cli {

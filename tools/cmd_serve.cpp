@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "engine/serve/server.h"
+#include "engine/wbc/app.h"
 #include "tools/cli.h"
 
 namespace vit::cli {
@@ -41,7 +42,7 @@ int run_serve(ServeArgs a) {
   sigaddset(&sigs, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
-  Predictor pred(resolve_model_path(a.model));
+  Predictor pred(resolve_model_path(a.model), wbc::class_names());
   pred.set_tta(a.tta);
   Server server(pred, a.opt);
   int port = server.bind();

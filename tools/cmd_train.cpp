@@ -6,6 +6,7 @@
 #include "engine/train/train_config.h"
 #include "engine/train/trainer.h"
 #include "engine/runtime/backend.h"
+#include "engine/wbc/app.h"
 #include "tools/cli.h"
 
 namespace vit::cli {
@@ -64,6 +65,7 @@ Command register_train(CLI::App& root) {
     req.data = a->data;
     req.out = a->out;
     req.resume = a->resume;
+    req.groups = wbc::class_groups();  // label_level=group learns the 9 white-blood-cell groups
     TrainSummary s = train(req);
     if (!s.finished) {
       std::printf("[train] stopped at step %lld (max_steps); resume with --resume\n", (long long)s.steps);

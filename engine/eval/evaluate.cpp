@@ -13,7 +13,6 @@
 #include "engine/eval/tta.h"
 #include "engine/eval/metrics.h"
 #include "engine/eval/plots.h"
-#include "engine/wbc/taxonomy.h"
 #include "engine/eval/predict.h"
 #include "weights/checkpoint.h"
 
@@ -70,45 +69,36 @@ struct EvalSet {
   std::string kind;                      // "manifest" | "folders"
 };
 
-EvalSet load_eval_set(const std::string& data, const std::string& split, const std::string& data_root) {
+bool image_file(const fs::path& f) {
+  std::string n = f.filename().string(), ext = f.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
+  if (n.empty() || n[0] == '.') return false;
+  return ext == ".jpg" || ext == ".jpeg" || ext == ".png" || ext == ".bmp";
+}
+
+// A folder of class folders (e.g. ../shared/data/bccd-cropped): the label is the folder's class.
+EvalSet load_class_folders(const std::string& data, const std::string& split, const EvalApp& app) {
   EvalSet e;
-  const std::string mp = manifest_path(data);
-  if (fs::exists(mp)) {
-    Manifest m = read_manifest_resolved(mp, data_root);
-    e.samples = select(m, split, 100);
-    if (e.samples.empty()) throw std::runtime_error("'" + mp + "' has no '" + split + "' samples");
-    for (const auto& s : e.samples) e.truth_names.push_back(classes().at(s.label).name);
-    e.kind = "manifest";
-    return e;
-  }
-  if (!fs::is_directory(data))
-    throw std::runtime_error("--data '" + data + "' is neither a prepared folder (manifest.csv), a manifest, nor a folder of class folders");
-  // A folder of class folders (e.g. ../shared/data/bccd-cropped): label = folder name.
   std::vector<fs::path> dirs;
   for (const auto& d : fs::directory_iterator(data))
     if (d.is_directory()) dirs.push_back(d.path());
   std::sort(dirs.begin(), dirs.end());
   for (const auto& d : dirs) {
     std::vector<fs::path> files;
-    for (const auto& f : fs::recursive_directory_iterator(d)) {
-      if (!f.is_regular_file()) continue;
-      std::string n = f.path().filename().string(), ext = f.path().extension().string();
-      std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
-      if (n.empty() || n[0] == '.') continue;
-      if (ext != ".jpg" && ext != ".jpeg" && ext != ".png" && ext != ".bmp") continue;
-      files.push_back(f.path());
-    }
+    for (const auto& f : fs::recursive_directory_iterator(d))
+      if (f.is_regular_file() && image_file(f.path())) files.push_back(f.path());
     std::sort(files.begin(), files.end());
     const std::string label = d.filename().string();
-    int c = class_from_folder(label);
+    std::string cls = app.folder_class ? app.folder_class(label) : "";
+    if (cls.empty()) cls = label;
     for (const auto& f : files) {
       Sample s;
       s.path = fs::absolute(f).string();
       s.split = split;
       s.source = label;
-      s.label = c >= 0 ? c : 0;  // the loader needs a valid index; truth comes from truth_names
+      s.label = 0;  // the loader needs a valid index; the truth comes from truth_names
       e.samples.push_back(s);
-      e.truth_names.push_back(c >= 0 ? classes()[c].name : label);
+      e.truth_names.push_back(cls);
     }
   }
   if (e.samples.empty()) throw std::runtime_error("'" + data + "' holds no class folders with images");
@@ -116,10 +106,21 @@ EvalSet load_eval_set(const std::string& data, const std::string& split, const s
   return e;
 }
 
-double recall_of(const Metrics& m, const std::string& name) {
-  for (const auto& k : m.per_class)
-    if (k.name == name) return k.recall;
-  return NAN;
+EvalSet load_eval_set(const std::string& data, const std::string& split, const std::string& data_root,
+                      const EvalApp& app) {
+  const std::string mp = manifest_path(data);
+  if (fs::exists(mp)) {
+    EvalSet e;
+    Manifest m = read_manifest_resolved(mp, data_root);
+    e.samples = select(m, split, 100);
+    if (e.samples.empty()) throw std::runtime_error("'" + mp + "' has no '" + split + "' samples");
+    for (const auto& s : e.samples) e.truth_names.push_back(m.classes.at(size_t(s.label)));
+    e.kind = "manifest";
+    return e;
+  }
+  if (!fs::is_directory(data))
+    throw std::runtime_error("--data '" + data + "' is neither a prepared folder (manifest.csv), a manifest, nor a folder of class folders");
+  return load_class_folders(data, split, app);
 }
 
 std::string pct(double v) {
@@ -128,7 +129,7 @@ std::string pct(double v) {
   return b;
 }
 
-std::string markdown(const nlohmann::json& j, const Metrics& m) {
+std::string markdown(const nlohmann::json& j, const Metrics& m, const EvalApp& app) {
   std::ostringstream s;
   s << "# Evaluation of `" << j["model"].get<std::string>() << "`\n\n";
   s << "Data `" << j["data"].get<std::string>() << "`, split `" << j["split"].get<std::string>() << "`, "
@@ -138,22 +139,14 @@ std::string markdown(const nlohmann::json& j, const Metrics& m) {
   s << "| metric | value |\n|---|---|\n";
   s << "| accuracy | " << pct(m.accuracy) << " |\n| macro-F1 | " << pct(m.macro_f1) << " |\n| balanced accuracy | "
     << pct(m.balanced_accuracy) << " |\n";
-  if (j.contains("group9")) s << "| accuracy at 9 groups | " << pct(j["group9"]["accuracy"].get<double>()) << " |\n";
+  if (app.summary_rows) s << app.summary_rows(j);
   s << "| ECE (temperature " << j["temperature"].get<double>() << ") | " << j["calibration"]["ece"].get<double>() << " |\n";
   s << "| ECE (uncalibrated) | " << j["ece_uncalibrated"].get<double>() << " |\n\n";
   s << "| class | precision | recall | F1 | support |\n|---|---|---|---|---|\n";
   for (const auto& k : m.per_class)
     s << "| " << k.name << " | " << pct(k.precision) << " | " << pct(k.recall) << " | " << pct(k.f1) << " | "
       << k.support << " |\n";
-  if (j.contains("hard_classes")) {
-    s << "\nHard classes (recall): ";
-    bool first = true;
-    for (auto it = j["hard_classes"]["recall"].begin(); it != j["hard_classes"]["recall"].end(); ++it) {
-      s << (first ? "" : ", ") << it.key() << " " << (it.value().is_number() ? pct(it.value().get<double>()) : "-");
-      first = false;
-    }
-    s << ".\n";
-  }
+  if (app.summary_notes) s << app.summary_notes(j);
   if (j.contains("per_source")) {
     s << "\nPer source: ";
     bool first = true;
@@ -169,175 +162,194 @@ std::string markdown(const nlohmann::json& j, const Metrics& m) {
   return s.str();
 }
 
-}  // namespace
 
-nlohmann::json evaluate(const EvalRequest& req) {
-  auto log = req.log ? req.log : [](const std::string& s) { std::printf("%s\n", s.c_str()), std::fflush(stdout); };
-  auto t0 = std::chrono::steady_clock::now();
-  LoadedModel lm = load_model(req.model);
-  if (!lm.model) throw std::runtime_error("'" + req.model + "' holds no model");
-  const ViTConfig& mc = lm.model->config();
-  std::vector<std::string> names = lm.meta.class_names;
-  if (names.empty())
-    for (const auto& c : classes()) names.push_back(c.name);
-  if (int(names.size()) != mc.num_classes)
-    throw std::runtime_error("'" + req.model + "' has " + std::to_string(mc.num_classes) + " outputs but " +
-                             std::to_string(names.size()) + " class names");
-  const double T = lm.meta.temperature > 0 ? lm.meta.temperature : 1.0;
+// The model's logits over the set, and what they are scored against.
+struct Scored {
+  LoadedModel lm;
+  std::vector<std::string> names;  // the model's output names
+  double T = 1.0;                  // the fitted temperature
+  EvalSet set;
+  Predictions p;
+  std::vector<size_t> idx;  // row i of p is set.samples[idx[i]]
+  std::vector<int> pred;    // argmax output per row
+  size_t n = 0;
+  int K = 0;
+};
 
-  EvalSet set = load_eval_set(req.data, req.split, req.data_root);
-  DataStats st;
-  for (int c = 0; c < 3; ++c) st.mean[c] = lm.meta.mean[c], st.std[c] = lm.meta.std[c];
-  Loader loader(set.samples, st, eval_loader_config(mc.image_size, req.batch_size, req.threads));
-  auto backend = make_backend(req.device, *lm.model, req.batch_size, req.precision);
-  log("[eval] " + mc.to_string() + " on " + std::to_string(set.samples.size()) + " images (" + req.data + ", " +
-      (set.kind == "manifest" ? "split " + req.split : "class folders") + ")");
-  const int views = tta_view_count(req.tta);
-  if (views > 1) log("[eval] test-time augmentation " + req.tta + ": mean logits of " + std::to_string(views) + " views");
-  Predictions p = predict(*backend, loader, views);
-  const size_t n = p.n();
-  const int K = p.k;
-  if (n != set.samples.size())
-    throw std::runtime_error("eval: the loader returned " + std::to_string(n) + " of " +
-                             std::to_string(set.samples.size()) + " images");
-  // rows of p follow the loader's sample index
-  std::vector<size_t> idx = p.index.size() == n ? p.index : std::vector<size_t>();
-  if (idx.empty())
-    for (size_t i = 0; i < n; ++i) idx.push_back(i);
-
+struct Report {
   nlohmann::json j;
-  j["model"] = req.model;
-  j["data"] = req.data;
-  j["split"] = set.kind == "manifest" ? req.split : "all (class folders)";
-  j["n"] = n;
-  j["temperature"] = T;
-  j["tta"] = req.tta;
-  j["model_config"] = mc.to_string();
-  const std::vector<int> pred14 = argmax_rows(p.logits.data(), n, K);
   Metrics m;
   CalibrationReport calib, calib_raw;
+};
 
-  if (req.map.empty()) {
-    if (set.kind != "manifest") {
-      for (size_t i = 0; i < n; ++i)
-        if (class_index(set.truth_names[idx[i]]) < 0)
-          throw std::runtime_error("folder '" + set.truth_names[idx[i]] +
-                                   "' is not a model class; evaluate it through --map");
+std::vector<std::string> model_names(const EvalRequest& req, const LoadedModel& lm) {
+  std::vector<std::string> names = lm.meta.class_names;
+  const int C = lm.model->config().num_classes;
+  if (names.empty() && int(req.app.names_if_unnamed.size()) == C) names = req.app.names_if_unnamed;
+  if (int(names.size()) != C)
+    throw std::runtime_error("'" + req.model + "' has " + std::to_string(C) + " outputs but " +
+                             std::to_string(names.size()) + " class names");
+  return names;
+}
+
+Scored run_model(const EvalRequest& req, const std::function<void(const std::string&)>& log) {
+  Scored S;
+  S.lm = load_model(req.model);
+  if (!S.lm.model) throw std::runtime_error("'" + req.model + "' holds no model");
+  const ViTConfig& mc = S.lm.model->config();
+  S.names = model_names(req, S.lm);
+  S.T = S.lm.meta.temperature > 0 ? S.lm.meta.temperature : 1.0;
+  S.set = load_eval_set(req.data, req.split, req.data_root, req.app);
+  DataStats st;
+  for (int c = 0; c < 3; ++c) st.mean[c] = S.lm.meta.mean[c], st.std[c] = S.lm.meta.std[c];
+  Loader loader(S.set.samples, st, eval_loader_config(mc.image_size, req.batch_size, req.threads));
+  auto backend = make_backend(req.device, *S.lm.model, req.batch_size, req.precision);
+  log("[eval] " + mc.to_string() + " on " + std::to_string(S.set.samples.size()) + " images (" + req.data + ", " +
+      (S.set.kind == "manifest" ? "split " + req.split : "class folders") + ")");
+  const int views = tta_view_count(req.tta);
+  if (views > 1) log("[eval] test-time augmentation " + req.tta + ": mean logits of " + std::to_string(views) + " views");
+  S.p = predict(*backend, loader, views);
+  S.n = S.p.n();
+  S.K = S.p.k;
+  if (S.n != S.set.samples.size())
+    throw std::runtime_error("eval: the loader returned " + std::to_string(S.n) + " of " +
+                             std::to_string(S.set.samples.size()) + " images");
+  S.idx = S.p.index.size() == S.n ? S.p.index : std::vector<size_t>();
+  if (S.idx.empty())
+    for (size_t i = 0; i < S.n; ++i) S.idx.push_back(i);
+  S.pred = argmax_rows(S.p.logits.data(), S.n, S.K);
+  return S;
+}
+
+// The model output each row's true class is scored as: the output of the same name, else the
+// output named after its group (a model trained on groups).
+std::vector<int> true_outputs(const EvalRequest& req, const Scored& S) {
+  std::vector<int> truth(S.n);
+  for (size_t i = 0; i < S.n; ++i) {
+    const std::string& tn = S.set.truth_names[S.idx[i]];
+    auto it = std::find(S.names.begin(), S.names.end(), tn);
+    if (it == S.names.end() && req.app.group_of) {
+      const std::string g = req.app.group_of(tn);
+      if (!g.empty()) it = std::find(S.names.begin(), S.names.end(), g);
     }
-    // The model's outputs are the 14 classes, or the 9 groups of a label_level=group run:
-    // each true class goes to the output of the same name, else to its group's output.
-    std::vector<int> class_to_output(num_classes(), -1);
-    for (int c = 0; c < num_classes(); ++c) {
-      auto it = std::find(names.begin(), names.end(), classes()[c].name);
-      if (it == names.end()) it = std::find(names.begin(), names.end(), groups()[group_of(c)]);
-      if (it != names.end()) class_to_output[c] = int(it - names.begin());
+    if (it == S.names.end()) {
+      if (S.set.kind != "manifest")
+        throw std::runtime_error("folder '" + tn + "' is not a model class; evaluate it through --map");
+      throw std::runtime_error("eval: true class '" + tn + "' is neither an output of '" + req.model +
+                               "' nor in one of its groups; use --map");
     }
-    std::vector<int> truth(n);
-    for (size_t i = 0; i < n; ++i) {
-      const int c = p.labels[i];
-      if (c < 0 || c >= num_classes() || class_to_output[c] < 0)
-        throw std::runtime_error("eval: true class '" + (c >= 0 && c < num_classes() ? classes()[c].name : std::to_string(c)) +
-                                 "' is neither an output of '" + req.model + "' nor in one of its groups; use --map");
-      truth[i] = class_to_output[c];
-    }
-    m = compute_metrics(confusion_matrix(truth, pred14, K), names);
-    calib = calibration(p.logits.data(), truth.data(), n, K, T, req.ece_bins);
-    calib_raw = calibration(p.logits.data(), truth.data(), n, K, 1.0, req.ece_bins);
-    j["nll"] = mean_nll(p.logits.data(), truth.data(), n, K, T);
-    // the 9 coarse groups (a 14-class model in taxonomy order)
-    if (K == num_classes() && names[0] == classes()[0].name) {
-      std::vector<int> c2g(K);
-      for (int c = 0; c < K; ++c) c2g[c] = group_of(c);
-      j["group9"] = {{"accuracy", group_accuracy(m.confusion, c2g)},
-                     {"groups", groups()},
-                     {"confusion", fold_confusion(m.confusion, c2g, int(groups().size()))}};
-      auto rc = [&](const char* c) { return std::isfinite(recall_of(m, c)) && m.per_class[class_index(c)].support
-                                                ? nlohmann::json(recall_of(m, c)) : nlohmann::json(nullptr); };
-      auto cm = [&](const char* a, const char* b) { return m.confusion[class_index(a)][class_index(b)]; };
-      j["hard_classes"] = {
-          {"recall",
-           {{"Band Neutrophil", rc("Band Neutrophil")}, {"Segmented Neutrophil", rc("Segmented Neutrophil")},
-            {"Promyelocyte", rc("Promyelocyte")}, {"Myelocyte", rc("Myelocyte")}, {"Metamyelocyte", rc("Metamyelocyte")}}},
-          {"band_predicted_segmented", cm("Band Neutrophil", "Segmented Neutrophil")},
-          {"segmented_predicted_band", cm("Segmented Neutrophil", "Band Neutrophil")},
-          {"immature_series_confusion",
-           {{"classes", {"Promyelocyte", "Myelocyte", "Metamyelocyte"}},
-            {"matrix",
-             {{cm("Promyelocyte", "Promyelocyte"), cm("Promyelocyte", "Myelocyte"), cm("Promyelocyte", "Metamyelocyte")},
-              {cm("Myelocyte", "Promyelocyte"), cm("Myelocyte", "Myelocyte"), cm("Myelocyte", "Metamyelocyte")},
-              {cm("Metamyelocyte", "Promyelocyte"), cm("Metamyelocyte", "Myelocyte"),
-               cm("Metamyelocyte", "Metamyelocyte")}}}}}};
-    }
-    std::vector<std::string> src(n);
-    for (size_t i = 0; i < n; ++i) src[i] = set.samples[idx[i]].source.empty() ? "unknown" : set.samples[idx[i]].source;
-    j["per_source"] = recall_by(truth, pred14, src, names);
-  } else {
-    LabelMap lmap = read_label_map(req.map, names);
-    const int TK = int(lmap.targets.size());
-    std::vector<int> truth(n), pred(n);
-    for (size_t i = 0; i < n; ++i) {
-      const std::string& tn = set.truth_names[idx[i]];
-      truth[i] = lmap.truth_target(tn);
-      if (truth[i] < 0)
-        throw std::runtime_error("label '" + tn + "' of " + set.samples[idx[i]].full_path() +
-                                 " is not a target of the map '" + req.map + "'");
-      int t = lmap.class_to_target[pred14[i]];
-      pred[i] = t < 0 ? TK : t;  // TK = "other": always wrong
-    }
-    std::vector<std::string> cols = lmap.targets;
-    cols.push_back("other");
-    m = compute_metrics(confusion_matrix(truth, pred, TK, TK + 1), lmap.targets, cols);
-    // Confidence of the mapped prediction = summed probability of the classes that map to it.
-    auto probs = softmax_rows(p.logits.data(), n, K, T), raw = softmax_rows(p.logits.data(), n, K, 1.0);
-    std::vector<double> conf(n), conf_raw(n);
-    std::vector<bool> ok(n);
-    for (size_t i = 0; i < n; ++i) {
-      int t = lmap.class_to_target[pred14[i]];
-      for (int c = 0; c < K; ++c)
-        if (lmap.class_to_target[c] == t) conf[i] += probs[i * K + c], conf_raw[i] += raw[i * K + c];
-      ok[i] = pred[i] == truth[i];
-    }
-    calib = calibration(conf, ok, req.ece_bins);
-    calib_raw = calibration(conf_raw, ok, req.ece_bins);
-    int64_t other = 0;
-    for (auto v : pred) other += v == TK;
-    nlohmann::json cm = nlohmann::json::object();
-    for (int c = 0; c < K; ++c) cm[names[c]] = lmap.class_to_target[c] < 0 ? "other" : lmap.targets[lmap.class_to_target[c]];
-    j["map"] = {{"file", req.map},
+    truth[i] = int(it - S.names.begin());
+  }
+  return truth;
+}
+
+// Scores the model's own classes.
+void score_classes(const EvalRequest& req, const Scored& S, Report& R) {
+  const std::vector<int> truth = true_outputs(req, S);
+  R.m = compute_metrics(confusion_matrix(truth, S.pred, S.K), S.names);
+  R.calib = calibration(S.p.logits.data(), truth.data(), S.n, S.K, S.T, req.ece_bins);
+  R.calib_raw = calibration(S.p.logits.data(), truth.data(), S.n, S.K, 1.0, req.ece_bins);
+  R.j["nll"] = mean_nll(S.p.logits.data(), truth.data(), S.n, S.K, S.T);
+  if (req.app.add_metrics) req.app.add_metrics(S.names, R.m, R.j);
+  std::vector<std::string> src(S.n);
+  for (size_t i = 0; i < S.n; ++i) {
+    const Sample& smp = S.set.samples[S.idx[i]];
+    src[i] = smp.source.empty() ? "unknown" : smp.source;
+  }
+  R.j["per_source"] = recall_by(truth, S.pred, src, S.names);
+}
+
+// Scores the model's classes mapped onto another set's labels (--map).
+void score_mapped(const EvalRequest& req, const Scored& S, Report& R) {
+  const size_t n = S.n;
+  const int K = S.K;
+  LabelMap lmap = read_label_map(req.map, S.names);
+  const int TK = int(lmap.targets.size());
+  std::vector<int> truth(n), pred(n);
+  for (size_t i = 0; i < n; ++i) {
+    const std::string& tn = S.set.truth_names[S.idx[i]];
+    truth[i] = lmap.truth_target(tn);
+    if (truth[i] < 0)
+      throw std::runtime_error("label '" + tn + "' of " + S.set.samples[S.idx[i]].full_path() +
+                               " is not a target of the map '" + req.map + "'");
+    const int t = lmap.class_to_target[S.pred[i]];
+    pred[i] = t < 0 ? TK : t;  // TK = "other": always wrong
+  }
+  std::vector<std::string> cols = lmap.targets;
+  cols.push_back("other");
+  R.m = compute_metrics(confusion_matrix(truth, pred, TK, TK + 1), lmap.targets, cols);
+  // Confidence of the mapped prediction = summed probability of the classes that map to it.
+  auto probs = softmax_rows(S.p.logits.data(), n, K, S.T), raw = softmax_rows(S.p.logits.data(), n, K, 1.0);
+  std::vector<double> conf(n), conf_raw(n);
+  std::vector<bool> ok(n);
+  for (size_t i = 0; i < n; ++i) {
+    const int t = lmap.class_to_target[S.pred[i]];
+    for (int c = 0; c < K; ++c)
+      if (lmap.class_to_target[c] == t) conf[i] += probs[i * K + c], conf_raw[i] += raw[i * K + c];
+    ok[i] = pred[i] == truth[i];
+  }
+  R.calib = calibration(conf, ok, req.ece_bins);
+  R.calib_raw = calibration(conf_raw, ok, req.ece_bins);
+  int64_t other = 0;
+  for (auto v : pred) other += v == TK;
+  nlohmann::json cm = nlohmann::json::object();
+  for (int c = 0; c < K; ++c)
+    cm[S.names[c]] = lmap.class_to_target[c] < 0 ? "other" : lmap.targets[lmap.class_to_target[c]];
+  R.j["map"] = {{"file", req.map},
                 {"name", lmap.name},
                 {"targets", lmap.targets},
                 {"class_to_target", cm},
                 {"predicted_other", other},
                 {"rule", "a prediction of an unmapped class is 'other' and counts as an error"}};
-    // what the model said, in its own 14 classes, for each true target label
-    nlohmann::json raw14 = nlohmann::json::object();
-    for (int t = 0; t < TK; ++t) {
-      std::vector<int64_t> cnt(K, 0);
-      for (size_t i = 0; i < n; ++i)
-        if (truth[i] == t) cnt[pred14[i]]++;
-      nlohmann::json row = nlohmann::json::object();
-      for (int c = 0; c < K; ++c)
-        if (cnt[c]) row[names[c]] = cnt[c];
-      raw14[lmap.targets[t]] = row;
-    }
-    j["predicted_classes_by_target"] = raw14;
+  // what the model said, in its own classes, for each true target label
+  nlohmann::json raw_by_target = nlohmann::json::object();
+  for (int t = 0; t < TK; ++t) {
+    std::vector<int64_t> cnt(K, 0);
+    for (size_t i = 0; i < n; ++i)
+      if (truth[i] == t) cnt[S.pred[i]]++;
+    nlohmann::json row = nlohmann::json::object();
+    for (int c = 0; c < K; ++c)
+      if (cnt[c]) row[S.names[c]] = cnt[c];
+    raw_by_target[lmap.targets[t]] = row;
   }
-  nlohmann::json mj = m.to_json();
-  for (auto it = mj.begin(); it != mj.end(); ++it) j[it.key()] = it.value();
-  j["calibration"] = calib.to_json();
-  j["ece"] = calib.ece;
-  j["ece_uncalibrated"] = calib_raw.ece;
-  j["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  R.j["predicted_classes_by_target"] = raw_by_target;
+}
 
+void write_report(const EvalRequest& req, Report& R) {
+  nlohmann::json mj = R.m.to_json();
+  for (auto it = mj.begin(); it != mj.end(); ++it) R.j[it.key()] = it.value();
+  R.j["calibration"] = R.calib.to_json();
+  R.j["ece"] = R.calib.ece;
+  R.j["ece_uncalibrated"] = R.calib_raw.ece;
   fs::create_directories(req.out);
-  write_text_atomic((fs::path(req.out) / "metrics.json").string(), j.dump(2) + "\n");
-  write_eval_pictures(m, &calib, req.out, "");
-  write_text_atomic((fs::path(req.out) / "summary.md").string(), markdown(j, m));
+  write_text_atomic((fs::path(req.out) / "metrics.json").string(), R.j.dump(2) + "\n");
+  write_eval_pictures(R.m, &R.calib, req.out, "");
+  write_text_atomic((fs::path(req.out) / "summary.md").string(), markdown(R.j, R.m, req.app));
+}
+
+}  // namespace
+
+nlohmann::json evaluate(const EvalRequest& req) {
+  auto log = req.log ? req.log : [](const std::string& s) { std::printf("%s\n", s.c_str()), std::fflush(stdout); };
+  const auto t0 = std::chrono::steady_clock::now();
+  const Scored S = run_model(req, log);
+  Report R;
+  R.j["model"] = req.model;
+  R.j["data"] = req.data;
+  R.j["split"] = S.set.kind == "manifest" ? req.split : "all (class folders)";
+  R.j["n"] = S.n;
+  R.j["temperature"] = S.T;
+  R.j["tta"] = req.tta;
+  R.j["model_config"] = S.lm.model->config().to_string();
+  if (req.map.empty()) score_classes(req, S, R);
+  else score_mapped(req, S, R);
+  R.j["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  write_report(req, R);
   char b[200];
   std::snprintf(b, sizeof b, "[eval] accuracy %.4f macro-F1 %.4f balanced %.4f ECE %.4f (n = %zu) -> %s/metrics.json",
-                m.accuracy, m.macro_f1, m.balanced_accuracy, calib.ece, n, req.out.c_str());
+                R.m.accuracy, R.m.macro_f1, R.m.balanced_accuracy, R.calib.ece, S.n, req.out.c_str());
   log(b);
-  return j;
+  return R.j;
 }
 
 }  // namespace vit

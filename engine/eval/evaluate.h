@@ -2,7 +2,7 @@
 // folder of class folders), and write metrics.json, the pictures and a markdown
 // summary.
 //
-// With a label map (--map FILE, e.g. configs/bccd5.json) the 14 predicted classes
+// With a label map (--map FILE, e.g. configs/bccd5.json) the model's classes
 // are mapped onto another set's labels. A prediction whose class maps to nothing
 // becomes "other" and always counts as an error: the true label is always one of
 // the targets, so "other" is never right.
@@ -15,7 +15,7 @@
 namespace vit {
 
 // JSON: {"name": "...", "targets": [labels of the other set],
-//        "map": {"<14-class name>": "<target>", ...},           classes left out -> "other"
+//        "map": {"<model class name>": "<target>", ...},        classes left out -> "other"
 //        "truth": {"<manifest / folder label>": "<target>", ...}} optional; default: a
 //        label that is itself a target name maps to that target.
 struct LabelMap {
@@ -26,6 +26,24 @@ struct LabelMap {
   int truth_target(const std::string& label) const;  // -1 when the label is not covered
 };
 LabelMap read_label_map(const std::string& path, const std::vector<std::string>& class_names);
+
+struct Metrics;
+
+// What an application adds to an evaluation (engine/wbc provides the white-blood-cell one; the
+// CLI passes it in). Every member is optional.
+struct EvalApp {
+  // The class a folder of images holds, from the folder's name ("" = the name itself).
+  std::function<std::string(const std::string& folder)> folder_class;
+  // The coarse group of a class ("" = none): a true class that is not a model output is scored
+  // as the output named after its group (models trained on groups).
+  std::function<std::string(const std::string& class_name)> group_of;
+  // Class names for a checkpoint that has none (models converted from other formats).
+  std::vector<std::string> names_if_unnamed;
+  // Extra keys for metrics.json, from the model's class names and the metrics over them.
+  std::function<void(const std::vector<std::string>& names, const Metrics& m, nlohmann::json& j)> add_metrics;
+  // Extra rows of summary.md's metric table, and extra text after its per-class table.
+  std::function<std::string(const nlohmann::json& j)> summary_rows, summary_notes;
+};
 
 struct EvalRequest {
   std::string model;            // .vit checkpoint
@@ -41,6 +59,7 @@ struct EvalRequest {
   int ece_bins = 15;
   std::string tta = "none";     // test-time augmentation: none | flip | d4 (engine/eval/tta.h)
   std::function<void(const std::string&)> log;
+  EvalApp app;                  // application extras (none: a plain evaluation)
 };
 
 // Returns what it wrote to out/metrics.json. Throws on bad input; never exits.

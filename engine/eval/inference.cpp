@@ -14,7 +14,6 @@
 #include <numeric>
 #include <stdexcept>
 
-#include "engine/wbc/taxonomy.h"
 
 namespace vit {
 namespace fs = std::filesystem;
@@ -90,7 +89,8 @@ std::vector<std::string> list_image_files(const std::vector<std::string>& paths)
 }
 
 
-Predictor::Predictor(const std::string& checkpoint_path) : lm_(load_model(checkpoint_path)) {
+Predictor::Predictor(const std::string& checkpoint_path, std::vector<std::string> names_if_unnamed)
+    : lm_(load_model(checkpoint_path)), names_if_unnamed_(std::move(names_if_unnamed)) {
   if (lm_.meta.extra.is_object() && lm_.meta.extra.contains("version") && lm_.meta.extra["version"].is_string())
     version_ = lm_.meta.extra["version"].get<std::string>();
   else
@@ -106,9 +106,8 @@ Predictor::Predictor(LoadedModel lm, std::string version) : lm_(std::move(lm)), 
 void Predictor::check_meta() {
   int C = lm_.model->config().num_classes;
   auto& names = lm_.meta.class_names;
-  if (names.empty() && C == vit::num_classes()) {
-    for (const auto& c : classes()) names.push_back(c.name);
-  }
+  if (names.empty() && int(names_if_unnamed_.size()) == C) names = names_if_unnamed_;
+  names_if_unnamed_.clear();
   if (int(names.size()) != C)
     throw std::runtime_error("model has " + std::to_string(C) + " outputs but " + std::to_string(names.size()) +
                              " class names");

@@ -37,8 +37,9 @@ struct Prediction {
 class Predictor {
  public:
   // Loads the checkpoint (throws what load_model throws) and checks that the
-  // class names and temperature make sense.
-  explicit Predictor(const std::string& checkpoint_path);
+  // class names and temperature make sense. A checkpoint without class names (converted from
+  // another format) takes `names_if_unnamed` when it has as many outputs.
+  explicit Predictor(const std::string& checkpoint_path, std::vector<std::string> names_if_unnamed = {});
   // Takes an in-memory model (tests, tools).
   Predictor(LoadedModel lm, std::string version);
 
@@ -78,6 +79,7 @@ class Predictor {
   LoadedModel lm_;
   std::unique_ptr<TrainBackend> backend_;  // set by use_device("cuda")
   std::string version_;
+  std::vector<std::string> names_if_unnamed_;  // used once, by check_meta
   std::string tta_ = "none";
   int tta_views_ = 1;
 };

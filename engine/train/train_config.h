@@ -60,7 +60,7 @@ struct ConfigError : std::invalid_argument {
   X(std::string, augment, "light", "augmentation strength: none | light | strong")                               \
   X(float, translate, 0.0f, "augment light/strong: also shift each image by up to +-translate of its side in x and y (the reference recipe: 0.03, its +-0.06 in grid_sample units)") \
   X(bool, reflect_border, false, "augment light/strong: pixels the geometry moves in from outside the frame mirror the image (the reference's padding_mode='reflection') instead of taking its border colour") \
-  X(std::string, label_level, "class", "what to learn: class (the 14 cell classes) | group (the 9 coarse groups of engine/taxonomy, e.g. to pre-train for fine-tuning)") \
+  X(std::string, label_level, "class", "what to learn: class (the data set's classes) | group (the application's coarse groups, e.g. the 9 white-blood-cell groups; to pre-train for fine-tuning)") \
   X(bool, use_packs, true, "read DATA/<split>.pack (vitengine pack) when it holds exactly the split's images at the model's size; same pixels, no JPEG decoding") \
   X(bool, drop_last, true, "drop the last incomplete training batch of each epoch")                              \
   X(int, threads, 2, "image decoding / augmentation threads of the loader")                                      \

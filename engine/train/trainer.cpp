@@ -18,7 +18,6 @@
 #include "engine/eval/metrics.h"
 #include "engine/data/pack.h"
 #include "engine/eval/plots.h"
-#include "engine/wbc/taxonomy.h"
 #include "weights/checkpoint.h"
 #if __has_include("weights/torchvision.h")
 #include "weights/torchvision.h"
@@ -136,11 +135,6 @@ std::string duration(double s) {
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-std::vector<std::string> class_names() {
-  std::vector<std::string> n;
-  for (const auto& c : classes()) n.push_back(c.name);
-  return n;
-}
 
 // Copy every parameter of `src` whose name and shape match into `dst`; returns the
 // names of dst's parameters that were not copied.
@@ -193,12 +187,21 @@ class Run {
       throw std::runtime_error("'" + mpath + "' has no '" + cfg_.train_split + "' samples in the " +
                                std::to_string(cfg_.subset) + "% subset");
     stats_ = read_stats(report_path(req_.data));
-    // label_level=group: learn the 9 coarse groups; every label is mapped once, here.
-    names_ = class_names();
+    names_ = man.classes;
+    // label_level=group: learn the application's coarse groups; every label is mapped once, here.
     if (cfg_.label_level == "group") {
-      names_ = groups();
+      const ClassGroups& g = req_.groups;
+      if (g.names.empty() || !g.group_of)
+        throw ConfigError("label_level=group needs the application's class groups, and none were given");
+      std::vector<int> to_group(names_.size());
+      for (size_t c = 0; c < names_.size(); ++c) {
+        to_group[c] = g.group_of(names_[c]);
+        if (to_group[c] < 0 || to_group[c] >= int(g.names.size()))
+          throw ConfigError("label_level=group: class '" + names_[c] + "' is in no group");
+      }
+      names_ = g.names;
       for (auto* v : {&train_samples_, &val_samples_})
-        for (auto& s : *v) s.label = group_of(s.label);
+        for (auto& s : *v) s.label = to_group[size_t(s.label)];
     }
     model_cfg_ = cfg_.model_config(int(names_.size()));
 

@@ -58,11 +58,18 @@ struct TrainSummary {
   std::string best_path, last_path;
 };
 
+// The coarse groups of the data's classes, for label_level=group (the CLI passes engine/wbc's).
+struct ClassGroups {
+  std::vector<std::string> names;                              // the groups, in output order
+  std::function<int(const std::string& class_name)> group_of;  // index into names, -1 for none
+};
+
 struct TrainRequest {
   TrainConfig config;
   std::string data;     // prepared folder (manifest.csv + report.json) or a manifest.csv
   std::string out;      // run folder
   bool resume = false;  // continue from out/last.vit
+  ClassGroups groups;   // needed by label_level=group only
   // Progress lines go here (default: stdout, flushed).
   std::function<void(const std::string&)> log;
 };

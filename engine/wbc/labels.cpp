@@ -1,4 +1,4 @@
-#include "engine/wbc/labels.h"
+#include "engine/wbc/app.h"
 
 #include <filesystem>
 
@@ -10,6 +10,16 @@ std::vector<std::string> class_names() {
   std::vector<std::string> n;
   for (const auto& c : classes()) n.push_back(c.name);
   return n;
+}
+
+ClassGroups class_groups() {
+  ClassGroups g;
+  g.names = groups();
+  g.group_of = [](const std::string& name) {
+    const int c = class_index(name);
+    return c >= 0 ? group_of(c) : -1;
+  };
+  return g;
 }
 
 Labeler labeler() {
