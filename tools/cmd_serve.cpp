@@ -43,6 +43,7 @@ int run_serve(ServeArgs a) {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
   Predictor pred(resolve_model_path(a.model), wbc::class_names());
+  a.opt.app = wbc::serve_app();  // clinical notes per class, the differential of several cells
   pred.set_tta(a.tta);
   Server server(pred, a.opt);
   int port = server.bind();

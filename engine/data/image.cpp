@@ -12,6 +12,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <climits>
+#include <cstdint>
 #include <iterator>
 
 #define STB_IMAGE_STATIC  // private copies: another file may embed stb too
@@ -51,6 +53,12 @@ bool jpeg_has_eoi(const uint8_t* b, size_t n) {
 }
 
 }  // namespace
+
+bool image_dimensions(const uint8_t* bytes, size_t n, int* width, int* height) {
+  int comp = 0;
+  const int len = int(std::min<size_t>(n, size_t(INT32_MAX)));
+  return n > 0 && stbi_info_from_memory(bytes, len, width, height, &comp) == 1;
+}
 
 Image decode_image(const uint8_t* bytes, size_t n, const std::string& what) {
   if (n == 0) throw ImageError(what + ": empty file");

@@ -18,6 +18,9 @@ struct Image {
   std::vector<uint8_t> rgb;  // width * height * 3
 };
 
+// Width and height from the header alone (JPEG, PNG, BMP), without decoding: lets a server refuse
+// a huge image before allocating it. False when the header is not one of the three.
+bool image_dimensions(const uint8_t* bytes, size_t n, int* width, int* height);
 // Throws ImageError naming `what` (a path or an upload's name) and the reason.
 Image decode_image(const uint8_t* bytes, size_t n, const std::string& what);
 Image load_image(const std::string& path);

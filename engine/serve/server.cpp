@@ -14,18 +14,10 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 
-#include "engine/serve/batcher.h"
 #include "engine/eval/overlay.h"
-#include "engine/wbc/report.h"
-#include "engine/wbc/taxonomy.h"
-
-// A private copy of stb_image for stbi_info_from_memory (dimensions before decoding).
-#define STB_IMAGE_STATIC
-#define STB_IMAGE_IMPLEMENTATION
-#define STBI_ONLY_JPEG
-#define STBI_ONLY_PNG
-#define STBI_ONLY_BMP
-#include <stb/stb_image.h>
+#include "engine/serve/batcher.h"
+#include "engine/serve/metrics.h"
+#include "engine/serve/upload.h"
 
 namespace vit {
 using nlohmann::json;
@@ -33,66 +25,10 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-// An error that maps to an HTTP status and a JSON body.
-struct HttpError : std::runtime_error {
-  int status;
-  std::string code;
-  HttpError(int s, std::string c, const std::string& msg) : std::runtime_error(msg), status(s), code(std::move(c)) {}
-};
-
 void send_error(httplib::Response& res, int status, const std::string& code, const std::string& msg) {
   res.status = status;
   res.set_content(json{{"error", {{"code", code}, {"message", msg}}}}.dump(), "application/json");
 }
-
-// Upload names are shown back, never opened: keep the last path component, printable ASCII, 100 chars.
-std::string display_name(const std::string& filename, size_t i) {
-  std::string base = filename.substr(filename.find_last_of("/\\") == std::string::npos ? 0 : filename.find_last_of("/\\") + 1);
-  std::string out;
-  for (char c : base)
-    if (c >= 0x20 && c < 0x7f) out += c;
-  if (out.size() > 100) out.resize(100);
-  return out.empty() ? "image" + std::to_string(i + 1) : out;
-}
-
-// Latency ring of the last kWindow requests, for percentiles.
-struct Metrics {
-  static constexpr size_t kWindow = 10000;
-  std::mutex mu;
-  uint64_t requests = 0, err4xx = 0, err5xx = 0;
-  std::map<std::string, uint64_t> by_route;
-  std::vector<double> lat_ms;
-  size_t next = 0;
-  Clock::time_point start = Clock::now();
-
-  void record(const std::string& route, int status, double ms) {
-    std::lock_guard<std::mutex> lk(mu);
-    ++requests;
-    ++by_route[route];
-    if (status >= 400 && status < 500) ++err4xx;
-    if (status >= 500) ++err5xx;
-    if (ms < 0) return;
-    if (lat_ms.size() < kWindow) lat_ms.push_back(ms);
-    else lat_ms[next] = ms;
-    next = (next + 1) % kWindow;
-  }
-  json to_json() {
-    std::lock_guard<std::mutex> lk(mu);
-    std::vector<double> s = lat_ms;
-    std::sort(s.begin(), s.end());
-    auto q = [&](double p) -> json {
-      if (s.empty()) return nullptr;
-      size_t i = size_t(std::ceil(p * s.size())) - 1;  // nearest-rank percentile
-      return std::round(s[std::min(i, s.size() - 1)] * 100) / 100;
-    };
-    return {{"requests_total", requests},
-            {"requests_by_route", by_route},
-            {"errors_4xx", err4xx},
-            {"errors_5xx", err5xx},
-            {"latency_ms", {{"window", s.size()}, {"p50", q(0.50)}, {"p90", q(0.90)}, {"p99", q(0.99)}}},
-            {"uptime_s", std::chrono::duration<double>(Clock::now() - start).count()}};
-  }
-};
 
 thread_local Clock::time_point t_request_start;
 thread_local bool t_started = false;
@@ -104,70 +40,14 @@ struct Server::Impl {
   ServeOptions opt;
   httplib::Server http;
   Batcher batcher;
-  Metrics metrics;
+  ServeMetrics metrics;
   std::atomic<bool> bound{false};
 
-  bool taxonomy_names = true;  // every class name is a taxonomy class (differential possible)
-
   Impl(Predictor& p, ServeOptions o)
-      : pred(p), opt(std::move(o)), batcher(p, opt.max_batch, opt.queue, opt.gather_us) {
-    for (const auto& n : pred.class_names()) taxonomy_names = taxonomy_names && class_index(n) >= 0;
-  }
+      : pred(p), opt(std::move(o)), batcher(p, opt.max_batch, opt.queue, opt.gather_us) {}
 
   json class_notes(int c) const {
-    int t = class_index(pred.class_names()[c]);
-    if (t < 0) return json::object();
-    const ClassInfo& ci = classes()[t];
-    return {{"group", ci.group}, {"description", ci.description}, {"abnormal", ci.abnormal}, {"fact", ci.fact},
-            {"sources", ci.sources}};
-  }
-
-  // Checks and decodes one uploaded file. Throws HttpError.
-  Image decode_upload(const httplib::MultipartFormData& f, const std::string& name) const {
-    if (f.content.empty()) throw HttpError(400, "empty_file", "'" + name + "' is empty");
-    const auto* bytes = reinterpret_cast<const stbi_uc*>(f.content.data());
-    int len = int(std::min<size_t>(f.content.size(), size_t(INT32_MAX)));
-    int w = 0, h = 0, comp = 0;
-    if (!stbi_info_from_memory(bytes, len, &w, &h, &comp))
-      throw HttpError(415, "not_an_image", "'" + name + "' is not a JPEG, PNG or BMP image");
-    if (w <= 0 || h <= 0 || w > opt.max_image_dim || h > opt.max_image_dim)
-      throw HttpError(413, "image_too_large",
-                      "'" + name + "' is " + std::to_string(w) + "x" + std::to_string(h) + "; the limit is " +
-                          std::to_string(opt.max_image_dim) + " pixels a side");
-    // stb_image pads a cut-off JPEG with zeros and reports success: require the end-of-image marker.
-    if (f.content.size() >= 2 && uint8_t(f.content[0]) == 0xFF && uint8_t(f.content[1]) == 0xD8) {
-      size_t from = f.content.size() > 4096 ? f.content.size() - 4096 : 2;
-      if (f.content.find("\xFF\xD9", from) == std::string::npos)
-        throw HttpError(400, "truncated_image", "'" + name + "' is a truncated JPEG (no end-of-image marker)");
-    }
-    try {
-      return decode_image(bytes, f.content.size(), name);
-    } catch (const std::exception& e) {
-      throw HttpError(400, "bad_image", e.what());
-    }
-  }
-
-  // The uploaded images of a request, under field "image". Throws HttpError.
-  std::vector<std::pair<std::string, Image>> read_images(const httplib::Request& req, size_t max_n) const {
-    if (!req.is_multipart_form_data())
-      throw HttpError(415, "not_multipart", "send the image as multipart/form-data in the field 'image'");
-    auto range = req.files.equal_range("image");
-    size_t n = size_t(std::distance(range.first, range.second));
-    if (n == 0) {
-      std::string got;
-      for (const auto& kv : req.files) got += (got.empty() ? "" : ", ") + display_name(kv.first, 0);
-      throw HttpError(400, "missing_field", "no field 'image' in the upload" + (got.empty() ? "" : " (got: " + got + ")"));
-    }
-    if (n > max_n)
-      throw HttpError(413, "too_many_images",
-                      std::to_string(n) + " images in one request; the limit is " + std::to_string(max_n));
-    std::vector<std::pair<std::string, Image>> out;
-    size_t i = 0;
-    for (auto it = range.first; it != range.second; ++it, ++i) {
-      std::string name = display_name(it->second.filename, i);
-      out.emplace_back(name, decode_upload(it->second, name));
-    }
-    return out;
+    return opt.app.notes ? opt.app.notes(pred.class_names()[c]) : json::object();
   }
 
   std::vector<BatchResult> run(const std::vector<std::pair<std::string, Image>>& imgs, bool rollout) {
@@ -205,11 +85,11 @@ struct Server::Impl {
 
   void predict(const httplib::Request& req, httplib::Response& res) {
     int k = top_k_param(req);
-    auto imgs = read_images(req, size_t(opt.max_images));
+    auto imgs = read_images(req, size_t(opt.max_images), opt.max_image_dim);
     auto results = run(imgs, false);
     const auto& names = pred.class_names();
     json out = {{"model", pred.version()}, {"results", json::array()}};
-    std::vector<CellCall> cells;
+    std::vector<ServeCell> cells;
     for (size_t i = 0; i < results.size(); ++i) {
       const Prediction& p = results[i].pred;
       json top = json::array(), probs = json::object();
@@ -223,15 +103,9 @@ struct Server::Impl {
                                 {"probabilities", probs},
                                 {"notes", class_notes(p.top)},
                                 {"batch_size", results[i].batch_size}});
-      cells.push_back({imgs[i].first, p.probs, ""});
+      cells.push_back({imgs[i].first, p.probs});
     }
-    if (cells.size() >= 2 && !taxonomy_names) {
-      out["differential_unavailable"] = "the model's class names are not the taxonomy's, so cells cannot be grouped";
-    } else if (cells.size() >= 2) {
-      DifferentialRules rules;
-      rules.review_below = opt.review_below;
-      out["differential"] = differential(cells, names, rules);
-    }
+    if (cells.size() >= 2 && opt.app.add_differential) opt.app.add_differential(cells, names, opt.review_below, out);
     out["review_threshold"] = opt.review_below;
     res.set_content(out.dump(), "application/json");
   }
@@ -239,7 +113,7 @@ struct Server::Impl {
   void explain(const httplib::Request& req, httplib::Response& res) {
     std::string format = req.has_param("format") ? req.get_param_value("format") : "json";
     if (format != "json" && format != "png") throw HttpError(400, "bad_parameter", "format must be json or png");
-    auto imgs = read_images(req, 1);
+    auto imgs = read_images(req, 1, opt.max_image_dim);
     auto results = run(imgs, true);
     const BatchResult& r = results[0];
     Image view = pred.model_view(imgs[0].second);

@@ -10,12 +10,32 @@
 // status. Nothing the client sends is used as a file path.
 #pragma once
 #include <cstddef>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <vector>
 #include <memory>
 #include <string>
 
 #include "engine/eval/inference.h"
 
 namespace vit {
+
+// One image's result, as an application's differential sees it.
+struct ServeCell {
+  std::string name;          // the upload's display name
+  std::vector<float> probs;  // calibrated, in the model's class order
+};
+
+// What an application adds to the service's answers (engine/wbc provides the white-blood-cell
+// one; the CLI passes it in). Both optional.
+struct ServeApp {
+  // Notes on a class, shown with each prediction and by /v1/classes ({} when none).
+  std::function<nlohmann::json(const std::string& class_name)> notes;
+  // Called for a request of two or more images: adds its summary of them to the response.
+  std::function<void(const std::vector<ServeCell>& cells, const std::vector<std::string>& class_names,
+                     float review_below, nlohmann::json& response)>
+      add_differential;
+};
 
 struct ServeOptions {
   std::string host = "127.0.0.1";  // loopback unless told otherwise
@@ -29,6 +49,7 @@ struct ServeOptions {
   int gather_us = 2000;            // batching window after the first queued image
   float review_below = 0.5f;       // confidence under this sets "review": true
   int default_top_k = 3;
+  ServeApp app;                    // application notes and summaries (none: a plain classifier)
 };
 
 class Server {
@@ -47,7 +68,10 @@ class Server {
   std::unique_ptr<Impl> impl_;
 };
 
-// The embedded web page (HTML + CSS + JS, no external resources).
+// The page at /: drop cell images, see each prediction, a probability bar chart, the
+// attention-rollout overlay and the class notes; with several images, the differential.
+// Self-contained (no external scripts, fonts or styles); server data goes into the page with
+// textContent only, never as HTML. engine/serve/index.html, embedded at build time.
 const std::string& index_html();
 
 }  // namespace vit

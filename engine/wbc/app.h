@@ -6,6 +6,7 @@
 
 #include "engine/data/prepare.h"    // Labeler
 #include "engine/eval/evaluate.h"   // EvalApp
+#include "engine/serve/server.h"    // ServeApp
 #include "engine/train/trainer.h"   // ClassGroups
 
 namespace vit::wbc {
@@ -23,5 +24,10 @@ ClassGroups class_groups();
 // Class folders named by class, group or prefix; scoring a group-trained model; accuracy at the
 // 9 groups and the hard-class report when the model's classes are the taxonomy's.
 EvalApp eval_app();
+
+// Each class's clinical notes, and the differential (counts, 5-part differential, flags) of a
+// request with several cells; a model whose classes are not the taxonomy's gets a sentence why
+// there is none.
+ServeApp serve_app();
 
 }  // namespace vit::wbc
