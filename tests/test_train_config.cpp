@@ -1,11 +1,13 @@
 // TrainConfig: defaults, JSON and --set parsing, and validation errors that name the field.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 
 #include "engine/train/train_config.h"
+#include "engine/train/run_state.h"
 #include "engine/train/trainer.h"
 
 using namespace vit;
@@ -131,4 +133,51 @@ TEST(TrainSchedule, WarmupThenCosine) {
   EXPECT_EQ(dropout_seed(1, 5), dropout_seed(1, 5));
   EXPECT_NE(dropout_seed(1, 5), dropout_seed(1, 6));
   EXPECT_NE(dropout_seed(1, 5), dropout_seed(2, 5));
+}
+
+// Test hooks are not config fields: a run's config.json never carries them, and a config.json
+// written when they were (the shipped run's) still loads, with them dropped.
+TEST(TrainConfig, OldTestHookFieldsLoadAndAreDropped) {
+  TrainConfig c;
+  c.update_from_json(nlohmann::json{{"epochs", 3}, {"debug_nan_at_step", 0}, {"debug_sleep_ms", 0}});
+  EXPECT_EQ(c.epochs, 3);
+  const nlohmann::json j = c.to_json();
+  EXPECT_FALSE(j.contains("debug_nan_at_step"));
+  EXPECT_FALSE(j.contains("debug_sleep_ms"));
+  EXPECT_THROW(c.set("debug_sleep_ms=5"), ConfigError);
+  const std::string shipped = std::string(VITENGINE_SOURCE_DIR) + "/weights/shipped/run/config.json";
+  std::ifstream f(shipped);
+  ASSERT_TRUE(f) << shipped;
+  TrainConfig s;
+  EXPECT_NO_THROW(s.update_from_json(nlohmann::json::parse(f).at("train")));
+}
+
+// The checkpoint's train_state: every field written is read back, NaN epoch numbers as null.
+TEST(RunState, JsonRoundTrip) {
+  RunState a;
+  a.step = 17, a.epoch = 2, a.batch_in_epoch = 3, a.epoch_loss_sum = 4.25, a.epoch_correct = 9, a.epoch_seen = 12;
+  a.epoch_batches = 3, a.best_val_macro_f1 = 0.5, a.best_epoch = 2;
+  EpochRow r;
+  r.epoch = 1, r.step = 7, r.train_loss = 1.5, r.train_acc = 0.25, r.lr = 1e-3, r.img_s = 10, r.elapsed_s = 2;
+  a.history = {r};
+  const nlohmann::json j = a.to_json(7, 12.5, 42, nlohmann::json{{"epochs", 3}});
+  EXPECT_EQ(j.at("steps_per_epoch").get<int64_t>(), 7);
+  EXPECT_EQ(j.at("rng").at("seed").get<uint64_t>(), 42u);
+  EXPECT_TRUE(j.at("history")[0].at("val_loss").is_null());
+  const RunState b = RunState::from_json(j);
+  EXPECT_EQ(b.step, 17);
+  EXPECT_EQ(b.epoch, 2);
+  EXPECT_EQ(b.batch_in_epoch, 3);
+  EXPECT_EQ(b.epoch_loss_sum, 4.25);
+  EXPECT_EQ(b.epoch_correct, 9);
+  EXPECT_EQ(b.epoch_seen, 12);
+  EXPECT_EQ(b.epoch_batches, 3);
+  EXPECT_EQ(b.best_val_macro_f1, 0.5);
+  EXPECT_EQ(b.best_epoch, 2);
+  EXPECT_EQ(b.elapsed_s, 12.5);  // the time so far, this process included
+  ASSERT_EQ(b.history.size(), 1u);
+  EXPECT_EQ(b.history[0].step, 7);
+  EXPECT_EQ(b.history[0].train_loss, 1.5);
+  EXPECT_TRUE(std::isnan(b.history[0].val_loss));
+  EXPECT_THROW(RunState::from_json(nlohmann::json{{"step", 1}}), std::exception);
 }

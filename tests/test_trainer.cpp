@@ -149,7 +149,8 @@ std::vector<std::string> cli_train(const fs::path& out, std::vector<std::string>
 
 TEST(Trainer, NanLossStopsNamingTheStepAndKeepsTheLastCheckpoint) {
   auto out = tmpdir("nan");
-  auto req = request(out, {"checkpoint_every=5", "debug_nan_at_step=7"});
+  auto req = request(out, {"checkpoint_every=5"});
+  req.hooks.nan_at_step = 7;
   try {
     train(req);
     FAIL() << "expected TrainingDiverged";
@@ -268,8 +269,10 @@ TEST(Trainer, KillMidEpochAndResumeGivesTheSameLossCurve) {
   // mid-epoch; killed once the checkpoint at step 10 (epoch 2 of 3, 7 steps each) is on disk.
   auto slow = recipe;
   slow.push_back("checkpoint_every=5");
-  slow.push_back("debug_sleep_ms=100");  // 11 steps x 100 ms of margin to catch it mid-run
+  // 11 steps x 100 ms of margin to catch it mid-run (a test hook, read from the environment)
+  setenv("VITENGINE_TEST_SLEEP_MS", "100", 1);
   pid_t pid = spawn(cli_train(cut, slow), cut / "log.txt");
+  unsetenv("VITENGINE_TEST_SLEEP_MS");
   bool seen = false;
   for (int i = 0; i < 3000 && !seen; ++i) {  // up to 60 s (CI machines can be loaded)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -286,7 +289,6 @@ TEST(Trainer, KillMidEpochAndResumeGivesTheSameLossCurve) {
   EXPECT_GT(mid.train_state.at("batch_in_epoch").get<int64_t>(), 0);  // really mid-epoch
 
   auto resume = cli_train(cut, slow);
-  resume.push_back("debug_sleep_ms=0");  // later --set wins; resume-safe
   resume.insert(resume.begin() + 1, "--resume");
   ASSERT_EQ(run_cli(resume, cut / "log2.txt"), 0) << slurp(cut / "log2.txt");
 

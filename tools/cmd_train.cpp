@@ -1,6 +1,7 @@
 // vitengine train: train a ViT (from scratch or --init) on a prepared data set.
 // The logic is in engine/train/trainer.cpp; this file only maps flags onto TrainConfig.
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 
 #include "engine/train/train_config.h"
@@ -12,6 +13,19 @@
 namespace vit::cli {
 
 namespace {
+// Test hooks (engine/train/trainer.h TrainHooks) for the tests that drive this CLI; not options,
+// so that no user run carries them.
+int env_int(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? std::atoi(v) : 0;
+}
+TrainHooks test_hooks_from_env() {
+  TrainHooks h;
+  h.nan_at_step = env_int("VITENGINE_TEST_NAN_AT_STEP");
+  h.sleep_ms = env_int("VITENGINE_TEST_SLEEP_MS");
+  return h;
+}
+
 struct TrainArgs {
   std::string config, data, out, init, device;
   std::vector<std::string> sets;
@@ -66,6 +80,7 @@ Command register_train(CLI::App& root) {
     req.out = a->out;
     req.resume = a->resume;
     req.groups = wbc::class_groups();  // label_level=group learns the 9 white-blood-cell groups
+    req.hooks = test_hooks_from_env();
     TrainSummary s = train(req);
     if (!s.finished) {
       std::printf("[train] stopped at step %lld (max_steps); resume with --resume\n", (long long)s.steps);

@@ -394,7 +394,7 @@ const float* ViT::attention_probs(int layer) const {
 
 double ViT::adamw_step(cpu::AdamWParams hp, float clip_norm) {
   double norm = std::sqrt(cpu::sum_squares(grad_data(), nparams_));
-  if (!std::isfinite(norm)) throw std::runtime_error("AdamW: gradient norm is not finite (NaN or inf in gradients)");
+  if (!std::isfinite(norm)) throw NonFiniteError("AdamW: gradient norm is not finite (NaN or inf in gradients)");
   if (clip_norm > 0 && norm > clip_norm) hp.grad_scale *= (float)(clip_norm / (norm + 1e-6));
   cpu::adamw_step(param_data(), grad_data(), adam_m(), adam_v(), nparams_, ndecay_, hp);
   return norm;
@@ -409,7 +409,7 @@ double ViT::adamw_step_scaled(cpu::AdamWParams hp, float clip_norm, const std::v
   for (size_t i = 0; i < table.size(); ++i)
     if (scale[i] > 0) ss += cpu::sum_squares(grad_data() + table[i].offset, table[i].numel);
   const double norm = std::sqrt(ss);
-  if (!std::isfinite(norm)) throw std::runtime_error("AdamW: gradient norm is not finite (NaN or inf in gradients)");
+  if (!std::isfinite(norm)) throw NonFiniteError("AdamW: gradient norm is not finite (NaN or inf in gradients)");
   if (clip_norm > 0 && norm > clip_norm) hp.grad_scale *= float(clip_norm / (norm + 1e-6));
   const float lr = hp.lr;
   for (size_t i = 0; i < table.size(); ++i) {

@@ -5,6 +5,7 @@
 // LayerNorm eps 1e-6, exact GELU, fused in_proj, class token, learned pos
 // embedding, dropout after embedding / attention / GELU / fc2, head on token 0).
 #pragma once
+#include <stdexcept>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -12,6 +13,12 @@
 #include "kernels/cpu/ops.h"
 
 namespace vit {
+
+// A NaN or inf where training needs finite numbers (the gradient norm before AdamW). The
+// trainer turns it into TrainingDiverged; by type, not by the message text.
+struct NonFiniteError : std::runtime_error {
+  explicit NonFiniteError(const std::string& what) : std::runtime_error(what) {}
+};
 
 struct ViTConfig {
   std::string name = "vit_b16";  // preset name, informational

@@ -494,7 +494,7 @@ struct ViTCuda::Impl {
     VIT_CHECK(cudaMemcpyAsync(h_sumsq, sumsq, sizeof(double), cudaMemcpyDeviceToHost, stream));
     VIT_CHECK(cudaStreamSynchronize(stream));
     const double norm = std::sqrt(*h_sumsq);
-    if (!std::isfinite(norm)) throw std::runtime_error("AdamW: gradient norm is not finite (NaN or inf in gradients)");
+    if (!std::isfinite(norm)) throw NonFiniteError("AdamW: gradient norm is not finite (NaN or inf in gradients)");
     return norm;
   }
   void xent(const int* d_labels, float sm) {

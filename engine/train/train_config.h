@@ -80,10 +80,7 @@ struct ConfigError : std::invalid_argument {
   /* ---- fine-tuning ---- */                                                                                  \
   X(std::string, init, "", "initial weights: a .vit file (same architecture; head kept if classes match)")       \
   X(int, freeze_backbone_epochs, 0, "with init: train only the head for this many epochs")                       \
-  X(float, backbone_lr_mult, 1.0f, "with init: backbone lr = lr * this (head gets lr)")                          \
-  /* ---- test hooks ---- */                                                                                   \
-  X(int, debug_nan_at_step, 0, "test hook: make the loss of this 1-based step NaN; 0 = off")                     \
-  X(int, debug_sleep_ms, 0, "test hook: sleep this long after each step (kill-and-resume test); 0 = off")
+  X(float, backbone_lr_mult, 1.0f, "with init: backbone lr = lr * this (head gets lr)")
 
 struct TrainConfig {
 #define VIT_DECLARE_FIELD(type, name, def, doc) type name = def;

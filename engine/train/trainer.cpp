@@ -1,4 +1,5 @@
 #include "engine/train/trainer.h"
+#include "engine/train/run_state.h"
 #include "engine/eval/tta.h"
 #include "engine/util/async_writer.h"
 #include "engine/util/file.h"
@@ -74,36 +75,6 @@ uint64_t dropout_seed(uint64_t seed, int64_t step) {
 // ======================================================================= the run
 
 namespace {
-
-struct EpochRow {
-  int epoch = 0;  // 1-based
-  int64_t step = 0;
-  double train_loss = NAN, train_acc = NAN, val_loss = NAN, val_acc = NAN, val_macro_f1 = NAN;
-  double lr = 0, img_s = 0, elapsed_s = 0;
-};
-
-nlohmann::json num(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
-double unnum(const nlohmann::json& j) { return j.is_number() ? j.get<double>() : NAN; }
-
-nlohmann::json row_json(const EpochRow& r) {
-  return {{"epoch", r.epoch},        {"step", r.step},        {"train_loss", num(r.train_loss)},
-          {"train_acc", num(r.train_acc)}, {"val_loss", num(r.val_loss)}, {"val_acc", num(r.val_acc)},
-          {"val_macro_f1", num(r.val_macro_f1)}, {"lr", r.lr}, {"img_s", r.img_s}, {"elapsed_s", r.elapsed_s}};
-}
-EpochRow row_from(const nlohmann::json& j) {
-  EpochRow r;
-  r.epoch = j.at("epoch").get<int>();
-  r.step = j.at("step").get<int64_t>();
-  r.train_loss = unnum(j.at("train_loss"));
-  r.train_acc = unnum(j.at("train_acc"));
-  r.val_loss = unnum(j.at("val_loss"));
-  r.val_acc = unnum(j.at("val_acc"));
-  r.val_macro_f1 = unnum(j.at("val_macro_f1"));
-  r.lr = j.at("lr").get<double>();
-  r.img_s = j.at("img_s").get<double>();
-  r.elapsed_s = j.at("elapsed_s").get<double>();
-  return r;
-}
 
 std::string cell(double v, const char* f = "%.6f") {
   if (!std::isfinite(v)) return "";
@@ -361,29 +332,19 @@ class Run {
                                "; refusing to resume");
     }
     host_ = std::move(lm.model);
-    step_ = st.at("step").get<int64_t>();
-    epoch_ = st.at("epoch").get<int>();
-    batch_in_epoch_ = st.at("batch_in_epoch").get<int64_t>();
-    ep_loss_sum_ = st.at("epoch_loss_sum").get<double>();
-    ep_correct_ = st.at("epoch_correct").get<int64_t>();
-    ep_seen_ = st.at("epoch_seen").get<int64_t>();
-    ep_batches_ = st.at("epoch_batches").get<int64_t>();
-    best_f1_ = st.at("best_val_macro_f1").get<double>();
-    best_epoch_ = st.at("best_epoch").get<int>();
-    elapsed_prev_ = st.at("elapsed_s").get<double>();
-    for (const auto& r : st.at("history")) history_.push_back(row_from(r));
-    last_saved_step_ = step_;
+    st_ = RunState::from_json(st);
+    last_saved_step_ = st_.step;
     if (cfg_.ema_decay > 0) {
       if (!fs::exists(ema_path_)) throw CheckpointMismatch("--resume: EMA is on but '" + ema_path_ + "' is missing");
       LoadedModel e = load_model(ema_path_);
       int64_t es = e.meta.extra.value("step", int64_t(-1));
-      if (es != step_)
+      if (es != st_.step)
         throw CheckpointMismatch("--resume: '" + ema_path_ + "' is at step " + std::to_string(es) + " but '" +
-                                 last_path_ + "' at step " + std::to_string(step_));
+                                 last_path_ + "' at step " + std::to_string(st_.step));
       ema_.assign(e.model->param_data(), e.model->param_data() + e.model->num_params());
     }
-    log_("[train] resuming " + last_path_ + " at step " + std::to_string(step_) + " (epoch " +
-         std::to_string(epoch_ + 1) + ", batch " + std::to_string(batch_in_epoch_) + ")");
+    log_("[train] resuming " + last_path_ + " at step " + std::to_string(st_.step) + " (epoch " +
+         std::to_string(st_.epoch + 1) + ", batch " + std::to_string(st_.batch_in_epoch) + ")");
   }
 
   void write_config() {
@@ -425,7 +386,7 @@ class Run {
         // a kill can leave a torn last line: keep only whole rows, in order, up to the checkpoint
         if (std::count(line.begin(), line.end(), ',') != 3) continue;
         int64_t s = std::strtoll(line.c_str(), nullptr, 10);
-        if (s == int64_t(keep.size()) + 1 && s <= step_) keep.push_back(line);
+        if (s == int64_t(keep.size()) + 1 && s <= st_.step) keep.push_back(line);
       }
     }
     std::ostringstream s;
@@ -437,26 +398,7 @@ class Run {
   }
 
   // ---------------------------------------------------------------- checkpoints
-  nlohmann::json train_state() const {
-    nlohmann::json h = nlohmann::json::array();
-    for (const auto& r : history_) h.push_back(row_json(r));
-    return {{"step", step_},
-            {"epoch", epoch_},
-            {"batch_in_epoch", batch_in_epoch_},
-            {"steps_per_epoch", spe_},
-            {"epoch_loss_sum", ep_loss_sum_},
-            {"epoch_correct", ep_correct_},
-            {"epoch_seen", ep_seen_},
-            {"epoch_batches", ep_batches_},
-            {"best_val_macro_f1", best_f1_},
-            {"best_epoch", best_epoch_},
-            {"elapsed_s", elapsed()},
-            {"history", h},
-            // No stateful generator exists: the loader's order / augmentation are a pure
-            // function of (seed, epoch, position) and dropout masks of (seed, step).
-            {"rng", {{"seed", cfg_.seed}, {"scheme", "counter: loader(seed, epoch, position), dropout(seed, step)"}}},
-            {"config", cfg_.to_json()}};
-  }
+
 
   // Writes last.vit (and last_ema.vit) from a snapshot of this moment on the background writer,
   // so that the next epoch trains while the file is hashed, written and fsynced. Callers that
@@ -473,8 +415,8 @@ class Run {
     std::copy(src, src + n, dst);                  // parameters
     std::copy(src + 2 * n, src + 4 * n, dst + 2 * n);  // AdamW m and v (the gradients are not saved)
     ModelMeta m = meta_;
-    m.extra["step"] = step_;
-    nlohmann::json state = train_state();
+    m.extra["step"] = st_.step;
+    nlohmann::json state = st_.to_json(spe_, elapsed(), uint64_t(cfg_.seed), cfg_.to_json());
     const bool ema = cfg_.ema_decay > 0;
     if (ema) ema_snapshot_ = ema_;
     writer_.submit([this, m = std::move(m), state = std::move(state), ema] {
@@ -487,7 +429,7 @@ class Run {
       }
       save_model(last_path_, *snapshot_, m, true, state);
     });
-    last_saved_step_ = step_;
+    last_saved_step_ = st_.step;
   }
 
   // The weights validation and best.vit use: the EMA when it is on.
@@ -512,11 +454,11 @@ class Run {
   }
 
   void update_ema() {
-    if (cfg_.ema_decay <= 0 || step_ % cfg_.ema_every != 0) return;
+    if (cfg_.ema_decay <= 0 || st_.step % cfg_.ema_every != 0) return;
     if (cfg_.device != "cpu") backend_->pull(*host_);
     // timm-style warmup of the decay, so that short runs are not dominated by the init
     double d = std::pow(double(cfg_.ema_decay), cfg_.ema_every);
-    d = std::min(d, double(1 + step_) / double(10 + step_));
+    d = std::min(d, double(1 + st_.step) / double(10 + st_.step));
     const float* p = host_->param_data();
     const float a = float(d), b = float(1 - d);
     for (size_t i = 0; i < ema_.size(); ++i) ema_[i] = a * ema_[i] + b * p[i];
@@ -525,13 +467,13 @@ class Run {
   // ---------------------------------------------------------------- loop
   int eval_batch() const { return std::max(cfg_.batch_size, 64); }
   int max_batch() const { return std::max(cfg_.batch_size, eval_batch()); }
-  double elapsed() const { return elapsed_prev_ + since(t_start_); }
+  double elapsed() const { return st_.elapsed_s + since(t_start_); }
 
   std::vector<float> lr_scales() const {
     std::vector<float> s;
     for (const auto& p : host_->params()) {
       bool head = p.name.rfind("heads.", 0) == 0;
-      s.push_back(head ? 1.0f : (epoch_ < cfg_.freeze_backbone_epochs ? 0.0f : cfg_.backbone_lr_mult));
+      s.push_back(head ? 1.0f : (st_.epoch < cfg_.freeze_backbone_epochs ? 0.0f : cfg_.backbone_lr_mult));
     }
     return s;
   }
@@ -547,43 +489,43 @@ class Run {
       keep = "writing the checkpoint of step " + std::to_string(last_saved_step_) + " failed (" + e.what() +
              "); an earlier '" + last_path_ + "', if any, is kept";
     }
-    throw TrainingDiverged(what + " at step " + std::to_string(step_ + 1) + " (epoch " + std::to_string(epoch_ + 1) +
-                           ", batch " + std::to_string(batch_in_epoch_ + 1) + " of " + std::to_string(spe_) +
+    throw TrainingDiverged(what + " at step " + std::to_string(st_.step + 1) + " (epoch " + std::to_string(st_.epoch + 1) +
+                           ", batch " + std::to_string(st_.batch_in_epoch + 1) + " of " + std::to_string(spe_) +
                            "); training stopped; " + keep + ". Lower lr or set grad_clip.");
   }
 
   void loop() {
     Batch batch;
     auto t_log = Clock::now();
-    int64_t log_step0 = step_, log_imgs = 0;
-    while (epoch_ < cfg_.epochs) {
-      if (cfg_.max_steps > 0 && step_ >= cfg_.max_steps) {
+    int64_t log_step0 = st_.step, log_imgs = 0;
+    while (st_.epoch < cfg_.epochs) {
+      if (cfg_.max_steps > 0 && st_.step >= cfg_.max_steps) {
         stopped_early_ = true;
         break;
       }
       // data_on_device: the loader only describes the batches (indices, labels, augmentation draws)
-      train_loader_->start_epoch(epoch_, size_t(batch_in_epoch_), /*load_images=*/!cfg_.data_on_device);
+      train_loader_->start_epoch(st_.epoch, size_t(st_.batch_in_epoch), /*load_images=*/!cfg_.data_on_device);
       auto t_epoch = Clock::now();
       int64_t epoch_imgs = 0;
       bool stop = false;
       while (true) {
-        if (cfg_.max_steps > 0 && step_ >= cfg_.max_steps) {
+        if (cfg_.max_steps > 0 && st_.step >= cfg_.max_steps) {
           stop = true;
           break;
         }
         if (!train_loader_->next(batch)) break;
-        const float lr = lr_at(cfg_, step_, spe_);
+        const float lr = lr_at(cfg_, st_.step, spe_);
         ForwardOptions fo;
         fo.training = true;
         fo.keep_attention = false;
-        fo.dropout_seed = dropout_seed(uint64_t(cfg_.seed), step_);
+        fo.dropout_seed = dropout_seed(uint64_t(cfg_.seed), st_.step);
         fo.drop_path = cfg_.drop_path;
         backend_->zero_grad();
         const float* logits = cfg_.data_on_device
                                   ? backend_->forward_uploaded(batch.index.data(), batch.aug.data(), batch.n, fo)
                                   : backend_->forward(batch.images.data(), batch.n, fo);
         float loss = backend_->loss(batch.labels.data(), cfg_.label_smoothing);
-        if (cfg_.debug_nan_at_step > 0 && step_ + 1 == cfg_.debug_nan_at_step) loss = NAN;
+        if (req_.hooks.nan_at_step > 0 && st_.step + 1 == req_.hooks.nan_at_step) loss = NAN;
         if (!std::isfinite(loss)) diverged(std::string("loss is ") + (std::isnan(loss) ? "NaN" : "inf"));
         auto pred = argmax_rows(logits, size_t(batch.n), model_cfg_.num_classes);
         int64_t correct = 0;
@@ -595,52 +537,51 @@ class Run {
         hp.beta2 = cfg_.beta2;
         hp.eps = cfg_.adam_eps;
         hp.weight_decay = cfg_.weight_decay;
-        hp.step = int(step_ + 1);
+        hp.step = int(st_.step + 1);
         try {
           if (uses_scaled_) backend_->adamw_step_scaled(hp, cfg_.grad_clip, lr_scales());
           else backend_->adamw_step(hp, cfg_.grad_clip);
-        } catch (const std::runtime_error& e) {
-          if (std::string(e.what()).find("not finite") != std::string::npos) diverged("gradient norm is not finite");
-          throw;
+        } catch (const NonFiniteError&) {
+          diverged("gradient norm is not finite");
         }
-        ++step_;
-        ++batch_in_epoch_;
-        ep_loss_sum_ += double(loss);
-        ep_correct_ += correct;
-        ep_seen_ += batch.n;
-        ++ep_batches_;
+        ++st_.step;
+        ++st_.batch_in_epoch;
+        st_.epoch_loss_sum += double(loss);
+        st_.epoch_correct += correct;
+        st_.epoch_seen += batch.n;
+        ++st_.epoch_batches;
         epoch_imgs += batch.n;
         log_imgs += batch.n;
         last_lr_ = lr;
         update_ema();
         char line[128];
-        std::snprintf(line, sizeof line, "%lld,%d,%.9g,%.9g\n", (long long)step_, epoch_ + 1, double(loss), double(lr));
+        std::snprintf(line, sizeof line, "%lld,%d,%.9g,%.9g\n", (long long)st_.step, st_.epoch + 1, double(loss), double(lr));
         steps_log_ << line;
         steps_log_.flush();
-        if (step_ % cfg_.log_every == 0 || batch_in_epoch_ == spe_ || step_ == total_steps_) {
+        if (st_.step % cfg_.log_every == 0 || st_.batch_in_epoch == spe_ || st_.step == total_steps_) {
           double dt = since(t_log);
           double img_s = dt > 0 ? log_imgs / dt : 0;
-          double per_step = (step_ > log_step0 && dt > 0) ? dt / double(step_ - log_step0) : NAN;
+          double per_step = (st_.step > log_step0 && dt > 0) ? dt / double(st_.step - log_step0) : NAN;
           int64_t end = cfg_.max_steps > 0 ? std::min<int64_t>(cfg_.max_steps, total_steps_) : total_steps_;
           char b[256];
           std::snprintf(b, sizeof b,
                         "[train] epoch %d/%d step %lld/%lld loss %.4f (epoch avg %.4f) acc %.3f lr %.3g | %.1f img/s | "
                         "elapsed %s ETA %s",
-                        epoch_ + 1, cfg_.epochs, (long long)step_, (long long)end, double(loss),
-                        ep_loss_sum_ / double(ep_batches_), double(ep_correct_) / double(std::max<int64_t>(ep_seen_, 1)),
+                        st_.epoch + 1, cfg_.epochs, (long long)st_.step, (long long)end, double(loss),
+                        st_.epoch_loss_sum / double(st_.epoch_batches), double(st_.epoch_correct) / double(std::max<int64_t>(st_.epoch_seen, 1)),
                         double(lr), img_s, duration(elapsed()).c_str(),
-                        duration(per_step * double(end - step_)).c_str());
+                        duration(per_step * double(end - st_.step)).c_str());
           log_(b);
           t_log = Clock::now();
-          log_step0 = step_;
+          log_step0 = st_.step;
           log_imgs = 0;
         }
-        if (cfg_.checkpoint_every > 0 && step_ % cfg_.checkpoint_every == 0) {
+        if (cfg_.checkpoint_every > 0 && st_.step % cfg_.checkpoint_every == 0) {
           save_last();
           writer_.wait();  // the line below tells whoever watches the log that the file is on disk
-          log_("[train] checkpoint " + last_path_ + " at step " + std::to_string(step_));
+          log_("[train] checkpoint " + last_path_ + " at step " + std::to_string(st_.step));
         }
-        if (cfg_.debug_sleep_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(cfg_.debug_sleep_ms));
+        if (req_.hooks.sleep_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(req_.hooks.sleep_ms));
       }
       if (stop) {
         stopped_early_ = true;
@@ -648,23 +589,23 @@ class Run {
       }
       end_epoch(epoch_imgs, since(t_epoch));
     }
-    if (stopped_early_ && last_saved_step_ != step_) {
+    if (stopped_early_ && last_saved_step_ != st_.step) {
       save_last();
       writer_.wait();  // "can be resumed" below: the file is on disk
-      log_("[train] max_steps reached: stopped at step " + std::to_string(step_) + "; " + last_path_ +
+      log_("[train] max_steps reached: stopped at step " + std::to_string(st_.step) + "; " + last_path_ +
            " can be resumed");
     }
   }
 
   void end_epoch(int64_t imgs, double secs) {
     EpochRow r;
-    r.epoch = epoch_ + 1;
-    r.step = step_;
-    r.train_loss = ep_batches_ ? ep_loss_sum_ / double(ep_batches_) : NAN;
-    r.train_acc = ep_seen_ ? double(ep_correct_) / double(ep_seen_) : NAN;
-    r.lr = lr_at(cfg_, std::max<int64_t>(step_ - 1, 0), spe_);
+    r.epoch = st_.epoch + 1;
+    r.step = st_.step;
+    r.train_loss = st_.epoch_batches ? st_.epoch_loss_sum / double(st_.epoch_batches) : NAN;
+    r.train_acc = st_.epoch_seen ? double(st_.epoch_correct) / double(st_.epoch_seen) : NAN;
+    r.lr = lr_at(cfg_, std::max<int64_t>(st_.step - 1, 0), spe_);
     r.img_s = secs > 0 ? double(imgs) / secs : 0;
-    if (epoch_ == 0 && cfg_.time_budget_s > 0 && secs > 0) {
+    if (st_.epoch == 0 && cfg_.time_budget_s > 0 && secs > 0) {
       // Same rule as the reference recipe: time one epoch, then fit the epoch count to the
       // budget. Only the count changes; warmup is measured in epochs and stays as it was.
       const int floor_epochs = int(std::ceil(cfg_.warmup_epochs)) + 1;
@@ -677,8 +618,8 @@ class Run {
         total_steps_ = int64_t(cfg_.epochs) * spe_;
       }
     }
-    const bool last_epoch = epoch_ + 1 == cfg_.epochs;
-    if (val_loader_ && ((epoch_ + 1) % cfg_.eval_every == 0 || last_epoch)) {
+    const bool last_epoch = st_.epoch + 1 == cfg_.epochs;
+    if (val_loader_ && ((st_.epoch + 1) % cfg_.eval_every == 0 || last_epoch)) {
       TrainBackend& eb = eval_backend();
       Predictions p = predict(eb, *val_loader_);
       auto pred = argmax_rows(p.logits.data(), p.n(), p.k);
@@ -687,24 +628,24 @@ class Run {
       r.val_acc = m.accuracy;
       r.val_macro_f1 = m.macro_f1;
       char b[160];
-      std::snprintf(b, sizeof b, "[val] epoch %d: loss %.4f acc %.4f macro-F1 %.4f (%zu images)", epoch_ + 1,
+      std::snprintf(b, sizeof b, "[val] epoch %d: loss %.4f acc %.4f macro-F1 %.4f (%zu images)", st_.epoch + 1,
                     r.val_loss, r.val_acc, r.val_macro_f1, p.n());
       log_(b);
-      if (m.macro_f1 > best_f1_) {
-        best_f1_ = m.macro_f1;
-        best_epoch_ = epoch_ + 1;
+      if (m.macro_f1 > st_.best_val_macro_f1) {
+        st_.best_val_macro_f1 = m.macro_f1;
+        st_.best_epoch = st_.epoch + 1;
         save_best(r);
       }
     }
     r.elapsed_s = elapsed();
-    history_.push_back(r);
-    ++epoch_;
-    batch_in_epoch_ = 0;
-    ep_loss_sum_ = 0;
-    ep_correct_ = ep_seen_ = ep_batches_ = 0;
+    st_.history.push_back(r);
+    ++st_.epoch;
+    st_.batch_in_epoch = 0;
+    st_.epoch_loss_sum = 0;
+    st_.epoch_correct = st_.epoch_seen = st_.epoch_batches = 0;
     last_lr_ = 0;
     save_last();
-    write_text_atomic((fs::path(out_) / "metrics.csv").string(), metrics_csv(history_));
+    write_text_atomic((fs::path(out_) / "metrics.csv").string(), metrics_csv(st_.history));
     write_training_curves((fs::path(out_) / "metrics.csv").string(), out_);
   }
 
@@ -721,8 +662,8 @@ class Run {
   TrainSummary finish() {
     writer_.wait();  // last.vit complete (and its write error, if any, reported) before returning
     TrainSummary s;
-    s.steps = step_;
-    s.epochs_done = epoch_;
+    s.steps = st_.step;
+    s.epochs_done = st_.epoch;
     s.finished = !stopped_early_;
     s.last_path = last_path_;
     if (stopped_early_) {
@@ -731,12 +672,12 @@ class Run {
     }
     // No validation split: best.vit is simply the final eval weights.
     if (!val_loader_ && !fs::exists(best_path_)) {
-      EpochRow r = history_.empty() ? EpochRow{} : history_.back();
+      EpochRow r = st_.history.empty() ? EpochRow{} : st_.history.back();
       save_best(r);
     }
     s.best_path = best_path_;
-    s.best_val_macro_f1 = best_f1_;
-    s.best_epoch = best_epoch_;
+    s.best_val_macro_f1 = st_.best_val_macro_f1;
+    s.best_epoch = st_.best_epoch;
     if (val_loader_) report_on_val(s);
     s.elapsed_s = elapsed();
     write_summary(s);
@@ -790,17 +731,17 @@ class Run {
     md << "# Training run `" << out_ << "`\n\n";
     md << "Model " << model_cfg_.to_string() << ", " << host_->num_params() << " parameters, device "
        << backend_->device() << ". " << train_samples_.size() << " train / " << val_samples_.size()
-       << " val images, " << step_ << " steps, " << duration(s.elapsed_s) << ".\n\n";
+       << " val images, " << st_.step << " steps, " << duration(s.elapsed_s) << ".\n\n";
     md << "| epoch | step | train loss | train acc | val loss | val acc | val macro-F1 | lr | img/s |\n";
     md << "|---|---|---|---|---|---|---|---|---|\n";
-    for (const auto& r : history_)
+    for (const auto& r : st_.history)
       md << "| " << r.epoch << " | " << r.step << " | " << cell(r.train_loss, "%.4f") << " | "
          << cell(r.train_acc, "%.4f") << " | " << cell(r.val_loss, "%.4f") << " | " << cell(r.val_acc, "%.4f")
          << " | " << cell(r.val_macro_f1, "%.4f") << " | " << cell(r.lr, "%.3g") << " | " << cell(r.img_s, "%.1f")
          << " |\n";
     md << "\n![loss](loss.svg) ![accuracy](accuracy.svg)\n\n";
-    if (best_epoch_ > 0) {
-      md << "best.vit: epoch " << best_epoch_ << ", val macro-F1 " << cell(best_f1_, "%.4f") << ", temperature "
+    if (st_.best_epoch > 0) {
+      md << "best.vit: epoch " << st_.best_epoch << ", val macro-F1 " << cell(st_.best_val_macro_f1, "%.4f") << ", temperature "
          << cell(s.temperature, "%.4f") << ".\n\n";
       md << "![confusion](report/confusion_counts.svg)\n![confusion, row-normalised](report/confusion_normalized.svg)\n"
          << "![per class](report/per_class.svg)\n![reliability](report/reliability.svg)\n";
@@ -823,18 +764,12 @@ class Run {
   std::unique_ptr<ViT> host_, eval_host_;
   std::unique_ptr<TrainBackend> backend_, eval_backend_;
   std::vector<float> ema_;
-  std::vector<EpochRow> history_;
   bool uses_scaled_ = false, stopped_early_ = false;
   std::string last_path_, ema_path_, best_path_;
   std::ofstream steps_log_;
   int64_t spe_ = 0, total_steps_ = 0;
-  int64_t step_ = 0, batch_in_epoch_ = 0, last_saved_step_ = -1;
-  int epoch_ = 0;
-  double ep_loss_sum_ = 0;
-  int64_t ep_correct_ = 0, ep_seen_ = 0, ep_batches_ = 0;
-  double best_f1_ = -1;
-  int best_epoch_ = -1;
-  double elapsed_prev_ = 0;
+  RunState st_;  // everything a resume restores besides the weights and moments
+  int64_t last_saved_step_ = -1;
   float last_lr_ = 0;
   Clock::time_point t_start_;
   nlohmann::json val_metrics_;

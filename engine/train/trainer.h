@@ -64,12 +64,20 @@ struct ClassGroups {
   std::function<int(const std::string& class_name)> group_of;  // index into names, -1 for none
 };
 
+// Test hooks: never in a config or a run's files. tools/cmd_train.cpp reads them from the
+// environment (VITENGINE_TEST_NAN_AT_STEP, VITENGINE_TEST_SLEEP_MS) for the tests that drive the CLI.
+struct TrainHooks {
+  int nan_at_step = 0;  // make the loss of this 1-based step NaN; 0 = off
+  int sleep_ms = 0;     // sleep this long after each step (kill-and-resume test); 0 = off
+};
+
 struct TrainRequest {
   TrainConfig config;
   std::string data;     // prepared folder (manifest.csv + report.json) or a manifest.csv
   std::string out;      // run folder
   bool resume = false;  // continue from out/last.vit
   ClassGroups groups;   // needed by label_level=group only
+  TrainHooks hooks;
   // Progress lines go here (default: stdout, flushed).
   std::function<void(const std::string&)> log;
 };
