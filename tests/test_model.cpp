@@ -230,3 +230,27 @@ TEST(Model, DeviceArenaSegmentsKeepEveryMatrix16ByteAligned) {
   // The old layout fails the first condition for vit_b16: the check can tell the two apart.
   EXPECT_NE(85809422u * sizeof(float) % 16, 0u);
 }
+
+// The offsets by role that both model paths bind (engine/model/params.h) name the tensors they
+// say they do: checked against the table's own name lookup, for every block.
+TEST(Model, ParamOffsetsMatchTheNamedTable) {
+  vit::ViTConfig c = vit::ViTConfig::preset("vit_ti16");
+  c.depth = 3;
+  c.num_classes = 5;
+  vit::ViT m(c);
+  const vit::ParamOffsets o = vit::param_offsets(m.params(), c.depth);
+  EXPECT_EQ(o.conv_w, m.param("conv_proj.weight").offset);
+  EXPECT_EQ(o.cls, m.param("class_token").offset);
+  EXPECT_EQ(o.pos, m.param("encoder.pos_embedding").offset);
+  EXPECT_EQ(o.head_b, m.param("heads.head.bias").offset);
+  ASSERT_EQ(o.blocks.size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    const std::string l = "encoder.layers.encoder_layer_" + std::to_string(i) + ".";
+    EXPECT_EQ(vit::layer_prefix(i), l);
+    EXPECT_EQ(o.blocks[i].ln1_w, m.param(l + "ln_1.weight").offset);
+    EXPECT_EQ(o.blocks[i].qkv_b, m.param(l + "self_attention.in_proj_bias").offset);
+    EXPECT_EQ(o.blocks[i].proj_w, m.param(l + "self_attention.out_proj.weight").offset);
+    EXPECT_EQ(o.blocks[i].fc2_b, m.param(l + "mlp.3.bias").offset);
+  }
+  EXPECT_NE(vit::site_seed(7, 0), vit::site_seed(7, 1));
+}

@@ -21,7 +21,7 @@ const HostTensor& need(const StateDict& sd, const std::string& key, size_t ndim)
 }
 
 std::string layer_key(int i, const std::string& rest) {
-  return "encoder.layers.encoder_layer_" + std::to_string(i) + "." + rest;
+  return layer_prefix(i) + rest;
 }
 
 // Compatible backbones: everything that fixes a parameter shape except the pos-embedding

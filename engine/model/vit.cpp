@@ -57,53 +57,6 @@ std::string ViTConfig::to_string() const {
 }
 
 // ---------------------------------------------------------------- parameters
-std::vector<ParamInfo> param_table(const ViTConfig& c) {
-  const int64_t D = c.dim, M = c.mlp_dim, P = c.patch, N = c.seq_len();
-  std::vector<ParamInfo> t;
-  auto add = [&](std::string name, std::vector<int64_t> shape, bool decay) {
-    ParamInfo p;
-    p.name = std::move(name);
-    p.shape = std::move(shape);
-    p.numel = 1;
-    for (auto s : p.shape) p.numel *= (size_t)s;
-    p.decay = decay;
-    t.push_back(std::move(p));
-  };
-  auto layer = [](int i) { return "encoder.layers.encoder_layer_" + std::to_string(i) + "."; };
-  // Weight matrices first (they get weight decay), so AdamW is one pass with a boundary.
-  add("conv_proj.weight", {D, c.channels, P, P}, true);
-  for (int i = 0; i < c.depth; i++) {
-    add(layer(i) + "self_attention.in_proj_weight", {3 * D, D}, true);
-    add(layer(i) + "self_attention.out_proj.weight", {D, D}, true);
-    add(layer(i) + "mlp.0.weight", {M, D}, true);
-    add(layer(i) + "mlp.3.weight", {D, M}, true);
-  }
-  add("heads.head.weight", {c.num_classes, D}, true);
-  // Then biases, norms and embeddings (no decay).
-  add("conv_proj.bias", {D}, false);
-  add("class_token", {1, 1, D}, false);
-  add("encoder.pos_embedding", {1, N, D}, false);
-  for (int i = 0; i < c.depth; i++) {
-    add(layer(i) + "ln_1.weight", {D}, false);
-    add(layer(i) + "ln_1.bias", {D}, false);
-    add(layer(i) + "self_attention.in_proj_bias", {3 * D}, false);
-    add(layer(i) + "self_attention.out_proj.bias", {D}, false);
-    add(layer(i) + "ln_2.weight", {D}, false);
-    add(layer(i) + "ln_2.bias", {D}, false);
-    add(layer(i) + "mlp.0.bias", {M}, false);
-    add(layer(i) + "mlp.3.bias", {D}, false);
-  }
-  add("encoder.ln.weight", {D}, false);
-  add("encoder.ln.bias", {D}, false);
-  add("heads.head.bias", {c.num_classes}, false);
-  size_t off = 0;
-  for (auto& p : t) {
-    p.offset = off;
-    off += p.numel;
-  }
-  return t;
-}
-
 // Pointers to one block's parameters (or gradients: same offsets, other base).
 struct BlockParams {
   float *ln1_w, *ln1_b, *qkv_w, *qkv_b, *proj_w, *proj_b, *ln2_w, *ln2_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
@@ -113,30 +66,20 @@ struct ModelParams {
   std::vector<BlockParams> blocks;
 };
 
-static ModelParams bind(const ViT& m, float* base) {
-  auto at = [&](const std::string& n) { return base + m.param(n).offset; };
+static ModelParams bind(const ParamOffsets& o, float* base) {
   ModelParams p;
-  p.conv_w = at("conv_proj.weight");
-  p.conv_b = at("conv_proj.bias");
-  p.cls = at("class_token");
-  p.pos = at("encoder.pos_embedding");
-  p.lnf_w = at("encoder.ln.weight");
-  p.lnf_b = at("encoder.ln.bias");
-  p.head_w = at("heads.head.weight");
-  p.head_b = at("heads.head.bias");
-  for (int i = 0; i < m.config().depth; i++) {
-    std::string l = "encoder.layers.encoder_layer_" + std::to_string(i) + ".";
-    p.blocks.push_back({at(l + "ln_1.weight"), at(l + "ln_1.bias"), at(l + "self_attention.in_proj_weight"),
-                        at(l + "self_attention.in_proj_bias"), at(l + "self_attention.out_proj.weight"),
-                        at(l + "self_attention.out_proj.bias"), at(l + "ln_2.weight"), at(l + "ln_2.bias"),
-                        at(l + "mlp.0.weight"), at(l + "mlp.0.bias"), at(l + "mlp.3.weight"), at(l + "mlp.3.bias")});
-  }
+  p.conv_w = base + o.conv_w, p.conv_b = base + o.conv_b, p.cls = base + o.cls, p.pos = base + o.pos;
+  p.lnf_w = base + o.lnf_w, p.lnf_b = base + o.lnf_b, p.head_w = base + o.head_w, p.head_b = base + o.head_b;
+  for (const BlockOffsets& b : o.blocks)
+    p.blocks.push_back({base + b.ln1_w, base + b.ln1_b, base + b.qkv_w, base + b.qkv_b, base + b.proj_w,
+                        base + b.proj_b, base + b.ln2_w, base + b.ln2_b, base + b.fc1_w, base + b.fc1_b,
+                        base + b.fc2_w, base + b.fc2_b});
   return p;
 }
-
 ViT::ViT(const ViTConfig& cfg) : cfg_(cfg) {
   cfg_.validate();
   table_ = param_table(cfg_);
+  offsets_ = param_offsets(table_, cfg_.depth);
   for (auto& p : table_) {
     nparams_ += p.numel;
     if (p.decay) ndecay_ += p.numel;
@@ -262,8 +205,6 @@ void ViT::ensure_activations(int B) {
   acts_batch_ = B;
 }
 
-// Dropout sites get distinct seeds: (step seed, site index).
-static uint64_t site_seed(uint64_t seed, int site) { return seed * 0x100000001B3ull + 0x9E37u * (uint64_t)(site + 1); }
 
 const float* ViT::forward(const float* images, int B, const ForwardOptions& opt) {
   if (B <= 0) throw std::invalid_argument("ViT::forward: batch size must be positive, got " + std::to_string(B));
@@ -274,7 +215,7 @@ const float* ViT::forward(const float* images, int B, const ForwardOptions& opt)
   images_ = images;
   size_t total;
   Acts a = layout_acts(cfg_, B, acts_.data(), &total);
-  ModelParams p = bind(*this, param_data());
+  ModelParams p = bind(offsets_, param_data());
   const int N = cfg_.seq_len(), D = cfg_.dim, M = cfg_.mlp_dim, H = cfg_.heads, Np = cfg_.num_patches();
   const int S = cfg_.image_size, BN = B * N;
   const float pd = opt.training ? cfg_.dropout : 0.0f;
@@ -338,8 +279,8 @@ void ViT::backward_from(const float* dlogits) {
   const int B = B_;
   size_t total;
   Acts a = layout_acts(cfg_, B, acts_.data(), &total);
-  ModelParams p = bind(*this, param_data());
-  ModelParams g = bind(*this, grad_data());
+  ModelParams p = bind(offsets_, param_data());
+  ModelParams g = bind(offsets_, grad_data());
   const int N = cfg_.seq_len(), D = cfg_.dim, M = cfg_.mlp_dim, H = cfg_.heads, Np = cfg_.num_patches();
   const int S = cfg_.image_size, BN = B * N;
   const float pd = fopt_.training ? cfg_.dropout : 0.0f;

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/model/params.h"
 #include "kernels/cpu/ops.h"
 
 namespace vit {
@@ -45,17 +46,7 @@ struct ViTConfig {
   std::string to_string() const;  // one line, for logs and error messages
 };
 
-// One named parameter tensor inside the arena; names are torchvision state_dict keys.
-struct ParamInfo {
-  std::string name;
-  std::vector<int64_t> shape;
-  size_t offset = 0;  // in floats, from the arena start
-  size_t numel = 0;
-  bool decay = false;  // weight decay applies (weight matrices only)
-};
-
-// Parameters in the order the arena stores them: every decayed tensor first.
-std::vector<ParamInfo> param_table(const ViTConfig& cfg);
+// ParamInfo, param_table, the offsets by role and site_seed: engine/model/params.h.
 
 // Distance in floats between the segments [params | grads | m | v | bf16 shadow] of the device
 // arena (engine/model/vit_cuda.cu): n rounded up to 64 floats, so every segment starts 256-byte
@@ -136,6 +127,7 @@ class ViT {
   void ensure_activations(int B);
   ViTConfig cfg_;
   std::vector<ParamInfo> table_;
+  ParamOffsets offsets_;  // table_ by role, for binding the arenas
   size_t nparams_ = 0, ndecay_ = 0;
   std::vector<float> arena_;  // params, grads, m, v
   std::vector<float> acts_;   // activations of the last forward

@@ -10,7 +10,6 @@
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
-#include <unordered_map>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -67,7 +66,6 @@ CudaDeviceInfo check_cuda_device(Precision prec) {
 
 namespace {
 // Same as engine/model/vit.cpp: dropout site s of a step with seed `seed`.
-uint64_t site_seed(uint64_t seed, int site) { return seed * 0x100000001B3ull + 0x9E37u * (uint64_t)(site + 1); }
 
 // Bump allocator over one allocation; with base == nullptr it only measures.
 struct Bump {
@@ -204,19 +202,13 @@ struct ViTCuda::Impl {
   int N() const { return cfg.seq_len(); }
   int Np() const { return cfg.num_patches(); }
   int sites() const { return 1 + 3 * cfg.depth; }
-  std::unordered_map<std::string, size_t> offsets;  // name -> arena offset (host-side lookups stay cheap)
-  size_t off(const std::string& name) const {
-    auto it = offsets.find(name);
-    if (it == offsets.end()) throw std::out_of_range("ViTCuda: no parameter named '" + name + "'");
-    return it->second;
-  }
-  std::string L(int l) const { return "encoder.layers.encoder_layer_" + std::to_string(l) + "."; }
-  float* P(const std::string& name) const { return params + off(name); }
-  float* G(const std::string& name) const { return grads + off(name); }
+  ParamOffsets po;  // every tensor's offset by role (engine/model/params.h), the CPU path's layout
+  float* P(size_t off) const { return params + off; }
+  float* G(size_t off) const { return grads + off; }
   template <typename T>
-  const T* W(const std::string& name) const {  // weights/biases the GEMMs read: bf16 shadow or fp32 master
-    if constexpr (std::is_same_v<T, float>) return params + off(name);
-    else return shadow + off(name);
+  const T* W(size_t off) const {  // weights/biases the GEMMs read: bf16 shadow or fp32 master
+    if constexpr (std::is_same_v<T, float>) return params + off;
+    else return shadow + off;
   }
   // (seed value, device pointer) of a dropout site for this forward
   uint64_t seed_of(int site) const { return site_seed(fopt.dropout_seed, site); }
@@ -292,63 +284,63 @@ struct ViTCuda::Impl {
     cuda::GemmContext& g = *gemm;
 
     prof.mark("fwd patch embed");
-    cuda::patch_embed_fwd<T>(g, d_images, W<T>("conv_proj.weight"), W<T>("conv_proj.bias"), A(cols), A(patches), Bn,
+    cuda::patch_embed_fwd<T>(g, d_images, W<T>(po.conv_w), W<T>(po.conv_b), A(cols), A(patches), Bn,
                              cfg.channels, S, S, cfg.patch, D, s);
     prof.mark("fwd embed tokens");
-    cuda::embed_tokens_fwd<T>(A(patches), P("class_token"), P("encoder.pos_embedding"), A(xs[0]), Bn, NP, D, s, pd,
+    cuda::embed_tokens_fwd<T>(A(patches), P(po.cls), P(po.pos), A(xs[0]), Bn, NP, D, s, pd,
                               seed_of(0), seed_ptr(0));
     for (int l = 0; l < cfg.depth; ++l) {
       LayerActs& la = layers[l];
-      const std::string p = L(l);
+      const BlockOffsets& p = po.blocks[l];
       const int s0 = 1 + 3 * l;
       // attention branch: x_mid = x + dropout(out_proj(attention(in_proj(ln_1(x)))))
       prof.mark("fwd ln_1");
-      cuda::layernorm_fwd<T>(A(xs[l]), P(p + "ln_1.weight"), P(p + "ln_1.bias"), A(la.ln1), la.mean1, la.rstd1, M, D,
+      cuda::layernorm_fwd<T>(A(xs[l]), P(p.ln1_w), P(p.ln1_b), A(la.ln1), la.mean1, la.rstd1, M, D,
                              cfg.ln_eps, s);
       prof.mark("fwd qkv gemm");
-      cuda::linear_fwd<T, T>(g, A(la.ln1), W<T>(p + "self_attention.in_proj_weight"),
-                             W<T>(p + "self_attention.in_proj_bias"), A(la.qkv), M, D, 3 * D, s);  // (B,N,D)->(B,N,3D)
+      cuda::linear_fwd<T, T>(g, A(la.ln1), W<T>(p.qkv_w),
+                             W<T>(p.qkv_b), A(la.qkv), M, D, 3 * D, s);  // (B,N,D)->(B,N,3D)
       prof.mark("fwd attention");
       cuda::attention_fwd<T>(A(la.qkv), A(la.att), la.lse, Bn, Nn, H, D / H, s);
       prof.mark("fwd out_proj (+residual)");
       // stochastic depth of this block (vit.h drop_path_rate); not in captured graphs (capture_step)
       const float dp = opt.training ? drop_path_rate(opt.drop_path, l, cfg.depth) : 0.f;
       if (pd > 0.f || dp > 0.f) {
-        cuda::linear_fwd<T, T>(g, A(la.att), W<T>(p + "self_attention.out_proj.weight"),
-                               W<T>(p + "self_attention.out_proj.bias"), A(tmp), M, D, D, s);
+        cuda::linear_fwd<T, T>(g, A(la.att), W<T>(p.proj_w),
+                               W<T>(p.proj_b), A(tmp), M, D, D, s);
         if (dp > 0.f) cuda::drop_path<T>(A(tmp), A(tmp), Bn, size_t(Nn) * D, dp, drop_path_seed(opt.dropout_seed, l, 0), s);
         cuda::residual_dropout_fwd<T>(A(xs[l]), A(tmp), A(la.x_mid), MD, pd, seed_of(s0), s, seed_ptr(s0));
       } else {  // no dropout: the residual add is the GEMM's C operand
-        cuda::linear_residual_fwd<T>(g, A(la.att), W<T>(p + "self_attention.out_proj.weight"),
-                                     W<T>(p + "self_attention.out_proj.bias"), A(xs[l]), A(la.x_mid), M, D, D, s);
+        cuda::linear_residual_fwd<T>(g, A(la.att), W<T>(p.proj_w),
+                                     W<T>(p.proj_b), A(xs[l]), A(la.x_mid), M, D, D, s);
       }
       // MLP branch: x_out = x_mid + dropout(fc2(dropout(gelu(fc1(ln_2(x_mid))))))
       prof.mark("fwd ln_2");
-      cuda::layernorm_fwd<T>(A(la.x_mid), P(p + "ln_2.weight"), P(p + "ln_2.bias"), A(la.ln2), la.mean2, la.rstd2, M,
+      cuda::layernorm_fwd<T>(A(la.x_mid), P(p.ln2_w), P(p.ln2_b), A(la.ln2), la.mean2, la.rstd2, M,
                              D, cfg.ln_eps, s);
       prof.mark("fwd fc1 gemm");
-      cuda::linear_fwd<T, T>(g, A(la.ln2), W<T>(p + "mlp.0.weight"), W<T>(p + "mlp.0.bias"), A(la.h), M, D, Mm, s);
+      cuda::linear_fwd<T, T>(g, A(la.ln2), W<T>(p.fc1_w), W<T>(p.fc1_b), A(la.h), M, D, Mm, s);
       prof.mark("fwd gelu");
       cuda::gelu_fwd<T>(A(la.h), A(la.g), size_t(M) * Mm, s);
       prof.mark("fwd fc2 (+residual)");
       if (pd > 0.f)
         cuda::dropout_fwd<T>(A(la.g), A(la.g), size_t(M) * Mm, pd, seed_of(s0 + 1), s, seed_ptr(s0 + 1));
       if (pd > 0.f || dp > 0.f) {
-        cuda::linear_fwd<T, T>(g, A(la.g), W<T>(p + "mlp.3.weight"), W<T>(p + "mlp.3.bias"), A(tmp), M, Mm, D, s);
+        cuda::linear_fwd<T, T>(g, A(la.g), W<T>(p.fc2_w), W<T>(p.fc2_b), A(tmp), M, Mm, D, s);
         if (dp > 0.f) cuda::drop_path<T>(A(tmp), A(tmp), Bn, size_t(Nn) * D, dp, drop_path_seed(opt.dropout_seed, l, 1), s);
         cuda::residual_dropout_fwd<T>(A(la.x_mid), A(tmp), A(xs[l + 1]), MD, pd, seed_of(s0 + 2), s,
                                       seed_ptr(s0 + 2));
       } else {
-        cuda::linear_residual_fwd<T>(g, A(la.g), W<T>(p + "mlp.3.weight"), W<T>(p + "mlp.3.bias"), A(la.x_mid),
+        cuda::linear_residual_fwd<T>(g, A(la.g), W<T>(p.fc2_w), W<T>(p.fc2_b), A(la.x_mid),
                                      A(xs[l + 1]), M, Mm, D, s);
       }
     }
     // encoder.ln on the class-token rows only (LayerNorm is per row: exact), then the head.
     prof.mark("fwd head");
     cuda::gather_cls<T>(A(xs[cfg.depth]), A(cls), Bn, Nn, D, s);
-    cuda::layernorm_fwd<T>(A(cls), P("encoder.ln.weight"), P("encoder.ln.bias"), A(lnf), meanf, rstdf, Bn, D,
+    cuda::layernorm_fwd<T>(A(cls), P(po.lnf_w), P(po.lnf_b), A(lnf), meanf, rstdf, Bn, D,
                            cfg.ln_eps, s);
-    cuda::linear_fwd<T, float>(g, A(lnf), W<T>("heads.head.weight"), P("heads.head.bias"), logits, Bn, D,
+    cuda::linear_fwd<T, float>(g, A(lnf), W<T>(po.head_w), P(po.head_b), logits, Bn, D,
                                cfg.num_classes, s);
   }
 
@@ -372,17 +364,17 @@ struct ViTCuda::Impl {
       cuda::convert<float, T>(dlogits, A(dlogits_t), size_t(Bn) * C, s);
       dlt = A(dlogits_t);
     }
-    cuda::linear_bwd_dw<T>(g, A(lnf), dlt, G("heads.head.weight"), Bn, D, C, s);
-    cuda::bias_grad<float>(dlogits, G("heads.head.bias"), bias_scratch, Bn, C, s);
-    cuda::linear_bwd_dx<T>(g, dlt, W<T>("heads.head.weight"), A(dlnf), Bn, D, C, s);
-    cuda::layernorm_bwd<T>(A(cls), P("encoder.ln.weight"), meanf, rstdf, A(dlnf), A(dcls), G("encoder.ln.weight"),
-                           G("encoder.ln.bias"), ln_scratch, Bn, D, s);
+    cuda::linear_bwd_dw<T>(g, A(lnf), dlt, G(po.head_w), Bn, D, C, s);
+    cuda::bias_grad<float>(dlogits, G(po.head_b), bias_scratch, Bn, C, s);
+    cuda::linear_bwd_dx<T>(g, dlt, W<T>(po.head_w), A(dlnf), Bn, D, C, s);
+    cuda::layernorm_bwd<T>(A(cls), P(po.lnf_w), meanf, rstdf, A(dlnf), A(dcls), G(po.lnf_w),
+                           G(po.lnf_b), ln_scratch, Bn, D, s);
     prof.mark("bwd scatter cls");
     cuda::scatter_cls_grad<T>(A(dcls), A(dres), Bn, Nn, D, s);  // dres = d(last block output)
 
     for (int l = cfg.depth - 1; l >= 0; --l) {
       LayerActs& la = layers[l];
-      const std::string p = L(l);
+      const BlockOffsets& p = po.blocks[l];
       const int s0 = 1 + 3 * l;
       // MLP branch; dres = d(x_out), which also flows straight to x_mid.
       T* dy2 = A(dres);
@@ -398,22 +390,22 @@ struct ViTCuda::Impl {
         dy2 = A(dtmp);
       }
       prof.mark("bwd fc2 dw+db");
-      cuda::linear_bwd_dw_db<T>(g, A(la.g), dy2, G(p + "mlp.3.weight"), G(p + "mlp.3.bias"), bias_scratch, M, Mm, D,
+      cuda::linear_bwd_dw_db<T>(g, A(la.g), dy2, G(p.fc2_w), G(p.fc2_b), bias_scratch, M, Mm, D,
                                 s);
       prof.mark("bwd fc2 dx");
-      cuda::linear_bwd_dx<T>(g, dy2, W<T>(p + "mlp.3.weight"), A(dh), M, Mm, D, s);
+      cuda::linear_bwd_dx<T>(g, dy2, W<T>(p.fc2_w), A(dh), M, Mm, D, s);
       // dh = gelu'(h) * dropout_bwd(dh), in place
       prof.mark("bwd gelu");
       cuda::gelu_bwd<T>(A(la.h), A(dh), A(dh), size_t(M) * Mm, s, pd, seed_of(s0 + 1), seed_ptr(s0 + 1));
       prof.mark("bwd fc1 dw+db");
-      cuda::linear_bwd_dw_db<T>(g, A(la.ln2), A(dh), G(p + "mlp.0.weight"), G(p + "mlp.0.bias"), bias_scratch, M, D,
+      cuda::linear_bwd_dw_db<T>(g, A(la.ln2), A(dh), G(p.fc1_w), G(p.fc1_b), bias_scratch, M, D,
                                 Mm, s);
       prof.mark("bwd fc1 dx");
-      cuda::linear_bwd_dx<T>(g, A(dh), W<T>(p + "mlp.0.weight"), A(dtmp2), M, D, Mm, s);
+      cuda::linear_bwd_dx<T>(g, A(dh), W<T>(p.fc1_w), A(dtmp2), M, D, Mm, s);
       // dres = LN2-backward(dtmp2) + dres = d(x_mid)
       prof.mark("bwd ln_2");
-      cuda::layernorm_bwd<T>(A(la.x_mid), P(p + "ln_2.weight"), la.mean2, la.rstd2, A(dtmp2), A(dres),
-                             G(p + "ln_2.weight"), G(p + "ln_2.bias"), ln_scratch, M, D, s, A(dres));
+      cuda::layernorm_bwd<T>(A(la.x_mid), P(p.ln2_w), la.mean2, la.rstd2, A(dtmp2), A(dres),
+                             G(p.ln2_w), G(p.ln2_b), ln_scratch, M, D, s, A(dres));
       // attention branch
       T* dyp = A(dres);
       if (pd > 0.f) {
@@ -427,28 +419,28 @@ struct ViTCuda::Impl {
         dyp = A(dtmp);
       }
       prof.mark("bwd out_proj dw+db");
-      cuda::linear_bwd_dw_db<T>(g, A(la.att), dyp, G(p + "self_attention.out_proj.weight"),
-                                G(p + "self_attention.out_proj.bias"), bias_scratch, M, D, D, s);
+      cuda::linear_bwd_dw_db<T>(g, A(la.att), dyp, G(p.proj_w),
+                                G(p.proj_b), bias_scratch, M, D, D, s);
       prof.mark("bwd out_proj dx");
-      cuda::linear_bwd_dx<T>(g, dyp, W<T>(p + "self_attention.out_proj.weight"), A(dtmp2), M, D, D, s);  // d(att)
+      cuda::linear_bwd_dx<T>(g, dyp, W<T>(p.proj_w), A(dtmp2), M, D, D, s);  // d(att)
       prof.mark("bwd attention");
       cuda::attention_bwd<T>(A(la.qkv), A(la.att), A(dtmp2), la.lse, A(dqkv), attn_scratch, Bn, Nn, H, D / H, s);
       prof.mark("bwd qkv dw+db");
-      cuda::linear_bwd_dw_db<T>(g, A(la.ln1), A(dqkv), G(p + "self_attention.in_proj_weight"),
-                                G(p + "self_attention.in_proj_bias"), bias_scratch, M, D, 3 * D, s);
+      cuda::linear_bwd_dw_db<T>(g, A(la.ln1), A(dqkv), G(p.qkv_w),
+                                G(p.qkv_b), bias_scratch, M, D, 3 * D, s);
       prof.mark("bwd qkv dx");
-      cuda::linear_bwd_dx<T>(g, A(dqkv), W<T>(p + "self_attention.in_proj_weight"), A(dtmp2), M, D, 3 * D, s);
+      cuda::linear_bwd_dx<T>(g, A(dqkv), W<T>(p.qkv_w), A(dtmp2), M, D, 3 * D, s);
       // dres = LN1-backward(dtmp2) + dres = d(x_in)
       prof.mark("bwd ln_1");
-      cuda::layernorm_bwd<T>(A(xs[l]), P(p + "ln_1.weight"), la.mean1, la.rstd1, A(dtmp2), A(dres),
-                             G(p + "ln_1.weight"), G(p + "ln_1.bias"), ln_scratch, M, D, s, A(dres));
+      cuda::layernorm_bwd<T>(A(xs[l]), P(p.ln1_w), la.mean1, la.rstd1, A(dtmp2), A(dres),
+                             G(p.ln1_w), G(p.ln1_b), ln_scratch, M, D, s, A(dres));
     }
     // embedding: dres = d(x0); dropout + token embedding backward -> dpatches in dtmp
     prof.mark("bwd embed tokens");
-    cuda::embed_tokens_bwd<T>(A(dres), A(dtmp), G("class_token"), G("encoder.pos_embedding"), Bn, NP, D, s, pd,
+    cuda::embed_tokens_bwd<T>(A(dres), A(dtmp), G(po.cls), G(po.pos), Bn, NP, D, s, pd,
                               seed_of(0), seed_ptr(0));
     prof.mark("bwd patch embed");
-    cuda::patch_embed_bwd<T>(g, A(cols), A(dtmp), G("conv_proj.weight"), G("conv_proj.bias"), bias_scratch, Bn,
+    cuda::patch_embed_bwd<T>(g, A(cols), A(dtmp), G(po.conv_w), G(po.conv_b), bias_scratch, Bn,
                              cfg.channels, S, S, cfg.patch, D, s);
   }
 
@@ -554,8 +546,8 @@ ViTCuda::ViTCuda(const ViTConfig& cfg, Precision prec, int max_batch) : impl_(ne
   for (auto& p : I.table) {
     I.n += p.numel;
     if (p.decay) I.ndecay += p.numel;
-    I.offsets[p.name] = p.offset;
   }
+  I.po = param_offsets(I.table, cfg.depth);
   VIT_CHECK(cudaStreamCreateWithFlags(&I.stream, cudaStreamNonBlocking));
   if (const char* e = std::getenv("VIT_PROFILE")) I.prof.on = std::strcmp(e, "0") != 0;
   I.prof.stream = I.stream;

@@ -1,0 +1,46 @@
+// The one parameter layout both model paths use: every tensor's torchvision name, shape, offset
+// in the arena and weight-decay flag (param_table), and the same offsets by role (ParamOffsets),
+// which the CPU ViT (vit.cpp) and the GPU ViT (vit_cuda.cu) bind to their arenas. Checkpoints,
+// the torchvision mapping and the CPU/GPU equality all rest on this layout.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace vit {
+
+struct ViTConfig;
+
+// One named parameter tensor inside the arena; names are torchvision state_dict keys.
+struct ParamInfo {
+  std::string name;
+  std::vector<int64_t> shape;
+  size_t offset = 0;  // in floats, from the arena start
+  size_t numel = 0;
+  bool decay = false;  // weight decay applies (weight matrices only)
+};
+
+// The torchvision name prefix of encoder block i: "encoder.layers.encoder_layer_<i>.".
+std::string layer_prefix(int i);
+
+// Parameters in the order the arena stores them: every decayed tensor first.
+std::vector<ParamInfo> param_table(const ViTConfig& cfg);
+
+// Offsets (in elements) of one encoder block's tensors.
+struct BlockOffsets {
+  size_t ln1_w, ln1_b, qkv_w, qkv_b, proj_w, proj_b, ln2_w, ln2_b, fc1_w, fc1_b, fc2_w, fc2_b;
+};
+// Offsets of every tensor by role. Add one to an arena base (parameters, gradients, a bf16
+// shadow: the same layout) to get the tensor.
+struct ParamOffsets {
+  size_t conv_w, conv_b, cls, pos, lnf_w, lnf_b, head_w, head_b;
+  std::vector<BlockOffsets> blocks;
+};
+ParamOffsets param_offsets(const std::vector<ParamInfo>& table, int depth);
+
+// The seed of dropout site `site` (0 = after the embedding, then 3 per block) in a step whose
+// dropout seed is `seed`: distinct sites draw independent masks, the same on both paths.
+inline uint64_t site_seed(uint64_t seed, int site) { return seed * 0x100000001B3ull + 0x9E37u * uint64_t(site + 1); }
+
+}  // namespace vit
