@@ -61,18 +61,10 @@
 #include "kernels/cuda/attention_variant.cuh"
 #include "kernels/cuda/cuda_check.cuh"
 
-#ifdef VIT_CUDA_EMULATE
-#define VIT_ATTN_NS cuda_emu
-#define VIT_ATTN_LAUNCH(kernel, blocks, threads, stream, ...) \
-  ::emu::launch(dim3(blocks), dim3(threads), [&] { kernel(__VA_ARGS__); })
-#undef VIT_LAUNCH_CHECK
-#define VIT_LAUNCH_CHECK() ((void)0)
-#else
-#define VIT_ATTN_NS cuda
-#define VIT_ATTN_LAUNCH(kernel, blocks, threads, stream, ...) kernel<<<(blocks), (threads), 0, (stream)>>>(__VA_ARGS__)
-#endif
+#include "kernels/cuda/emulation.cuh"
+#define VIT_ATTN_LAUNCH(kernel, blocks, threads, stream, ...) VIT_LAUNCH(kernel, blocks, threads, 0, stream, __VA_ARGS__)
 
-namespace vit::VIT_ATTN_NS {
+namespace vit::VIT_KERNEL_NS {
 namespace {
 
 using bf16 = __nv_bfloat16;
@@ -1192,4 +1184,4 @@ template void attention_bwd<float>(const float*, const float*, const float*, con
 template void attention_bwd<__nv_bfloat16>(const __nv_bfloat16*, const __nv_bfloat16*, const __nv_bfloat16*,
                                            const float*, __nv_bfloat16*, float*, int, int, int, int, cudaStream_t);
 
-}  // namespace vit::VIT_ATTN_NS
+}  // namespace vit::VIT_KERNEL_NS

@@ -19,18 +19,10 @@
 
 #include "kernels/cuda/cuda_check.cuh"
 
-#ifdef VIT_CUDA_EMULATE
-#define VIT_AUG_NS cuda_emu
-#define VIT_AUG_LAUNCH(kernel, blocks, threads, stream, ...) \
-  ::emu::launch(dim3(blocks), dim3(threads), [&] { kernel(__VA_ARGS__); })
-#undef VIT_LAUNCH_CHECK
-#define VIT_LAUNCH_CHECK() ((void)0)
-#else
-#define VIT_AUG_NS cuda
-#define VIT_AUG_LAUNCH(kernel, blocks, threads, stream, ...) kernel<<<(blocks), (threads), 0, (stream)>>>(__VA_ARGS__)
-#endif
+#include "kernels/cuda/emulation.cuh"
+#define VIT_AUG_LAUNCH(kernel, blocks, threads, stream, ...) VIT_LAUNCH(kernel, blocks, threads, 0, stream, __VA_ARGS__)
 
-namespace vit::VIT_AUG_NS {
+namespace vit::VIT_KERNEL_NS {
 namespace {
 
 using cuda::AugmentItem;
@@ -128,4 +120,4 @@ void augment_batch(const uint8_t* images, const AugmentItem* items, int B, int S
   VIT_LAUNCH_CHECK();
 }
 
-}  // namespace vit::VIT_AUG_NS
+}  // namespace vit::VIT_KERNEL_NS

@@ -41,19 +41,9 @@
 
 // CPU emulation (tests/test_layernorm_emu.cpp includes this file after tests/emu/cuda_emu.h): the
 // code then lives in vit::cuda_emu and launches through emu::launch; nothing else differs.
-#ifdef VIT_CUDA_EMULATE
-#define VIT_LN_NS cuda_emu
-#define VIT_LN_LAUNCH(kernel, grid, threads, smem, stream, ...) \
-  ::emu::launch(dim3(grid), dim3(threads), [&] { kernel(__VA_ARGS__); }, (smem))
-#undef VIT_LAUNCH_CHECK
-#define VIT_LAUNCH_CHECK() ((void)0)
-#else
-#define VIT_LN_NS cuda
-#define VIT_LN_LAUNCH(kernel, grid, threads, smem, stream, ...) \
-  kernel<<<(grid), (threads), (smem), (stream)>>>(__VA_ARGS__)
-#endif
+#include "kernels/cuda/emulation.cuh"
 
-namespace vit::VIT_LN_NS {
+namespace vit::VIT_KERNEL_NS {
 
 #ifdef VIT_CUDA_EMULATE
 using ::vit::cuda::bf16, ::vit::cuda::to_f32, ::vit::cuda::from_f32, ::vit::cuda::warp_sum, ::vit::cuda::ceil_div;
@@ -472,16 +462,16 @@ void launch_fwd_shape(const FwdArgs& a) {
     static const int per_sm =  // one query per instantiation, i.e. per kernel
         resident_blocks_per_sm(layernorm_fwd_persistent_kernel<T, NV, rows, WARPS>, WARPS * 32);
     const unsigned grid = persistent_grid(per_sm, blocks);
-    VIT_LN_LAUNCH((layernorm_fwd_persistent_kernel<T, NV, rows, WARPS>), grid, WARPS * 32, 0, a.stream, x, a.w, a.b,
+    VIT_LAUNCH((layernorm_fwd_persistent_kernel<T, NV, rows, WARPS>), grid, WARPS * 32, 0, a.stream, x, a.w, a.b,
                   y, a.mean, a.rstd, a.R, a.C, a.eps, a.wb_vec);
   } else {
-    VIT_LN_LAUNCH((layernorm_fwd_rows_kernel<T, NV, rows, WARPS>), unsigned(blocks), WARPS * 32, 0, a.stream, x, a.w,
+    VIT_LAUNCH((layernorm_fwd_rows_kernel<T, NV, rows, WARPS>), unsigned(blocks), WARPS * 32, 0, a.stream, x, a.w,
                   a.b, y, a.mean, a.rstd, a.R, a.C, a.eps, a.wb_vec);
   }
 }
 template <typename T, int NV>
 void launch_fwd_legacy(const FwdArgs& a) {
-  VIT_LN_LAUNCH((layernorm_fwd_legacy_kernel<T, NV>), ceil_div(size_t(a.R), kWarps), kWarps * 32, 0, a.stream,
+  VIT_LAUNCH((layernorm_fwd_legacy_kernel<T, NV>), ceil_div(size_t(a.R), kWarps), kWarps * 32, 0, a.stream,
                 static_cast<const T*>(a.x), a.w, a.b, static_cast<T*>(a.y), a.mean, a.rstd, a.R, a.C, a.eps,
                 a.wb_vec);
 }
@@ -560,7 +550,7 @@ template <typename T>
 void layernorm_fwd(const T* x, const float* w, const float* b, T* y, float* mean, float* rstd, int R, int C, float eps,
                    cudaStream_t stream) {
   // qualified: argument-dependent lookup would also find the declaration in vit::cuda under emulation
-  ::vit::VIT_LN_NS::layernorm_fwd_variant<T>(kLayerNormFwdDefault, x, w, b, y, mean, rstd, R, C, eps, stream);
+  ::vit::VIT_KERNEL_NS::layernorm_fwd_variant<T>(kLayerNormFwdDefault, x, w, b, y, mean, rstd, R, C, eps, stream);
 }
 
 template <typename T>
@@ -576,7 +566,7 @@ void layernorm_bwd(const T* x, const float* w, const float* mean, const float* r
   const size_t smem = size_t(2) * C * sizeof(float);
   const bool w_vec = (reinterpret_cast<uintptr_t>(w) & 15u) == 0;
 #define VIT_LN_BWD(NV)                                                                                          \
-  VIT_LN_LAUNCH((layernorm_bwd_kernel<T, NV>), blocks, kWarps * 32, smem, stream, x, w, mean, rstd, dy, dx, \
+  VIT_LAUNCH((layernorm_bwd_kernel<T, NV>), blocks, kWarps * 32, smem, stream, x, w, mean, rstd, dy, dx, \
                 dx_residual, scratch, R, C, w_vec)
   switch (nv) {
     case 1: VIT_LN_BWD(1); break;
@@ -588,7 +578,7 @@ void layernorm_bwd(const T* x, const float* w, const float* mean, const float* r
   }
 #undef VIT_LN_BWD
   VIT_LAUNCH_CHECK();
-  VIT_LN_LAUNCH(layernorm_bwd_param_kernel, ceil_div(size_t(C), 256), 256, 0, stream, scratch, dw, db, C, blocks);
+  VIT_LAUNCH(layernorm_bwd_param_kernel, ceil_div(size_t(C), 256), 256, 0, stream, scratch, dw, db, C, blocks);
   VIT_LAUNCH_CHECK();
 }
 
@@ -605,4 +595,4 @@ template void layernorm_bwd<float>(const float*, const float*, const float*, con
 template void layernorm_bwd<bf16>(const bf16*, const float*, const float*, const float*, const bf16*, bf16*, float*,
                                   float*, float*, int, int, cudaStream_t, const bf16*);
 
-}  // namespace vit::VIT_LN_NS
+}  // namespace vit::VIT_KERNEL_NS

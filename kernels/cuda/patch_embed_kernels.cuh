@@ -15,13 +15,9 @@
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/dropout.cuh"
 
-#ifdef VIT_CUDA_EMULATE
-#define VIT_PE_NS cuda_emu
-#else
-#define VIT_PE_NS cuda
-#endif
+#include "kernels/cuda/emulation.cuh"
 
-namespace vit::VIT_PE_NS {
+namespace vit::VIT_KERNEL_NS {
 
 #ifdef VIT_CUDA_EMULATE
 using ::vit::cuda::bf16, ::vit::cuda::to_f32, ::vit::cuda::from_f32, ::vit::cuda::dropout_scale;
@@ -86,4 +82,4 @@ __global__ void embed_tokens_rows_kernel(const T* __restrict__ patches, const fl
   }
 }
 
-}  // namespace vit::VIT_PE_NS
+}  // namespace vit::VIT_KERNEL_NS
