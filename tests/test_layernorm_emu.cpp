@@ -11,11 +11,15 @@
 #include "tests/emu/cuda_emu.h"
 // the kernel source itself, compiled for the emulator (its code lands in namespace vit::cuda_emu)
 #include "kernels/cuda/layernorm.cu"
+// the launch shapes under study, instantiated from the same source
+#include "bench/sandbox/layernorm_fwd_shapes.cuh"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
+#include <functional>
+#include <string>
 #include <random>
 #include <type_traits>
 #include <vector>
@@ -99,18 +103,31 @@ void check_layernorm(const Shape& s) {
   vit::cpu::layernorm_bwd<double>(xd.data(), wd.data(), rm.data(), rr.data(), dyd.data(), rdx.data(), rdw.data(),
                                   rdb.data(), R, C);
 
-  // forward, every variant; the first one's outputs feed the backward and are the bitwise yardstick
+  // forward, the library's two launch shapes and every sandbox shape; the first one's outputs feed
+  // the backward and are the bitwise yardstick
+  struct Launch {
+    std::string name;
+    std::function<void(T* y, float* mean, float* rstd)> run;
+  };
+  std::vector<Launch> shapes;
+  for (int vi = 0; vi < int(LayerNormFwdVariant::kCount); ++vi)
+    shapes.push_back({std::string(vit::cuda_emu::layernorm_fwd_variant_name(LayerNormFwdVariant(vi))), [&, vi](T* y, float* m, float* r) {
+                        vit::cuda_emu::layernorm_fwd_variant<T>(LayerNormFwdVariant(vi), x.data(), w.data(), b.data(),
+                                                                y, m, r, R, C, 1e-6f, nullptr);
+                      }});
+  for (int si = 0; si < vit::cuda_emu::kNumLayerNormShapes; ++si)
+    shapes.push_back({std::string("sandbox ") + vit::cuda_emu::kLayerNormShapes[si].name, [&, si](T* y, float* m, float* r) {
+                        vit::cuda_emu::layernorm_fwd_shape<T>(si, x.data(), w.data(), b.data(), y, m, r, R, C, 1e-6f,
+                                                              nullptr);
+                      }});
   std::vector<T> y0;
   std::vector<float> m0, r0;
-  for (int vi = 0; vi < int(LayerNormFwdVariant::kCount); ++vi) {
-    const auto v = LayerNormFwdVariant(vi);
-    const std::string tag = std::string(vit::cuda_emu::layernorm_fwd_variant_name(v)) + " R=" + std::to_string(R) +
-                            " C=" + std::to_string(C);
+  for (size_t vi = 0; vi < shapes.size(); ++vi) {
+    const std::string tag = shapes[vi].name + " R=" + std::to_string(R) + " C=" + std::to_string(C);
     std::vector<T> y(n);
     std::vector<float> mean(R), rstd(R);
     poison(y), poison(mean), poison(rstd);
-    vit::cuda_emu::layernorm_fwd_variant<T>(v, x.data(), w.data(), b.data(), y.data(), mean.data(), rstd.data(), R, C,
-                                            1e-6f, nullptr);
+    shapes[vi].run(y.data(), mean.data(), rstd.data());
     expect_close(y, ry, kTol<T>, kTol<T>, "y " + tag);
     expect_close(mean, rm, 1e-5, 1e-5, "mean " + tag);
     expect_close(rstd, rr, 1e-5, 1e-5, "rstd " + tag);
@@ -118,13 +135,12 @@ void check_layernorm(const Shape& s) {
       y0 = y, m0 = mean, r0 = rstd;
     } else {
       EXPECT_TRUE(same_bits(y, y0) && same_bits(mean, m0) && same_bits(rstd, r0))
-          << tag << ": output differs in bits from " << vit::cuda_emu::layernorm_fwd_variant_name(LayerNormFwdVariant(0));
+          << tag << ": output differs in bits from " << shapes[0].name;
     }
     // inference: mean/rstd may be null
     std::vector<T> y2(n);
     poison(y2);
-    vit::cuda_emu::layernorm_fwd_variant<T>(v, x.data(), w.data(), b.data(), y2.data(), nullptr, nullptr, R, C, 1e-6f,
-                                            nullptr);
+    shapes[vi].run(y2.data(), nullptr, nullptr);
     EXPECT_TRUE(same_bits(y2, y)) << tag << ": y without mean/rstd differs";
   }
 

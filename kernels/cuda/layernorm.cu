@@ -1,8 +1,9 @@
 // LayerNorm forward/backward; the algorithm is described in layernorm.cuh.
 //
-// Forward: what limits it, and the launch shapes worth sweeping (LayerNormFwdVariant)
-// ---------------------------------------------------------------------------------
-// (Estimates below are arithmetic, not measurements; bench_ops_cuda measures the variants.)
+// Forward: what limits it, and the launch shapes worth sweeping
+// -------------------------------------------------------------
+// (Estimates below are arithmetic, not measurements; bench/sandbox/bench_layernorm_shapes.cu
+// measures every shape, bench_ops_cuda the two the library keeps.)
 // Per bf16 row of C = 768 the kernel moves 1536 bytes in and 1536 out and does ~10 fp32 ops per
 // element, so at ViT-B/16 batch 256 (50,432 rows, 155 MB) it is a pure streaming kernel: 2.5 TB/s
 // means 62 us. The ALU work is a few us of issue time spread over 132 SMs; what decides the speed
@@ -35,6 +36,7 @@
 // round alike): switching the default changes no bit of the output.
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/layernorm.cuh"
@@ -478,48 +480,43 @@ void launch_fwd_legacy(const FwdArgs& a) {
 
 template <typename T, int NV>
 void launch_fwd(LayerNormFwdVariant v, const FwdArgs& a) {
-  using V = LayerNormFwdVariant;
   switch (v) {
-    case V::kLegacy: return launch_fwd_legacy<T, NV>(a);
-    case V::kRows1_Warps4: return launch_fwd_shape<T, NV, 1, 4, false>(a);
-    case V::kRows1_Warps8: return launch_fwd_shape<T, NV, 1, 8, false>(a);
-    case V::kRows1_Warps16: return launch_fwd_shape<T, NV, 1, 16, false>(a);
-    case V::kRows2_Warps4: return launch_fwd_shape<T, NV, 2, 4, false>(a);
-    case V::kRows2_Warps8: return launch_fwd_shape<T, NV, 2, 8, false>(a);
-    case V::kRows2_Warps16: return launch_fwd_shape<T, NV, 2, 16, false>(a);
-    case V::kRows4_Warps4: return launch_fwd_shape<T, NV, 4, 4, false>(a);
-    case V::kRows4_Warps8: return launch_fwd_shape<T, NV, 4, 8, false>(a);
-    case V::kRows4_Warps16: return launch_fwd_shape<T, NV, 4, 16, false>(a);
-    case V::kPersistRows1_Warps8: return launch_fwd_shape<T, NV, 1, 8, true>(a);
-    case V::kPersistRows1_Warps16: return launch_fwd_shape<T, NV, 1, 16, true>(a);
-    case V::kPersistRows2_Warps4: return launch_fwd_shape<T, NV, 2, 4, true>(a);
-    case V::kPersistRows2_Warps8: return launch_fwd_shape<T, NV, 2, 8, true>(a);
-    case V::kPersistRows2_Warps16: return launch_fwd_shape<T, NV, 2, 16, true>(a);
-    case V::kCount: break;
+    case LayerNormFwdVariant::kDefault: return launch_fwd_shape<T, NV, 2, 4, false>(a);
+    case LayerNormFwdVariant::kReference: return launch_fwd_legacy<T, NV>(a);
+    case LayerNormFwdVariant::kCount: break;
   }
   throw std::invalid_argument("layernorm_fwd: unknown variant " + std::to_string(int(v)));
+}
+
+// Calls launch<NV>() with the compile-time vector count per lane for C (pick_nv's choice).
+template <typename F>
+void with_nv(int nv, F&& launch) {
+  switch (nv) {
+    case 1: return launch(std::integral_constant<int, 1>{});
+    case 2: return launch(std::integral_constant<int, 2>{});
+    case 3: return launch(std::integral_constant<int, 3>{});
+    case 4: return launch(std::integral_constant<int, 4>{});
+    case 6: return launch(std::integral_constant<int, 6>{});
+    default: return launch(std::integral_constant<int, 8>{});
+  }
+}
+
+// The checks and arguments every forward launch shares.
+template <typename T>
+FwdArgs fwd_args(const T* x, const float* w, const float* b, T* y, float* mean, float* rstd, int R, int C, float eps,
+                 cudaStream_t stream) {
+  check_aligned(x, "layernorm_fwd x");
+  check_aligned(y, "layernorm_fwd y");
+  const bool wb_vec = ((reinterpret_cast<uintptr_t>(w) | reinterpret_cast<uintptr_t>(b)) & 15u) == 0;
+  return FwdArgs{x, w, b, y, mean, rstd, R, C, eps, wb_vec, stream};
 }
 }  // namespace
 
 const char* layernorm_fwd_variant_name(LayerNormFwdVariant v) {
-  using V = LayerNormFwdVariant;
   switch (v) {
-    case V::kLegacy: return "legacy";
-    case V::kRows1_Warps4: return "rows1_warps4";
-    case V::kRows1_Warps8: return "rows1_warps8";
-    case V::kRows1_Warps16: return "rows1_warps16";
-    case V::kRows2_Warps4: return "rows2_warps4";
-    case V::kRows2_Warps8: return "rows2_warps8";
-    case V::kRows2_Warps16: return "rows2_warps16";
-    case V::kRows4_Warps4: return "rows4_warps4";
-    case V::kRows4_Warps8: return "rows4_warps8";
-    case V::kRows4_Warps16: return "rows4_warps16";
-    case V::kPersistRows1_Warps8: return "persist_rows1_warps8";
-    case V::kPersistRows1_Warps16: return "persist_rows1_warps16";
-    case V::kPersistRows2_Warps4: return "persist_rows2_warps4";
-    case V::kPersistRows2_Warps8: return "persist_rows2_warps8";
-    case V::kPersistRows2_Warps16: return "persist_rows2_warps16";
-    case V::kCount: break;
+    case LayerNormFwdVariant::kDefault: return "rows2_warps4";
+    case LayerNormFwdVariant::kReference: return "legacy";
+    case LayerNormFwdVariant::kCount: break;
   }
   return "?";
 }
@@ -530,19 +527,8 @@ template <typename T>
 void layernorm_fwd_variant(LayerNormFwdVariant v, const T* x, const float* w, const float* b, T* y, float* mean,
                            float* rstd, int R, int C, float eps, cudaStream_t stream) {
   if (R <= 0) return;
-  const int nv = pick_nv<T>(C, "layernorm_fwd");
-  check_aligned(x, "layernorm_fwd x");
-  check_aligned(y, "layernorm_fwd y");
-  const bool wb_vec = ((reinterpret_cast<uintptr_t>(w) | reinterpret_cast<uintptr_t>(b)) & 15u) == 0;
-  const FwdArgs a{x, w, b, y, mean, rstd, R, C, eps, wb_vec, stream};
-  switch (nv) {
-    case 1: launch_fwd<T, 1>(v, a); break;
-    case 2: launch_fwd<T, 2>(v, a); break;
-    case 3: launch_fwd<T, 3>(v, a); break;
-    case 4: launch_fwd<T, 4>(v, a); break;
-    case 6: launch_fwd<T, 6>(v, a); break;
-    default: launch_fwd<T, 8>(v, a); break;
-  }
+  const FwdArgs a = fwd_args(x, w, b, y, mean, rstd, R, C, eps, stream);
+  with_nv(pick_nv<T>(C, "layernorm_fwd"), [&](auto nv) { launch_fwd<T, decltype(nv)::value>(v, a); });
   VIT_LAUNCH_CHECK();
 }
 

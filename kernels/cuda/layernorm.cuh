@@ -1,6 +1,6 @@
 // LayerNorm over the last dim C for R rows, eps as torchvision (1e-6), fp32 statistics.
 //
-// Forward: one warp per row (or per group of rows, see LayerNormFwdVariant). The row is loaded once into registers with 16-byte vector
+// Forward: one warp per group of rows (see LayerNormFwdVariant). The row is loaded once into registers with 16-byte vector
 // loads (8 bf16 or 4 floats per load, up to 8 loads per lane), so mean and variance are
 // two exact passes over registers (no E[x^2]-E[x]^2 cancellation), then y is written once:
 // the kernel reads C*sizeof(T) and writes C*sizeof(T) bytes per row, the memory minimum.
@@ -18,50 +18,27 @@
 
 namespace vit::cuda {
 
-// Forward launch shapes (issue 4). All of them compute bitwise the same result (same per-lane
-// summation order, same butterfly, explicit fmaf); they differ only in how many rows a warp keeps in
-// flight, the block size, and whether the grid is persistent. Why each knob exists:
-// kernels/cuda/layernorm.cu, "Forward: what limits it".
-//   kLegacy     one row per warp, 8 warps per block (the kernel before issue 4; the baseline row)
-//   kRowsR_WarpsW   each warp loads R consecutive rows at once (R x C x sizeof(T) bytes in flight),
-//                   reduces them together, loads w/b once and applies them to the R rows
-//   kPersistRowsR_WarpsW   grid = what fits on the GPU at once; each warp walks groups of R rows
-//                   with a stride and prefetches the next group before reducing the current one
-// R is capped so that a lane holds at most 12 16-byte vectors of x (no spills): bf16 with C = 768
-// (3 vectors per lane per row) runs every shape as named; fp32 with C = 768 (6 vectors) runs "Rows4"
-// as 2 rows and "PersistRows2" as 1.
-enum class LayerNormFwdVariant : int {
-  kLegacy,
-  kRows1_Warps4,
-  kRows1_Warps8,
-  kRows1_Warps16,
-  kRows2_Warps4,
-  kRows2_Warps8,
-  kRows2_Warps16,
-  kRows4_Warps4,
-  kRows4_Warps8,
-  kRows4_Warps16,
-  kPersistRows1_Warps8,
-  kPersistRows1_Warps16,
-  kPersistRows2_Warps4,
-  kPersistRows2_Warps8,
-  kPersistRows2_Warps16,
-  kCount
-};
-// The variant layernorm_fwd uses: the fastest row of `bench_ops_cuda --benchmark_filter=LayerNormFwd`
-// on an H200 (2026-11-26, 50,432 x 768 bf16, L2 flushed): rows2_warps4 3.32 TB/s, rows1_warps4 3.29,
-// persist_rows2_warps16 3.18, the earlier default rows4_warps8 3.07, legacy (one row per warp,
-// parameters loaded after the reductions) 2.33; PyTorch 1.41 in the same run. All variants give
-// the same bits, so this choice changes speed only. Re-measure on another card before changing it.
-inline constexpr LayerNormFwdVariant kLayerNormFwdDefault = LayerNormFwdVariant::kRows2_Warps4;
-// "rows4_warps8", "persist_rows2_warps8", "legacy", ... (bench and test labels)
+// Forward launch shapes. Both compute bitwise the same result (same per-lane summation order,
+// same butterfly, explicit fmaf); they differ only in how rows are assigned to warps.
+//   kDefault    each warp loads 2 consecutive rows at once (2 x C x sizeof(T) bytes in flight),
+//               reduces them together, loads w/b once for both; 4 warps per block. The fastest of
+//               the sweep in bench/sandbox/ on an H200 (bf16, 50,432 x 768, L2 flushed: 3.32 TB/s
+//               against 2.33 for kReference and 1.41 for PyTorch's). All shapes give the same bits,
+//               so the choice changes speed only: re-run the sweep on another card before changing it.
+//   kReference  one row per warp, 8 warps per block, w/b loaded after the reductions: the simplest
+//               shape, kept as the yardstick the others must match bit for bit.
+// Why each knob exists: kernels/cuda/layernorm.cu, "Forward: what limits it". The other shapes
+// (more rows per warp, other block sizes, persistent grids) live in bench/sandbox/.
+enum class LayerNormFwdVariant : int { kDefault, kReference, kCount };
+inline constexpr LayerNormFwdVariant kLayerNormFwdDefault = LayerNormFwdVariant::kDefault;
+// "rows2_warps4" (the default), "legacy" (the reference): bench and test labels.
 const char* layernorm_fwd_variant_name(LayerNormFwdVariant v);
 
 // x, y (R, C); w, b (C) fp32; mean, rstd (R) fp32 (either may be null: inference).
 template <typename T>
 void layernorm_fwd(const T* x, const float* w, const float* b, T* y, float* mean, float* rstd, int R, int C, float eps,
                    cudaStream_t stream);
-// The same with an explicit launch shape (bench and tests sweep these).
+// The same with an explicit launch shape (the tests check both; bench_ops_cuda times both).
 template <typename T>
 void layernorm_fwd_variant(LayerNormFwdVariant v, const T* x, const float* w, const float* b, T* y, float* mean,
                            float* rstd, int R, int C, float eps, cudaStream_t stream);

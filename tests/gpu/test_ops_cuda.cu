@@ -121,7 +121,7 @@ TEST(OpsCudaHead, LinearBf16InFp32Out) {
   expect_close(y.download(), ry, 1e-4, 1e-4, "head logits");
 }
 
-// Every forward launch shape (vit::cuda::LayerNormFwdVariant, the issue-4 sweep) against the CPU
+// Both library forward launch shapes (vit::cuda::LayerNormFwdVariant) against the CPU
 // reference, and bitwise against the library default: the shapes differ only in how rows are
 // assigned to warps, so switching kLayerNormFwdDefault must not change a bit. Rows: fewer than one
 // group, ragged groups and blocks, and 20011 rows, enough for every warp of a persistent grid to
