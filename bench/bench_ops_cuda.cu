@@ -309,10 +309,10 @@ void BM_PatchEmbed_impl(benchmark::State& st) {
   vit::cuda::GemmContext ctx;
   auto run = [&] {
     if (kind == 0) vit::cuda::im2col<float, bf16>(img, cols, B, C, S, S, P, nullptr);
-    else if (kind == 1) vit::cuda::patch_embed_fwd<bf16>(ctx, img, w, b, cols, patches, B, C, S, S, P, kD, nullptr);
+    else if (kind == 1) vit::cuda::patch_embed_fwd<bf16>(ctx, img, w, b, cols, patches, vit::PatchShape{B, C, S, S, P, kD}, nullptr);
     else vit::cuda::embed_tokens_fwd<bf16>(patches, cls, pos, tokens, B, Np, kD, nullptr);
   };
-  if (kind == 2) vit::cuda::patch_embed_fwd<bf16>(ctx, img, w, b, cols, patches, B, C, S, S, P, kD, nullptr);
+  if (kind == 2) vit::cuda::patch_embed_fwd<bf16>(ctx, img, w, b, cols, patches, vit::PatchShape{B, C, S, S, P, kD}, nullptr);
   run();
   // Validate sampled elements against the definitions before timing.
   const size_t r = rows - 7;  // a late row: image 255, patch 189

@@ -219,7 +219,7 @@ TEST(Ops, PatchEmbedGradientsAndConv) {
   const int B = 2, C = 3, S = 8, P = 4, D = 5, Np = (S / P) * (S / P);
   Vec img = randn(B * C * S * S), w = randn(D * C * P * P), b = randn(D), R = randn(B * Np * D);
   Vec out(B * Np * D);
-  patch_embed_fwd(img.data(), w.data(), b.data(), out.data(), B, C, S, S, P, D);
+  patch_embed_fwd(img.data(), w.data(), b.data(), out.data(), vit::PatchShape{B, C, S, S, P, D});
   // direct convolution definition
   for (int bb = 0; bb < B; bb++)
     for (int py = 0; py < S / P; py++)
@@ -234,11 +234,11 @@ TEST(Ops, PatchEmbedGradientsAndConv) {
         }
   auto f = [&] {
     Vec o(B * Np * D);
-    patch_embed_fwd(img.data(), w.data(), b.data(), o.data(), B, C, S, S, P, D);
+    patch_embed_fwd(img.data(), w.data(), b.data(), o.data(), vit::PatchShape{B, C, S, S, P, D});
     return dot(o, R);
   };
   Vec dw(w.size(), 0), db(D, 0);
-  patch_embed_bwd(img.data(), R.data(), dw.data(), db.data(), B, C, S, S, P, D);
+  patch_embed_bwd(img.data(), R.data(), dw.data(), db.data(), vit::PatchShape{B, C, S, S, P, D});
   expect_close(dw, numeric_grad(w, f), kFdTol, "dw");
   expect_close(db, numeric_grad(b, f), kFdTol, "db");
 }

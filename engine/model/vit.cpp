@@ -221,7 +221,7 @@ const float* ViT::forward(const float* images, int B, const ForwardOptions& opt)
   const float pd = opt.training ? cfg_.dropout : 0.0f;
   using namespace cpu;
 
-  patch_embed_fwd(images, p.conv_w, p.conv_b, a.patches, B, cfg_.channels, S, S, cfg_.patch, D);
+  patch_embed_fwd(images, p.conv_w, p.conv_b, a.patches, PatchShape{B, cfg_.channels, S, S, cfg_.patch, D});
   embed_tokens_fwd(a.patches, p.cls, p.pos, a.tokens, B, Np, D);
   dropout_fwd(a.tokens, a.x0, (size_t)BN * D, pd, site_seed(opt.dropout_seed, 0));
 
@@ -319,7 +319,7 @@ void ViT::backward_from(const float* dlogits) {
   }
   dropout_bwd(a.dx, a.dtmp, (size_t)BN * D, pd, site_seed(seed, 0));
   embed_tokens_bwd(a.dtmp, a.patches /* reuse as dpatches */, g.cls, g.pos, B, Np, D);
-  patch_embed_bwd(images_, a.patches, g.conv_w, g.conv_b, B, cfg_.channels, S, S, cfg_.patch, D);
+  patch_embed_bwd(images_, a.patches, g.conv_w, g.conv_b, PatchShape{B, cfg_.channels, S, S, cfg_.patch, D});
 }
 
 void ViT::zero_grad() { std::fill(grad_data(), grad_data() + nparams_, 0.0f); }

@@ -284,8 +284,8 @@ struct ViTCuda::Impl {
     cuda::GemmContext& g = *gemm;
 
     prof.mark("fwd patch embed");
-    cuda::patch_embed_fwd<T>(g, d_images, W<T>(po.conv_w), W<T>(po.conv_b), A(cols), A(patches), Bn,
-                             cfg.channels, S, S, cfg.patch, D, s);
+    cuda::patch_embed_fwd<T>(g, d_images, W<T>(po.conv_w), W<T>(po.conv_b), A(cols), A(patches),
+                             PatchShape{Bn, cfg.channels, S, S, cfg.patch, D}, s);
     prof.mark("fwd embed tokens");
     cuda::embed_tokens_fwd<T>(A(patches), P(po.cls), P(po.pos), A(xs[0]), Bn, NP, D, s, pd,
                               seed_of(0), seed_ptr(0));
@@ -440,8 +440,8 @@ struct ViTCuda::Impl {
     cuda::embed_tokens_bwd<T>(A(dres), A(dtmp), G(po.cls), G(po.pos), Bn, NP, D, s, pd,
                               seed_of(0), seed_ptr(0));
     prof.mark("bwd patch embed");
-    cuda::patch_embed_bwd<T>(g, A(cols), A(dtmp), G(po.conv_w), G(po.conv_b), bias_scratch, Bn,
-                             cfg.channels, S, S, cfg.patch, D, s);
+    cuda::patch_embed_bwd<T>(g, A(cols), A(dtmp), G(po.conv_w), G(po.conv_b), bias_scratch,
+                             PatchShape{Bn, cfg.channels, S, S, cfg.patch, D}, s);
   }
 
   // Makes the activation arena hold batch Bn. With a fixed max_batch a larger batch is an

@@ -2,8 +2,18 @@
 //
 // Every op is a plain function over raw row-major arrays, templated on the
 // element type so that the same code runs in float (the engine) and in double
-// (the finite-difference oracle in tests/). The CUDA path (kernels/*.cu) has the
-// same names in namespace vit::cuda, with a cudaStream_t last.
+// (the finite-difference oracle in tests/). The CUDA ops (kernels/cuda/*.cuh) have the same
+// names, math and shapes in namespace vit::cuda, the same parameter structs (AdamWParams,
+// PatchShape: kernels/common/) and a cudaStream_t last, but not always the same arguments,
+// because the GPU keeps different state between forward and backward:
+//   - linear_bwd is split into linear_bwd_dx / linear_bwd_dw / linear_bwd_dw_db, and the GEMMs take
+//     a cuBLASLt GemmContext (kernels/cuda/gemm.cuh);
+//   - patch_embed_fwd keeps its im2col columns for the backward, which reads them, not the image;
+//   - attention_fwd saves the log-sum-exp per row (B, H, N), not the (B, H, N, N) probabilities,
+//     and attention_bwd recomputes them (kernels/cuda/attention.cuh);
+//   - the backward passes that reduce over rows (layernorm, bias, patch embedding) take a scratch
+//     buffer, so that the sums run in a fixed order without atomics (bitwise reproducible);
+//   - dropout and drop-path take an optional device pointer to the seed, for CUDA graphs.
 //
 // Conventions (llm.c, layernorm.cuh explains why):
 //   - parameter gradients ACCUMULATE (+=): a weight used twice gets both parts;
@@ -14,6 +24,7 @@
 #include <cstdint>
 
 #include "kernels/common/op_params.h"  // AdamWParams, dropout_keep: shared with the CUDA ops
+#include "kernels/common/shapes.h"     // PatchShape
 
 namespace vit::cpu {
 
@@ -23,10 +34,10 @@ using vit::dropout_keep;
 // ---- patch embedding: a 16x16 stride-16 conv, as im2col + GEMM ----
 // img (B, C, H, W) -> out (B, Np, D), Np = (H/P)*(W/P); w (D, C, P, P), b (D).
 template <typename T>
-void patch_embed_fwd(const T* img, const T* w, const T* b, T* out, int B, int C, int H, int W, int P, int D);
+void patch_embed_fwd(const T* img, const T* w, const T* b, T* out, const PatchShape& s);
 // dw += , db += . No image gradient: the input is data.
 template <typename T>
-void patch_embed_bwd(const T* img, const T* dout, T* dw, T* db, int B, int C, int H, int W, int P, int D);
+void patch_embed_bwd(const T* img, const T* dout, T* dw, T* db, const PatchShape& s);
 
 // ---- class token + position embedding ----
 // patches (B, Np, D), cls (D), pos (Np+1, D) -> out (B, Np+1, D): row 0 = cls + pos[0].

@@ -28,7 +28,8 @@ static void im2col(const T* img, T* cols, int B, int C, int H, int W, int P) {
 }
 
 template <typename T>
-void patch_embed_fwd(const T* img, const T* w, const T* b, T* out, int B, int C, int H, int W, int P, int D) {
+void patch_embed_fwd(const T* img, const T* w, const T* b, T* out, const PatchShape& s) {
+  const int B = s.B, C = s.C, H = s.H, W = s.W, P = s.P, D = s.D;
   const int Np = (H / P) * (W / P), K = C * P * P;
   std::vector<T> cols((size_t)B * Np * K);
   im2col(img, cols.data(), B, C, H, W, P);
@@ -36,7 +37,8 @@ void patch_embed_fwd(const T* img, const T* w, const T* b, T* out, int B, int C,
 }
 
 template <typename T>
-void patch_embed_bwd(const T* img, const T* dout, T* dw, T* db, int B, int C, int H, int W, int P, int D) {
+void patch_embed_bwd(const T* img, const T* dout, T* dw, T* db, const PatchShape& s) {
+  const int B = s.B, C = s.C, H = s.H, W = s.W, P = s.P, D = s.D;
   const int Np = (H / P) * (W / P), K = C * P * P;
   std::vector<T> cols((size_t)B * Np * K);
   im2col(img, cols.data(), B, C, H, W, P);
@@ -69,8 +71,8 @@ void embed_tokens_bwd(const T* dout, T* dpatches, T* dcls, T* dpos, int B, int N
 }
 
 #define VIT_INST(T)                                                                                   \
-  template void patch_embed_fwd<T>(const T*, const T*, const T*, T*, int, int, int, int, int, int);  \
-  template void patch_embed_bwd<T>(const T*, const T*, T*, T*, int, int, int, int, int, int);        \
+  template void patch_embed_fwd<T>(const T*, const T*, const T*, T*, const PatchShape&);            \
+  template void patch_embed_bwd<T>(const T*, const T*, T*, T*, const PatchShape&);                  \
   template void embed_tokens_fwd<T>(const T*, const T*, const T*, T*, int, int, int);               \
   template void embed_tokens_bwd<T>(const T*, T*, T*, T*, int, int, int);
 VIT_INST(float)

@@ -39,17 +39,17 @@ void im2col(const TIn* img, TOut* cols, int B, int C, int H, int W, int P, cudaS
 }
 
 template <typename T>
-void patch_embed_fwd(GemmContext& ctx, const float* img, const T* w, const T* b, T* cols, T* out, int B, int C, int H,
-                     int W, int P, int D, cudaStream_t stream) {
-  im2col<float, T>(img, cols, B, C, H, W, P, stream);
-  const int M = B * (H / P) * (W / P), K = C * P * P;
-  linear_fwd<T, T>(ctx, cols, w, b, out, M, K, D, stream);  // (B*Np, K) @ (D, K)^T -> (B*Np, D)
+void patch_embed_fwd(GemmContext& ctx, const float* img, const T* w, const T* b, T* cols, T* out, const PatchShape& s,
+                     cudaStream_t stream) {
+  im2col<float, T>(img, cols, s.B, s.C, s.H, s.W, s.P, stream);
+  const int M = s.B * s.patches(), K = s.C * s.P * s.P;
+  linear_fwd<T, T>(ctx, cols, w, b, out, M, K, s.D, stream);  // (B*Np, K) @ (D, K)^T -> (B*Np, D)
 }
 template <typename T>
-void patch_embed_bwd(GemmContext& ctx, const T* cols, const T* dout, float* dw, float* db, float* scratch, int B,
-                     int C, int H, int W, int P, int D, cudaStream_t stream) {
-  const int M = B * (H / P) * (W / P), K = C * P * P;
-  linear_bwd_dw_db<T>(ctx, cols, dout, dw, db, scratch, M, K, D, stream);
+void patch_embed_bwd(GemmContext& ctx, const T* cols, const T* dout, float* dw, float* db, float* scratch,
+                     const PatchShape& s, cudaStream_t stream) {
+  const int M = s.B * s.patches(), K = s.C * s.P * s.P;
+  linear_bwd_dw_db<T>(ctx, cols, dout, dw, db, scratch, M, K, s.D, stream);
 }
 
 template <typename T>
@@ -138,10 +138,10 @@ void scatter_cls_grad(const T* dcls, T* dx, int B, int N, int D, cudaStream_t st
 
 #define VIT_INST(T)                                                                                                  \
   template void im2col<float, T>(const float*, T*, int, int, int, int, int, cudaStream_t);                          \
-  template void patch_embed_fwd<T>(GemmContext&, const float*, const T*, const T*, T*, T*, int, int, int, int, int,  \
-                                   int, cudaStream_t);                                                               \
-  template void patch_embed_bwd<T>(GemmContext&, const T*, const T*, float*, float*, float*, int, int, int, int, int, \
-                                   int, cudaStream_t);                                                               \
+  template void patch_embed_fwd<T>(GemmContext&, const float*, const T*, const T*, T*, T*, const PatchShape&,     \
+                                   cudaStream_t);                                                                    \
+  template void patch_embed_bwd<T>(GemmContext&, const T*, const T*, float*, float*, float*, const PatchShape&,      \
+                                   cudaStream_t);                                                                    \
   template void embed_tokens_fwd<T>(const T*, const float*, const float*, T*, int, int, int, cudaStream_t, float,    \
                                     uint64_t, const uint64_t*);                                                      \
   template void embed_tokens_bwd<T>(const T*, T*, float*, float*, int, int, int, cudaStream_t, float, uint64_t,      \

@@ -19,6 +19,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/common/shapes.h"
 #include "kernels/cuda/gemm.cuh"
 
 namespace vit::cuda {
@@ -35,11 +36,11 @@ void im2col(const TIn* img, TOut* cols, int B, int C, int H, int W, int P, cudaS
 
 // cols: scratch (B*Np, C*P*P) kept for the backward pass.
 template <typename T>
-void patch_embed_fwd(GemmContext& ctx, const float* img, const T* w, const T* b, T* cols, T* out, int B, int C, int H,
-                     int W, int P, int D, cudaStream_t stream);
+void patch_embed_fwd(GemmContext& ctx, const float* img, const T* w, const T* b, T* cols, T* out, const PatchShape& s,
+                     cudaStream_t stream);
 template <typename T>
-void patch_embed_bwd(GemmContext& ctx, const T* cols, const T* dout, float* dw, float* db, float* scratch, int B,
-                     int C, int H, int W, int P, int D, cudaStream_t stream);
+void patch_embed_bwd(GemmContext& ctx, const T* cols, const T* dout, float* dw, float* db, float* scratch,
+                     const PatchShape& s, cudaStream_t stream);
 
 template <typename T>
 void embed_tokens_fwd(const T* patches, const float* cls, const float* pos, T* out, int B, int Np, int D,

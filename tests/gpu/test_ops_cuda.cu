@@ -354,11 +354,11 @@ TYPED_TEST(OpsCuda, PatchEmbed) {
     DevBuf<float> dimg(img), gw(dw0), gb(db0), scratch(vit::cuda::bias_grad_scratch_floats(B * Np, D));
     DevBuf<T> dww(w), dbb(b), cols(size_t(B) * Np * K), out(size_t(B) * Np * D), ddout(dout);
     vit::cuda::GemmContext ctx;
-    vit::cuda::patch_embed_fwd<T>(ctx, dimg, dww, dbb, cols, out, B, C, H, W, P, D, nullptr);
-    vit::cuda::patch_embed_bwd<T>(ctx, cols, ddout, gw, gb, scratch, B, C, H, W, P, D, nullptr);
+    vit::cuda::patch_embed_fwd<T>(ctx, dimg, dww, dbb, cols, out, vit::PatchShape{B, C, H, W, P, D}, nullptr);
+    vit::cuda::patch_embed_bwd<T>(ctx, cols, ddout, gw, gb, scratch, vit::PatchShape{B, C, H, W, P, D}, nullptr);
     std::vector<float> rout(size_t(B) * Np * D), rdw = dw0, rdb = db0;
-    vit::cpu::patch_embed_fwd<float>(img.data(), w.data(), b.data(), rout.data(), B, C, H, W, P, D);
-    vit::cpu::patch_embed_bwd<float>(img.data(), dout.data(), rdw.data(), rdb.data(), B, C, H, W, P, D);
+    vit::cpu::patch_embed_fwd<float>(img.data(), w.data(), b.data(), rout.data(), vit::PatchShape{B, C, H, W, P, D});
+    vit::cpu::patch_embed_bwd<float>(img.data(), dout.data(), rdw.data(), rdb.data(), vit::PatchShape{B, C, H, W, P, D});
     expect_close(out.download(), rout, Tol<T>::sum_atol, Tol<T>::sum_rtol, "patch_embed out");
     expect_close(gw.download(), rdw, 1e-4, 1e-4, "patch_embed dw (fp32, accumulated)");
     expect_close(gb.download(), rdb, 1e-4, 1e-4, "patch_embed db (fp32, accumulated)");
