@@ -27,6 +27,8 @@
 #include "kernels/cuda/layernorm.cuh"
 #include "kernels/cuda/patch_embed.cuh"
 #include "kernels/cuda/softmax_xent.cuh"
+#include "engine/model/cuda_arena.cuh"
+#include "engine/model/cuda_profiler.cuh"
 
 namespace vit {
 
@@ -64,83 +66,7 @@ CudaDeviceInfo check_cuda_device(Precision prec) {
   return info;
 }
 
-namespace {
-// Same as engine/model/vit.cpp: dropout site s of a step with seed `seed`.
-
-// Bump allocator over one allocation; with base == nullptr it only measures.
-struct Bump {
-  char* base = nullptr;
-  size_t off = 0;
-  template <typename T>
-  T* take(size_t n) {
-    off = (off + 255) & ~size_t(255);
-    T* p = base ? reinterpret_cast<T*>(base + off) : nullptr;
-    off += n * sizeof(T);
-    return p;
-  }
-};
-}  // namespace
-
-// Activation pointers are stored untyped (the element type depends on the precision).
-struct LayerActs {
-  void *ln1, *qkv, *att, *x_mid, *ln2, *h, *g;
-  float *mean1, *rstd1, *lse, *mean2, *rstd2;
-};
-
-// VIT_PROFILE=1: GPU time per operation of the eager training / inference step, from cudaEvents
-// recorded between the operations (skipped while a CUDA graph is being captured). Printed to
-// stderr every 10 steps, per step averaged, largest first. For performance engineers: it shows
-// where a step's milliseconds go without Nsight. Off: one branch per mark.
-struct OpProfiler {
-  bool on = false;
-  cudaStream_t stream = nullptr;
-  std::vector<cudaEvent_t> events;
-  std::vector<const char*> names;
-  size_t used = 0;
-  std::map<std::string, double> total_ms;
-  int steps = 0;
-  void mark(const char* name) {
-    if (!on) return;
-    cudaStreamCaptureStatus cs;
-    VIT_CHECK(cudaStreamIsCapturing(stream, &cs));
-    if (cs != cudaStreamCaptureStatusNone) return;
-    if (used == events.size()) {
-      cudaEvent_t e;
-      VIT_CHECK(cudaEventCreate(&e));
-      events.push_back(e);
-      names.push_back(nullptr);
-    }
-    if (used > 100000) used = 0;  // forward-only use never ends a step: do not grow forever
-    VIT_CHECK(cudaEventRecord(events[used], stream));
-    names[used++] = name;
-  }
-  // End of a step: attribute the time between consecutive marks to the earlier mark's name.
-  void end_step() {
-    if (!on) return;
-    mark("(end)");
-    VIT_CHECK(cudaEventSynchronize(events[used - 1]));
-    for (size_t i = 0; i + 1 < used; ++i) {
-      float ms = 0;
-      VIT_CHECK(cudaEventElapsedTime(&ms, events[i], events[i + 1]));
-      total_ms[names[i]] += ms;
-    }
-    used = 0;
-    if (++steps % 10 == 0) print();
-  }
-  void print() const {
-    std::vector<std::pair<double, std::string>> rows;
-    double sum = 0;
-    for (const auto& [k, v] : total_ms) rows.push_back({v / steps, k}), sum += v / steps;
-    std::sort(rows.rbegin(), rows.rend());
-    std::fprintf(stderr, "[profile] GPU ms per step over %d steps (total %.2f ms):\n", steps, sum);
-    for (const auto& [ms, k] : rows) std::fprintf(stderr, "[profile] %9.3f ms %5.1f%%  %s\n", ms, 100 * ms / sum, k.c_str());
-  }
-  ~OpProfiler() {
-    for (auto e : events) cudaEventDestroy(e);
-  }
-};
-
-struct ViTCuda::Impl {
+struct ViTCuda::Impl : ActivationArena {
   ViTConfig cfg;
   Precision prec;
   int max_batch = 0;
@@ -157,23 +83,7 @@ struct ViTCuda::Impl {
   float *params = nullptr, *grads = nullptr, *m = nullptr, *v = nullptr;
   bf16* shadow = nullptr;  // BF16 only
 
-  // activation arena
-  void* aarena = nullptr;
-  size_t aarena_bytes = 0;
-  float* img = nullptr;  // (max_batch, 3, S, S)
-  int* labels = nullptr;
-  void *cols = nullptr, *patches = nullptr, *tmp = nullptr;
-  std::vector<void*> xs;  // depth + 1 residual-stream tensors (B, N, D)
-  std::vector<LayerActs> layers;
-  void *cls = nullptr, *lnf = nullptr, *dlogits_t = nullptr, *dres = nullptr, *dtmp = nullptr, *dtmp2 = nullptr,
-       *dqkv = nullptr, *dh = nullptr, *dcls = nullptr, *dlnf = nullptr;
-  float *meanf = nullptr, *rstdf = nullptr, *logits = nullptr, *losses = nullptr, *mean_loss = nullptr,
-        *dlogits = nullptr, *attn_scratch = nullptr, *bias_scratch = nullptr, *ln_scratch = nullptr;
-  double *sumsq = nullptr, *sumsq_scratch = nullptr;
-  cpu::AdamWParams* hp_dev = nullptr;
-  uint64_t* seeds_dev = nullptr;
-  void* workspace = nullptr;
-  size_t workspace_bytes = size_t(32) << 20;
+  // the activation arena: ActivationArena (engine/model/cuda_arena.cuh), whose members Impl inherits
   std::unique_ptr<cuda::GemmContext> gemm;
 
   // pinned host mirrors
@@ -214,59 +124,7 @@ struct ViTCuda::Impl {
   uint64_t seed_of(int site) const { return site_seed(fopt.dropout_seed, site); }
   const uint64_t* seed_ptr(int site) const { return seed_ptr_base ? seed_ptr_base + site : nullptr; }
 
-  void layout(Bump& b, int Bm) {
-    const size_t S = cfg.image_size, D = cfg.dim, Mm = cfg.mlp_dim, H = cfg.heads, C = cfg.num_classes;
-    const size_t Nn = N(), NP = Np(), K = size_t(cfg.channels) * cfg.patch * cfg.patch;
-    const size_t M = Bm * Nn, es = prec == Precision::BF16 ? 2 : 4;
-    auto act = [&](size_t count) { return static_cast<void*>(b.take<char>(count * es)); };
-    img = b.take<float>(size_t(Bm) * cfg.channels * S * S);
-    labels = b.take<int>(Bm);
-    cols = act(Bm * NP * K);
-    patches = act(Bm * NP * D);
-    tmp = act(M * D);
-    xs.assign(cfg.depth + 1, nullptr);
-    for (auto& x : xs) x = act(M * D);
-    layers.assign(cfg.depth, LayerActs{});
-    for (auto& la : layers) {
-      la.ln1 = act(M * D);
-      la.mean1 = b.take<float>(M);
-      la.rstd1 = b.take<float>(M);
-      la.qkv = act(M * 3 * D);
-      la.att = act(M * D);
-      la.lse = b.take<float>(Bm * H * Nn);
-      la.x_mid = act(M * D);
-      la.ln2 = act(M * D);
-      la.mean2 = b.take<float>(M);
-      la.rstd2 = b.take<float>(M);
-      la.h = act(M * Mm);
-      la.g = act(M * Mm);
-    }
-    cls = act(Bm * D);
-    lnf = act(Bm * D);
-    meanf = b.take<float>(Bm);
-    rstdf = b.take<float>(Bm);
-    logits = b.take<float>(Bm * C);
-    losses = b.take<float>(Bm);
-    mean_loss = b.take<float>(1);
-    dlogits = b.take<float>(Bm * C);
-    dlogits_t = act(Bm * C);
-    dres = act(M * D);
-    dtmp = act(M * D);
-    dtmp2 = act(M * D);
-    dqkv = act(M * 3 * D);
-    dh = act(M * Mm);
-    dcls = act(Bm * D);
-    dlnf = act(Bm * D);
-    attn_scratch = b.take<float>(Bm * H * Nn);
-    size_t bs = cuda::bias_grad_scratch_floats(int(M), int(std::max<size_t>({3 * D, Mm, C})));
-    bias_scratch = b.take<float>(bs);
-    ln_scratch = b.take<float>(cuda::layernorm_bwd_scratch_floats(int(M), int(D)));
-    sumsq = b.take<double>(1);
-    sumsq_scratch = b.take<double>(cuda::kSumSqBlocks);
-    hp_dev = b.take<cpu::AdamWParams>(1);
-    seeds_dev = b.take<uint64_t>(sites());
-    workspace = b.take<char>(workspace_bytes);
-  }
+
 
   // ------------------------------------------------------------------ forward
   template <typename T>
@@ -463,11 +321,11 @@ struct ViTCuda::Impl {
   }
   void allocate_activations(int Bm) {
     Bump measure;
-    layout(measure, Bm);
+    layout(measure, cfg, Bm, prec);
     aarena_bytes = measure.off;
     VIT_CHECK(cudaMalloc(&aarena, aarena_bytes));
     Bump real{static_cast<char*>(aarena), 0};
-    layout(real, Bm);
+    layout(real, cfg, Bm, prec);
     gemm.reset(new cuda::GemmContext(workspace, workspace_bytes));
     VIT_CHECK(cudaMallocHost(&h_logits, sizeof(float) * size_t(Bm) * cfg.num_classes));
     max_batch = Bm;
