@@ -66,6 +66,30 @@ CudaDeviceInfo check_cuda_device(Precision prec) {
   return info;
 }
 
+namespace {
+// Records what `work` launches on `stream` into a CUDA graph and instantiates it. If `work` throws,
+// the capture is ended and dropped before the exception goes on, so the stream is usable again.
+template <typename F>
+cudaGraphExec_t capture_graph(cudaStream_t stream, F&& work) {
+  VIT_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  try {
+    work();
+  } catch (...) {
+    cudaGraph_t g = nullptr;
+    cudaStreamEndCapture(stream, &g);
+    if (g) cudaGraphDestroy(g);
+    throw;
+  }
+  cudaGraph_t graph = nullptr;
+  VIT_CHECK(cudaStreamEndCapture(stream, &graph));
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  VIT_CHECK(e);
+  return exec;
+}
+}  // namespace
+
 struct ViTCuda::Impl : ActivationArena {
   ViTConfig cfg;
   Precision prec;
@@ -622,32 +646,26 @@ void ViTCuda::capture_step(int B, float smoothing, float clip_norm, bool trainin
     VIT_CHECK(cudaGraphExecDestroy(I.step_exec));
     I.step_exec = nullptr;
   }
-  cudaGraph_t graph = nullptr;
-  VIT_CHECK(cudaStreamBeginCapture(I.stream, cudaStreamCaptureModeThreadLocal));
   try {
-    // per-step inputs read on the device: hyper-parameters and dropout seeds from pinned memory
-    VIT_CHECK(cudaMemcpyAsync(I.hp_dev, I.h_hp, sizeof(cpu::AdamWParams), cudaMemcpyHostToDevice, I.stream));
-    VIT_CHECK(cudaMemcpyAsync(I.seeds_dev, I.h_seeds, sizeof(uint64_t) * I.sites(), cudaMemcpyHostToDevice, I.stream));
-    VIT_CHECK(cudaMemsetAsync(I.grads, 0, I.n * sizeof(float), I.stream));
-    I.seed_ptr_base = I.seeds_dev;
-    I.forward_any(I.img, B, opt);
-    I.xent(I.labels, smoothing);
-    I.backward_any();
-    I.seed_ptr_base = nullptr;
-    cuda::sum_squares(I.grads, I.n, I.sumsq, I.sumsq_scratch, I.stream);
-    I.adamw_launch(cpu::AdamWParams{}, I.hp_dev, I.sumsq, clip_norm);
-    VIT_CHECK(cudaMemcpyAsync(I.h_loss, I.mean_loss, sizeof(float), cudaMemcpyDeviceToHost, I.stream));
-    VIT_CHECK(cudaMemcpyAsync(I.h_sumsq, I.sumsq, sizeof(double), cudaMemcpyDeviceToHost, I.stream));
+    I.step_exec = capture_graph(I.stream, [&] {
+      // per-step inputs read on the device: hyper-parameters and dropout seeds from pinned memory
+      VIT_CHECK(cudaMemcpyAsync(I.hp_dev, I.h_hp, sizeof(cpu::AdamWParams), cudaMemcpyHostToDevice, I.stream));
+      VIT_CHECK(cudaMemcpyAsync(I.seeds_dev, I.h_seeds, sizeof(uint64_t) * I.sites(), cudaMemcpyHostToDevice, I.stream));
+      VIT_CHECK(cudaMemsetAsync(I.grads, 0, I.n * sizeof(float), I.stream));
+      I.seed_ptr_base = I.seeds_dev;
+      I.forward_any(I.img, B, opt);
+      I.xent(I.labels, smoothing);
+      I.backward_any();
+      I.seed_ptr_base = nullptr;
+      cuda::sum_squares(I.grads, I.n, I.sumsq, I.sumsq_scratch, I.stream);
+      I.adamw_launch(cpu::AdamWParams{}, I.hp_dev, I.sumsq, clip_norm);
+      VIT_CHECK(cudaMemcpyAsync(I.h_loss, I.mean_loss, sizeof(float), cudaMemcpyDeviceToHost, I.stream));
+      VIT_CHECK(cudaMemcpyAsync(I.h_sumsq, I.sumsq, sizeof(double), cudaMemcpyDeviceToHost, I.stream));
+    });
   } catch (...) {
     I.seed_ptr_base = nullptr;
-    cudaGraph_t g = nullptr;
-    cudaStreamEndCapture(I.stream, &g);
-    if (g) cudaGraphDestroy(g);
     throw;
   }
-  VIT_CHECK(cudaStreamEndCapture(I.stream, &graph));
-  VIT_CHECK(cudaGraphInstantiate(&I.step_exec, graph, 0));
-  VIT_CHECK(cudaGraphDestroy(graph));
   I.step_B = B;
   I.step_training = training;
 }
@@ -677,19 +695,7 @@ void ViTCuda::capture_forward(int B) {
     VIT_CHECK(cudaGraphExecDestroy(I.fwd_exec));
     I.fwd_exec = nullptr;
   }
-  cudaGraph_t graph = nullptr;
-  VIT_CHECK(cudaStreamBeginCapture(I.stream, cudaStreamCaptureModeThreadLocal));
-  try {
-    I.forward_any(I.img, B, opt);
-  } catch (...) {
-    cudaGraph_t g = nullptr;
-    cudaStreamEndCapture(I.stream, &g);
-    if (g) cudaGraphDestroy(g);
-    throw;
-  }
-  VIT_CHECK(cudaStreamEndCapture(I.stream, &graph));
-  VIT_CHECK(cudaGraphInstantiate(&I.fwd_exec, graph, 0));
-  VIT_CHECK(cudaGraphDestroy(graph));
+  I.fwd_exec = capture_graph(I.stream, [&] { I.forward_any(I.img, B, opt); });
   I.fwd_B = B;
 }
 

@@ -9,19 +9,11 @@ namespace vit {
 
 namespace {
 
-class CpuBackend : public TrainBackend {
+class CpuBackend : public ModelBackend<ViT> {
  public:
   explicit CpuBackend(ViT& m) : m_(m) {}
   std::string device() const override { return "cpu"; }
   int num_classes() const override { return m_.config().num_classes; }
-  const float* forward(const float* x, int B, const ForwardOptions& o) override { return m_.forward(x, B, o); }
-  float loss(const int* y, float s) override { return m_.loss(y, s); }
-  void backward() override { m_.backward(); }
-  void zero_grad() override { m_.zero_grad(); }
-  double adamw_step(const cpu::AdamWParams& hp, float clip) override { return m_.adamw_step(hp, clip); }
-  double adamw_step_scaled(const cpu::AdamWParams& hp, float clip, const std::vector<float>& s) override {
-    return m_.adamw_step_scaled(hp, clip, s);
-  }
   void pull(ViT& host) override {
     if (&host != &m_) copy(m_, host);
   }
@@ -35,6 +27,7 @@ class CpuBackend : public TrainBackend {
     ViT& src = const_cast<ViT&>(a);
     std::copy(src.param_data(), src.param_data() + 4 * a.num_params(), b.param_data());
   }
+  ViT& model() override { return m_; }
   ViT& m_;
 };
 

@@ -52,6 +52,24 @@ class TrainBackend {
     throw std::logic_error("data_on_device needs device=cuda, this backend is " + device());
   }
 };
+// The TrainBackend methods that only pass through to a model with ViT's interface: the CPU ViT
+// (backend.cpp) and ViTCuda (backend_cuda.cu) share them.
+template <class Model>
+class ModelBackend : public TrainBackend {
+ public:
+  const float* forward(const float* x, int B, const ForwardOptions& o) override { return model().forward(x, B, o); }
+  float loss(const int* y, float s) override { return model().loss(y, s); }
+  void backward() override { model().backward(); }
+  void zero_grad() override { model().zero_grad(); }
+  double adamw_step(const cpu::AdamWParams& hp, float clip) override { return model().adamw_step(hp, clip); }
+  double adamw_step_scaled(const cpu::AdamWParams& hp, float clip, const std::vector<float>& s) override {
+    return model().adamw_step_scaled(hp, clip, s);
+  }
+
+ protected:
+  virtual Model& model() = 0;
+};
+
 // device "cpu" trains `host` in place; "cuda" needs the CUDA factory registered
 // (throws otherwise) and sizes its buffers for max_batch; precision (bf16 | fp32)
 // applies to cuda only.

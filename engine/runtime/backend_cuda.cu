@@ -16,7 +16,7 @@
 namespace vit {
 namespace {
 
-class CudaBackend : public TrainBackend {
+class CudaBackend : public ModelBackend<ViTCuda> {
  public:
   CudaBackend(const ViT& host, int max_batch, Precision prec)
       : m_(host.config(), prec, max_batch), k_(host.config().num_classes) {
@@ -30,14 +30,6 @@ class CudaBackend : public TrainBackend {
   }
   std::string device() const override { return "cuda"; }
   int num_classes() const override { return k_; }
-  const float* forward(const float* x, int B, const ForwardOptions& o) override { return m_.forward(x, B, o); }
-  float loss(const int* y, float s) override { return m_.loss(y, s); }
-  void backward() override { m_.backward(); }
-  void zero_grad() override { m_.zero_grad(); }
-  double adamw_step(const cpu::AdamWParams& hp, float clip) override { return m_.adamw_step(hp, clip); }
-  double adamw_step_scaled(const cpu::AdamWParams& hp, float clip, const std::vector<float>& s) override {
-    return m_.adamw_step_scaled(hp, clip, s);
-  }
   void pull(ViT& host) override { m_.download(host); }
   void push(const ViT& host) override { m_.upload(host); }
 
@@ -107,6 +99,7 @@ class CudaBackend : public TrainBackend {
   }
 
  private:
+  ViTCuda& model() override { return m_; }
   ViTCuda m_;
   int k_;
   // data_on_device
