@@ -214,7 +214,8 @@ void register_all() {
 void setup() {
   cudaDeviceProp p{};
   VIT_CHECK(cudaGetDeviceProperties(&p, 0));
-  if (p.major < 8) throw std::runtime_error(std::string(p.name) + " has compute capability < 8.0: no bf16 tensor cores");
+  if (p.major < 8)
+    throw std::runtime_error(std::string(p.name) + " has compute capability < 8.0: no bf16 tensor cores");
   g.card = p.name;
   g.peak_tflops = bf16_peak_tflops(p);
   const size_t n_qkv = (size_t)kB * kN * 3 * kD, n_out = (size_t)kB * kN * kD, n_lse = (size_t)kB * kH * kN;

@@ -46,7 +46,12 @@ static void BM_Forward(benchmark::State& st, const char* preset) {
   for (auto _ : st) benchmark::DoNotOptimize(m.forward(x.data(), B));
   st.counters["img/s"] = benchmark::Counter((double)B * st.iterations(), benchmark::Counter::kIsRate);
 }
-BENCHMARK_CAPTURE(BM_Forward, vit_ti16, "vit_ti16")->Arg(1)->Arg(8)->Unit(benchmark::kMillisecond)->MinTime(3.0)->UseRealTime();
+BENCHMARK_CAPTURE(BM_Forward, vit_ti16, "vit_ti16")
+    ->Arg(1)
+    ->Arg(8)
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(3.0)
+    ->UseRealTime();
 
 // Writing a training checkpoint (last.vit: parameters + AdamW moments, SHA-256 per tensor,
 // fsync, rename) for a preset: the cost the trainer's background writer takes off the epoch end

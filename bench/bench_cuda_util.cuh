@@ -25,7 +25,7 @@ namespace vit::bench {
 
 struct Card {
   std::string name;
-  double peak_tbs = 0;        // HBM bandwidth, TB/s (datasheet)
+  double peak_tbs = 0;          // HBM bandwidth, TB/s (datasheet)
   double peak_bf16_tflops = 0;  // dense bf16 tensor-core peak (datasheet)
   size_t l2_bytes = 0;
 };
@@ -38,10 +38,14 @@ inline const Card& card() {
     k.name = p.name;
     k.l2_bytes = size_t(p.l2CacheSize);
     const std::string n = p.name;
-    if (n.find("H200") != std::string::npos) k.peak_tbs = 4.8, k.peak_bf16_tflops = 989;
-    else if (n.find("H100") != std::string::npos && n.find("PCIe") != std::string::npos) k.peak_tbs = 2.0, k.peak_bf16_tflops = 756;
-    else if (n.find("H100") != std::string::npos) k.peak_tbs = 3.35, k.peak_bf16_tflops = 989;
-    else if (n.find("A100") != std::string::npos) k.peak_tbs = 2.0, k.peak_bf16_tflops = 312;
+    if (n.find("H200") != std::string::npos)
+      k.peak_tbs = 4.8, k.peak_bf16_tflops = 989;
+    else if (n.find("H100") != std::string::npos && n.find("PCIe") != std::string::npos)
+      k.peak_tbs = 2.0, k.peak_bf16_tflops = 756;
+    else if (n.find("H100") != std::string::npos)
+      k.peak_tbs = 3.35, k.peak_bf16_tflops = 989;
+    else if (n.find("A100") != std::string::npos)
+      k.peak_tbs = 2.0, k.peak_bf16_tflops = 312;
     return k;
   }();
   return c;

@@ -132,13 +132,30 @@ void BM_Latency_impl(benchmark::State& st) { BM_Forward(st, 1); }
 
 // args: (model index: 0 vit_b16, 1 vit_s16; graph 0/1)
 void BM_Train(benchmark::State& st) { guard(st, BM_Train_impl); }
-BENCHMARK(BM_Train)->ArgNames({"model", "graph"})->Args({0, 0})->Args({0, 1})->Args({1, 0})->Args({1, 1})
-    ->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(12);
+BENCHMARK(BM_Train)
+    ->ArgNames({"model", "graph"})
+    ->Args({0, 0})
+    ->Args({0, 1})
+    ->Args({1, 0})
+    ->Args({1, 1})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(12);
 void BM_Infer(benchmark::State& st) { guard(st, BM_Infer_impl); }
-BENCHMARK(BM_Infer)->ArgNames({"model", "graph"})->Args({0, 0})->Args({0, 1})
-    ->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(20);
+BENCHMARK(BM_Infer)
+    ->ArgNames({"model", "graph"})
+    ->Args({0, 0})
+    ->Args({0, 1})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(20);
 void BM_Latency(benchmark::State& st) { guard(st, BM_Latency_impl); }
-BENCHMARK(BM_Latency)->ArgNames({"model", "graph"})->Args({0, 0})->Args({0, 1})
-    ->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(100);
+BENCHMARK(BM_Latency)
+    ->ArgNames({"model", "graph"})
+    ->Args({0, 0})
+    ->Args({0, 1})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(100);
 
 int main(int argc, char** argv) { return vit::bench::run_main(argc, argv); }

@@ -36,9 +36,11 @@ void BM_LayerNormFwd_impl(benchmark::State& st, int variant) {
   fill_uniform(w.p, w.n, 2, 0.2f, 1.f);
   fill_uniform(b.p, b.n, 3, 0.1f);
   auto run = [&] {
-    if (variant < 0) vit::cuda::layernorm_fwd<bf16>(x, w, b, y, mean, rstd, R, C, 1e-6f, nullptr);
-    else vit::cuda::layernorm_fwd_variant<bf16>(LayerNormFwdVariant(variant), x, w, b, y, mean, rstd, R, C, 1e-6f,
-                                                nullptr);
+    if (variant < 0)
+      vit::cuda::layernorm_fwd<bf16>(x, w, b, y, mean, rstd, R, C, 1e-6f, nullptr);
+    else
+      vit::cuda::layernorm_fwd_variant<bf16>(LayerNormFwdVariant(variant), x, w, b, y, mean, rstd, R, C, 1e-6f,
+                                             nullptr);
   };
   VIT_CHECK(cudaMemset(y.p, 0xFF, y.n * sizeof(bf16)));  // NaN: an unwritten row fails below
   run();
@@ -59,7 +61,8 @@ void BM_LayerNormFwd_impl(benchmark::State& st, int variant) {
     // the GPU test OpsCuda*LayerNormFwdVariants asserts it.
     std::vector<uint16_t> got(y.n), want(y.n);
     VIT_CHECK(cudaMemcpy(got.data(), y.p, y.n * 2, cudaMemcpyDeviceToHost));
-    vit::cuda::layernorm_fwd_variant<bf16>(LayerNormFwdVariant::kReference, x, w, b, y, mean, rstd, R, C, 1e-6f, nullptr);
+    vit::cuda::layernorm_fwd_variant<bf16>(LayerNormFwdVariant::kReference, x, w, b, y, mean, rstd, R, C, 1e-6f,
+                                           nullptr);
     VIT_CHECK(cudaMemcpy(want.data(), y.p, y.n * 2, cudaMemcpyDeviceToHost));
     st.counters["same_bits_as_legacy"] = got == want ? 1 : 0;
     const auto v = LayerNormFwdVariant(variant);
@@ -73,7 +76,9 @@ void BM_LayerNormFwd_impl(benchmark::State& st, int variant) {
   // read x, write y (bf16), write mean/rstd (fp32); w/b are cache-resident
   report_bandwidth(st, double(R) * C * 2 * 2 + double(R) * 8, t);
 }
-void BM_LayerNormFwd(benchmark::State& st) { guard(st, [](benchmark::State& s) { BM_LayerNormFwd_impl(s, -1); }); }
+void BM_LayerNormFwd(benchmark::State& st) {
+  guard(st, [](benchmark::State& s) { BM_LayerNormFwd_impl(s, -1); });
+}
 BENCHMARK(BM_LayerNormFwd)->Args({kRows, kD})->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(50);
 
 // The library's two launch shapes, BM_LayerNormFwdVariant/<name>/50432/768 (the label marks the
@@ -82,10 +87,9 @@ const bool kLayerNormFwdVariantsRegistered = [] {
   for (int v = 0; v < int(vit::cuda::LayerNormFwdVariant::kCount); ++v) {
     const std::string name = std::string("BM_LayerNormFwdVariant/") +
                              vit::cuda::layernorm_fwd_variant_name(vit::cuda::LayerNormFwdVariant(v));
-    benchmark::RegisterBenchmark(name.c_str(),
-                                 [v](benchmark::State& st) {
-                                   guard(st, [v](benchmark::State& s) { BM_LayerNormFwd_impl(s, v); });
-                                 })
+    benchmark::RegisterBenchmark(
+        name.c_str(),
+        [v](benchmark::State& st) { guard(st, [v](benchmark::State& s) { BM_LayerNormFwd_impl(s, v); }); })
         ->Args({kRows, kD})
         ->UseManualTime()
         ->Unit(benchmark::kMicrosecond)
@@ -116,9 +120,8 @@ void BM_LayerNormBwd_impl(benchmark::State& st) {
     for (int c = 0; c < C; ++c)
       if (!close(hdx[c], ref[c], 2e-2, 2e-2)) return st.SkipWithError("layernorm_bwd validation failed");
   }
-  double t = time_loop(st, nullptr, [&] {
-    vit::cuda::layernorm_bwd<bf16>(x, w, mean, rstd, dy, dx, dw, db, scratch, R, C, nullptr);
-  });
+  double t = time_loop(
+      st, nullptr, [&] { vit::cuda::layernorm_bwd<bf16>(x, w, mean, rstd, dy, dx, dw, db, scratch, R, C, nullptr); });
   report_bandwidth(st, double(R) * C * 2 * 3 + double(R) * 8, t);  // read x, dy; write dx
 }
 void BM_LayerNormBwd(benchmark::State& st) { guard(st, BM_LayerNormBwd_impl); }
@@ -130,19 +133,25 @@ void BM_Gelu_impl(benchmark::State& st) {
   Buf<bf16> x(n), dy(n), y(n);
   fill_uniform(x.p, n, 5, 3.f);
   fill_uniform(dy.p, n, 6, 1.f);
-  if (bwd) vit::cuda::gelu_bwd<bf16>(x, dy, y, n, nullptr);
-  else vit::cuda::gelu_fwd<bf16>(x, y, n, nullptr);
+  if (bwd)
+    vit::cuda::gelu_bwd<bf16>(x, dy, y, n, nullptr);
+  else
+    vit::cuda::gelu_fwd<bf16>(x, y, n, nullptr);
   const size_t idx[3] = {0, n / 3, n - 1};
   for (size_t i : idx) {
     auto hx = fetch(x.p, i, 1), hd = fetch(dy.p, i, 1), hy = fetch(y.p, i, 1);
     float ref = 0;
-    if (bwd) vit::cpu::gelu_bwd<float>(hx.data(), hd.data(), &ref, 1);
-    else vit::cpu::gelu_fwd<float>(hx.data(), &ref, 1);
+    if (bwd)
+      vit::cpu::gelu_bwd<float>(hx.data(), hd.data(), &ref, 1);
+    else
+      vit::cpu::gelu_fwd<float>(hx.data(), &ref, 1);
     if (!close(hy[0], ref, 1e-2, 1e-2)) return st.SkipWithError("gelu validation failed");
   }
   double t = time_loop(st, nullptr, [&] {
-    if (bwd) vit::cuda::gelu_bwd<bf16>(x, dy, y, n, nullptr);
-    else vit::cuda::gelu_fwd<bf16>(x, y, n, nullptr);
+    if (bwd)
+      vit::cuda::gelu_bwd<bf16>(x, dy, y, n, nullptr);
+    else
+      vit::cuda::gelu_fwd<bf16>(x, y, n, nullptr);
   });
   report_bandwidth(st, double(n) * 2 * (bwd ? 3 : 2), t);
   st.SetLabel(bwd ? "backward" : "forward");
@@ -160,16 +169,36 @@ void BM_Gemm_impl(benchmark::State& st) {
   const char* label = "";
   const bool is_dw = kind == 5 || kind >= 7;
   switch (kind) {
-    case 0: N = 3 * kD, label = "qkv fwd (M,768)x(2304,768)^T"; break;
-    case 1: label = "out_proj fwd (M,768)x(768,768)^T"; break;
-    case 2: N = kMlp, label = "fc1 fwd (M,768)x(3072,768)^T"; break;
-    case 3: K = kMlp, label = "fc2 fwd (M,3072)x(768,3072)^T"; break;
-    case 4: N = kMlp, label = "fc1 dx (M,3072)x(3072,768)"; break;
-    case 5: N = kMlp, label = "fc1 dw (3072,M)x(M,768) fp32 += and db (bias_grad)"; break;
-    case 7: K = kMlp, label = "fc2 dw (768,M)x(M,3072) fp32 += and db (bias_grad)"; break;
-    case 8: N = 3 * kD, label = "qkv dw (2304,M)x(M,768) fp32 += and db (bias_grad)"; break;
-    case 9: label = "out_proj dw (768,M)x(M,768) fp32 += and db (bias_grad)"; break;
-    default: M = N = K = 8192, label = "8192^3 (ceiling)"; break;
+    case 0:
+      N = 3 * kD, label = "qkv fwd (M,768)x(2304,768)^T";
+      break;
+    case 1:
+      label = "out_proj fwd (M,768)x(768,768)^T";
+      break;
+    case 2:
+      N = kMlp, label = "fc1 fwd (M,768)x(3072,768)^T";
+      break;
+    case 3:
+      K = kMlp, label = "fc2 fwd (M,3072)x(768,3072)^T";
+      break;
+    case 4:
+      N = kMlp, label = "fc1 dx (M,3072)x(3072,768)";
+      break;
+    case 5:
+      N = kMlp, label = "fc1 dw (3072,M)x(M,768) fp32 += and db (bias_grad)";
+      break;
+    case 7:
+      K = kMlp, label = "fc2 dw (768,M)x(M,3072) fp32 += and db (bias_grad)";
+      break;
+    case 8:
+      N = 3 * kD, label = "qkv dw (2304,M)x(M,768) fp32 += and db (bias_grad)";
+      break;
+    case 9:
+      label = "out_proj dw (768,M)x(M,768) fp32 += and db (bias_grad)";
+      break;
+    default:
+      M = N = K = 8192, label = "8192^3 (ceiling)";
+      break;
   }
   Buf<bf16> x(size_t(M) * K), w(size_t(N) * K), b(N), y(size_t(M) * N), dy(size_t(M) * N), dx(size_t(M) * K);
   Buf<float> dw(size_t(N) * K), db(N), scratch(vit::cuda::bias_grad_scratch_floats(M, N));
@@ -181,9 +210,12 @@ void BM_Gemm_impl(benchmark::State& st) {
   vit::cuda::GemmContext ctx;
   const bf16* bias = kind <= 3 ? b.p : nullptr;
   auto run = [&] {
-    if (kind == 4) vit::cuda::linear_bwd_dx<bf16>(ctx, dy, w, dx, M, K, N, nullptr);
-    else if (is_dw) vit::cuda::linear_bwd_dw_db<bf16>(ctx, x, dy, dw, db, scratch, M, K, N, nullptr);
-    else vit::cuda::linear_fwd<bf16, bf16>(ctx, x, w, bias, y, M, K, N, nullptr);
+    if (kind == 4)
+      vit::cuda::linear_bwd_dx<bf16>(ctx, dy, w, dx, M, K, N, nullptr);
+    else if (is_dw)
+      vit::cuda::linear_bwd_dw_db<bf16>(ctx, x, dy, dw, db, scratch, M, K, N, nullptr);
+    else
+      vit::cuda::linear_fwd<bf16, bf16>(ctx, x, w, bias, y, M, K, N, nullptr);
   };
   run();
   // validate 8 sampled output elements with a double dot product on the host
@@ -232,13 +264,17 @@ void BM_SoftmaxXent_impl(benchmark::State& st) {
   auto hz = fetch(z.p, 0, size_t(B) * C);
   const float ref = vit::cpu::softmax_xent_fwd<float>(hz.data(), hy.data(), nullptr, B, C, 0.1f);
   if (!close(fetch(mean.p, 0, 1)[0], ref, 1e-5, 1e-5)) return st.SkipWithError("xent validation failed");
-  double t = time_loop(st, nullptr, [&] {
-    vit::cuda::softmax_xent_fwd_bwd<float>(z, y, losses, mean, dz, B, C, 0.1f, nullptr);
-  });
+  double t = time_loop(st, nullptr,
+                       [&] { vit::cuda::softmax_xent_fwd_bwd<float>(z, y, losses, mean, dz, B, C, 0.1f, nullptr); });
   report_bandwidth(st, double(B) * C * 8, t);  // read logits, write dlogits (fp32)
 }
 void BM_SoftmaxXent(benchmark::State& st) { guard(st, BM_SoftmaxXent_impl); }
-BENCHMARK(BM_SoftmaxXent)->Args({256, 14})->Args({256, 1000})->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(50);
+BENCHMARK(BM_SoftmaxXent)
+    ->Args({256, 14})
+    ->Args({256, 1000})
+    ->UseManualTime()
+    ->Unit(benchmark::kMicrosecond)
+    ->Iterations(50);
 
 void BM_AdamW_impl(benchmark::State& st) {
   const vit::ViTConfig cfg = vit::ViTConfig::preset("vit_b16");
@@ -308,11 +344,15 @@ void BM_PatchEmbed_impl(benchmark::State& st) {
   fill_uniform(pos.p, pos.n, 25, 1.f);
   vit::cuda::GemmContext ctx;
   auto run = [&] {
-    if (kind == 0) vit::cuda::im2col<float, bf16>(img, cols, B, C, S, S, P, nullptr);
-    else if (kind == 1) vit::cuda::patch_embed_fwd<bf16>(ctx, img, w, b, cols, patches, vit::PatchShape{B, C, S, S, P, kD}, nullptr);
-    else vit::cuda::embed_tokens_fwd<bf16>(patches, cls, pos, tokens, B, Np, kD, nullptr);
+    if (kind == 0)
+      vit::cuda::im2col<float, bf16>(img, cols, B, C, S, S, P, nullptr);
+    else if (kind == 1)
+      vit::cuda::patch_embed_fwd<bf16>(ctx, img, w, b, cols, patches, vit::PatchShape{B, C, S, S, P, kD}, nullptr);
+    else
+      vit::cuda::embed_tokens_fwd<bf16>(patches, cls, pos, tokens, B, Np, kD, nullptr);
   };
-  if (kind == 2) vit::cuda::patch_embed_fwd<bf16>(ctx, img, w, b, cols, patches, vit::PatchShape{B, C, S, S, P, kD}, nullptr);
+  if (kind == 2)
+    vit::cuda::patch_embed_fwd<bf16>(ctx, img, w, b, cols, patches, vit::PatchShape{B, C, S, S, P, kD}, nullptr);
   run();
   // Validate sampled elements against the definitions before timing.
   const size_t r = rows - 7;  // a late row: image 255, patch 189
@@ -328,17 +368,20 @@ void BM_PatchEmbed_impl(benchmark::State& st) {
     auto x = fetch(cols.p, r * K, K), wr = fetch(w.p, size_t(5) * K, K);
     double ref = fetch(b.p, 5, 1)[0];
     for (int k = 0; k < K; ++k) ref += double(x[k]) * wr[k];
-    if (!close(fetch(patches.p, r * kD + 5, 1)[0], ref, 5e-2, 2e-2)) return st.SkipWithError("patch_embed validation failed");
+    if (!close(fetch(patches.p, r * kD + 5, 1)[0], ref, 5e-2, 2e-2))
+      return st.SkipWithError("patch_embed validation failed");
   } else {
     const size_t t = 1 + size_t(r % Np), row = size_t(bb) * (Np + 1) + t;
     const double ref = double(fetch(patches.p, r * kD + 3, 1)[0]) + fetch(pos.p, t * kD + 3, 1)[0];
-    if (!close(fetch(tokens.p, row * kD + 3, 1)[0], ref, 2e-2, 1e-2)) return st.SkipWithError("embed_tokens validation failed");
+    if (!close(fetch(tokens.p, row * kD + 3, 1)[0], ref, 2e-2, 1e-2))
+      return st.SkipWithError("embed_tokens validation failed");
   }
   double t = time_loop(st, nullptr, run);
   if (kind == 1) {
     report_flops(st, 2.0 * double(rows) * K * kD, t);
   } else {
-    const double bytes = kind == 0 ? double(img.n) * 4 + double(cols.n) * 2 : double(patches.n) * 2 + double(tokens.n) * 2;
+    const double bytes =
+        kind == 0 ? double(img.n) * 4 + double(cols.n) * 2 : double(patches.n) * 2 + double(tokens.n) * 2;
     report_bandwidth(st, bytes, t);
   }
   st.SetLabel(kind == 0 ? "im2col" : kind == 1 ? "im2col + GEMM + bias" : "embed tokens");

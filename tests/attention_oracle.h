@@ -22,8 +22,8 @@ namespace attn_test {
 inline uint64_t test_seed() {
   static const uint64_t seed = [] {
     const char* env = std::getenv("VIT_TEST_SEED");
-    const uint64_t s = env ? std::strtoull(env, nullptr, 10)
-                           : (uint64_t)std::chrono::system_clock::now().time_since_epoch().count();
+    const uint64_t s =
+        env ? std::strtoull(env, nullptr, 10) : (uint64_t)std::chrono::system_clock::now().time_since_epoch().count();
     std::printf("[ seed     ] attention tests: VIT_TEST_SEED=%llu\n", (unsigned long long)s);
     return s;
   }();
@@ -48,7 +48,7 @@ struct RefResult {
 };
 template <typename Acc>
 inline RefResult reference(const std::vector<float>& qkv, const std::vector<float>& dout, const Shape& sh,
-                    bool emulate_bf16) {
+                           bool emulate_bf16) {
   const int B = sh.B, N = sh.N, H = sh.H, Dh = sh.Dh, D = H * Dh, ld = 3 * D;
   auto rnd = [&](Acc x) -> Acc { return emulate_bf16 ? Acc(round_bf16(float(x))) : x; };
   const Acc scale = Acc(1) / std::sqrt(Acc(Dh));
@@ -156,8 +156,8 @@ inline std::string detail(const std::vector<double>& x, const std::vector<double
     }
   }
   char buf[512];
-  int n = std::snprintf(buf, sizeof buf, "max |diff| = %.3g at %zu (got %.6g, ref %.6g); first elements:", dmax,
-                        imax, x[imax], ref[imax]);
+  int n = std::snprintf(buf, sizeof buf, "max |diff| = %.3g at %zu (got %.6g, ref %.6g); first elements:", dmax, imax,
+                        x[imax], ref[imax]);
   for (size_t i = 0; i < std::min<size_t>(5, x.size()) && n < 400; ++i)
     n += std::snprintf(buf + n, sizeof buf - n, " [%zu] %.6g vs %.6g", i, x[i], ref[i]);
   return buf;

@@ -59,7 +59,7 @@ inline Case make_case(int S, int N, int B, uint64_t seed) {
   vit::AugmentConfig shift_fill = geometry_only;  // a large shift that fills from the border colour
   shift_fill.translate = 0.2f;
   const vit::AugmentConfig cfgs[] = {vit::AugmentConfig{}, light,         strong_noblur, colour_only,
-                                     geometry_only,         shift_reflect, shift_fill};
+                                     geometry_only,        shift_reflect, shift_fill};
   constexpr int kConfigs = sizeof(cfgs) / sizeof(cfgs[0]);
   for (int b = 0; b < B; ++b) {
     vit::cuda::AugmentItem it;

@@ -36,7 +36,7 @@ TEST(Calibration, PerfectlyCalibratedLogitsHaveZeroEce) {
   float z[8] = {a, 0, a, 0, a, 0, a, 0};
   int y[4] = {0, 0, 0, 1};
   auto r = calibration(z, y, 4, 2, 1.0, 15);
-  EXPECT_NEAR(r.ece, 0.0, 1e-6);  // float logits: ln 3 rounded to float, ~1e-8 in p
+  EXPECT_NEAR(r.ece, 0.0, 1e-6);   // float logits: ln 3 rounded to float, ~1e-8 in p
   EXPECT_GT(r.bins[11].count, 0);  // 0.75 -> bin (11/15, 12/15]
 }
 

@@ -72,7 +72,8 @@ TEST(DataAugment, EveryOpMatchesTorchvisionOutput) {
     if (name != "Identity") {
       EXPECT_GT(max_abs_diff(ref, input), 1) << name;
     }
-    std::printf("%-12s %6.2f: max diff %d, values off by >1: %zu\n", name.c_str(), c["magnitude"].get<float>(), md, off);
+    std::printf("%-12s %6.2f: max diff %d, values off by >1: %zu\n", name.c_str(), c["magnitude"].get<float>(), md,
+                off);
   }
   EXPECT_EQ(seen.size(), 14u);  // every op of the list was compared
 }

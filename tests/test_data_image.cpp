@@ -74,7 +74,12 @@ TEST(DataImage, PadUsesBorderMeanAndCentres) {
 // on some pixels before the resize (measured max 2, mean 0.08 on the LMU JPEG).
 // The mean bound is what a wrong filter breaks (see the nearest-neighbour test below).
 TEST(DataImage, ResizeMatchesPillowAntialiased) {
-  struct Case { std::string src, ref; int size; int max_diff; double mean_diff; };
+  struct Case {
+    std::string src, ref;
+    int size;
+    int max_diff;
+    double mean_diff;
+  };
   const Case cases[] = {{"wbc/pbc/basophil/BA_100102.jpg", "resize_BA_100102_224.png", 224, 3, 0.15},
                         {"wbc/aml-lmu/MYO/MYO_0001.jpg", "resize_MYO_0001_224.png", 224, 3, 0.15},
                         {"small_120.bmp", "resize_small_120_224.png", 224, 1, 0.01},
@@ -102,7 +107,8 @@ TEST(DataImage, NaiveSubsamplingWouldFailTheResizeTest) {
   nn.rgb.resize(224 * 224 * 3);
   for (int y = 0; y < 224; ++y)
     for (int x = 0; x < 224; ++x)
-      for (int c = 0; c < 3; ++c) nn.rgb[(y * 224 + x) * 3 + c] = src.rgb[((y * 400 / 224) * 400 + x * 400 / 224) * 3 + c];
+      for (int c = 0; c < 3; ++c)
+        nn.rgb[(y * 224 + x) * 3 + c] = src.rgb[((y * 400 / 224) * 400 + x * 400 / 224) * 3 + c];
   EXPECT_GT(max_abs_diff(nn, ref), 2);
 }
 

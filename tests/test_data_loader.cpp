@@ -56,7 +56,9 @@ std::vector<Batch> epoch(Loader& l, int e, size_t skip = 0) {
   return out;
 }
 
-bool same(const Batch& a, const Batch& b) { return a.n == b.n && a.images == b.images && a.labels == b.labels && a.index == b.index; }
+bool same(const Batch& a, const Batch& b) {
+  return a.n == b.n && a.images == b.images && a.labels == b.labels && a.index == b.index;
+}
 
 }  // namespace
 

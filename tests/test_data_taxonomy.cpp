@@ -7,10 +7,10 @@
 using namespace vit;
 
 TEST(DataTaxonomy, ClassOrderIsSortedAndMatchesReadme) {
-  const std::vector<std::string> want = {"Band Neutrophil", "Basophil", "Eosinophil", "Erythroblast",
-                                         "Immature Granulocyte", "Lymphocyte", "Metamyelocyte", "Monocyte",
-                                         "Myeloblast", "Myelocyte", "Neutrophil", "Platelet", "Promyelocyte",
-                                         "Segmented Neutrophil"};
+  const std::vector<std::string> want = {
+      "Band Neutrophil", "Basophil",      "Eosinophil",   "Erythroblast",        "Immature Granulocyte",
+      "Lymphocyte",      "Metamyelocyte", "Monocyte",     "Myeloblast",          "Myelocyte",
+      "Neutrophil",      "Platelet",      "Promyelocyte", "Segmented Neutrophil"};
   ASSERT_EQ(num_classes(), 14);
   for (int i = 0; i < 14; ++i) EXPECT_EQ(classes()[i].name, want[i]);
   EXPECT_EQ(class_index("Myeloblast"), 8);
@@ -18,7 +18,7 @@ TEST(DataTaxonomy, ClassOrderIsSortedAndMatchesReadme) {
 }
 
 TEST(DataTaxonomy, GroupsSortedAndAssigned) {
-  const std::vector<std::string> g = {"basophil", "blast", "eosinophil", "erythroblast", "ig",
+  const std::vector<std::string> g = {"basophil",   "blast",    "eosinophil", "erythroblast", "ig",
                                       "lymphocyte", "monocyte", "neutrophil", "platelet"};
   EXPECT_EQ(groups(), g);
   auto grp = [&](const char* c) { return groups()[group_of(class_index(c))]; };
@@ -35,12 +35,21 @@ TEST(DataTaxonomy, GroupsSortedAndAssigned) {
 }
 
 TEST(DataTaxonomy, EveryPrefixFromTheReadme) {
-  const std::pair<const char*, const char*> t[] = {
-      {"BNE_1.jpg", "Band Neutrophil"}, {"SNE_2.jpg", "Segmented Neutrophil"}, {"NGS_0058.jpg", "Segmented Neutrophil"},
-      {"NEUTROPHIL_3.jpg", "Neutrophil"}, {"BA_1.jpg", "Basophil"}, {"EO_1.jpg", "Eosinophil"},
-      {"LY_1.jpg", "Lymphocyte"}, {"MO_1.jpg", "Monocyte"}, {"ERB_1.jpg", "Erythroblast"},
-      {"PLATELET_1.jpg", "Platelet"}, {"IG_1.jpg", "Immature Granulocyte"}, {"PMY_1.jpg", "Promyelocyte"},
-      {"MY_1.jpg", "Myelocyte"}, {"MMY_1.jpg", "Metamyelocyte"}, {"MYO_0001.jpg", "Myeloblast"}};
+  const std::pair<const char*, const char*> t[] = {{"BNE_1.jpg", "Band Neutrophil"},
+                                                   {"SNE_2.jpg", "Segmented Neutrophil"},
+                                                   {"NGS_0058.jpg", "Segmented Neutrophil"},
+                                                   {"NEUTROPHIL_3.jpg", "Neutrophil"},
+                                                   {"BA_1.jpg", "Basophil"},
+                                                   {"EO_1.jpg", "Eosinophil"},
+                                                   {"LY_1.jpg", "Lymphocyte"},
+                                                   {"MO_1.jpg", "Monocyte"},
+                                                   {"ERB_1.jpg", "Erythroblast"},
+                                                   {"PLATELET_1.jpg", "Platelet"},
+                                                   {"IG_1.jpg", "Immature Granulocyte"},
+                                                   {"PMY_1.jpg", "Promyelocyte"},
+                                                   {"MY_1.jpg", "Myelocyte"},
+                                                   {"MMY_1.jpg", "Metamyelocyte"},
+                                                   {"MYO_0001.jpg", "Myeloblast"}};
   for (auto& [f, c] : t) EXPECT_EQ(class_from_filename(f), class_index(c)) << f;
   EXPECT_EQ(class_from_filename("pbc/neutrophil/BNE_9.jpg"), class_index("Band Neutrophil"));
   EXPECT_EQ(class_from_filename(".DS_169665.jpg"), -1);  // unknown labels are not guessed

@@ -19,9 +19,9 @@
 namespace {
 
 const std::vector<std::string> kNames = {
-    "Band Neutrophil", "Basophil",   "Eosinophil", "Erythroblast", "Immature Granulocyte",
-    "Lymphocyte",      "Metamyelocyte", "Monocyte", "Myeloblast",  "Myelocyte",
-    "Neutrophil",      "Platelet",   "Promyelocyte", "Segmented Neutrophil"};
+    "Band Neutrophil", "Basophil",      "Eosinophil",   "Erythroblast",        "Immature Granulocyte",
+    "Lymphocyte",      "Metamyelocyte", "Monocyte",     "Myeloblast",          "Myelocyte",
+    "Neutrophil",      "Platelet",      "Promyelocyte", "Segmented Neutrophil"};
 
 std::vector<float> onehot(const std::string& n, float p = 1.0f) {
   std::vector<float> v(kNames.size(), (1.0f - p) / (kNames.size() - 1));
@@ -31,10 +31,17 @@ std::vector<float> onehot(const std::string& n, float p = 1.0f) {
 }
 
 std::vector<vit::CellCall> smear() {
-  std::vector<std::pair<std::string, int>> counts = {
-      {"Segmented Neutrophil", 50}, {"Band Neutrophil", 10}, {"Lymphocyte", 20}, {"Monocyte", 8},
-      {"Eosinophil", 5},           {"Basophil", 3},         {"Myelocyte", 2},   {"Promyelocyte", 1},
-      {"Myeloblast", 1},           {"Platelet", 4},         {"Erythroblast", 2}};
+  std::vector<std::pair<std::string, int>> counts = {{"Segmented Neutrophil", 50},
+                                                     {"Band Neutrophil", 10},
+                                                     {"Lymphocyte", 20},
+                                                     {"Monocyte", 8},
+                                                     {"Eosinophil", 5},
+                                                     {"Basophil", 3},
+                                                     {"Myelocyte", 2},
+                                                     {"Promyelocyte", 1},
+                                                     {"Myeloblast", 1},
+                                                     {"Platelet", 4},
+                                                     {"Erythroblast", 2}};
   std::vector<vit::CellCall> cells;
   for (auto& [name, n] : counts)
     for (int i = 0; i < n; ++i) cells.push_back({name + std::to_string(i), onehot(name), ""});
@@ -87,7 +94,7 @@ TEST(Differential, FlagsFollowTheirRules) {
 
   // Raise the thresholds above the smear's values: the three relative flags drop.
   vit::DifferentialRules strict;
-  strict.ig_pct_wbc = 3.0f;            // 3% is not > 3%
+  strict.ig_pct_wbc = 3.0f;             // 3% is not > 3%
   strict.band_pct_neutrophils = 20.0f;  // 16.7% < 20%
   strict.baso_pct_wbc = 5.0f;
   auto g = by(vit::differential(smear(), kNames, strict)["flags"], "flag");

@@ -111,15 +111,16 @@ void check_layernorm(const Shape& s) {
   };
   std::vector<Launch> shapes;
   for (int vi = 0; vi < int(LayerNormFwdVariant::kCount); ++vi)
-    shapes.push_back({std::string(vit::cuda_emu::layernorm_fwd_variant_name(LayerNormFwdVariant(vi))), [&, vi](T* y, float* m, float* r) {
+    shapes.push_back({std::string(vit::cuda_emu::layernorm_fwd_variant_name(LayerNormFwdVariant(vi))),
+                      [&, vi](T* y, float* m, float* r) {
                         vit::cuda_emu::layernorm_fwd_variant<T>(LayerNormFwdVariant(vi), x.data(), w.data(), b.data(),
                                                                 y, m, r, R, C, 1e-6f, nullptr);
                       }});
   for (int si = 0; si < vit::cuda_emu::kNumLayerNormShapes; ++si)
-    shapes.push_back({std::string("sandbox ") + vit::cuda_emu::kLayerNormShapes[si].name, [&, si](T* y, float* m, float* r) {
-                        vit::cuda_emu::layernorm_fwd_shape<T>(si, x.data(), w.data(), b.data(), y, m, r, R, C, 1e-6f,
-                                                              nullptr);
-                      }});
+    shapes.push_back(
+        {std::string("sandbox ") + vit::cuda_emu::kLayerNormShapes[si].name, [&, si](T* y, float* m, float* r) {
+           vit::cuda_emu::layernorm_fwd_shape<T>(si, x.data(), w.data(), b.data(), y, m, r, R, C, 1e-6f, nullptr);
+         }});
   std::vector<T> y0;
   std::vector<float> m0, r0;
   for (size_t vi = 0; vi < shapes.size(); ++vi) {

@@ -198,8 +198,8 @@ TEST(Model, ScaledAdamWFreezesAndScalesPerTensor) {
     const auto& p = m.params()[i];
     for (size_t part = 0; part < 4; ++part) {
       const size_t off = part * n + p.offset;
-      const float* want = scale[i] == 0 ? before.data() + off
-                                        : (scale[i] == 1 ? full.param_data() + off : half.param_data() + off);
+      const float* want =
+          scale[i] == 0 ? before.data() + off : (scale[i] == 1 ? full.param_data() + off : half.param_data() + off);
       for (size_t k = 0; k < p.numel; ++k)
         ASSERT_EQ(m.param_data()[off + k], want[k]) << p.name << " part " << part << " element " << k;
     }

@@ -27,8 +27,9 @@ double to_d(bf16 v) { return __bfloat162float(v); }
 
 template <typename TOut>
 void check_im2col(int B, int C, int H, int W, int P, size_t misalign, bool vec4) {
-  SCOPED_TRACE("B " + std::to_string(B) + " C " + std::to_string(C) + " " + std::to_string(H) + "x" + std::to_string(W) +
-               " P " + std::to_string(P) + (vec4 ? " vec4" : " scalar") + " misalign " + std::to_string(misalign));
+  SCOPED_TRACE("B " + std::to_string(B) + " C " + std::to_string(C) + " " + std::to_string(H) + "x" +
+               std::to_string(W) + " P " + std::to_string(P) + (vec4 ? " vec4" : " scalar") + " misalign " +
+               std::to_string(misalign));
   std::mt19937 g(1000 + H + P);
   std::normal_distribution<float> nd;
   // 64-byte aligned storage, the image placed `misalign` floats in.
@@ -42,9 +43,8 @@ void check_im2col(int B, int C, int H, int W, int P, size_t misalign, bool vec4)
   const size_t segs = rows * C * P;
   const int threads = 64;
   const unsigned grid = unsigned(std::min<size_t>((segs + threads - 1) / threads, 3));  // grid-stride loop used
-  ::emu::launch(dim3(grid), dim3(threads), [&] {
-    vit::cuda_emu::im2col_segments_kernel<float, TOut>(img, cols.data(), B, C, H, W, P, vec4);
-  });
+  ::emu::launch(dim3(grid), dim3(threads),
+                [&] { vit::cuda_emu::im2col_segments_kernel<float, TOut>(img, cols.data(), B, C, H, W, P, vec4); });
   for (int b = 0; b < B; ++b)
     for (int py = 0; py < gh; ++py)
       for (int px = 0; px < gw; ++px)
@@ -61,12 +61,12 @@ void check_im2col(int B, int C, int H, int W, int P, size_t misalign, bool vec4)
 }
 
 TEST(PatchEmbedEmu, Im2colMatchesTheConvIndexing) {
-  check_im2col<float>(2, 3, 32, 32, 16, 0, true);   // ViT's P = 16, 16-byte loads
+  check_im2col<float>(2, 3, 32, 32, 16, 0, true);  // ViT's P = 16, 16-byte loads
   check_im2col<bf16>(2, 3, 32, 32, 16, 0, true);
-  check_im2col<bf16>(2, 3, 32, 32, 16, 0, false);   // the scalar path on the same data
+  check_im2col<bf16>(2, 3, 32, 32, 16, 0, false);  // the scalar path on the same data
   check_im2col<float>(1, 3, 24, 24, 8, 0, true);
-  check_im2col<bf16>(2, 2, 15, 15, 5, 1, false);    // P and W not multiples of 4, unaligned image
-  check_im2col<float>(1, 3, 20, 16, 4, 0, true);    // non-square image
+  check_im2col<bf16>(2, 2, 15, 15, 5, 1, false);  // P and W not multiples of 4, unaligned image
+  check_im2col<float>(1, 3, 20, 16, 4, 0, true);  // non-square image
 }
 
 template <typename T>
@@ -97,8 +97,8 @@ void check_embed(int B, int Np, int D, float p, int threads) {
         const double want = (base + pos[size_t(t) * D + d]) * keep;
         const double got = to_d(out[i]);
         const double tol = (std::is_same_v<T, float> ? 1e-6 : 1.0 / 128) * (std::fabs(want) + 1e-3);
-        ASSERT_TRUE(std::isfinite(got) && std::fabs(got - want) <= tol) << "b " << b << " t " << t << " d " << d << ": "
-                                                                        << got << " vs " << want;
+        ASSERT_TRUE(std::isfinite(got) && std::fabs(got - want) <= tol)
+            << "b " << b << " t " << t << " d " << d << ": " << got << " vs " << want;
       }
 }
 

@@ -25,7 +25,7 @@ TEST(Plots, ConfusionShowsNamesCountsAndRowFractions) {
   EXPECT_EQ(count(counts, ">Band Neutrophil<"), 2u);  // row label and column label
   EXPECT_EQ(count(counts, ">B&lt;x&gt;<"), 2u);       // escaped for XML
   EXPECT_NE(counts.find(">5<"), std::string::npos);
-  EXPECT_EQ(count(counts, "<rect x="), 9u);           // one cell per entry
+  EXPECT_EQ(count(counts, "<rect x="), 9u);  // one cell per entry
   std::string norm = confusion_svg(m, true, "t");
   EXPECT_NE(norm.find(">0.83<"), std::string::npos);  // 5/6
   EXPECT_NE(norm.find(">0.33<"), std::string::npos);  // 2/6

@@ -24,7 +24,7 @@ namespace {
 
 struct Example {
   // (H=2, N=3, N=3) per layer
-  std::vector<float> l1 = {1, 0, 0, 0, 1, 0, 0, 0, 1,  //
+  std::vector<float> l1 = {1, 0,   0,   0,   1,   0, 0, 0, 1,  //
                            0, .5f, .5f, .5f, .5f, 0, 0, 0, 1};
   std::vector<float> l2 = {0, 1, 0, 0, 1, 0, 0, 0, 1,  //
                            0, 1, 0, 1, 0, 0, 0, 0, 1};
@@ -78,8 +78,6 @@ TEST(ClsAttention, HeadAndMean) {
   EXPECT_THROW(vit::cls_attention(ex.l1.data(), 2, 3, 2), std::invalid_argument);
 }
 
-TEST(Rollout, RejectsEmpty) {
-  EXPECT_THROW(vit::cls_rollout({}, 1, 3), std::invalid_argument);
-}
+TEST(Rollout, RejectsEmpty) { EXPECT_THROW(vit::cls_rollout({}, 1, 3), std::invalid_argument); }
 
 }  // namespace

@@ -118,10 +118,10 @@ TEST_F(Cli, DifferentialWritesHtmlAndJson) {
   std::string out, err;
   std::string html = dir_ + "/out/report.html";
   // --review-below 1.01: every cell is listed for review, so thumbnails must appear.
-  ASSERT_EQ(vt::run(bin() + " differential " + dir_ + "/smear --out " + html + " --model " + model_ +
-                        " --review-below 1.01",
-                    &out, &err),
-            0)
+  ASSERT_EQ(
+      vt::run(bin() + " differential " + dir_ + "/smear --out " + html + " --model " + model_ + " --review-below 1.01",
+              &out, &err),
+      0)
       << err;
   json r = json::parse(vt::read_file(dir_ + "/out/report.json"));
   EXPECT_EQ(r["cells_total"], 3);

@@ -25,8 +25,8 @@ class ServeHttp : public ::testing::Test {
     model_ = dir_ + "/tiny.vit";
     vt::write_tiny_model(model_);
     // Small limits so that the limit tests stay small: 1 MiB body, 512 px, 4 images.
-    server_ = new vt::ServerProcess({"--model", model_, "--max-upload-mb", "1", "--max-dim", "512", "--max-images",
-                                     "4", "--max-batch", "4", "--queue", "16"});
+    server_ = new vt::ServerProcess({"--model", model_, "--max-upload-mb", "1", "--max-dim", "512", "--max-images", "4",
+                                     "--max-batch", "4", "--queue", "16"});
   }
   static void TearDownTestSuite() {
     if (server_) EXPECT_EQ(server_->stop(), 0) << "server did not exit cleanly on SIGTERM";
@@ -125,9 +125,9 @@ TEST_F(ServeHttp, PredictOneImage) {
 }
 
 TEST_F(ServeHttp, PredictSeveralImagesGivesDifferential) {
-  auto r = post("/v1/predict", {part(vt::png_bytes(40, 40, 1), "image", "a.png"),
-                                part(vt::jpeg_bytes(64, 48, 2), "image", "b.jpg"),
-                                part(vt::png_bytes(33, 70, 3), "image", "../../etc/passwd")});
+  auto r = post("/v1/predict",
+                {part(vt::png_bytes(40, 40, 1), "image", "a.png"), part(vt::jpeg_bytes(64, 48, 2), "image", "b.jpg"),
+                 part(vt::png_bytes(33, 70, 3), "image", "../../etc/passwd")});
   ASSERT_TRUE(r);
   ASSERT_EQ(r->status, 200) << r->body;
   json j = json::parse(r->body);
@@ -171,12 +171,12 @@ TEST_F(ServeHttp, ExplainReturnsOverlay) {
   ASSERT_TRUE(r);
   ASSERT_EQ(r->status, 200) << r->body;
   json j = json::parse(r->body);
-  EXPECT_EQ(j["grid"], 4);                 // 32 / 8
-  ASSERT_EQ(j["rollout"].size(), 16u);     // one value per patch
+  EXPECT_EQ(j["grid"], 4);              // 32 / 8
+  ASSERT_EQ(j["rollout"].size(), 16u);  // one value per patch
   std::string b64 = j["overlay_png_base64"];
   std::string png(b64.size(), '\0');
-  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(png.data()), reinterpret_cast<const unsigned char*>(b64.data()),
-                          int(b64.size()));
+  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(png.data()),
+                          reinterpret_cast<const unsigned char*>(b64.data()), int(b64.size()));
   ASSERT_GT(n, 8);
   vit::Image im = vit::decode_image(reinterpret_cast<const uint8_t*>(png.data()), size_t(n), "overlay");
   EXPECT_EQ(im.width, 32);
@@ -195,8 +195,7 @@ TEST_F(ServeHttp, BadUploads) {
   std::string png = vt::png_bytes(64, 64, 9);
   expect_error(post("/v1/predict", {part(png.substr(0, png.size() / 2))}), 400, "bad_image");
   std::string jpg = vt::jpeg_bytes(64, 64, 9);
-  expect_error(post("/v1/predict", {part(jpg.substr(0, jpg.size() / 2), "image", "cut.jpg")}), 400,
-               "truncated_image");
+  expect_error(post("/v1/predict", {part(jpg.substr(0, jpg.size() / 2), "image", "cut.jpg")}), 400, "truncated_image");
   expect_error(post("/v1/predict", {part(png, "file")}), 400, "missing_field");
   expect_error(post("/v1/predict", {part(vt::png_bytes(600, 20, 1))}), 413, "image_too_large");
   httplib::MultipartFormDataItems five;

@@ -89,11 +89,14 @@ TEST(TrainConfig, ErrorsNameTheField) {
 // without augment=strong's blur (the kernel does geometry and colour only).
 TEST(TrainConfig, DataOnDeviceNeedsCudaAndNoBlur) {
   expect_config_error([] { TrainConfig::load("", {"data_on_device=true"}); }, "'data_on_device' needs device=cuda");
-  expect_config_error([] { TrainConfig::load("", {"data_on_device=true", "device=cuda", "augment=strong"}); },
-                      "'data_on_device' supports augment none or light");
+  expect_config_error(
+      [] {
+        TrainConfig::load("", {"data_on_device=true", "device=cuda", "augment=strong"});
+      },
+      "'data_on_device' supports augment none or light");
   for (const char* a : {"augment=none", "augment=light"})
     EXPECT_TRUE(TrainConfig::load("", {"data_on_device=true", "device=cuda", a}).data_on_device) << a;
-  EXPECT_FALSE(TrainConfig{}.data_on_device);  // off by default
+  EXPECT_FALSE(TrainConfig{}.data_on_device);               // off by default
   EXPECT_TRUE(TrainConfig::resume_safe("data_on_device"));  // same pixels either way
 }
 
@@ -120,14 +123,15 @@ TEST(TrainConfig, ResumeSafeFields) {
 
 TEST(TrainSchedule, WarmupThenCosine) {
   // 10 steps per epoch, 10 epochs, warmup 2 epochs = 20 steps, floor 0.1.
-  TrainConfig c = TrainConfig::load("", {"epochs=10", "lr=1", "warmup_epochs=2", "schedule=cosine", "min_lr_ratio=0.1"});
-  EXPECT_FLOAT_EQ(lr_at(c, 0, 10), 1.0f / 20);    // (0 + 1) / 20
-  EXPECT_FLOAT_EQ(lr_at(c, 19, 10), 1.0f);        // end of warmup
-  EXPECT_FLOAT_EQ(lr_at(c, 20, 10), 1.0f);        // cosine t = 0
+  TrainConfig c =
+      TrainConfig::load("", {"epochs=10", "lr=1", "warmup_epochs=2", "schedule=cosine", "min_lr_ratio=0.1"});
+  EXPECT_FLOAT_EQ(lr_at(c, 0, 10), 1.0f / 20);           // (0 + 1) / 20
+  EXPECT_FLOAT_EQ(lr_at(c, 19, 10), 1.0f);               // end of warmup
+  EXPECT_FLOAT_EQ(lr_at(c, 20, 10), 1.0f);               // cosine t = 0
   EXPECT_NEAR(lr_at(c, 60, 10), 0.1 + 0.9 * 0.5, 1e-6);  // t = 40/80 = 1/2: cos = 0
-  EXPECT_NEAR(lr_at(c, 100, 10), 0.1, 1e-6);      // t = 1: the floor
+  EXPECT_NEAR(lr_at(c, 100, 10), 0.1, 1e-6);             // t = 1: the floor
   TrainConfig k = TrainConfig::load("", {"lr=0.5"});
-  EXPECT_FLOAT_EQ(lr_at(k, 0, 10), 0.5f);         // constant (the seed's)
+  EXPECT_FLOAT_EQ(lr_at(k, 0, 10), 0.5f);  // constant (the seed's)
   EXPECT_FLOAT_EQ(lr_at(k, 99, 10), 0.5f);
   // dropout seeds differ per step and are a pure function of (seed, step)
   EXPECT_EQ(dropout_seed(1, 5), dropout_seed(1, 5));

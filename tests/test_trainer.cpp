@@ -71,8 +71,8 @@ const std::string& small_data() {
 
 // A model small enough that a step takes milliseconds on one core.
 std::vector<std::string> tiny() {
-  return {"image_size=32", "patch=8", "dim=32", "depth=1", "heads=2", "mlp_dim=64", "batch_size=8",
-          "epochs=3",      "lr=1e-3", "threads=1", "log_every=1000", "calibrate=false"};
+  return {"image_size=32", "patch=8",  "dim=32",  "depth=1",   "heads=2",        "mlp_dim=64",
+          "batch_size=8",  "epochs=3", "lr=1e-3", "threads=1", "log_every=1000", "calibrate=false"};
 }
 
 TrainRequest request(const fs::path& out, std::vector<std::string> extra = {}) {
@@ -260,7 +260,7 @@ TEST(Trainer, RefusesACheckpointFromAnotherModelOrConfig) {
 TEST(Trainer, KillMidEpochAndResumeGivesTheSameLossCurve) {
   // Dropout, augmentation, label smoothing, clipping, EMA and a cosine schedule are
   // all on, so every piece of state that must survive a restart is exercised.
-  std::vector<std::string> recipe = {"dropout=0.1", "augment=light", "label_smoothing=0.1", "grad_clip=1.0",
+  std::vector<std::string> recipe = {"dropout=0.1",   "augment=light",   "label_smoothing=0.1", "grad_clip=1.0",
                                      "ema_decay=0.9", "schedule=cosine", "warmup_epochs=0.5"};
   auto ref = tmpdir("ref"), cut = tmpdir("cut");
   ASSERT_EQ(run_cli(cli_train(ref, recipe), ref / "log.txt"), 0) << slurp(ref / "log.txt");
@@ -328,8 +328,8 @@ TEST(Trainer, EvalWritesMetricsAndPictures) {
   EXPECT_GT(best.meta.temperature, 0.0f);
   EXPECT_NE(best.meta.temperature, 1.0f);  // fitted, not the default
 
-  ASSERT_EQ(run_cli({"eval", "--model", (out / "run/best.vit").string(), "--data", kFixture, "--split", "test",
-                     "--out", (out / "ev").string()},
+  ASSERT_EQ(run_cli({"eval", "--model", (out / "run/best.vit").string(), "--data", kFixture, "--split", "test", "--out",
+                     (out / "ev").string()},
                     out / "eval.txt"),
             0)
       << slurp(out / "eval.txt");
@@ -350,7 +350,8 @@ TEST(Trainer, EvalWritesMetricsAndPictures) {
   EXPECT_EQ(j["per_class"]["Basophil"]["support"].get<int>(), 5);
   EXPECT_TRUE(j["per_source"].contains("pbc"));
   EXPECT_TRUE(j["per_source"].contains("aml-lmu"));
-  for (const char* f : {"confusion_counts.svg", "confusion_normalized.svg", "per_class.svg", "reliability.svg", "summary.md"})
+  for (const char* f :
+       {"confusion_counts.svg", "confusion_normalized.svg", "per_class.svg", "reliability.svg", "summary.md"})
     EXPECT_TRUE(fs::exists(out / "ev" / f)) << f;
 
   // --map onto 5 labels, from a folder of class folders (as bccd-cropped is laid out)
@@ -359,7 +360,8 @@ TEST(Trainer, EvalWritesMetricsAndPictures) {
     fs::create_directories(folders / dir);
     int n = 0;
     for (const auto& f : fs::directory_iterator(kFixture + "/images"))
-      if (f.path().filename().string().rfind(prefix, 0) == 0 && n++ < 3) fs::copy(f.path(), folders / dir / f.path().filename());
+      if (f.path().filename().string().rfind(prefix, 0) == 0 && n++ < 3)
+        fs::copy(f.path(), folders / dir / f.path().filename());
   }
   ASSERT_EQ(run_cli({"eval", "--model", (out / "run/best.vit").string(), "--data", folders.string(), "--map",
                      std::string(VITENGINE_SOURCE_DIR) + "/configs/bccd5.json", "--out", (out / "map").string()},

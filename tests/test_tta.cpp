@@ -32,10 +32,18 @@ std::vector<float> random_images(int B, int C, int S, uint32_t seed) {
 float closed_form(const std::vector<float>& in, int S, size_t plane, int k, int x, int y) {
   int sx, sy;
   switch (k % 4) {
-    case 0: sx = x, sy = y; break;
-    case 1: sx = y, sy = S - 1 - x; break;
-    case 2: sx = S - 1 - x, sy = S - 1 - y; break;
-    default: sx = S - 1 - y, sy = x; break;
+    case 0:
+      sx = x, sy = y;
+      break;
+    case 1:
+      sx = y, sy = S - 1 - x;
+      break;
+    case 2:
+      sx = S - 1 - x, sy = S - 1 - y;
+      break;
+    default:
+      sx = S - 1 - y, sy = x;
+      break;
   }
   if (k >= 4) sx = S - 1 - sx;
   return in[plane * size_t(S) * S + size_t(sy) * S + sx];

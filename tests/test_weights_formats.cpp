@@ -98,7 +98,8 @@ TEST(TorchPth, PthAndSafetensorsAgree) {
 // ---- the pickle VM on hand-written pickles ----
 
 TEST(PickleVM, RefusesForbiddenGlobals) {
-  for (const char* g : {"os\nsystem\n", "builtins\neval\n", "posix\nsystem\n", "subprocess\nPopen\n", "torch\nload\n"}) {
+  for (const char* g :
+       {"os\nsystem\n", "builtins\neval\n", "posix\nsystem\n", "subprocess\nPopen\n", "torch\nload\n"}) {
     std::string e = pickle_error(std::string("\x80\x02") + "c" + g + "X\x02\x00\x00\x00ls\x85R.");
     EXPECT_NE(e.find("GLOBAL"), std::string::npos) << e;
     EXPECT_NE(e.find("not allowed"), std::string::npos) << e;
@@ -107,7 +108,9 @@ TEST(PickleVM, RefusesForbiddenGlobals) {
 }
 
 TEST(PickleVM, RefusesOpcodesOutsideTheSubset) {
-  struct Case { std::string pkl, name, offset; };
+  struct Case {
+    std::string pkl, name, offset;
+  };
   const std::vector<Case> cases = {
       {std::string("\x80\x02X\x02\x00\x00\x00osX\x06\x00\x00\x00system\x93.", 22), "STACK_GLOBAL", "offset 20"},
       {"\x80\x02(ios\nsystem\n.", "INST", "offset 3"},
@@ -183,12 +186,17 @@ TEST(Safetensors, StrictValidation) {
   const std::string ok = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
   auto f = make_st(ok, 8);
   EXPECT_EQ(parse_safetensors(f.data(), f.size(), "x").at("a").data.size(), 2u);
-  struct Case { std::string header; size_t data; std::string expect; };
+  struct Case {
+    std::string header;
+    size_t data;
+    std::string expect;
+  };
   const std::vector<Case> cases = {
       {R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,16]}})", 8, "outside the data buffer"},
       {R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", 8, "needs 12 bytes"},
       {R"({"a":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}})", 8, "dtype I64"},
-      {R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8, "overlaps"},
+      {R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+       8, "overlaps"},
       {R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8, "unused bytes"},
       {R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", 8, "trailing garbage"},
       {R"({"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", 4, "negative"},
@@ -225,7 +233,8 @@ TEST(Safetensors, WriteReadRoundTripAllDtypes) {
       for (size_t i = 0; i < t.data.size(); ++i) {
         float ref = t.data[i];
         // F32 is exact; F16 keeps 11 significant bits, BF16 8: relative error 2^-11, 2^-8.
-        float tol = dt == SafetensorsDtype::F32 ? 0.0f : std::abs(ref) * (dt == SafetensorsDtype::F16 ? 4.9e-4f : 3.9e-3f);
+        float tol =
+            dt == SafetensorsDtype::F32 ? 0.0f : std::abs(ref) * (dt == SafetensorsDtype::F16 ? 4.9e-4f : 3.9e-3f);
         EXPECT_NEAR(r.at(k).data[i], ref, tol) << k << "[" << i << "]";
       }
     }
@@ -238,10 +247,10 @@ TEST(HalfFloat, KnownEncodings) {
   EXPECT_EQ(float_to_half(1.0f), 0x3c00);
   EXPECT_EQ(float_to_half(-2.0f), 0xc000);
   EXPECT_EQ(float_to_half(65504.0f), 0x7bff);
-  EXPECT_EQ(float_to_half(65520.0f), 0x7c00);                  // rounds up to infinity
-  EXPECT_EQ(float_to_half(std::ldexp(1.0f, -24)), 0x0001);     // smallest subnormal
-  EXPECT_EQ(float_to_half(std::ldexp(1.0f, -25)), 0x0000);     // tie -> even (0)
-  EXPECT_EQ(float_to_half(std::ldexp(3.0f, -25)), 0x0002);     // 1.5 ulp -> 2 (even)
+  EXPECT_EQ(float_to_half(65520.0f), 0x7c00);                      // rounds up to infinity
+  EXPECT_EQ(float_to_half(std::ldexp(1.0f, -24)), 0x0001);         // smallest subnormal
+  EXPECT_EQ(float_to_half(std::ldexp(1.0f, -25)), 0x0000);         // tie -> even (0)
+  EXPECT_EQ(float_to_half(std::ldexp(3.0f, -25)), 0x0002);         // 1.5 ulp -> 2 (even)
   EXPECT_EQ(float_to_half(1.0f + std::ldexp(1.0f, -11)), 0x3c00);  // tie -> even
   EXPECT_EQ(float_to_half(1.0f + std::ldexp(3.0f, -11)), 0x3c02);  // tie -> even (up)
   EXPECT_TRUE(std::isnan(half_to_float(float_to_half(NAN))));

@@ -63,10 +63,18 @@ std::vector<uint8_t> mutate(const std::vector<uint8_t>& in, MutationRng& rng) {
   for (int j = 0; j < k && !b.empty(); ++j) {
     size_t at = rng.below(b.size());
     switch (rng.below(5)) {
-      case 0: b[at] ^= uint8_t(1u << rng.below(8)); break;
-      case 1: b[at] = special[rng.below(sizeof special)]; break;
-      case 2: b.insert(b.begin() + long(at), special[rng.below(sizeof special)]); break;
-      case 3: b.erase(b.begin() + long(at)); break;
+      case 0:
+        b[at] ^= uint8_t(1u << rng.below(8));
+        break;
+      case 1:
+        b[at] = special[rng.below(sizeof special)];
+        break;
+      case 2:
+        b.insert(b.begin() + long(at), special[rng.below(sizeof special)]);
+        break;
+      case 3:
+        b.erase(b.begin() + long(at));
+        break;
       default: {
         size_t len = std::min<size_t>(1 + rng.below(16), b.size() - at);
         std::vector<uint8_t> run(b.begin() + long(at), b.begin() + long(at + len));
@@ -135,8 +143,11 @@ TEST(WeightsFuzz, HostilePicklesInsideArchives) {
     EXPECT_EQ(1, outcome([&] { read_pth_memory(b.data(), b.size(), f); }, f));
   }
   const std::vector<std::string> pickles = {
-      "\x80\x02" "cbuiltins\neval\nX\x01\x00\x00\x00" "1\x85R.",
-      "\x80\x02" "cos\nsystem\n)R.",
+      "\x80\x02"
+      "cbuiltins\neval\nX\x01\x00\x00\x00"
+      "1\x85R.",
+      "\x80\x02"
+      "cos\nsystem\n)R.",
       "\x80\x02" + std::string(100000, ']') + ".",
       "\x80\x02" + std::string(100000, '(') + "t.",
       std::string("\x80\x02X\xf0\xff\xff\x7f", 7),

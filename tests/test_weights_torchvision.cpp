@@ -53,7 +53,9 @@ ViTConfig ref_config(const nlohmann::json& r) {
   return c;
 }
 
-std::vector<float> params_of(const ViT& m) { return std::vector<float>(m.param_data(), m.param_data() + m.num_params()); }
+std::vector<float> params_of(const ViT& m) {
+  return std::vector<float>(m.param_data(), m.param_data() + m.num_params());
+}
 
 nlohmann::json refs() { return read_json(data_path("torchvision_refs.json")); }
 
@@ -128,7 +130,8 @@ TEST(Torchvision, LegacyMlpNamesAreAccepted) {
   StateDict old;
   for (auto& [k, v] : sd) {
     std::string key = k;
-    for (auto [a, b] : {std::pair<std::string, std::string>{".mlp.0.", ".mlp.linear_1."}, {".mlp.3.", ".mlp.linear_2."}}) {
+    for (auto [a, b] :
+         {std::pair<std::string, std::string>{".mlp.0.", ".mlp.linear_1."}, {".mlp.3.", ".mlp.linear_2."}}) {
       size_t p = key.find(a);
       if (p != std::string::npos) key.replace(p, a.size(), b);
     }
@@ -391,7 +394,8 @@ TEST(Export, SafetensorsHasExactlyTorchvisionKeys) {
     EXPECT_EQ(got.at(k).data, t.data) << k;  // fp32 all the way: bit-exact
   }
   EXPECT_EQ(md.at("format"), "pt");
-  EXPECT_EQ(config_from_json(nlohmann::json::parse(md.at("vitengine_config")), "md").to_string(), m->config().to_string());
+  EXPECT_EQ(config_from_json(nlohmann::json::parse(md.at("vitengine_config")), "md").to_string(),
+            m->config().to_string());
   std::remove(path.c_str());
 }
 
@@ -410,7 +414,8 @@ TEST(Export, WriteVitengineModelForPyTorchCheck) {
   MutationRng rng(11);
   for (const auto& p : m.params())
     if (p.name.rfind("heads.", 0) == 0 || p.name.find("ln") != std::string::npos || p.name == "class_token")
-      for (size_t i = 0; i < p.numel; ++i) m.param_data()[p.offset + i] += float(double(rng.below(2001)) / 1000.0 - 1.0) * 0.3f;
+      for (size_t i = 0; i < p.numel; ++i)
+        m.param_data()[p.offset + i] += float(double(rng.below(2001)) / 1000.0 - 1.0) * 0.3f;
   auto x = read_f32(data_path(r["inputs"]));
   const float* y = m.forward(x.data(), r["batch"]);
   std::vector<float> logits(y, y + size_t(int(r["batch"])) * cfg.num_classes);

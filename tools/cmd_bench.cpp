@@ -62,10 +62,11 @@ Command register_bench(CLI::App& root) {
     std::fprintf(stderr, "\n");
     std::sort(ms.begin(), ms.end());
     double med = ms[ms.size() / 2];
-    std::printf("{\"model\": \"%s\", \"batch\": %d, \"mode\": \"%s\", \"device\": \"cpu\", \"median_ms\": %.2f, "
-                "\"min_ms\": %.2f, \"img_per_s\": %.2f}\n",
-                a->model.c_str(), a->batch, a->inference ? "inference" : "train_step", med, ms.front(),
-                a->batch * 1000.0 / med);
+    std::printf(
+        "{\"model\": \"%s\", \"batch\": %d, \"mode\": \"%s\", \"device\": \"cpu\", \"median_ms\": %.2f, "
+        "\"min_ms\": %.2f, \"img_per_s\": %.2f}\n",
+        a->model.c_str(), a->batch, a->inference ? "inference" : "train_step", med, ms.front(),
+        a->batch * 1000.0 / med);
     return 0;
   };
   return c;

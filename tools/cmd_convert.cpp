@@ -18,12 +18,19 @@ Command register_convert(CLI::App& root) {
   auto o = std::make_shared<Opts>();
   Command c;
   c.app = root.add_subcommand("convert", "Import a torchvision ViT checkpoint (.pth or .safetensors)");
-  c.app->add_option("input", o->in, "torchvision state dict: torch.save zip (.pth) or .safetensors")->required()->check(CLI::ExistingFile);
+  c.app->add_option("input", o->in, "torchvision state dict: torch.save zip (.pth) or .safetensors")
+      ->required()
+      ->check(CLI::ExistingFile);
   c.app->add_option("--out", o->out, "output model (.vit)")->required();
-  c.app->add_option("--heads", o->imp.heads, "attention heads (not visible in the shapes; default dim/64)")->check(CLI::PositiveNumber);
-  c.app->add_option("--image-size", o->imp.image_size, "input size to adapt to (position embeddings are interpolated bicubically)")
+  c.app->add_option("--heads", o->imp.heads, "attention heads (not visible in the shapes; default dim/64)")
       ->check(CLI::PositiveNumber);
-  c.app->add_option("--num-classes", o->imp.num_classes, "replace the head with a zero-initialised one of this many classes")
+  c.app
+      ->add_option("--image-size", o->imp.image_size,
+                   "input size to adapt to (position embeddings are interpolated bicubically)")
+      ->check(CLI::PositiveNumber);
+  c.app
+      ->add_option("--num-classes", o->imp.num_classes,
+                   "replace the head with a zero-initialised one of this many classes")
       ->check(CLI::PositiveNumber);
   c.app->add_option("--dtype", o->dtype, "weights on disk: f32 or bf16 (half the size, for shipping)")
       ->check(CLI::IsMember({"f32", "bf16"}));

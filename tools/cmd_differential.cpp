@@ -82,18 +82,22 @@ int run_differential(const DiffArgs& a) {
 Command register_differential(CLI::App& root) {
   auto a = std::make_shared<DiffArgs>();
   Command c;
-  c.app = root.add_subcommand("differential", "Smear-level differential count of a folder of cell images (HTML + JSON)");
+  c.app =
+      root.add_subcommand("differential", "Smear-level differential count of a folder of cell images (HTML + JSON)");
   c.app->add_option("dir", a->dir, "Folder with the cell images of one smear")->required();
   c.app->add_option("--out", a->out, "Report HTML path (report.json is written beside it)")->required();
   c.app->add_option("--model", a->model, "Model checkpoint (.vit); default: the shipped model");
   c.app->add_option("--batch", a->batch, "Images per forward pass")->capture_default_str();
   c.app->add_option("--review-below", a->rules.review_below, "List cells whose top probability is below this")
       ->capture_default_str();
-  c.app->add_option("--ig-threshold", a->rules.ig_pct_wbc, "Left shift: IG above this % of WBCs")->capture_default_str();
+  c.app->add_option("--ig-threshold", a->rules.ig_pct_wbc, "Left shift: IG above this % of WBCs")
+      ->capture_default_str();
   c.app->add_option("--band-threshold", a->rules.band_pct_neutrophils, "Bands above this % of neutrophils")
       ->capture_default_str();
-  c.app->add_option("--eos-threshold", a->rules.eos_pct_wbc, "Eosinophilia: above this % of WBCs")->capture_default_str();
-  c.app->add_option("--baso-threshold", a->rules.baso_pct_wbc, "Basophilia: above this % of WBCs")->capture_default_str();
+  c.app->add_option("--eos-threshold", a->rules.eos_pct_wbc, "Eosinophilia: above this % of WBCs")
+      ->capture_default_str();
+  c.app->add_option("--baso-threshold", a->rules.baso_pct_wbc, "Basophilia: above this % of WBCs")
+      ->capture_default_str();
   c.run = [a]() { return run_differential(*a); };
   return c;
 }

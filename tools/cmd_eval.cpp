@@ -19,15 +19,23 @@ Command register_eval(CLI::App& root) {
       "--data: a prepared folder (manifest.csv), a manifest.csv, or a folder of class folders\n"
       "(e.g. ../shared/data/bccd-cropped, labels = folder names; use --map configs/bccd5.json).\n"
       "With --map, predictions of classes the map leaves out are 'other' and count as errors.");
-  app->add_option("--model", r->model, "model checkpoint (.vit), e.g. RUN/best.vit")->required()->check(CLI::ExistingFile);
+  app->add_option("--model", r->model, "model checkpoint (.vit), e.g. RUN/best.vit")
+      ->required()
+      ->check(CLI::ExistingFile);
   app->add_option("--data", r->data, "prepared folder, manifest.csv or folder of class folders")->required();
-  app->add_option("--split", r->split, "manifest split")->capture_default_str()->check(CLI::IsMember({"train", "val", "test"}));
+  app->add_option("--split", r->split, "manifest split")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"train", "val", "test"}));
   app->add_option("--data-root", r->data_root, "replaces every manifest row's src folder");
   app->add_option("--map", r->map, "label map JSON onto another set's labels")->check(CLI::ExistingFile);
   app->add_option("--out", r->out, "output folder")->required();
   app->add_option("--device", r->device, "cpu | cuda")->capture_default_str()->check(CLI::IsMember({"cpu", "cuda"}));
-  app->add_option("--precision", r->precision, "cuda arithmetic: fp32 | bf16")->capture_default_str()->check(CLI::IsMember({"fp32", "bf16"}));
-  app->add_option("--batch-size", r->batch_size, "images per forward")->capture_default_str()->check(CLI::PositiveNumber);
+  app->add_option("--precision", r->precision, "cuda arithmetic: fp32 | bf16")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "bf16"}));
+  app->add_option("--batch-size", r->batch_size, "images per forward")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app->add_option("--threads", r->threads, "loader threads")->capture_default_str()->check(CLI::PositiveNumber);
   app->add_option("--ece-bins", r->ece_bins, "confidence bins")->capture_default_str()->check(CLI::Range(1, 1000));
   add_tta_option(app, &r->tta);

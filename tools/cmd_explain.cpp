@@ -72,17 +72,14 @@ int run_explain(const ExplainArgs& a) {
   blank.width = blank.height = a.tile;
   blank.rgb.assign(size_t(a.tile) * a.tile * 3, 255);
   while (tiles.size() % size_t(H + 1)) tiles.push_back(blank);
-  save("grid.png", tile_grid(tiles, H + 1), "rows: layers 0.." + std::to_string(cfg.depth - 1) +
-                                                 " (columns: heads 0.." + std::to_string(H - 1) +
-                                                 ", then their mean); last row: the cell as the model sees it, rollout");
+  save("grid.png", tile_grid(tiles, H + 1),
+       "rows: layers 0.." + std::to_string(cfg.depth - 1) + " (columns: heads 0.." + std::to_string(H - 1) +
+           ", then their mean); last row: the cell as the model sees it, rollout");
 
   const auto& names = pred.class_names();
-  nlohmann::json meta = {{"image", a.image},
-                         {"model", pred.version()},
-                         {"prediction", names[p.top]},
-                         {"confidence", p.confidence},
-                         {"grid", g},
-                         {"files", files}};
+  nlohmann::json meta = {
+      {"image", a.image}, {"model", pred.version()}, {"prediction", names[p.top]}, {"confidence", p.confidence},
+      {"grid", g},        {"files", files}};
   write_text_atomic(a.out + "/explain.json", meta.dump(2) + "\n");
   std::printf("%s: %s (%.1f%%); wrote %zu files to %s (see grid.png, rollout.png)\n", a.image.c_str(),
               names[p.top].c_str(), 100 * p.confidence, files.size() + 1, a.out.c_str());

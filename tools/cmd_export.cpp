@@ -24,9 +24,10 @@ Command register_export(CLI::App& root) {
     export_torchvision_safetensors(o->out, *lm.model, lm.meta, parse_safetensors_dtype(o->dtype));
     const ViTConfig& c = lm.model->config();
     std::printf("wrote %s: %s, %s\n", o->out.c_str(), c.to_string().c_str(), o->dtype.c_str());
-    std::printf("PyTorch: torchvision.models.VisionTransformer(image_size=%d, patch_size=%d, num_layers=%d, num_heads=%d, "
-                "hidden_dim=%d, mlp_dim=%d, num_classes=%d).load_state_dict(state_dict)\n",
-                c.image_size, c.patch, c.depth, c.heads, c.dim, c.mlp_dim, c.num_classes);
+    std::printf(
+        "PyTorch: torchvision.models.VisionTransformer(image_size=%d, patch_size=%d, num_layers=%d, num_heads=%d, "
+        "hidden_dim=%d, mlp_dim=%d, num_classes=%d).load_state_dict(state_dict)\n",
+        c.image_size, c.patch, c.depth, c.heads, c.dim, c.mlp_dim, c.num_classes);
     return 0;
   };
   return c;

@@ -21,9 +21,11 @@ Command register_pack(CLI::App& root) {
   };
   auto a = std::make_shared<Args>();
   c.app->add_option("--manifest", a->manifest, "manifest.csv written by prepare");
-  c.app->add_option("--split", a->split, "train, val or test")->capture_default_str()
+  c.app->add_option("--split", a->split, "train, val or test")
+      ->capture_default_str()
       ->check(CLI::IsMember({"train", "val", "test"}));
-  c.app->add_option("--subset", a->subset, "train subset percentage (5, 20, 100)")->capture_default_str()
+  c.app->add_option("--subset", a->subset, "train subset percentage (5, 20, 100)")
+      ->capture_default_str()
       ->check(CLI::IsMember({5, 20, 100}));
   c.app->add_option("--out", a->out, "Pack file to write");
   c.app->add_option("--data-root", a->data_root, "Replaces the manifest's src column");
@@ -66,8 +68,8 @@ Command register_pack(CLI::App& root) {
       cfg.threads = a->threads;
       cfg.aug.enabled = a->augment || a->trivial;
       cfg.aug.trivial_augment = a->trivial;
-      std::unique_ptr<Loader> ld = pack ? std::make_unique<Loader>(pack, st, cfg)
-                                        : std::make_unique<Loader>(samples, st, cfg);
+      std::unique_ptr<Loader> ld =
+          pack ? std::make_unique<Loader>(pack, st, cfg) : std::make_unique<Loader>(samples, st, cfg);
       ld->start_epoch(0);
       Batch b;
       size_t imgs = 0;
@@ -79,10 +81,11 @@ Command register_pack(CLI::App& root) {
       }
       double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       double cpu = (double)(std::clock() - c0) / CLOCKS_PER_SEC;
-      std::printf("loader (%s, %s): %zu images in %.2f s = %.0f img/s with %d threads, batch %d; "
-                  "CPU %.2f s = %.2f ms/image\n",
-                  pack ? "pack" : "files", cfg.aug.enabled ? (a->trivial ? "augment+TA" : "augment") : "no augment",
-                  imgs, s, imgs / s, a->threads, a->batch, cpu, 1000 * cpu / std::max<size_t>(imgs, 1));
+      std::printf(
+          "loader (%s, %s): %zu images in %.2f s = %.0f img/s with %d threads, batch %d; "
+          "CPU %.2f s = %.2f ms/image\n",
+          pack ? "pack" : "files", cfg.aug.enabled ? (a->trivial ? "augment+TA" : "augment") : "no augment", imgs, s,
+          imgs / s, a->threads, a->batch, cpu, 1000 * cpu / std::max<size_t>(imgs, 1));
     }
     return 0;
   };

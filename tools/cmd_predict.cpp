@@ -106,11 +106,18 @@ int run_predict(const PredictArgs& a) {
       }
       std::sort(ms.begin(), ms.end());
       const ViTConfig& cfg = pred.config();
-      nlohmann::json t = {{"forward_latency", {{"batch", imgs.size()}, {"runs", a.time_runs},
-                                               {"median_ms", ms[ms.size() / 2]}, {"min_ms", ms.front()}}},
-                          {"config", {{"name", cfg.name}, {"image_size", cfg.image_size}, {"patch", cfg.patch},
-                                      {"dim", cfg.dim}, {"depth", cfg.depth}, {"heads", cfg.heads},
-                                      {"mlp_dim", cfg.mlp_dim}, {"num_classes", cfg.num_classes}}}};
+      nlohmann::json t = {
+          {"forward_latency",
+           {{"batch", imgs.size()}, {"runs", a.time_runs}, {"median_ms", ms[ms.size() / 2]}, {"min_ms", ms.front()}}},
+          {"config",
+           {{"name", cfg.name},
+            {"image_size", cfg.image_size},
+            {"patch", cfg.patch},
+            {"dim", cfg.dim},
+            {"depth", cfg.depth},
+            {"heads", cfg.heads},
+            {"mlp_dim", cfg.mlp_dim},
+            {"num_classes", cfg.num_classes}}}};
       std::fprintf(stderr, "vitengine predict: timing %s\n", t.dump().c_str());
     }
   }

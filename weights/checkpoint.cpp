@@ -4,7 +4,6 @@
 #include "weights/checkpoint.h"
 #include "engine/util/sha256.h"
 
-
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
@@ -25,8 +24,6 @@ constexpr size_t kAlign = 64;
 constexpr uint64_t kMaxHeader = 64u << 20;  // class names + train state: KBs in practice
 
 size_t align_up(size_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
-
-
 
 void put_le(uint8_t* p, uint64_t v, int k) {
   for (int i = 0; i < k; ++i) p[i] = uint8_t(v >> (8 * i));
@@ -73,8 +70,12 @@ void save_impl(const std::string& path, const ViT& model, const ModelMeta& meta,
       bytes = narrow[i].data();
       nbytes = o.numel * 2;
     }
-    table.push_back({{"name", o.name}, {"shape", o.shape}, {"dtype", o.bf16 ? "bfloat16" : "float32"},
-                     {"offset", off}, {"nbytes", nbytes}, {"sha256", sha256_hex(bytes, nbytes)}});
+    table.push_back({{"name", o.name},
+                     {"shape", o.shape},
+                     {"dtype", o.bf16 ? "bfloat16" : "float32"},
+                     {"offset", off},
+                     {"nbytes", nbytes},
+                     {"sha256", sha256_hex(bytes, nbytes)}});
     data_chunks.push_back({bytes, nbytes});
     size_t pad = align_up(off + nbytes) - (off + nbytes);
     if (pad) data_chunks.push_back({zeros, pad});
@@ -98,7 +99,8 @@ void save_impl(const std::string& path, const ViT& model, const ModelMeta& meta,
   sha256_raw(hs.data(), hs.size(), prefix + 24);
   size_t head = kPrefix + hs.size();
   std::vector<uint8_t> hpad(align_up(head) - head, 0);
-  std::vector<std::pair<const void*, size_t>> chunks = {{prefix, kPrefix}, {hs.data(), hs.size()}, {hpad.data(), hpad.size()}};
+  std::vector<std::pair<const void*, size_t>> chunks = {
+      {prefix, kPrefix}, {hs.data(), hs.size()}, {hpad.data(), hpad.size()}};
   chunks.insert(chunks.end(), data_chunks.begin(), data_chunks.end());
   write_file_atomic(path, chunks);
 }
@@ -117,10 +119,17 @@ struct File {
 }  // namespace
 
 nlohmann::json config_to_json(const ViTConfig& c) {
-  return {{"name", c.name},         {"image_size", c.image_size}, {"patch", c.patch},
-          {"channels", c.channels}, {"dim", c.dim},               {"depth", c.depth},
-          {"heads", c.heads},       {"mlp_dim", c.mlp_dim},       {"num_classes", c.num_classes},
-          {"dropout", c.dropout},   {"ln_eps", c.ln_eps}};
+  return {{"name", c.name},
+          {"image_size", c.image_size},
+          {"patch", c.patch},
+          {"channels", c.channels},
+          {"dim", c.dim},
+          {"depth", c.depth},
+          {"heads", c.heads},
+          {"mlp_dim", c.mlp_dim},
+          {"num_classes", c.num_classes},
+          {"dropout", c.dropout},
+          {"ln_eps", c.ln_eps}};
 }
 
 ViTConfig config_from_json(const nlohmann::json& j, const std::string& what) {
@@ -129,16 +138,21 @@ ViTConfig config_from_json(const nlohmann::json& j, const std::string& what) {
   // Upper bounds far above any ViT (ViT-G: dim 1664, depth 48, mlp 8192) but low enough
   // that parameter counts cannot overflow: a header is data, not trusted.
   auto get_int = [&](const char* k, int& v, int64_t max) {
-    if (!j.contains(k) || !j[k].is_number_integer()) throw std::runtime_error(what + ": config field '" + k + "' is missing or not an integer");
+    if (!j.contains(k) || !j[k].is_number_integer())
+      throw std::runtime_error(what + ": config field '" + k + "' is missing or not an integer");
     int64_t x = j[k].get<int64_t>();
-    if (x < 0 || x > max) throw std::runtime_error(what + ": config field '" + k + "' = " + std::to_string(x) + " is out of range [0, " + std::to_string(max) + "]");
+    if (x < 0 || x > max)
+      throw std::runtime_error(what + ": config field '" + k + "' = " + std::to_string(x) + " is out of range [0, " +
+                               std::to_string(max) + "]");
     v = int(x);
   };
   auto get_float = [&](const char* k, float& v) {
-    if (!j.contains(k) || !j[k].is_number()) throw std::runtime_error(what + ": config field '" + k + "' is missing or not a number");
+    if (!j.contains(k) || !j[k].is_number())
+      throw std::runtime_error(what + ": config field '" + k + "' is missing or not a number");
     v = j[k].get<float>();
   };
-  if (!j.contains("name") || !j["name"].is_string()) throw std::runtime_error(what + ": config field 'name' is missing or not a string");
+  if (!j.contains("name") || !j["name"].is_string())
+    throw std::runtime_error(what + ": config field 'name' is missing or not a string");
   c.name = j["name"].get<std::string>();
   get_int("image_size", c.image_size, 8192);
   get_int("patch", c.patch, 1024);
@@ -201,7 +215,9 @@ struct Source {
 LoadedModel load_impl(const Source& src, const std::string& path) {
   const uint64_t fsize = src.size;
   auto read_at = [&](uint64_t at, void* dst, size_t n, const std::string& what) {
-    if (at > fsize || n > fsize - at) fail_at(path, "truncated: " + what + " needs bytes " + std::to_string(at) + ".." + std::to_string(at + n) + " of a " + std::to_string(fsize) + "-byte file");
+    if (at > fsize || n > fsize - at)
+      fail_at(path, "truncated: " + what + " needs bytes " + std::to_string(at) + ".." + std::to_string(at + n) +
+                        " of a " + std::to_string(fsize) + "-byte file");
     if (n && !src.read(at, dst, n)) fail_at(path, "read error in " + what);
   };
 
@@ -209,14 +225,16 @@ LoadedModel load_impl(const Source& src, const std::string& path) {
   if (fsize < 8) fail_at(path, "truncated: " + std::to_string(fsize) + " bytes, not a vitengine model");
   read_at(0, prefix, 8, "magic");
   if (std::memcmp(prefix, kMagic, 8) != 0) {
-    if (prefix[0] == 'P' && prefix[1] == 'K') fail_at(path, "bad magic: this is a zip (a PyTorch .pth?); import it with `vitengine convert`");
+    if (prefix[0] == 'P' && prefix[1] == 'K')
+      fail_at(path, "bad magic: this is a zip (a PyTorch .pth?); import it with `vitengine convert`");
     fail_at(path, "bad magic: not a vitengine model (expected \"VITENGIN\")");
   }
   read_at(8, prefix + 8, kPrefix - 8, "file header");
   uint32_t version = uint32_t(get_le(prefix + 8, 4));
   if (version != kCheckpointVersion)
-    fail_at(path, "format version " + std::to_string(version) + " is " + (version < kCheckpointVersion ? "older" : "newer") +
-         " than this build's version " + std::to_string(kCheckpointVersion) + "; use the vitengine that wrote it to export it");
+    fail_at(path, "format version " + std::to_string(version) + " is " +
+                      (version < kCheckpointVersion ? "older" : "newer") + " than this build's version " +
+                      std::to_string(kCheckpointVersion) + "; use the vitengine that wrote it to export it");
   if (get_le(prefix + 12, 4) != 0) fail_at(path, "unknown header flags");
   uint64_t hlen = get_le(prefix + 16, 8);
   if (hlen > kMaxHeader) fail_at(path, "header length " + std::to_string(hlen) + " is implausible (corrupt file)");
@@ -253,16 +271,18 @@ LoadedModel load_impl(const Source& src, const std::string& path) {
     fail_at(path, std::string("header lacks a field: ") + e.what());
   }
   if (data_size > fsize || fsize - data_size != data_start)
-    fail_at(path, fsize < data_start + data_size ? "truncated: " + std::to_string(fsize) + " bytes, the header says " + std::to_string(data_start + data_size)
-                                        : "file is " + std::to_string(fsize - data_start - data_size) + " bytes longer than the header says (trailing data)");
+    fail_at(path, fsize < data_start + data_size ? "truncated: " + std::to_string(fsize) + " bytes, the header says " +
+                                                       std::to_string(data_start + data_size)
+                                                 : "file is " + std::to_string(fsize - data_start - data_size) +
+                                                       " bytes longer than the header says (trailing data)");
 
   // Before allocating the model: the data section must be able to hold its parameters
   // (at 2 bytes each, bf16), so a forged config cannot ask for more memory than the file.
   uint64_t need = 0;
   for (const auto& p : param_table(cfg)) need += p.numel;
   if (need * 2 > data_size)
-    fail_at(path, "config " + cfg.to_string() + " has " + std::to_string(need) + " parameters, but the data section holds only " +
-                      std::to_string(data_size) + " bytes");
+    fail_at(path, "config " + cfg.to_string() + " has " + std::to_string(need) +
+                      " parameters, but the data section holds only " + std::to_string(data_size) + " bytes");
   out.model = std::make_unique<ViT>(cfg);
   ViT& m = *out.model;
   const size_t n = m.num_params();
@@ -295,16 +315,20 @@ LoadedModel load_impl(const Source& src, const std::string& path) {
     if (w == want.end()) fail_at(path, "tensor '" + name + "' is not a parameter of " + cfg.to_string());
     if (!seen.insert(name).second) fail_at(path, "tensor '" + name + "' appears twice");
     if (shape != w->second.first)
-      fail_at(path, "tensor '" + name + "' has shape " + shape_str(shape) + " but the config " + cfg.to_string() + " needs " + shape_str(w->second.first));
+      fail_at(path, "tensor '" + name + "' has shape " + shape_str(shape) + " but the config " + cfg.to_string() +
+                        " needs " + shape_str(w->second.first));
     const size_t numel = size_t(checked_numel(shape, path + ": tensor '" + name + "'"));
     int es = dtype == "float32" ? 4 : dtype == "bfloat16" ? 2 : 0;
     if (!es) fail_at(path, "tensor '" + name + "' has unsupported dtype " + dtype);
-    if (nbytes != numel * size_t(es)) fail_at(path, "tensor '" + name + "': nbytes " + std::to_string(nbytes) + " does not match its shape and dtype");
-    if (off > data_size || nbytes > data_size - off) fail_at(path, "tensor '" + name + "' lies outside the data section");
+    if (nbytes != numel * size_t(es))
+      fail_at(path, "tensor '" + name + "': nbytes " + std::to_string(nbytes) + " does not match its shape and dtype");
+    if (off > data_size || nbytes > data_size - off)
+      fail_at(path, "tensor '" + name + "' lies outside the data section");
     spans.push_back({off, off + nbytes});
     buf.resize(nbytes);
     read_at(data_start + off, buf.data(), buf.size(), "tensor '" + name + "'");
-    if (sha256_hex(buf.data(), buf.size()) != sha) fail_at(path, "checksum mismatch in tensor '" + name + "' (file corrupted)");
+    if (sha256_hex(buf.data(), buf.size()) != sha)
+      fail_at(path, "checksum mismatch in tensor '" + name + "' (file corrupted)");
     float* dst = w->second.second;
     if (es == 4) {
       std::memcpy(dst, buf.data(), nbytes);
@@ -321,7 +345,8 @@ LoadedModel load_impl(const Source& src, const std::string& path) {
   for (size_t i = 0; i <= spans.size(); ++i) {
     uint64_t next = i < spans.size() ? spans[i].first : data_size;
     if (next < at) fail_at(path, "tensors overlap in the data section");
-    if (next - at >= kAlign) fail_at(path, "unexplained gap of " + std::to_string(next - at) + " bytes in the data section");
+    if (next - at >= kAlign)
+      fail_at(path, "unexplained gap of " + std::to_string(next - at) + " bytes in the data section");
     uint8_t gap[kAlign];
     read_at(data_start + at, gap, size_t(next - at), "data padding");
     for (uint64_t k = 0; k < next - at; ++k)
@@ -361,7 +386,8 @@ LoadedModel load_model_memory(const uint8_t* data, size_t n, const std::string& 
 
 void require_same_architecture(const ViTConfig& expected, const ViTConfig& got, const std::string& what) {
   if (!expected.same_architecture(got))
-    throw std::runtime_error(what + " is a different model: it has " + got.to_string() + ", expected " + expected.to_string());
+    throw std::runtime_error(what + " is a different model: it has " + got.to_string() + ", expected " +
+                             expected.to_string());
 }
 
 void load_weights_into(ViT& dst, const LoadedModel& src, bool with_optimizer) {

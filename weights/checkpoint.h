@@ -30,8 +30,8 @@ struct ModelMeta {
   std::vector<std::string> class_names;  // output order
   float mean[3] = {0.5f, 0.5f, 0.5f};    // channel statistics of the train split
   float std[3] = {0.25f, 0.25f, 0.25f};
-  float temperature = 1.0f;              // calibration (fitted on val)
-  nlohmann::json extra;                  // free-form: run config, version, metrics
+  float temperature = 1.0f;  // calibration (fitted on val)
+  nlohmann::json extra;      // free-form: run config, version, metrics
 };
 
 struct LoadedModel {
@@ -42,8 +42,8 @@ struct LoadedModel {
 };
 
 // with_optimizer also stores AdamW m and v and train_state (step, RNG, config).
-void save_model(const std::string& path, const ViT& model, const ModelMeta& meta,
-                bool with_optimizer = false, const nlohmann::json& train_state = {});
+void save_model(const std::string& path, const ViT& model, const ModelMeta& meta, bool with_optimizer = false,
+                const nlohmann::json& train_state = {});
 // Throws std::runtime_error naming the file and the fault (bad magic, version,
 // checksum, truncated). Weights are fp32 or bf16 on disk; always fp32 in memory.
 LoadedModel load_model(const std::string& path);

@@ -42,7 +42,10 @@ StateDict parse_safetensors(const uint8_t* data, size_t n, const std::string& wh
   const uint8_t* buf = data + 8 + hlen;
   const uint64_t bufsize = n - 8 - hlen;
 
-  struct Span { uint64_t b, e; std::string name; };
+  struct Span {
+    uint64_t b, e;
+    std::string name;
+  };
   std::vector<Span> spans;
   StateDict sd;
   for (auto it = h.begin(); it != h.end(); ++it) {
@@ -51,7 +54,8 @@ StateDict parse_safetensors(const uint8_t* data, size_t n, const std::string& wh
     if (name == "__metadata__") {
       if (!v.is_object()) throw std::runtime_error(what + ": __metadata__ is not an object");
       for (auto m = v.begin(); m != v.end(); ++m) {
-        if (!m.value().is_string()) throw std::runtime_error(what + ": __metadata__ value '" + m.key() + "' is not a string");
+        if (!m.value().is_string())
+          throw std::runtime_error(what + ": __metadata__ value '" + m.key() + "' is not a string");
         if (metadata) (*metadata)[m.key()] = m.value().get<std::string>();
       }
       continue;
@@ -65,7 +69,8 @@ StateDict parse_safetensors(const uint8_t* data, size_t n, const std::string& wh
     if (!es) throw std::runtime_error(where + " has dtype " + dt + "; only F32, F16 and BF16 are supported");
     const auto& shp = v["shape"];
     const auto& off = v["data_offsets"];
-    if (!shp.is_array() || shp.size() > 8) throw std::runtime_error(where + ": shape is not an array of at most 8 dims");
+    if (!shp.is_array() || shp.size() > 8)
+      throw std::runtime_error(where + ": shape is not an array of at most 8 dims");
     std::vector<int64_t> shape;
     for (const auto& d : shp) {
       if (!d.is_number_unsigned()) throw std::runtime_error(where + ": shape holds a non-integer or negative value");
@@ -82,7 +87,8 @@ StateDict parse_safetensors(const uint8_t* data, size_t n, const std::string& wh
     int64_t numel = checked_numel(shape, where);
     if (uint64_t(numel) * uint64_t(es) != e - b)
       throw std::runtime_error(where + ": shape " + shape_str(shape) + " x " + dt + " needs " +
-                               std::to_string(uint64_t(numel) * es) + " bytes, data_offsets span " + std::to_string(e - b));
+                               std::to_string(uint64_t(numel) * es) + " bytes, data_offsets span " +
+                               std::to_string(e - b));
     HostTensor t;
     t.shape = shape;
     t.src_dtype = es == 4 ? "float32" : (dt == "F16" ? "float16" : "bfloat16");
@@ -100,7 +106,8 @@ StateDict parse_safetensors(const uint8_t* data, size_t n, const std::string& wh
     spans.push_back({b, e, name});
   }
   // Tensors must tile the buffer exactly: overlaps would alias two tensors, gaps hide data.
-  std::sort(spans.begin(), spans.end(), [](const Span& x, const Span& y) { return x.b < y.b || (x.b == y.b && x.e < y.e); });
+  std::sort(spans.begin(), spans.end(),
+            [](const Span& x, const Span& y) { return x.b < y.b || (x.b == y.b && x.e < y.e); });
   uint64_t at = 0;
   for (const auto& s : spans) {
     if (s.b < at) throw std::runtime_error(what + ": tensor '" + s.name + "' overlaps the previous tensor");
@@ -108,7 +115,8 @@ StateDict parse_safetensors(const uint8_t* data, size_t n, const std::string& wh
     at = s.e;
   }
   if (at != bufsize)
-    throw std::runtime_error(what + ": " + std::to_string(bufsize - at) + " bytes after the last tensor (trailing garbage)");
+    throw std::runtime_error(what + ": " + std::to_string(bufsize - at) +
+                             " bytes after the last tensor (trailing garbage)");
   return sd;
 }
 

@@ -22,7 +22,8 @@ int64_t checked_numel(const std::vector<int64_t>& shape, const std::string& what
   int64_t n = 1;
   for (int64_t d : shape) {
     if (d < 0) throw std::runtime_error(what + ": negative dimension in shape " + shape_str(shape));
-    if (d != 0 && n > kMax / d) throw std::runtime_error(what + ": shape " + shape_str(shape) + " is implausibly large");
+    if (d != 0 && n > kMax / d)
+      throw std::runtime_error(what + ": shape " + shape_str(shape) + " is implausibly large");
     n *= d;
   }
   return n;
@@ -58,7 +59,7 @@ uint16_t float_to_bf16(float f) {
   uint32_t bits;
   std::memcpy(&bits, &f, 4);
   if ((bits & 0x7fffffffu) > 0x7f800000u) return uint16_t((bits >> 16) | 0x40);  // keep NaN a NaN
-  bits += 0x7fffu + ((bits >> 16) & 1);  // round to nearest, ties to even
+  bits += 0x7fffu + ((bits >> 16) & 1);                                          // round to nearest, ties to even
   return uint16_t(bits >> 16);
 }
 
@@ -69,7 +70,7 @@ uint16_t float_to_half(float f) {
   uint32_t absb = bits & 0x7fffffffu;
   if (absb > 0x7f800000u) return sign | 0x7e00;   // NaN
   if (absb >= 0x477ff000u) return sign | 0x7c00;  // rounds to >= 65520: infinity
-  if (absb < 0x38800000u) {                        // below the smallest normal half
+  if (absb < 0x38800000u) {                       // below the smallest normal half
     // value = m * 2^-24 with m rounded to nearest even; std::nearbyint uses ties-to-even.
     float a;
     std::memcpy(&a, &absb, 4);

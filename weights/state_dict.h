@@ -12,7 +12,7 @@ namespace vit {
 
 struct HostTensor {
   std::vector<int64_t> shape;
-  std::vector<float> data;       // row-major, numel() values
+  std::vector<float> data;            // row-major, numel() values
   std::string src_dtype = "float32";  // what the file held: float32, float16, bfloat16
   size_t numel() const { return data.size(); }
 };

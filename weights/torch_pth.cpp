@@ -19,26 +19,37 @@ enum class Kind { None, Bool, Int, Float, Str, Tuple, List, Dict, Global, Storag
 
 struct Obj {
   Kind kind = Kind::None;
-  int64_t i = 0;             // Int, Bool
-  double f = 0;              // Float
-  std::string s;             // Str; Global: "module.name"
+  int64_t i = 0;                // Int, Bool
+  double f = 0;                 // Float
+  std::string s;                // Str; Global: "module.name"
   std::vector<uint32_t> items;  // Tuple, List; Dict: key, value, key, value, ...
-  PthTensorRef t;            // Storage (dtype, storage_key, storage_numel), Tensor
+  PthTensorRef t;               // Storage (dtype, storage_key, storage_numel), Tensor
 };
 
 const char* kind_name(Kind k) {
   switch (k) {
-    case Kind::None: return "None";
-    case Kind::Bool: return "bool";
-    case Kind::Int: return "int";
-    case Kind::Float: return "float";
-    case Kind::Str: return "str";
-    case Kind::Tuple: return "tuple";
-    case Kind::List: return "list";
-    case Kind::Dict: return "dict";
-    case Kind::Global: return "global";
-    case Kind::Storage: return "storage";
-    case Kind::Tensor: return "tensor";
+    case Kind::None:
+      return "None";
+    case Kind::Bool:
+      return "bool";
+    case Kind::Int:
+      return "int";
+    case Kind::Float:
+      return "float";
+    case Kind::Str:
+      return "str";
+    case Kind::Tuple:
+      return "tuple";
+    case Kind::List:
+      return "list";
+    case Kind::Dict:
+      return "dict";
+    case Kind::Global:
+      return "global";
+    case Kind::Storage:
+      return "storage";
+    case Kind::Tensor:
+      return "tensor";
   }
   return "?";
 }
@@ -46,37 +57,157 @@ const char* kind_name(Kind k) {
 // Names of pickle opcodes, so that a refusal says what the file tried to do.
 const char* opcode_name(uint8_t op) {
   switch (op) {
-    case '(': return "MARK"; case '.': return "STOP"; case '0': return "POP"; case '1': return "POP_MARK";
-    case '2': return "DUP"; case 'F': return "FLOAT"; case 'I': return "INT"; case 'J': return "BININT";
-    case 'K': return "BININT1"; case 'L': return "LONG"; case 'M': return "BININT2"; case 'N': return "NONE";
-    case 'P': return "PERSID"; case 'Q': return "BINPERSID"; case 'R': return "REDUCE"; case 'S': return "STRING";
-    case 'T': return "BINSTRING"; case 'U': return "SHORT_BINSTRING"; case 'V': return "UNICODE";
-    case 'X': return "BINUNICODE"; case 'a': return "APPEND"; case 'b': return "BUILD"; case 'c': return "GLOBAL";
-    case 'd': return "DICT"; case '}': return "EMPTY_DICT"; case 'e': return "APPENDS"; case 'g': return "GET";
-    case 'h': return "BINGET"; case 'i': return "INST"; case 'j': return "LONG_BINGET"; case 'l': return "LIST";
-    case ']': return "EMPTY_LIST"; case 'o': return "OBJ"; case 'p': return "PUT"; case 'q': return "BINPUT";
-    case 'r': return "LONG_BINPUT"; case 's': return "SETITEM"; case 't': return "TUPLE"; case ')': return "EMPTY_TUPLE";
-    case 'u': return "SETITEMS"; case 'G': return "BINFLOAT"; case 0x80: return "PROTO"; case 0x81: return "NEWOBJ";
-    case 0x82: return "EXT1"; case 0x83: return "EXT2"; case 0x84: return "EXT4"; case 0x85: return "TUPLE1";
-    case 0x86: return "TUPLE2"; case 0x87: return "TUPLE3"; case 0x88: return "NEWTRUE"; case 0x89: return "NEWFALSE";
-    case 0x8a: return "LONG1"; case 0x8b: return "LONG4"; case 0x8c: return "SHORT_BINUNICODE";
-    case 0x8d: return "BINUNICODE8"; case 0x8e: return "BINBYTES8"; case 0x8f: return "EMPTY_SET";
-    case 0x90: return "ADDITEMS"; case 0x91: return "FROZENSET"; case 0x92: return "NEWOBJ_EX";
-    case 0x93: return "STACK_GLOBAL"; case 0x94: return "MEMOIZE"; case 0x95: return "FRAME";
-    case 0x96: return "BYTEARRAY8"; case 0x97: return "NEXT_BUFFER"; case 0x98: return "READONLY_BUFFER";
-    case 'B': return "BINBYTES"; case 'C': return "SHORT_BINBYTES";
+    case '(':
+      return "MARK";
+    case '.':
+      return "STOP";
+    case '0':
+      return "POP";
+    case '1':
+      return "POP_MARK";
+    case '2':
+      return "DUP";
+    case 'F':
+      return "FLOAT";
+    case 'I':
+      return "INT";
+    case 'J':
+      return "BININT";
+    case 'K':
+      return "BININT1";
+    case 'L':
+      return "LONG";
+    case 'M':
+      return "BININT2";
+    case 'N':
+      return "NONE";
+    case 'P':
+      return "PERSID";
+    case 'Q':
+      return "BINPERSID";
+    case 'R':
+      return "REDUCE";
+    case 'S':
+      return "STRING";
+    case 'T':
+      return "BINSTRING";
+    case 'U':
+      return "SHORT_BINSTRING";
+    case 'V':
+      return "UNICODE";
+    case 'X':
+      return "BINUNICODE";
+    case 'a':
+      return "APPEND";
+    case 'b':
+      return "BUILD";
+    case 'c':
+      return "GLOBAL";
+    case 'd':
+      return "DICT";
+    case '}':
+      return "EMPTY_DICT";
+    case 'e':
+      return "APPENDS";
+    case 'g':
+      return "GET";
+    case 'h':
+      return "BINGET";
+    case 'i':
+      return "INST";
+    case 'j':
+      return "LONG_BINGET";
+    case 'l':
+      return "LIST";
+    case ']':
+      return "EMPTY_LIST";
+    case 'o':
+      return "OBJ";
+    case 'p':
+      return "PUT";
+    case 'q':
+      return "BINPUT";
+    case 'r':
+      return "LONG_BINPUT";
+    case 's':
+      return "SETITEM";
+    case 't':
+      return "TUPLE";
+    case ')':
+      return "EMPTY_TUPLE";
+    case 'u':
+      return "SETITEMS";
+    case 'G':
+      return "BINFLOAT";
+    case 0x80:
+      return "PROTO";
+    case 0x81:
+      return "NEWOBJ";
+    case 0x82:
+      return "EXT1";
+    case 0x83:
+      return "EXT2";
+    case 0x84:
+      return "EXT4";
+    case 0x85:
+      return "TUPLE1";
+    case 0x86:
+      return "TUPLE2";
+    case 0x87:
+      return "TUPLE3";
+    case 0x88:
+      return "NEWTRUE";
+    case 0x89:
+      return "NEWFALSE";
+    case 0x8a:
+      return "LONG1";
+    case 0x8b:
+      return "LONG4";
+    case 0x8c:
+      return "SHORT_BINUNICODE";
+    case 0x8d:
+      return "BINUNICODE8";
+    case 0x8e:
+      return "BINBYTES8";
+    case 0x8f:
+      return "EMPTY_SET";
+    case 0x90:
+      return "ADDITEMS";
+    case 0x91:
+      return "FROZENSET";
+    case 0x92:
+      return "NEWOBJ_EX";
+    case 0x93:
+      return "STACK_GLOBAL";
+    case 0x94:
+      return "MEMOIZE";
+    case 0x95:
+      return "FRAME";
+    case 0x96:
+      return "BYTEARRAY8";
+    case 0x97:
+      return "NEXT_BUFFER";
+    case 0x98:
+      return "READONLY_BUFFER";
+    case 'B':
+      return "BINBYTES";
+    case 'C':
+      return "SHORT_BINBYTES";
   }
   return nullptr;
 }
 
 // Storage classes torch.save names; the element size is what the data entry must hold.
-struct StorageType { const char* global; const char* dtype; int elsize; };
-const StorageType kStorages[] = {
-    {"torch.FloatStorage", "float32", 4}, {"torch.HalfStorage", "float16", 2},
-    {"torch.BFloat16Storage", "bfloat16", 2}, {"torch.DoubleStorage", "float64", 8},
-    {"torch.LongStorage", "int64", 8}, {"torch.IntStorage", "int32", 4},
-    {"torch.ShortStorage", "int16", 2}, {"torch.CharStorage", "int8", 1},
-    {"torch.ByteStorage", "uint8", 1}, {"torch.BoolStorage", "bool", 1}};
+struct StorageType {
+  const char* global;
+  const char* dtype;
+  int elsize;
+};
+const StorageType kStorages[] = {{"torch.FloatStorage", "float32", 4},     {"torch.HalfStorage", "float16", 2},
+                                 {"torch.BFloat16Storage", "bfloat16", 2}, {"torch.DoubleStorage", "float64", 8},
+                                 {"torch.LongStorage", "int64", 8},        {"torch.IntStorage", "int32", 4},
+                                 {"torch.ShortStorage", "int16", 2},       {"torch.CharStorage", "int8", 1},
+                                 {"torch.ByteStorage", "uint8", 1},        {"torch.BoolStorage", "bool", 1}};
 
 const StorageType* storage_type(const std::string& global) {
   for (auto& s : kStorages)
@@ -106,23 +237,46 @@ class PickleVM {
           if (v < 2 || v > 5) fail("unsupported pickle protocol " + std::to_string(v));
           break;
         }
-        case 0x95: take(8); break;  // FRAME: a length hint only
-        case '}': push(make(Kind::Dict)); break;
-        case ')': push(make(Kind::Tuple)); break;
-        case ']': push(make(Kind::List)); break;
-        case 'N': push(make(Kind::None)); break;
-        case 0x88: case 0x89: {
+        case 0x95:
+          take(8);
+          break;  // FRAME: a length hint only
+        case '}':
+          push(make(Kind::Dict));
+          break;
+        case ')':
+          push(make(Kind::Tuple));
+          break;
+        case ']':
+          push(make(Kind::List));
+          break;
+        case 'N':
+          push(make(Kind::None));
+          break;
+        case 0x88:
+        case 0x89: {
           uint32_t o = make(Kind::Bool);
           pool_[o].i = op == 0x88;
           push(o);
           break;
         }
-        case '(': marks_.push_back(stack_.size()); break;
-        case 'X': push_str(le(4)); break;                   // BINUNICODE
-        case 0x8c: push_str(u8()); break;                   // SHORT_BINUNICODE
-        case 'J': push_int(int32_t(uint32_t(le(4)))); break;  // BININT: signed
-        case 'K': push_int(u8()); break;
-        case 'M': push_int(int64_t(le(2))); break;
+        case '(':
+          marks_.push_back(stack_.size());
+          break;
+        case 'X':
+          push_str(le(4));
+          break;  // BINUNICODE
+        case 0x8c:
+          push_str(u8());
+          break;  // SHORT_BINUNICODE
+        case 'J':
+          push_int(int32_t(uint32_t(le(4))));
+          break;  // BININT: signed
+        case 'K':
+          push_int(u8());
+          break;
+        case 'M':
+          push_int(int64_t(le(2)));
+          break;
         case 0x8a: {  // LONG1: n-byte little-endian two's complement
           uint8_t nb = u8();
           if (nb > 8) fail("LONG1 of " + std::to_string(nb) + " bytes does not fit in 64 bits");
@@ -150,7 +304,9 @@ class PickleVM {
           push(o);
           break;
         }
-        case 0x85: case 0x86: case 0x87: {  // TUPLE1..3
+        case 0x85:
+        case 0x86:
+        case 0x87: {  // TUPLE1..3
           size_t k = op - 0x84;
           if (stack_size_above_mark() < k) fail("stack underflow");
           uint32_t o = make(Kind::Tuple);
@@ -159,11 +315,21 @@ class PickleVM {
           push(o);
           break;
         }
-        case 'q': memo_put(u8()); break;
-        case 'r': memo_put(uint32_t(le(4))); break;
-        case 0x94: memo_put(uint32_t(memo_.size())); break;  // MEMOIZE
-        case 'h': memo_get(u8()); break;
-        case 'j': memo_get(uint32_t(le(4))); break;
+        case 'q':
+          memo_put(u8());
+          break;
+        case 'r':
+          memo_put(uint32_t(le(4)));
+          break;
+        case 0x94:
+          memo_put(uint32_t(memo_.size()));
+          break;  // MEMOIZE
+        case 'h':
+          memo_get(u8());
+          break;
+        case 'j':
+          memo_get(uint32_t(le(4)));
+          break;
         case 's': {
           uint32_t v = pop(), k = pop();
           dict_set(top(), k, v);
@@ -191,9 +357,15 @@ class PickleVM {
           stack_.resize(m);
           break;
         }
-        case 'c': global(); break;
-        case 'Q': persistent_load(); break;
-        case 'R': reduce(); break;
+        case 'c':
+          global();
+          break;
+        case 'Q':
+          persistent_load();
+          break;
+        case 'R':
+          reduce();
+          break;
         case 'b': {  // BUILD: only OrderedDict's attribute state (torch's _metadata) -- ignored
           uint32_t state = pop();
           Kind sk = pool_[state].kind;
@@ -201,7 +373,9 @@ class PickleVM {
             fail(std::string("BUILD on a ") + kind_name(pool_[top()].kind) + " is not allowed");
           break;
         }
-        case '.': stopped = true; break;
+        case '.':
+          stopped = true;
+          break;
         default: {
           const char* name = opcode_name(op);
           char hex[8];
@@ -221,8 +395,8 @@ class PickleVM {
     throw std::runtime_error(what_ + ": data.pkl offset " + std::to_string(op_pos_) + ": " + msg);
   }
   const uint8_t* take(size_t k) {
-    if (k > n_ - pos_) fail("pickle truncated: needs " + std::to_string(k) + " more bytes, " +
-                            std::to_string(n_ - pos_) + " left");
+    if (k > n_ - pos_)
+      fail("pickle truncated: needs " + std::to_string(k) + " more bytes, " + std::to_string(n_ - pos_) + " left");
     const uint8_t* b = p_ + pos_;
     pos_ += k;
     return b;
@@ -302,7 +476,8 @@ class PickleVM {
     std::string module = line(), name = line();
     std::string full = module + "." + name;
     if (full != "torch._utils._rebuild_tensor_v2" && full != "collections.OrderedDict" && !storage_type(full))
-      fail("GLOBAL '" + full + "' is not allowed: only torch._utils._rebuild_tensor_v2, "
+      fail("GLOBAL '" + full +
+           "' is not allowed: only torch._utils._rebuild_tensor_v2, "
            "collections.OrderedDict and torch.*Storage may appear in a state dict; nothing is executed");
     uint32_t o = make(Kind::Global);
     pool_[o].s = full;
@@ -312,7 +487,8 @@ class PickleVM {
     // torch.save's persistent id: ('storage', <StorageType>, key, location, numel)
     uint32_t pid = pop();
     const Obj& t = pool_[pid];
-    if (t.kind != Kind::Tuple || t.items.size() != 5) fail("persistent id is not a 5-tuple ('storage', type, key, location, numel)");
+    if (t.kind != Kind::Tuple || t.items.size() != 5)
+      fail("persistent id is not a 5-tuple ('storage', type, key, location, numel)");
     const Obj &tag = pool_[t.items[0]], &ty = pool_[t.items[1]], &key = pool_[t.items[2]], &numel = pool_[t.items[4]];
     if (tag.kind != Kind::Str || tag.s != "storage") fail("persistent id does not start with 'storage'");
     if (ty.kind != Kind::Global || !storage_type(ty.s)) fail("persistent id names no torch storage type");
@@ -339,7 +515,8 @@ class PickleVM {
   }
   void reduce() {
     uint32_t args = pop(), fn = pop();
-    if (pool_[fn].kind != Kind::Global) fail(std::string("REDUCE on a ") + kind_name(pool_[fn].kind) + ", not a whitelisted callable");
+    if (pool_[fn].kind != Kind::Global)
+      fail(std::string("REDUCE on a ") + kind_name(pool_[fn].kind) + ", not a whitelisted callable");
     if (pool_[args].kind != Kind::Tuple) fail("REDUCE arguments are not a tuple");
     const std::string callee = pool_[fn].s;  // a copy: make() below may move the pool
     std::vector<uint32_t> a = pool_[args].items;
@@ -348,7 +525,8 @@ class PickleVM {
       push(make(Kind::Dict));
     } else if (callee == "torch._utils._rebuild_tensor_v2") {
       // (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])
-      if (a.size() != 6 && a.size() != 7) fail("_rebuild_tensor_v2 takes 6 or 7 arguments, got " + std::to_string(a.size()));
+      if (a.size() != 6 && a.size() != 7)
+        fail("_rebuild_tensor_v2 takes 6 or 7 arguments, got " + std::to_string(a.size()));
       if (pool_[a[0]].kind != Kind::Storage) fail("_rebuild_tensor_v2: first argument is not a storage");
       if (pool_[a[1]].kind != Kind::Int) fail("_rebuild_tensor_v2: storage offset is not an int");
       PthTensorRef t = pool_[a[0]].t;
@@ -372,17 +550,22 @@ class PickleVM {
   }
   std::vector<PthTensorRef> extract(uint32_t root) {
     op_pos_ = n_;
-    if (pool_[root].kind != Kind::Dict) fail(std::string("top-level object is a ") + kind_name(pool_[root].kind) + ", expected a dict");
+    if (pool_[root].kind != Kind::Dict)
+      fail(std::string("top-level object is a ") + kind_name(pool_[root].kind) + ", expected a dict");
     uint32_t sd = root;
     if (!is_tensor_dict(root)) {
       const auto& it = pool_[root].items;
       sd = UINT32_MAX;
       for (size_t j = 0; j < it.size(); j += 2)
-        if ((pool_[it[j]].s == "model" || pool_[it[j]].s == "state_dict") && pool_[it[j + 1]].kind == Kind::Dict) sd = it[j + 1];
+        if ((pool_[it[j]].s == "model" || pool_[it[j]].s == "state_dict") && pool_[it[j + 1]].kind == Kind::Dict)
+          sd = it[j + 1];
       if (sd == UINT32_MAX) {
         std::string keys;
         for (size_t j = 0; j < it.size() && j < 20; j += 2) keys += (j ? ", " : "") + pool_[it[j]].s;
-        fail("top-level dict is not a state dict (a value is not a tensor) and has no 'model' or 'state_dict' entry; keys: " + keys);
+        fail(
+            "top-level dict is not a state dict (a value is not a tensor) and has no 'model' or 'state_dict' entry; "
+            "keys: " +
+            keys);
       }
     }
     std::vector<PthTensorRef> out;
@@ -407,8 +590,12 @@ class PickleVM {
 };
 
 // RAII for libzip handles.
-struct ZipCloser { void operator()(zip_t* z) const { zip_discard(z); } };
-struct ZipFileCloser { void operator()(zip_file_t* f) const { zip_fclose(f); } };
+struct ZipCloser {
+  void operator()(zip_t* z) const { zip_discard(z); }
+};
+struct ZipFileCloser {
+  void operator()(zip_file_t* f) const { zip_fclose(f); }
+};
 
 std::vector<uint8_t> read_entry(zip_t* z, const std::string& name, const std::string& what, uint64_t archive_size) {
   zip_stat_t st;
@@ -432,7 +619,8 @@ std::vector<uint8_t> read_entry(zip_t* z, const std::string& name, const std::st
   // Reading past the end makes libzip verify the entry's CRC-32.
   uint8_t extra;
   if (zip_fread(f.get(), &extra, 1) != 0)
-    throw std::runtime_error(what + ": entry '" + name + "' is corrupt (CRC mismatch or extra data): " + zip_file_strerror(f.get()));
+    throw std::runtime_error(what + ": entry '" + name +
+                             "' is corrupt (CRC mismatch or extra data): " + zip_file_strerror(f.get()));
   return buf;
 }
 
@@ -551,7 +739,8 @@ StateDict read_pth_memory(const uint8_t* data, size_t n, const std::string& what
 StateDict read_pth(const std::string& path) {
   std::vector<uint8_t> bytes = read_file_bytes(path);
   if (bytes.size() >= 2 && bytes[0] == 0x80 && bytes[1] <= 0x05)
-    throw std::runtime_error(path + ": a legacy (pre-1.6, non-zip) torch.save file; re-save it with a current "
+    throw std::runtime_error(path +
+                             ": a legacy (pre-1.6, non-zip) torch.save file; re-save it with a current "
                              "PyTorch (torch.save(torch.load(f), f)) to convert it");
   return read_pth_memory(bytes.data(), bytes.size(), path);
 }

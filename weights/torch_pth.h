@@ -20,11 +20,11 @@ namespace vit {
 
 // One tensor as the pickle describes it (no data yet).
 struct PthTensorRef {
-  std::string key;           // state-dict key
-  std::string storage_key;   // entry name under <dir>/data/
-  std::string dtype;         // float32, float16, bfloat16, float64, int64, ...
-  int64_t storage_numel = 0; // elements in the whole storage
-  int64_t offset = 0;        // storage offset, in elements
+  std::string key;            // state-dict key
+  std::string storage_key;    // entry name under <dir>/data/
+  std::string dtype;          // float32, float16, bfloat16, float64, int64, ...
+  int64_t storage_numel = 0;  // elements in the whole storage
+  int64_t offset = 0;         // storage offset, in elements
   std::vector<int64_t> shape, stride;
 };
 

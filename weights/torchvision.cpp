@@ -13,16 +13,15 @@ namespace {
 
 const HostTensor& need(const StateDict& sd, const std::string& key, size_t ndim) {
   auto it = sd.find(key);
-  if (it == sd.end()) throw std::runtime_error("missing key '" + key + "' (is this a torchvision VisionTransformer state dict?)");
+  if (it == sd.end())
+    throw std::runtime_error("missing key '" + key + "' (is this a torchvision VisionTransformer state dict?)");
   if (it->second.shape.size() != ndim)
     throw std::runtime_error("key '" + key + "' has shape " + shape_str(it->second.shape) + ", expected " +
                              std::to_string(ndim) + " dimensions");
   return it->second;
 }
 
-std::string layer_key(int i, const std::string& rest) {
-  return layer_prefix(i) + rest;
-}
+std::string layer_key(int i, const std::string& rest) { return layer_prefix(i) + rest; }
 
 // Compatible backbones: everything that fixes a parameter shape except the pos-embedding
 // length (image size) and the head (classes), which adapt_state_dict changes.
@@ -46,7 +45,8 @@ bool adapt_state_dict(StateDict& sd, const ViTConfig& src, const ViTConfig& targ
   if (src.num_classes == target.num_classes) return false;
   // torchvision zero-initialises a new head: the first steps then train the head alone
   // from features the backbone already produces, without random-logit noise.
-  sd["heads.head.weight"] = HostTensor{{target.num_classes, target.dim}, std::vector<float>(size_t(target.num_classes) * target.dim, 0.0f)};
+  sd["heads.head.weight"] =
+      HostTensor{{target.num_classes, target.dim}, std::vector<float>(size_t(target.num_classes) * target.dim, 0.0f)};
   sd["heads.head.bias"] = HostTensor{{target.num_classes}, std::vector<float>(size_t(target.num_classes), 0.0f)};
   return true;
 }
@@ -68,11 +68,13 @@ void normalize_torchvision_keys(StateDict& sd) {
   StateDict out;
   for (auto& [k, v] : sd) {
     std::string key = k;
-    for (auto [from, to] : {std::pair<const char*, const char*>{".mlp.linear_1.", ".mlp.0."}, {".mlp.linear_2.", ".mlp.3."}}) {
+    for (auto [from, to] :
+         {std::pair<const char*, const char*>{".mlp.linear_1.", ".mlp.0."}, {".mlp.linear_2.", ".mlp.3."}}) {
       size_t p = key.find(from);
       if (p != std::string::npos) key = key.substr(0, p) + to + key.substr(p + std::strlen(from));
     }
-    if (!out.emplace(key, std::move(v)).second) throw std::runtime_error("key '" + key + "' appears under both its old and new name");
+    if (!out.emplace(key, std::move(v)).second)
+      throw std::runtime_error("key '" + key + "' appears under both its old and new name");
   }
   sd = std::move(out);
 }
@@ -81,7 +83,8 @@ ViTConfig infer_torchvision_config(const StateDict& sd, int heads) {
   ViTConfig c;
   c.name = "torchvision";
   const HostTensor& conv = need(sd, "conv_proj.weight", 4);
-  if (conv.shape[2] != conv.shape[3]) throw std::runtime_error("conv_proj.weight " + shape_str(conv.shape) + " has a non-square patch");
+  if (conv.shape[2] != conv.shape[3])
+    throw std::runtime_error("conv_proj.weight " + shape_str(conv.shape) + " has a non-square patch");
   c.dim = int(conv.shape[0]);
   c.channels = int(conv.shape[1]);
   c.patch = int(conv.shape[2]);
@@ -89,7 +92,8 @@ ViTConfig infer_torchvision_config(const StateDict& sd, int heads) {
   int64_t np = pos.shape[1] - 1;
   int64_t g = int64_t(std::llround(std::sqrt(double(std::max<int64_t>(np, 0)))));
   if (pos.shape[0] != 1 || pos.shape[2] != c.dim || np < 1 || g * g != np)
-    throw std::runtime_error("encoder.pos_embedding " + shape_str(pos.shape) + " is not (1, grid^2 + 1, " + std::to_string(c.dim) + ")");
+    throw std::runtime_error("encoder.pos_embedding " + shape_str(pos.shape) + " is not (1, grid^2 + 1, " +
+                             std::to_string(c.dim) + ")");
   c.image_size = int(g) * c.patch;
   c.depth = 0;
   while (sd.count(layer_key(c.depth, "ln_1.weight"))) ++c.depth;
@@ -113,7 +117,8 @@ ViTConfig infer_torchvision_config(const StateDict& sd, int heads) {
   // that logs say vit_b16 for torchvision's vit_b_16.
   for (const char* p : {"vit_ti16", "vit_s16", "vit_b16"}) {
     ViTConfig q = ViTConfig::preset(p);
-    if (q.patch == c.patch && q.dim == c.dim && q.depth == c.depth && q.heads == c.heads && q.mlp_dim == c.mlp_dim) c.name = p;
+    if (q.patch == c.patch && q.dim == c.dim && q.depth == c.depth && q.heads == c.heads && q.mlp_dim == c.mlp_dim)
+      c.name = p;
   }
   return c;
 }
@@ -175,7 +180,7 @@ void interpolate_pos_embedding(const float* src, int gs, float* dst, int gd, int
   // a source coordinate with fractional part t.
   auto weights = [](double t, double w[4]) {
     const double A = -0.75;
-    auto near = [A](double x) { return ((A + 2) * x - (A + 3)) * x * x + 1; };        // |x| <= 1
+    auto near = [A](double x) { return ((A + 2) * x - (A + 3)) * x * x + 1; };       // |x| <= 1
     auto far = [A](double x) { return ((A * x - 5 * A) * x + 8 * A) * x - 4 * A; };  // 1 < |x| < 2
     w[0] = far(t + 1);
     w[1] = near(t);
@@ -264,7 +269,8 @@ LoadedModel load_init(const std::string& path, const ViTConfig& target) {
     src = lm.model->config();
     if (src.heads != target.heads)
       throw std::runtime_error(path + ": the model has " + std::to_string(src.heads) + " heads, the target " +
-                               std::to_string(target.heads) + " (" + src.to_string() + " vs " + target.to_string() + ")");
+                               std::to_string(target.heads) + " (" + src.to_string() + " vs " + target.to_string() +
+                               ")");
     out.meta = lm.meta;
     sd = state_dict_from_vit(*lm.model);  // lm (and its optimizer arena) is freed below
   } else {
@@ -286,13 +292,13 @@ LoadedModel load_init(const std::string& path, const ViTConfig& target) {
   return out;
 }
 
-void export_torchvision_safetensors(const std::string& path, const ViT& model, const ModelMeta& meta, SafetensorsDtype dtype) {
-  std::map<std::string, std::string> md = {
-      {"format", "pt"},
-      {"vitengine_config", config_to_json(model.config()).dump()},
-      {"class_names", nlohmann::json(meta.class_names).dump()},
-      {"mean", nlohmann::json({meta.mean[0], meta.mean[1], meta.mean[2]}).dump()},
-      {"std", nlohmann::json({meta.std[0], meta.std[1], meta.std[2]}).dump()}};
+void export_torchvision_safetensors(const std::string& path, const ViT& model, const ModelMeta& meta,
+                                    SafetensorsDtype dtype) {
+  std::map<std::string, std::string> md = {{"format", "pt"},
+                                           {"vitengine_config", config_to_json(model.config()).dump()},
+                                           {"class_names", nlohmann::json(meta.class_names).dump()},
+                                           {"mean", nlohmann::json({meta.mean[0], meta.mean[1], meta.mean[2]}).dump()},
+                                           {"std", nlohmann::json({meta.std[0], meta.std[1], meta.std[2]}).dump()}};
   write_safetensors(path, state_dict_from_vit(model), dtype, md);
 }
 

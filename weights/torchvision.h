@@ -48,7 +48,8 @@ struct ImportOptions {
 };
 // Reads, checks and adapts a torchvision checkpoint. `source_cfg` (optional) receives
 // the configuration found in the file, before adaptation.
-std::unique_ptr<ViT> import_torchvision(const std::string& path, const ImportOptions& opt, ViTConfig* source_cfg = nullptr);
+std::unique_ptr<ViT> import_torchvision(const std::string& path, const ImportOptions& opt,
+                                        ViTConfig* source_cfg = nullptr);
 
 // Model statistics for torchvision's ImageNet weights: the inputs they expect.
 ModelMeta imagenet_meta(int num_classes);

@@ -53,8 +53,10 @@ void run_shape(benchmark::State& st, int shape) {
   VIT_CHECK(cudaMemcpy(w.p, hw.data(), kCols * 4, cudaMemcpyHostToDevice));
   VIT_CHECK(cudaMemcpy(b.p, hb.data(), kCols * 4, cudaMemcpyHostToDevice));
   auto launch = [&](bf16* out) {
-    if (shape < 0) vit::cuda::layernorm_fwd<bf16>(x.p, w.p, b.p, out, mean.p, rstd.p, kRows, kCols, 1e-6f, nullptr);
-    else vit::cuda::layernorm_fwd_shape<bf16>(shape, x.p, w.p, b.p, out, mean.p, rstd.p, kRows, kCols, 1e-6f, nullptr);
+    if (shape < 0)
+      vit::cuda::layernorm_fwd<bf16>(x.p, w.p, b.p, out, mean.p, rstd.p, kRows, kCols, 1e-6f, nullptr);
+    else
+      vit::cuda::layernorm_fwd_shape<bf16>(shape, x.p, w.p, b.p, out, mean.p, rstd.p, kRows, kCols, 1e-6f, nullptr);
   };
   // validate: every bit as the library's default, and a few rows against the CPU reference
   vit::cuda::layernorm_fwd<bf16>(x.p, w.p, b.p, y_lib.p, mean.p, rstd.p, kRows, kCols, 1e-6f, nullptr);
@@ -66,8 +68,8 @@ void run_shape(benchmark::State& st, int shape) {
   if (std::memcmp(got.data(), want.data(), n * 2) != 0) return st.SkipWithError("not bitwise the library's output");
   for (int r : {0, 3, kRows / 2, kRows - 1}) {
     std::vector<float> ref(kCols), m(1), rs(1);
-    vit::cpu::layernorm_fwd<float>(hx.data() + size_t(r) * kCols, hw.data(), hb.data(), ref.data(), m.data(),
-                                   rs.data(), 1, kCols, 1e-6f);
+    vit::cpu::layernorm_fwd<float>(hx.data() + size_t(r) * kCols, hw.data(), hb.data(), ref.data(), m.data(), rs.data(),
+                                   1, kCols, 1e-6f);
     for (int c = 0; c < kCols; ++c) {
       const double g = __bfloat162float(got[size_t(r) * kCols + c]), e = ref[c];
       if (!(std::abs(g - e) <= 2e-2 + 1e-2 * std::abs(e))) return st.SkipWithError("differs from the CPU reference");
@@ -107,11 +109,15 @@ int main(int argc, char** argv) {
     return 0;
   }
   benchmark::RegisterBenchmark("BM_LayerNormShape/library", [](benchmark::State& st) { run_shape(st, -1); })
-      ->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(50);
+      ->UseManualTime()
+      ->Unit(benchmark::kMicrosecond)
+      ->Iterations(50);
   for (int s = 0; s < vit::cuda::kNumLayerNormShapes; ++s)
     benchmark::RegisterBenchmark((std::string("BM_LayerNormShape/") + vit::cuda::kLayerNormShapes[s].name).c_str(),
                                  [s](benchmark::State& st) { run_shape(st, s); })
-        ->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(50);
+        ->UseManualTime()
+        ->Unit(benchmark::kMicrosecond)
+        ->Iterations(50);
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

@@ -62,7 +62,8 @@ void sharpness(Image& img, float factor) {
 void autocontrast(Image& img) {
   for (int c = 0; c < 3; ++c) {
     int lo = 255, hi = 0;
-    for (size_t i = c; i < img.rgb.size(); i += 3) lo = std::min(lo, (int)img.rgb[i]), hi = std::max(hi, (int)img.rgb[i]);
+    for (size_t i = c; i < img.rgb.size(); i += 3)
+      lo = std::min(lo, (int)img.rgb[i]), hi = std::max(hi, (int)img.rgb[i]);
     if (hi == lo) continue;  // torchvision: infinite scale -> identity
     const float scale = 255.f / (hi - lo);
     for (size_t i = c; i < img.rgb.size(); i += 3) img.rgb[i] = trunc8((img.rgb[i] - lo) * scale);
@@ -145,7 +146,8 @@ void affine_sample(const Image& src, Image& dst, const double m[6], const uint8_
 }
 
 const std::vector<TAOpInfo>& trivial_augment_ops(int num_bins) {
-  if (num_bins != 31) throw std::invalid_argument("trivial_augment_ops: only torchvision's default of 31 bins is built");
+  if (num_bins != 31)
+    throw std::invalid_argument("trivial_augment_ops: only torchvision's default of 31 bins is built");
   static const std::vector<TAOpInfo> ops = [] {
     const int n = 31;
     std::vector<float> post(n);
@@ -174,17 +176,36 @@ const std::vector<TAOpInfo>& trivial_augment_ops(int num_bins) {
 void apply_ta_op(Image& img, TAOp op, float mag, const uint8_t fill[3]) {
   const double w = img.width, h = img.height;
   switch (op) {
-    case TAOp::Identity: break;
+    case TAOp::Identity:
+      break;
     // Shears pivot on the top-left corner (torchvision passes center=[0, 0]).
-    case TAOp::ShearX: geometric(img, -w * 0.5, -h * 0.5, 0, 0, 0, std::atan(mag) * 180 / M_PI, 0, fill); break;
-    case TAOp::ShearY: geometric(img, -w * 0.5, -h * 0.5, 0, 0, 0, 0, std::atan(mag) * 180 / M_PI, fill); break;
-    case TAOp::TranslateX: geometric(img, 0, 0, 0, (int)mag, 0, 0, 0, fill); break;
-    case TAOp::TranslateY: geometric(img, 0, 0, 0, 0, (int)mag, 0, 0, fill); break;
-    case TAOp::Rotate: geometric(img, 0, 0, -mag, 0, 0, 0, 0, fill); break;  // F.rotate negates for tensors
-    case TAOp::Brightness: blend_const(img, 0.f, 1.f + mag); break;
-    case TAOp::Color: blend_gray(img, gray(img), 1.f + mag); break;
-    case TAOp::Contrast: blend_const(img, (float)(gray_sum(img) / ((size_t)img.width * img.height)), 1.f + mag); break;
-    case TAOp::Sharpness: sharpness(img, 1.f + mag); break;
+    case TAOp::ShearX:
+      geometric(img, -w * 0.5, -h * 0.5, 0, 0, 0, std::atan(mag) * 180 / M_PI, 0, fill);
+      break;
+    case TAOp::ShearY:
+      geometric(img, -w * 0.5, -h * 0.5, 0, 0, 0, 0, std::atan(mag) * 180 / M_PI, fill);
+      break;
+    case TAOp::TranslateX:
+      geometric(img, 0, 0, 0, (int)mag, 0, 0, 0, fill);
+      break;
+    case TAOp::TranslateY:
+      geometric(img, 0, 0, 0, 0, (int)mag, 0, 0, fill);
+      break;
+    case TAOp::Rotate:
+      geometric(img, 0, 0, -mag, 0, 0, 0, 0, fill);
+      break;  // F.rotate negates for tensors
+    case TAOp::Brightness:
+      blend_const(img, 0.f, 1.f + mag);
+      break;
+    case TAOp::Color:
+      blend_gray(img, gray(img), 1.f + mag);
+      break;
+    case TAOp::Contrast:
+      blend_const(img, (float)(gray_sum(img) / ((size_t)img.width * img.height)), 1.f + mag);
+      break;
+    case TAOp::Sharpness:
+      sharpness(img, 1.f + mag);
+      break;
     case TAOp::Posterize: {
       const uint8_t mask = (uint8_t)(0xFF << (8 - (int)mag));
       for (auto& v : img.rgb) v &= mask;
@@ -194,8 +215,12 @@ void apply_ta_op(Image& img, TAOp op, float mag, const uint8_t fill[3]) {
       for (auto& v : img.rgb)
         if (v >= mag) v = 255 - v;
       break;
-    case TAOp::AutoContrast: autocontrast(img); break;
-    case TAOp::Equalize: equalize(img); break;
+    case TAOp::AutoContrast:
+      autocontrast(img);
+      break;
+    case TAOp::Equalize:
+      equalize(img);
+      break;
   }
 }
 

@@ -21,19 +21,33 @@ namespace vit {
 // Rng and mix_seed: engine/util/rng.h.
 
 struct AugmentConfig {
-  bool enabled = false;          // master switch (train only)
-  bool trivial_augment = false;  // one TrivialAugmentWide op per image
-  bool rotate_flip = true;       // uniform rotation in [0, 360) and a random horizontal flip
+  bool enabled = false;                      // master switch (train only)
+  bool trivial_augment = false;              // one TrivialAugmentWide op per image
+  bool rotate_flip = true;                   // uniform rotation in [0, 360) and a random horizontal flip
   float scale_min = 0.7f, scale_max = 1.4f;  // zoom factor, drawn log-uniformly
-  float translate = 0.0f;        // shift of up to +-translate of the side in x and y, drawn uniformly (0: no draw)
-  bool reflect_border = false;   // geometry mirrors the image at its edges instead of filling with its border colour
-  float color = 0.2f;            // brightness/contrast/saturation jitter +-color, hue +-color/4, stain gain +-color/4
-  float blur_prob = 0.2f;        // probability of a Gaussian blur, sigma U[0.1, 1.5] px
+  float translate = 0.0f;       // shift of up to +-translate of the side in x and y, drawn uniformly (0: no draw)
+  bool reflect_border = false;  // geometry mirrors the image at its edges instead of filling with its border colour
+  float color = 0.2f;           // brightness/contrast/saturation jitter +-color, hue +-color/4, stain gain +-color/4
+  float blur_prob = 0.2f;       // probability of a Gaussian blur, sigma U[0.1, 1.5] px
 };
 
 // ---- TrivialAugmentWide ----
-enum class TAOp { Identity, ShearX, ShearY, TranslateX, TranslateY, Rotate, Brightness, Color, Contrast,
-                  Sharpness, Posterize, Solarize, AutoContrast, Equalize };
+enum class TAOp {
+  Identity,
+  ShearX,
+  ShearY,
+  TranslateX,
+  TranslateY,
+  Rotate,
+  Brightness,
+  Color,
+  Contrast,
+  Sharpness,
+  Posterize,
+  Solarize,
+  AutoContrast,
+  Equalize
+};
 struct TAOpInfo {
   TAOp op;
   std::string name;               // torchvision's name
@@ -45,7 +59,10 @@ const std::vector<TAOpInfo>& trivial_augment_ops(int num_bins = 31);
 // One op at a given magnitude, in place. fill: colour for pixels that geometry
 // moves in from outside the image (torchvision's `fill`).
 void apply_ta_op(Image& img, TAOp op, float magnitude, const uint8_t fill[3]);
-struct TAChoice { int op = 0; float magnitude = 0; };
+struct TAChoice {
+  int op = 0;
+  float magnitude = 0;
+};
 // Draw an op, a bin and a sign as torchvision does.
 TAChoice draw_trivial_augment(Rng& rng);
 // The same, applied; returns what was drawn.

@@ -34,12 +34,18 @@ std::vector<std::string> split_csv(const std::string& line, bool& ok) {
     char ch = line[i];
     if (q) {
       if (ch == '"') {
-        if (i + 1 < line.size() && line[i + 1] == '"') cur += '"', ++i;
-        else q = false;
-      } else cur += ch;
-    } else if (ch == '"') q = true;
-    else if (ch == ',') out.push_back(cur), cur.clear();
-    else if (ch != '\r') cur += ch;
+        if (i + 1 < line.size() && line[i + 1] == '"')
+          cur += '"', ++i;
+        else
+          q = false;
+      } else
+        cur += ch;
+    } else if (ch == '"')
+      q = true;
+    else if (ch == ',')
+      out.push_back(cur), cur.clear();
+    else if (ch != '\r')
+      cur += ch;
   }
   if (q) ok = false;
   out.push_back(cur);
@@ -163,8 +169,8 @@ void write_manifest(const std::string& csv_path, const std::vector<Sample>& samp
   std::ostringstream f;
   f << "path,label,split,sha256,source,subset,src\n";
   for (const auto& s : samples)
-    f << csv_field(s.path) << ',' << csv_field(classes.at(size_t(s.label))) << ',' << s.split << ',' << s.sha256
-      << ',' << csv_field(s.source) << ',' << s.subset << ',' << csv_field(s.src) << '\n';
+    f << csv_field(s.path) << ',' << csv_field(classes.at(size_t(s.label))) << ',' << s.split << ',' << s.sha256 << ','
+      << csv_field(s.source) << ',' << s.subset << ',' << csv_field(s.src) << '\n';
   write_class_list(classes_path(csv_path), classes);
   write_text_atomic(csv_path, f.str());
 }
@@ -275,8 +281,10 @@ struct Loader::Impl {
       const size_t idx = order[p];
       batch.index[p - lo] = idx;
       batch.labels[p - lo] = labels[idx];
-      if (load_images) load_one(p, idx, batch.images.data() + (p - lo) * per);
-      else batch.aug[p - lo] = draw(p);
+      if (load_images)
+        load_one(p, idx, batch.images.data() + (p - lo) * per);
+      else
+        batch.aug[p - lo] = draw(p);
     }
   }
 
@@ -330,8 +338,7 @@ Loader::Loader(std::vector<Sample> samples, DataStats stats, LoaderConfig cfg) :
   impl_->stats = stats;
   impl_->cfg = cfg;
   for (const auto& s : impl_->samples) {
-    if (s.label < 0)
-      throw std::invalid_argument("Loader: sample " + s.full_path() + " has no valid label");
+    if (s.label < 0) throw std::invalid_argument("Loader: sample " + s.full_path() + " has no valid label");
     impl_->labels.push_back(s.label);
   }
   impl_->init();

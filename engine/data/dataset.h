@@ -26,7 +26,7 @@ struct Sample {
 struct Manifest {
   std::vector<Sample> samples;
   std::vector<std::string> classes;  // class names in model output order; Sample::label indexes it
-  std::string dir;  // directory holding the manifest
+  std::string dir;                   // directory holding the manifest
 };
 // data_root, when given, replaces every row's src. The class list comes from classes.txt beside
 // the csv, else "classes" in report.json beside it, else the sorted distinct labels.
@@ -49,18 +49,18 @@ struct LoaderConfig {
   int image_size = 224;
   bool shuffle = true;
   bool drop_last = false;
-  bool balanced = false;        // draw with replacement, weight (1/n_class)^balance_power
+  bool balanced = false;  // draw with replacement, weight (1/n_class)^balance_power
   float balance_power = 1.0f;
   AugmentConfig aug;
-  int threads = 2;              // decode/augment workers
-  int prefetch = 2;             // batches prepared ahead of the consumer
+  int threads = 2;   // decode/augment workers
+  int prefetch = 2;  // batches prepared ahead of the consumer
   uint64_t seed = 0;
 };
 struct Batch {
   int n = 0;
-  std::vector<float> images;  // (n, 3, S, S), normalised; empty in an epoch started without images
-  std::vector<int> labels;    // (n)
-  std::vector<size_t> index;  // position of each image in the loader's sample list
+  std::vector<float> images;       // (n, 3, S, S), normalised; empty in an epoch started without images
+  std::vector<int> labels;         // (n)
+  std::vector<size_t> index;       // position of each image in the loader's sample list
   std::vector<AugmentParams> aug;  // (n) each image's augmentation draw (identity when off); filled only
                                    // in an epoch started without images, for whoever augments them (the GPU)
 };
@@ -79,9 +79,9 @@ class Loader {
   size_t size() const;
   size_t batches_per_epoch() const;
   const LoaderConfig& config() const;
-  // Order and every augmentation are a pure function of (seed, epoch, position): start_epoch(e, k) skips k batches exactly.
-  // load_images = false: next() gives the same batches without pixels (no worker threads, nothing
-  // decoded): sample indices, labels and each image's augmentation draw (data_on_device).
+  // Order and every augmentation are a pure function of (seed, epoch, position): start_epoch(e, k) skips k batches
+  // exactly. load_images = false: next() gives the same batches without pixels (no worker threads, nothing decoded):
+  // sample indices, labels and each image's augmentation draw (data_on_device).
   void start_epoch(int epoch, size_t skip_batches = 0, bool load_images = true);
   bool next(Batch& out);  // false at end of epoch; unreadable images throw ImageError naming the file
 
@@ -92,7 +92,6 @@ class Loader {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
-
 
 // Where a prepared data set's files are: DIR/manifest.csv or the csv itself, and
 // the report.json beside it.

@@ -17,7 +17,6 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-
 namespace vit {
 namespace {
 
@@ -88,7 +87,7 @@ void write_pack(const std::string& path, const std::vector<Sample>& samples, con
   h.images_checksum = 0xcbf29ce484222325ull;
   h.file_size = kHeader + N * per + N * 4 + ms.size();
 
-  AtomicFile f(path);  // a failed decode below leaves no pack and no temp file behind
+  AtomicFile f(path);     // a failed decode below leaves no pack and no temp file behind
   f.write(&h, sizeof h);  // rewritten at the end with the image checksum
   // Decode in chunks so that memory stays bounded for a large train split.
   const size_t chunk = 512;
@@ -117,7 +116,8 @@ PackFile::PackFile(const std::string& path) : path_(path) {
   map_size_ = (size_t)st.st_size;
   if (map_size_ < kHeader) {
     ::close(fd);
-    throw PackError(path + ": not a vitengine pack (file is " + std::to_string(map_size_) + " bytes, shorter than the header)");
+    throw PackError(path + ": not a vitengine pack (file is " + std::to_string(map_size_) +
+                    " bytes, shorter than the header)");
   }
   map_ = mmap(nullptr, map_size_, PROT_READ, MAP_SHARED, fd, 0);
   ::close(fd);
@@ -146,7 +146,8 @@ PackFile::PackFile(const std::string& path) : path_(path) {
   images_ = base + kHeader;
   labels_ = (const int32_t*)(images_ + h.count * per);
   const char* meta = (const char*)(labels_ + h.count);
-  if (fnv1a(meta, h.meta_bytes, fnv1a(labels_, h.count * 4)) != h.checksum) fail("checksum mismatch in labels/metadata");
+  if (fnv1a(meta, h.meta_bytes, fnv1a(labels_, h.count * 4)) != h.checksum)
+    fail("checksum mismatch in labels/metadata");
   count_ = h.count;
   size_ = (int)h.size;
   images_sum_ = h.images_checksum;
@@ -172,8 +173,7 @@ void PackFile::verify() const {
   const size_t per = (size_t)size_ * size_ * 3;
   uint64_t h = 0xcbf29ce484222325ull;
   for (size_t i = 0; i < count_; ++i) h = fnv1a(images_ + i * per, per, h);  // chained per image, as written
-  if (h != images_sum_)
-    throw PackError(path_ + ": image data checksum mismatch (corrupt pack)");
+  if (h != images_sum_) throw PackError(path_ + ": image data checksum mismatch (corrupt pack)");
 }
 
 }  // namespace vit

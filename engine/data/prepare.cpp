@@ -1,7 +1,6 @@
 // Data preparation (see prepare.h and docs/data.md).
 #include "engine/data/prepare.h"
 
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -25,7 +24,6 @@
 namespace vit {
 namespace fs = std::filesystem;
 using nlohmann::json;
-
 
 std::vector<uint8_t> luma32(const Image& img) {
   // Square the image (background-coloured pad, as the model sees it), shrink to 32x32 luma.
@@ -103,10 +101,10 @@ struct FileRec {
   std::string rel, src, shown;  // shown: the path used in the report
   std::string source;
   int label = -1;
-  std::string error;            // non-empty: unreadable, with the reason
+  std::string error;  // non-empty: unreadable, with the reason
   std::string sha, pixsha;
   uint64_t phash = 0;
-  std::vector<uint8_t> thumb;   // 32x32 luma
+  std::vector<uint8_t> thumb;  // 32x32 luma
   double sum[3] = {0, 0, 0}, sumsq[3] = {0, 0, 0};
   size_t npx = 0;
 };
@@ -126,8 +124,6 @@ struct UnionFind {
     if (a != b) p[std::max(a, b)] = std::min(a, b);
   }
 };
-
-
 
 // Mean |a - b| of two 32x32 luma thumbnails, minimised over shifts of up to 3 px
 // (about 20 px at 224): a cell re-captured a little off-centre is still the same cell.
@@ -291,10 +287,13 @@ void check(Prep& P) {
     }
   });
   for (size_t i = 0; i < P.files.size(); ++i) {
-    if (!P.files[i].error.empty()) P.unreadable.push_back({{"path", P.files[i].shown}, {"reason", P.files[i].error}});
+    if (!P.files[i].error.empty())
+      P.unreadable.push_back({{"path", P.files[i].shown}, {"reason", P.files[i].error}});
     else if (P.files[i].label < 0)
-      P.unknown.push_back({{"path", P.files[i].shown}, {"reason", "no known class prefix in the file name or class folder"}});
-    else P.good.push_back((int)i);
+      P.unknown.push_back(
+          {{"path", P.files[i].shown}, {"reason", "no known class prefix in the file name or class folder"}});
+    else
+      P.good.push_back((int)i);
   }
 }
 
@@ -337,8 +336,10 @@ void join_near(Prep& P, UnionFind& exact, UnionFind& all) {
       if (exact.find(p.a) == exact.find(p.b)) continue;  // already an exact duplicate
       ++P.near_pairs;
       all.join(p.a, p.b);
-      P.near_detail.push_back({{"a", P.files[P.good[p.a]].shown}, {"b", P.files[P.good[p.b]].shown},
-                               {"hamming", p.hd}, {"thumb_diff", std::round(p.diff * 100) / 100}});
+      P.near_detail.push_back({{"a", P.files[P.good[p.a]].shown},
+                               {"b", P.files[P.good[p.b]].shown},
+                               {"hamming", p.hd},
+                               {"thumb_diff", std::round(p.diff * 100) / 100}});
     }
   }
 }

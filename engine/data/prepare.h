@@ -37,8 +37,8 @@ struct PrepareOptions {
   // 3 px, <= near_max_diff grey levels (the confirmation). Defaults chosen on wbc14: see docs/data.md.
   int near_threshold = 12;
   float near_max_diff = 8.f;
-  int top_up = 0;                 // top each train class up to this many images (0 = off)
-  int min_side = 32;              // images with a side below this are "tiny" and rejected
+  int top_up = 0;     // top each train class up to this many images (0 = off)
+  int min_side = 32;  // images with a side below this are "tiny" and rejected
   int threads = 2;
   std::function<void(const std::string&)> progress;  // progress lines (nullptr = silent)
 };

@@ -82,8 +82,8 @@ CalibrationReport calibration(const float* logits, const int* labels, size_t n, 
 nlohmann::json CalibrationReport::to_json() const {
   nlohmann::json b = nlohmann::json::array();
   for (const auto& x : bins)
-    b.push_back({{"lo", x.lo}, {"hi", x.hi}, {"count", x.count}, {"confidence", x.mean_confidence},
-                 {"accuracy", x.accuracy}});
+    b.push_back(
+        {{"lo", x.lo}, {"hi", x.hi}, {"count", x.count}, {"confidence", x.mean_confidence}, {"accuracy", x.accuracy}});
   return {{"ece", ece}, {"mce", mce}, {"bins", b}};
 }
 

@@ -119,7 +119,8 @@ EvalSet load_eval_set(const std::string& data, const std::string& split, const s
     return e;
   }
   if (!fs::is_directory(data))
-    throw std::runtime_error("--data '" + data + "' is neither a prepared folder (manifest.csv), a manifest, nor a folder of class folders");
+    throw std::runtime_error(
+        "--data '" + data + "' is neither a prepared folder (manifest.csv), a manifest, nor a folder of class folders");
   return load_class_folders(data, split, app);
 }
 
@@ -133,14 +134,18 @@ std::string markdown(const nlohmann::json& j, const Metrics& m, const EvalApp& a
   std::ostringstream s;
   s << "# Evaluation of `" << j["model"].get<std::string>() << "`\n\n";
   s << "Data `" << j["data"].get<std::string>() << "`, split `" << j["split"].get<std::string>() << "`, "
-    << j["n"].get<int64_t>() << " images" << (j.contains("map") ? ", mapped with `" + j["map"]["file"].get<std::string>() + "`" : "")
-    << (j.value("tta", "none") != "none" ? ", test-time augmentation `" + j["tta"].get<std::string>() + "` (mean logits)" : "")
+    << j["n"].get<int64_t>() << " images"
+    << (j.contains("map") ? ", mapped with `" + j["map"]["file"].get<std::string>() + "`" : "")
+    << (j.value("tta", "none") != "none"
+            ? ", test-time augmentation `" + j["tta"].get<std::string>() + "` (mean logits)"
+            : "")
     << ".\n\n";
   s << "| metric | value |\n|---|---|\n";
   s << "| accuracy | " << pct(m.accuracy) << " |\n| macro-F1 | " << pct(m.macro_f1) << " |\n| balanced accuracy | "
     << pct(m.balanced_accuracy) << " |\n";
   if (app.summary_rows) s << app.summary_rows(j);
-  s << "| ECE (temperature " << j["temperature"].get<double>() << ") | " << j["calibration"]["ece"].get<double>() << " |\n";
+  s << "| ECE (temperature " << j["temperature"].get<double>() << ") | " << j["calibration"]["ece"].get<double>()
+    << " |\n";
   s << "| ECE (uncalibrated) | " << j["ece_uncalibrated"].get<double>() << " |\n\n";
   s << "| class | precision | recall | F1 | support |\n|---|---|---|---|---|\n";
   for (const auto& k : m.per_class)
@@ -151,8 +156,8 @@ std::string markdown(const nlohmann::json& j, const Metrics& m, const EvalApp& a
     s << "\nPer source: ";
     bool first = true;
     for (auto it = j["per_source"].begin(); it != j["per_source"].end(); ++it) {
-      s << (first ? "" : ", ") << it.key() << " accuracy " << pct(it.value()["accuracy"].get<double>()) << " (n = "
-        << it.value()["support"].get<int64_t>() << ")";
+      s << (first ? "" : ", ") << it.key() << " accuracy " << pct(it.value()["accuracy"].get<double>())
+        << " (n = " << it.value()["support"].get<int64_t>() << ")";
       first = false;
     }
     s << ".\n";
@@ -161,7 +166,6 @@ std::string markdown(const nlohmann::json& j, const Metrics& m, const EvalApp& a
     << "![per class](per_class.svg)\n![reliability](reliability.svg)\n";
   return s.str();
 }
-
 
 // The model's logits over the set, and what they are scored against.
 struct Scored {
@@ -207,7 +211,8 @@ Scored run_model(const EvalRequest& req, const std::function<void(const std::str
   log("[eval] " + mc.to_string() + " on " + std::to_string(S.set.samples.size()) + " images (" + req.data + ", " +
       (S.set.kind == "manifest" ? "split " + req.split : "class folders") + ")");
   const int views = tta_view_count(req.tta);
-  if (views > 1) log("[eval] test-time augmentation " + req.tta + ": mean logits of " + std::to_string(views) + " views");
+  if (views > 1)
+    log("[eval] test-time augmentation " + req.tta + ": mean logits of " + std::to_string(views) + " views");
   S.p = predict(*backend, loader, views);
   S.n = S.p.n();
   S.K = S.p.k;
@@ -295,12 +300,10 @@ void score_mapped(const EvalRequest& req, const Scored& S, Report& R) {
   nlohmann::json cm = nlohmann::json::object();
   for (int c = 0; c < K; ++c)
     cm[S.names[c]] = lmap.class_to_target[c] < 0 ? "other" : lmap.targets[lmap.class_to_target[c]];
-  R.j["map"] = {{"file", req.map},
-                {"name", lmap.name},
-                {"targets", lmap.targets},
-                {"class_to_target", cm},
-                {"predicted_other", other},
-                {"rule", "a prediction of an unmapped class is 'other' and counts as an error"}};
+  R.j["map"] = {
+      {"file", req.map},          {"name", lmap.name},
+      {"targets", lmap.targets},  {"class_to_target", cm},
+      {"predicted_other", other}, {"rule", "a prediction of an unmapped class is 'other' and counts as an error"}};
   // what the model said, in its own classes, for each true target label
   nlohmann::json raw_by_target = nlohmann::json::object();
   for (int t = 0; t < TK; ++t) {
@@ -341,8 +344,10 @@ nlohmann::json evaluate(const EvalRequest& req) {
   R.j["temperature"] = S.T;
   R.j["tta"] = req.tta;
   R.j["model_config"] = S.lm.model->config().to_string();
-  if (req.map.empty()) score_classes(req, S, R);
-  else score_mapped(req, S, R);
+  if (req.map.empty())
+    score_classes(req, S, R);
+  else
+    score_mapped(req, S, R);
   R.j["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   write_report(req, R);
   char b[200];

@@ -21,8 +21,8 @@ namespace vit {
 struct LabelMap {
   std::string name;
   std::vector<std::string> targets;
-  std::vector<int> class_to_target;  // per model class; -1 = other
-  nlohmann::json truth;              // label name -> target name (may be empty)
+  std::vector<int> class_to_target;                  // per model class; -1 = other
+  nlohmann::json truth;                              // label name -> target name (may be empty)
   int truth_target(const std::string& label) const;  // -1 when the label is not covered
 };
 LabelMap read_label_map(const std::string& path, const std::vector<std::string>& class_names);
@@ -42,24 +42,24 @@ struct EvalApp {
   // Extra keys for metrics.json, from the model's class names and the metrics over them.
   std::function<void(const std::vector<std::string>& names, const Metrics& m, nlohmann::json& j)> add_metrics;
   // Extra rows of summary.md's metric table, and extra text after its per-class table.
-  std::function<std::string(const nlohmann::json& j)> summary_rows, summary_notes;
+  std::function<std::string(const nlohmann::json&j)> summary_rows, summary_notes;
 };
 
 struct EvalRequest {
-  std::string model;            // .vit checkpoint
-  std::string data;             // prepared folder, manifest.csv, or a folder of class folders
-  std::string split = "test";   // manifest split (ignored for a folder of class folders)
-  std::string data_root;        // optional: replaces every manifest row's src folder
-  std::string map;              // optional label map
-  std::string out;              // output folder
-  std::string device = "cpu";   // cpu | cuda
+  std::string model;               // .vit checkpoint
+  std::string data;                // prepared folder, manifest.csv, or a folder of class folders
+  std::string split = "test";      // manifest split (ignored for a folder of class folders)
+  std::string data_root;           // optional: replaces every manifest row's src folder
+  std::string map;                 // optional label map
+  std::string out;                 // output folder
+  std::string device = "cpu";      // cpu | cuda
   std::string precision = "fp32";  // cuda only: fp32 | bf16
   int batch_size = 64;
   int threads = 2;
   int ece_bins = 15;
-  std::string tta = "none";     // test-time augmentation: none | flip | d4 (engine/eval/tta.h)
+  std::string tta = "none";  // test-time augmentation: none | flip | d4 (engine/eval/tta.h)
   std::function<void(const std::string&)> log;
-  EvalApp app;                  // application extras (none: a plain evaluation)
+  EvalApp app;  // application extras (none: a plain evaluation)
 };
 
 // Returns what it wrote to out/metrics.json. Throws on bad input; never exits.

@@ -14,7 +14,6 @@
 #include <numeric>
 #include <stdexcept>
 
-
 namespace vit {
 namespace fs = std::filesystem;
 
@@ -88,7 +87,6 @@ std::vector<std::string> list_image_files(const std::vector<std::string>& paths)
   return out;
 }
 
-
 Predictor::Predictor(const std::string& checkpoint_path, std::vector<std::string> names_if_unnamed)
     : lm_(load_model(checkpoint_path)), names_if_unnamed_(std::move(names_if_unnamed)) {
   if (lm_.meta.extra.is_object() && lm_.meta.extra.contains("version") && lm_.meta.extra["version"].is_string())
@@ -141,8 +139,9 @@ std::vector<Prediction> Predictor::run(const float* chw, int B) {
   opt.training = false;
   const int C = num_classes();
   std::vector<float> logits(size_t(B) * C);
-  mean_view_logits([&](const float* x) { return backend_ ? backend_->forward(x, B, opt) : lm_.model->forward(x, B, opt); },
-                   chw, B, image_size(), C, tta_views_, logits.data());
+  mean_view_logits(
+      [&](const float* x) { return backend_ ? backend_->forward(x, B, opt) : lm_.model->forward(x, B, opt); }, chw, B,
+      image_size(), C, tta_views_, logits.data());
   for (int b = 0; b < B; ++b) {
     out[b].probs.resize(C);
     calibrated_softmax(logits.data() + size_t(b) * C, C, lm_.meta.temperature, out[b].probs.data());

@@ -13,11 +13,11 @@ Confusion confusion_matrix(const std::vector<int>& truth, const std::vector<int>
   Confusion cm(n_rows, std::vector<int64_t>(n_cols, 0));
   for (size_t i = 0; i < truth.size(); ++i) {
     if (truth[i] < 0 || truth[i] >= n_rows)
-      throw std::out_of_range("confusion_matrix: true label " + std::to_string(truth[i]) + " at " +
-                              std::to_string(i) + " is outside [0, " + std::to_string(n_rows) + ")");
+      throw std::out_of_range("confusion_matrix: true label " + std::to_string(truth[i]) + " at " + std::to_string(i) +
+                              " is outside [0, " + std::to_string(n_rows) + ")");
     if (pred[i] < 0 || pred[i] >= n_cols)
-      throw std::out_of_range("confusion_matrix: prediction " + std::to_string(pred[i]) + " at " +
-                              std::to_string(i) + " is outside [0, " + std::to_string(n_cols) + ")");
+      throw std::out_of_range("confusion_matrix: prediction " + std::to_string(pred[i]) + " at " + std::to_string(i) +
+                              " is outside [0, " + std::to_string(n_cols) + ")");
     cm[truth[i]][pred[i]]++;
   }
   return cm;
@@ -80,7 +80,10 @@ nlohmann::json Metrics::to_json() const {
   j["balanced_accuracy"] = balanced_accuracy;
   nlohmann::json pc = nlohmann::json::object();
   for (const auto& k : per_class)
-    pc[k.name] = {{"precision", k.precision}, {"recall", k.recall}, {"f1", k.f1}, {"support", k.support},
+    pc[k.name] = {{"precision", k.precision},
+                  {"recall", k.recall},
+                  {"f1", k.f1},
+                  {"support", k.support},
                   {"predicted", k.predicted}};
   j["per_class"] = pc;
   j["confusion"] = confusion;

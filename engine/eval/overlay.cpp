@@ -9,7 +9,6 @@
 #include <cstdio>
 #include <stdexcept>
 
-
 namespace vit {
 
 void heat_color(float t, uint8_t rgb[3]) {
@@ -88,15 +87,11 @@ Image tile_grid(const std::vector<Image>& tiles, int cols, int pad) {
   return out;
 }
 
-
-
-
 std::string base64(const std::vector<uint8_t>& bytes) {
   std::string out(4 * ((bytes.size() + 2) / 3), '\0');
   int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), bytes.data(), int(bytes.size()));
   out.resize(size_t(n));
   return out;
 }
-
 
 }  // namespace vit

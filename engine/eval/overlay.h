@@ -28,5 +28,4 @@ Image tile_grid(const std::vector<Image>& tiles, int cols, int pad = 4);
 // encode_png, encode_jpeg: engine/data/image.h.
 std::string base64(const std::vector<uint8_t>& bytes);
 
-
 }  // namespace vit

@@ -14,11 +14,16 @@ namespace {
 std::string esc(const std::string& s) {
   std::string o;
   for (char c : s) {
-    if (c == '<') o += "&lt;";
-    else if (c == '>') o += "&gt;";
-    else if (c == '&') o += "&amp;";
-    else if (c == '"') o += "&quot;";
-    else o += c;
+    if (c == '<')
+      o += "&lt;";
+    else if (c == '>')
+      o += "&gt;";
+    else if (c == '&')
+      o += "&amp;";
+    else if (c == '"')
+      o += "&quot;";
+    else
+      o += c;
   }
   return o;
 }
@@ -40,8 +45,8 @@ std::string header(int w, int h) {
 std::string text(double x, double y, const std::string& t, int size = 12, const char* anchor = "start",
                  const std::string& extra = "") {
   std::ostringstream s;
-  s << "<text x=\"" << fmt("%.1f", x) << "\" y=\"" << fmt("%.1f", y) << "\" font-size=\"" << size
-    << "\" text-anchor=\"" << anchor << "\"" << (extra.empty() ? "" : " " + extra) << ">" << esc(t) << "</text>\n";
+  s << "<text x=\"" << fmt("%.1f", x) << "\" y=\"" << fmt("%.1f", y) << "\" font-size=\"" << size << "\" text-anchor=\""
+    << anchor << "\"" << (extra.empty() ? "" : " " + extra) << ">" << esc(t) << "</text>\n";
   return s.str();
 }
 
@@ -71,7 +76,6 @@ std::string cell_color(double f) {
 }
 
 }  // namespace
-
 
 std::string line_chart_svg(const std::string& title, const std::string& xlabel, const std::string& ylabel,
                            const std::vector<Series>& series, double y_min, double y_max) {
@@ -107,8 +111,7 @@ std::string line_chart_svg(const std::string& title, const std::string& xlabel, 
   s << "<rect x=\"" << L << "\" y=\"" << T << "\" width=\"" << pw << "\" height=\"" << ph
     << "\" fill=\"none\" stroke=\"#444\"/>\n";
   s << text(L + pw / 2.0, H - 12, xlabel, 12, "middle");
-  s << text(16, T + ph / 2.0, ylabel, 12, "middle",
-            "transform=\"rotate(-90 16 " + fmt("%.1f", T + ph / 2.0) + ")\"");
+  s << text(16, T + ph / 2.0, ylabel, 12, "middle", "transform=\"rotate(-90 16 " + fmt("%.1f", T + ph / 2.0) + ")\"");
   int li = 0;
   for (const auto& se : series) {
     std::string pts;
@@ -123,8 +126,8 @@ std::string line_chart_svg(const std::string& title, const std::string& xlabel, 
         continue;
       }
       pts += fmt("%.1f", X(se.x[i])) + "," + fmt("%.1f", Y(se.y[i])) + " ";
-      s << "<circle cx=\"" << fmt("%.1f", X(se.x[i])) << "\" cy=\"" << fmt("%.1f", Y(se.y[i]))
-        << "\" r=\"2.5\" fill=\"" << se.color << "\"/>\n";
+      s << "<circle cx=\"" << fmt("%.1f", X(se.x[i])) << "\" cy=\"" << fmt("%.1f", Y(se.y[i])) << "\" r=\"2.5\" fill=\""
+        << se.color << "\"/>\n";
     }
     flush();
     double ly = T + 14 + 20 * li++;
@@ -181,7 +184,8 @@ std::string class_table_svg(const Metrics& m, const std::string& title) {
   s << header(W, H) << text(W / 2.0, 24, title, 15, "middle", "font-weight=\"bold\"");
   const char* head[5] = {"class", "precision", "recall", "F1", "support"};
   double y = T + 16;
-  for (int i = 0; i < 5; ++i) s << text(cx[i] + (i ? 60 : 0), y, head[i], 12, i ? "end" : "start", "font-weight=\"bold\"");
+  for (int i = 0; i < 5; ++i)
+    s << text(cx[i] + (i ? 60 : 0), y, head[i], 12, i ? "end" : "start", "font-weight=\"bold\"");
   s << "<line x1=\"10\" x2=\"" << W - 10 << "\" y1=\"" << y + 7 << "\" y2=\"" << y + 7 << "\" stroke=\"#444\"/>\n";
   for (size_t r = 0; r < m.per_class.size(); ++r) {
     const auto& k = m.per_class[r];
@@ -293,9 +297,9 @@ std::vector<std::string> write_training_curves(const std::string& csv, const std
   const auto& ep = col("epoch");
   std::vector<std::string> out;
   std::string loss = dir + "/loss.svg", acc = dir + "/accuracy.svg";
-  write_text_atomic(loss, line_chart_svg("Loss per epoch", "epoch", "cross-entropy",
-                                         {{"train", "#3182bd", ep, col("train_loss")},
-                                          {"val", "#e6550d", ep, col("val_loss")}}));
+  write_text_atomic(
+      loss, line_chart_svg("Loss per epoch", "epoch", "cross-entropy",
+                           {{"train", "#3182bd", ep, col("train_loss")}, {"val", "#e6550d", ep, col("val_loss")}}));
   write_text_atomic(acc, line_chart_svg("Accuracy per epoch", "epoch", "fraction",
                                         {{"train acc", "#3182bd", ep, col("train_acc")},
                                          {"val acc", "#e6550d", ep, col("val_acc")},

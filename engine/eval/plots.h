@@ -14,7 +14,7 @@
 namespace vit {
 
 struct Series {
-  std::string name, color;  // color: any SVG colour
+  std::string name, color;   // color: any SVG colour
   std::vector<double> x, y;  // NaN y values are gaps (e.g. epochs without validation)
 };
 
@@ -33,6 +33,5 @@ std::vector<std::string> write_training_curves(const std::string& metrics_csv, c
 // confusion_counts.svg, confusion_normalized.svg, per_class.svg, reliability.svg (if calib != nullptr).
 std::vector<std::string> write_eval_pictures(const Metrics& m, const CalibrationReport* calib,
                                              const std::string& out_dir, const std::string& title_prefix);
-
 
 }  // namespace vit

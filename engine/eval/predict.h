@@ -13,9 +13,9 @@ namespace vit {
 // (engine/eval/tta.h mean_view_logits; 2 = identity + mirror, 8 = all of D4; throws outside [1, 8]).
 struct Predictions {
   int k = 0;
-  std::vector<float> logits;   // (n, k)
-  std::vector<int> labels;     // (n)
-  std::vector<size_t> index;   // sample index of each row
+  std::vector<float> logits;  // (n, k)
+  std::vector<int> labels;    // (n)
+  std::vector<size_t> index;  // sample index of each row
   size_t n() const { return labels.size(); }
 };
 Predictions predict(TrainBackend& model, Loader& loader, int views = 1);

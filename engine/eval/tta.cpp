@@ -38,7 +38,8 @@ void dihedral_view(const float* in, float* out, int B, int C, int S, int k) {
 
 void mean_view_logits(const std::function<const float*(const float*)>& forward, const float* images, int B, int S,
                       int classes, int views, float* out) {
-  if (views < 1 || views > 8) throw std::invalid_argument("mean_view_logits: views must be in [1, 8], got " + std::to_string(views));
+  if (views < 1 || views > 8)
+    throw std::invalid_argument("mean_view_logits: views must be in [1, 8], got " + std::to_string(views));
   const size_t n = size_t(B) * classes;
   std::vector<float> sum(n, 0.0f), view;
   if (views > 1) view.resize(size_t(B) * 3 * S * S);

@@ -34,7 +34,6 @@ struct LayerActs {
   float *mean1, *rstd1, *lse, *mean2, *rstd2;
 };
 
-
 struct ActivationArena {
   void* aarena = nullptr;
   size_t aarena_bytes = 0;
@@ -107,6 +106,7 @@ struct ActivationArena {
     hp_dev = b.take<cpu::AdamWParams>(1);
     seeds_dev = b.take<uint64_t>(1 + 3 * cfg.depth);  // one seed per dropout site
     workspace = b.take<char>(workspace_bytes);
-  }};
+  }
+};
 
 }  // namespace vit

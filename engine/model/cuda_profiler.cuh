@@ -58,7 +58,8 @@ struct OpProfiler {
     for (const auto& [k, v] : total_ms) rows.push_back({v / steps, k}), sum += v / steps;
     std::sort(rows.rbegin(), rows.rend());
     std::fprintf(stderr, "[profile] GPU ms per step over %d steps (total %.2f ms):\n", steps, sum);
-    for (const auto& [ms, k] : rows) std::fprintf(stderr, "[profile] %9.3f ms %5.1f%%  %s\n", ms, 100 * ms / sum, k.c_str());
+    for (const auto& [ms, k] : rows)
+      std::fprintf(stderr, "[profile] %9.3f ms %5.1f%%  %s\n", ms, 100 * ms / sum, k.c_str());
   }
   ~OpProfiler() {
     for (auto e : events) cudaEventDestroy(e);

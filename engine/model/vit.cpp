@@ -45,8 +45,8 @@ ViTConfig ViTConfig::preset(const std::string& name) {
 }
 
 bool ViTConfig::same_architecture(const ViTConfig& o) const {
-  return image_size == o.image_size && patch == o.patch && channels == o.channels && dim == o.dim &&
-         depth == o.depth && heads == o.heads && mlp_dim == o.mlp_dim && num_classes == o.num_classes;
+  return image_size == o.image_size && patch == o.patch && channels == o.channels && dim == o.dim && depth == o.depth &&
+         heads == o.heads && mlp_dim == o.mlp_dim && num_classes == o.num_classes;
 }
 
 std::string ViTConfig::to_string() const {
@@ -72,8 +72,8 @@ static ModelParams bind(const ParamOffsets& o, float* base) {
   p.lnf_w = base + o.lnf_w, p.lnf_b = base + o.lnf_b, p.head_w = base + o.head_w, p.head_b = base + o.head_b;
   for (const BlockOffsets& b : o.blocks)
     p.blocks.push_back({base + b.ln1_w, base + b.ln1_b, base + b.qkv_w, base + b.qkv_b, base + b.proj_w,
-                        base + b.proj_b, base + b.ln2_w, base + b.ln2_b, base + b.fc1_w, base + b.fc1_b,
-                        base + b.fc2_w, base + b.fc2_b});
+                        base + b.proj_b, base + b.ln2_w, base + b.ln2_b, base + b.fc1_w, base + b.fc1_b, base + b.fc2_w,
+                        base + b.fc2_b});
   return p;
 }
 ViT::ViT(const ViTConfig& cfg) : cfg_(cfg) {
@@ -108,7 +108,9 @@ void ViT::init(uint64_t seed) {
   for (auto& p : table_) {
     float* x = param_data() + p.offset;
     const std::string& n = p.name;
-    auto ends = [&](const std::string& s) { return n.size() >= s.size() && n.compare(n.size() - s.size(), s.size(), s) == 0; };
+    auto ends = [&](const std::string& s) {
+      return n.size() >= s.size() && n.compare(n.size() - s.size(), s.size(), s) == 0;
+    };
     if (n == "conv_proj.weight") {
       trunc_normal(x, p.numel, std::sqrt(1.0 / (cfg_.channels * cfg_.patch * cfg_.patch)));
     } else if (n == "heads.head.weight" || n == "class_token") {
@@ -126,23 +128,23 @@ void ViT::init(uint64_t seed) {
 // ---------------------------------------------------------------- activations
 // Saved per block (all (B, N, .) row-major):
 struct BlockActs {
-  float *x_in;                  // block input (B,N,D) = previous block's output
+  float* x_in;  // block input (B,N,D) = previous block's output
   float *ln1, *ln1_mean, *ln1_rstd;
-  float *qkv;                   // (B,N,3D)
-  float *probs;                 // (B,H,N,N)
-  float *att;                   // (B,N,D) attention output before out_proj
-  float *x_mid;                 // (B,N,D) after the attention residual
+  float* qkv;    // (B,N,3D)
+  float* probs;  // (B,H,N,N)
+  float* att;    // (B,N,D) attention output before out_proj
+  float* x_mid;  // (B,N,D) after the attention residual
   float *ln2, *ln2_mean, *ln2_rstd;
-  float *h;                     // (B,N,M) fc1 output (pre-GELU)
-  float *g;                     // (B,N,M) GELU output
-  float *gd;                    // (B,N,M) after dropout (== g when dropout is off)
+  float* h;   // (B,N,M) fc1 output (pre-GELU)
+  float* g;   // (B,N,M) GELU output
+  float* gd;  // (B,N,M) after dropout (== g when dropout is off)
 };
 struct Acts {
   float *patches, *tokens, *x0;  // (B,Np,D), (B,N,D) embedded, (B,N,D) after embedding dropout
   std::vector<BlockActs> blocks;
-  float *x_out;                  // final block output (B,N,D)
+  float* x_out;                            // final block output (B,N,D)
   float *cls, *lnf, *lnf_mean, *lnf_rstd;  // (B,D) class-token rows, final LN
-  float *logits, *dlogits;       // (B,C)
+  float *logits, *dlogits;                 // (B,C)
   // backward scratch
   float *dx, *dx2, *dtmp, *dqkv, *dh, *dh2, *dcls;
 };
@@ -204,7 +206,6 @@ void ViT::ensure_activations(int B) {
   acts_.assign(total, 0.0f);  // the only allocation: grows with the largest batch seen
   acts_batch_ = B;
 }
-
 
 const float* ViT::forward(const float* images, int B, const ForwardOptions& opt) {
   if (B <= 0) throw std::invalid_argument("ViT::forward: batch size must be positive, got " + std::to_string(B));
@@ -357,8 +358,8 @@ double ViT::adamw_step_scaled(cpu::AdamWParams hp, float clip_norm, const std::v
     if (!(scale[i] > 0)) continue;
     const auto& p = table[i];
     hp.lr = lr * scale[i];
-    cpu::adamw_step(param_data() + p.offset, grad_data() + p.offset, adam_m() + p.offset, adam_v() + p.offset,
-                    p.numel, p.decay ? p.numel : 0, hp);
+    cpu::adamw_step(param_data() + p.offset, grad_data() + p.offset, adam_m() + p.offset, adam_v() + p.offset, p.numel,
+                    p.decay ? p.numel : 0, hp);
   }
   return norm;
 }

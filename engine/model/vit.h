@@ -56,9 +56,9 @@ struct ViTConfig {
 inline size_t device_segment_stride(size_t n) { return (n + 63) & ~size_t(63); }
 
 struct ForwardOptions {
-  bool training = false;        // dropout on
-  bool keep_attention = true;   // probs are always saved for backward; this only says callers may read them
-  uint64_t dropout_seed = 0;    // per-step seed for the dropout masks
+  bool training = false;       // dropout on
+  bool keep_attention = true;  // probs are always saved for backward; this only says callers may read them
+  uint64_t dropout_seed = 0;   // per-step seed for the dropout masks
   // Stochastic depth (training only): block l's two residual branches drop whole samples with
   // probability drop_path * l / (depth - 1), rising linearly from 0 at the first block (as the
   // reference recipe and timm). Masks come from drop_path_seed(dropout_seed, l, branch).

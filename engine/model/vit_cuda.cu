@@ -141,14 +141,14 @@ struct ViTCuda::Impl : ActivationArena {
   float* G(size_t off) const { return grads + off; }
   template <typename T>
   const T* W(size_t off) const {  // weights/biases the GEMMs read: bf16 shadow or fp32 master
-    if constexpr (std::is_same_v<T, float>) return params + off;
-    else return shadow + off;
+    if constexpr (std::is_same_v<T, float>)
+      return params + off;
+    else
+      return shadow + off;
   }
   // (seed value, device pointer) of a dropout site for this forward
   uint64_t seed_of(int site) const { return site_seed(fopt.dropout_seed, site); }
   const uint64_t* seed_ptr(int site) const { return seed_ptr_base ? seed_ptr_base + site : nullptr; }
-
-
 
   // ------------------------------------------------------------------ forward
   template <typename T>
@@ -169,61 +169,53 @@ struct ViTCuda::Impl : ActivationArena {
     cuda::patch_embed_fwd<T>(g, d_images, W<T>(po.conv_w), W<T>(po.conv_b), A(cols), A(patches),
                              PatchShape{Bn, cfg.channels, S, S, cfg.patch, D}, s);
     prof.mark("fwd embed tokens");
-    cuda::embed_tokens_fwd<T>(A(patches), P(po.cls), P(po.pos), A(xs[0]), Bn, NP, D, s, pd,
-                              seed_of(0), seed_ptr(0));
+    cuda::embed_tokens_fwd<T>(A(patches), P(po.cls), P(po.pos), A(xs[0]), Bn, NP, D, s, pd, seed_of(0), seed_ptr(0));
     for (int l = 0; l < cfg.depth; ++l) {
       LayerActs& la = layers[l];
       const BlockOffsets& p = po.blocks[l];
       const int s0 = 1 + 3 * l;
       // attention branch: x_mid = x + dropout(out_proj(attention(in_proj(ln_1(x)))))
       prof.mark("fwd ln_1");
-      cuda::layernorm_fwd<T>(A(xs[l]), P(p.ln1_w), P(p.ln1_b), A(la.ln1), la.mean1, la.rstd1, M, D,
-                             cfg.ln_eps, s);
+      cuda::layernorm_fwd<T>(A(xs[l]), P(p.ln1_w), P(p.ln1_b), A(la.ln1), la.mean1, la.rstd1, M, D, cfg.ln_eps, s);
       prof.mark("fwd qkv gemm");
-      cuda::linear_fwd<T, T>(g, A(la.ln1), W<T>(p.qkv_w),
-                             W<T>(p.qkv_b), A(la.qkv), M, D, 3 * D, s);  // (B,N,D)->(B,N,3D)
+      cuda::linear_fwd<T, T>(g, A(la.ln1), W<T>(p.qkv_w), W<T>(p.qkv_b), A(la.qkv), M, D, 3 * D,
+                             s);  // (B,N,D)->(B,N,3D)
       prof.mark("fwd attention");
       cuda::attention_fwd<T>(A(la.qkv), A(la.att), la.lse, Bn, Nn, H, D / H, s);
       prof.mark("fwd out_proj (+residual)");
       // stochastic depth of this block (vit.h drop_path_rate); not in captured graphs (capture_step)
       const float dp = opt.training ? drop_path_rate(opt.drop_path, l, cfg.depth) : 0.f;
       if (pd > 0.f || dp > 0.f) {
-        cuda::linear_fwd<T, T>(g, A(la.att), W<T>(p.proj_w),
-                               W<T>(p.proj_b), A(tmp), M, D, D, s);
-        if (dp > 0.f) cuda::drop_path<T>(A(tmp), A(tmp), Bn, size_t(Nn) * D, dp, drop_path_seed(opt.dropout_seed, l, 0), s);
+        cuda::linear_fwd<T, T>(g, A(la.att), W<T>(p.proj_w), W<T>(p.proj_b), A(tmp), M, D, D, s);
+        if (dp > 0.f)
+          cuda::drop_path<T>(A(tmp), A(tmp), Bn, size_t(Nn) * D, dp, drop_path_seed(opt.dropout_seed, l, 0), s);
         cuda::residual_dropout_fwd<T>(A(xs[l]), A(tmp), A(la.x_mid), MD, pd, seed_of(s0), s, seed_ptr(s0));
       } else {  // no dropout: the residual add is the GEMM's C operand
-        cuda::linear_residual_fwd<T>(g, A(la.att), W<T>(p.proj_w),
-                                     W<T>(p.proj_b), A(xs[l]), A(la.x_mid), M, D, D, s);
+        cuda::linear_residual_fwd<T>(g, A(la.att), W<T>(p.proj_w), W<T>(p.proj_b), A(xs[l]), A(la.x_mid), M, D, D, s);
       }
       // MLP branch: x_out = x_mid + dropout(fc2(dropout(gelu(fc1(ln_2(x_mid))))))
       prof.mark("fwd ln_2");
-      cuda::layernorm_fwd<T>(A(la.x_mid), P(p.ln2_w), P(p.ln2_b), A(la.ln2), la.mean2, la.rstd2, M,
-                             D, cfg.ln_eps, s);
+      cuda::layernorm_fwd<T>(A(la.x_mid), P(p.ln2_w), P(p.ln2_b), A(la.ln2), la.mean2, la.rstd2, M, D, cfg.ln_eps, s);
       prof.mark("fwd fc1 gemm");
       cuda::linear_fwd<T, T>(g, A(la.ln2), W<T>(p.fc1_w), W<T>(p.fc1_b), A(la.h), M, D, Mm, s);
       prof.mark("fwd gelu");
       cuda::gelu_fwd<T>(A(la.h), A(la.g), size_t(M) * Mm, s);
       prof.mark("fwd fc2 (+residual)");
-      if (pd > 0.f)
-        cuda::dropout_fwd<T>(A(la.g), A(la.g), size_t(M) * Mm, pd, seed_of(s0 + 1), s, seed_ptr(s0 + 1));
+      if (pd > 0.f) cuda::dropout_fwd<T>(A(la.g), A(la.g), size_t(M) * Mm, pd, seed_of(s0 + 1), s, seed_ptr(s0 + 1));
       if (pd > 0.f || dp > 0.f) {
         cuda::linear_fwd<T, T>(g, A(la.g), W<T>(p.fc2_w), W<T>(p.fc2_b), A(tmp), M, Mm, D, s);
-        if (dp > 0.f) cuda::drop_path<T>(A(tmp), A(tmp), Bn, size_t(Nn) * D, dp, drop_path_seed(opt.dropout_seed, l, 1), s);
-        cuda::residual_dropout_fwd<T>(A(la.x_mid), A(tmp), A(xs[l + 1]), MD, pd, seed_of(s0 + 2), s,
-                                      seed_ptr(s0 + 2));
+        if (dp > 0.f)
+          cuda::drop_path<T>(A(tmp), A(tmp), Bn, size_t(Nn) * D, dp, drop_path_seed(opt.dropout_seed, l, 1), s);
+        cuda::residual_dropout_fwd<T>(A(la.x_mid), A(tmp), A(xs[l + 1]), MD, pd, seed_of(s0 + 2), s, seed_ptr(s0 + 2));
       } else {
-        cuda::linear_residual_fwd<T>(g, A(la.g), W<T>(p.fc2_w), W<T>(p.fc2_b), A(la.x_mid),
-                                     A(xs[l + 1]), M, Mm, D, s);
+        cuda::linear_residual_fwd<T>(g, A(la.g), W<T>(p.fc2_w), W<T>(p.fc2_b), A(la.x_mid), A(xs[l + 1]), M, Mm, D, s);
       }
     }
     // encoder.ln on the class-token rows only (LayerNorm is per row: exact), then the head.
     prof.mark("fwd head");
     cuda::gather_cls<T>(A(xs[cfg.depth]), A(cls), Bn, Nn, D, s);
-    cuda::layernorm_fwd<T>(A(cls), P(po.lnf_w), P(po.lnf_b), A(lnf), meanf, rstdf, Bn, D,
-                           cfg.ln_eps, s);
-    cuda::linear_fwd<T, float>(g, A(lnf), W<T>(po.head_w), P(po.head_b), logits, Bn, D,
-                               cfg.num_classes, s);
+    cuda::layernorm_fwd<T>(A(cls), P(po.lnf_w), P(po.lnf_b), A(lnf), meanf, rstdf, Bn, D, cfg.ln_eps, s);
+    cuda::linear_fwd<T, float>(g, A(lnf), W<T>(po.head_w), P(po.head_b), logits, Bn, D, cfg.num_classes, s);
   }
 
   // ------------------------------------------------------------------ backward
@@ -249,8 +241,8 @@ struct ViTCuda::Impl : ActivationArena {
     cuda::linear_bwd_dw<T>(g, A(lnf), dlt, G(po.head_w), Bn, D, C, s);
     cuda::bias_grad<float>(dlogits, G(po.head_b), bias_scratch, Bn, C, s);
     cuda::linear_bwd_dx<T>(g, dlt, W<T>(po.head_w), A(dlnf), Bn, D, C, s);
-    cuda::layernorm_bwd<T>(A(cls), P(po.lnf_w), meanf, rstdf, A(dlnf), A(dcls), G(po.lnf_w),
-                           G(po.lnf_b), ln_scratch, Bn, D, s);
+    cuda::layernorm_bwd<T>(A(cls), P(po.lnf_w), meanf, rstdf, A(dlnf), A(dcls), G(po.lnf_w), G(po.lnf_b), ln_scratch,
+                           Bn, D, s);
     prof.mark("bwd scatter cls");
     cuda::scatter_cls_grad<T>(A(dcls), A(dres), Bn, Nn, D, s);  // dres = d(last block output)
 
@@ -272,22 +264,20 @@ struct ViTCuda::Impl : ActivationArena {
         dy2 = A(dtmp);
       }
       prof.mark("bwd fc2 dw+db");
-      cuda::linear_bwd_dw_db<T>(g, A(la.g), dy2, G(p.fc2_w), G(p.fc2_b), bias_scratch, M, Mm, D,
-                                s);
+      cuda::linear_bwd_dw_db<T>(g, A(la.g), dy2, G(p.fc2_w), G(p.fc2_b), bias_scratch, M, Mm, D, s);
       prof.mark("bwd fc2 dx");
       cuda::linear_bwd_dx<T>(g, dy2, W<T>(p.fc2_w), A(dh), M, Mm, D, s);
       // dh = gelu'(h) * dropout_bwd(dh), in place
       prof.mark("bwd gelu");
       cuda::gelu_bwd<T>(A(la.h), A(dh), A(dh), size_t(M) * Mm, s, pd, seed_of(s0 + 1), seed_ptr(s0 + 1));
       prof.mark("bwd fc1 dw+db");
-      cuda::linear_bwd_dw_db<T>(g, A(la.ln2), A(dh), G(p.fc1_w), G(p.fc1_b), bias_scratch, M, D,
-                                Mm, s);
+      cuda::linear_bwd_dw_db<T>(g, A(la.ln2), A(dh), G(p.fc1_w), G(p.fc1_b), bias_scratch, M, D, Mm, s);
       prof.mark("bwd fc1 dx");
       cuda::linear_bwd_dx<T>(g, A(dh), W<T>(p.fc1_w), A(dtmp2), M, D, Mm, s);
       // dres = LN2-backward(dtmp2) + dres = d(x_mid)
       prof.mark("bwd ln_2");
-      cuda::layernorm_bwd<T>(A(la.x_mid), P(p.ln2_w), la.mean2, la.rstd2, A(dtmp2), A(dres),
-                             G(p.ln2_w), G(p.ln2_b), ln_scratch, M, D, s, A(dres));
+      cuda::layernorm_bwd<T>(A(la.x_mid), P(p.ln2_w), la.mean2, la.rstd2, A(dtmp2), A(dres), G(p.ln2_w), G(p.ln2_b),
+                             ln_scratch, M, D, s, A(dres));
       // attention branch
       T* dyp = A(dres);
       if (pd > 0.f) {
@@ -301,26 +291,23 @@ struct ViTCuda::Impl : ActivationArena {
         dyp = A(dtmp);
       }
       prof.mark("bwd out_proj dw+db");
-      cuda::linear_bwd_dw_db<T>(g, A(la.att), dyp, G(p.proj_w),
-                                G(p.proj_b), bias_scratch, M, D, D, s);
+      cuda::linear_bwd_dw_db<T>(g, A(la.att), dyp, G(p.proj_w), G(p.proj_b), bias_scratch, M, D, D, s);
       prof.mark("bwd out_proj dx");
       cuda::linear_bwd_dx<T>(g, dyp, W<T>(p.proj_w), A(dtmp2), M, D, D, s);  // d(att)
       prof.mark("bwd attention");
       cuda::attention_bwd<T>(A(la.qkv), A(la.att), A(dtmp2), la.lse, A(dqkv), attn_scratch, Bn, Nn, H, D / H, s);
       prof.mark("bwd qkv dw+db");
-      cuda::linear_bwd_dw_db<T>(g, A(la.ln1), A(dqkv), G(p.qkv_w),
-                                G(p.qkv_b), bias_scratch, M, D, 3 * D, s);
+      cuda::linear_bwd_dw_db<T>(g, A(la.ln1), A(dqkv), G(p.qkv_w), G(p.qkv_b), bias_scratch, M, D, 3 * D, s);
       prof.mark("bwd qkv dx");
       cuda::linear_bwd_dx<T>(g, A(dqkv), W<T>(p.qkv_w), A(dtmp2), M, D, 3 * D, s);
       // dres = LN1-backward(dtmp2) + dres = d(x_in)
       prof.mark("bwd ln_1");
-      cuda::layernorm_bwd<T>(A(xs[l]), P(p.ln1_w), la.mean1, la.rstd1, A(dtmp2), A(dres),
-                             G(p.ln1_w), G(p.ln1_b), ln_scratch, M, D, s, A(dres));
+      cuda::layernorm_bwd<T>(A(xs[l]), P(p.ln1_w), la.mean1, la.rstd1, A(dtmp2), A(dres), G(p.ln1_w), G(p.ln1_b),
+                             ln_scratch, M, D, s, A(dres));
     }
     // embedding: dres = d(x0); dropout + token embedding backward -> dpatches in dtmp
     prof.mark("bwd embed tokens");
-    cuda::embed_tokens_bwd<T>(A(dres), A(dtmp), G(po.cls), G(po.pos), Bn, NP, D, s, pd,
-                              seed_of(0), seed_ptr(0));
+    cuda::embed_tokens_bwd<T>(A(dres), A(dtmp), G(po.cls), G(po.pos), Bn, NP, D, s, pd, seed_of(0), seed_ptr(0));
     prof.mark("bwd patch embed");
     cuda::patch_embed_bwd<T>(g, A(cols), A(dtmp), G(po.conv_w), G(po.conv_b), bias_scratch,
                              PatchShape{Bn, cfg.channels, S, S, cfg.patch, D}, s);
@@ -358,8 +345,10 @@ struct ViTCuda::Impl : ActivationArena {
   void forward_any(const float* d_images, int Bn, const ForwardOptions& opt) {
     ensure_batch(Bn, "ViTCuda::forward");
     if (!d_images) throw std::invalid_argument("ViTCuda::forward: images is null");
-    if (prec == Precision::BF16) forward_t<bf16>(d_images, Bn, opt);
-    else forward_t<float>(d_images, Bn, opt);
+    if (prec == Precision::BF16)
+      forward_t<bf16>(d_images, Bn, opt);
+    else
+      forward_t<float>(d_images, Bn, opt);
   }
   // Global L2 norm of the gradient arena: deterministic device sum, one host synchronisation.
   double grad_norm_sync() {
@@ -380,8 +369,10 @@ struct ViTCuda::Impl : ActivationArena {
   }
   void backward_any() {
     if (!have_loss) throw std::logic_error("ViTCuda::backward called without loss() for this batch");
-    if (prec == Precision::BF16) backward_t<bf16>();
-    else backward_t<float>();
+    if (prec == Precision::BF16)
+      backward_t<bf16>();
+    else
+      backward_t<float>();
   }
   void adamw_launch(const cpu::AdamWParams& hp, const cpu::AdamWParams* hpd, const double* sq, float clip) {
     cuda::adamw_step(params, grads, m, v, n, ndecay, hp, stream, shadow, hpd, sq, clip);
@@ -487,8 +478,7 @@ void ViTCuda::upload(const ViT& host) {
 
 void ViTCuda::download(ViT& host) {
   Impl& I = *impl_;
-  if (!I.cfg.same_architecture(host.config()))
-    throw std::invalid_argument("ViTCuda::download: architecture mismatch");
+  if (!I.cfg.same_architecture(host.config())) throw std::invalid_argument("ViTCuda::download: architecture mismatch");
   for (size_t k = 0; k < 4; ++k)
     VIT_CHECK(cudaMemcpyAsync(host.param_data() + k * I.n, I.params + k * I.stride, I.n * sizeof(float),
                               cudaMemcpyDeviceToHost, I.stream));
@@ -511,10 +501,14 @@ void ViTCuda::init_device(uint64_t seed) {
   uint64_t k = 0;
   for (const auto& p : I.table) {
     float sd = 0.f, shift = 0.f;
-    if (p.name == "conv_proj.weight") sd = std::sqrt(1.0f / (I.cfg.channels * I.cfg.patch * I.cfg.patch));
-    else if (p.name == "heads.head.weight" || p.name == "class_token") sd = 0.f;  // zeros, as torchvision
-    else if (p.name == "encoder.pos_embedding" || p.decay) sd = 0.02f;
-    else if (ends(p.name, "ln_1.weight") || ends(p.name, "ln_2.weight") || p.name == "encoder.ln.weight") shift = 1.f;
+    if (p.name == "conv_proj.weight")
+      sd = std::sqrt(1.0f / (I.cfg.channels * I.cfg.patch * I.cfg.patch));
+    else if (p.name == "heads.head.weight" || p.name == "class_token")
+      sd = 0.f;  // zeros, as torchvision
+    else if (p.name == "encoder.pos_embedding" || p.decay)
+      sd = 0.02f;
+    else if (ends(p.name, "ln_1.weight") || ends(p.name, "ln_2.weight") || p.name == "encoder.ln.weight")
+      shift = 1.f;
     ++k;
     if (sd == 0.f && shift == 0.f) continue;
     init_uniform_kernel<<<cuda::elementwise_grid(p.numel, 256), 256, 0, I.stream>>>(
@@ -540,11 +534,11 @@ const float* ViTCuda::forward(const float* images, int B, const ForwardOptions& 
   I.ensure_batch(B, "ViTCuda::forward");
   if (!images) throw std::invalid_argument("ViTCuda::forward: images is null");
   const size_t S = I.cfg.image_size;
-  VIT_CHECK(cudaMemcpyAsync(I.img, images, sizeof(float) * B * I.cfg.channels * S * S, cudaMemcpyHostToDevice,
-                            I.stream));
+  VIT_CHECK(
+      cudaMemcpyAsync(I.img, images, sizeof(float) * B * I.cfg.channels * S * S, cudaMemcpyHostToDevice, I.stream));
   I.forward_any(I.img, B, opt);
-  VIT_CHECK(cudaMemcpyAsync(I.h_logits, I.logits, sizeof(float) * B * I.cfg.num_classes, cudaMemcpyDeviceToHost,
-                            I.stream));
+  VIT_CHECK(
+      cudaMemcpyAsync(I.h_logits, I.logits, sizeof(float) * B * I.cfg.num_classes, cudaMemcpyDeviceToHost, I.stream));
   VIT_CHECK(cudaStreamSynchronize(I.stream));
   return I.h_logits;
 }
@@ -650,7 +644,8 @@ void ViTCuda::capture_step(int B, float smoothing, float clip_norm, bool trainin
     I.step_exec = capture_graph(I.stream, [&] {
       // per-step inputs read on the device: hyper-parameters and dropout seeds from pinned memory
       VIT_CHECK(cudaMemcpyAsync(I.hp_dev, I.h_hp, sizeof(cpu::AdamWParams), cudaMemcpyHostToDevice, I.stream));
-      VIT_CHECK(cudaMemcpyAsync(I.seeds_dev, I.h_seeds, sizeof(uint64_t) * I.sites(), cudaMemcpyHostToDevice, I.stream));
+      VIT_CHECK(
+          cudaMemcpyAsync(I.seeds_dev, I.h_seeds, sizeof(uint64_t) * I.sites(), cudaMemcpyHostToDevice, I.stream));
       VIT_CHECK(cudaMemsetAsync(I.grads, 0, I.n * sizeof(float), I.stream));
       I.seed_ptr_base = I.seeds_dev;
       I.forward_any(I.img, B, opt);
@@ -688,7 +683,7 @@ float ViTCuda::replay_step(const cpu::AdamWParams& hp, uint64_t dropout_seed) {
 void ViTCuda::capture_forward(int B) {
   Impl& I = *impl_;
   I.ensure_batch(B, "ViTCuda::capture_forward");
-  ForwardOptions opt;  // inference
+  ForwardOptions opt;            // inference
   I.forward_any(I.img, B, opt);  // warm-up: plans
   VIT_CHECK(cudaStreamSynchronize(I.stream));
   if (I.fwd_exec) {

@@ -6,7 +6,6 @@
 
 namespace vit {
 
-
 namespace {
 
 class CpuBackend : public ModelBackend<ViT> {
@@ -31,7 +30,6 @@ class CpuBackend : public ModelBackend<ViT> {
   ViT& m_;
 };
 
-
 }  // namespace
 
 namespace {
@@ -46,11 +44,11 @@ std::unique_ptr<TrainBackend> make_backend(const std::string& device, ViT& host,
   if (device == "cpu") return std::make_unique<CpuBackend>(host);
   if (device == "cuda") {
     if (!g_cuda_factory)
-      throw std::runtime_error("device 'cuda' asked for, but this vitengine was built without CUDA (VITENGINE_CUDA=OFF)");
+      throw std::runtime_error(
+          "device 'cuda' asked for, but this vitengine was built without CUDA (VITENGINE_CUDA=OFF)");
     return g_cuda_factory(host, max_batch, precision);
   }
   throw std::invalid_argument("unknown device '" + device + "' (cpu or cuda)");
 }
-
 
 }  // namespace vit

@@ -39,8 +39,9 @@ class CudaBackend : public ModelBackend<ViTCuda> {
       throw std::invalid_argument("upload_train_images: images are " + std::to_string(size) + " px, the model takes " +
                                   std::to_string(m_.config().image_size));
     if (size > cuda::kAugmentMaxSide)
-      throw std::invalid_argument("data_on_device: image_size " + std::to_string(size) + " is above the GPU augmentation's " +
-                                  std::to_string(cuda::kAugmentMaxSide) + "; set data_on_device=false");
+      throw std::invalid_argument("data_on_device: image_size " + std::to_string(size) +
+                                  " is above the GPU augmentation's " + std::to_string(cuda::kAugmentMaxSide) +
+                                  "; set data_on_device=false");
     const size_t bytes = count * size_t(size) * size * 3;
     // Room is also needed later: the evaluation model (EMA, the final report) and cuBLAS.
     const size_t keep_free = size_t(1) << 30;
@@ -79,7 +80,8 @@ class CudaBackend : public ModelBackend<ViTCuda> {
     }
     for (int i = 0; i < B; ++i) {
       if (index[i] >= count_)
-        throw std::out_of_range("forward_uploaded: image " + std::to_string(index[i]) + " of " + std::to_string(count_));
+        throw std::out_of_range("forward_uploaded: image " + std::to_string(index[i]) + " of " +
+                                std::to_string(count_));
       if (aug[i].ta_op >= 0 || aug[i].blur_sigma > 0)
         throw std::invalid_argument("data_on_device: the GPU augmentation does neither TrivialAugment nor blur");
       cuda::AugmentItem& it = h_items_[i];
@@ -105,10 +107,10 @@ class CudaBackend : public ModelBackend<ViTCuda> {
   // data_on_device
   uint8_t* d_images_ = nullptr;  // (count_, S, S, 3)
   size_t count_ = 0;
-  std::vector<uint8_t> fills_;   // (count_, 3)
+  std::vector<uint8_t> fills_;  // (count_, 3)
   cuda::AugmentNorm norm_{};
   cuda::AugmentItem *d_items_ = nullptr, *h_items_ = nullptr;  // one batch of items: device, pinned host
-  float* h_logits_ = nullptr;                                   // pinned (items_cap_, k_)
+  float* h_logits_ = nullptr;                                  // pinned (items_cap_, k_)
   int items_cap_ = 0;
 };
 

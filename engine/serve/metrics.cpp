@@ -12,8 +12,10 @@ void ServeMetrics::record(const std::string& route, int status, double ms) {
   if (status >= 400 && status < 500) ++err4xx_;
   if (status >= 500) ++err5xx_;
   if (ms < 0) return;
-  if (lat_ms_.size() < kWindow) lat_ms_.push_back(ms);
-  else lat_ms_[next_] = ms;
+  if (lat_ms_.size() < kWindow)
+    lat_ms_.push_back(ms);
+  else
+    lat_ms_[next_] = ms;
   next_ = (next_ + 1) % kWindow;
 }
 

@@ -46,9 +46,7 @@ struct Server::Impl {
   Impl(Predictor& p, ServeOptions o)
       : pred(p), opt(std::move(o)), batcher(p, opt.max_batch, opt.queue, opt.gather_us) {}
 
-  json class_notes(int c) const {
-    return opt.app.notes ? opt.app.notes(pred.class_names()[c]) : json::object();
-  }
+  json class_notes(int c) const { return opt.app.notes ? opt.app.notes(pred.class_names()[c]) : json::object(); }
 
   std::vector<BatchResult> run(const std::vector<std::pair<std::string, Image>>& imgs, bool rollout) {
     std::vector<std::vector<float>> inputs;

@@ -38,18 +38,18 @@ struct ServeApp {
 };
 
 struct ServeOptions {
-  std::string host = "127.0.0.1";  // loopback unless told otherwise
-  int port = 8080;                 // 0 = any free port (bind() returns it)
+  std::string host = "127.0.0.1";       // loopback unless told otherwise
+  int port = 8080;                      // 0 = any free port (bind() returns it)
   size_t max_upload_bytes = 10u << 20;  // whole request body
-  int max_image_dim = 4096;        // width and height limit, checked before decoding
-  int max_images = 32;             // images per request
-  int max_batch = 16;              // images per forward pass
-  int queue = 64;                  // images waiting for the model; more -> 503
-  int threads = 32;                // HTTP worker threads (connections served at once)
-  int gather_us = 2000;            // batching window after the first queued image
-  float review_below = 0.5f;       // confidence under this sets "review": true
+  int max_image_dim = 4096;             // width and height limit, checked before decoding
+  int max_images = 32;                  // images per request
+  int max_batch = 16;                   // images per forward pass
+  int queue = 64;                       // images waiting for the model; more -> 503
+  int threads = 32;                     // HTTP worker threads (connections served at once)
+  int gather_us = 2000;                 // batching window after the first queued image
+  float review_below = 0.5f;            // confidence under this sets "review": true
   int default_top_k = 3;
-  ServeApp app;                    // application notes and summaries (none: a plain classifier)
+  ServeApp app;  // application notes and summaries (none: a plain classifier)
 };
 
 class Server {

@@ -48,7 +48,8 @@ std::vector<std::pair<std::string, Image>> read_images(const httplib::Request& r
   if (n == 0) {
     std::string got;
     for (const auto& kv : req.files) got += (got.empty() ? "" : ", ") + display_name(kv.first, 0);
-    throw HttpError(400, "missing_field", "no field 'image' in the upload" + (got.empty() ? "" : " (got: " + got + ")"));
+    throw HttpError(400, "missing_field",
+                    "no field 'image' in the upload" + (got.empty() ? "" : " (got: " + got + ")"));
   }
   if (n > max_n)
     throw HttpError(413, "too_many_images",

@@ -8,9 +8,16 @@ double unnum(const nlohmann::json& j) { return j.is_number() ? j.get<double>() :
 }  // namespace
 
 nlohmann::json EpochRow::to_json() const {
-  return {{"epoch", epoch},          {"step", step},        {"train_loss", num(train_loss)},
-          {"train_acc", num(train_acc)}, {"val_loss", num(val_loss)}, {"val_acc", num(val_acc)},
-          {"val_macro_f1", num(val_macro_f1)}, {"lr", lr}, {"img_s", img_s}, {"elapsed_s", elapsed_s}};
+  return {{"epoch", epoch},
+          {"step", step},
+          {"train_loss", num(train_loss)},
+          {"train_acc", num(train_acc)},
+          {"val_loss", num(val_loss)},
+          {"val_acc", num(val_acc)},
+          {"val_macro_f1", num(val_macro_f1)},
+          {"lr", lr},
+          {"img_s", img_s},
+          {"elapsed_s", elapsed_s}};
 }
 
 EpochRow EpochRow::from_json(const nlohmann::json& j) {

@@ -51,17 +51,32 @@ void read_text(const std::string& key, const std::string& s, float& out) {
   out = float(v);
 }
 void read_text(const std::string& key, const std::string& s, bool& out) {
-  if (s == "true" || s == "1") out = true;
-  else if (s == "false" || s == "0") out = false;
-  else throw ConfigError("--set " + key + ": expected true or false, got '" + s + "'");
+  if (s == "true" || s == "1")
+    out = true;
+  else if (s == "false" || s == "0")
+    out = false;
+  else
+    throw ConfigError("--set " + key + ": expected true or false, got '" + s + "'");
 }
 
 template <typename T>
 const char* type_label();
-template <> const char* type_label<std::string>() { return "string"; }
-template <> const char* type_label<int>() { return "int"; }
-template <> const char* type_label<float>() { return "float"; }
-template <> const char* type_label<bool>() { return "bool"; }
+template <>
+const char* type_label<std::string>() {
+  return "string";
+}
+template <>
+const char* type_label<int>() {
+  return "int";
+}
+template <>
+const char* type_label<float>() {
+  return "float";
+}
+template <>
+const char* type_label<bool>() {
+  return "bool";
+}
 
 std::string default_text(const std::string& v) { return "\"" + v + "\""; }
 std::string default_text(int v) { return std::to_string(v); }
@@ -83,7 +98,8 @@ nlohmann::json TrainConfig::to_json() const {
 }
 
 void TrainConfig::update_from_json(const nlohmann::json& j) {
-  if (!j.is_object()) throw ConfigError("config: expected a JSON object at the top level, got " + std::string(j.type_name()));
+  if (!j.is_object())
+    throw ConfigError("config: expected a JSON object at the top level, got " + std::string(j.type_name()));
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string& key = it.key();
     if (!key.empty() && key[0] == '_') continue;  // "_comment" and friends
@@ -142,8 +158,12 @@ TrainConfig TrainConfig::load(const std::string& json_path, const std::vector<st
 void TrainConfig::validate() const {
   static const std::set<std::string> presets = {"vit_ti16", "vit_s16", "vit_b16"};
   if (!presets.count(model)) bad("model", "must be vit_ti16, vit_s16 or vit_b16, got '" + model + "'");
-  for (auto [v, n] : {std::pair{image_size, "image_size"}, {patch, "patch"}, {dim, "dim"}, {depth, "depth"},
-                      {heads, "heads"}, {mlp_dim, "mlp_dim"}})
+  for (auto [v, n] : {std::pair{image_size, "image_size"},
+                      {patch, "patch"},
+                      {dim, "dim"},
+                      {depth, "depth"},
+                      {heads, "heads"},
+                      {mlp_dim, "mlp_dim"}})
     if (v < 0) bad(n, "must be >= 0 (0 = the preset's), got " + std::to_string(v));
   if (!(dropout >= 0 && dropout < 1)) bad("dropout", "must be in [0, 1), got " + default_text(dropout));
   if (!(drop_path >= 0 && drop_path < 1)) bad("drop_path", "must be in [0, 1), got " + default_text(drop_path));
@@ -158,19 +178,23 @@ void TrainConfig::validate() const {
     bad("schedule", "must be constant or cosine, got '" + schedule + "'");
   if (!(warmup_epochs >= 0 && warmup_epochs <= epochs))
     bad("warmup_epochs", "must be in [0, epochs=" + std::to_string(epochs) + "], got " + default_text(warmup_epochs));
-  if (!(min_lr_ratio >= 0 && min_lr_ratio <= 1)) bad("min_lr_ratio", "must be in [0, 1], got " + default_text(min_lr_ratio));
+  if (!(min_lr_ratio >= 0 && min_lr_ratio <= 1))
+    bad("min_lr_ratio", "must be in [0, 1], got " + default_text(min_lr_ratio));
   if (!(label_smoothing >= 0 && label_smoothing < 1))
     bad("label_smoothing", "must be in [0, 1), got " + default_text(label_smoothing));
   if (!(grad_clip >= 0)) bad("grad_clip", "must be >= 0 (0 = off), got " + default_text(grad_clip));
-  if (!(ema_decay >= 0 && ema_decay < 1)) bad("ema_decay", "must be in [0, 1) (0 = off), got " + default_text(ema_decay));
+  if (!(ema_decay >= 0 && ema_decay < 1))
+    bad("ema_decay", "must be in [0, 1) (0 = off), got " + default_text(ema_decay));
   if (ema_every < 1) bad("ema_every", "must be >= 1, got " + std::to_string(ema_every));
-  if (subset != 5 && subset != 20 && subset != 100) bad("subset", "must be 5, 20 or 100, got " + std::to_string(subset));
+  if (subset != 5 && subset != 20 && subset != 100)
+    bad("subset", "must be 5, 20 or 100, got " + std::to_string(subset));
   if (train_split.empty()) bad("train_split", "must not be empty");
   if (!(balance_power >= 0 && balance_power <= 1))
     bad("balance_power", "must be in [0, 1], got " + default_text(balance_power));
   if (augment != "none" && augment != "light" && augment != "strong")
     bad("augment", "must be none, light or strong, got '" + augment + "'");
-  if (!(translate >= 0 && translate <= 0.5)) bad("translate", "must be in [0, 0.5] (a fraction of the image side), got " + default_text(translate));
+  if (!(translate >= 0 && translate <= 0.5))
+    bad("translate", "must be in [0, 0.5] (a fraction of the image side), got " + default_text(translate));
   if (augment == "none" && (translate > 0 || reflect_border))
     bad(translate > 0 ? "translate" : "reflect_border", "only acts with augment light or strong, and augment is none");
   if (threads < 1) bad("threads", "must be >= 1, got " + std::to_string(threads));
@@ -182,14 +206,16 @@ void TrainConfig::validate() const {
   if (data_on_device && augment == "strong")
     bad("data_on_device", "supports augment none or light: augment=strong blurs, which only the CPU loader does");
   if (eval_every < 1) bad("eval_every", "must be >= 1, got " + std::to_string(eval_every));
-  if (checkpoint_every < 0) bad("checkpoint_every", "must be >= 0 (0 = epoch ends only), got " + std::to_string(checkpoint_every));
+  if (checkpoint_every < 0)
+    bad("checkpoint_every", "must be >= 0 (0 = epoch ends only), got " + std::to_string(checkpoint_every));
   if (log_every < 1) bad("log_every", "must be >= 1, got " + std::to_string(log_every));
   if (max_steps < 0) bad("max_steps", "must be >= 0 (0 = no limit), got " + std::to_string(max_steps));
   if (label_level != "class" && label_level != "group")
     bad("label_level", "must be class or group, got '" + label_level + "'");
   if (!(time_budget_s >= 0)) bad("time_budget_s", "must be >= 0 (0 = off), got " + std::to_string(time_budget_s));
   if (ece_bins < 1 || ece_bins > 1000) bad("ece_bins", "must be in [1, 1000], got " + std::to_string(ece_bins));
-  if (freeze_backbone_epochs < 0) bad("freeze_backbone_epochs", "must be >= 0, got " + std::to_string(freeze_backbone_epochs));
+  if (freeze_backbone_epochs < 0)
+    bad("freeze_backbone_epochs", "must be >= 0, got " + std::to_string(freeze_backbone_epochs));
   if (freeze_backbone_epochs > 0 && init.empty())
     bad("freeze_backbone_epochs", "needs `init` (freezing a random backbone makes no sense)");
   if (!(backbone_lr_mult >= 0)) bad("backbone_lr_mult", "must be >= 0, got " + default_text(backbone_lr_mult));
@@ -226,9 +252,9 @@ ViTConfig TrainConfig::model_config(int num_classes) const {
 }
 
 bool TrainConfig::resume_safe(const std::string& f) {
-  static const std::set<std::string> safe = {"device", "precision", "data_root", "use_packs",         "threads",        "prefetch", "data_on_device",  "log_every",
-                                             "checkpoint_every", "eval_every",   "max_steps", "calibrate",
-                                             "ece_bins",       "time_budget_s"};
+  static const std::set<std::string> safe = {
+      "device",    "precision",        "data_root",  "use_packs", "threads",   "prefetch", "data_on_device",
+      "log_every", "checkpoint_every", "eval_every", "max_steps", "calibrate", "ece_bins", "time_budget_s"};
   return safe.count(f) > 0;
 }
 

@@ -25,61 +25,76 @@ struct ConfigError : std::invalid_argument {
 
 // X(type, name, default, doc). The one list that defines the struct, its JSON
 // reader and writer, --set parsing and the documentation table.
-#define VIT_TRAIN_CONFIG_FIELDS(X)                                                                             \
-  /* ---- model ---- */                                                                                        \
-  X(std::string, model, "vit_ti16", "model preset: vit_ti16 | vit_s16 | vit_b16 (fields below override it)")   \
-  X(int, image_size, 0, "input side in pixels; 0 = the preset's (224)")                                          \
-  X(int, patch, 0, "patch side; 0 = the preset's (16)")                                                          \
-  X(int, dim, 0, "token width; 0 = the preset's")                                                                \
-  X(int, depth, 0, "encoder blocks; 0 = the preset's")                                                           \
-  X(int, heads, 0, "attention heads; 0 = the preset's")                                                          \
-  X(int, mlp_dim, 0, "MLP hidden width; 0 = the preset's")                                                       \
-  X(float, dropout, 0.0f, "dropout probability inside the model (torchvision's `dropout`)")                      \
-  X(float, drop_path, 0.0f, "stochastic depth: block l drops its residual branches per sample with rate drop_path*l/(depth-1) (the reference recipe: 0.1)") \
-  /* ---- optimisation ---- */                                                                                 \
-  X(int, epochs, 10, "training epochs (the lr schedule spans all of them)")                                     \
-  X(int, batch_size, 32, "images per optimizer step")                                                            \
-  X(float, lr, 3e-4f, "peak AdamW learning rate")                                                                \
-  X(float, weight_decay, 1e-2f, "AdamW decoupled weight decay, on weight matrices only")                         \
-  X(float, beta1, 0.9f, "AdamW beta1")                                                                           \
-  X(float, beta2, 0.999f, "AdamW beta2")                                                                         \
-  X(float, adam_eps, 1e-8f, "AdamW epsilon")                                                                     \
-  X(std::string, schedule, "constant", "learning-rate schedule after warmup: constant | cosine")                 \
-  X(float, warmup_epochs, 0.0f, "linear warmup from 0 to lr over this many epochs (fractions allowed)")           \
-  X(float, min_lr_ratio, 0.01f, "cosine floor, as a fraction of lr")                                             \
-  X(float, label_smoothing, 0.0f, "cross-entropy label smoothing (0 = plain cross-entropy)")                      \
-  X(float, grad_clip, 0.0f, "clip the global gradient norm to this; 0 = off")                                    \
-  X(float, ema_decay, 0.0f, "EMA of the weights (e.g. 0.999); 0 = off. With EMA, val and best.vit use it")       \
-  X(int, ema_every, 1, "update the EMA every N steps (decay^N per update); >1 saves GPU downloads")              \
-  /* ---- data ---- */                                                                                         \
-  X(int, subset, 100, "train on the 5, 20 or 100 percent subset written by `vitengine prepare`")                 \
-  X(std::string, train_split, "train", "manifest split to train on")                                             \
-  X(std::string, data_root, "", "replaces every manifest row's src folder (a prepared set moved to another machine)") \
-  X(std::string, val_split, "val", "manifest split for validation, best.vit and temperature fitting")            \
-  X(float, balance_power, 0.0f, "class-balanced sampling: weight = count^-power; 0 = natural order, 1 = balanced") \
-  X(std::string, augment, "light", "augmentation strength: none | light | strong")                               \
-  X(float, translate, 0.0f, "augment light/strong: also shift each image by up to +-translate of its side in x and y (the reference recipe: 0.03, its +-0.06 in grid_sample units)") \
-  X(bool, reflect_border, false, "augment light/strong: pixels the geometry moves in from outside the frame mirror the image (the reference's padding_mode='reflection') instead of taking its border colour") \
-  X(std::string, label_level, "class", "what to learn: class (the data set's classes) | group (the application's coarse groups, e.g. the 9 white-blood-cell groups; to pre-train for fine-tuning)") \
-  X(bool, use_packs, true, "read DATA/<split>.pack (vitengine pack) when it holds exactly the split's images at the model's size; same pixels, no JPEG decoding") \
-  X(bool, drop_last, true, "drop the last incomplete training batch of each epoch")                              \
-  X(int, threads, 2, "image decoding / augmentation threads of the loader")                                      \
-  X(int, prefetch, 2, "batches the loader prepares ahead")                                                       \
-  X(bool, data_on_device, false, "device=cuda only: upload the train images to GPU memory once and augment each batch there in one kernel (same draws and pixels as the CPU loader); augment none or light") \
-  /* ---- run ---- */                                                                                          \
-  X(int, seed, 0, "seed of init, data order, augmentation and dropout")                                          \
-  X(std::string, device, "cpu", "cpu | cuda")                                                                    \
-  X(std::string, precision, "bf16", "cuda arithmetic: bf16 (fp32 master weights and moments) | fp32; cpu is always fp32") \
-  X(int, eval_every, 1, "validate every N epochs (and always after the last)")                                   \
-  X(int, checkpoint_every, 0, "also write RUN/last.vit every N steps inside an epoch; 0 = at epoch ends only")    \
-  X(int, log_every, 10, "progress line every N steps")                                                           \
-  X(int, max_steps, 0, "stop after this many steps in total (schedule unchanged); 0 = run all epochs")           \
-  X(float, time_budget_s, 0.0f, "after epoch 1, lower epochs so training fits this many seconds (the schedule spans the new count, as the reference recipe's budget); 0 = off") \
-  X(bool, calibrate, true, "fit temperature scaling on val at the end and store it in best.vit")                 \
-  X(int, ece_bins, 15, "equal-width confidence bins for ECE and the reliability diagram")                        \
-  /* ---- fine-tuning ---- */                                                                                  \
-  X(std::string, init, "", "initial weights: a .vit file (same architecture; head kept if classes match)")       \
-  X(int, freeze_backbone_epochs, 0, "with init: train only the head for this many epochs")                       \
+#define VIT_TRAIN_CONFIG_FIELDS(X)                                                                                     \
+  /* ---- model ---- */                                                                                                \
+  X(std::string, model, "vit_ti16", "model preset: vit_ti16 | vit_s16 | vit_b16 (fields below override it)")           \
+  X(int, image_size, 0, "input side in pixels; 0 = the preset's (224)")                                                \
+  X(int, patch, 0, "patch side; 0 = the preset's (16)")                                                                \
+  X(int, dim, 0, "token width; 0 = the preset's")                                                                      \
+  X(int, depth, 0, "encoder blocks; 0 = the preset's")                                                                 \
+  X(int, heads, 0, "attention heads; 0 = the preset's")                                                                \
+  X(int, mlp_dim, 0, "MLP hidden width; 0 = the preset's")                                                             \
+  X(float, dropout, 0.0f, "dropout probability inside the model (torchvision's `dropout`)")                            \
+  X(float, drop_path, 0.0f,                                                                                            \
+    "stochastic depth: block l drops its residual branches per sample with rate drop_path*l/(depth-1) (the reference " \
+    "recipe: 0.1)")                                                                                                    \
+  /* ---- optimisation ---- */                                                                                         \
+  X(int, epochs, 10, "training epochs (the lr schedule spans all of them)")                                            \
+  X(int, batch_size, 32, "images per optimizer step")                                                                  \
+  X(float, lr, 3e-4f, "peak AdamW learning rate")                                                                      \
+  X(float, weight_decay, 1e-2f, "AdamW decoupled weight decay, on weight matrices only")                               \
+  X(float, beta1, 0.9f, "AdamW beta1")                                                                                 \
+  X(float, beta2, 0.999f, "AdamW beta2")                                                                               \
+  X(float, adam_eps, 1e-8f, "AdamW epsilon")                                                                           \
+  X(std::string, schedule, "constant", "learning-rate schedule after warmup: constant | cosine")                       \
+  X(float, warmup_epochs, 0.0f, "linear warmup from 0 to lr over this many epochs (fractions allowed)")                \
+  X(float, min_lr_ratio, 0.01f, "cosine floor, as a fraction of lr")                                                   \
+  X(float, label_smoothing, 0.0f, "cross-entropy label smoothing (0 = plain cross-entropy)")                           \
+  X(float, grad_clip, 0.0f, "clip the global gradient norm to this; 0 = off")                                          \
+  X(float, ema_decay, 0.0f, "EMA of the weights (e.g. 0.999); 0 = off. With EMA, val and best.vit use it")             \
+  X(int, ema_every, 1, "update the EMA every N steps (decay^N per update); >1 saves GPU downloads")                    \
+  /* ---- data ---- */                                                                                                 \
+  X(int, subset, 100, "train on the 5, 20 or 100 percent subset written by `vitengine prepare`")                       \
+  X(std::string, train_split, "train", "manifest split to train on")                                                   \
+  X(std::string, data_root, "", "replaces every manifest row's src folder (a prepared set moved to another machine)")  \
+  X(std::string, val_split, "val", "manifest split for validation, best.vit and temperature fitting")                  \
+  X(float, balance_power, 0.0f, "class-balanced sampling: weight = count^-power; 0 = natural order, 1 = balanced")     \
+  X(std::string, augment, "light", "augmentation strength: none | light | strong")                                     \
+  X(float, translate, 0.0f,                                                                                            \
+    "augment light/strong: also shift each image by up to +-translate of its side in x and y (the reference recipe: "  \
+    "0.03, its +-0.06 in grid_sample units)")                                                                          \
+  X(bool, reflect_border, false,                                                                                       \
+    "augment light/strong: pixels the geometry moves in from outside the frame mirror the image (the reference's "     \
+    "padding_mode='reflection') instead of taking its border colour")                                                  \
+  X(std::string, label_level, "class",                                                                                 \
+    "what to learn: class (the data set's classes) | group (the application's coarse groups, e.g. the 9 "              \
+    "white-blood-cell groups; to pre-train for fine-tuning)")                                                          \
+  X(bool, use_packs, true,                                                                                             \
+    "read DATA/<split>.pack (vitengine pack) when it holds exactly the split's images at the model's size; same "      \
+    "pixels, no JPEG decoding")                                                                                        \
+  X(bool, drop_last, true, "drop the last incomplete training batch of each epoch")                                    \
+  X(int, threads, 2, "image decoding / augmentation threads of the loader")                                            \
+  X(int, prefetch, 2, "batches the loader prepares ahead")                                                             \
+  X(bool, data_on_device, false,                                                                                       \
+    "device=cuda only: upload the train images to GPU memory once and augment each batch there in one kernel (same "   \
+    "draws and pixels as the CPU loader); augment none or light")                                                      \
+  /* ---- run ---- */                                                                                                  \
+  X(int, seed, 0, "seed of init, data order, augmentation and dropout")                                                \
+  X(std::string, device, "cpu", "cpu | cuda")                                                                          \
+  X(std::string, precision, "bf16",                                                                                    \
+    "cuda arithmetic: bf16 (fp32 master weights and moments) | fp32; cpu is always fp32")                              \
+  X(int, eval_every, 1, "validate every N epochs (and always after the last)")                                         \
+  X(int, checkpoint_every, 0, "also write RUN/last.vit every N steps inside an epoch; 0 = at epoch ends only")         \
+  X(int, log_every, 10, "progress line every N steps")                                                                 \
+  X(int, max_steps, 0, "stop after this many steps in total (schedule unchanged); 0 = run all epochs")                 \
+  X(float, time_budget_s, 0.0f,                                                                                        \
+    "after epoch 1, lower epochs so training fits this many seconds (the schedule spans the new count, as the "        \
+    "reference recipe's budget); 0 = off")                                                                             \
+  X(bool, calibrate, true, "fit temperature scaling on val at the end and store it in best.vit")                       \
+  X(int, ece_bins, 15, "equal-width confidence bins for ECE and the reliability diagram")                              \
+  /* ---- fine-tuning ---- */                                                                                          \
+  X(std::string, init, "", "initial weights: a .vit file (same architecture; head kept if classes match)")             \
+  X(int, freeze_backbone_epochs, 0, "with init: train only the head for this many epochs")                             \
   X(float, backbone_lr_mult, 1.0f, "with init: backbone lr = lr * this (head gets lr)")
 
 struct TrainConfig {

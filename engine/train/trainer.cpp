@@ -68,9 +68,7 @@ float lr_at(const TrainConfig& c, int64_t step, int64_t spe) {
   return c.lr;
 }
 
-uint64_t dropout_seed(uint64_t seed, int64_t step) {
-  return splitmix64_at(splitmix64_at(seed, 0) ^ uint64_t(step), 0);
-}
+uint64_t dropout_seed(uint64_t seed, int64_t step) { return splitmix64_at(splitmix64_at(seed, 0) ^ uint64_t(step), 0); }
 
 // ======================================================================= the run
 
@@ -97,15 +95,17 @@ std::string duration(double s) {
   if (!std::isfinite(s) || s < 0) return "?";
   char b[32];
   int t = int(s + 0.5);
-  if (t >= 3600) std::snprintf(b, sizeof b, "%dh%02dm", t / 3600, (t / 60) % 60);
-  else if (t >= 60) std::snprintf(b, sizeof b, "%dm%02ds", t / 60, t % 60);
-  else std::snprintf(b, sizeof b, "%ds", t);
+  if (t >= 3600)
+    std::snprintf(b, sizeof b, "%dh%02dm", t / 3600, (t / 60) % 60);
+  else if (t >= 60)
+    std::snprintf(b, sizeof b, "%dm%02ds", t / 60, t % 60);
+  else
+    std::snprintf(b, sizeof b, "%ds", t);
   return b;
 }
 
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
 
 // Copy every parameter of `src` whose name and shape match into `dst`; returns the
 // names of dst's parameters that were not copied.
@@ -228,9 +228,11 @@ class Run {
     if (pk->class_names() != names_)
       why = "its class list differs from the manifest's";
     else if (pk->size() != model_cfg_.image_size)
-      why = "its images are " + std::to_string(pk->size()) + " px, the model takes " + std::to_string(model_cfg_.image_size);
+      why = "its images are " + std::to_string(pk->size()) + " px, the model takes " +
+            std::to_string(model_cfg_.image_size);
     else if (pk->count() != samples.size())
-      why = "it holds " + std::to_string(pk->count()) + " images, the " + split + " selection " + std::to_string(samples.size());
+      why = "it holds " + std::to_string(pk->count()) + " images, the " + split + " selection " +
+            std::to_string(samples.size());
     else
       for (size_t i = 0; i < samples.size() && why.empty(); ++i)
         if (pk->paths().at(i) != samples[i].path || pk->label(i) != samples[i].label)
@@ -275,7 +277,8 @@ class Run {
       resume_from_checkpoint();
     } else {
       if (fs::exists(last_path_))
-        throw std::runtime_error("'" + last_path_ + "' already exists: pass --resume to continue that run, or choose another --out");
+        throw std::runtime_error("'" + last_path_ +
+                                 "' already exists: pass --resume to continue that run, or choose another --out");
       host_ = std::make_unique<ViT>(model_cfg_);
       host_->init(uint64_t(cfg_.seed));
       if (!cfg_.init.empty()) load_init_weights();
@@ -319,7 +322,8 @@ class Run {
       throw CheckpointMismatch("--resume: '" + last_path_ + "' holds model " + lm.model->config().to_string() +
                                ", but this config asks for " + model_cfg_.to_string() + "; refusing to resume");
     if (!lm.has_optimizer || !lm.train_state.is_object() || !lm.train_state.contains("step"))
-      throw CheckpointMismatch("--resume: '" + last_path_ + "' has no optimizer state or train_state (is it an exported model?)");
+      throw CheckpointMismatch("--resume: '" + last_path_ +
+                               "' has no optimizer state or train_state (is it an exported model?)");
     const auto& st = lm.train_state;
     nlohmann::json saved = st.value("config", nlohmann::json::object());
     auto diff = TrainConfig::differing_fields(saved, cfg_.to_json(), true);
@@ -367,10 +371,9 @@ class Run {
     write_text_atomic((fs::path(out_) / "config.json").string(), j.dump(2) + "\n");
     meta_.extra = {{"config", cfg_.to_json()}, {"model", j["model"]}};
     log_("[train] " + model_cfg_.to_string() + ", " + std::to_string(host_->num_params()) + " parameters; " +
-         std::to_string(train_samples_.size()) + " train / " + std::to_string(val_samples_.size()) +
-         " val images; " + std::to_string(spe_) + " steps per epoch, " + std::to_string(total_steps_) +
-         " in all; device " + backend_->device() +
-         (cfg_.data_on_device ? " (train images augmented on the device)" : ""));
+         std::to_string(train_samples_.size()) + " train / " + std::to_string(val_samples_.size()) + " val images; " +
+         std::to_string(spe_) + " steps per epoch, " + std::to_string(total_steps_) + " in all; device " +
+         backend_->device() + (cfg_.data_on_device ? " (train images augmented on the device)" : ""));
   }
 
   // steps.csv: one line per optimizer step. On resume, lines after the checkpoint's
@@ -399,7 +402,6 @@ class Run {
 
   // ---------------------------------------------------------------- checkpoints
 
-
   // Writes last.vit (and last_ema.vit) from a snapshot of this moment on the background writer,
   // so that the next epoch trains while the file is hashed, written and fsynced. Callers that
   // then log the checkpoint as written (checkpoint_every, max_steps) wait for it first. The snapshot
@@ -412,7 +414,7 @@ class Run {
     const size_t n = host_->num_params();
     const float* src = host_->param_data();
     float* dst = snapshot_->param_data();
-    std::copy(src, src + n, dst);                  // parameters
+    std::copy(src, src + n, dst);                      // parameters
     std::copy(src + 2 * n, src + 4 * n, dst + 2 * n);  // AdamW m and v (the gradients are not saved)
     ModelMeta m = meta_;
     m.extra["step"] = st_.step;
@@ -439,8 +441,10 @@ class Run {
     if (cfg_.device == "cpu") {
       if (!eval_backend_) eval_backend_ = make_backend("cpu", *eval_host_, max_batch(), cfg_.precision);
     } else {
-      if (!eval_backend_) eval_backend_ = make_backend(cfg_.device, *eval_host_, max_batch(), cfg_.precision);
-      else eval_backend_->push(*eval_host_);
+      if (!eval_backend_)
+        eval_backend_ = make_backend(cfg_.device, *eval_host_, max_batch(), cfg_.precision);
+      else
+        eval_backend_->push(*eval_host_);
     }
     return *eval_backend_;
   }
@@ -479,19 +483,19 @@ class Run {
   }
 
   [[noreturn]] void diverged(const std::string& what) {
-    std::string keep = last_saved_step_ >= 0
-                           ? "the last good checkpoint '" + last_path_ + "' (step " + std::to_string(last_saved_step_) +
-                                 ") is kept"
-                           : "no checkpoint had been written yet";
+    std::string keep = last_saved_step_ >= 0 ? "the last good checkpoint '" + last_path_ + "' (step " +
+                                                   std::to_string(last_saved_step_) + ") is kept"
+                                             : "no checkpoint had been written yet";
     try {
       writer_.wait();  // the last good checkpoint is complete on disk before anyone hears of this
     } catch (const std::exception& e) {
       keep = "writing the checkpoint of step " + std::to_string(last_saved_step_) + " failed (" + e.what() +
              "); an earlier '" + last_path_ + "', if any, is kept";
     }
-    throw TrainingDiverged(what + " at step " + std::to_string(st_.step + 1) + " (epoch " + std::to_string(st_.epoch + 1) +
-                           ", batch " + std::to_string(st_.batch_in_epoch + 1) + " of " + std::to_string(spe_) +
-                           "); training stopped; " + keep + ". Lower lr or set grad_clip.");
+    throw TrainingDiverged(what + " at step " + std::to_string(st_.step + 1) + " (epoch " +
+                           std::to_string(st_.epoch + 1) + ", batch " + std::to_string(st_.batch_in_epoch + 1) +
+                           " of " + std::to_string(spe_) + "); training stopped; " + keep +
+                           ". Lower lr or set grad_clip.");
   }
 
   void loop() {
@@ -539,8 +543,10 @@ class Run {
         hp.weight_decay = cfg_.weight_decay;
         hp.step = int(st_.step + 1);
         try {
-          if (uses_scaled_) backend_->adamw_step_scaled(hp, cfg_.grad_clip, lr_scales());
-          else backend_->adamw_step(hp, cfg_.grad_clip);
+          if (uses_scaled_)
+            backend_->adamw_step_scaled(hp, cfg_.grad_clip, lr_scales());
+          else
+            backend_->adamw_step(hp, cfg_.grad_clip);
         } catch (const NonFiniteError&) {
           diverged("gradient norm is not finite");
         }
@@ -555,7 +561,8 @@ class Run {
         last_lr_ = lr;
         update_ema();
         char line[128];
-        std::snprintf(line, sizeof line, "%lld,%d,%.9g,%.9g\n", (long long)st_.step, st_.epoch + 1, double(loss), double(lr));
+        std::snprintf(line, sizeof line, "%lld,%d,%.9g,%.9g\n", (long long)st_.step, st_.epoch + 1, double(loss),
+                      double(lr));
         steps_log_ << line;
         steps_log_.flush();
         if (st_.step % cfg_.log_every == 0 || st_.batch_in_epoch == spe_ || st_.step == total_steps_) {
@@ -568,9 +575,9 @@ class Run {
                         "[train] epoch %d/%d step %lld/%lld loss %.4f (epoch avg %.4f) acc %.3f lr %.3g | %.1f img/s | "
                         "elapsed %s ETA %s",
                         st_.epoch + 1, cfg_.epochs, (long long)st_.step, (long long)end, double(loss),
-                        st_.epoch_loss_sum / double(st_.epoch_batches), double(st_.epoch_correct) / double(std::max<int64_t>(st_.epoch_seen, 1)),
-                        double(lr), img_s, duration(elapsed()).c_str(),
-                        duration(per_step * double(end - st_.step)).c_str());
+                        st_.epoch_loss_sum / double(st_.epoch_batches),
+                        double(st_.epoch_correct) / double(std::max<int64_t>(st_.epoch_seen, 1)), double(lr), img_s,
+                        duration(elapsed()).c_str(), duration(per_step * double(end - st_.step)).c_str());
           log_(b);
           t_log = Clock::now();
           log_step0 = st_.step;
@@ -708,7 +715,8 @@ class Run {
     const std::string rep = (fs::path(out_) / "report").string();
     fs::create_directories(rep);
     write_eval_pictures(m, &after, rep, "val: ");
-    write_text_atomic(rep + "/reliability_uncalibrated.svg", reliability_svg(before, "val: reliability before temperature scaling"));
+    write_text_atomic(rep + "/reliability_uncalibrated.svg",
+                      reliability_svg(before, "val: reliability before temperature scaling"));
     nlohmann::json j = m.to_json();
     j["split"] = cfg_.val_split;
     j["temperature"] = T;
@@ -730,19 +738,18 @@ class Run {
     std::ostringstream md;
     md << "# Training run `" << out_ << "`\n\n";
     md << "Model " << model_cfg_.to_string() << ", " << host_->num_params() << " parameters, device "
-       << backend_->device() << ". " << train_samples_.size() << " train / " << val_samples_.size()
-       << " val images, " << st_.step << " steps, " << duration(s.elapsed_s) << ".\n\n";
+       << backend_->device() << ". " << train_samples_.size() << " train / " << val_samples_.size() << " val images, "
+       << st_.step << " steps, " << duration(s.elapsed_s) << ".\n\n";
     md << "| epoch | step | train loss | train acc | val loss | val acc | val macro-F1 | lr | img/s |\n";
     md << "|---|---|---|---|---|---|---|---|---|\n";
     for (const auto& r : st_.history)
       md << "| " << r.epoch << " | " << r.step << " | " << cell(r.train_loss, "%.4f") << " | "
-         << cell(r.train_acc, "%.4f") << " | " << cell(r.val_loss, "%.4f") << " | " << cell(r.val_acc, "%.4f")
-         << " | " << cell(r.val_macro_f1, "%.4f") << " | " << cell(r.lr, "%.3g") << " | " << cell(r.img_s, "%.1f")
-         << " |\n";
+         << cell(r.train_acc, "%.4f") << " | " << cell(r.val_loss, "%.4f") << " | " << cell(r.val_acc, "%.4f") << " | "
+         << cell(r.val_macro_f1, "%.4f") << " | " << cell(r.lr, "%.3g") << " | " << cell(r.img_s, "%.1f") << " |\n";
     md << "\n![loss](loss.svg) ![accuracy](accuracy.svg)\n\n";
     if (st_.best_epoch > 0) {
-      md << "best.vit: epoch " << st_.best_epoch << ", val macro-F1 " << cell(st_.best_val_macro_f1, "%.4f") << ", temperature "
-         << cell(s.temperature, "%.4f") << ".\n\n";
+      md << "best.vit: epoch " << st_.best_epoch << ", val macro-F1 " << cell(st_.best_val_macro_f1, "%.4f")
+         << ", temperature " << cell(s.temperature, "%.4f") << ".\n\n";
       md << "![confusion](report/confusion_counts.svg)\n![confusion, row-normalised](report/confusion_normalized.svg)\n"
          << "![per class](report/per_class.svg)\n![reliability](report/reliability.svg)\n";
     }
@@ -773,7 +780,7 @@ class Run {
   float last_lr_ = 0;
   Clock::time_point t_start_;
   nlohmann::json val_metrics_;
-  std::unique_ptr<ViT> snapshot_;    // what the writer is saving (save_last)
+  std::unique_ptr<ViT> snapshot_;  // what the writer is saving (save_last)
   std::vector<float> ema_snapshot_;
   AsyncWriter writer_;  // last: destroyed (joined) before the snapshot it reads
 };

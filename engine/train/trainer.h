@@ -50,7 +50,7 @@ uint64_t dropout_seed(uint64_t seed, int64_t step);
 struct TrainSummary {
   int64_t steps = 0;
   int epochs_done = 0;
-  bool finished = false;      // all epochs ran (not stopped by max_steps)
+  bool finished = false;  // all epochs ran (not stopped by max_steps)
   double best_val_macro_f1 = -1;
   int best_epoch = -1;
   double temperature = 1.0;

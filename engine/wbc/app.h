@@ -4,10 +4,10 @@
 #include <string>
 #include <vector>
 
-#include "engine/data/prepare.h"    // Labeler
-#include "engine/eval/evaluate.h"   // EvalApp
-#include "engine/serve/server.h"    // ServeApp
-#include "engine/train/trainer.h"   // ClassGroups
+#include "engine/data/prepare.h"   // Labeler
+#include "engine/eval/evaluate.h"  // EvalApp
+#include "engine/serve/server.h"   // ServeApp
+#include "engine/train/trainer.h"  // ClassGroups
 
 namespace vit::wbc {
 

@@ -35,8 +35,11 @@ void add_metrics(const std::vector<std::string>& names, const Metrics& m, nlohma
   for (const char* a : series) matrix.push_back({cm(a, series[0]), cm(a, series[1]), cm(a, series[2])});
   j["hard_classes"] = {
       {"recall",
-       {{"Band Neutrophil", rc("Band Neutrophil")}, {"Segmented Neutrophil", rc("Segmented Neutrophil")},
-        {"Promyelocyte", rc("Promyelocyte")}, {"Myelocyte", rc("Myelocyte")}, {"Metamyelocyte", rc("Metamyelocyte")}}},
+       {{"Band Neutrophil", rc("Band Neutrophil")},
+        {"Segmented Neutrophil", rc("Segmented Neutrophil")},
+        {"Promyelocyte", rc("Promyelocyte")},
+        {"Myelocyte", rc("Myelocyte")},
+        {"Metamyelocyte", rc("Metamyelocyte")}}},
       {"band_predicted_segmented", cm("Band Neutrophil", "Segmented Neutrophil")},
       {"segmented_predicted_band", cm("Segmented Neutrophil", "Band Neutrophil")},
       {"immature_series_confusion", {{"classes", {series[0], series[1], series[2]}}, {"matrix", matrix}}}};

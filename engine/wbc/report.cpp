@@ -40,7 +40,8 @@ json differential(const std::vector<CellCall>& cells, const std::vector<std::str
   std::map<std::string, int> gcount;
   json review = json::array();
   for (const auto& cell : cells) {
-    if (int(cell.probs.size()) != C) throw std::runtime_error("differential: cell '" + cell.name + "' has wrong prob count");
+    if (int(cell.probs.size()) != C)
+      throw std::runtime_error("differential: cell '" + cell.name + "' has wrong prob count");
     std::vector<int> order(C);
     for (int c = 0; c < C; ++c) order[c] = c;
     std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return cell.probs[a] > cell.probs[b]; });
@@ -49,7 +50,8 @@ json differential(const std::vector<CellCall>& cells, const std::vector<std::str
     ++gcount[group[top]];
     if (cell.probs[top] < rules.review_below) {
       json r = {{"name", cell.name}, {"class", class_names[top]}, {"confidence", round2(100 * cell.probs[top]) / 100}};
-      if (C > 1) r["second"] = {{"class", class_names[order[1]]}, {"confidence", round2(100 * cell.probs[order[1]]) / 100}};
+      if (C > 1)
+        r["second"] = {{"class", class_names[order[1]]}, {"confidence", round2(100 * cell.probs[order[1]]) / 100}};
       if (!cell.thumb_jpeg_b64.empty()) r["thumbnail"] = "data:image/jpeg;base64," + cell.thumb_jpeg_b64;
       review.push_back(r);
     }
@@ -60,7 +62,9 @@ json differential(const std::vector<CellCall>& cells, const std::vector<std::str
 
   json per_class = json::array();
   for (int c = 0; c < C; ++c) {
-    json row = {{"class", class_names[c]}, {"group", group[c]}, {"count", count[c]},
+    json row = {{"class", class_names[c]},
+                {"group", group[c]},
+                {"count", count[c]},
                 {"pct_of_cells", round2(pct(count[c], total))}};
     row["pct_of_wbc"] = is_wbc(group[c]) ? json(round2(pct(count[c], wbc))) : json(nullptr);
     per_class.push_back(row);
@@ -85,9 +89,12 @@ json differential(const std::vector<CellCall>& cells, const std::vector<std::str
   part("Eosinophils", eos, "eosinophil");
   part("Basophils", baso, "basophil");
   json outside = json::array();
-  outside.push_back({{"name", "Immature granulocytes"}, {"count", ig}, {"pct_of_wbc", round2(pct(ig, wbc))},
+  outside.push_back({{"name", "Immature granulocytes"},
+                     {"count", ig},
+                     {"pct_of_wbc", round2(pct(ig, wbc))},
                      {"includes", "promyelocyte + myelocyte + metamyelocyte + immature granulocyte"}});
-  outside.push_back({{"name", "Blasts"}, {"count", blast}, {"pct_of_wbc", round2(pct(blast, wbc))}, {"includes", "myeloblast"}});
+  outside.push_back(
+      {{"name", "Blasts"}, {"count", blast}, {"pct_of_wbc", round2(pct(blast, wbc))}, {"includes", "myeloblast"}});
 
   json flags = json::array();
   auto flag = [&](const char* name, bool raised, const std::string& rule, const std::string& value) {
@@ -103,10 +110,12 @@ json differential(const std::vector<CellCall>& cells, const std::vector<std::str
        "band neutrophils > " + fmt("%.1f", rules.band_pct_neutrophils) + "% of all neutrophils",
        fmt("%.2f", pct(band, neut)) + "% (" + std::to_string(band) + "/" + std::to_string(neut) + ")");
   flag("Eosinophilia (relative)", pct(eos, wbc) > rules.eos_pct_wbc,
-       "eosinophils > " + fmt("%.1f", rules.eos_pct_wbc) + "% of WBCs (the absolute definition, > 0.5 x 10^9/L, needs a WBC count)",
+       "eosinophils > " + fmt("%.1f", rules.eos_pct_wbc) +
+           "% of WBCs (the absolute definition, > 0.5 x 10^9/L, needs a WBC count)",
        fmt("%.2f", pct(eos, wbc)) + "%");
   flag("Basophilia (relative)", pct(baso, wbc) > rules.baso_pct_wbc,
-       "basophils > " + fmt("%.1f", rules.baso_pct_wbc) + "% of WBCs (the absolute definition, > 0.2 x 10^9/L, needs a WBC count)",
+       "basophils > " + fmt("%.1f", rules.baso_pct_wbc) +
+           "% of WBCs (the absolute definition, > 0.2 x 10^9/L, needs a WBC count)",
        fmt("%.2f", pct(baso, wbc)) + "%");
   flag("Erythroblasts present", erb >= rules.erythroblast_min,
        "any nucleated red cell (erythroblast): count >= " + std::to_string(rules.erythroblast_min),
@@ -125,9 +134,13 @@ json differential(const std::vector<CellCall>& cells, const std::vector<std::str
           {"flags", flags},
           {"review", review},
           {"rules",
-           {{"ig_pct_wbc", rules.ig_pct_wbc}, {"band_pct_neutrophils", rules.band_pct_neutrophils},
-            {"eos_pct_wbc", rules.eos_pct_wbc}, {"baso_pct_wbc", rules.baso_pct_wbc}, {"blast_min", rules.blast_min},
-            {"erythroblast_min", rules.erythroblast_min}, {"review_below", rules.review_below}}}};
+           {{"ig_pct_wbc", rules.ig_pct_wbc},
+            {"band_pct_neutrophils", rules.band_pct_neutrophils},
+            {"eos_pct_wbc", rules.eos_pct_wbc},
+            {"baso_pct_wbc", rules.baso_pct_wbc},
+            {"blast_min", rules.blast_min},
+            {"erythroblast_min", rules.erythroblast_min},
+            {"review_below", rules.review_below}}}};
 }
 
 std::string html_escape(const std::string& s) {
@@ -135,12 +148,23 @@ std::string html_escape(const std::string& s) {
   o.reserve(s.size());
   for (char ch : s) {
     switch (ch) {
-      case '&': o += "&amp;"; break;
-      case '<': o += "&lt;"; break;
-      case '>': o += "&gt;"; break;
-      case '"': o += "&quot;"; break;
-      case '\'': o += "&#39;"; break;
-      default: o += ch;
+      case '&':
+        o += "&amp;";
+        break;
+      case '<':
+        o += "&lt;";
+        break;
+      case '>':
+        o += "&gt;";
+        break;
+      case '"':
+        o += "&quot;";
+        break;
+      case '\'':
+        o += "&#39;";
+        break;
+      default:
+        o += ch;
     }
   }
   return o;
@@ -170,8 +194,8 @@ std::string differential_html(const json& r, const std::string& title) {
   for (const auto& f : r["flags"])
     h += std::string("<tr") + (f["raised"].get<bool>() ? " class=\"raised\"" : "") + "><td>" +
          html_escape(f["flag"].get<std::string>()) + "</td><td>" + (f["raised"].get<bool>() ? "YES" : "no") +
-         "</td><td>" + html_escape(f["rule"].get<std::string>()) + "</td><td>" + html_escape(f["value"].get<std::string>()) +
-         "</td></tr>\n";
+         "</td><td>" + html_escape(f["rule"].get<std::string>()) + "</td><td>" +
+         html_escape(f["value"].get<std::string>()) + "</td></tr>\n";
   h += "</table>\n";
 
   h += "<h2>5-part differential</h2><table><tr><th>Part</th><th>Count</th><th>% of WBC</th><th>Includes</th></tr>\n";
@@ -184,18 +208,20 @@ std::string differential_html(const json& r, const std::string& title) {
   h += "</table><p>Neutrophils: " + num(nb["band"]) + " band, " + num(nb["segmented"]) + " segmented, " +
        num(nb["unspecified"]) + " stage not given.</p>\n";
 
-  h += "<h2>All classes</h2><table><tr><th>Class</th><th>Group</th><th>Count</th><th>% of cells</th><th>% of WBC</th></tr>\n";
+  h += "<h2>All classes</h2><table><tr><th>Class</th><th>Group</th><th>Count</th><th>% of cells</th><th>% of "
+       "WBC</th></tr>\n";
   for (const auto& c : r["classes"])
-    h += "<tr><td>" + html_escape(c["class"].get<std::string>()) + "</td><td>" + html_escape(c["group"].get<std::string>()) +
-         "</td><td class=n>" + num(c["count"]) + "</td><td class=n>" + num(c["pct_of_cells"]) + "</td><td class=n>" +
-         num(c["pct_of_wbc"]) + "</td></tr>\n";
+    h += "<tr><td>" + html_escape(c["class"].get<std::string>()) + "</td><td>" +
+         html_escape(c["group"].get<std::string>()) + "</td><td class=n>" + num(c["count"]) + "</td><td class=n>" +
+         num(c["pct_of_cells"]) + "</td><td class=n>" + num(c["pct_of_wbc"]) + "</td></tr>\n";
   h += "</table>\n";
 
   h += "<h2>Cells for review (" + std::to_string(r["review"].size()) + ")</h2><p>Top probability below " +
        num(r["rules"]["review_below"]) + ".</p><div class=\"cells\">\n";
   for (const auto& c : r["review"]) {
     h += "<div class=\"cell\">";
-    if (c.contains("thumbnail")) h += "<img alt=\"\" src=\"" + html_escape(c["thumbnail"].get<std::string>()) + "\"><br>";
+    if (c.contains("thumbnail"))
+      h += "<img alt=\"\" src=\"" + html_escape(c["thumbnail"].get<std::string>()) + "\"><br>";
     h += html_escape(c["name"].get<std::string>()) + "<br>" + html_escape(c["class"].get<std::string>()) + " " +
          num(c["confidence"]);
     if (c.contains("second"))

@@ -16,19 +16,19 @@ namespace vit {
 // Thresholds of the flags. Relative (%) counts only: the absolute-count definitions
 // (e.g. eosinophils > 0.5 x 10^9/L) need a total WBC count this tool does not have.
 struct DifferentialRules {
-  float ig_pct_wbc = 2.0f;          // left shift: IG (promyelo + myelo + metamyelo + IG) > this % of WBCs
+  float ig_pct_wbc = 2.0f;             // left shift: IG (promyelo + myelo + metamyelo + IG) > this % of WBCs
   float band_pct_neutrophils = 10.0f;  // bands > this % of all neutrophils
-  float eos_pct_wbc = 6.0f;         // eosinophilia: eosinophils > this % of WBCs
-  float baso_pct_wbc = 2.0f;        // basophilia: basophils > this % of WBCs
-  int blast_min = 1;                // any blast (>= this many) is flagged
-  int erythroblast_min = 1;         // any erythroblast (nRBC) is flagged
-  float review_below = 0.5f;        // cells whose top probability is below this go to review
+  float eos_pct_wbc = 6.0f;            // eosinophilia: eosinophils > this % of WBCs
+  float baso_pct_wbc = 2.0f;           // basophilia: basophils > this % of WBCs
+  int blast_min = 1;                   // any blast (>= this many) is flagged
+  int erythroblast_min = 1;            // any erythroblast (nRBC) is flagged
+  float review_below = 0.5f;           // cells whose top probability is below this go to review
 };
 
 // One classified cell.
 struct CellCall {
-  std::string name;          // file name or upload name, shown to the reader
-  std::vector<float> probs;  // calibrated, in `class_names` order
+  std::string name;            // file name or upload name, shown to the reader
+  std::vector<float> probs;    // calibrated, in `class_names` order
   std::string thumb_jpeg_b64;  // optional thumbnail for the review list
 };
 

@@ -10,7 +10,10 @@ ServeApp serve_app() {
     const int t = class_index(name);
     if (t < 0) return nlohmann::json::object();
     const ClassInfo& ci = classes()[t];
-    return {{"group", ci.group}, {"description", ci.description}, {"abnormal", ci.abnormal}, {"fact", ci.fact},
+    return {{"group", ci.group},
+            {"description", ci.description},
+            {"abnormal", ci.abnormal},
+            {"fact", ci.fact},
             {"sources", ci.sources}};
   };
   a.add_differential = [](const std::vector<ServeCell>& cells, const std::vector<std::string>& names,

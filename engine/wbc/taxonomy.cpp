@@ -145,21 +145,35 @@ const std::vector<ClassInfo>& table() {
 
 // File-name prefix -> class name. IG and NEUTROPHIL are labels at a coarser level
 // (stage not given) and map to their own classes, not to a guessed stage.
-struct Prefix { const char* prefix; const char* cls; };
+struct Prefix {
+  const char* prefix;
+  const char* cls;
+};
 const Prefix kPrefixes[] = {
-    {"BNE", "Band Neutrophil"}, {"SNE", "Segmented Neutrophil"}, {"NGS", "Segmented Neutrophil"},
-    {"NEUTROPHIL", "Neutrophil"}, {"BA", "Basophil"}, {"EO", "Eosinophil"}, {"LY", "Lymphocyte"},
-    {"MO", "Monocyte"}, {"ERB", "Erythroblast"}, {"PLATELET", "Platelet"}, {"IG", "Immature Granulocyte"},
-    {"PMY", "Promyelocyte"}, {"MY", "Myelocyte"}, {"MMY", "Metamyelocyte"}, {"MYO", "Myeloblast"},
+    {"BNE", "Band Neutrophil"},
+    {"SNE", "Segmented Neutrophil"},
+    {"NGS", "Segmented Neutrophil"},
+    {"NEUTROPHIL", "Neutrophil"},
+    {"BA", "Basophil"},
+    {"EO", "Eosinophil"},
+    {"LY", "Lymphocyte"},
+    {"MO", "Monocyte"},
+    {"ERB", "Erythroblast"},
+    {"PLATELET", "Platelet"},
+    {"IG", "Immature Granulocyte"},
+    {"PMY", "Promyelocyte"},
+    {"MY", "Myelocyte"},
+    {"MMY", "Metamyelocyte"},
+    {"MYO", "Myeloblast"},
 };
 
 // Folder names seen in the wild that are neither a class name, group nor prefix.
 const Prefix kFolderAliases[] = {
-    {"band", "Band Neutrophil"}, {"seg", "Segmented Neutrophil"}, {"segmented", "Segmented Neutrophil"},
-    {"blast", "Myeloblast"}, {"myeloblasts", "Myeloblast"}, {"platelets", "Platelet"}, {"thrombocyte", "Platelet"},
-    {"nrbc", "Erythroblast"}, {"erythroblasts", "Erythroblast"}, {"lymphocytes", "Lymphocyte"},
-    {"monocytes", "Monocyte"}, {"eosinophils", "Eosinophil"}, {"basophils", "Basophil"},
-    {"neutrophils", "Neutrophil"},
+    {"band", "Band Neutrophil"},   {"seg", "Segmented Neutrophil"}, {"segmented", "Segmented Neutrophil"},
+    {"blast", "Myeloblast"},       {"myeloblasts", "Myeloblast"},   {"platelets", "Platelet"},
+    {"thrombocyte", "Platelet"},   {"nrbc", "Erythroblast"},        {"erythroblasts", "Erythroblast"},
+    {"lymphocytes", "Lymphocyte"}, {"monocytes", "Monocyte"},       {"eosinophils", "Eosinophil"},
+    {"basophils", "Basophil"},     {"neutrophils", "Neutrophil"},
 };
 
 std::string lower(std::string s) {
@@ -226,11 +240,10 @@ int class_from_folder(const std::string& folder) {
     if (f == e.prefix) return class_index(e.cls);
   // A group name maps to the class that stands for "this group, stage not given";
   // a group with several classes and no such class (blast) maps to its only member.
-  static const Prefix kGroups[] = {{"neutrophil", "Neutrophil"},   {"eosinophil", "Eosinophil"},
-                                   {"basophil", "Basophil"},       {"lymphocyte", "Lymphocyte"},
-                                   {"monocyte", "Monocyte"},       {"ig", "Immature Granulocyte"},
-                                   {"erythroblast", "Erythroblast"}, {"platelet", "Platelet"},
-                                   {"blast", "Myeloblast"}};
+  static const Prefix kGroups[] = {
+      {"neutrophil", "Neutrophil"},     {"eosinophil", "Eosinophil"}, {"basophil", "Basophil"},
+      {"lymphocyte", "Lymphocyte"},     {"monocyte", "Monocyte"},     {"ig", "Immature Granulocyte"},
+      {"erythroblast", "Erythroblast"}, {"platelet", "Platelet"},     {"blast", "Myeloblast"}};
   for (const auto& e : kGroups)
     if (f == e.prefix) return class_index(e.cls);
   return -1;

@@ -9,8 +9,9 @@
 namespace vit {
 
 struct ClassInfo {
-  std::string name;         // "Band Neutrophil"
-  std::string group;        // coarse group: neutrophil, eosinophil, basophil, lymphocyte, monocyte, ig, erythroblast, platelet, blast
+  std::string name;  // "Band Neutrophil"
+  std::string
+      group;  // coarse group: neutrophil, eosinophil, basophil, lymphocyte, monocyte, ig, erythroblast, platelet, blast
   std::string description;  // what the cell is
   std::string abnormal;     // when it is raised or abnormal in peripheral blood
   std::string fact;         // one notable fact

@@ -24,22 +24,22 @@ namespace vit {
 // Colour and stain jitter (torchvision's tensor ops: compute in float, clamp, truncate to uint8).
 struct ColorJitter {
   float brightness = 1, contrast = 1, saturation = 1;
-  float hue = 0;                 // in turns
-  float gain[3] = {1, 1, 1};     // per-channel stain gain
+  float hue = 0;              // in turns
+  float gain[3] = {1, 1, 1};  // per-channel stain gain
 };
 
 // Everything one augment_train call draws, so that drawing (host, engine/data/augment.h draw_augment)
 // and applying (CPU apply_augment, or the GPU kernel) are separate steps.
 struct AugmentParams {
-  bool geometry = false;                   // resample (bilinear) with m
-  double m[6] = {1, 0, 0, 0, 1, 0};        // output pixel centre p (from the image centre) samples the input at A*p + t
-  double shift[2] = {0, 0};                // plus a translation of the source point, in fractions of the side (x, y)
-  bool reflect = false;                    // out-of-frame source points mirror the image (else take the fill colour)
-  int ta_op = -1;                          // TrivialAugmentWide op index (trivial_augment_ops()), -1 = none
+  bool geometry = false;             // resample (bilinear) with m
+  double m[6] = {1, 0, 0, 0, 1, 0};  // output pixel centre p (from the image centre) samples the input at A*p + t
+  double shift[2] = {0, 0};          // plus a translation of the source point, in fractions of the side (x, y)
+  bool reflect = false;              // out-of-frame source points mirror the image (else take the fill colour)
+  int ta_op = -1;                    // TrivialAugmentWide op index (trivial_augment_ops()), -1 = none
   float ta_magnitude = 0;
-  bool color = false;                      // apply `jitter`
+  bool color = false;  // apply `jitter`
   ColorJitter jitter;
-  float blur_sigma = 0;                    // Gaussian blur sigma in px, 0 = none
+  float blur_sigma = 0;  // Gaussian blur sigma in px, 0 = none
 };
 
 namespace augpx {

@@ -59,10 +59,10 @@ void drop_path(const T* x, T* y, int B, size_t per_sample, float p, uint64_t see
   }
 }
 
-#define VIT_INST(T)                                              \
-  template void gelu_fwd<T>(const T*, T*, size_t);               \
-  template void gelu_bwd<T>(const T*, const T*, T*, size_t);     \
-  template void add_fwd<T>(const T*, const T*, T*, size_t);      \
+#define VIT_INST(T)                                                    \
+  template void gelu_fwd<T>(const T*, T*, size_t);                     \
+  template void gelu_bwd<T>(const T*, const T*, T*, size_t);           \
+  template void add_fwd<T>(const T*, const T*, T*, size_t);            \
   template void dropout_fwd<T>(const T*, T*, size_t, float, uint64_t); \
   template void dropout_bwd<T>(const T*, T*, size_t, float, uint64_t); \
   template void drop_path<T>(const T*, T*, int, size_t, float, uint64_t);

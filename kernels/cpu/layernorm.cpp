@@ -90,9 +90,9 @@ void layernorm_bwd(const T* x, const T* w, const T* mean, const T* rstd, const T
 template void layernorm_fwd<float>(const float*, const float*, const float*, float*, float*, float*, int, int, float);
 template void layernorm_fwd<double>(const double*, const double*, const double*, double*, double*, double*, int, int,
                                     double);
-template void layernorm_bwd<float>(const float*, const float*, const float*, const float*, const float*, float*,
-                                   float*, float*, int, int);
-template void layernorm_bwd<double>(const double*, const double*, const double*, const double*, const double*,
-                                    double*, double*, double*, int, int);
+template void layernorm_bwd<float>(const float*, const float*, const float*, const float*, const float*, float*, float*,
+                                   float*, int, int);
+template void layernorm_bwd<double>(const double*, const double*, const double*, const double*, const double*, double*,
+                                    double*, double*, int, int);
 
 }  // namespace vit::cpu

@@ -44,7 +44,6 @@ void linear_bwd(const T* x, const T* w, const T* dy, T* dx, T* dw, T* db, int M,
 template void linear_fwd<float>(const float*, const float*, const float*, float*, int, int, int);
 template void linear_fwd<double>(const double*, const double*, const double*, double*, int, int, int);
 template void linear_bwd<float>(const float*, const float*, const float*, float*, float*, float*, int, int, int);
-template void linear_bwd<double>(const double*, const double*, const double*, double*, double*, double*, int, int,
-                                 int);
+template void linear_bwd<double>(const double*, const double*, const double*, double*, double*, double*, int, int, int);
 
 }  // namespace vit::cpu

@@ -59,8 +59,8 @@ template <typename T>
 void layernorm_fwd(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd, int R, int C, T eps);
 // dx = ; dw += ; db += .
 template <typename T>
-void layernorm_bwd(const T* x, const T* w, const T* mean, const T* rstd, const T* dy, T* dx, T* dw, T* db,
-                   int R, int C);
+void layernorm_bwd(const T* x, const T* w, const T* mean, const T* rstd, const T* dy, T* dx, T* dw, T* db, int R,
+                   int C);
 
 // ---- multi-head scaled dot-product attention, non-causal ----
 // qkv (B, N, 3*D) as produced by the fused in_proj: [q | k | v], each D = H*Dh wide,

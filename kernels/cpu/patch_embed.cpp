@@ -54,7 +54,8 @@ void embed_tokens_fwd(const T* patches, const T* cls, const T* pos, T* out, int 
     T* o = out + (size_t)b * N * D;
     for (int d = 0; d < D; d++) o[d] = cls[d] + pos[d];
     for (int p = 0; p < Np; p++)
-      for (int d = 0; d < D; d++) o[(size_t)(p + 1) * D + d] = patches[((size_t)b * Np + p) * D + d] + pos[(size_t)(p + 1) * D + d];
+      for (int d = 0; d < D; d++)
+        o[(size_t)(p + 1) * D + d] = patches[((size_t)b * Np + p) * D + d] + pos[(size_t)(p + 1) * D + d];
   }
 }
 
@@ -70,10 +71,10 @@ void embed_tokens_bwd(const T* dout, T* dpatches, T* dcls, T* dpos, int B, int N
   }
 }
 
-#define VIT_INST(T)                                                                                   \
-  template void patch_embed_fwd<T>(const T*, const T*, const T*, T*, const PatchShape&);            \
-  template void patch_embed_bwd<T>(const T*, const T*, T*, T*, const PatchShape&);                  \
-  template void embed_tokens_fwd<T>(const T*, const T*, const T*, T*, int, int, int);               \
+#define VIT_INST(T)                                                                      \
+  template void patch_embed_fwd<T>(const T*, const T*, const T*, T*, const PatchShape&); \
+  template void patch_embed_bwd<T>(const T*, const T*, T*, T*, const PatchShape&);       \
+  template void embed_tokens_fwd<T>(const T*, const T*, const T*, T*, int, int, int);    \
   template void embed_tokens_bwd<T>(const T*, T*, T*, T*, int, int, int);
 VIT_INST(float)
 VIT_INST(double)

@@ -22,7 +22,8 @@
 //     4 lanes of one quad and need only two shuffles. K/V (or Q/dO) tiles of 64 rows stream through
 //     double-buffered shared memory with cp.async (zero-filled past N).
 //       fwd:     one block per (b, h, 64*MT queries); loop over 64-key tiles with the online softmax.
-//       bwd:     (1) delta kernel (16-byte loads, Dh/8 lanes per row); (2) one block per (b, h, 64 keys) loops over 64-query tiles and
+//       bwd:     (1) delta kernel (16-byte loads, Dh/8 lanes per row); (2) one block per (b, h, 64 keys) loops over
+//       64-query tiles and
 //                accumulates dK, dV in registers; (3) one block per (b, h, 64 queries) loops over key
 //                tiles and accumulates dQ in registers. (3) recomputes S and dP once more instead of
 //                using fp32 atomics for dQ: the backward is deterministic (bit-identical run to run) at
@@ -62,7 +63,8 @@
 #include "kernels/cuda/cuda_check.cuh"
 
 #include "kernels/cuda/emulation.cuh"
-#define VIT_ATTN_LAUNCH(kernel, blocks, threads, stream, ...) VIT_LAUNCH(kernel, blocks, threads, 0, stream, __VA_ARGS__)
+#define VIT_ATTN_LAUNCH(kernel, blocks, threads, stream, ...) \
+  VIT_LAUNCH(kernel, blocks, threads, 0, stream, __VA_ARGS__)
 
 namespace vit::VIT_KERNEL_NS {
 namespace {
@@ -182,7 +184,7 @@ __device__ __forceinline__ float fast_exp2(float x) {
 // ------------------------------------------------------------------------------------------------
 template <int Dh>
 struct Tile {
-  static constexpr int kPitch = Dh + 8;  // elements
+  static constexpr int kPitch = Dh + 8;   // elements
   static constexpr int kChunks = Dh / 8;  // 16-byte chunks per row
 };
 
@@ -193,8 +195,7 @@ struct Tile {
 // nor the zero fill is issued for them: N = 197's last tile copies 16 rows, not 64. All NT threads
 // take part.
 template <int ROWS, int Dh, int NT>
-__device__ __forceinline__ void load_tile_async(uint16_t* tile, const bf16* base, int ld, int row0, int N,
-                                                int tid) {
+__device__ __forceinline__ void load_tile_async(uint16_t* tile, const bf16* base, int ld, int row0, int N, int tid) {
   constexpr int kChunks = Tile<Dh>::kChunks, kPitch = Tile<Dh>::kPitch;
   const int rows = min(ROWS, (N - row0 + 15) / 16 * 16);  // <= 0 when row0 >= N: nothing to copy
 #pragma unroll
@@ -315,15 +316,14 @@ __device__ __forceinline__ int warp_row_group(int warp, int bh) { return (warp +
 // Forward. Grid: one block per (b, h, 64*MT-query tile), flattened as blockIdx.x = bh * n_qtiles + qt.
 // Warp w owns the query rows mi*64 + wg*16 .. +15 of the block's tile, mi < MT, wg = warp_row_group.
 template <int Dh, int MT, bool LDSM>
-__global__ void __launch_bounds__(kThreads) attention_fwd_kernel(const bf16* __restrict__ qkv,
-                                                                 bf16* __restrict__ out,
-                                                                 float* __restrict__ lse, int N, int H,
-                                                                 float scale_log2) {
+__global__ void __launch_bounds__(kThreads)
+    attention_fwd_kernel(const bf16* __restrict__ qkv, bf16* __restrict__ out, float* __restrict__ lse, int N, int H,
+                         float scale_log2) {
   constexpr int P = Tile<Dh>::kPitch;
-  constexpr int KS = Dh / 16;        // k-steps over the head dim
-  constexpr int ND = Dh / 8;         // 8-wide n-tiles over the head dim
-  constexpr int NK = kStream / 8;    // 8-wide n-tiles over the keys of a tile
-  constexpr int BQ = 64 * MT;        // query rows per block
+  constexpr int KS = Dh / 16;      // k-steps over the head dim
+  constexpr int ND = Dh / 8;       // 8-wide n-tiles over the head dim
+  constexpr int NK = kStream / 8;  // 8-wide n-tiles over the keys of a tile
+  constexpr int BQ = 64 * MT;      // query rows per block
   static_assert(MT == 1 || MT == 2, "the Q tile is staged through buffer 1 of sK (and of sV)");
   __shared__ __align__(16) uint16_t sK[2][kStream * P];
   __shared__ __align__(16) uint16_t sV[2][kStream * P];
@@ -384,7 +384,7 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(const bf16* __r
     const int k0 = kt * kStream;
     const int n8 = kLast ? ceil_div(N - k0, 8) : NK;        // n-tiles of S with a key < N
     const int n16 = kLast ? ceil_div(N - k0, 16) : NK / 2;  // 16-key k-steps of P V with a key < N
-    if constexpr (!kLast) {  // prefetch the next K/V tile into the other buffer
+    if constexpr (!kLast) {                                 // prefetch the next K/V tile into the other buffer
       load_tile_async<kStream, Dh, kThreads>(sK[buf ^ 1], Kg, ld, k0 + kStream, N, tid);
       load_tile_async<kStream, Dh, kThreads>(sV[buf ^ 1], Vg, ld, k0 + kStream, N, tid);
       cp_async_commit();
@@ -540,7 +540,7 @@ __global__ void attention_bwd_delta_bf16_kernel(const bf16* __restrict__ out, co
   constexpr int kLanesPerRow = Dh / 8;
   static_assert(32 % kLanesPerRow == 0, "a row's lanes must sit in one warp");
   const long long row = ((long long)blockIdx.x * blockDim.x + threadIdx.x) / kLanesPerRow;  // = bh*N + i
-  const int part = threadIdx.x % kLanesPerRow;  // which 8 columns of the row
+  const int part = threadIdx.x % kLanesPerRow;    // which 8 columns of the row
   const bool valid = row < (long long)B * H * N;  // no early return: the shuffles need every lane
   float acc = 0.f;
   if (valid) {
@@ -566,9 +566,10 @@ __global__ void attention_bwd_delta_bf16_kernel(const bf16* __restrict__ out, co
 // all query tiles. Works with the transposes, S^T = K Q^T (keys x queries), so that the warp's rows
 // are keys and dK/dV accumulate in registers with no reduction across warps.
 template <int Dh, bool LDSM>
-__global__ void __launch_bounds__(kThreads) attention_bwd_dkdv_kernel(
-    const bf16* __restrict__ qkv, const bf16* __restrict__ dout, const float* __restrict__ lse,
-    const float* __restrict__ delta, bf16* __restrict__ dqkv, int N, int H, float scale, float scale_log2) {
+__global__ void __launch_bounds__(kThreads)
+    attention_bwd_dkdv_kernel(const bf16* __restrict__ qkv, const bf16* __restrict__ dout,
+                              const float* __restrict__ lse, const float* __restrict__ delta, bf16* __restrict__ dqkv,
+                              int N, int H, float scale, float scale_log2) {
   constexpr int P = Tile<Dh>::kPitch;
   constexpr int KS = Dh / 16, ND = Dh / 8, NQ = kStream / 8;
   constexpr int BK = 64;  // keys per block
@@ -665,8 +666,8 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dkdv_kernel(
             mma_16816(dst[2 * np + 1], va[ks], ob[2], ob[3]);
           }
         }
-      // P^T = 2^(S^T*scale*log2e - lse*log2e); dS^T = P^T o (dP^T - delta_query). Queries >= N in the
-      // live n-tiles: sL = +inf gives P^T = 0, hence dS^T = 0; the n-tiles past n8 stay 0.
+        // P^T = 2^(S^T*scale*log2e - lse*log2e); dS^T = P^T o (dP^T - delta_query). Queries >= N in the
+        // live n-tiles: sL = +inf gives P^T = 0, hence dS^T = 0; the n-tiles past n8 stay 0.
 #pragma unroll
       for (int nq = 0; nq < NQ; ++nq) {
         if (nq >= n8) continue;
@@ -723,9 +724,10 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dkdv_kernel(
 // Backward (3/3): dQ. One block per (b, h, 64-query tile); each warp owns 16 queries and streams over
 // all key tiles, recomputing S and dP: dQ = sum over key tiles of dS K (deterministic, no atomics).
 template <int Dh, bool LDSM>
-__global__ void __launch_bounds__(kThreads) attention_bwd_dq_kernel(
-    const bf16* __restrict__ qkv, const bf16* __restrict__ dout, const float* __restrict__ lse,
-    const float* __restrict__ delta, bf16* __restrict__ dqkv, int N, int H, float scale, float scale_log2) {
+__global__ void __launch_bounds__(kThreads)
+    attention_bwd_dq_kernel(const bf16* __restrict__ qkv, const bf16* __restrict__ dout, const float* __restrict__ lse,
+                            const float* __restrict__ delta, bf16* __restrict__ dqkv, int N, int H, float scale,
+                            float scale_log2) {
   constexpr int P = Tile<Dh>::kPitch;
   constexpr int KS = Dh / 16, ND = Dh / 8, NK = kStream / 8;
   constexpr int BQ = 64;  // queries per block
@@ -763,7 +765,7 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dq_kernel(
       load_a<Dh, LDSM>(doa[ks], sV[1], wg * 16, ks * 16, lane);
     }
   }
-  __syncthreads();  // buffer 1 is free for the first prefetch
+  __syncthreads();        // buffer 1 is free for the first prefetch
   float lse2[2], dlt[2];  // rows g and g+8 of this warp (finite dummies past N; never written)
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
@@ -816,8 +818,8 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dq_kernel(
             mma_16816(ds[2 * np + 1], doa[ks], vb[2], vb[3]);
           }
         }
-      // P = 2^(S*scale*log2e - lse*log2e), 0 for keys >= N (last tile only); dS = P o (dP - delta).
-      // The n-tiles past n8 stay dS = 0.
+        // P = 2^(S*scale*log2e - lse*log2e), 0 for keys >= N (last tile only); dS = P o (dP - delta).
+        // The n-tiles past n8 stay dS = 0.
 #pragma unroll
       for (int nt = 0; nt < NK; ++nt) {
         if (nt >= n8) continue;
@@ -865,15 +867,14 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dq_kernel(
 // ------------------------------------------------------------------------------------------------
 // fp32 SIMT path (checking mode): the same algorithm, one thread per row, no tensor cores.
 // ------------------------------------------------------------------------------------------------
-constexpr int kSimtRows = 64;  // threads per block = rows a block owns
+constexpr int kSimtRows = 64;    // threads per block = rows a block owns
 constexpr int kSimtStream = 16;  // rows of each streamed tile
 
 // Forward: thread = query row; online softmax updated key by key.
 template <typename T, int Dh>
-__global__ void __launch_bounds__(kSimtRows) attention_fwd_simt_kernel(const T* __restrict__ qkv,
-                                                                       T* __restrict__ out,
-                                                                       float* __restrict__ lse, int N, int H,
-                                                                       float scale) {
+__global__ void __launch_bounds__(kSimtRows)
+    attention_fwd_simt_kernel(const T* __restrict__ qkv, T* __restrict__ out, float* __restrict__ lse, int N, int H,
+                              float scale) {
   __shared__ float sK[kSimtStream][Dh];  // every thread reads the same element: broadcast
   __shared__ float sV[kSimtStream][Dh];
   const int tid = threadIdx.x;
@@ -926,9 +927,9 @@ __global__ void __launch_bounds__(kSimtRows) attention_fwd_simt_kernel(const T* 
 
 // dK, dV: thread = key row; streams query tiles.
 template <typename T, int Dh>
-__global__ void __launch_bounds__(kSimtRows) attention_bwd_dkdv_simt_kernel(
-    const T* __restrict__ qkv, const T* __restrict__ dout, const float* __restrict__ lse,
-    const float* __restrict__ delta, T* __restrict__ dqkv, int N, int H, float scale) {
+__global__ void __launch_bounds__(kSimtRows)
+    attention_bwd_dkdv_simt_kernel(const T* __restrict__ qkv, const T* __restrict__ dout, const float* __restrict__ lse,
+                                   const float* __restrict__ delta, T* __restrict__ dqkv, int N, int H, float scale) {
   __shared__ float sK[kSimtRows][Dh + 1];  // each thread reads its own row: pad against bank conflicts
   __shared__ float sV[kSimtRows][Dh + 1];
   __shared__ float sQ[kSimtStream][Dh];  // broadcast reads
@@ -997,9 +998,9 @@ __global__ void __launch_bounds__(kSimtRows) attention_bwd_dkdv_simt_kernel(
 
 // dQ: thread = query row; streams key tiles.
 template <typename T, int Dh>
-__global__ void __launch_bounds__(kSimtRows) attention_bwd_dq_simt_kernel(
-    const T* __restrict__ qkv, const T* __restrict__ dout, const float* __restrict__ lse,
-    const float* __restrict__ delta, T* __restrict__ dqkv, int N, int H, float scale) {
+__global__ void __launch_bounds__(kSimtRows)
+    attention_bwd_dq_simt_kernel(const T* __restrict__ qkv, const T* __restrict__ dout, const float* __restrict__ lse,
+                                 const float* __restrict__ delta, T* __restrict__ dqkv, int N, int H, float scale) {
   __shared__ float sQ[kSimtRows][Dh + 1];
   __shared__ float sdO[kSimtRows][Dh + 1];
   __shared__ float sK[kSimtStream][Dh];
@@ -1098,8 +1099,8 @@ void fwd_launch(const T* qkv, T* out, float* lse, int B, int N, int H, cudaStrea
 }
 
 template <int Dh, bool LDSM>
-void bwd_bf16_launch(const bf16* qkv, const bf16* dout, const float* lse, bf16* dqkv, const float* delta, int B,
-                     int N, int H, cudaStream_t stream) {
+void bwd_bf16_launch(const bf16* qkv, const bf16* dout, const float* lse, bf16* dqkv, const float* delta, int B, int N,
+                     int H, cudaStream_t stream) {
   const float scale = 1.0f / std::sqrt(float(Dh));
   const int blocks = B * H * ((N + 63) / 64);  // 64 keys (dK/dV) or 64 queries (dQ) per block
   auto* dkdv = attention_bwd_dkdv_kernel<Dh, LDSM>;
@@ -1111,19 +1112,19 @@ void bwd_bf16_launch(const bf16* qkv, const bf16* dout, const float* lse, bf16* 
 }
 
 template <typename T, int Dh>
-void bwd_launch(const T* qkv, const T* out, const T* dout, const float* lse, T* dqkv, float* delta, int B, int N,
-                int H, cudaStream_t stream) {
+void bwd_launch(const T* qkv, const T* out, const T* dout, const float* lse, T* dqkv, float* delta, int B, int N, int H,
+                cudaStream_t stream) {
   const float scale = 1.0f / std::sqrt(float(Dh));
   const long long rows = (long long)B * H * N;
   constexpr int kDeltaThreads = 256;
   if constexpr (std::is_same_v<T, bf16>) {
     constexpr int kRowsPerBlock = kDeltaThreads / (Dh / 8);  // Dh/8 lanes per row
     auto* dk = attention_bwd_delta_bf16_kernel<Dh>;
-    VIT_ATTN_LAUNCH(dk, unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock), kDeltaThreads, stream, out, dout,
-                    delta, B, N, H);
+    VIT_ATTN_LAUNCH(dk, unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock), kDeltaThreads, stream, out, dout, delta,
+                    B, N, H);
   } else {
-    VIT_ATTN_LAUNCH(attention_bwd_delta_kernel<T>, unsigned((rows + 7) / 8), kDeltaThreads, stream, out, dout,
-                    delta, B, N, H, Dh);  // 8 rows (warps) per block
+    VIT_ATTN_LAUNCH(attention_bwd_delta_kernel<T>, unsigned((rows + 7) / 8), kDeltaThreads, stream, out, dout, delta, B,
+                    N, H, Dh);  // 8 rows (warps) per block
   }
   VIT_LAUNCH_CHECK();
   if constexpr (std::is_same_v<T, bf16>) {
@@ -1161,8 +1162,8 @@ void attention_fwd(const T* qkv, T* out, float* lse, int B, int N, int H, int Dh
 }
 
 template <typename T>
-void attention_bwd(const T* qkv, const T* out, const T* dout, const float* lse, T* dqkv, float* scratch, int B,
-                   int N, int H, int Dh, cudaStream_t stream) {
+void attention_bwd(const T* qkv, const T* out, const T* dout, const float* lse, T* dqkv, float* scratch, int B, int N,
+                   int H, int Dh, cudaStream_t stream) {
   check_shape("vit::cuda::attention_bwd", B, N, H, Dh);
   if constexpr (std::is_same_v<T, bf16>) {
     check_aligned16("vit::cuda::attention_bwd", "qkv", qkv);

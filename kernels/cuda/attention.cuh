@@ -18,7 +18,7 @@ void attention_fwd(const T* qkv, T* out, float* lse, int B, int N, int H, int Dh
 
 // dqkv (B, N, 3*D) is overwritten. scratch: at least B*H*N floats (row dot(dout, out)).
 template <typename T>
-void attention_bwd(const T* qkv, const T* out, const T* dout, const float* lse, T* dqkv, float* scratch,
-                   int B, int N, int H, int Dh, cudaStream_t stream);
+void attention_bwd(const T* qkv, const T* out, const T* dout, const float* lse, T* dqkv, float* scratch, int B, int N,
+                   int H, int Dh, cudaStream_t stream);
 
 }  // namespace vit::cuda

@@ -11,6 +11,8 @@ namespace vit::cuda {
 enum class AttentionVariant { kSimple = 0, kFast = 1 };
 void set_attention_variant(AttentionVariant v);
 AttentionVariant attention_variant();
-inline const char* attention_variant_name(AttentionVariant v) { return v == AttentionVariant::kFast ? "fast" : "simple"; }
+inline const char* attention_variant_name(AttentionVariant v) {
+  return v == AttentionVariant::kFast ? "fast" : "simple";
+}
 
 }  // namespace vit::cuda

@@ -44,9 +44,9 @@ __device__ __forceinline__ void sample(const uint8_t* src, int S, const AugmentI
   }
 }
 
-__global__ void __launch_bounds__(kAugmentMaxSide) augment_kernel(const uint8_t* __restrict__ images,
-                                                                  const AugmentItem* __restrict__ items, int S,
-                                                                  AugmentNorm norm, float* __restrict__ out) {
+__global__ void __launch_bounds__(kAugmentMaxSide)
+    augment_kernel(const uint8_t* __restrict__ images, const AugmentItem* __restrict__ items, int S, AugmentNorm norm,
+                   float* __restrict__ out) {
   __shared__ uint8_t tile[kAugmentMaxSide][kTileCols][3];
   __shared__ uint32_t row_gray[kAugmentMaxSide];
   __shared__ float mean_gray;

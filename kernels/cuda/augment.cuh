@@ -1,11 +1,10 @@
 // The training augmentation on the GPU (data_on_device): one kernel turns a batch of uint8
 // HWC images already in device memory into the model's normalised float input (B, 3, S, S):
-// bilinear affine resample (rotation, flip, zoom, shift; border fill or reflection), colour and stain jitter, (x/255 - mean)/std.
-// It applies parameters the host drew with engine/data/augment.h draw_augment (the same draws as
-// the CPU loader), with the CPU's per-pixel code (kernels/common/augment_pixel.h), so the batch is the
-// one the CPU path would make. TrivialAugment and blur are not done here (augment=strong).
-// Test: vitengine_gpu_tests --gtest_filter='AugmentCuda*'; emulated on the CPU by
-// tests/test_augment_emu.cpp.
+// bilinear affine resample (rotation, flip, zoom, shift; border fill or reflection), colour and stain jitter, (x/255 -
+// mean)/std. It applies parameters the host drew with engine/data/augment.h draw_augment (the same draws as the CPU
+// loader), with the CPU's per-pixel code (kernels/common/augment_pixel.h), so the batch is the one the CPU path would
+// make. TrivialAugment and blur are not done here (augment=strong). Test: vitengine_gpu_tests
+// --gtest_filter='AugmentCuda*'; emulated on the CPU by tests/test_augment_emu.cpp.
 #pragma once
 #include <cuda_runtime.h>
 

@@ -19,9 +19,13 @@ __host__ __device__ inline float to_f32(bf16 x) { return __bfloat162float(x); }
 template <typename T>
 __host__ __device__ inline T from_f32(float x);
 template <>
-__host__ __device__ inline float from_f32<float>(float x) { return x; }
+__host__ __device__ inline float from_f32<float>(float x) {
+  return x;
+}
 template <>
-__host__ __device__ inline bf16 from_f32<bf16>(float x) { return __float2bfloat16_rn(x); }
+__host__ __device__ inline bf16 from_f32<bf16>(float x) {
+  return __float2bfloat16_rn(x);
+}
 
 __device__ inline float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

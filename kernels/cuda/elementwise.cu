@@ -71,12 +71,12 @@ void convert(const TIn* in, TOut* out, size_t n, cudaStream_t stream) {
   VIT_LAUNCH_CHECK();
 }
 
-#define VIT_INST(T)                                                                                           \
-  template void add_fwd<T>(const T*, const T*, T*, size_t, cudaStream_t);                                     \
-  template void residual_dropout_fwd<T>(const T*, const T*, T*, size_t, float, uint64_t, cudaStream_t,        \
-                                        const uint64_t*);                                                     \
-  template void dropout_fwd<T>(const T*, T*, size_t, float, uint64_t, cudaStream_t, const uint64_t*);         \
-  template void dropout_bwd<T>(const T*, T*, size_t, float, uint64_t, cudaStream_t, const uint64_t*);         \
+#define VIT_INST(T)                                                                                    \
+  template void add_fwd<T>(const T*, const T*, T*, size_t, cudaStream_t);                              \
+  template void residual_dropout_fwd<T>(const T*, const T*, T*, size_t, float, uint64_t, cudaStream_t, \
+                                        const uint64_t*);                                              \
+  template void dropout_fwd<T>(const T*, T*, size_t, float, uint64_t, cudaStream_t, const uint64_t*);  \
+  template void dropout_bwd<T>(const T*, T*, size_t, float, uint64_t, cudaStream_t, const uint64_t*);  \
   template void drop_path<T>(const T*, T*, int, size_t, float, uint64_t, cudaStream_t);
 VIT_INST(float)
 VIT_INST(bf16)

@@ -9,7 +9,8 @@
 #ifdef VIT_CUDA_EMULATE
 #define VIT_KERNEL_NS cuda_emu
 #define VIT_LAUNCH(kernel, grid, threads, smem, stream, ...) \
-  ::emu::launch(dim3(grid), dim3(threads), [&] { kernel(__VA_ARGS__); }, (smem))
+  ::emu::launch(                                             \
+      dim3(grid), dim3(threads), [&] { kernel(__VA_ARGS__); }, (smem))
 #undef VIT_LAUNCH_CHECK
 #define VIT_LAUNCH_CHECK() ((void)0)  // the emulator reports errors itself
 #else

@@ -14,8 +14,8 @@ struct GemmContext::Plan {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
   cublasLtMatmulAlgo_t algo{};
-  bool lt_ok = false;     // cuBLASLt found an algorithm (else cublasGemmEx)
-  bool bias_ok = false;   // ... with the bias epilogue fused
+  bool lt_ok = false;    // cuBLASLt found an algorithm (else cublasGemmEx)
+  bool bias_ok = false;  // ... with the bias epilogue fused
 };
 
 namespace {
@@ -63,15 +63,16 @@ GemmContext::~GemmContext() {
   if (owns_ws_ && ws_) VIT_CHECK_NOTHROW(cudaFree(ws_));
 }
 
-bool GemmContext::matmul(bool transa, bool transb, int m, int n, int k, const void* A, int lda, const void* B,
-                         int ldb, void* D, int ldd, cudaDataType ab, cudaDataType dt, float alpha, float beta,
-                         const void* bias, cudaStream_t stream, const void* C) {
+bool GemmContext::matmul(bool transa, bool transb, int m, int n, int k, const void* A, int lda, const void* B, int ldb,
+                         void* D, int ldd, cudaDataType ab, cudaDataType dt, float alpha, float beta, const void* bias,
+                         cudaStream_t stream, const void* C) {
   if (m <= 0 || n <= 0 || k <= 0) throw std::invalid_argument("gemm: empty shape");
   if (!C) C = D;
   const uint32_t al_a = alignment_of(A), al_b = alignment_of(B), al_d = std::min(alignment_of(D), alignment_of(C));
   const uint32_t al_bias = bias ? alignment_of(bias) : 0;
-  Key key{int(transa), int(transb), m, n, k, lda, ldb, ldd, int(ab), int(dt), int(bias != nullptr), int(beta != 0.f),
-          int(al_a), int(al_b), int(al_d), int(al_bias)};
+  Key key{
+      int(transa),          int(transb),      m,         n,         k,         lda,         ldb, ldd, int(ab), int(dt),
+      int(bias != nullptr), int(beta != 0.f), int(al_a), int(al_b), int(al_d), int(al_bias)};
   Plan* plan = nullptr;
   auto it = cache_.find(key);
   if (it != cache_.end()) {
@@ -91,14 +92,19 @@ bool GemmContext::matmul(bool transa, bool transb, int m, int n, int k, const vo
     VIT_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     uint64_t wsb = ws_bytes_;
     VIT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof(wsb)));
-    VIT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof(al_a)));
-    VIT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof(al_b)));
-    VIT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_d, sizeof(al_d)));
-    VIT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d, sizeof(al_d)));
+    VIT_CHECK(
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof(al_a)));
+    VIT_CHECK(
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof(al_b)));
+    VIT_CHECK(
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_d, sizeof(al_d)));
+    VIT_CHECK(
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d, sizeof(al_d)));
     // Split-K partial sums only in the compute type (fp32): the in-place and output-type
     // schemes would round partial sums to bf16. (All schemes are deterministic.)
     uint32_t red = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
-    VIT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &red, sizeof(red)));
+    VIT_CHECK(
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &red, sizeof(red)));
     auto try_heuristic = [&](cublasLtEpilogue_t epi) {
       VIT_CHECK(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
       if (epi == CUBLASLT_EPILOGUE_BIAS) {
@@ -206,8 +212,8 @@ template <typename TIn, typename TOut>
 void linear_fwd(GemmContext& ctx, const TIn* x, const TIn* w, const TOut* b, TOut* y, int M, int K, int N,
                 cudaStream_t stream) {
   // D = y^T (N x M, ld N) = op_T(w as (K x N), ld K) * (x as (K x M), ld K)
-  bool fused = ctx.matmul(true, false, N, M, K, w, K, x, K, y, N, cuda_dtype<TIn>(), cuda_dtype<TOut>(), 1.f, 0.f, b,
-                          stream);
+  bool fused =
+      ctx.matmul(true, false, N, M, K, w, K, x, K, y, N, cuda_dtype<TIn>(), cuda_dtype<TOut>(), 1.f, 0.f, b, stream);
   if (b && !fused) bias_add<TOut>(y, b, M, N, stream);
 }
 template <typename T>
@@ -246,16 +252,16 @@ void linear_bwd(GemmContext& ctx, const T* x, const T* w, const T* dy, T* dx, fl
   linear_bwd_dw_db<T>(ctx, x, dy, dw, db, scratch, M, K, N, stream);
 }
 
-#define VIT_INST(T)                                                                                                \
-  template void bias_add<T>(T*, const T*, int, int, cudaStream_t);                                                 \
-  template void bias_grad<T>(const T*, float*, float*, int, int, cudaStream_t);                                    \
-  template void linear_fwd<T, T>(GemmContext&, const T*, const T*, const T*, T*, int, int, int, cudaStream_t);     \
-  template void linear_residual_fwd<T>(GemmContext&, const T*, const T*, const T*, const T*, T*, int, int, int,    \
-                                       cudaStream_t);                                                              \
-  template void linear_bwd_dx<T>(GemmContext&, const T*, const T*, T*, int, int, int, cudaStream_t);              \
-  template void linear_bwd_dw<T>(GemmContext&, const T*, const T*, float*, int, int, int, cudaStream_t);          \
-  template void linear_bwd_dw_db<T>(GemmContext&, const T*, const T*, float*, float*, float*, int, int, int,        \
-                                    cudaStream_t);                                                                 \
+#define VIT_INST(T)                                                                                                  \
+  template void bias_add<T>(T*, const T*, int, int, cudaStream_t);                                                   \
+  template void bias_grad<T>(const T*, float*, float*, int, int, cudaStream_t);                                      \
+  template void linear_fwd<T, T>(GemmContext&, const T*, const T*, const T*, T*, int, int, int, cudaStream_t);       \
+  template void linear_residual_fwd<T>(GemmContext&, const T*, const T*, const T*, const T*, T*, int, int, int,      \
+                                       cudaStream_t);                                                                \
+  template void linear_bwd_dx<T>(GemmContext&, const T*, const T*, T*, int, int, int, cudaStream_t);                 \
+  template void linear_bwd_dw<T>(GemmContext&, const T*, const T*, float*, int, int, int, cudaStream_t);             \
+  template void linear_bwd_dw_db<T>(GemmContext&, const T*, const T*, float*, float*, float*, int, int, int,         \
+                                    cudaStream_t);                                                                   \
   template void linear_bwd<T>(GemmContext&, const T*, const T*, const T*, T*, float*, float*, float*, int, int, int, \
                               cudaStream_t);
 VIT_INST(float)

@@ -37,9 +37,13 @@ namespace vit::cuda {
 template <typename T>
 constexpr cudaDataType cuda_dtype();
 template <>
-constexpr cudaDataType cuda_dtype<float>() { return CUDA_R_32F; }
+constexpr cudaDataType cuda_dtype<float>() {
+  return CUDA_R_32F;
+}
 template <>
-constexpr cudaDataType cuda_dtype<__nv_bfloat16>() { return CUDA_R_16BF; }
+constexpr cudaDataType cuda_dtype<__nv_bfloat16>() {
+  return CUDA_R_16BF;
+}
 
 // Handles plus a workspace; non-copyable. Create it outside the training step (it may
 // allocate the workspace); every call after the first of a shape reuses a cached plan.
@@ -56,9 +60,9 @@ class GemmContext {
   // Column-major core: D (m x n, ldd) = alpha * op(A) op(B) + beta * C (+ bias[m] if bias),
   // C = D unless given (same type and layout as D). A/B element type ab, C/D element type d.
   // Returns true if the bias was applied.
-  bool matmul(bool transa, bool transb, int m, int n, int k, const void* A, int lda, const void* B, int ldb,
-              void* D, int ldd, cudaDataType ab, cudaDataType d, float alpha, float beta, const void* bias,
-              cudaStream_t stream, const void* C = nullptr);
+  bool matmul(bool transa, bool transb, int m, int n, int k, const void* A, int lda, const void* B, int ldb, void* D,
+              int ldd, cudaDataType ab, cudaDataType d, float alpha, float beta, const void* bias, cudaStream_t stream,
+              const void* C = nullptr);
 
   size_t plans() const { return cache_.size(); }
 

@@ -222,7 +222,7 @@ __device__ inline void ln_normalize_rows(const int4 (&raw)[ROWS][NV], int row0, 
   warp_sum_n(rs);
 #pragma unroll
   for (int r = 0; r < ROWS; ++r) rs[r] = 1.0f / sqrtf(rs[r] / C + eps);
-  // Each w/b vector is loaded once and applied to the ROWS rows.
+    // Each w/b vector is loaded once and applied to the ROWS rows.
 #pragma unroll
   for (int i = 0; i < NV; ++i) {
     const int vi = lane + i * 32;
@@ -273,8 +273,8 @@ __global__ void __launch_bounds__(WARPS * 32, 1)
 template <typename T, int NV, int ROWS, int WARPS>
 __global__ void __launch_bounds__(WARPS * 32, 1)
     layernorm_fwd_persistent_kernel(const T* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b,
-                                    T* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd, int R,
-                                    int C, float eps, bool wb_vec) {
+                                    T* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd, int R, int C,
+                                    float eps, bool wb_vec) {
   const int lane = threadIdx.x & 31;
   const int stride = gridDim.x * WARPS * ROWS;
   int row0 = (blockIdx.x * WARPS + (threadIdx.x >> 5)) * ROWS;
@@ -464,26 +464,28 @@ void launch_fwd_shape(const FwdArgs& a) {
     static const int per_sm =  // one query per instantiation, i.e. per kernel
         resident_blocks_per_sm(layernorm_fwd_persistent_kernel<T, NV, rows, WARPS>, WARPS * 32);
     const unsigned grid = persistent_grid(per_sm, blocks);
-    VIT_LAUNCH((layernorm_fwd_persistent_kernel<T, NV, rows, WARPS>), grid, WARPS * 32, 0, a.stream, x, a.w, a.b,
-                  y, a.mean, a.rstd, a.R, a.C, a.eps, a.wb_vec);
+    VIT_LAUNCH((layernorm_fwd_persistent_kernel<T, NV, rows, WARPS>), grid, WARPS * 32, 0, a.stream, x, a.w, a.b, y,
+               a.mean, a.rstd, a.R, a.C, a.eps, a.wb_vec);
   } else {
-    VIT_LAUNCH((layernorm_fwd_rows_kernel<T, NV, rows, WARPS>), unsigned(blocks), WARPS * 32, 0, a.stream, x, a.w,
-                  a.b, y, a.mean, a.rstd, a.R, a.C, a.eps, a.wb_vec);
+    VIT_LAUNCH((layernorm_fwd_rows_kernel<T, NV, rows, WARPS>), unsigned(blocks), WARPS * 32, 0, a.stream, x, a.w, a.b,
+               y, a.mean, a.rstd, a.R, a.C, a.eps, a.wb_vec);
   }
 }
 template <typename T, int NV>
 void launch_fwd_legacy(const FwdArgs& a) {
   VIT_LAUNCH((layernorm_fwd_legacy_kernel<T, NV>), ceil_div(size_t(a.R), kWarps), kWarps * 32, 0, a.stream,
-                static_cast<const T*>(a.x), a.w, a.b, static_cast<T*>(a.y), a.mean, a.rstd, a.R, a.C, a.eps,
-                a.wb_vec);
+             static_cast<const T*>(a.x), a.w, a.b, static_cast<T*>(a.y), a.mean, a.rstd, a.R, a.C, a.eps, a.wb_vec);
 }
 
 template <typename T, int NV>
 void launch_fwd(LayerNormFwdVariant v, const FwdArgs& a) {
   switch (v) {
-    case LayerNormFwdVariant::kDefault: return launch_fwd_shape<T, NV, 2, 4, false>(a);
-    case LayerNormFwdVariant::kReference: return launch_fwd_legacy<T, NV>(a);
-    case LayerNormFwdVariant::kCount: break;
+    case LayerNormFwdVariant::kDefault:
+      return launch_fwd_shape<T, NV, 2, 4, false>(a);
+    case LayerNormFwdVariant::kReference:
+      return launch_fwd_legacy<T, NV>(a);
+    case LayerNormFwdVariant::kCount:
+      break;
   }
   throw std::invalid_argument("layernorm_fwd: unknown variant " + std::to_string(int(v)));
 }
@@ -492,12 +494,18 @@ void launch_fwd(LayerNormFwdVariant v, const FwdArgs& a) {
 template <typename F>
 void with_nv(int nv, F&& launch) {
   switch (nv) {
-    case 1: return launch(std::integral_constant<int, 1>{});
-    case 2: return launch(std::integral_constant<int, 2>{});
-    case 3: return launch(std::integral_constant<int, 3>{});
-    case 4: return launch(std::integral_constant<int, 4>{});
-    case 6: return launch(std::integral_constant<int, 6>{});
-    default: return launch(std::integral_constant<int, 8>{});
+    case 1:
+      return launch(std::integral_constant<int, 1>{});
+    case 2:
+      return launch(std::integral_constant<int, 2>{});
+    case 3:
+      return launch(std::integral_constant<int, 3>{});
+    case 4:
+      return launch(std::integral_constant<int, 4>{});
+    case 6:
+      return launch(std::integral_constant<int, 6>{});
+    default:
+      return launch(std::integral_constant<int, 8>{});
   }
 }
 
@@ -514,9 +522,12 @@ FwdArgs fwd_args(const T* x, const float* w, const float* b, T* y, float* mean, 
 
 const char* layernorm_fwd_variant_name(LayerNormFwdVariant v) {
   switch (v) {
-    case LayerNormFwdVariant::kDefault: return "rows2_warps4";
-    case LayerNormFwdVariant::kReference: return "legacy";
-    case LayerNormFwdVariant::kCount: break;
+    case LayerNormFwdVariant::kDefault:
+      return "rows2_warps4";
+    case LayerNormFwdVariant::kReference:
+      return "legacy";
+    case LayerNormFwdVariant::kCount:
+      break;
   }
   return "?";
 }
@@ -551,16 +562,28 @@ void layernorm_bwd(const T* x, const float* w, const float* mean, const float* r
   const int blocks = bwd_blocks(R);
   const size_t smem = size_t(2) * C * sizeof(float);
   const bool w_vec = (reinterpret_cast<uintptr_t>(w) & 15u) == 0;
-#define VIT_LN_BWD(NV)                                                                                          \
-  VIT_LAUNCH((layernorm_bwd_kernel<T, NV>), blocks, kWarps * 32, smem, stream, x, w, mean, rstd, dy, dx, \
-                dx_residual, scratch, R, C, w_vec)
+#define VIT_LN_BWD(NV)                                                                                                \
+  VIT_LAUNCH((layernorm_bwd_kernel<T, NV>), blocks, kWarps * 32, smem, stream, x, w, mean, rstd, dy, dx, dx_residual, \
+             scratch, R, C, w_vec)
   switch (nv) {
-    case 1: VIT_LN_BWD(1); break;
-    case 2: VIT_LN_BWD(2); break;
-    case 3: VIT_LN_BWD(3); break;
-    case 4: VIT_LN_BWD(4); break;
-    case 6: VIT_LN_BWD(6); break;
-    default: VIT_LN_BWD(8); break;
+    case 1:
+      VIT_LN_BWD(1);
+      break;
+    case 2:
+      VIT_LN_BWD(2);
+      break;
+    case 3:
+      VIT_LN_BWD(3);
+      break;
+    case 4:
+      VIT_LN_BWD(4);
+      break;
+    case 6:
+      VIT_LN_BWD(6);
+      break;
+    default:
+      VIT_LN_BWD(8);
+      break;
   }
 #undef VIT_LN_BWD
   VIT_LAUNCH_CHECK();

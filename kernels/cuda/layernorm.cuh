@@ -1,11 +1,10 @@
 // LayerNorm over the last dim C for R rows, eps as torchvision (1e-6), fp32 statistics.
 //
-// Forward: one warp per group of rows (see LayerNormFwdVariant). The row is loaded once into registers with 16-byte vector
-// loads (8 bf16 or 4 floats per load, up to 8 loads per lane), so mean and variance are
-// two exact passes over registers (no E[x^2]-E[x]^2 cancellation), then y is written once:
-// the kernel reads C*sizeof(T) and writes C*sizeof(T) bytes per row, the memory minimum.
-// Backward: one warp per row as well, dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with
-// g = dy * w. dw and db are reduced WITHOUT atomics: each block of a fixed-size grid keeps
+// Forward: one warp per group of rows (see LayerNormFwdVariant). The row is loaded once into registers with 16-byte
+// vector loads (8 bf16 or 4 floats per load, up to 8 loads per lane), so mean and variance are two exact passes over
+// registers (no E[x^2]-E[x]^2 cancellation), then y is written once: the kernel reads C*sizeof(T) and writes
+// C*sizeof(T) bytes per row, the memory minimum. Backward: one warp per row as well, dx = rstd * (g - mean(g) - xhat *
+// mean(g * xhat)) with g = dy * w. dw and db are reduced WITHOUT atomics: each block of a fixed-size grid keeps
 // per-lane partial sums over its rows, reduces its warps in a fixed order into shared memory,
 // writes one partial row to `scratch`; a second kernel sums the partial rows in order.
 // Same grid -> same summation order -> bitwise reproducible gradients.

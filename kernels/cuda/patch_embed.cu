@@ -53,8 +53,8 @@ void patch_embed_bwd(GemmContext& ctx, const T* cols, const T* dout, float* dw, 
 }
 
 template <typename T>
-__global__ void embed_tokens_dpatches_kernel(const T* __restrict__ dout, T* __restrict__ dpatches, int B, int Np,
-                                             int D, float p, uint64_t seed, const uint64_t* seed_ptr) {
+__global__ void embed_tokens_dpatches_kernel(const T* __restrict__ dout, T* __restrict__ dpatches, int B, int Np, int D,
+                                             float p, uint64_t seed, const uint64_t* seed_ptr) {
   if (seed_ptr) seed = *seed_ptr;
   const int N = Np + 1;
   const size_t n = size_t(B) * Np * D;
@@ -98,8 +98,8 @@ void embed_tokens_bwd(const T* dout, T* dpatches, float* dcls, float* dpos, int 
                       float p, uint64_t seed, const uint64_t* seed_ptr) {
   const size_t n = size_t(B) * Np * D;
   if (!n) return;
-  embed_tokens_dpatches_kernel<T><<<elementwise_grid(n, 256), 256, 0, stream>>>(dout, dpatches, B, Np, D, p, seed,
-                                                                               seed_ptr);
+  embed_tokens_dpatches_kernel<T>
+      <<<elementwise_grid(n, 256), 256, 0, stream>>>(dout, dpatches, B, Np, D, p, seed, seed_ptr);
   VIT_LAUNCH_CHECK();
   const size_t m = size_t(Np + 1) * D;
   embed_tokens_dparams_kernel<T><<<ceil_div(m, 256), 256, 0, stream>>>(dout, dcls, dpos, B, Np, D, p, seed, seed_ptr);
@@ -136,17 +136,17 @@ void scatter_cls_grad(const T* dcls, T* dx, int B, int N, int D, cudaStream_t st
   VIT_LAUNCH_CHECK();
 }
 
-#define VIT_INST(T)                                                                                                  \
-  template void im2col<float, T>(const float*, T*, int, int, int, int, int, cudaStream_t);                          \
+#define VIT_INST(T)                                                                                               \
+  template void im2col<float, T>(const float*, T*, int, int, int, int, int, cudaStream_t);                        \
   template void patch_embed_fwd<T>(GemmContext&, const float*, const T*, const T*, T*, T*, const PatchShape&,     \
-                                   cudaStream_t);                                                                    \
-  template void patch_embed_bwd<T>(GemmContext&, const T*, const T*, float*, float*, float*, const PatchShape&,      \
-                                   cudaStream_t);                                                                    \
-  template void embed_tokens_fwd<T>(const T*, const float*, const float*, T*, int, int, int, cudaStream_t, float,    \
-                                    uint64_t, const uint64_t*);                                                      \
-  template void embed_tokens_bwd<T>(const T*, T*, float*, float*, int, int, int, cudaStream_t, float, uint64_t,      \
-                                    const uint64_t*);                                                                \
-  template void gather_cls<T>(const T*, T*, int, int, int, cudaStream_t);                                            \
+                                   cudaStream_t);                                                                 \
+  template void patch_embed_bwd<T>(GemmContext&, const T*, const T*, float*, float*, float*, const PatchShape&,   \
+                                   cudaStream_t);                                                                 \
+  template void embed_tokens_fwd<T>(const T*, const float*, const float*, T*, int, int, int, cudaStream_t, float, \
+                                    uint64_t, const uint64_t*);                                                   \
+  template void embed_tokens_bwd<T>(const T*, T*, float*, float*, int, int, int, cudaStream_t, float, uint64_t,   \
+                                    const uint64_t*);                                                             \
+  template void gather_cls<T>(const T*, T*, int, int, int, cudaStream_t);                                         \
   template void scatter_cls_grad<T>(const T*, T*, int, int, int, cudaStream_t);
 VIT_INST(float)
 VIT_INST(bf16)

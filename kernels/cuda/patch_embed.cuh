@@ -44,7 +44,8 @@ void patch_embed_bwd(GemmContext& ctx, const T* cols, const T* dout, float* dw, 
 
 template <typename T>
 void embed_tokens_fwd(const T* patches, const float* cls, const float* pos, T* out, int B, int Np, int D,
-                      cudaStream_t stream, float dropout_p = 0.f, uint64_t seed = 0, const uint64_t* seed_ptr = nullptr);
+                      cudaStream_t stream, float dropout_p = 0.f, uint64_t seed = 0,
+                      const uint64_t* seed_ptr = nullptr);
 template <typename T>
 void embed_tokens_bwd(const T* dout, T* dpatches, float* dcls, float* dpos, int B, int Np, int D, cudaStream_t stream,
                       float dropout_p = 0.f, uint64_t seed = 0, const uint64_t* seed_ptr = nullptr);

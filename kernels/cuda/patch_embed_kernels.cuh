@@ -28,8 +28,8 @@ using ::vit::cuda::bf16, ::vit::cuda::to_f32, ::vit::cuda::from_f32, ::vit::cuda
 // also P consecutive columns of one cols row, at cols + s*P (s*P = row*C*P*P + (c*P + ky)*P).
 // vec4 (the host checks: img 16-byte aligned, W and P multiples of 4): float4 loads.
 template <typename TIn, typename TOut>
-__global__ void im2col_segments_kernel(const TIn* __restrict__ img, TOut* __restrict__ cols, int B, int C, int H,
-                                       int W, int P, bool vec4) {
+__global__ void im2col_segments_kernel(const TIn* __restrict__ img, TOut* __restrict__ cols, int B, int C, int H, int W,
+                                       int P, bool vec4) {
   const int gw = W / P, gh = H / P;
   const size_t segs = size_t(B) * gh * gw * C * P;
   for (size_t s = blockIdx.x * size_t(blockDim.x) + threadIdx.x; s < segs; s += size_t(gridDim.x) * blockDim.x) {

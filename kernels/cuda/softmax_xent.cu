@@ -60,12 +60,12 @@ __global__ void mean_kernel(const float* __restrict__ x, float* out, int n) {
 }
 
 template <typename T>
-void softmax_xent_fwd_bwd(const T* logits, const int* labels, float* losses, float* mean_loss, T* dlogits, int B,
-                          int C, float smoothing, cudaStream_t stream) {
+void softmax_xent_fwd_bwd(const T* logits, const int* labels, float* losses, float* mean_loss, T* dlogits, int B, int C,
+                          float smoothing, cudaStream_t stream) {
   if (B <= 0) return;
   if (mean_loss && !losses) throw std::invalid_argument("softmax_xent: mean_loss needs the losses buffer");
-  softmax_xent_fwd_kernel<T><<<ceil_div(size_t(B), kWarps), kWarps * 32, 0, stream>>>(logits, labels, losses, dlogits,
-                                                                                      B, C, smoothing);
+  softmax_xent_fwd_kernel<T>
+      <<<ceil_div(size_t(B), kWarps), kWarps * 32, 0, stream>>>(logits, labels, losses, dlogits, B, C, smoothing);
   VIT_LAUNCH_CHECK();
   if (mean_loss) {
     mean_kernel<<<1, 256, 0, stream>>>(losses, mean_loss, B);
@@ -83,9 +83,9 @@ void softmax_xent_bwd(const T* logits, const int* labels, T* dlogits, int B, int
   softmax_xent_fwd_bwd<T>(logits, labels, nullptr, nullptr, dlogits, B, C, smoothing, stream);
 }
 
-#define VIT_INST(T)                                                                                                \
-  template void softmax_xent_fwd<T>(const T*, const int*, float*, float*, int, int, float, cudaStream_t);           \
-  template void softmax_xent_bwd<T>(const T*, const int*, T*, int, int, float, cudaStream_t);                      \
+#define VIT_INST(T)                                                                                       \
+  template void softmax_xent_fwd<T>(const T*, const int*, float*, float*, int, int, float, cudaStream_t); \
+  template void softmax_xent_bwd<T>(const T*, const int*, T*, int, int, float, cudaStream_t);             \
   template void softmax_xent_fwd_bwd<T>(const T*, const int*, float*, float*, T*, int, int, float, cudaStream_t);
 VIT_INST(float)
 VIT_INST(bf16)

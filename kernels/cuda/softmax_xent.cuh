@@ -21,7 +21,7 @@ void softmax_xent_bwd(const T* logits, const int* labels, T* dlogits, int B, int
                       cudaStream_t stream);
 // Both in one pass (the engine's path). losses, mean_loss and dlogits may each be null.
 template <typename T>
-void softmax_xent_fwd_bwd(const T* logits, const int* labels, float* losses, float* mean_loss, T* dlogits, int B,
-                          int C, float smoothing, cudaStream_t stream);
+void softmax_xent_fwd_bwd(const T* logits, const int* labels, float* losses, float* mean_loss, T* dlogits, int B, int C,
+                          float smoothing, cudaStream_t stream);
 
 }  // namespace vit::cuda

@@ -5,8 +5,8 @@
 // it reaches a barrier (__syncthreads, or a warp-collective op), then yields. Blocks run one after the
 // other, so `__shared__` can simply be `static` (one instance per kernel, reused by every block).
 // Emulated, each from the PTX ISA description of the instruction:
-//   __syncthreads, __shfl_xor_sync, dynamic shared memory, __ldg/__ldcs/__stcs, mma.sync.m16n8k16 bf16 -> fp32, ldmatrix.x4 (with .trans),
-//   cp.async 16 B with zero fill, commit_group / wait_group.
+//   __syncthreads, __shfl_xor_sync, dynamic shared memory, __ldg/__ldcs/__stcs, mma.sync.m16n8k16 bf16 -> fp32,
+//   ldmatrix.x4 (with .trans), cp.async 16 B with zero fill, commit_group / wait_group.
 // Each cp.async copy lands at a random legal moment, at issue or at the wait_group that must see it, and
 // a random quarter of the warps sits out each scheduling pass, so warps drift apart between barriers:
 // a tile read before its wait + barrier, or overwritten while another warp still reads it, gives wrong
@@ -266,7 +266,8 @@ inline void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0
 inline void ldmatrix_x4(uint32_t (&r)[4], const void* row_addr, bool trans) {
   Block& B = *cur_block();
   const unsigned t = cur_fiber()->tid, w0 = t / 32 * 32, lane = t % 32;
-  if (reinterpret_cast<uintptr_t>(row_addr) % 16 != 0) throw std::runtime_error("emu: ldmatrix row not 16-byte aligned");
+  if (reinterpret_cast<uintptr_t>(row_addr) % 16 != 0)
+    throw std::runtime_error("emu: ldmatrix row not 16-byte aligned");
   B.slots[t].addr = row_addr;
   warp_barrier();
   uint32_t out[4];

@@ -18,9 +18,9 @@
 #include "engine/model/vit_cuda.h"
 #include "kernels/cuda/cuda_check.cuh"
 
-#define VIT_REQUIRE_GPU()                                                  \
-  do {                                                                     \
-    if (!vit::cuda_device_available()) GTEST_SKIP() << "no CUDA device";   \
+#define VIT_REQUIRE_GPU()                                                \
+  do {                                                                   \
+    if (!vit::cuda_device_available()) GTEST_SKIP() << "no CUDA device"; \
   } while (0)
 
 namespace vit::test {
@@ -28,11 +28,13 @@ namespace vit::test {
 // A fresh seed per test run (VIT_TEST_SEED=... reproduces one), printed so a failure can be replayed.
 inline uint64_t fresh_seed() {
   uint64_t s;
-  if (const char* e = std::getenv("VIT_TEST_SEED")) s = std::strtoull(e, nullptr, 10);
-  else s = (uint64_t(std::random_device{}()) << 32) ^ std::random_device{}();
+  if (const char* e = std::getenv("VIT_TEST_SEED"))
+    s = std::strtoull(e, nullptr, 10);
+  else
+    s = (uint64_t(std::random_device{}()) << 32) ^ std::random_device{}();
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  std::printf("[ seed     ] %s.%s VIT_TEST_SEED=%llu\n", info ? info->test_suite_name() : "?", info ? info->name() : "?",
-              (unsigned long long)s);
+  std::printf("[ seed     ] %s.%s VIT_TEST_SEED=%llu\n", info ? info->test_suite_name() : "?",
+              info ? info->name() : "?", (unsigned long long)s);
   return s;
 }
 
@@ -84,8 +86,10 @@ struct DevBuf {
   void upload(const std::vector<float>& h) {
     std::vector<T> t(h.size());
     for (size_t i = 0; i < h.size(); ++i) {
-      if constexpr (std::is_same_v<T, float>) t[i] = h[i];
-      else t[i] = __float2bfloat16(h[i]);
+      if constexpr (std::is_same_v<T, float>)
+        t[i] = h[i];
+      else
+        t[i] = __float2bfloat16(h[i]);
     }
     VIT_CHECK(cudaMemcpy(p, t.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice));
   }
@@ -95,8 +99,10 @@ struct DevBuf {
     VIT_CHECK(cudaMemcpy(t.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost));
     std::vector<float> h(n);
     for (size_t i = 0; i < n; ++i) {
-      if constexpr (std::is_same_v<T, float>) h[i] = t[i];
-      else h[i] = __bfloat162float(t[i]);
+      if constexpr (std::is_same_v<T, float>)
+        h[i] = t[i];
+      else
+        h[i] = __bfloat162float(t[i]);
     }
     return h;
   }
@@ -122,8 +128,8 @@ inline void expect_close(const std::vector<float>& got, const std::vector<float>
     maxdiff = std::max(maxdiff, d);
     if (d - lim > worst_excess) worst_excess = d - lim, worst = i;
     if (d > lim && bad++ < 5)
-      ADD_FAILURE() << what << ": element " << i << " got " << got[i] << " ref " << ref[i] << " diff " << d
-                    << " > " << lim;
+      ADD_FAILURE() << what << ": element " << i << " got " << got[i] << " ref " << ref[i] << " diff " << d << " > "
+                    << lim;
   }
   EXPECT_EQ(nonfinite, 0u) << what << ": " << nonfinite << " elements not written (poison NaN) or not finite";
   EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << got.size() << " elements out of tolerance; max |diff| "

@@ -66,9 +66,13 @@ struct DevBuf {
 template <typename T>
 T from_f(float x);
 template <>
-float from_f<float>(float x) { return x; }
+float from_f<float>(float x) {
+  return x;
+}
 template <>
-__nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+__nv_bfloat16 from_f<__nv_bfloat16>(float x) {
+  return __float2bfloat16_rn(x);
+}
 
 // Runs fwd then bwd on the given (already representable-in-T) inputs.
 template <typename T>
@@ -83,8 +87,7 @@ Outputs run_kernels(const std::vector<float>& qkv, const std::vector<float>& dou
   d_qkv.upload(h_qkv);
   d_dout.upload(h_dout);
   vit::cuda::attention_fwd<T>(d_qkv.p, d_out.p, d_lse.p, sh.B, sh.N, sh.H, sh.Dh, 0);
-  vit::cuda::attention_bwd<T>(d_qkv.p, d_out.p, d_dout.p, d_lse.p, d_dqkv.p, d_scratch.p, sh.B, sh.N, sh.H, sh.Dh,
-                              0);
+  vit::cuda::attention_bwd<T>(d_qkv.p, d_out.p, d_dout.p, d_lse.p, d_dqkv.p, d_scratch.p, sh.B, sh.N, sh.H, sh.Dh, 0);
   VIT_CHECK(cudaDeviceSynchronize());
   return {d_out.download(), d_lse.download(), d_dqkv.download()};
 }
@@ -158,9 +161,9 @@ TEST(AttentionCudaMisc, RejectsUnsupportedHeadDim) {
   } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("Dh = 48"), std::string::npos) << e.what();
   }
-  EXPECT_THROW(vit::cuda::attention_bwd<__nv_bfloat16>(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 1, 8, 1,
-                                                       128, 0),
-               std::invalid_argument);
+  EXPECT_THROW(
+      vit::cuda::attention_bwd<__nv_bfloat16>(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 1, 8, 1, 128, 0),
+      std::invalid_argument);
 }
 
 }  // namespace

@@ -269,8 +269,10 @@ TEST(ModelCuda, GradientsAreBitwiseDeterministic) {
     vit::ViT back(cfg);
     gpu.download(back);
     auto g = vec(back.grad_data(), back.num_params());
-    if (rep == 0) first = g;
-    else EXPECT_EQ(0, std::memcmp(first.data(), g.data(), g.size() * sizeof(float))) << "gradients differ between runs";
+    if (rep == 0)
+      first = g;
+    else
+      EXPECT_EQ(0, std::memcmp(first.data(), g.data(), g.size() * sizeof(float))) << "gradients differ between runs";
   }
 }
 
@@ -433,7 +435,8 @@ TEST_P(ModelCudaParity, TenAdamWStepsFollowPyTorch) {
     gpu.adamw_step(hp, r.meta["clip"].get<float>());
   }
 }
-INSTANTIATE_TEST_SUITE_P(Torchvision, ModelCudaParity, ::testing::Values("parity_tiny_a", "parity_tiny_b", "parity_tiny_c"));
+INSTANTIATE_TEST_SUITE_P(Torchvision, ModelCudaParity,
+                         ::testing::Values("parity_tiny_a", "parity_tiny_b", "parity_tiny_c"));
 
 // Full-size vit_b16 forward with hash-generated weights against torchvision's logits.
 namespace {

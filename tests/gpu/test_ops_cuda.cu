@@ -68,8 +68,10 @@ TEST(CudaDevice, ReportsCard) {
   auto info = vit::check_cuda_device(vit::Precision::FP32);
   std::printf("device: %s, compute capability %d.%d, %d SMs, %.1f GiB\n", info.name.c_str(), info.major, info.minor,
               info.sm_count, info.total_mem / 1073741824.0);
-  if (info.major >= 8) EXPECT_NO_THROW(vit::check_cuda_device(vit::Precision::BF16));
-  else EXPECT_THROW(vit::check_cuda_device(vit::Precision::BF16), std::runtime_error);
+  if (info.major >= 8)
+    EXPECT_NO_THROW(vit::check_cuda_device(vit::Precision::BF16));
+  else
+    EXPECT_THROW(vit::check_cuda_device(vit::Precision::BF16), std::runtime_error);
 }
 
 TYPED_TEST(OpsCuda, Linear) {
@@ -148,8 +150,7 @@ TYPED_TEST(OpsCuda, LayerNormFwdVariants) {
                                 " R=" + std::to_string(R) + " C=" + std::to_string(C);
         DevBuf<T> y(size_t(R) * C);
         DevBuf<float> mean(R), rstd(R);
-        vit::cuda::layernorm_fwd_variant<T>(LayerNormFwdVariant(v), dx_, dw_, db_, y, mean, rstd, R, C, 1e-6f,
-                                            nullptr);
+        vit::cuda::layernorm_fwd_variant<T>(LayerNormFwdVariant(v), dx_, dw_, db_, y, mean, rstd, R, C, 1e-6f, nullptr);
         const auto yh = y.download(), mh = mean.download(), rh = rstd.download();
         expect_close(yh, ry, Tol<T>::atol, Tol<T>::rtol, "layernorm y" + tag);
         expect_close(mh, rm, 1e-5, 1e-5, "layernorm mean" + tag);
@@ -358,7 +359,8 @@ TYPED_TEST(OpsCuda, PatchEmbed) {
     vit::cuda::patch_embed_bwd<T>(ctx, cols, ddout, gw, gb, scratch, vit::PatchShape{B, C, H, W, P, D}, nullptr);
     std::vector<float> rout(size_t(B) * Np * D), rdw = dw0, rdb = db0;
     vit::cpu::patch_embed_fwd<float>(img.data(), w.data(), b.data(), rout.data(), vit::PatchShape{B, C, H, W, P, D});
-    vit::cpu::patch_embed_bwd<float>(img.data(), dout.data(), rdw.data(), rdb.data(), vit::PatchShape{B, C, H, W, P, D});
+    vit::cpu::patch_embed_bwd<float>(img.data(), dout.data(), rdw.data(), rdb.data(),
+                                     vit::PatchShape{B, C, H, W, P, D});
     expect_close(out.download(), rout, Tol<T>::sum_atol, Tol<T>::sum_rtol, "patch_embed out");
     expect_close(gw.download(), rdw, 1e-4, 1e-4, "patch_embed dw (fp32, accumulated)");
     expect_close(gb.download(), rdb, 1e-4, 1e-4, "patch_embed db (fp32, accumulated)");
@@ -381,7 +383,7 @@ TYPED_TEST(OpsCuda, EmbedTokens) {
     vit::cuda::embed_tokens_fwd<T>(dp, dcls, dpos, out, B, Np, D, nullptr, p, seed);
     vit::cuda::embed_tokens_bwd<T>(ddout, dpatch, gcls, gpos, B, Np, D, nullptr, p, seed);
     std::vector<float> rout(size_t(B) * N * D), rdp(size_t(B) * Np * D), rcls = dcls0, rpos = dpos0,
-        tmp(size_t(B) * N * D);
+                                                                         tmp(size_t(B) * N * D);
     vit::cpu::embed_tokens_fwd<float>(patches.data(), cls.data(), pos.data(), tmp.data(), B, Np, D);
     vit::cpu::dropout_fwd<float>(tmp.data(), rout.data(), tmp.size(), p, seed);
     vit::cpu::dropout_bwd<float>(dout.data(), tmp.data(), tmp.size(), p, seed);

@@ -71,7 +71,8 @@ TEST(WeightsCuda, ConvertedTorchvisionLogitsOnGpu) {
       // FP32 (no TF32): summation order only, ~1e-6 of the scale; 1e-4 leaves margin.
       // BF16 weights and activations: 2^-8 per rounding through 1-2 small blocks; 5e-2.
       double tol = prec == vit::Precision::FP32 ? 1e-4 : 5e-2;
-      std::printf("    %s %s: max |diff| / max |logit| = %.3g\n", name, prec == vit::Precision::FP32 ? "fp32" : "bf16", e);
+      std::printf("    %s %s: max |diff| / max |logit| = %.3g\n", name, prec == vit::Precision::FP32 ? "fp32" : "bf16",
+                  e);
       EXPECT_LE(e, tol) << name;
     }
   }
