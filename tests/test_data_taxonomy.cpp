@@ -1,5 +1,5 @@
 // Taxonomy: class order, groups, prefixes and folder names, checked against the
-// lists in issue 3 and ../shared/data/README.md (written out here by hand).
+// lists in ../shared/data/README.md (written out here by hand).
 #include <gtest/gtest.h>
 
 #include "engine/wbc/taxonomy.h"

@@ -238,7 +238,7 @@ template <typename T>
 void linear_bwd_dw_db(GemmContext& ctx, const T* x, const T* dy, float* dw, float* db, float* scratch, int M, int K,
                       int N, cudaStream_t stream) {
   // dw as linear_bwd_dw, then db from the bias_grad kernel. Not cuBLASLt's BGRADB epilogue:
-  // measured on an H200 (2026-11-26, VIT_PROFILE=1 in bench_e2e_cuda), the weight-gradient
+  // measured on an H200 (VIT_PROFILE=1 in bench_e2e_cuda), the weight-gradient
   // GEMMs with that epilogue took 330 ms of a 413 ms vit_b16 step (b256; K = 50,432 token rows)
   // against 46 ms without it plus the bias_grad kernel: the epilogue rules out the split-K
   // algorithms that a long-K, small-output GEMM needs.
