@@ -24,7 +24,9 @@ SCOPE = re.compile(r"\b(namespace|class|struct|union|enum)\b")
 
 
 def blank(text):
-    """Comments, strings and char literals -> spaces (newlines kept, so line numbers hold)."""
+    """Comments, strings, char literals and preprocessor lines -> spaces (newlines kept, so line
+    numbers hold)."""
+    text = re.sub(r"(?m)^[ \t]*#.*$", lambda m: " " * len(m.group(0)), text)
     out, i, n = [], 0, len(text)
     while i < n:
         c = text[i]
