@@ -79,8 +79,10 @@ double bf16_peak_tflops(const cudaDeviceProp& p) {
   return double(p.multiProcessorCount) * clock_khz * 1e3 * 4096 / 1e12;
 }
 
-void fwd() { vit::cuda::attention_fwd<bf16>(g.qkv, g.out, g.lse, kB, kN, kH, kDh, 0); }
-void bwd() { vit::cuda::attention_bwd<bf16>(g.qkv, g.out, g.dout, g.lse, g.dqkv, g.scratch, kB, kN, kH, kDh, 0); }
+void fwd() { vit::cuda::attention_fwd<bf16>(g.qkv, g.out, g.lse, vit::AttnShape{kB, kN, kH, kDh}, 0); }
+void bwd() {
+  vit::cuda::attention_bwd<bf16>(g.qkv, g.out, g.dout, g.lse, g.dqkv, g.scratch, vit::AttnShape{kB, kN, kH, kDh}, 0);
+}
 
 std::vector<float> to_host(const bf16* d, size_t n) {
   std::vector<bf16> h(n);
@@ -136,8 +138,8 @@ bool validate(vit::cuda::AttentionVariant v) {
       }
       got_lse[i] = lse[((size_t)b * kH + h) * kN + i];
     }
-    vit::cpu::attention_fwd<float>(q1.data(), o1.data(), probs.data(), 1, kN, 1, kDh);
-    vit::cpu::attention_bwd<float>(q1.data(), probs.data(), do1.data(), dq1.data(), 1, kN, 1, kDh);
+    vit::cpu::attention_fwd<float>(q1.data(), o1.data(), probs.data(), vit::AttnShape{1, kN, 1, kDh});
+    vit::cpu::attention_bwd<float>(q1.data(), probs.data(), do1.data(), dq1.data(), vit::AttnShape{1, kN, 1, kDh});
     // lse from the saved probabilities and the scores: lse_i = s_ij - log p_ij for any j; use the row max.
     const float scale = 1.0f / std::sqrt(float(kDh));
     for (int i = 0; i < kN; ++i) {

@@ -43,9 +43,10 @@ Outputs run_emulated(const std::vector<float>& qkv, const std::vector<float>& do
   poison(dqkv);
   poison(lse);
   poison(scratch);
-  vit::cuda_emu::attention_fwd<T>(h_qkv.data(), out.data(), lse.data(), sh.B, sh.N, sh.H, sh.Dh, nullptr);
+  vit::cuda_emu::attention_fwd<T>(h_qkv.data(), out.data(), lse.data(), vit::AttnShape{sh.B, sh.N, sh.H, sh.Dh},
+                                  nullptr);
   vit::cuda_emu::attention_bwd<T>(h_qkv.data(), out.data(), h_dout.data(), lse.data(), dqkv.data(), scratch.data(),
-                                  sh.B, sh.N, sh.H, sh.Dh, nullptr);
+                                  vit::AttnShape{sh.B, sh.N, sh.H, sh.Dh}, nullptr);
   return {to_double(out), to_double(lse), to_double(dqkv)};
 }
 

@@ -145,11 +145,11 @@ TEST(Ops, AttentionGradients) {
   Vec qkv = randn(B * N * 3 * D), R = randn(B * N * D);
   auto f = [&] {
     Vec out(B * N * D), probs(B * H * N * N);
-    attention_fwd(qkv.data(), out.data(), probs.data(), B, N, H, Dh);
+    attention_fwd(qkv.data(), out.data(), probs.data(), vit::AttnShape{B, N, H, Dh});
     return dot(out, R);
   };
   Vec out(B * N * D), probs(B * H * N * N), dqkv(B * N * 3 * D);
-  attention_fwd(qkv.data(), out.data(), probs.data(), B, N, H, Dh);
+  attention_fwd(qkv.data(), out.data(), probs.data(), vit::AttnShape{B, N, H, Dh});
   // forward vs a naive per-element evaluation of softmax(q k^T / sqrt(d)) v
   for (int b = 0; b < B; b++)
     for (int h = 0; h < H; h++)
@@ -171,7 +171,7 @@ TEST(Ops, AttentionGradients) {
           EXPECT_NEAR(out[(b * N + i) * D + h * Dh + d], o, 1e-12);
         }
       }
-  attention_bwd(qkv.data(), probs.data(), R.data(), dqkv.data(), B, N, H, Dh);
+  attention_bwd(qkv.data(), probs.data(), R.data(), dqkv.data(), vit::AttnShape{B, N, H, Dh});
   expect_close(dqkv, numeric_grad(qkv, f), kFdTol, "dqkv");
 }
 
@@ -297,8 +297,8 @@ TEST(Ops, FloatPathTracksFloat64) {
   Vec qkv = randn(B * N * 3 * D);
   std::vector<float> qf(qkv.begin(), qkv.end()), of(B * N * D), pf(B * H * N * N);
   Vec od(B * N * D), pdd(B * H * N * N);
-  attention_fwd(qkv.data(), od.data(), pdd.data(), B, N, H, Dh);
-  attention_fwd(qf.data(), of.data(), pf.data(), B, N, H, Dh);
+  attention_fwd(qkv.data(), od.data(), pdd.data(), vit::AttnShape{B, N, H, Dh});
+  attention_fwd(qf.data(), of.data(), pf.data(), vit::AttnShape{B, N, H, Dh});
   expect_close(Vec(of.begin(), of.end()), od, 1e-5, "float attention");
   std::vector<float> gf(of.size());
   gelu_fwd(of.data(), gf.data(), of.size());

@@ -234,7 +234,7 @@ const float* ViT::forward(const float* images, int B, const ForwardOptions& opt)
     // attention branch: x_mid = x + dropout(out_proj(attention(in_proj(ln_1(x)))))
     layernorm_fwd(b.x_in, w.ln1_w, w.ln1_b, b.ln1, b.ln1_mean, b.ln1_rstd, BN, D, cfg_.ln_eps);
     linear_fwd(b.ln1, w.qkv_w, w.qkv_b, b.qkv, BN, D, 3 * D);  // (B,N,D) -> (B,N,3D)
-    attention_fwd(b.qkv, b.att, b.probs, B, N, H, D / H);
+    attention_fwd(b.qkv, b.att, b.probs, vit::AttnShape{B, N, H, D / H});
     linear_fwd(b.att, w.proj_w, w.proj_b, a.dtmp, BN, D, D);
     dropout_fwd(a.dtmp, a.dtmp, (size_t)BN * D, pd, site_seed(opt.dropout_seed, s0));
     const float dp = opt.training ? drop_path_rate(opt.drop_path, l, cfg_.depth) : 0.0f;
@@ -313,7 +313,7 @@ void ViT::backward_from(const float* dlogits) {
     dropout_bwd(a.dx, a.dtmp, (size_t)BN * D, pd, site_seed(seed, s0));
     if (dp > 0) drop_path(a.dtmp, a.dtmp, B, (size_t)N * D, dp, drop_path_seed(seed, l, 0));
     linear_bwd(b.att, w.proj_w, a.dtmp, a.dx2, gw.proj_w, gw.proj_b, BN, D, D);  // dx2 = d(att)
-    attention_bwd(b.qkv, b.probs, a.dx2, a.dqkv, B, N, H, D / H);
+    attention_bwd(b.qkv, b.probs, a.dx2, a.dqkv, vit::AttnShape{B, N, H, D / H});
     linear_bwd(b.ln1, w.qkv_w, a.dqkv, a.dtmp, gw.qkv_w, gw.qkv_b, BN, D, 3 * D);
     layernorm_bwd(b.x_in, w.ln1_w, b.ln1_mean, b.ln1_rstd, a.dtmp, a.dx2, gw.ln1_w, gw.ln1_b, BN, D);
     add_fwd(a.dx, a.dx2, a.dx, (size_t)BN * D);  // dx = d(x_in)

@@ -181,7 +181,7 @@ struct ViTCuda::Impl : ActivationArena {
       cuda::linear_fwd<T, T>(g, A(la.ln1), W<T>(p.qkv_w), W<T>(p.qkv_b), A(la.qkv), M, D, 3 * D,
                              s);  // (B,N,D)->(B,N,3D)
       prof.mark("fwd attention");
-      cuda::attention_fwd<T>(A(la.qkv), A(la.att), la.lse, Bn, Nn, H, D / H, s);
+      cuda::attention_fwd<T>(A(la.qkv), A(la.att), la.lse, vit::AttnShape{Bn, Nn, H, D / H}, s);
       prof.mark("fwd out_proj (+residual)");
       // stochastic depth of this block (vit.h drop_path_rate); not in captured graphs (capture_step)
       const float dp = opt.training ? drop_path_rate(opt.drop_path, l, cfg.depth) : 0.f;
@@ -295,7 +295,8 @@ struct ViTCuda::Impl : ActivationArena {
       prof.mark("bwd out_proj dx");
       cuda::linear_bwd_dx<T>(g, dyp, W<T>(p.proj_w), A(dtmp2), M, D, D, s);  // d(att)
       prof.mark("bwd attention");
-      cuda::attention_bwd<T>(A(la.qkv), A(la.att), A(dtmp2), la.lse, A(dqkv), attn_scratch, Bn, Nn, H, D / H, s);
+      cuda::attention_bwd<T>(A(la.qkv), A(la.att), A(dtmp2), la.lse, A(dqkv), attn_scratch,
+                             vit::AttnShape{Bn, Nn, H, D / H}, s);
       prof.mark("bwd qkv dw+db");
       cuda::linear_bwd_dw_db<T>(g, A(la.ln1), A(dqkv), G(p.qkv_w), G(p.qkv_b), bias_scratch, M, D, 3 * D, s);
       prof.mark("bwd qkv dx");

@@ -11,4 +11,10 @@ struct PatchShape {
   int patches() const { return (H / P) * (W / P); }
 };
 
+// Multi-head attention over B sequences of N tokens, H heads of Dh channels each (D = H * Dh).
+struct AttnShape {
+  int B = 0, N = 0, H = 0, Dh = 0;
+  int D() const { return H * Dh; }
+};
+
 }  // namespace vit

@@ -18,7 +18,8 @@
 namespace vit::cpu {
 
 template <typename T>
-void attention_fwd(const T* qkv, T* out, T* probs, int B, int N, int H, int Dh) {
+void attention_fwd(const T* qkv, T* out, T* probs, const AttnShape& shape) {
+  const int B = shape.B, N = shape.N, H = shape.H, Dh = shape.Dh;
   const int D = H * Dh, ld = 3 * D;  // (B, N, 3*D) -> per head: Q, K, V (N, Dh) with row stride 3*D
   const T scale = T(1) / std::sqrt(T(Dh));
 #pragma omp parallel for collapse(2) schedule(static)
@@ -42,7 +43,8 @@ void attention_fwd(const T* qkv, T* out, T* probs, int B, int N, int H, int Dh) 
 }
 
 template <typename T>
-void attention_bwd(const T* qkv, const T* probs, const T* dout, T* dqkv, int B, int N, int H, int Dh) {
+void attention_bwd(const T* qkv, const T* probs, const T* dout, T* dqkv, const AttnShape& shape) {
+  const int B = shape.B, N = shape.N, H = shape.H, Dh = shape.Dh;
   const int D = H * Dh, ld = 3 * D;
   const T scale = T(1) / std::sqrt(T(Dh));
 #pragma omp parallel for collapse(2) schedule(static)
@@ -70,9 +72,9 @@ void attention_bwd(const T* qkv, const T* probs, const T* dout, T* dqkv, int B, 
   }
 }
 
-template void attention_fwd<float>(const float*, float*, float*, int, int, int, int);
-template void attention_fwd<double>(const double*, double*, double*, int, int, int, int);
-template void attention_bwd<float>(const float*, const float*, const float*, float*, int, int, int, int);
-template void attention_bwd<double>(const double*, const double*, const double*, double*, int, int, int, int);
+template void attention_fwd<float>(const float*, float*, float*, const AttnShape&);
+template void attention_fwd<double>(const double*, double*, double*, const AttnShape&);
+template void attention_bwd<float>(const float*, const float*, const float*, float*, const AttnShape&);
+template void attention_bwd<double>(const double*, const double*, const double*, double*, const AttnShape&);
 
 }  // namespace vit::cpu

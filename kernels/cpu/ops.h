@@ -4,7 +4,7 @@
 // element type so that the same code runs in float (the engine) and in double
 // (the finite-difference oracle in tests/). The CUDA ops (kernels/cuda/*.cuh) have the same
 // names, math and shapes in namespace vit::cuda, the same parameter structs (AdamWParams,
-// PatchShape: kernels/common/) and a cudaStream_t last, but not always the same arguments,
+// PatchShape, AttnShape: kernels/common/) and a cudaStream_t last, but not always the same arguments,
 // because the GPU keeps different state between forward and backward:
 //   - linear_bwd is split into linear_bwd_dx / linear_bwd_dw / linear_bwd_dw_db, and the GEMMs take
 //     a cuBLASLt GemmContext (kernels/cuda/gemm.cuh);
@@ -24,7 +24,7 @@
 #include <cstdint>
 
 #include "kernels/common/op_params.h"  // AdamWParams, dropout_keep: shared with the CUDA ops
-#include "kernels/common/shapes.h"     // PatchShape
+#include "kernels/common/shapes.h"     // PatchShape, AttnShape
 
 namespace vit::cpu {
 
@@ -68,10 +68,10 @@ void layernorm_bwd(const T* x, const T* w, const T* mean, const T* rstd, const T
 // out (B, N, D); probs (B, H, N, N) = softmax(q k^T / sqrt(Dh)) is saved for the
 // backward pass and for students / attention maps.
 template <typename T>
-void attention_fwd(const T* qkv, T* out, T* probs, int B, int N, int H, int Dh);
+void attention_fwd(const T* qkv, T* out, T* probs, const AttnShape& shape);
 // dqkv = (overwrites all three thirds).
 template <typename T>
-void attention_bwd(const T* qkv, const T* probs, const T* dout, T* dqkv, int B, int N, int H, int Dh);
+void attention_bwd(const T* qkv, const T* probs, const T* dout, T* dqkv, const AttnShape& shape);
 
 // ---- exact-erf GELU (torch.nn.GELU() default, not the tanh approximation) ----
 template <typename T>

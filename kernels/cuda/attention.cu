@@ -1149,7 +1149,8 @@ void set_attention_variant(::vit::cuda::AttentionVariant v) { g_variant.store(in
 ::vit::cuda::AttentionVariant attention_variant() { return ::vit::cuda::AttentionVariant(g_variant.load()); }
 
 template <typename T>
-void attention_fwd(const T* qkv, T* out, float* lse, int B, int N, int H, int Dh, cudaStream_t stream) {
+void attention_fwd(const T* qkv, T* out, float* lse, const AttnShape& shape, cudaStream_t stream) {
+  const int B = shape.B, N = shape.N, H = shape.H, Dh = shape.Dh;
   check_shape("vit::cuda::attention_fwd", B, N, H, Dh);
   if constexpr (std::is_same_v<T, bf16>) {
     check_aligned16("vit::cuda::attention_fwd", "qkv", qkv);
@@ -1162,8 +1163,9 @@ void attention_fwd(const T* qkv, T* out, float* lse, int B, int N, int H, int Dh
 }
 
 template <typename T>
-void attention_bwd(const T* qkv, const T* out, const T* dout, const float* lse, T* dqkv, float* scratch, int B, int N,
-                   int H, int Dh, cudaStream_t stream) {
+void attention_bwd(const T* qkv, const T* out, const T* dout, const float* lse, T* dqkv, float* scratch,
+                   const AttnShape& shape, cudaStream_t stream) {
+  const int B = shape.B, N = shape.N, H = shape.H, Dh = shape.Dh;
   check_shape("vit::cuda::attention_bwd", B, N, H, Dh);
   if constexpr (std::is_same_v<T, bf16>) {
     check_aligned16("vit::cuda::attention_bwd", "qkv", qkv);
@@ -1177,12 +1179,12 @@ void attention_bwd(const T* qkv, const T* out, const T* dout, const float* lse, 
     bwd_launch<T, 32>(qkv, out, dout, lse, dqkv, scratch, B, N, H, stream);
 }
 
-template void attention_fwd<float>(const float*, float*, float*, int, int, int, int, cudaStream_t);
-template void attention_fwd<__nv_bfloat16>(const __nv_bfloat16*, __nv_bfloat16*, float*, int, int, int, int,
+template void attention_fwd<float>(const float*, float*, float*, const AttnShape&, cudaStream_t);
+template void attention_fwd<__nv_bfloat16>(const __nv_bfloat16*, __nv_bfloat16*, float*, const AttnShape&,
                                            cudaStream_t);
-template void attention_bwd<float>(const float*, const float*, const float*, const float*, float*, float*, int, int,
-                                   int, int, cudaStream_t);
+template void attention_bwd<float>(const float*, const float*, const float*, const float*, float*, float*,
+                                   const AttnShape&, cudaStream_t);
 template void attention_bwd<__nv_bfloat16>(const __nv_bfloat16*, const __nv_bfloat16*, const __nv_bfloat16*,
-                                           const float*, __nv_bfloat16*, float*, int, int, int, int, cudaStream_t);
+                                           const float*, __nv_bfloat16*, float*, const AttnShape&, cudaStream_t);
 
 }  // namespace vit::VIT_KERNEL_NS

@@ -11,14 +11,16 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include "kernels/common/shapes.h"  // AttnShape
+
 namespace vit::cuda {
 
 template <typename T>
-void attention_fwd(const T* qkv, T* out, float* lse, int B, int N, int H, int Dh, cudaStream_t stream);
+void attention_fwd(const T* qkv, T* out, float* lse, const AttnShape& shape, cudaStream_t stream);
 
 // dqkv (B, N, 3*D) is overwritten. scratch: at least B*H*N floats (row dot(dout, out)).
 template <typename T>
-void attention_bwd(const T* qkv, const T* out, const T* dout, const float* lse, T* dqkv, float* scratch, int B, int N,
-                   int H, int Dh, cudaStream_t stream);
+void attention_bwd(const T* qkv, const T* out, const T* dout, const float* lse, T* dqkv, float* scratch,
+                   const AttnShape& shape, cudaStream_t stream);
 
 }  // namespace vit::cuda

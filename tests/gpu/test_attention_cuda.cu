@@ -86,8 +86,9 @@ Outputs run_kernels(const std::vector<float>& qkv, const std::vector<float>& dou
   DevBuf<float> d_lse(n_lse), d_scratch(n_lse);
   d_qkv.upload(h_qkv);
   d_dout.upload(h_dout);
-  vit::cuda::attention_fwd<T>(d_qkv.p, d_out.p, d_lse.p, sh.B, sh.N, sh.H, sh.Dh, 0);
-  vit::cuda::attention_bwd<T>(d_qkv.p, d_out.p, d_dout.p, d_lse.p, d_dqkv.p, d_scratch.p, sh.B, sh.N, sh.H, sh.Dh, 0);
+  vit::cuda::attention_fwd<T>(d_qkv.p, d_out.p, d_lse.p, vit::AttnShape{sh.B, sh.N, sh.H, sh.Dh}, 0);
+  vit::cuda::attention_bwd<T>(d_qkv.p, d_out.p, d_dout.p, d_lse.p, d_dqkv.p, d_scratch.p,
+                              vit::AttnShape{sh.B, sh.N, sh.H, sh.Dh}, 0);
   VIT_CHECK(cudaDeviceSynchronize());
   return {d_out.download(), d_lse.download(), d_dqkv.download()};
 }
@@ -150,20 +151,21 @@ TEST(AttentionCudaMisc, Bf16RejectsMisalignedPointers) {
   if (!has_cuda_device()) GTEST_SKIP() << "no CUDA device";
   DevBuf<__nv_bfloat16> qkv(3 * 64 + 8), out(64 + 8);
   DevBuf<float> lse(8);
-  EXPECT_THROW(vit::cuda::attention_fwd<__nv_bfloat16>(qkv.p + 1, out.p, lse.p, 1, 1, 1, 64, 0), std::invalid_argument);
+  EXPECT_THROW(vit::cuda::attention_fwd<__nv_bfloat16>(qkv.p + 1, out.p, lse.p, vit::AttnShape{1, 1, 1, 64}, 0),
+               std::invalid_argument);
 }
 
 // Argument checks happen before any CUDA call, so this runs without a device too.
 TEST(AttentionCudaMisc, RejectsUnsupportedHeadDim) {
   try {
-    vit::cuda::attention_fwd<float>(nullptr, nullptr, nullptr, 1, 8, 1, 48, 0);
+    vit::cuda::attention_fwd<float>(nullptr, nullptr, nullptr, vit::AttnShape{1, 8, 1, 48}, 0);
     FAIL() << "expected std::invalid_argument";
   } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("Dh = 48"), std::string::npos) << e.what();
   }
-  EXPECT_THROW(
-      vit::cuda::attention_bwd<__nv_bfloat16>(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 1, 8, 1, 128, 0),
-      std::invalid_argument);
+  EXPECT_THROW(vit::cuda::attention_bwd<__nv_bfloat16>(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+                                                       vit::AttnShape{1, 8, 1, 128}, 0),
+               std::invalid_argument);
 }
 
 }  // namespace
