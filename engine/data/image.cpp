@@ -8,6 +8,7 @@
 #include "engine/data/image.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -79,6 +80,12 @@ Image decode_image(const uint8_t* bytes, size_t n, const std::string& what) {
   img.rgb.assign(px, px + (size_t)w * h * 3);
   stbi_image_free(px);
   return img;
+}
+
+bool has_image_extension(const std::string& path) {
+  std::string ext = std::filesystem::path(path).extension().string();
+  for (auto& ch : ext) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+  return ext == ".jpg" || ext == ".jpeg" || ext == ".png" || ext == ".bmp";
 }
 
 Image load_image(const std::string& path) {

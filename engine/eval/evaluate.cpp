@@ -10,10 +10,12 @@
 
 #include "engine/eval/calibration.h"
 #include "engine/data/dataset.h"
+#include "engine/data/image.h"
 #include "engine/eval/tta.h"
 #include "engine/eval/metrics.h"
 #include "engine/eval/plots.h"
 #include "engine/eval/predict.h"
+#include "engine/util/file.h"
 #include "weights/checkpoint.h"
 
 namespace fs = std::filesystem;
@@ -69,11 +71,11 @@ struct EvalSet {
   std::string kind;                      // "manifest" | "folders"
 };
 
+// Hidden files are skipped: the originals hold a macOS .DS_Store saved under an image name
+// (tests/fixtures/README.md), which is not an image.
 bool image_file(const fs::path& f) {
-  std::string n = f.filename().string(), ext = f.extension().string();
-  std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
-  if (n.empty() || n[0] == '.') return false;
-  return ext == ".jpg" || ext == ".jpeg" || ext == ".png" || ext == ".bmp";
+  const std::string n = f.filename().string();
+  return !n.empty() && n[0] != '.' && has_image_extension(n);
 }
 
 // A folder of class folders (e.g. ../shared/data/bccd-cropped): the label is the folder's class.
@@ -124,12 +126,6 @@ EvalSet load_eval_set(const std::string& data, const std::string& split, const s
   return load_class_folders(data, split, app);
 }
 
-std::string pct(double v) {
-  char b[32];
-  std::snprintf(b, sizeof b, "%.2f%%", 100 * v);
-  return b;
-}
-
 std::string markdown(const nlohmann::json& j, const Metrics& m, const EvalApp& app) {
   std::ostringstream s;
   s << "# Evaluation of `" << j["model"].get<std::string>() << "`\n\n";
@@ -141,22 +137,22 @@ std::string markdown(const nlohmann::json& j, const Metrics& m, const EvalApp& a
             : "")
     << ".\n\n";
   s << "| metric | value |\n|---|---|\n";
-  s << "| accuracy | " << pct(m.accuracy) << " |\n| macro-F1 | " << pct(m.macro_f1) << " |\n| balanced accuracy | "
-    << pct(m.balanced_accuracy) << " |\n";
+  s << "| accuracy | " << percent(m.accuracy) << " |\n| macro-F1 | " << percent(m.macro_f1)
+    << " |\n| balanced accuracy | " << percent(m.balanced_accuracy) << " |\n";
   if (app.summary_rows) s << app.summary_rows(j);
   s << "| ECE (temperature " << j["temperature"].get<double>() << ") | " << j["calibration"]["ece"].get<double>()
     << " |\n";
   s << "| ECE (uncalibrated) | " << j["ece_uncalibrated"].get<double>() << " |\n\n";
   s << "| class | precision | recall | F1 | support |\n|---|---|---|---|---|\n";
   for (const auto& k : m.per_class)
-    s << "| " << k.name << " | " << pct(k.precision) << " | " << pct(k.recall) << " | " << pct(k.f1) << " | "
-      << k.support << " |\n";
+    s << "| " << k.name << " | " << percent(k.precision) << " | " << percent(k.recall) << " | " << percent(k.f1)
+      << " | " << k.support << " |\n";
   if (app.summary_notes) s << app.summary_notes(j);
   if (j.contains("per_source")) {
     s << "\nPer source: ";
     bool first = true;
     for (auto it = j["per_source"].begin(); it != j["per_source"].end(); ++it) {
-      s << (first ? "" : ", ") << it.key() << " accuracy " << pct(it.value()["accuracy"].get<double>())
+      s << (first ? "" : ", ") << it.key() << " accuracy " << percent(it.value()["accuracy"].get<double>())
         << " (n = " << it.value()["support"].get<int64_t>() << ")";
       first = false;
     }

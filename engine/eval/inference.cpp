@@ -75,10 +75,7 @@ std::vector<std::string> list_image_files(const std::vector<std::string>& paths)
     std::vector<std::string> found;
     for (auto it = fs::recursive_directory_iterator(p, ec); !ec && it != fs::recursive_directory_iterator();
          it.increment(ec)) {
-      if (!it->is_regular_file(ec)) continue;
-      std::string ext = it->path().extension().string();
-      for (auto& ch : ext) ch = char(std::tolower(static_cast<unsigned char>(ch)));
-      if (ext == ".jpg" || ext == ".jpeg" || ext == ".png" || ext == ".bmp") found.push_back(it->path().string());
+      if (it->is_regular_file(ec) && has_image_extension(it->path().string())) found.push_back(it->path().string());
     }
     if (ec) throw std::runtime_error("cannot list folder " + p + ": " + ec.message());
     std::sort(found.begin(), found.end());

@@ -96,7 +96,4 @@ void load_images(const std::vector<std::string>& files, size_t begin, size_t end
                  std::vector<std::string>& paths,
                  const std::function<void(const std::string& path, const std::string& what)>& on_error);
 
-// SHA-256 of a file, lowercase hex. Throws if unreadable.
-std::string sha256_file(const std::string& path);
-
 }  // namespace vit

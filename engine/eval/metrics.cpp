@@ -1,5 +1,6 @@
 #include "engine/eval/metrics.h"
 
+#include <cstdio>
 #include <map>
 #include <stdexcept>
 
@@ -149,6 +150,12 @@ std::vector<int> argmax_rows(const float* logits, size_t n, int k) {
     out[i] = best;
   }
   return out;
+}
+
+std::string percent(double fraction) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.2f%%", 100 * fraction);
+  return b;
 }
 
 }  // namespace vit

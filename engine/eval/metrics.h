@@ -55,4 +55,7 @@ nlohmann::json recall_by(const std::vector<int>& truth, const std::vector<int>& 
 // argmax of each row of (n, k) logits.
 std::vector<int> argmax_rows(const float* logits, size_t n, int k);
 
+// A fraction as the reports print it: 0.9429 -> "94.29%".
+std::string percent(double fraction);
+
 }  // namespace vit

@@ -1,7 +1,6 @@
 #include "engine/wbc/app.h"
 
 #include <cmath>
-#include <cstdio>
 #include <sstream>
 
 #include "engine/eval/metrics.h"
@@ -9,12 +8,6 @@
 
 namespace vit::wbc {
 namespace {
-
-std::string pct(double v) {
-  char b[32];
-  std::snprintf(b, sizeof b, "%.2f%%", 100 * v);
-  return b;
-}
 
 // The 9-group accuracy and folded confusion, and the hard classes' recalls and confusions.
 void add_metrics(const std::vector<std::string>& names, const Metrics& m, nlohmann::json& j) {
@@ -47,7 +40,7 @@ void add_metrics(const std::vector<std::string>& names, const Metrics& m, nlohma
 
 std::string summary_rows(const nlohmann::json& j) {
   if (!j.contains("group9")) return "";
-  return "| accuracy at 9 groups | " + pct(j["group9"]["accuracy"].get<double>()) + " |\n";
+  return "| accuracy at 9 groups | " + percent(j["group9"]["accuracy"].get<double>()) + " |\n";
 }
 
 std::string summary_notes(const nlohmann::json& j) {
@@ -56,7 +49,8 @@ std::string summary_notes(const nlohmann::json& j) {
   s << "\nHard classes (recall): ";
   bool first = true;
   for (auto it = j["hard_classes"]["recall"].begin(); it != j["hard_classes"]["recall"].end(); ++it) {
-    s << (first ? "" : ", ") << it.key() << " " << (it.value().is_number() ? pct(it.value().get<double>()) : "-");
+    s << (first ? "" : ", ") << it.key() << " "
+      << (it.value().is_number() ? percent(it.value().get<double>()) : "-");
     first = false;
   }
   s << ".\n";
