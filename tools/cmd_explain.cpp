@@ -24,7 +24,7 @@ struct ExplainArgs {
 };
 
 std::string two(int v) {
-  char b[8];
+  char b[16];  // room for any int: GCC warns that 8 could truncate
   std::snprintf(b, sizeof b, "%02d", v);
   return b;
 }

@@ -25,122 +25,176 @@ static std::string fmt(const char* f, double v) {
   return b;
 }
 
-json differential(const std::vector<CellCall>& cells, const std::vector<std::string>& class_names,
-                  const DifferentialRules& rules) {
-  const int C = int(class_names.size());
-  std::vector<std::string> group(C);
-  for (int c = 0; c < C; ++c) {
+namespace {
+
+// White cells are the denominator of the differential; platelets and erythroblasts are not.
+bool is_wbc_group(const std::string& g) { return g != "platelet" && g != "erythroblast"; }
+
+// The taxonomy group of each model class; throws on a class the taxonomy lacks.
+std::vector<std::string> groups_of_classes(const std::vector<std::string>& class_names) {
+  std::vector<std::string> group(class_names.size());
+  for (size_t c = 0; c < class_names.size(); ++c) {
     int t = class_index(class_names[c]);
     if (t < 0) throw std::runtime_error("differential: class '" + class_names[c] + "' is not in the taxonomy");
     group[c] = groups().at(group_of(t));
   }
-  auto is_wbc = [](const std::string& g) { return g != "platelet" && g != "erythroblast"; };
+  return group;
+}
 
-  std::vector<int> count(C, 0);
-  std::map<std::string, int> gcount;
-  json review = json::array();
+// The cells counted once, read by every part of the report.
+struct Tally {
+  std::vector<std::string> group;         // per class
+  std::vector<int> count;                 // cells per class
+  std::map<std::string, int> group_count;  // cells per group
+  json review = json::array();            // low-confidence cells
+  int total = 0, wbc = 0;
+
+  int in_group(const std::string& g) const {
+    auto it = group_count.find(g);
+    return it == group_count.end() ? 0 : it->second;
+  }
+};
+
+// A cell for the review list: its top two classes and, when it has one, its thumbnail.
+json review_entry(const CellCall& cell, const std::vector<int>& order, const std::vector<std::string>& class_names) {
+  const int top = order[0];
+  json r = {{"name", cell.name}, {"class", class_names[top]}, {"confidence", round2(100 * cell.probs[top]) / 100}};
+  if (order.size() > 1)
+    r["second"] = {{"class", class_names[order[1]]}, {"confidence", round2(100 * cell.probs[order[1]]) / 100}};
+  if (!cell.thumb_jpeg_b64.empty()) r["thumbnail"] = "data:image/jpeg;base64," + cell.thumb_jpeg_b64;
+  return r;
+}
+
+Tally tally_cells(const std::vector<CellCall>& cells, const std::vector<std::string>& class_names,
+                  const DifferentialRules& rules) {
+  const int C = int(class_names.size());
+  Tally t;
+  t.group = groups_of_classes(class_names);
+  t.count.assign(C, 0);
   for (const auto& cell : cells) {
     if (int(cell.probs.size()) != C)
       throw std::runtime_error("differential: cell '" + cell.name + "' has wrong prob count");
     std::vector<int> order(C);
     for (int c = 0; c < C; ++c) order[c] = c;
     std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return cell.probs[a] > cell.probs[b]; });
-    int top = order[0];
-    ++count[top];
-    ++gcount[group[top]];
-    if (cell.probs[top] < rules.review_below) {
-      json r = {{"name", cell.name}, {"class", class_names[top]}, {"confidence", round2(100 * cell.probs[top]) / 100}};
-      if (C > 1)
-        r["second"] = {{"class", class_names[order[1]]}, {"confidence", round2(100 * cell.probs[order[1]]) / 100}};
-      if (!cell.thumb_jpeg_b64.empty()) r["thumbnail"] = "data:image/jpeg;base64," + cell.thumb_jpeg_b64;
-      review.push_back(r);
-    }
+    const int top = order[0];
+    ++t.count[top];
+    ++t.group_count[t.group[top]];
+    if (cell.probs[top] < rules.review_below) t.review.push_back(review_entry(cell, order, class_names));
   }
-  int total = int(cells.size()), wbc = 0;
+  t.total = int(cells.size());
   for (int c = 0; c < C; ++c)
-    if (is_wbc(group[c])) wbc += count[c];
+    if (is_wbc_group(t.group[c])) t.wbc += t.count[c];
+  return t;
+}
 
+// Cells of the class named `name` (0 when the model has no such class).
+int count_of(const Tally& t, const std::vector<std::string>& class_names, const std::string& name) {
+  for (size_t c = 0; c < class_names.size(); ++c)
+    if (class_names[c] == name) return t.count[c];
+  return 0;
+}
+
+json per_class_table(const Tally& t, const std::vector<std::string>& class_names) {
   json per_class = json::array();
-  for (int c = 0; c < C; ++c) {
+  for (size_t c = 0; c < class_names.size(); ++c) {
     json row = {{"class", class_names[c]},
-                {"group", group[c]},
-                {"count", count[c]},
-                {"pct_of_cells", round2(pct(count[c], total))}};
-    row["pct_of_wbc"] = is_wbc(group[c]) ? json(round2(pct(count[c], wbc))) : json(nullptr);
+                {"group", t.group[c]},
+                {"count", t.count[c]},
+                {"pct_of_cells", round2(pct(t.count[c], t.total))}};
+    row["pct_of_wbc"] = is_wbc_group(t.group[c]) ? json(round2(pct(t.count[c], t.wbc))) : json(nullptr);
     per_class.push_back(row);
   }
-  auto by_name = [&](const std::string& n) {
-    for (int c = 0; c < C; ++c)
-      if (class_names[c] == n) return count[c];
-    return 0;
-  };
-  int neut = gcount["neutrophil"], lymph = gcount["lymphocyte"], mono = gcount["monocyte"], eos = gcount["eosinophil"],
-      baso = gcount["basophil"], ig = gcount["ig"], blast = gcount["blast"], erb = gcount["erythroblast"],
-      plt = gcount["platelet"];
-  int band = by_name("Band Neutrophil"), seg = by_name("Segmented Neutrophil"), nos = by_name("Neutrophil");
+  return per_class;
+}
 
-  json five = json::array();
-  auto part = [&](const char* name, int n, const char* includes) {
-    five.push_back({{"name", name}, {"count", n}, {"pct_of_wbc", round2(pct(n, wbc))}, {"includes", includes}});
-  };
-  part("Neutrophils", neut, "band + segmented + neutrophil (stage not given)");
-  part("Lymphocytes", lymph, "lymphocyte");
-  part("Monocytes", mono, "monocyte");
-  part("Eosinophils", eos, "eosinophil");
-  part("Basophils", baso, "basophil");
-  json outside = json::array();
-  outside.push_back({{"name", "Immature granulocytes"},
-                     {"count", ig},
-                     {"pct_of_wbc", round2(pct(ig, wbc))},
-                     {"includes", "promyelocyte + myelocyte + metamyelocyte + immature granulocyte"}});
-  outside.push_back(
-      {{"name", "Blasts"}, {"count", blast}, {"pct_of_wbc", round2(pct(blast, wbc))}, {"includes", "myeloblast"}});
+json wbc_part(const Tally& t, const char* name, int n, const char* includes) {
+  return {{"name", name}, {"count", n}, {"pct_of_wbc", round2(pct(n, t.wbc))}, {"includes", includes}};
+}
 
-  json flags = json::array();
-  auto flag = [&](const char* name, bool raised, const std::string& rule, const std::string& value) {
-    flags.push_back({{"flag", name}, {"raised", raised}, {"rule", rule}, {"value", value}});
-  };
-  flag("Blasts present", blast >= rules.blast_min,
-       "any cell classified as a blast (myeloblast): count >= " + std::to_string(rules.blast_min),
-       std::to_string(blast) + " cell(s)");
-  flag("Left shift (immature granulocytes)", pct(ig, wbc) > rules.ig_pct_wbc,
-       "promyelocytes + myelocytes + metamyelocytes + IG > " + fmt("%.1f", rules.ig_pct_wbc) + "% of WBCs",
-       fmt("%.2f", pct(ig, wbc)) + "% (" + std::to_string(ig) + "/" + std::to_string(wbc) + ")");
-  flag("Band neutrophils raised", pct(band, neut) > rules.band_pct_neutrophils,
-       "band neutrophils > " + fmt("%.1f", rules.band_pct_neutrophils) + "% of all neutrophils",
-       fmt("%.2f", pct(band, neut)) + "% (" + std::to_string(band) + "/" + std::to_string(neut) + ")");
-  flag("Eosinophilia (relative)", pct(eos, wbc) > rules.eos_pct_wbc,
-       "eosinophils > " + fmt("%.1f", rules.eos_pct_wbc) +
-           "% of WBCs (the absolute definition, > 0.5 x 10^9/L, needs a WBC count)",
-       fmt("%.2f", pct(eos, wbc)) + "%");
-  flag("Basophilia (relative)", pct(baso, wbc) > rules.baso_pct_wbc,
-       "basophils > " + fmt("%.1f", rules.baso_pct_wbc) +
-           "% of WBCs (the absolute definition, > 0.2 x 10^9/L, needs a WBC count)",
-       fmt("%.2f", pct(baso, wbc)) + "%");
-  flag("Erythroblasts present", erb >= rules.erythroblast_min,
-       "any nucleated red cell (erythroblast): count >= " + std::to_string(rules.erythroblast_min),
-       std::to_string(erb) + " cell(s), " + fmt("%.1f", wbc > 0 ? 100.0 * erb / wbc : 0.0) + " per 100 WBC");
+json five_part(const Tally& t) {
+  return json::array({wbc_part(t, "Neutrophils", t.in_group("neutrophil"),
+                               "band + segmented + neutrophil (stage not given)"),
+                      wbc_part(t, "Lymphocytes", t.in_group("lymphocyte"), "lymphocyte"),
+                      wbc_part(t, "Monocytes", t.in_group("monocyte"), "monocyte"),
+                      wbc_part(t, "Eosinophils", t.in_group("eosinophil"), "eosinophil"),
+                      wbc_part(t, "Basophils", t.in_group("basophil"), "basophil")});
+}
 
+json outside_five_part(const Tally& t) {
+  return json::array({wbc_part(t, "Immature granulocytes", t.in_group("ig"),
+                               "promyelocyte + myelocyte + metamyelocyte + immature granulocyte"),
+                      wbc_part(t, "Blasts", t.in_group("blast"), "myeloblast")});
+}
+
+json flag(const char* name, bool raised, const std::string& rule, const std::string& value) {
+  return {{"flag", name}, {"raised", raised}, {"rule", rule}, {"value", value}};
+}
+
+// The rule-based flags, each with its rule and the value it was judged on.
+json flags(const Tally& t, int band, const DifferentialRules& rules) {
+  const int wbc = t.wbc, neut = t.in_group("neutrophil"), eos = t.in_group("eosinophil"),
+            baso = t.in_group("basophil"), ig = t.in_group("ig"), blast = t.in_group("blast"),
+            erb = t.in_group("erythroblast");
+  json f = json::array();
+  f.push_back(flag("Blasts present", blast >= rules.blast_min,
+                   "any cell classified as a blast (myeloblast): count >= " + std::to_string(rules.blast_min),
+                   std::to_string(blast) + " cell(s)"));
+  f.push_back(flag("Left shift (immature granulocytes)", pct(ig, wbc) > rules.ig_pct_wbc,
+                   "promyelocytes + myelocytes + metamyelocytes + IG > " + fmt("%.1f", rules.ig_pct_wbc) +
+                       "% of WBCs",
+                   fmt("%.2f", pct(ig, wbc)) + "% (" + std::to_string(ig) + "/" + std::to_string(wbc) + ")"));
+  f.push_back(flag("Band neutrophils raised", pct(band, neut) > rules.band_pct_neutrophils,
+                   "band neutrophils > " + fmt("%.1f", rules.band_pct_neutrophils) + "% of all neutrophils",
+                   fmt("%.2f", pct(band, neut)) + "% (" + std::to_string(band) + "/" + std::to_string(neut) + ")"));
+  f.push_back(flag("Eosinophilia (relative)", pct(eos, wbc) > rules.eos_pct_wbc,
+                   "eosinophils > " + fmt("%.1f", rules.eos_pct_wbc) +
+                       "% of WBCs (the absolute definition, > 0.5 x 10^9/L, needs a WBC count)",
+                   fmt("%.2f", pct(eos, wbc)) + "%"));
+  f.push_back(flag("Basophilia (relative)", pct(baso, wbc) > rules.baso_pct_wbc,
+                   "basophils > " + fmt("%.1f", rules.baso_pct_wbc) +
+                       "% of WBCs (the absolute definition, > 0.2 x 10^9/L, needs a WBC count)",
+                   fmt("%.2f", pct(baso, wbc)) + "%"));
+  f.push_back(flag("Erythroblasts present", erb >= rules.erythroblast_min,
+                   "any nucleated red cell (erythroblast): count >= " + std::to_string(rules.erythroblast_min),
+                   std::to_string(erb) + " cell(s), " + fmt("%.1f", wbc > 0 ? 100.0 * erb / wbc : 0.0) +
+                       " per 100 WBC"));
+  return f;
+}
+
+json rules_json(const DifferentialRules& rules) {
+  return {{"ig_pct_wbc", rules.ig_pct_wbc},
+          {"band_pct_neutrophils", rules.band_pct_neutrophils},
+          {"eos_pct_wbc", rules.eos_pct_wbc},
+          {"baso_pct_wbc", rules.baso_pct_wbc},
+          {"blast_min", rules.blast_min},
+          {"erythroblast_min", rules.erythroblast_min},
+          {"review_below", rules.review_below}};
+}
+
+}  // namespace
+
+json differential(const std::vector<CellCall>& cells, const std::vector<std::string>& class_names,
+                  const DifferentialRules& rules) {
+  const Tally t = tally_cells(cells, class_names, rules);
+  const int band = count_of(t, class_names, "Band Neutrophil");
+  const int erb = t.in_group("erythroblast");
   return {{"disclaimer", kDisclaimer},
-          {"cells_total", total},
-          {"wbc_total", wbc},
-          {"platelets", plt},
+          {"cells_total", t.total},
+          {"wbc_total", t.wbc},
+          {"platelets", t.in_group("platelet")},
           {"erythroblasts", erb},
-          {"erythroblasts_per_100_wbc", round2(wbc > 0 ? 100.0 * erb / wbc : 0.0)},
-          {"neutrophil_breakdown", {{"band", band}, {"segmented", seg}, {"unspecified", nos}}},
-          {"classes", per_class},
-          {"five_part", five},
-          {"outside_five_part", outside},
-          {"flags", flags},
-          {"review", review},
-          {"rules",
-           {{"ig_pct_wbc", rules.ig_pct_wbc},
-            {"band_pct_neutrophils", rules.band_pct_neutrophils},
-            {"eos_pct_wbc", rules.eos_pct_wbc},
-            {"baso_pct_wbc", rules.baso_pct_wbc},
-            {"blast_min", rules.blast_min},
-            {"erythroblast_min", rules.erythroblast_min},
-            {"review_below", rules.review_below}}}};
+          {"erythroblasts_per_100_wbc", round2(t.wbc > 0 ? 100.0 * erb / t.wbc : 0.0)},
+          {"neutrophil_breakdown",
+           {{"band", band},
+            {"segmented", count_of(t, class_names, "Segmented Neutrophil")},
+            {"unspecified", count_of(t, class_names, "Neutrophil")}}},
+          {"classes", per_class_table(t, class_names)},
+          {"five_part", five_part(t)},
+          {"outside_five_part", outside_five_part(t)},
+          {"flags", flags(t, band, rules)},
+          {"review", t.review},
+          {"rules", rules_json(rules)}};
 }
 
 std::string html_escape(const std::string& s) {
