@@ -2,6 +2,8 @@
 // lists in ../shared/data/README.md (written out here by hand).
 #include <gtest/gtest.h>
 
+#include "engine/eval/metrics.h"
+#include "engine/wbc/app.h"
 #include "engine/wbc/taxonomy.h"
 
 using namespace vit;
@@ -77,4 +79,43 @@ TEST(DataTaxonomy, EveryClassHasNotesAndSources) {
     EXPECT_GT(c.fact.size(), 30u) << c.name;
     EXPECT_NE(c.sources.find('['), std::string::npos) << c.name;  // at least one keyed reference
   }
+}
+
+// What `vitengine eval` takes from the white-blood-cell application.
+TEST(DataTaxonomy, EvalAppLabelsFoldersAndGroups) {
+  const EvalApp app = wbc::eval_app();
+  EXPECT_EQ(app.folder_class("neutrophil"), "Neutrophil");
+  EXPECT_EQ(app.folder_class("MYO"), "Myeloblast");
+  EXPECT_EQ(app.folder_class("aml-lmu"), "");  // not a class: evaluate() labels by the folder's own name
+  EXPECT_EQ(app.group_of("Band Neutrophil"), "neutrophil");
+  EXPECT_EQ(app.group_of("Myelocyte"), "ig");
+  EXPECT_EQ(app.group_of("Neutrophils"), "");
+  EXPECT_EQ(app.names_if_unnamed, wbc::class_names());
+}
+
+TEST(DataTaxonomy, EvalAppReportsOnlyOnTheTaxonomysClasses) {
+  const EvalApp app = wbc::eval_app();
+  const std::vector<std::string> names = wbc::class_names();
+  const int K = int(names.size());
+  // One cell of each class, all right, and one band neutrophil called segmented: the same group.
+  std::vector<int> truth, pred;
+  for (int c = 0; c < K; ++c) truth.push_back(c), pred.push_back(c);
+  truth.push_back(class_index("Band Neutrophil"));
+  pred.push_back(class_index("Segmented Neutrophil"));
+  nlohmann::json j;
+  app.add_metrics(names, compute_metrics(confusion_matrix(truth, pred, K), names), j);
+  EXPECT_DOUBLE_EQ(j["group9"]["accuracy"].get<double>(), 1.0);
+  EXPECT_EQ(j["hard_classes"]["band_predicted_segmented"], 1);
+  EXPECT_EQ(j["hard_classes"]["segmented_predicted_band"], 0);
+  EXPECT_DOUBLE_EQ(j["hard_classes"]["recall"]["Band Neutrophil"].get<double>(), 0.5);
+  EXPECT_EQ(app.summary_rows(j), "| accuracy at 9 groups | 100.00% |\n");
+  EXPECT_NE(app.summary_notes(j).find("Band Neutrophil 50.00%"), std::string::npos);
+
+  // Another model's classes: nothing added, no extra summary lines.
+  const std::vector<std::string> two = {"a", "b"};
+  nlohmann::json other = nlohmann::json::object();
+  app.add_metrics(two, compute_metrics(confusion_matrix({0, 1}, {0, 1}, 2), two), other);
+  EXPECT_TRUE(other.empty());
+  EXPECT_EQ(app.summary_rows(other), "");
+  EXPECT_EQ(app.summary_notes(other), "");
 }

@@ -98,3 +98,9 @@ TEST(Metrics, ArgmaxRows) {
   float z[] = {0.1f, 0.7f, 0.2f, 3.0f, -1.0f, 2.0f};
   EXPECT_EQ(argmax_rows(z, 2, 3), (std::vector<int>{1, 0}));
 }
+
+TEST(Metrics, PercentAsTheReportsPrintIt) {
+  EXPECT_EQ(percent(66.0 / 70), "94.29%");
+  EXPECT_EQ(percent(1.0), "100.00%");
+  EXPECT_EQ(percent(0.0), "0.00%");
+}

@@ -68,7 +68,7 @@ namespace {
 struct EvalSet {
   std::vector<Sample> samples;
   std::vector<std::string> truth_names;  // label as the data names it
-  std::string kind;                      // "manifest" | "folders"
+  enum class Source { manifest, class_folders } source = Source::manifest;
 };
 
 // Hidden files are skipped: the originals hold a macOS .DS_Store saved under an image name
@@ -104,7 +104,7 @@ EvalSet load_class_folders(const std::string& data, const std::string& split, co
     }
   }
   if (e.samples.empty()) throw std::runtime_error("'" + data + "' holds no class folders with images");
-  e.kind = "folders";
+  e.source = EvalSet::Source::class_folders;
   return e;
 }
 
@@ -117,7 +117,6 @@ EvalSet load_eval_set(const std::string& data, const std::string& split, const s
     e.samples = select(m, split, 100);
     if (e.samples.empty()) throw std::runtime_error("'" + mp + "' has no '" + split + "' samples");
     for (const auto& s : e.samples) e.truth_names.push_back(m.classes.at(size_t(s.label)));
-    e.kind = "manifest";
     return e;
   }
   if (!fs::is_directory(data))
@@ -205,7 +204,7 @@ Scored run_model(const EvalRequest& req, const std::function<void(const std::str
   Loader loader(S.set.samples, st, eval_loader_config(mc.image_size, req.batch_size, req.threads));
   auto backend = make_backend(req.device, *S.lm.model, req.batch_size, req.precision);
   log("[eval] " + mc.to_string() + " on " + std::to_string(S.set.samples.size()) + " images (" + req.data + ", " +
-      (S.set.kind == "manifest" ? "split " + req.split : "class folders") + ")");
+      (S.set.source == EvalSet::Source::manifest ? "split " + req.split : "class folders") + ")");
   const int views = tta_view_count(req.tta);
   if (views > 1)
     log("[eval] test-time augmentation " + req.tta + ": mean logits of " + std::to_string(views) + " views");
@@ -234,7 +233,7 @@ std::vector<int> true_outputs(const EvalRequest& req, const Scored& S) {
       if (!g.empty()) it = std::find(S.names.begin(), S.names.end(), g);
     }
     if (it == S.names.end()) {
-      if (S.set.kind != "manifest")
+      if (S.set.source == EvalSet::Source::class_folders)
         throw std::runtime_error("folder '" + tn + "' is not a model class; evaluate it through --map");
       throw std::runtime_error("eval: true class '" + tn + "' is neither an output of '" + req.model +
                                "' nor in one of its groups; use --map");
@@ -335,7 +334,7 @@ nlohmann::json evaluate(const EvalRequest& req) {
   Report R;
   R.j["model"] = req.model;
   R.j["data"] = req.data;
-  R.j["split"] = S.set.kind == "manifest" ? req.split : "all (class folders)";
+  R.j["split"] = S.set.source == EvalSet::Source::manifest ? req.split : "all (class folders)";
   R.j["n"] = S.n;
   R.j["temperature"] = S.T;
   R.j["tta"] = req.tta;
