@@ -109,12 +109,6 @@ struct FileRec {
   size_t npx = 0;
 };
 
-bool image_ext(const fs::path& p) {
-  std::string e = p.extension().string();
-  for (auto& ch : e) ch = (char)std::tolower((unsigned char)ch);
-  return e == ".jpg" || e == ".jpeg" || e == ".png" || e == ".bmp";
-}
-
 struct UnionFind {
   std::vector<int> p;
   explicit UnionFind(size_t n) : p(n) { std::iota(p.begin(), p.end(), 0); }
@@ -212,7 +206,7 @@ void scan(Prep& P) {
       r.rel = it->path().lexically_relative(root).generic_string();
       r.src = root_s;
       r.shown = P.opt.srcs.size() == 1 ? r.rel : (fs::path(root_s) / r.rel).string();
-      if (!image_ext(it->path())) {
+      if (!has_image_extension(it->path().string())) {
         P.ignored.push_back({{"path", r.shown}, {"reason", "not an image file name (.jpg/.jpeg/.png/.bmp)"}});
         continue;
       }

@@ -49,8 +49,7 @@ std::string summary_notes(const nlohmann::json& j) {
   s << "\nHard classes (recall): ";
   bool first = true;
   for (auto it = j["hard_classes"]["recall"].begin(); it != j["hard_classes"]["recall"].end(); ++it) {
-    s << (first ? "" : ", ") << it.key() << " "
-      << (it.value().is_number() ? percent(it.value().get<double>()) : "-");
+    s << (first ? "" : ", ") << it.key() << " " << (it.value().is_number() ? percent(it.value().get<double>()) : "-");
     first = false;
   }
   s << ".\n";

@@ -43,10 +43,10 @@ std::vector<std::string> groups_of_classes(const std::vector<std::string>& class
 
 // The cells counted once, read by every part of the report.
 struct Tally {
-  std::vector<std::string> group;         // per class
-  std::vector<int> count;                 // cells per class
+  std::vector<std::string> group;          // per class
+  std::vector<int> count;                  // cells per class
   std::map<std::string, int> group_count;  // cells per group
-  json review = json::array();            // low-confidence cells
+  json review = json::array();             // low-confidence cells
   int total = 0, wbc = 0;
 
   int in_group(const std::string& g) const {
@@ -113,12 +113,12 @@ json wbc_part(const Tally& t, const char* name, int n, const char* includes) {
 }
 
 json five_part(const Tally& t) {
-  return json::array({wbc_part(t, "Neutrophils", t.in_group("neutrophil"),
-                               "band + segmented + neutrophil (stage not given)"),
-                      wbc_part(t, "Lymphocytes", t.in_group("lymphocyte"), "lymphocyte"),
-                      wbc_part(t, "Monocytes", t.in_group("monocyte"), "monocyte"),
-                      wbc_part(t, "Eosinophils", t.in_group("eosinophil"), "eosinophil"),
-                      wbc_part(t, "Basophils", t.in_group("basophil"), "basophil")});
+  return json::array(
+      {wbc_part(t, "Neutrophils", t.in_group("neutrophil"), "band + segmented + neutrophil (stage not given)"),
+       wbc_part(t, "Lymphocytes", t.in_group("lymphocyte"), "lymphocyte"),
+       wbc_part(t, "Monocytes", t.in_group("monocyte"), "monocyte"),
+       wbc_part(t, "Eosinophils", t.in_group("eosinophil"), "eosinophil"),
+       wbc_part(t, "Basophils", t.in_group("basophil"), "basophil")});
 }
 
 json outside_five_part(const Tally& t) {
@@ -133,16 +133,14 @@ json flag(const char* name, bool raised, const std::string& rule, const std::str
 
 // The rule-based flags, each with its rule and the value it was judged on.
 json flags(const Tally& t, int band, const DifferentialRules& rules) {
-  const int wbc = t.wbc, neut = t.in_group("neutrophil"), eos = t.in_group("eosinophil"),
-            baso = t.in_group("basophil"), ig = t.in_group("ig"), blast = t.in_group("blast"),
-            erb = t.in_group("erythroblast");
+  const int wbc = t.wbc, neut = t.in_group("neutrophil"), eos = t.in_group("eosinophil"), baso = t.in_group("basophil"),
+            ig = t.in_group("ig"), blast = t.in_group("blast"), erb = t.in_group("erythroblast");
   json f = json::array();
   f.push_back(flag("Blasts present", blast >= rules.blast_min,
                    "any cell classified as a blast (myeloblast): count >= " + std::to_string(rules.blast_min),
                    std::to_string(blast) + " cell(s)"));
   f.push_back(flag("Left shift (immature granulocytes)", pct(ig, wbc) > rules.ig_pct_wbc,
-                   "promyelocytes + myelocytes + metamyelocytes + IG > " + fmt("%.1f", rules.ig_pct_wbc) +
-                       "% of WBCs",
+                   "promyelocytes + myelocytes + metamyelocytes + IG > " + fmt("%.1f", rules.ig_pct_wbc) + "% of WBCs",
                    fmt("%.2f", pct(ig, wbc)) + "% (" + std::to_string(ig) + "/" + std::to_string(wbc) + ")"));
   f.push_back(flag("Band neutrophils raised", pct(band, neut) > rules.band_pct_neutrophils,
                    "band neutrophils > " + fmt("%.1f", rules.band_pct_neutrophils) + "% of all neutrophils",
@@ -155,20 +153,17 @@ json flags(const Tally& t, int band, const DifferentialRules& rules) {
                    "basophils > " + fmt("%.1f", rules.baso_pct_wbc) +
                        "% of WBCs (the absolute definition, > 0.2 x 10^9/L, needs a WBC count)",
                    fmt("%.2f", pct(baso, wbc)) + "%"));
-  f.push_back(flag("Erythroblasts present", erb >= rules.erythroblast_min,
-                   "any nucleated red cell (erythroblast): count >= " + std::to_string(rules.erythroblast_min),
-                   std::to_string(erb) + " cell(s), " + fmt("%.1f", wbc > 0 ? 100.0 * erb / wbc : 0.0) +
-                       " per 100 WBC"));
+  f.push_back(
+      flag("Erythroblasts present", erb >= rules.erythroblast_min,
+           "any nucleated red cell (erythroblast): count >= " + std::to_string(rules.erythroblast_min),
+           std::to_string(erb) + " cell(s), " + fmt("%.1f", wbc > 0 ? 100.0 * erb / wbc : 0.0) + " per 100 WBC"));
   return f;
 }
 
 json rules_json(const DifferentialRules& rules) {
-  return {{"ig_pct_wbc", rules.ig_pct_wbc},
-          {"band_pct_neutrophils", rules.band_pct_neutrophils},
-          {"eos_pct_wbc", rules.eos_pct_wbc},
-          {"baso_pct_wbc", rules.baso_pct_wbc},
-          {"blast_min", rules.blast_min},
-          {"erythroblast_min", rules.erythroblast_min},
+  return {{"ig_pct_wbc", rules.ig_pct_wbc},    {"band_pct_neutrophils", rules.band_pct_neutrophils},
+          {"eos_pct_wbc", rules.eos_pct_wbc},  {"baso_pct_wbc", rules.baso_pct_wbc},
+          {"blast_min", rules.blast_min},      {"erythroblast_min", rules.erythroblast_min},
           {"review_below", rules.review_below}};
 }
 
