@@ -3,34 +3,16 @@
 // (tests/gpu/test_attention_cuda.cu). This is what checks the kernels' indexing, masking, tiling,
 // pipelining and online softmax on machines without a GPU (CI); the GPU test then checks the real
 // instructions. Small shapes only: every CUDA thread is a fiber, so this is ~1e5 times slower than a GPU.
-// Needs the CUDA headers (for __nv_bfloat16); compiles to nothing without them.
-#if __has_include(<cuda_bf16.h>) && __has_include(<ucontext.h>)
+// Compiles to nothing where the emulator cannot be built (tests/emu/cuda_emu.h).
 #include "tests/emu/cuda_emu.h"
+#ifdef VIT_CUDA_EMULATE
 // the kernel source itself, compiled for the emulator (its code lands in namespace vit::cuda_emu)
 #include "kernels/cuda/attention.cu"
 #include "tests/attention_oracle.h"
 
-#include <cstring>
-
 namespace {
 
 using namespace attn_test;
-
-template <typename T>
-std::vector<double> to_double(const std::vector<T>& x) {
-  std::vector<double> r(x.size());
-  for (size_t i = 0; i < x.size(); ++i) {
-    if constexpr (std::is_same_v<T, float>)
-      r[i] = x[i];
-    else
-      r[i] = __bfloat162float(x[i]);
-  }
-  return r;
-}
-template <typename T>
-void poison(std::vector<T>& x) {
-  std::memset(static_cast<void*>(x.data()), 0xFF, x.size() * sizeof(T));
-}
 
 template <typename T>
 Outputs run_emulated(const std::vector<float>& qkv, const std::vector<float>& dout, const Shape& sh) {
@@ -39,15 +21,15 @@ Outputs run_emulated(const std::vector<float>& qkv, const std::vector<float>& do
   std::vector<float> lse(n_lse), scratch(n_lse);
   for (size_t i = 0; i < n_qkv; ++i) h_qkv[i] = T(qkv[i]);
   for (size_t i = 0; i < n_out; ++i) h_dout[i] = T(dout[i]);
-  poison(out);
-  poison(dqkv);
-  poison(lse);
-  poison(scratch);
+  emu::poison(out);
+  emu::poison(dqkv);
+  emu::poison(lse);
+  emu::poison(scratch);
   vit::cuda_emu::attention_fwd<T>(h_qkv.data(), out.data(), lse.data(), vit::AttnShape{sh.B, sh.N, sh.H, sh.Dh},
                                   nullptr);
   vit::cuda_emu::attention_bwd<T>(h_qkv.data(), out.data(), h_dout.data(), lse.data(), dqkv.data(), scratch.data(),
                                   vit::AttnShape{sh.B, sh.N, sh.H, sh.Dh}, nullptr);
-  return {to_double(out), to_double(lse), to_double(dqkv)};
+  return {emu::to_double(out), emu::to_double(lse), emu::to_double(dqkv)};
 }
 
 class AttentionEmu : public ::testing::TestWithParam<Shape> {};

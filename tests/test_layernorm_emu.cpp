@@ -6,9 +6,9 @@
 // tests/gpu/test_ops_cuda.cu (OpsCuda*LayerNorm*) runs the same variants on the real instructions.
 // Also checked: every variant writes bitwise the same y, mean and rstd (the variants differ only in
 // launch shape, so changing kLayerNormFwdDefault must not change a bit of any result).
-// Needs the CUDA headers (for __nv_bfloat16); compiles to nothing without them.
-#if __has_include(<cuda_bf16.h>) && __has_include(<ucontext.h>)
+// Compiles to nothing where the emulator cannot be built (tests/emu/cuda_emu.h).
 #include "tests/emu/cuda_emu.h"
+#ifdef VIT_CUDA_EMULATE
 // the kernel source itself, compiled for the emulator (its code lands in namespace vit::cuda_emu)
 #include "kernels/cuda/layernorm.cu"
 // the launch shapes under study, instantiated from the same source
@@ -31,13 +31,6 @@ namespace {
 using bf16 = __nv_bfloat16;
 using vit::cuda::LayerNormFwdVariant;
 
-template <typename T>
-double to_d(T v) {
-  if constexpr (std::is_same_v<T, float>)
-    return v;
-  else
-    return __bfloat162float(v);
-}
 // Random normals rounded to T, as T and as double (the reference sees exactly the kernel's inputs).
 template <typename T>
 void make(std::mt19937& g, size_t n, float mean, float sd, std::vector<T>& t, std::vector<double>& d) {
@@ -46,12 +39,8 @@ void make(std::mt19937& g, size_t n, float mean, float sd, std::vector<T>& t, st
   d.resize(n);
   for (size_t i = 0; i < n; ++i) {
     t[i] = T(dist(g));
-    d[i] = to_d(t[i]);
+    d[i] = emu::to_double(t[i]);
   }
-}
-template <typename T>
-void poison(std::vector<T>& x) {
-  std::memset(static_cast<void*>(x.data()), 0xFF, x.size() * sizeof(T));
 }
 
 // |got - ref| <= atol + rtol |ref| and finite, element by element (first failure reported).
@@ -60,7 +49,7 @@ void expect_close(const std::vector<T>& got, const std::vector<double>& ref, dou
                   const std::string& what) {
   ASSERT_EQ(got.size(), ref.size()) << what;
   for (size_t i = 0; i < ref.size(); ++i) {
-    const double g = to_d(got[i]);
+    const double g = emu::to_double(got[i]);
     if (!std::isfinite(g) || std::fabs(g - ref[i]) > atol + rtol * std::fabs(ref[i])) {
       ADD_FAILURE() << what << "[" << i << "] = " << g << ", reference " << ref[i];
       return;
@@ -127,7 +116,7 @@ void check_layernorm(const Shape& s) {
     const std::string tag = shapes[vi].name + " R=" + std::to_string(R) + " C=" + std::to_string(C);
     std::vector<T> y(n);
     std::vector<float> mean(R), rstd(R);
-    poison(y), poison(mean), poison(rstd);
+    emu::poison(y), emu::poison(mean), emu::poison(rstd);
     shapes[vi].run(y.data(), mean.data(), rstd.data());
     expect_close(y, ry, kTol<T>, kTol<T>, "y " + tag);
     expect_close(mean, rm, 1e-5, 1e-5, "mean " + tag);
@@ -140,7 +129,7 @@ void check_layernorm(const Shape& s) {
     }
     // inference: mean/rstd may be null
     std::vector<T> y2(n);
-    poison(y2);
+    emu::poison(y2);
     shapes[vi].run(y2.data(), nullptr, nullptr);
     EXPECT_TRUE(same_bits(y2, y)) << tag << ": y without mean/rstd differs";
   }
@@ -149,7 +138,7 @@ void check_layernorm(const Shape& s) {
   const std::string tag = " R=" + std::to_string(R) + " C=" + std::to_string(C);
   std::vector<float> scratch(vit::cuda_emu::layernorm_bwd_scratch_floats(R, C)), gw = dw0, gb = db0;
   std::vector<T> dx(n);
-  poison(dx), poison(scratch);
+  emu::poison(dx), emu::poison(scratch);
   vit::cuda_emu::layernorm_bwd<T>(x.data(), w.data(), m0.data(), r0.data(), dy.data(), dx.data(), gw.data(), gb.data(),
                                   scratch.data(), R, C, nullptr, nullptr);
   expect_close(dx, rdx, kTol<T>, kTol<T>, "dx" + tag);

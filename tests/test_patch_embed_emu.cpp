@@ -4,14 +4,13 @@
 // = img[b][c][py*P + ky][px*P + kx], and the fp64 class-token + position sum with the dropout mask
 // of vit::cpu::dropout_keep. Outputs are poisoned first, so an element never written fails.
 // tests/gpu/test_ops_cuda.cu runs the same kernels on a GPU (OpsCuda*PatchEmbed*, *EmbedTokens*).
-#if __has_include(<cuda_bf16.h>) && __has_include(<ucontext.h>)
 #include "tests/emu/cuda_emu.h"
+#ifdef VIT_CUDA_EMULATE
 #include "kernels/cuda/patch_embed_kernels.cuh"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstring>
 #include <random>
 #include <type_traits>
 #include <vector>
@@ -21,9 +20,6 @@
 namespace {
 
 using bf16 = __nv_bfloat16;
-
-double to_d(float v) { return v; }
-double to_d(bf16 v) { return __bfloat162float(v); }
 
 template <typename TOut>
 void check_im2col(int B, int C, int H, int W, int P, size_t misalign, bool vec4) {
@@ -39,7 +35,7 @@ void check_im2col(int B, int C, int H, int W, int P, size_t misalign, bool vec4)
   const int gh = H / P, gw = W / P, K = C * P * P;
   const size_t rows = size_t(B) * gh * gw;
   std::vector<TOut> cols(rows * K);
-  std::memset(static_cast<void*>(cols.data()), 0xFF, cols.size() * sizeof(TOut));  // NaN
+  emu::poison(cols);
   const size_t segs = rows * C * P;
   const int threads = 64;
   const unsigned grid = unsigned(std::min<size_t>((segs + threads - 1) / threads, 3));  // grid-stride loop used
@@ -53,7 +49,7 @@ void check_im2col(int B, int C, int H, int W, int P, size_t misalign, bool vec4)
             for (int kx = 0; kx < P; ++kx) {
               const size_t row = (size_t(b) * gh + py) * gw + px;
               const double want = img[((size_t(b) * C + c) * H + py * P + ky) * W + px * P + kx];
-              const double got = to_d(cols[row * K + (c * P + ky) * P + kx]);
+              const double got = emu::to_double(cols[row * K + (c * P + ky) * P + kx]);
               const double tol = std::is_same_v<TOut, float> ? 0.0 : std::ldexp(std::fabs(want), -8);  // bf16 rounding
               ASSERT_TRUE(std::isfinite(got) && std::fabs(got - want) <= tol)
                   << "row " << row << " c " << c << " ky " << ky << " kx " << kx << ": " << got << " vs " << want;
@@ -81,7 +77,7 @@ void check_embed(int B, int Np, int D, float p, int threads) {
   for (auto& v : patches) v = T(nd(g));
   for (auto& v : cls) v = nd(g);
   for (auto& v : pos) v = nd(g);
-  std::memset(static_cast<void*>(out.data()), 0xFF, out.size() * sizeof(T));
+  emu::poison(out);
   const uint64_t seed = 99, dev_seed = 12345;  // the device seed (seed_ptr) must win over `seed`
   const size_t rows = size_t(B) * N;
   ::emu::launch(dim3(unsigned(std::min<size_t>(rows, 5))), dim3(threads), [&] {
@@ -92,10 +88,10 @@ void check_embed(int B, int Np, int D, float p, int threads) {
     for (int t = 0; t < N; ++t)
       for (int d = 0; d < D; ++d) {
         const size_t i = (size_t(b) * N + t) * D + d;
-        const double base = t == 0 ? double(cls[d]) : to_d(patches[(size_t(b) * Np + t - 1) * D + d]);
+        const double base = t == 0 ? double(cls[d]) : emu::to_double(patches[(size_t(b) * Np + t - 1) * D + d]);
         const double keep = p > 0 ? (vit::cpu::dropout_keep(dev_seed, i, p) ? 1.0 / (1.0 - p) : 0.0) : 1.0;
         const double want = (base + pos[size_t(t) * D + d]) * keep;
-        const double got = to_d(out[i]);
+        const double got = emu::to_double(out[i]);
         const double tol = (std::is_same_v<T, float> ? 1e-6 : 1.0 / 128) * (std::fabs(want) + 1e-3);
         ASSERT_TRUE(std::isfinite(got) && std::fabs(got - want) <= tol)
             << "b " << b << " t " << t << " d " << d << ": " << got << " vs " << want;

@@ -13,9 +13,12 @@
 // results, as it could on a GPU.
 // A __syncthreads that not every thread reaches is reported as a deadlock.
 //
-// Usage: #include this, #define VIT_CUDA_EMULATE, then include the kernel source; launch with
-// emu::launch(grid, block, [&] { kernel(args...); }).
+// Usage: #include this, then, under #ifdef VIT_CUDA_EMULATE, the kernel source and the test; launch
+// with emu::launch(grid, block, [&] { kernel(args...); }). The emulator needs the CUDA headers (for
+// __nv_bfloat16) and ucontext; without them this header defines nothing and VIT_CUDA_EMULATE stays
+// undefined, so an emulator test compiles to nothing.
 #pragma once
+#if __has_include(<cuda_bf16.h>) && __has_include(<ucontext.h>)
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <ucontext.h>
@@ -356,3 +359,24 @@ template <typename T>
 inline void __stcs(T* p, T v) {
   *p = v;
 }
+
+// ---- what every emulator test does with the kernels' buffers ----
+namespace emu {
+
+// 0xFF bytes are NaN in float and bf16: an output element the kernel never writes fails the check.
+template <typename T>
+void poison(std::vector<T>& x) {
+  std::memset(static_cast<void*>(x.data()), 0xFF, x.size() * sizeof(T));
+}
+
+inline double to_double(float v) { return v; }
+inline double to_double(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename T>
+std::vector<double> to_double(const std::vector<T>& x) {
+  std::vector<double> r(x.size());
+  for (size_t i = 0; i < x.size(); ++i) r[i] = to_double(x[i]);
+  return r;
+}
+
+}  // namespace emu
+#endif  // the CUDA headers and ucontext are available
