@@ -4,6 +4,8 @@
 //   kFast   (default): ldmatrix fragment loads, two 16-row m-tiles per warp in the forward.
 //   kSimple: plain shared-memory fragment loads, one m-tile per warp; the fallback if kFast ever fails
 //            its test on a new card or toolkit.
+// The product keeps these two, the default and one reference (as LayerNorm keeps kDefault and
+// kReference); kernel shapes under study belong in bench/sandbox/, not here.
 #pragma once
 
 namespace vit::cuda {

@@ -3,14 +3,12 @@
 // source on the CPU (tests/emu/cuda_emu.h, VIT_CUDA_EMULATE: the code then lives in
 // vit::cuda_emu). kernels/cuda/patch_embed.cu launches them.
 //
-// Why they are shaped this way: the first versions mapped one thread to one output element and
-// split its flat index with 64-bit divisions and modulos (five for im2col, three for the
-// embedding, per element, 38.5 M elements each at ViT-B/16 batch 256). Here the index arithmetic
-// is per segment of P pixels (im2col) or per token row (embedding), and im2col reads the image
-// with 16-byte loads when it can. Whether that was what made the profile's "fwd patch embed" row
-// 7.7 ms of the 100 ms vit_b16 step (bench/results/2026-11-26-h200-profile-vit_b16-step.txt) is
-// not known: scatter_cls_grad does the same kind of per-element division over as many elements
-// in 0.19 ms, so the rest of that row is still to be found with a GPU.
+// Why they are shaped this way: one thread per output element would split its flat index with
+// 64-bit divisions and modulos (five for im2col, three for the embedding) for each of 38.5 M
+// elements at ViT-B/16 batch 256. Here the index arithmetic is per segment of P pixels (im2col)
+// or per token row (embedding), and im2col reads the image with 16-byte loads when it can.
+// The profiled "fwd patch embed" time is larger than index arithmetic explains
+// (docs/performance.md); where the rest goes is still to be measured on a GPU.
 #pragma once
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/dropout.cuh"
