@@ -21,15 +21,16 @@
 #include <functional>
 #include <string>
 #include <random>
-#include <type_traits>
 #include <vector>
 
 #include "kernels/cpu/ops.h"
+#include "tests/op_tolerance.h"
 
 namespace {
 
 using bf16 = __nv_bfloat16;
 using vit::cuda::LayerNormFwdVariant;
+using vit::test::Tol;
 
 // Random normals rounded to T, as T and as double (the reference sees exactly the kernel's inputs).
 template <typename T>
@@ -60,11 +61,6 @@ template <typename T>
 bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
 }
-
-// Tolerances as tests/gpu/test_ops_cuda.cu: fp32 differs from the fp64 reference by summation order
-// only; bf16 adds one rounding of every stored value (2^-9 relative).
-template <typename T>
-constexpr double kTol = std::is_same_v<T, float> ? 1e-5 : 1e-2;
 
 struct Shape {
   int R, C;
@@ -118,9 +114,9 @@ void check_layernorm(const Shape& s) {
     std::vector<float> mean(R), rstd(R);
     emu::poison(y), emu::poison(mean), emu::poison(rstd);
     shapes[vi].run(y.data(), mean.data(), rstd.data());
-    expect_close(y, ry, kTol<T>, kTol<T>, "y " + tag);
-    expect_close(mean, rm, 1e-5, 1e-5, "mean " + tag);
-    expect_close(rstd, rr, 1e-5, 1e-5, "rstd " + tag);
+    expect_close(y, ry, Tol<T>::atol, Tol<T>::rtol, "y " + tag);
+    expect_close(mean, rm, Tol<float>::atol, Tol<float>::rtol, "mean " + tag);
+    expect_close(rstd, rr, Tol<float>::atol, Tol<float>::rtol, "rstd " + tag);
     if (vi == 0) {
       y0 = y, m0 = mean, r0 = rstd;
     } else {
@@ -141,9 +137,9 @@ void check_layernorm(const Shape& s) {
   emu::poison(dx), emu::poison(scratch);
   vit::cuda_emu::layernorm_bwd<T>(x.data(), w.data(), m0.data(), r0.data(), dy.data(), dx.data(), gw.data(), gb.data(),
                                   scratch.data(), R, C, nullptr, nullptr);
-  expect_close(dx, rdx, kTol<T>, kTol<T>, "dx" + tag);
-  expect_close(gw, rdw, 1e-4, 1e-4, "dw" + tag);
-  expect_close(gb, rdb, 1e-4, 1e-4, "db" + tag);
+  expect_close(dx, rdx, Tol<T>::atol, Tol<T>::rtol, "dx" + tag);
+  expect_close(gw, rdw, Tol<float>::sum_atol, Tol<float>::sum_rtol, "dw" + tag);
+  expect_close(gb, rdb, Tol<float>::sum_atol, Tol<float>::sum_rtol, "db" + tag);
   // the fused residual, in place on the residual buffer
   std::vector<T> dxr = res;
   std::vector<float> gw2 = dw0, gb2 = db0;
@@ -151,7 +147,7 @@ void check_layernorm(const Shape& s) {
                                   gb2.data(), scratch.data(), R, C, nullptr, dxr.data());
   std::vector<double> rdxr(n);
   for (size_t i = 0; i < n; ++i) rdxr[i] = rdx[i] + resd[i];
-  expect_close(dxr, rdxr, kTol<T>, kTol<T>, "dx + residual" + tag);
+  expect_close(dxr, rdxr, Tol<T>::atol, Tol<T>::rtol, "dx + residual" + tag);
 }
 
 class LayerNormEmu : public ::testing::TestWithParam<Shape> {};

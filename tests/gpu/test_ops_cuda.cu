@@ -16,29 +16,12 @@
 #include "kernels/cuda/patch_embed.cuh"
 #include "kernels/cuda/softmax_xent.cuh"
 #include "tests/gpu/gpu_test_util.h"
+#include "tests/op_tolerance.h"
 
 using namespace vit::test;
 using bf16 = __nv_bfloat16;
 
 namespace {
-
-// Tolerances, |got - ref| <= atol + rtol |ref|:
-//  - float: the GPU and the CPU do the same fp32 arithmetic in a different order (and with
-//    fused multiply-adds); one reordering of a k-term sum moves the result by ~k * 2^-24
-//    relative to the terms, so 1e-5 relative (1e-4 for sums over hundreds of terms) is tight.
-//  - bf16: every stored activation is rounded to an 8-bit mantissa, i.e. a relative error of
-//    up to 2^-9 ~ 0.2% per rounding; a value computed from rounded inputs and rounded again
-//    can be ~0.5% off, so 1e-2 relative (with a matching absolute floor) is the bound.
-template <typename T>
-struct Tol;
-template <>
-struct Tol<float> {
-  static constexpr double atol = 1e-5, rtol = 1e-5, sum_atol = 1e-4, sum_rtol = 1e-4;
-};
-template <>
-struct Tol<bf16> {
-  static constexpr double atol = 1e-2, rtol = 1e-2, sum_atol = 2e-2, sum_rtol = 1e-2;
-};
 
 template <typename T>
 class OpsCuda : public ::testing::Test {};
