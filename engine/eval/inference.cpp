@@ -84,25 +84,24 @@ std::vector<std::string> list_image_files(const std::vector<std::string>& paths)
   return out;
 }
 
-Predictor::Predictor(const std::string& checkpoint_path, std::vector<std::string> names_if_unnamed)
-    : lm_(load_model(checkpoint_path)), names_if_unnamed_(std::move(names_if_unnamed)) {
+Predictor::Predictor(const std::string& checkpoint_path, const std::vector<std::string>& names_if_unnamed)
+    : lm_(load_model(checkpoint_path)) {
   if (lm_.meta.extra.is_object() && lm_.meta.extra.contains("version") && lm_.meta.extra["version"].is_string())
     version_ = lm_.meta.extra["version"].get<std::string>();
   else
     version_ = lm_.model->config().name + "-" + sha256_file(checkpoint_path).substr(0, 12);
-  check_meta();
+  check_meta(names_if_unnamed);
 }
 
 Predictor::Predictor(LoadedModel lm, std::string version) : lm_(std::move(lm)), version_(std::move(version)) {
   if (!lm_.model) throw std::invalid_argument("Predictor: no model");
-  check_meta();
+  check_meta({});
 }
 
-void Predictor::check_meta() {
+void Predictor::check_meta(const std::vector<std::string>& names_if_unnamed) {
   int C = lm_.model->config().num_classes;
   auto& names = lm_.meta.class_names;
-  if (names.empty() && int(names_if_unnamed_.size()) == C) names = names_if_unnamed_;
-  names_if_unnamed_.clear();
+  if (names.empty() && int(names_if_unnamed.size()) == C) names = names_if_unnamed;
   if (int(names.size()) != C)
     throw std::runtime_error("model has " + std::to_string(C) + " outputs but " + std::to_string(names.size()) +
                              " class names");

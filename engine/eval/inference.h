@@ -39,7 +39,7 @@ class Predictor {
   // Loads the checkpoint (throws what load_model throws) and checks that the
   // class names and temperature make sense. A checkpoint without class names (converted from
   // another format) takes `names_if_unnamed` when it has as many outputs.
-  explicit Predictor(const std::string& checkpoint_path, std::vector<std::string> names_if_unnamed = {});
+  explicit Predictor(const std::string& checkpoint_path, const std::vector<std::string>& names_if_unnamed = {});
   // Takes an in-memory model (tests, tools).
   Predictor(LoadedModel lm, std::string version);
 
@@ -75,11 +75,10 @@ class Predictor {
   std::vector<Prediction> predict(const std::vector<Image>& images, int batch);
 
  private:
-  void check_meta();
+  void check_meta(const std::vector<std::string>& names_if_unnamed);
   LoadedModel lm_;
   std::unique_ptr<TrainBackend> backend_;  // set by use_device("cuda")
   std::string version_;
-  std::vector<std::string> names_if_unnamed_;  // used once, by check_meta
   std::string tta_ = "none";
   int tta_views_ = 1;
 };
