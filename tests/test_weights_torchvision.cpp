@@ -383,7 +383,7 @@ TEST(VitFormat, LoadInitFromVitReplacesHeadAndInterpolates) {
 TEST(Export, SafetensorsHasExactlyTorchvisionKeys) {
   auto m = tv_a_model();
   std::string path = temp_path("exp.safetensors");
-  export_torchvision_safetensors(path, *m, some_meta());
+  export_safetensors(path, *m, some_meta());
   std::map<std::string, std::string> md;
   StateDict got = read_safetensors(path, &md);
   StateDict orig = read_pth(data_path("tv_a.pth"));  // torchvision's own key set
@@ -421,8 +421,8 @@ TEST(Export, WriteVitengineModelForPyTorchCheck) {
   std::vector<float> logits(y, y + size_t(int(r["batch"])) * cfg.num_classes);
   ModelMeta meta;
   std::string d = dir;
-  export_torchvision_safetensors(d + "/vitengine_model.safetensors", m, meta);
-  export_torchvision_safetensors(d + "/vitengine_model_bf16.safetensors", m, meta, SafetensorsDtype::BF16);
+  export_safetensors(d + "/vitengine_model.safetensors", m, meta);
+  export_safetensors(d + "/vitengine_model_bf16.safetensors", m, meta, SafetensorsDtype::BF16);
   write_file_atomic(d + "/vitengine_logits.f32", {{logits.data(), logits.size() * 4}});
   save_model(d + "/vitengine_model.vit", m, meta);
 }

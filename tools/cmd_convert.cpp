@@ -1,4 +1,4 @@
-// vitengine convert: import a torchvision ViT checkpoint (.pth or .safetensors) into
+// vitengine convert: import a torchvision or timm ViT checkpoint (.pth or .safetensors) into
 // vitengine's .vit format. Reads the file with the strict readers in weights/ (no
 // Python, nothing from the file is executed), checks every key and shape, and can
 // adapt the model to another input size or class count on the way.
@@ -17,8 +17,8 @@ Command register_convert(CLI::App& root) {
   };
   auto o = std::make_shared<Opts>();
   Command c;
-  c.app = root.add_subcommand("convert", "Import a torchvision ViT checkpoint (.pth or .safetensors)");
-  c.app->add_option("input", o->in, "torchvision state dict: torch.save zip (.pth) or .safetensors")
+  c.app = root.add_subcommand("convert", "Import a torchvision or timm ViT checkpoint (.pth or .safetensors)");
+  c.app->add_option("input", o->in, "torchvision or timm VisionTransformer state dict: torch.save zip (.pth) or .safetensors")
       ->required()
       ->check(CLI::ExistingFile);
   c.app->add_option("--out", o->out, "output model (.vit)")->required();

@@ -31,6 +31,14 @@ int run_differential(const DiffArgs& a) {
   json_path.replace_extension(".json");
   if (json_path == html_path) json_path += ".json";
   Predictor pred(resolve_model_path(a.model), wbc::class_names());
+  if (!wbc::is_cell_model(pred.class_names())) {
+    std::string names;
+    for (size_t i = 0; i < pred.class_names().size() && i < 5; ++i) names += (i ? ", " : "") + pred.class_names()[i];
+    if (pred.class_names().size() > 5) names += ", ...";
+    throw UsageError("a differential counts white blood cells, and this model's classes (" + names +
+                     ") are not the white-blood-cell taxonomy's; use a model trained on data prepared with "
+                     "--labels wbc14, or `vitengine eval` / `predict` for this one");
+  }
   std::vector<std::string> files = list_image_files({a.dir});
   if (files.empty()) throw std::runtime_error("no images (.jpg/.jpeg/.png/.bmp) in " + a.dir);
 

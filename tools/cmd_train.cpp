@@ -29,9 +29,9 @@ TrainHooks test_hooks_from_env() {
 struct TrainArgs {
   std::string config, data, out, init, device;
   std::vector<std::string> sets;
-  bool resume = false, help_config = false;
+  bool resume = false, help_config = false, print_config = false;
   int epochs = 0, batch_size = 0, seed = -1;
-  double lr = 0;
+  std::string lr;  // kept as typed: a number printed back (std::to_string) loses digits
 };
 }  // namespace
 
@@ -56,16 +56,17 @@ Command register_train(CLI::App& root) {
   app->add_option("--device", a->device, "= --set device=cpu|cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   app->add_option("--init", a->init, "= --set init=FILE (initial weights)");
   app->add_flag("--help-config", a->help_config, "print every config field with its default and meaning");
+  app->add_flag("--print-config", a->print_config,
+                "print the resolved config (defaults < --config < flags < --set) as JSON, then exit");
   c.run = [a]() -> int {
     if (a->help_config) {
       std::fputs(TrainConfig::docs_markdown().c_str(), stdout);
       return 0;
     }
-    if (a->data.empty() || a->out.empty()) throw UsageError("--data and --out are required");
     std::vector<std::string> sets;
     if (a->epochs) sets.push_back("epochs=" + std::to_string(a->epochs));
     if (a->batch_size) sets.push_back("batch_size=" + std::to_string(a->batch_size));
-    if (a->lr > 0) sets.push_back("lr=" + std::to_string(a->lr));
+    if (!a->lr.empty()) sets.push_back("lr=" + a->lr);
     if (a->seed >= 0) sets.push_back("seed=" + std::to_string(a->seed));
     if (!a->device.empty()) sets.push_back("device=" + a->device);
     if (!a->init.empty()) sets.push_back("init=" + a->init);
@@ -76,6 +77,11 @@ Command register_train(CLI::App& root) {
     } catch (const ConfigError& e) {
       throw UsageError(e.what());
     }
+    if (a->print_config) {
+      std::printf("%s\n", req.config.to_json().dump(2).c_str());
+      return 0;
+    }
+    if (a->data.empty() || a->out.empty()) throw UsageError("--data and --out are required");
     req.data = a->data;
     req.out = a->out;
     req.resume = a->resume;

@@ -64,10 +64,90 @@ StateDict read_torch_weights(const std::string& path) {
   throw std::runtime_error(path + ": neither a PyTorch zip checkpoint nor a safetensors file");
 }
 
+namespace {
+
+// timm's VisionTransformer names (timm/models/vision_transformer.py) beside torchvision's, per block
+// (after "blocks.N." / layer_prefix(N)) and outside the blocks. The tensors have the same layout:
+// q, k and v are stacked in the same order in both, so renaming is the whole conversion.
+const std::pair<const char*, const char*> kTimmBlockKeys[] = {{"norm1.weight", "ln_1.weight"},
+                                                              {"norm1.bias", "ln_1.bias"},
+                                                              {"attn.qkv.weight", "self_attention.in_proj_weight"},
+                                                              {"attn.qkv.bias", "self_attention.in_proj_bias"},
+                                                              {"attn.proj.weight", "self_attention.out_proj.weight"},
+                                                              {"attn.proj.bias", "self_attention.out_proj.bias"},
+                                                              {"norm2.weight", "ln_2.weight"},
+                                                              {"norm2.bias", "ln_2.bias"},
+                                                              {"mlp.fc1.weight", "mlp.0.weight"},
+                                                              {"mlp.fc1.bias", "mlp.0.bias"},
+                                                              {"mlp.fc2.weight", "mlp.3.weight"},
+                                                              {"mlp.fc2.bias", "mlp.3.bias"}};
+const std::pair<const char*, const char*> kTimmTopKeys[] = {{"cls_token", "class_token"},
+                                                            {"pos_embed", "encoder.pos_embedding"},
+                                                            {"patch_embed.proj.weight", "conv_proj.weight"},
+                                                            {"patch_embed.proj.bias", "conv_proj.bias"},
+                                                            {"norm.weight", "encoder.ln.weight"},
+                                                            {"norm.bias", "encoder.ln.bias"},
+                                                            {"head.weight", "heads.head.weight"},
+                                                            {"head.bias", "heads.head.bias"}};
+
+// timm features the engine's ViT does not have, by a key they bring, with what to say.
+const std::pair<const char*, const char*> kTimmUnsupported[] = {
+    {"fc_norm.", "global average pooling (fc_norm): vitengine classifies from the class token"},
+    {"reg_token", "register tokens"},
+    {".ls1.", "layer scale (init_values)"},
+    {".q_norm.", "query/key normalisation (qk_norm)"},
+    {"norm_pre.", "a pre-norm before the blocks (CLIP-style)"},
+    {"attn_pool.", "attention pooling (global_pool='map')"}};
+
+bool is_timm_vit(const StateDict& sd) { return sd.count("patch_embed.proj.weight") > 0; }
+
+// "blocks.N.rest" -> (N, rest); N = -1 when the key is not a block's.
+std::pair<int, std::string> timm_block(const std::string& key) {
+  if (key.rfind("blocks.", 0) != 0) return {-1, ""};
+  const size_t dot = key.find('.', 7);
+  if (dot == std::string::npos || dot == 7) return {-1, ""};
+  for (size_t i = 7; i < dot; ++i)
+    if (key[i] < '0' || key[i] > '9') return {-1, ""};
+  return {std::stoi(key.substr(7, dot - 7)), key.substr(dot + 1)};
+}
+
+std::string timm_to_torchvision_key(const std::string& key) {
+  for (const auto& [what, why] : kTimmUnsupported)
+    if (key.find(what) != std::string::npos)
+      throw std::runtime_error("timm checkpoint uses " + std::string(why) + " (key '" + key +
+                               "'), which vitengine's ViT does not have");
+  for (const auto& [t, tv] : kTimmTopKeys)
+    if (key == t) return tv;
+  const auto [n, rest] = timm_block(key);
+  if (n >= 0)
+    for (const auto& [t, tv] : kTimmBlockKeys)
+      if (rest == t) return layer_prefix(n) + tv;
+  return key;  // unknown: check_state_dict reports it by name
+}
+
+}  // namespace
+
+StateDict timm_state_dict_from_vit(const ViT& model) {
+  StateDict out;
+  for (auto& [key, t] : state_dict_from_vit(model)) {
+    std::string name;
+    for (const auto& [tm, tv] : kTimmTopKeys)
+      if (key == tv) name = tm;
+    for (int n = 0; name.empty() && n < model.config().depth; ++n)
+      if (key.rfind(layer_prefix(n), 0) == 0)
+        for (const auto& [tm, tv] : kTimmBlockKeys)
+          if (key.substr(layer_prefix(n).size()) == tv) name = "blocks." + std::to_string(n) + "." + tm;
+    if (name.empty()) throw std::logic_error("no timm name for parameter '" + key + "'");
+    out.emplace(name, std::move(t));
+  }
+  return out;
+}
+
 void normalize_torchvision_keys(StateDict& sd) {
+  const bool timm = is_timm_vit(sd);
   StateDict out;
   for (auto& [k, v] : sd) {
-    std::string key = k;
+    std::string key = timm ? timm_to_torchvision_key(k) : k;
     for (auto [from, to] :
          {std::pair<const char*, const char*>{".mlp.linear_1.", ".mlp.0."}, {".mlp.linear_2.", ".mlp.3."}}) {
       size_t p = key.find(from);
@@ -292,14 +372,15 @@ LoadedModel load_init(const std::string& path, const ViTConfig& target) {
   return out;
 }
 
-void export_torchvision_safetensors(const std::string& path, const ViT& model, const ModelMeta& meta,
-                                    SafetensorsDtype dtype) {
+void export_safetensors(const std::string& path, const ViT& model, const ModelMeta& meta, SafetensorsDtype dtype,
+                        KeyLayout layout) {
   std::map<std::string, std::string> md = {{"format", "pt"},
                                            {"vitengine_config", config_to_json(model.config()).dump()},
                                            {"class_names", nlohmann::json(meta.class_names).dump()},
                                            {"mean", nlohmann::json({meta.mean[0], meta.mean[1], meta.mean[2]}).dump()},
                                            {"std", nlohmann::json({meta.std[0], meta.std[1], meta.std[2]}).dump()}};
-  write_safetensors(path, state_dict_from_vit(model), dtype, md);
+  write_safetensors(path, layout == KeyLayout::kTimm ? timm_state_dict_from_vit(model) : state_dict_from_vit(model),
+                    dtype, md);
 }
 
 }  // namespace vit

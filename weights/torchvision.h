@@ -17,9 +17,14 @@ namespace vit {
 // Reads a .pth (PyTorch zip) or .safetensors file, chosen by content, not extension.
 StateDict read_torch_weights(const std::string& path);
 
-// Renames keys of older torchvision releases (mlp.linear_1 / mlp.linear_2, before 0.13)
-// to the current mlp.0 / mlp.3 in place.
+// Renames, in place, to torchvision's current keys: a timm VisionTransformer's (patch_embed.proj,
+// cls_token, pos_embed, blocks.N.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}, norm, head;
+// recognised by patch_embed.proj.weight), and older torchvision releases' mlp.linear_1 /
+// mlp.linear_2 (before 0.13). Throws naming the key for a timm feature the engine's ViT lacks
+// (fc_norm, register tokens, layer scale, qk-norm).
 void normalize_torchvision_keys(StateDict& sd);
+// The model's parameters under timm's VisionTransformer keys.
+StateDict timm_state_dict_from_vit(const ViT& model);
 
 // Architecture from the shapes: dim and patch from conv_proj.weight (D, 3, P, P), image
 // size from encoder.pos_embedding (1, (S/P)^2 + 1, D), depth from the layer count,
@@ -63,9 +68,10 @@ ModelMeta imagenet_meta(int num_classes);
 // head was replaced. Throws naming both configs on a mismatch.
 LoadedModel load_init(const std::string& path, const ViTConfig& target);
 
-// `vitengine export`: torchvision keys, config and class names in the metadata
-// ("vitengine_config", "class_names" as JSON strings; "format": "pt").
-void export_torchvision_safetensors(const std::string& path, const ViT& model, const ModelMeta& meta,
-                                    SafetensorsDtype dtype = SafetensorsDtype::F32);
+enum class KeyLayout { kTorchvision, kTimm };
+// `vitengine export`: safetensors under torchvision's or timm's keys, with the config and class
+// names in the metadata ("vitengine_config", "class_names" as JSON strings; "format": "pt").
+void export_safetensors(const std::string& path, const ViT& model, const ModelMeta& meta,
+                        SafetensorsDtype dtype = SafetensorsDtype::F32, KeyLayout layout = KeyLayout::kTorchvision);
 
 }  // namespace vit

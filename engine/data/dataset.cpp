@@ -1,5 +1,7 @@
 // Manifest I/O and the threaded loader (see dataset.h).
 #include "engine/data/dataset.h"
+
+#include "engine/util/csv.h"
 #include "engine/util/file.h"
 
 #include <algorithm>
@@ -23,41 +25,6 @@ std::string Sample::full_path() const { return src.empty() ? path : (fs::path(sr
 namespace {
 
 const char* kColumns[] = {"path", "label", "split", "sha256", "source", "subset", "src"};
-
-// RFC 4180 fields: quoted when they hold a comma, quote or newline.
-std::vector<std::string> split_csv(const std::string& line, bool& ok) {
-  std::vector<std::string> out;
-  std::string cur;
-  bool q = false;
-  ok = true;
-  for (size_t i = 0; i < line.size(); ++i) {
-    char ch = line[i];
-    if (q) {
-      if (ch == '"') {
-        if (i + 1 < line.size() && line[i + 1] == '"')
-          cur += '"', ++i;
-        else
-          q = false;
-      } else
-        cur += ch;
-    } else if (ch == '"')
-      q = true;
-    else if (ch == ',')
-      out.push_back(cur), cur.clear();
-    else if (ch != '\r')
-      cur += ch;
-  }
-  if (q) ok = false;
-  out.push_back(cur);
-  return out;
-}
-
-std::string csv_field(const std::string& s) {
-  if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
-  std::string o = "\"";
-  for (char ch : s) o += ch == '"' ? std::string("\"\"") : std::string(1, ch);
-  return o + "\"";
-}
 
 }  // namespace
 
@@ -175,7 +142,8 @@ void write_manifest(const std::string& csv_path, const std::vector<Sample>& samp
   write_text_atomic(csv_path, f.str());
 }
 
-DataStats read_stats(const std::string& report_json) {
+namespace {
+nlohmann::json read_report(const std::string& report_json) {
   std::ifstream f(report_json);
   if (!f) throw std::runtime_error(report_json + ": cannot open report");
   nlohmann::json j;
@@ -184,6 +152,12 @@ DataStats read_stats(const std::string& report_json) {
   } catch (const std::exception& e) {
     throw std::runtime_error(report_json + ": not valid JSON (" + e.what() + ")");
   }
+  return j;
+}
+}  // namespace
+
+DataStats read_stats(const std::string& report_json) {
+  const nlohmann::json j = read_report(report_json);
   DataStats st;
   for (const char* key : {"mean", "std"}) {
     if (!j.contains(key) || !j[key].is_array() || j[key].size() != 3)
@@ -195,6 +169,14 @@ DataStats read_stats(const std::string& report_json) {
     }
   }
   return st;
+}
+
+bool read_orientation_free(const std::string& report_json) {
+  const nlohmann::json j = read_report(report_json);
+  const auto it = j.find("orientation_free");
+  if (it == j.end()) return true;
+  if (!it->is_boolean()) throw std::runtime_error(report_json + ": 'orientation_free' must be true or false");
+  return it->get<bool>();
 }
 
 // ---------------------------------------------------------------- Loader

@@ -43,6 +43,9 @@ struct DataStats {
 };
 // Reads "mean" and "std" (3 floats each) from prepare's report.json.
 DataStats read_stats(const std::string& report_json);
+// Whether prepare's labeler said the images have no orientation (cells; "orientation_free" in
+// report.json). Sets prepared before the key existed were all cells: true.
+bool read_orientation_free(const std::string& report_json);
 
 struct LoaderConfig {
   int batch_size = 32;

@@ -2,6 +2,7 @@
 #include "engine/data/prepare.h"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -17,6 +18,7 @@
 #include "engine/data/augment.h"
 #include "engine/data/dataset.h"
 #include "engine/data/image.h"
+#include "engine/data/labels.h"
 #include "engine/util/file.h"
 #include "engine/util/sha256.h"
 #include "engine/util/thread_pool.h"
@@ -101,7 +103,8 @@ struct FileRec {
   std::string rel, src, shown;  // shown: the path used in the report
   std::string source;
   int label = -1;
-  std::string error;  // non-empty: unreadable, with the reason
+  int fixed_split = -1;  // 0 train, 1 val, 2 test when the labeler fixes it (a CSV's split column)
+  std::string error;     // non-empty: unreadable, with the reason
   std::string sha, pixsha;
   uint64_t phash = 0;
   std::vector<uint8_t> thumb;  // 32x32 luma
@@ -168,6 +171,7 @@ struct Prep {
   json class_counts = json::object();
   double sum[3] = {0, 0, 0}, sumsq[3] = {0, 0, 0};
   size_t npx = 0;
+  json small_classes = json::array();  // classes too small to give every split an image
   // top-up
   size_t n_topup = 0;
   json topup_counts = json::object();
@@ -185,6 +189,7 @@ void validate(const PrepareOptions& opt) {
   if (opt.size <= 0) throw std::runtime_error("prepare: --size must be > 0");
   if (opt.labeler.classes.empty() || !opt.labeler.label_of)
     throw std::invalid_argument("prepare: no labeler (class names and a label function) given");
+  check_class_list(opt.labeler.classes, "prepare");
 }
 
 // Every image file under each SRC, in path order, with its label and source.
@@ -217,6 +222,8 @@ void scan(Prep& P) {
       r.source = (top.empty() || top_is_class) ? fs::path(root_s).filename().string() : top;
       r.label = L.label_of(r.rel);
       if (r.label >= int(L.classes.size())) throw std::logic_error("prepare: labeler returned an unknown class");
+      const std::string fixed = L.split_of ? L.split_of(r.rel) : "";
+      r.fixed_split = fixed == "train" ? 0 : fixed == "val" ? 1 : fixed == "test" ? 2 : -1;
       here.push_back(std::move(r));
     }
     std::sort(here.begin(), here.end(), [](const FileRec& a, const FileRec& b) { return a.rel < b.rel; });
@@ -284,8 +291,7 @@ void check(Prep& P) {
     if (!P.files[i].error.empty())
       P.unreadable.push_back({{"path", P.files[i].shown}, {"reason", P.files[i].error}});
     else if (P.files[i].label < 0)
-      P.unknown.push_back(
-          {{"path", P.files[i].shown}, {"reason", "no known class prefix in the file name or class folder"}});
+      P.unknown.push_back({{"path", P.files[i].shown}, {"reason", P.opt.labeler.unlabelled_reason}});
     else
       P.good.push_back((int)i);
   }
@@ -381,23 +387,41 @@ void deduplicate(Prep& P) {
         std::to_string(P.conflicts.size()) + " label conflicts");
 }
 
+// Train / val / test counts of n images at the split percentages (the rounding every stratum uses).
+std::array<size_t, 3> split_counts_of(size_t n, const int pct[3]) {
+  const size_t n_train = (size_t)std::lround(n * pct[0] / 100.0);
+  const size_t n_tv = std::max(n_train, (size_t)std::lround(n * (pct[0] + pct[1]) / 100.0));
+  return {n_train, n_tv - n_train, n - n_tv};
+}
+
 // Splits one stratum (class c from one source, file indices in path order) with its own
 // seeded stream, so adding or removing a class or source leaves the others' splits alone.
-void split_stratum(Prep& P, int c, const std::string& source, std::vector<int>& v) {
+// Files whose split the labeler fixed keep it; the others are split by the percentages, or all
+// go to train for a class too small to split (train_only).
+void split_stratum(Prep& P, int c, const std::string& source, std::vector<int>& v, bool train_only) {
   uint64_t src_hash = 0xcbf29ce484222325ull;
   for (char ch : source) src_hash = (src_hash ^ (uint8_t)ch) * 0x100000001b3ull;
   Rng r(mix_seed(P.opt.seed, (uint64_t)c, src_hash, 0x5B117ull));
   for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[(size_t)(r.uniform() * i)]);
   const size_t n = v.size();
-  const size_t n_train = (size_t)std::lround(n * P.opt.split[0] / 100.0);
-  const size_t n_tv = std::max(n_train, (size_t)std::lround(n * (P.opt.split[0] + P.opt.split[1]) / 100.0));
+  size_t n_free = 0;
+  for (int f : v) n_free += P.files[f].fixed_split < 0;
+  const auto cnt_free = split_counts_of(n_free, P.opt.split);
+  std::vector<int> sp(n);
+  size_t n_train = 0;
+  for (size_t i = 0, k = 0; i < n; ++i) {
+    const int fixed = P.files[v[i]].fixed_split;
+    sp[i] = fixed >= 0 ? fixed : train_only ? 0 : k < cnt_free[0] ? 0 : k < cnt_free[0] + cnt_free[1] ? 1 : 2;
+    if (fixed < 0) ++k;
+    n_train += sp[i] == 0;
+  }
   // Nested subsets: the first 5% (at least one image) of the shuffled train list, then 20%.
   const size_t n5 = n_train ? std::max<size_t>(1, std::lround(n_train * 0.05)) : 0;
   const size_t n20 = n_train ? std::max<size_t>(n5, std::lround(n_train * 0.20)) : 0;
   const std::string& cname = P.class_name(c);
   if (n) P.class_counts[cname] = P.class_counts.value(cname, (size_t)0) + n;
   size_t cnt[3] = {0, 0, 0};
-  for (size_t i = 0; i < n; ++i) {
+  for (size_t i = 0, t = 0; i < n; ++i) {
     const FileRec& f = P.files[v[i]];
     Sample s;
     s.path = f.rel;
@@ -405,22 +429,58 @@ void split_stratum(Prep& P, int c, const std::string& source, std::vector<int>& 
     s.sha256 = f.sha;
     s.source = f.source;
     s.label = c;
-    const int sp = i < n_train ? 0 : i < n_tv ? 1 : 2;
-    s.split = sp == 0 ? "train" : sp == 1 ? "val" : "test";
-    s.subset = sp == 0 ? (i < n5 ? 5 : i < n20 ? 20 : 100) : 100;
-    ++cnt[sp];
-    if (sp == 0) {
+    s.split = sp[i] == 0 ? "train" : sp[i] == 1 ? "val" : "test";
+    s.subset = sp[i] == 0 ? (t < n5 ? 5 : t < n20 ? 20 : 100) : 100;
+    ++cnt[sp[i]];
+    if (sp[i] == 0) {
+      ++t;
       P.train_of[c].push_back(v[i]);
       for (int ch = 0; ch < 3; ++ch) P.sum[ch] += f.sum[ch], P.sumsq[ch] += f.sumsq[ch];
       P.npx += f.npx;
     }
     P.rows.push_back(std::move(s));
   }
-  for (int sp = 0; sp < 3; ++sp)
-    if (cnt[sp]) {
-      json& sc = P.split_class[sp == 0 ? "train" : sp == 1 ? "val" : "test"];
-      sc[cname] = sc.value(cname, (size_t)0) + cnt[sp];
+  for (int k = 0; k < 3; ++k)
+    if (cnt[k]) {
+      json& sc = P.split_class[k == 0 ? "train" : k == 1 ? "val" : "test"];
+      sc[cname] = sc.value(cname, (size_t)0) + cnt[k];
     }
+}
+
+// The classes whose images (those prepare splits) cannot give every split with a share at least
+// one: listed in the report, and kept in train alone or refused as the options say.
+std::vector<bool> find_small_classes(Prep& P, const std::vector<int>& kept_files) {
+  const size_t C = P.opt.labeler.classes.size();
+  std::vector<size_t> n_free(C, 0), n_all(C, 0);
+  for (int f : kept_files) {
+    ++n_all[size_t(P.files[f].label)];
+    n_free[size_t(P.files[f].label)] += P.files[f].fixed_split < 0;
+  }
+  std::vector<bool> small(C, false);
+  std::string refused;
+  for (size_t c = 0; c < C; ++c) {
+    const auto k = split_counts_of(n_free[c], P.opt.split);
+    bool too_small = n_all[c] == 0;
+    for (int s = 0; s < 3; ++s) too_small = too_small || (n_free[c] > 0 && P.opt.split[s] > 0 && k[s] == 0);
+    if (!too_small) continue;
+    small[c] = true;
+    const bool refuse = P.opt.small_classes == SmallClasses::kRefuse;
+    P.small_classes.push_back({{"class", P.class_name(int(c))},
+                               {"count", n_all[c]},
+                               {"action", refuse     ? "refused"
+                                          : n_all[c] ? "train only"
+                                                     : "no images"}});
+    refused += (refused.empty() ? "'" : ", '") + P.class_name(int(c)) + "' (" + std::to_string(n_all[c]) + ")";
+    P.say("prepare: class '" + P.class_name(int(c)) + "' has " + std::to_string(n_all[c]) +
+          " usable images, too few for a " + std::to_string(P.opt.split[0]) + "/" + std::to_string(P.opt.split[1]) +
+          "/" + std::to_string(P.opt.split[2]) + " split" + (refuse ? "" : ": all go to train, none to val/test"));
+  }
+  if (!refused.empty() && P.opt.small_classes == SmallClasses::kRefuse)
+    throw std::runtime_error(
+        "prepare: too few usable images (after removing unreadable files and duplicates) to "
+        "give each split at least one, in class(es) " +
+        refused + "; add images, remove the class, or keep it in train alone with --small-classes train-only");
+  return small;
 }
 
 // The stratified split with nested train subsets, and the train-only channel sums.
@@ -434,8 +494,11 @@ void split(Prep& P) {
     const FileRec &x = P.files[P.good[a]], &y = P.files[P.good[b]];
     return std::tie(x.src, x.rel) < std::tie(y.src, y.rel);
   });
-  for (int k : kept) strata[{P.files[P.good[k]].label, P.files[P.good[k]].source}].push_back(P.good[k]);
-  for (auto& [key, v] : strata) split_stratum(P, key.first, key.second, v);
+  std::vector<int> kept_files;
+  for (int k : kept) kept_files.push_back(P.good[k]);
+  const std::vector<bool> small = find_small_classes(P, kept_files);
+  for (int f : kept_files) strata[{P.files[f].label, P.files[f].source}].push_back(f);
+  for (auto& [key, v] : strata) split_stratum(P, key.first, key.second, v, small[size_t(key.first)]);
 }
 
 // Mean and std per channel of the train split's real images; null when there is no train row.
@@ -508,6 +571,10 @@ json report(const Prep& P) {
   json rep;
   rep["sources"] = P.sources;
   rep["classes"] = opt.labeler.classes;  // the model's output order; Sample::label indexes it
+  rep["labels"] = opt.labeler.kind;
+  rep["orientation_free"] = opt.labeler.orientation_free;  // train's rotate_flip=auto reads it
+  rep["labeler_warnings"] = opt.labeler.warnings;
+  rep["small_classes"] = P.small_classes;
   rep["seed"] = opt.seed;
   rep["split_percent"] = {opt.split[0], opt.split[1], opt.split[2]};
   rep["size"] = opt.size;
@@ -546,12 +613,15 @@ json report(const Prep& P) {
 json prepare_dataset(const PrepareOptions& opt) {
   validate(opt);
   Prep P(opt);
-  fs::create_directories(opt.out);
   P.out_abs = fs::absolute(opt.out).lexically_normal().string();
+  for (size_t i = 0; i < opt.labeler.warnings.size() && i < 10; ++i) P.say("prepare: " + opt.labeler.warnings[i]);
+  if (opt.labeler.warnings.size() > 10)
+    P.say("prepare: ... " + std::to_string(opt.labeler.warnings.size()) + " labeler warnings in all (report.json)");
   scan(P);
   check(P);
   deduplicate(P);
   split(P);
+  fs::create_directories(opt.out);  // only once the data set is accepted: no empty --out on refusal
   top_up(P);
   write_manifest((fs::path(P.out_abs) / "manifest.csv").string(), P.rows, opt.labeler.classes);
   json rep = report(P);

@@ -15,15 +15,29 @@
 namespace vit {
 
 // How files get their labels. The data layer knows no class names of its own: the caller
-// (tools/cmd_prepare.cpp) passes the application's labeler, e.g. engine/wbc's.
+// (tools/cmd_prepare.cpp) passes a labeler: one of engine/data/labels.h (class folders, a CSV)
+// or an application's, e.g. engine/wbc's file-name prefixes.
 struct Labeler {
-  std::vector<std::string> classes;  // in model output order; written to report.json
+  std::string kind;                  // how labels were found, for report.json: "folders", "csv", "wbc14"
+  std::vector<std::string> classes;  // in model output order; written to report.json and classes.txt
   // The class index of a file from its path relative to its SRC ('/'-separated), or -1.
   std::function<int(const std::string& rel_path)> label_of;
+  // Why a file without a class got none (the report's "unknown_label" reason).
+  std::string unlabelled_reason = "no known class for this file";
   // Whether a top-level folder of a SRC is a class folder (then the file's source is the SRC's
   // own name, not that folder's). Optional: without it every top folder names a source.
   std::function<bool(const std::string& folder)> is_class_folder;
+  // A split fixed by the source (a CSV's split column): "train", "val", "test", or "" to let
+  // prepare's stratified split decide. Optional.
+  std::function<std::string(const std::string& rel_path)> split_of;
+  // Whether the images have no up, down, left or right (cells under a microscope), so that
+  // training may rotate and flip them; digits, text and most photos do not qualify.
+  bool orientation_free = false;
+  std::vector<std::string> warnings;  // found while building the labeler; copied into the report
 };
+
+// What prepare does with a class too small to give every split at least one image.
+enum class SmallClasses { kTrainOnly, kRefuse };
 
 struct PrepareOptions {
   Labeler labeler;                // required
@@ -40,6 +54,9 @@ struct PrepareOptions {
   int top_up = 0;     // top each train class up to this many images (0 = off)
   int min_side = 32;  // images with a side below this are "tiny" and rejected
   int threads = 2;
+  // kTrainOnly: such a class keeps all its images in train (listed in the report's
+  // "small_classes"); kRefuse: prepare stops with a message naming the class and its count.
+  SmallClasses small_classes = SmallClasses::kTrainOnly;
   std::function<void(const std::string&)> progress;  // progress lines (nullptr = silent)
 };
 

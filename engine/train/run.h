@@ -57,9 +57,12 @@ class Run {
   TrainSummary go() {
     t_start_ = Clock::now();
     cfg_.validate();
-    fs::create_directories(out_);
     load_data();
     setup_model();
+    // Only now that the data, the config and any checkpoint have been accepted: a run that
+    // cannot start leaves no empty --out folder behind.
+    fs::create_directories(out_);
+    open_steps_log();
     if (cfg_.data_on_device) upload_train_images();
     write_config();
     loop();

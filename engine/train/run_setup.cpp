@@ -14,6 +14,7 @@ void Run::load_data() {
     throw std::runtime_error("'" + mpath + "' has no '" + cfg_.train_split + "' samples in the " +
                              std::to_string(cfg_.subset) + "% subset");
   stats_ = read_stats(report_path(req_.data));
+  cfg_.resolve_auto(read_orientation_free(report_path(req_.data)));
   names_ = man.classes;
   // label_level=group: learn the application's coarse groups; every label is mapped once, here.
   if (cfg_.label_level == "group") {
@@ -40,6 +41,9 @@ void Run::load_data() {
   tl.balanced = cfg_.balance_power > 0;
   tl.balance_power = cfg_.balance_power;
   tl.aug = augment_preset(cfg_.augment);
+  tl.aug.rotate_flip = tl.aug.rotate_flip && cfg_.rotate_flip == "on";
+  if (!cfg_.scale_jitter) tl.aug.scale_min = tl.aug.scale_max = 1.0f;
+  if (!cfg_.color_jitter) tl.aug.color = 0.0f;
   tl.aug.translate = cfg_.translate;
   tl.aug.reflect_border = cfg_.reflect_border;
   tl.threads = cfg_.threads;
@@ -141,7 +145,6 @@ void Run::setup_model() {
   }
   // the per-tensor lr scales for fine-tuning
   uses_scaled_ = !cfg_.init.empty() && (cfg_.freeze_backbone_epochs > 0 || cfg_.backbone_lr_mult != 1.0f);
-  open_steps_log();
 }
 
 void Run::load_init_weights() {
@@ -175,6 +178,14 @@ void Run::resume_from_checkpoint() {
   const auto& st = lm.train_state;
   nlohmann::json saved = st.value("config", nlohmann::json::object());
   auto diff = TrainConfig::differing_fields(saved, cfg_.to_json(), true);
+  // More epochs extend the run (the lr schedule then spans the new count, as time_budget_s does);
+  // fewer than the checkpoint's would end it in the past, and any other recipe change is refused.
+  const int saved_epochs = saved.value("epochs", 0);
+  if (cfg_.epochs > saved_epochs) {
+    diff.erase(std::remove(diff.begin(), diff.end(), std::string("epochs")), diff.end());
+    log_("[train] --resume extends the run from " + std::to_string(saved_epochs) + " to " +
+         std::to_string(cfg_.epochs) + " epochs; the lr schedule now spans " + std::to_string(cfg_.epochs));
+  }
   if (!diff.empty()) {
     std::string d;
     for (const auto& f : diff)

@@ -1,5 +1,7 @@
 #include "engine/train/train_config.h"
 
+#include <charconv>
+
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -81,7 +83,18 @@ const char* type_label<bool>() {
 std::string default_text(const std::string& v) { return "\"" + v + "\""; }
 std::string default_text(int v) { return std::to_string(v); }
 std::string default_text(bool v) { return v ? "true" : "false"; }
-std::string default_text(float v) { return nlohmann::json(v).dump(); }
+// A float as the shortest decimal that reads back as the same float (2.5e-06, not
+// 2.499999936844688e-06): config.json shows the value as it was typed.
+double as_typed(float v) {
+  char b[32];
+  const auto r = std::to_chars(b, b + sizeof b, v);
+  return std::strtod(std::string(b, r.ptr).c_str(), nullptr);
+}
+template <class T>
+const T& as_typed(const T& v) {
+  return v;
+}
+std::string default_text(float v) { return nlohmann::json(as_typed(v)).dump(); }
 
 [[noreturn]] void bad(const std::string& field, const std::string& why) {
   throw ConfigError("config field '" + field + "' " + why);
@@ -91,7 +104,7 @@ std::string default_text(float v) { return nlohmann::json(v).dump(); }
 
 nlohmann::json TrainConfig::to_json() const {
   nlohmann::json j = nlohmann::json::object();
-#define VIT_WRITE_FIELD(type, name, def, doc) j[#name] = name;
+#define VIT_WRITE_FIELD(type, name, def, doc) j[#name] = as_typed(name);
   VIT_TRAIN_CONFIG_FIELDS(VIT_WRITE_FIELD)
 #undef VIT_WRITE_FIELD
   return j;
@@ -193,8 +206,10 @@ void TrainConfig::validate() const {
     bad("balance_power", "must be in [0, 1], got " + default_text(balance_power));
   if (augment != "none" && augment != "light" && augment != "strong")
     bad("augment", "must be none, light or strong, got '" + augment + "'");
-  if (!(translate >= 0 && translate <= 0.5))
-    bad("translate", "must be in [0, 0.5] (a fraction of the image side), got " + default_text(translate));
+  if (!(translate == -1.0f || (translate >= 0 && translate <= 0.5)))
+    bad("translate", "must be -1 (auto) or in [0, 0.5] (a fraction of the image side), got " + default_text(translate));
+  if (rotate_flip != "auto" && rotate_flip != "on" && rotate_flip != "off")
+    bad("rotate_flip", "must be auto, on or off, got '" + rotate_flip + "'");
   if (augment == "none" && (translate > 0 || reflect_border))
     bad(translate > 0 ? "translate" : "reflect_border", "only acts with augment light or strong, and augment is none");
   if (threads < 1) bad("threads", "must be >= 1, got " + std::to_string(threads));
@@ -264,6 +279,14 @@ std::vector<std::string> TrainConfig::differing_fields(const nlohmann::json& a, 
   for (const auto& d : docs()) {
     if (skip_resume_safe && resume_safe(d.name)) continue;
     bool ina = a.contains(d.name), inb = b.contains(d.name);
+    // A field the checkpoint's config lacks did not exist when it was written; its default keeps
+    // the behaviour of that time, so it is no difference.
+    if (!ina && inb) continue;
+    // Floats compare as floats: a config written before values were printed as typed holds
+    // 0.0010000000474974513 for the same 1e-3.
+    if (ina && inb && a[d.name].is_number_float() && b[d.name].is_number_float() &&
+        a[d.name].get<float>() == b[d.name].get<float>())
+      continue;
     if (ina != inb || (ina && a[d.name] != b[d.name])) out.push_back(d.name);
   }
   return out;
@@ -286,6 +309,15 @@ std::string TrainConfig::docs_markdown() {
     s << "| `" << f.name << "` | " << f.type << " | `" << f.default_value << "` | " << doc << " |\n";
   }
   return s.str();
+}
+
+}  // namespace vit
+
+namespace vit {
+
+void TrainConfig::resolve_auto(bool orientation_free) {
+  if (rotate_flip == "auto") rotate_flip = orientation_free ? "on" : "off";
+  if (translate < 0) translate = augment == "none" || orientation_free ? 0.0f : 0.1f;
 }
 
 }  // namespace vit

@@ -60,9 +60,17 @@ struct ConfigError : std::invalid_argument {
   X(std::string, val_split, "val", "manifest split for validation, best.vit and temperature fitting")                  \
   X(float, balance_power, 0.0f, "class-balanced sampling: weight = count^-power; 0 = natural order, 1 = balanced")     \
   X(std::string, augment, "light", "augmentation strength: none | light | strong")                                     \
-  X(float, translate, 0.0f,                                                                                            \
-    "augment light/strong: also shift each image by up to +-translate of its side in x and y (the reference recipe: "  \
-    "0.03, its +-0.06 in grid_sample units)")                                                                          \
+  X(std::string, rotate_flip, "auto",                                                                                  \
+    "augment light/strong: a random rotation in [0, 360) and horizontal flip: on | off | auto (on when the prepared "  \
+    "set says its images have no orientation, as cells on a slide (report.json orientation_free: --labels wbc14); "    \
+    "off for any other set: a turned 6 is a 9)")                                                                       \
+  X(float, translate, -1.0f,                                                                                           \
+    "augment light/strong: shift each image by up to +-translate of its side in x and y; -1 = auto: 0 on "             \
+    "orientation-free sets (the rotation moves cells already; the reference recipe sets 0.03), 0.1 on any other")      \
+  X(bool, scale_jitter, true, "augment light/strong: random zoom (light 0.87-1.15, strong 0.7-1.4, log-uniform)")      \
+  X(bool, color_jitter, true,                                                                                          \
+    "augment light/strong: brightness, contrast, saturation (light +-0.2, strong +-0.35), hue and per-channel stain "  \
+    "gain")                                                                                                            \
   X(bool, reflect_border, false,                                                                                       \
     "augment light/strong: pixels the geometry moves in from outside the frame mirror the image (the reference's "     \
     "padding_mode='reflection') instead of taking its border colour")                                                  \
@@ -104,6 +112,9 @@ struct TrainConfig {
 
   // Throws ConfigError naming the first bad field.
   void validate() const;
+  // Replaces the data-dependent "auto" values (rotate_flip, translate) by what they mean for a set
+  // whose images have (or have not) an orientation; the run writes the result.
+  void resolve_auto(bool orientation_free);
   // The model this config trains (preset + overrides + num_classes), validated.
   ViTConfig model_config(int num_classes) const;
 

@@ -14,6 +14,10 @@ namespace vit::wbc {
 // The 14 class names in model output order.
 std::vector<std::string> class_names();
 
+// Whether a model's classes are all the taxonomy's (the 14, or some of them): the white-blood-cell
+// features (notes, differential, groups) switch on only then.
+bool is_cell_model(const std::vector<std::string>& model_classes);
+
 // How `vitengine prepare` labels a wbc14 file: its file-name prefix (BNE_123.jpg), else its class
 // folder; a top-level class folder makes the SRC's own name the file's source.
 Labeler labeler();

@@ -12,6 +12,13 @@ std::vector<std::string> class_names() {
   return n;
 }
 
+bool is_cell_model(const std::vector<std::string>& model_classes) {
+  if (model_classes.empty()) return false;
+  for (const auto& n : model_classes)
+    if (class_index(n) < 0) return false;
+  return true;
+}
+
 ClassGroups class_groups() {
   ClassGroups g;
   g.names = groups();
@@ -24,7 +31,10 @@ ClassGroups class_groups() {
 
 Labeler labeler() {
   Labeler L;
+  L.kind = "wbc14";
   L.classes = class_names();
+  L.orientation_free = true;  // a cell on a slide has no up or left: rotations and flips are fair
+  L.unlabelled_reason = "no known class prefix in the file name or class folder";
   L.label_of = [](const std::string& rel) {
     const std::filesystem::path p(rel);
     int c = class_from_filename(p.filename().string());
