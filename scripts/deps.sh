@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Installs what a fresh Debian 12 machine lacks to build and test vitengine.
+# Installs what a fresh Debian 12 machine lacks to build vitengine, and with --test to test it.
 # CUDA (nvcc, cuBLAS) is optional: without it the CPU path alone is built.
 set -euo pipefail
-PKGS="build-essential cmake pkg-config libeigen3-dev libgtest-dev libgmock-dev libbenchmark-dev libstb-dev
-      nlohmann-json3-dev libcpp-httplib-dev libcli11-dev libzip-dev libssl-dev
-      python3 chromium ${VITENGINE_EXTRA_PKGS:-}"
-# python3 + chromium: the headless-browser test of the web page (tests/serve_browser.py).
+# What building and running the CLI needs (the README's quick start) ...
+PKGS="build-essential cmake pkg-config libeigen3-dev libstb-dev nlohmann-json3-dev libcpp-httplib-dev libcli11-dev
+      libzip-dev libssl-dev python3 ${VITENGINE_EXTRA_PKGS:-}"
+# ... and, with --test (the test command), what only the tests need: GoogleTest, Google Benchmark,
+# chromium for the headless-browser test of the web page (tests/serve_browser.py), and
+# scikit-learn's digits for the second example's smoke test (tools/make_digits.py).
+if [ "${1:-}" = "--test" ]; then
+  PKGS="$PKGS libgtest-dev libgmock-dev libbenchmark-dev chromium python3-sklearn"
+fi
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

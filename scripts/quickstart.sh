@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release ${VITENGINE_CMAKE_ARGS:-} >/dev/null
+# The CLI alone: no GoogleTest, Google Benchmark or browser (the test command installs those).
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DVITENGINE_BUILD_TESTS=OFF ${VITENGINE_CMAKE_ARGS:-} >/dev/null
 cmake --build build -j"$(nproc)" --target vitengine
 out=runs/quickstart
 if [ -e "$out/last.vit" ]; then

@@ -130,7 +130,7 @@ int run_predict(const PredictArgs& a) {
 Command register_predict(CLI::App& root) {
   auto a = std::make_shared<PredictArgs>();
   Command c;
-  c.app = root.add_subcommand("predict", "Classify cell images (top-k classes with calibrated probabilities)");
+  c.app = root.add_subcommand("predict", "Classify images (top-k of the model's classes with calibrated probabilities)");
   c.app->add_option("inputs", a->inputs, "Image files or folders (searched recursively for .jpg/.png/.bmp)")
       ->required();
   c.app->add_option("--model", a->model, "Model checkpoint (.vit); default: the shipped model");
