@@ -185,3 +185,36 @@ TEST(RunState, JsonRoundTrip) {
   EXPECT_TRUE(std::isnan(b.history[0].val_loss));
   EXPECT_THROW(RunState::from_json(nlohmann::json{{"step", 1}}), std::exception);
 }
+
+TEST(TrainConfig, ValuesAsTypedAndAutoResolvedByTheData) {
+  TrainConfig c = TrainConfig::load("", {"lr=2.5e-6", "weight_decay=1e-7"});
+  EXPECT_EQ(c.to_json()["lr"].dump(), "2.5e-06");  // not 3e-06 (std::to_string) nor 2.4999999e-06
+  EXPECT_EQ(c.to_json()["weight_decay"].dump(), "1e-07");
+  EXPECT_EQ(c.rotate_flip, "auto");
+  TrainConfig cells = c, digits = c;
+  cells.resolve_auto(true);
+  digits.resolve_auto(false);
+  EXPECT_EQ(cells.rotate_flip, "on");
+  EXPECT_EQ(cells.translate, 0.0f);  // the recipe of every run before the field existed
+  EXPECT_EQ(digits.rotate_flip, "off");
+  EXPECT_FLOAT_EQ(digits.translate, 0.1f);
+  TrainConfig set = TrainConfig::load("", {"rotate_flip=on", "translate=0.03"});
+  set.resolve_auto(false);  // what a config sets explicitly stays
+  EXPECT_EQ(set.rotate_flip, "on");
+  EXPECT_FLOAT_EQ(set.translate, 0.03f);
+  EXPECT_THROW(TrainConfig::load("", {"rotate_flip=sometimes"}), ConfigError);
+}
+
+TEST(TrainConfig, ACheckpointFromBeforeNewFieldsStillResumes) {
+  // A config.json written before rotate_flip/scale_jitter/color_jitter existed, with floats as
+  // they were then printed (0.0010000000474974513 for 1e-3), against today's resolved config.
+  TrainConfig now = TrainConfig::load("", {"lr=1e-3"});
+  now.resolve_auto(true);
+  nlohmann::json old = now.to_json();
+  for (const char* f : {"rotate_flip", "scale_jitter", "color_jitter"}) old.erase(f);
+  old["lr"] = double(1e-3f);
+  EXPECT_TRUE(TrainConfig::differing_fields(old, now.to_json(), true).empty());
+  // A real difference is still one.
+  old["lr"] = 2e-3;
+  EXPECT_EQ(TrainConfig::differing_fields(old, now.to_json(), true), std::vector<std::string>{"lr"});
+}

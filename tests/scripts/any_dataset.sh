@@ -56,6 +56,12 @@ python3 -c "import json,sys; m=json.load(open(sys.argv[1])); assert 0 <= m['accu
 grep -q "Éclairs 光" "$W/pred.json" || fail "predict does not name the model's own classes: $(head -c 300 "$W/pred.json")"
 grep -q '"description"' "$W/pred.json" && fail "predict shows clinical notes for a non-cell model"
 
+# A checkpoint written before the class list became data (the shipped model) still loads and names
+# the taxonomy's classes.
+"$BIN" predict --model "$SRC/weights/shipped/model.vit" "$SRC/tests/fixtures/quickstart/images/SNE_101188.jpg" \
+  --format json > "$W/shipped.json"
+grep -q "Segmented Neutrophil" "$W/shipped.json" || fail "the shipped model: $(head -c 300 "$W/shipped.json")"
+
 # differential: a sentence and exit 2 on a model that is not a cell model.
 set +e
 "$BIN" differential "$W/imgs/chats noirs" --model "$W/r/best.vit" --out "$W/d.html" 2> "$W/diff.log"
