@@ -232,3 +232,22 @@ TEST(DataLabels, CliAutoPicksFoldersOrTheCellTaxonomy) {
   EXPECT_EQ(run((d.path / "pets").string() + " --out " + (d.path / "x").string() + " --labels imagenet"), 2);
   EXPECT_FALSE(fs::exists(d.path / "x"));
 }
+
+TEST(DataLabels, TopUpKeepsClassesWhoseFolderNamesWouldCollide) {
+  TempDir d("labels_topup");
+  const fs::path src = d.path / "t";
+  write_class_folders(src, {"Cats", "cats", "好猫", "猫猫"}, 10);
+  PrepareOptions o = options(folder_labeler({src.string()}), src, d.path / "p");
+  o.top_up = 12;  // 7 train images per class -> 5 made per class
+  json rep = prepare_dataset(o);
+  const Manifest m = read_manifest((d.path / "p" / "manifest.csv").string());
+  std::map<std::string, int> topup;
+  std::set<std::string> paths;
+  for (const auto& s : m.samples)
+    if (s.path.rfind("topup/", 0) == 0) {
+      ++topup[m.classes[size_t(s.label)]];
+      EXPECT_TRUE(paths.insert(s.path).second) << "two top-up rows share " << s.path;
+      EXPECT_TRUE(fs::exists(fs::path(s.src) / s.path)) << s.path;
+    }
+  for (const char* c : {"Cats", "cats", "好猫", "猫猫"}) EXPECT_EQ(topup[c], 5) << c;
+}

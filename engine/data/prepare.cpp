@@ -139,10 +139,23 @@ double shifted_thumb_diff(const std::vector<uint8_t>& a, const std::vector<uint8
   return best;
 }
 
-std::string slug(const std::string& s) {
-  std::string o;
-  for (char ch : s) o += std::isalnum((unsigned char)ch) ? (char)std::tolower((unsigned char)ch) : '_';
-  return o;
+// A folder name for each class: lower-case ASCII letters and digits, '_' for other ASCII, UTF-8
+// bytes kept (so "好猫" and "猫猫" stay apart); a name already taken by an earlier class (Cats /
+// cats) gets the class index appended.
+std::vector<std::string> class_folder_names(const std::vector<std::string>& classes) {
+  std::vector<std::string> out;
+  std::set<std::string> taken;
+  for (size_t c = 0; c < classes.size(); ++c) {
+    std::string o;
+    for (char ch : classes[c]) {
+      const unsigned char u = (unsigned char)ch;
+      o += u >= 0x80 ? ch : std::isalnum(u) ? (char)std::tolower(u) : '_';
+    }
+    if (!taken.insert(o).second) o += "_" + std::to_string(c);
+    taken.insert(o);
+    out.push_back(o);
+  }
+  return out;
 }
 
 // ======================================================================= the steps
@@ -526,6 +539,7 @@ void top_up(Prep& P) {
     for (int k = 0; have > 0 && have + k < P.opt.top_up; ++k) jobs.push_back({c, k, P.train_of[c][k % have]});
   }
   std::vector<Sample> extra(jobs.size());
+  const std::vector<std::string> folder = class_folder_names(P.opt.labeler.classes);
   P.say("prepare: top-up writes " + std::to_string(jobs.size()) + " TrivialAugmentWide variants of train images");
   parallel_for(jobs.size(), P.opt.threads, [&](size_t j) {
     const Job& jb = jobs[j];
@@ -535,7 +549,7 @@ void top_up(Prep& P) {
     border_color(img, fill);
     Rng r(mix_seed(P.opt.seed, (uint64_t)jb.c, (uint64_t)jb.k, 0x70B0Bull));
     trivial_augment(img, r, fill);
-    const std::string cls = slug(P.class_name(jb.c));
+    const std::string& cls = folder[size_t(jb.c)];
     const fs::path dir = fs::path(P.out_abs) / "topup" / cls;
     fs::create_directories(dir);
     const std::string name = fs::path(f.rel).stem().string() + "_ta" + std::to_string(jb.k) + ".png";
