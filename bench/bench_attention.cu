@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/attention_cudnn.cuh"
 #include "kernels/cuda/attention_variant.cuh"
 #include "kernels/cuda/cuda_check.cuh"
 #include "kernels/cpu/ops.h"
@@ -79,9 +80,21 @@ double bf16_peak_tflops(const cudaDeviceProp& p) {
   return double(p.multiProcessorCount) * clock_khz * 1e3 * 4096 / 1e12;
 }
 
-void fwd() { vit::cuda::attention_fwd<bf16>(g.qkv, g.out, g.lse, vit::AttnShape{kB, kN, kH, kDh}, 0); }
+// The own kernels, or cuDNN's fused attention (kernels/cuda/attention_cudnn.cpp) when g_cudnn is set.
+bool g_cudnn = false;
+void fwd() {
+  const vit::AttnShape s{kB, kN, kH, kDh};
+  if (g_cudnn)
+    vit::cuda::attention_fwd_cudnn(g.qkv, g.out, g.lse, s, 0);
+  else
+    vit::cuda::attention_fwd<bf16>(g.qkv, g.out, g.lse, s, 0);
+}
 void bwd() {
-  vit::cuda::attention_bwd<bf16>(g.qkv, g.out, g.dout, g.lse, g.dqkv, g.scratch, vit::AttnShape{kB, kN, kH, kDh}, 0);
+  const vit::AttnShape s{kB, kN, kH, kDh};
+  if (g_cudnn)
+    vit::cuda::attention_bwd_cudnn(g.qkv, g.out, g.dout, g.lse, g.dqkv, s, 0);
+  else
+    vit::cuda::attention_bwd<bf16>(g.qkv, g.out, g.dout, g.lse, g.dqkv, g.scratch, s, 0);
 }
 
 std::vector<float> to_host(const bf16* d, size_t n) {
@@ -211,6 +224,25 @@ void register_all() {
       bwd();
     });
   }
+  if (!vit::cuda::cudnn_attention_built()) return;
+  auto reg_cudnn = [](const std::string& name, double flops, void (*launch)()) {
+    benchmark::RegisterBenchmark(name.c_str(),
+                                 [flops, launch](benchmark::State& st) {
+                                   g_cudnn = true;
+                                   fwd();  // builds the cached graphs before timing; lse for the backward
+                                   bwd();
+                                   time_it(st, flops, launch);
+                                   g_cudnn = false;
+                                 })
+        ->UseManualTime()
+        ->Unit(benchmark::kMicrosecond);
+  };
+  reg_cudnn("attention_fwd_bf16_cudnn", kFwdFlops, fwd);
+  reg_cudnn("attention_bwd_bf16_cudnn", 2.5 * kFwdFlops, bwd);
+  reg_cudnn("attention_fwdbwd_bf16_cudnn", 3.5 * kFwdFlops, [] {
+    fwd();
+    bwd();
+  });
 }
 
 void setup() {
@@ -251,6 +283,11 @@ int main(int argc, char** argv) {
     setup();
     valid = validate(vit::cuda::AttentionVariant::kSimple);
     valid = validate(vit::cuda::AttentionVariant::kFast) && valid;
+    if (vit::cuda::cudnn_attention_built()) {  // cuDNN's through the same check
+      g_cudnn = true;
+      valid = validate(vit::cuda::AttentionVariant::kFast) && valid;
+      g_cudnn = false;
+    }
     if (!valid) std::fprintf(stderr, "bench_attention: VALIDATION AGAINST THE CPU REFERENCE FAILED (timings follow)\n");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_attention: %s\n", e.what());

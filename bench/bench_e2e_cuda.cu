@@ -17,6 +17,7 @@
 #include "bench/bench_cuda_util.cuh"
 #include "engine/model/vit.h"
 #include "engine/model/vit_cuda.h"
+#include "kernels/cuda/attention_cudnn.cuh"
 
 using namespace vit::bench;
 
@@ -51,9 +52,22 @@ std::unique_ptr<vit::ViTCuda> make_model(const std::string& name, int B) {
   return m;
 }
 
+// Selects the attention kernels for one benchmark (arg "attn": 0 own, 1 cuDNN's) and restores the
+// engine's own when it ends. false: cuDNN's asked for but not built.
+struct AttentionChoice {
+  explicit AttentionChoice(bool cudnn) : ok(!cudnn || vit::cuda::cudnn_attention_built()) {
+    if (ok && cudnn) vit::cuda::set_attention_backend(vit::cuda::AttentionBackend::kCudnn);
+  }
+  ~AttentionChoice() { vit::cuda::set_attention_backend(vit::cuda::AttentionBackend::kOwn); }
+  bool ok;
+};
+
 void BM_Train_impl(benchmark::State& st) {
   const std::string name = kModels[st.range(0)];
   const bool graph = st.range(1) != 0;
+  const bool cudnn = st.range(2) != 0;
+  AttentionChoice attn(cudnn);
+  if (!attn.ok) return st.SkipWithError("attention=cudnn: built without cudnn-frontend");
   const int B = 256;
   auto m = make_model(name, B);
   vit::cpu::AdamWParams hp;
@@ -64,6 +78,13 @@ void BM_Train_impl(benchmark::State& st) {
   float first_loss = NAN;
   std::function<void()> run;
   if (graph) {
+    if (cudnn) {  // cuDNN builds its plans (and allocates) on first use: never inside a capture
+      m->zero_grad();
+      m->forward_device(m->device_images(), B, opt);
+      m->loss_device(m->device_labels(), 0.1f);
+      m->backward();
+      VIT_CHECK(cudaStreamSynchronize(m->stream()));
+    }
     m->capture_step(B, 0.1f, 1.0f, true);
     run = [&] {
       hp.step = ++step;
@@ -97,13 +118,20 @@ void BM_Train_impl(benchmark::State& st) {
   const double tf = 3 * forward_flops(m->config()) * B / per / 1e12;
   st.counters["TFLOP/s"] = tf;
   st.counters["MFU"] = card().peak_bf16_tflops > 0 ? tf / card().peak_bf16_tflops : 0;
-  st.SetLabel(name + (graph ? " train b256 bf16 graph" : " train b256 bf16 eager"));
+  st.SetLabel(name + (graph ? " train b256 bf16 graph" : " train b256 bf16 eager") + (cudnn ? " cudnn-attn" : ""));
 }
 
 void BM_Forward(benchmark::State& st, int B) {
   const std::string name = kModels[st.range(0)];
   const bool graph = st.range(1) != 0;
+  const bool cudnn = st.range(2) != 0;
+  AttentionChoice attn(cudnn);
+  if (!attn.ok) return st.SkipWithError("attention=cudnn: built without cudnn-frontend");
   auto m = make_model(name, B);
+  if (cudnn) {  // plans built outside any capture
+    m->forward_device(m->device_images(), B);
+    VIT_CHECK(cudaStreamSynchronize(m->stream()));
+  }
   const int C = m->config().num_classes;
   std::function<void()> run;
   if (graph) {
@@ -123,37 +151,40 @@ void BM_Forward(benchmark::State& st, int B) {
   st.counters["img/s"] = B / per;
   st.counters["ms"] = per * 1e3;
   st.counters["TFLOP/s"] = forward_flops(m->config()) * B / per / 1e12;
-  st.SetLabel(name + (B == 1 ? " latency b1" : " inference b256") + (graph ? " graph" : " eager"));
+  st.SetLabel(name + (B == 1 ? " latency b1" : " inference b256") + (graph ? " graph" : " eager") +
+              (cudnn ? " cudnn-attn" : ""));
 }
 void BM_Infer_impl(benchmark::State& st) { BM_Forward(st, 256); }
 void BM_Latency_impl(benchmark::State& st) { BM_Forward(st, 1); }
 
 }  // namespace
 
-// args: (model index: 0 vit_b16, 1 vit_s16; graph 0/1)
+// args: (model index: 0 vit_b16, 1 vit_s16; graph 0/1; attn 0 own / 1 cuDNN's)
 void BM_Train(benchmark::State& st) { guard(st, BM_Train_impl); }
 BENCHMARK(BM_Train)
-    ->ArgNames({"model", "graph"})
-    ->Args({0, 0})
-    ->Args({0, 1})
-    ->Args({1, 0})
-    ->Args({1, 1})
+    ->ArgNames({"model", "graph", "attn"})
+    ->Args({0, 0, 0})
+    ->Args({0, 1, 0})
+    ->Args({0, 1, 1})
+    ->Args({1, 0, 0})
+    ->Args({1, 1, 0})
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond)
     ->Iterations(12);
 void BM_Infer(benchmark::State& st) { guard(st, BM_Infer_impl); }
 BENCHMARK(BM_Infer)
-    ->ArgNames({"model", "graph"})
-    ->Args({0, 0})
-    ->Args({0, 1})
+    ->ArgNames({"model", "graph", "attn"})
+    ->Args({0, 0, 0})
+    ->Args({0, 1, 0})
+    ->Args({0, 1, 1})
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond)
     ->Iterations(20);
 void BM_Latency(benchmark::State& st) { guard(st, BM_Latency_impl); }
 BENCHMARK(BM_Latency)
-    ->ArgNames({"model", "graph"})
-    ->Args({0, 0})
-    ->Args({0, 1})
+    ->ArgNames({"model", "graph", "attn"})
+    ->Args({0, 0, 0})
+    ->Args({0, 1, 0})
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond)
     ->Iterations(100);

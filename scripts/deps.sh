@@ -11,6 +11,10 @@ PKGS="build-essential cmake pkg-config libeigen3-dev libstb-dev nlohmann-json3-d
 if [ "${1:-}" = "--test" ]; then
   PKGS="$PKGS libgtest-dev libgmock-dev libbenchmark-dev chromium python3-sklearn"
 fi
+# With CUDA: pip fetches cudnn-frontend's headers (attention=cudnn; scripts/cudnn_frontend.sh).
+HAS_NVCC=0
+{ command -v nvcc || [ -x /usr/local/cuda/bin/nvcc ]; } > /dev/null 2>&1 && HAS_NVCC=1
+[ $HAS_NVCC = 1 ] && PKGS="$PKGS python3-pip"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -21,3 +25,5 @@ if [ -n "$missing" ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
 fi
+[ $HAS_NVCC = 1 ] && bash "$(dirname "$0")/cudnn_frontend.sh"
+exit 0

@@ -11,6 +11,7 @@ int main(int argc, char** argv) {
   using namespace vit::cli;
 #ifdef VITENGINE_HAS_CUDA
   vit::register_cuda_backend(&vit::make_cuda_train_backend);  // the one place: --device cuda
+  vit::register_gpu_attention(&vit::set_cuda_attention);      // ... and its attention=own|cudnn
 #endif
   CLI::App app{"vitengine: a Vision Transformer engine in C++/CUDA (white-blood-cell classification)"};
   app.require_subcommand(1);

@@ -1,5 +1,6 @@
 #pragma once
 #include <cuda_runtime.h>
+#include <nvtx3/nvToolsExt.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -16,6 +17,9 @@ namespace vit {
 // recorded between the operations (skipped while a CUDA graph is being captured). Printed to
 // stderr every 10 steps, per step averaged, largest first. For performance engineers: it shows
 // where a step's milliseconds go without Nsight. Off: one branch per mark.
+// Every mark also opens an NVTX range named after the operation (closing the previous one), always:
+// Nsight Systems then shows each op of the step on the CPU timeline and its kernels under it; without
+// a tool attached an NVTX call returns at once.
 struct OpProfiler {
   bool on = false;
   cudaStream_t stream = nullptr;
@@ -24,7 +28,10 @@ struct OpProfiler {
   size_t used = 0;
   std::map<std::string, double> total_ms;
   int steps = 0;
+  nvtxRangeId_t nvtx_range = 0;
   void mark(const char* name) {
+    if (nvtx_range) nvtxRangeEnd(nvtx_range);
+    nvtx_range = nvtxRangeStartA(name);
     if (!on) return;
     cudaStreamCaptureStatus cs;
     VIT_CHECK(cudaStreamIsCapturing(stream, &cs));
@@ -41,6 +48,7 @@ struct OpProfiler {
   }
   // End of a step: attribute the time between consecutive marks to the earlier mark's name.
   void end_step() {
+    if (nvtx_range) nvtxRangeEnd(nvtx_range), nvtx_range = 0;
     if (!on) return;
     mark("(end)");
     VIT_CHECK(cudaEventSynchronize(events[used - 1]));

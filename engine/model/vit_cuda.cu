@@ -20,6 +20,7 @@
 
 #include "kernels/cuda/adamw.cuh"
 #include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/attention_cudnn.cuh"
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/gelu.cuh"
@@ -67,6 +68,25 @@ CudaDeviceInfo check_cuda_device(Precision prec) {
 }
 
 namespace {
+// Attention through the kernels the process selected (kernels/cuda/attention_cudnn.cuh): cuDNN's for
+// bf16 when asked, the engine's own otherwise (and always for fp32, which cuDNN's fused attention
+// does not take).
+template <typename T>
+void attention_fwd_selected(const T* qkv, T* out, float* lse, const AttnShape& shape, cudaStream_t s) {
+  if constexpr (std::is_same_v<T, bf16>)
+    if (cuda::attention_backend() == cuda::AttentionBackend::kCudnn)
+      return cuda::attention_fwd_cudnn(qkv, out, lse, shape, s);
+  cuda::attention_fwd<T>(qkv, out, lse, shape, s);
+}
+template <typename T>
+void attention_bwd_selected(const T* qkv, const T* out, const T* dout, const float* lse, T* dqkv, float* scratch,
+                            const AttnShape& shape, cudaStream_t s) {
+  if constexpr (std::is_same_v<T, bf16>)
+    if (cuda::attention_backend() == cuda::AttentionBackend::kCudnn)
+      return cuda::attention_bwd_cudnn(qkv, out, dout, lse, dqkv, shape, s);
+  cuda::attention_bwd<T>(qkv, out, dout, lse, dqkv, scratch, shape, s);
+}
+
 // Records what `work` launches on `stream` into a CUDA graph and instantiates it. If `work` throws,
 // the capture is ended and dropped before the exception goes on, so the stream is usable again.
 template <typename F>
@@ -181,7 +201,7 @@ struct ViTCuda::Impl : ActivationArena {
       cuda::linear_fwd<T, T>(g, A(la.ln1), W<T>(p.qkv_w), W<T>(p.qkv_b), A(la.qkv), M, D, 3 * D,
                              s);  // (B,N,D)->(B,N,3D)
       prof.mark("fwd attention");
-      cuda::attention_fwd<T>(A(la.qkv), A(la.att), la.lse, vit::AttnShape{Bn, Nn, H, D / H}, s);
+      attention_fwd_selected<T>(A(la.qkv), A(la.att), la.lse, vit::AttnShape{Bn, Nn, H, D / H}, s);
       prof.mark("fwd out_proj (+residual)");
       // stochastic depth of this block (vit.h drop_path_rate); not in captured graphs (capture_step)
       const float dp = opt.training ? drop_path_rate(opt.drop_path, l, cfg.depth) : 0.f;
@@ -295,8 +315,8 @@ struct ViTCuda::Impl : ActivationArena {
       prof.mark("bwd out_proj dx");
       cuda::linear_bwd_dx<T>(g, dyp, W<T>(p.proj_w), A(dtmp2), M, D, D, s);  // d(att)
       prof.mark("bwd attention");
-      cuda::attention_bwd<T>(A(la.qkv), A(la.att), A(dtmp2), la.lse, A(dqkv), attn_scratch,
-                             vit::AttnShape{Bn, Nn, H, D / H}, s);
+      attention_bwd_selected<T>(A(la.qkv), A(la.att), A(dtmp2), la.lse, A(dqkv), attn_scratch,
+                                vit::AttnShape{Bn, Nn, H, D / H}, s);
       prof.mark("bwd qkv dw+db");
       cuda::linear_bwd_dw_db<T>(g, A(la.ln1), A(dqkv), G(p.qkv_w), G(p.qkv_b), bias_scratch, M, D, 3 * D, s);
       prof.mark("bwd qkv dx");

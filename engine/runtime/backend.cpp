@@ -37,6 +37,18 @@ CudaBackendFactory g_cuda_factory = nullptr;
 }
 void register_cuda_backend(CudaBackendFactory f) { g_cuda_factory = f; }
 
+namespace {
+GpuAttentionSetter g_attention_setter = nullptr;
+}
+void register_gpu_attention(GpuAttentionSetter f) { g_attention_setter = f; }
+void set_gpu_attention(const std::string& name) {
+  if (name != "own" && name != "cudnn") throw std::invalid_argument("unknown attention '" + name + "' (own or cudnn)");
+  if (g_attention_setter)
+    g_attention_setter(name);
+  else if (name == "cudnn")
+    throw std::runtime_error("attention=cudnn asked for, but this vitengine was built without CUDA");
+}
+
 std::unique_ptr<TrainBackend> make_backend(const std::string& device, ViT& host, int max_batch,
                                            const std::string& precision) {
   if (precision != "bf16" && precision != "fp32")

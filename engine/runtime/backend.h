@@ -85,4 +85,15 @@ void register_cuda_backend(CudaBackendFactory f);
 std::unique_ptr<TrainBackend> make_cuda_train_backend(ViT& host, int max_batch, const std::string& precision);
 #endif
 
+// Which attention kernels the CUDA path runs from now on, process-wide: "own" (the engine's,
+// kernels/cuda/attention.cu) or "cudnn" (cuDNN's fused SDPA, kernels/cuda/attention_cudnn.cpp).
+// The CUDA library registers the setter beside its backend; without it only "own" exists.
+// Throws std::invalid_argument naming the value, or std::runtime_error when it is not built.
+using GpuAttentionSetter = void (*)(const std::string& name);
+void register_gpu_attention(GpuAttentionSetter f);
+void set_gpu_attention(const std::string& name);
+#ifdef VITENGINE_HAS_CUDA
+void set_cuda_attention(const std::string& name);
+#endif
+
 }  // namespace vit

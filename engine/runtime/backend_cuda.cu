@@ -10,6 +10,7 @@
 
 #include "engine/runtime/backend.h"
 #include "engine/model/vit_cuda.h"
+#include "kernels/cuda/attention_cudnn.cuh"
 #include "kernels/cuda/augment.cuh"
 #include "kernels/cuda/cuda_check.cuh"
 
@@ -115,6 +116,10 @@ class CudaBackend : public ModelBackend<ViTCuda> {
 };
 
 }  // namespace
+
+void set_cuda_attention(const std::string& name) {
+  cuda::set_attention_backend(name == "cudnn" ? cuda::AttentionBackend::kCudnn : cuda::AttentionBackend::kOwn);
+}
 
 std::unique_ptr<TrainBackend> make_cuda_train_backend(ViT& host, int max_batch, const std::string& precision) {
   if (precision != "bf16" && precision != "fp32")

@@ -138,6 +138,7 @@ void Run::setup_model() {
     // a fresh run starts with fresh files
     for (const char* f : {"steps.csv", "metrics.csv", "best.vit", "last_ema.vit"}) fs::remove(fs::path(out_) / f);
   }
+  if (cfg_.device == "cuda") set_gpu_attention(cfg_.attention);
   backend_ = make_backend(cfg_.device, *host_, max_batch(), cfg_.precision);
   if (cfg_.ema_decay > 0) {
     if (ema_.empty()) ema_.assign(host_->param_data(), host_->param_data() + host_->num_params());

@@ -208,6 +208,8 @@ void TrainConfig::validate() const {
     bad("augment", "must be none, light or strong, got '" + augment + "'");
   if (!(translate == -1.0f || (translate >= 0 && translate <= 0.5)))
     bad("translate", "must be -1 (auto) or in [0, 0.5] (a fraction of the image side), got " + default_text(translate));
+  if (attention != "own" && attention != "cudnn") bad("attention", "must be own or cudnn, got '" + attention + "'");
+  if (attention == "cudnn" && device != "cuda") bad("attention", "cudnn runs on device=cuda only");
   if (rotate_flip != "auto" && rotate_flip != "on" && rotate_flip != "off")
     bad("rotate_flip", "must be auto, on or off, got '" + rotate_flip + "'");
   if (augment == "none" && (translate > 0 || reflect_border))
@@ -268,7 +270,7 @@ ViTConfig TrainConfig::model_config(int num_classes) const {
 
 bool TrainConfig::resume_safe(const std::string& f) {
   static const std::set<std::string> safe = {
-      "device",    "precision",        "data_root",  "use_packs", "threads",   "prefetch", "data_on_device",
+      "device",    "precision",        "attention", "data_root",  "use_packs", "threads",   "prefetch", "data_on_device",
       "log_every", "checkpoint_every", "eval_every", "max_steps", "calibrate", "ece_bins", "time_budget_s"};
   return safe.count(f) > 0;
 }

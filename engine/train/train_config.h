@@ -89,6 +89,9 @@ struct ConfigError : std::invalid_argument {
   /* ---- run ---- */                                                                                                  \
   X(int, seed, 0, "seed of init, data order, augmentation and dropout")                                                \
   X(std::string, device, "cpu", "cpu | cuda")                                                                          \
+  X(std::string, attention, "own",                                                                                     \
+    "device=cuda, bf16: the attention kernels: own (kernels/cuda/attention.cu) | cudnn (cuDNN's fused SDPA through "   \
+    "cudnn-frontend, when built with it)")                                                                             \
   X(std::string, precision, "bf16",                                                                                    \
     "cuda arithmetic: bf16 (fp32 master weights and moments) | fp32; cpu is always fp32")                              \
   X(int, eval_every, 1, "validate every N epochs (and always after the last)")                                         \

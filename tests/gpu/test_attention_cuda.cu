@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/attention_cudnn.cuh"
 #include "kernels/cuda/attention_variant.cuh"
 #include "kernels/cuda/cuda_check.cuh"
 #include "tests/attention_oracle.h"
@@ -124,6 +125,45 @@ TEST_P(AttentionCuda, Bf16MatchesFp64Reference) {
                run_kernels<__nv_bfloat16>(qkv, dout, sh), ref, lowp);
   }
   vit::cuda::set_attention_variant(saved);
+}
+
+// cuDNN's fused attention (kernels/cuda/attention_cudnn.cpp) on the same inputs and bounds, and each
+// direction paired with the other implementation's: the saved log-sum-exp must mean the same to both.
+Outputs run_cudnn(const std::vector<float>& qkv, const std::vector<float>& dout, const Shape& sh, bool cudnn_fwd,
+                  bool cudnn_bwd) {
+  using bf = __nv_bfloat16;
+  const size_t n_qkv = (size_t)sh.B * sh.N * 3 * sh.H * sh.Dh, n_out = (size_t)sh.B * sh.N * sh.H * sh.Dh,
+               n_lse = (size_t)sh.B * sh.H * sh.N;
+  std::vector<bf> h_qkv(n_qkv), h_dout(n_out);
+  for (size_t i = 0; i < n_qkv; ++i) h_qkv[i] = from_f<bf>(qkv[i]);
+  for (size_t i = 0; i < n_out; ++i) h_dout[i] = from_f<bf>(dout[i]);
+  DevBuf<bf> d_qkv(n_qkv), d_out(n_out), d_dout(n_out), d_dqkv(n_qkv);
+  DevBuf<float> d_lse(n_lse), d_scratch(n_lse);
+  d_qkv.upload(h_qkv);
+  d_dout.upload(h_dout);
+  const vit::AttnShape as{sh.B, sh.N, sh.H, sh.Dh};
+  if (cudnn_fwd)
+    vit::cuda::attention_fwd_cudnn(d_qkv.p, d_out.p, d_lse.p, as, 0);
+  else
+    vit::cuda::attention_fwd<bf>(d_qkv.p, d_out.p, d_lse.p, as, 0);
+  if (cudnn_bwd)
+    vit::cuda::attention_bwd_cudnn(d_qkv.p, d_out.p, d_dout.p, d_lse.p, d_dqkv.p, as, 0);
+  else
+    vit::cuda::attention_bwd<bf>(d_qkv.p, d_out.p, d_dout.p, d_lse.p, d_dqkv.p, d_scratch.p, as, 0);
+  VIT_CHECK(cudaDeviceSynchronize());
+  return {d_out.download(), d_lse.download(), d_dqkv.download()};
+}
+
+TEST_P(AttentionCuda, CudnnBf16MatchesFp64Reference) {
+  if (!vit::cuda::cudnn_attention_built()) GTEST_SKIP() << "built without cudnn-frontend";
+  const Shape sh = GetParam();
+  std::vector<float> qkv, dout;
+  make_inputs(sh, true, qkv, dout);
+  const RefResult ref = reference<double>(qkv, dout, sh, false);
+  const RefResult lowp = reference<float>(qkv, dout, sh, true);
+  check_bf16("cudnn    ", sh, run_cudnn(qkv, dout, sh, true, true), ref, lowp);
+  check_bf16("cudnn+own", sh, run_cudnn(qkv, dout, sh, true, false), ref, lowp);
+  check_bf16("own+cudnn", sh, run_cudnn(qkv, dout, sh, false, true), ref, lowp);
 }
 
 // 197: ViT; 256: no padding; 17, 5, 69, 129, 1: ragged last tiles where the kernels skip padding
