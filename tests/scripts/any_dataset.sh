@@ -56,6 +56,28 @@ python3 -c "import json,sys; m=json.load(open(sys.argv[1])); assert 0 <= m['accu
 grep -q "Éclairs 光" "$W/pred.json" || fail "predict does not name the model's own classes: $(head -c 300 "$W/pred.json")"
 grep -q '"description"' "$W/pred.json" && fail "predict shows clinical notes for a non-cell model"
 
+# serve: the page's class list and a prediction name the model's own classes, with no notes.
+"$BIN" serve --model "$W/r/best.vit" --port 0 > "$W/serve.log" 2>&1 &
+spid=$!
+for _ in $(seq 100); do grep -q "listening on" "$W/serve.log" && break; sleep 0.1; done
+port=$(sed -n 's|.*listening on http://127.0.0.1:\([0-9]*\)/.*|\1|p' "$W/serve.log")
+python3 - "$port" "$W/imgs/chats noirs/01.png" <<'PY' || { kill $spid; fail "serve: $(cat "$W/serve.log")"; }
+import json, sys, urllib.request, uuid
+base = "http://127.0.0.1:%s" % sys.argv[1]
+classes = json.load(urllib.request.urlopen(base + "/v1/classes"))["classes"]
+assert [c["name"] for c in classes] == ["chats noirs", "Éclairs 光"], classes
+assert not any("description" in c for c in classes), classes
+b = uuid.uuid4().hex
+body = (("--%s\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n"
+         "Content-Type: image/png\r\n\r\n" % b).encode() + open(sys.argv[2], "rb").read() + ("\r\n--%s--\r\n" % b).encode())
+req = urllib.request.Request(base + "/v1/predict", data=body,
+                             headers={"Content-Type": "multipart/form-data; boundary=" + b})
+r = json.load(urllib.request.urlopen(req))["results"][0]
+assert r["prediction"] in ("chats noirs", "Éclairs 光"), r
+assert not r.get("notes"), r
+PY
+kill $spid; wait $spid 2> /dev/null || true
+
 # A checkpoint written before the class list became data (the shipped model) still loads and names
 # the taxonomy's classes.
 "$BIN" predict --model "$SRC/weights/shipped/model.vit" "$SRC/tests/fixtures/quickstart/images/SNE_101188.jpg" \
