@@ -207,9 +207,61 @@ TEST_F(ServeHttp, BadUploads) {
   EXPECT_NE(mixed->body.find("bad.png"), std::string::npos);
 }
 
+// The ways clients send images besides multipart: a raw image/* body and JSON with base64, each
+// giving the same answer as the multipart upload of the same bytes.
+TEST_F(ServeHttp, RawAndBase64UploadsGiveTheMultipartAnswer) {
+  const std::string png = vt::png_bytes(40, 40, 7);
+  auto m = post("/v1/predict", {part(png, "image", "a.png")});
+  ASSERT_TRUE(m);
+  ASSERT_EQ(m->status, 200) << m->body;
+  const json want = json::parse(m->body)["results"][0];
+  auto raw = client().Post("/v1/predict?name=a.png", png, "image/png");
+  ASSERT_TRUE(raw);
+  ASSERT_EQ(raw->status, 200) << raw->body;
+  // Same image, same probabilities up to the batch the forward pass ran in (summation order).
+  auto same = [&](const json& got) {
+    for (auto& [k, v] : want["probabilities"].items())
+      EXPECT_NEAR(got["probabilities"][k].get<double>(), v.get<double>(), 1e-5) << k;
+  };
+  json got = json::parse(raw->body)["results"][0];
+  EXPECT_EQ(got["name"], "a.png");
+  same(got);
+  std::vector<unsigned char> b64(4 * ((png.size() + 2) / 3) + 1);  // OpenSSL's encoder as the independent one
+  const int n = EVP_EncodeBlock(b64.data(), reinterpret_cast<const unsigned char*>(png.data()), int(png.size()));
+  const std::string data(reinterpret_cast<char*>(b64.data()), size_t(n));
+  json body = {{"images", {{{"name", "a.png"}, {"data", data}}, {{"name", "b.png"}, {"data", data}}}}};
+  auto js = client().Post("/v1/predict", body.dump(), "application/json");
+  ASSERT_TRUE(js);
+  ASSERT_EQ(js->status, 200) << js->body;
+  json two = json::parse(js->body)["results"];
+  ASSERT_EQ(two.size(), 2u);
+  EXPECT_EQ(two[1]["name"], "b.png");
+  same(two[0]);
+  same(two[1]);
+  // Their faults, each a 4xx naming what is wrong.
+  expect_error(client().Post("/v1/predict", "", "application/json"), 400, "bad_json");
+  expect_error(client().Post("/v1/predict", "{\"images\": [{\"data\": \"@@@\"}]}", "application/json"), 400,
+               "bad_base64");
+  expect_error(client().Post("/v1/predict", "{\"images\": 3}", "application/json"), 400, "bad_json");
+  expect_error(client().Post("/v1/predict", "", "image/png"), 400, "missing_field");
+  expect_error(client().Post("/v1/predict", "plain words", "text/plain"), 415, "unsupported_media_type");
+  expect_error(client().Post("/v1/predict", "plain words", "image/jpeg"), 415, "not_an_image");
+}
+
+// A PNG whose header claims 40,000 x 40,000 pixels is a PNG, too large: the answer names the limit.
+TEST_F(ServeHttp, HugePngHeaderIsTooLargeNotNotAnImage) {
+  std::string png = vt::png_bytes(32, 32, 1);
+  for (size_t at : {16u, 20u}) {  // IHDR width, height (big-endian); the CRC is not checked before the size
+    const uint32_t v = 40000;
+    png[at] = char(v >> 24), png[at + 1] = char(v >> 16), png[at + 2] = char(v >> 8), png[at + 3] = char(v);
+  }
+  auto r = post("/v1/predict", {part(png)});
+  expect_error(r, 413, "image_too_large");
+  EXPECT_NE(r->body.find("40000x40000"), std::string::npos) << r->body;
+  EXPECT_NE(r->body.find("limit"), std::string::npos) << r->body;
+}
+
 TEST_F(ServeHttp, BadRequests) {
-  expect_error(client().Post("/v1/predict", vt::png_bytes(32, 32, 1), "image/png"), 415, "not_multipart");
-  expect_error(client().Post("/v1/predict", "", "application/json"), 415, "not_multipart");
   expect_error(post("/v1/predict?top_k=abc", {part(vt::png_bytes(32, 32, 1))}), 400, "bad_parameter");
   expect_error(post("/v1/predict?top_k=15", {part(vt::png_bytes(32, 32, 1))}), 400, "bad_parameter");
   expect_error(post("/v1/explain?format=gif", {part(vt::png_bytes(32, 32, 1))}), 400, "bad_parameter");

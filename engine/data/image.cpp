@@ -8,6 +8,7 @@
 #include "engine/data/image.h"
 
 #include <algorithm>
+#include <cstring>
 #include <cctype>
 #include <cmath>
 #include <cstdio>
@@ -56,6 +57,28 @@ bool jpeg_has_eoi(const uint8_t* b, size_t n) {
 }  // namespace
 
 bool image_dimensions(const uint8_t* bytes, size_t n, int* width, int* height) {
+  // PNG and BMP sizes are read from their headers here: stb_image's header check refuses an image
+  // whose pixels would pass 1 GiB, so a huge but well-formed PNG would look like "not an image"
+  // when the caller wants to say "too large".
+  auto be32 = [&](size_t i) {
+    return uint32_t(bytes[i]) << 24 | uint32_t(bytes[i + 1]) << 16 | bytes[i + 2] << 8 | bytes[i + 3];
+  };
+  auto le32 = [&](size_t i) {
+    return int32_t(uint32_t(bytes[i]) | uint32_t(bytes[i + 1]) << 8 | uint32_t(bytes[i + 2]) << 16 |
+                   uint32_t(bytes[i + 3]) << 24);
+  };
+  if (is_png(bytes, n) && n >= 24 && std::memcmp(bytes + 12, "IHDR", 4) == 0) {
+    const uint32_t w = be32(16), h = be32(20);
+    if (w == 0 || h == 0 || w > INT32_MAX || h > INT32_MAX) return false;
+    *width = int(w), *height = int(h);
+    return true;
+  }
+  if (is_bmp(bytes, n) && n >= 26) {
+    const int32_t w = le32(18), h = le32(22);  // a negative height means rows top to bottom
+    if (w <= 0 || h == 0 || h == INT32_MIN) return false;
+    *width = w, *height = h < 0 ? -h : h;
+    return true;
+  }
   int comp = 0;
   const int len = int(std::min<size_t>(n, size_t(INT32_MAX)));
   return n > 0 && stbi_info_from_memory(bytes, len, width, height, &comp) == 1;

@@ -29,7 +29,14 @@ std::string display_name(const std::string& filename, size_t i);
 // from the header, before decoding), a JPEG cut short. Throws HttpError.
 Image decode_upload(const std::string& bytes, const std::string& name, int max_dim);
 
-// The images of a multipart request, field "image", at most max_n. Throws HttpError.
+// The images of a request, at most max_n, in the three ways clients send them:
+//   multipart/form-data, field "image" (repeatable; browsers, curl -F);
+//   a raw body whose Content-Type is image/* (one image; ?name= names it; curl --data-binary);
+//   application/json {"images": [{"name": "a.png", "data": "<base64>"}, ...]} (or one "image": "<base64>").
+// Anything else is 415 unsupported_media_type. Throws HttpError.
 std::vector<std::pair<std::string, Image>> read_images(const httplib::Request& req, size_t max_n, int max_dim);
+
+// Standard base64 (RFC 4648, padding optional, whitespace skipped); throws HttpError 400 bad_base64.
+std::string base64_decode(const std::string& in, const std::string& what);
 
 }  // namespace vit
