@@ -7,9 +7,10 @@ PKGS="build-essential cmake pkg-config libeigen3-dev libstb-dev nlohmann-json3-d
       libzip-dev libssl-dev python3 ${VITENGINE_EXTRA_PKGS:-}"
 # ... and, with --test (the test command), what only the tests need: GoogleTest, Google Benchmark,
 # chromium for the headless-browser test of the web page (tests/serve_browser.py), and
-# scikit-learn's digits for the second example's smoke test (tools/make_digits.py).
+# scikit-learn's digits for the second example's smoke test (tools/make_digits.py), and Prometheus'
+# own text parser for the /metrics test (tests/serve_prometheus.py).
 if [ "${1:-}" = "--test" ]; then
-  PKGS="$PKGS libgtest-dev libgmock-dev libbenchmark-dev chromium python3-sklearn"
+  PKGS="$PKGS libgtest-dev libgmock-dev libbenchmark-dev chromium python3-sklearn python3-prometheus-client"
 fi
 # With CUDA: pip fetches cudnn-frontend's headers (attention=cudnn; scripts/cudnn_frontend.sh).
 HAS_NVCC=0

@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <chrono>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "serve_test_util.h"
 
@@ -57,13 +59,39 @@ TEST(ServeLoad, EightAndThirtyTwoClientsBoundedNoErrors) {
   EXPECT_EQ(j[1]["ok"], 160) << out;
   EXPECT_TRUE(server.alive());
   httplib::Client c("127.0.0.1", server.port());
-  auto m = c.Get("/metrics");
+  auto m = c.Get("/v1/stats");
   ASSERT_TRUE(m);
   auto mj = nlohmann::json::parse(m->body);
   EXPECT_GE(mj["requests_by_route"]["POST /v1/predict"].get<int>(), 200);
   EXPECT_EQ(mj["errors_5xx"], 0);
   EXPECT_EQ(server.stop(), 0);
   std::filesystem::remove_all(dir);
+}
+
+// /metrics through Prometheus' own parser (tests/serve_prometheus.py): types, labels, cumulative
+// buckets, counts that match the requests made.
+TEST(ServePrometheus, MetricsParseWithPrometheusClient) {
+  if (python().empty()) GTEST_SKIP() << "no python3";
+  std::string dir = vt::temp_dir("prom");
+  vt::write_tiny_model(dir + "/tiny.vit");
+  vt::ServerProcess server({"--model", dir + "/tiny.vit"});
+  httplib::Client c("127.0.0.1", server.port());
+  c.set_read_timeout(30, 0);
+  for (int i = 0; i < 3; ++i) {
+    auto r = c.Post("/v1/predict", vt::png_bytes(40, 40, uint32_t(i + 1)), "image/png");
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+  }
+  ASSERT_TRUE(c.Get("/healthz"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the logger records after answering
+  std::string out, err;
+  int rc = vt::run(python() + " " + source_dir() + "/tests/serve_prometheus.py --url http://127.0.0.1:" +
+                       std::to_string(server.port()) + " --predicts 3",
+                   &out, &err);
+  EXPECT_EQ(server.stop(), 0);
+  std::filesystem::remove_all(dir);
+  if (rc == 77) GTEST_SKIP() << out;
+  EXPECT_EQ(rc, 0) << out << err;
 }
 
 }  // namespace

@@ -84,6 +84,8 @@ void Batcher::loop() {
         stats_.batches++;
         stats_.images += B;
         stats_.max_batch_seen = std::max(stats_.max_batch_seen, B);
+        if (stats_.batch_sizes.size() <= size_t(B)) stats_.batch_sizes.resize(size_t(B) + 1, 0);
+        ++stats_.batch_sizes[size_t(B)];
       }
       const auto& cfg = predictor_.config();
       const int H = cfg.heads, N = cfg.seq_len();

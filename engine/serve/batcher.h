@@ -30,6 +30,7 @@ struct BatcherStats {
   uint64_t batches = 0, images = 0;
   int max_batch_seen = 0;
   size_t queue_depth = 0;
+  std::vector<uint64_t> batch_sizes;  // [b]: forward passes that ran b images
 };
 
 class Batcher {

@@ -62,6 +62,7 @@ struct Server::Impl {
     }
     std::vector<BatchResult> out;
     for (auto& f : futs) out.push_back(f.get());
+    metrics.add_images(out.size());
     return out;
   }
 
@@ -133,6 +134,33 @@ struct Server::Impl {
                     "application/json");
   }
 
+  // The batcher's and the model's part of /metrics: batch sizes, queue depth, the model's id.
+  std::string batcher_prometheus() const {
+    const BatcherStats s = batcher.stats();
+    std::string o = "# HELP vitengine_batch_size Images per forward pass.\n# TYPE vitengine_batch_size histogram\n";
+    uint64_t cum = 0, sum = 0;
+    for (int b = 1; b <= batcher.max_batch(); ++b) {
+      const uint64_t n = size_t(b) < s.batch_sizes.size() ? s.batch_sizes[size_t(b)] : 0;
+      cum += n;
+      sum += n * uint64_t(b);
+      o += "vitengine_batch_size_bucket{le=\"" + std::to_string(b) + "\"} " + std::to_string(cum) + "\n";
+    }
+    o += "vitengine_batch_size_bucket{le=\"+Inf\"} " + std::to_string(cum) + "\n";
+    o += "vitengine_batch_size_sum " + std::to_string(sum) + "\nvitengine_batch_size_count " + std::to_string(cum) +
+         "\n";
+    o += "# HELP vitengine_queue_depth Images waiting for the model.\n# TYPE vitengine_queue_depth gauge\n"
+         "vitengine_queue_depth " +
+         std::to_string(s.queue_depth) + "\n";
+    o += "# HELP vitengine_queue_capacity Images the queue holds before answering 503.\n"
+         "# TYPE vitengine_queue_capacity gauge\nvitengine_queue_capacity " +
+         std::to_string(batcher.queue_capacity()) + "\n";
+    o += "# HELP vitengine_model_info The model this service runs (always 1).\n# TYPE vitengine_model_info gauge\n"
+         "vitengine_model_info{model=\"" +
+         prometheus_label(pred.version()) + "\",architecture=\"" + prometheus_label(pred.config().to_string()) +
+         "\",classes=\"" + std::to_string(pred.num_classes()) + "\"} 1\n";
+    return o;
+  }
+
   json classes_json() const {
     json out = json::array();
     for (int c = 0; c < pred.num_classes(); ++c) {
@@ -167,10 +195,13 @@ struct Server::Impl {
     http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
       double ms = t_started ? std::chrono::duration<double, std::milli>(Clock::now() - t_request_start).count() : -1;
       t_started = false;
-      std::string route = req.method + " " + (req.path.size() <= 32 ? req.path : "(long path)");
-      static const char* known[] = {"/", "/healthz", "/metrics", "/v1/classes", "/v1/predict", "/v1/explain"};
-      if (std::find(std::begin(known), std::end(known), req.path) == std::end(known)) route = "other";
-      metrics.record(route, res.status, ms);
+      // Labels from a fixed set: a client cannot grow the metrics with made-up paths.
+      static const char* known[] = {"/",           "/healthz",    "/metrics",   "/v1/stats",
+                                    "/v1/classes", "/v1/predict", "/v1/explain"};
+      const bool is_known = std::find(std::begin(known), std::end(known), req.path) != std::end(known);
+      static const char* methods[] = {"GET", "POST", "OPTIONS", "HEAD", "PUT", "DELETE", "PATCH"};
+      const bool std_method = std::find(std::begin(methods), std::end(methods), req.method) != std::end(methods);
+      metrics.record(std_method ? req.method : "other", is_known ? req.path : "other", res.status, ms);
     });
     // Statuses that httplib sets itself (404, 413 payload too large, 400 bad request) get a JSON body too.
     http.set_error_handler([](const httplib::Request&, httplib::Response& res) {
@@ -193,7 +224,7 @@ struct Server::Impl {
     http.Get("/v1/classes", [this](const httplib::Request&, httplib::Response& res) {
       res.set_content(json{{"model", pred.version()}, {"classes", classes_json()}}.dump(), "application/json");
     });
-    http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    http.Get("/v1/stats", [this](const httplib::Request&, httplib::Response& res) {
       json m = metrics.to_json();
       BatcherStats s = batcher.stats();
       m["model"] = pred.version();
@@ -204,6 +235,9 @@ struct Server::Impl {
       m["queue_depth"] = s.queue_depth;
       m["queue_capacity"] = batcher.queue_capacity();
       res.set_content(m.dump(), "application/json");
+    });
+    http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+      res.set_content(metrics.to_prometheus() + batcher_prometheus(), "text/plain; version=0.0.4; charset=utf-8");
     });
     http.Post("/v1/predict", wrap([this](const httplib::Request& q, httplib::Response& r) { predict(q, r); }));
     http.Post("/v1/explain", wrap([this](const httplib::Request& q, httplib::Response& r) { explain(q, r); }));
