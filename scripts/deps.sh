@@ -8,9 +8,9 @@ PKGS="build-essential cmake pkg-config libeigen3-dev libstb-dev nlohmann-json3-d
 # ... and, with --test (the test command), what only the tests need: GoogleTest, Google Benchmark,
 # chromium for the headless-browser test of the web page (tests/serve_browser.py), and
 # scikit-learn's digits for the second example's smoke test (tools/make_digits.py), and Prometheus'
-# own text parser for the /metrics test (tests/serve_prometheus.py).
+# own text parser for the /metrics test (tests/serve_prometheus.py); openssl makes the TLS test's certificate.
 if [ "${1:-}" = "--test" ]; then
-  PKGS="$PKGS libgtest-dev libgmock-dev libbenchmark-dev chromium python3-sklearn python3-prometheus-client"
+  PKGS="$PKGS libgtest-dev libgmock-dev libbenchmark-dev chromium python3-sklearn python3-prometheus-client openssl"
 fi
 # With CUDA: pip fetches cudnn-frontend's headers (attention=cudnn; scripts/cudnn_frontend.sh).
 HAS_NVCC=0

@@ -146,7 +146,7 @@ class ServerProcess {
     close(fds[0]);
     first_line_ = line;
     auto at = line.rfind(':');
-    if (line.find("listening on http://") == std::string::npos || at == std::string::npos) {
+    if (line.find("listening on http") == std::string::npos || at == std::string::npos) {  // http or https
       stop();
       throw std::runtime_error("server did not start: '" + line + "'");
     }

@@ -10,6 +10,7 @@
 #include <chrono>
 
 #include <cstdio>
+#include <fstream>
 #include <thread>
 
 #include "engine/serve/server.h"
@@ -25,7 +26,29 @@ struct ServeArgs {
   std::string tta = "none";
   ServeOptions opt;
   double max_upload_mb = 10;
+  std::string api_key_file;
+  bool insecure = false;
+  double grace_s = 30;
 };
+
+bool loopback(const std::string& host) { return host == "127.0.0.1" || host == "localhost" || host == "::1"; }
+
+// One key per line; blank lines and lines starting with # are skipped. The file holds secrets:
+// its content is never printed.
+std::vector<std::string> read_keys(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) throw UsageError("--api-key-file: cannot read '" + path + "'");
+  std::vector<std::string> keys;
+  std::string line;
+  while (std::getline(f, line)) {
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t')) line.pop_back();
+    if (line.empty() || line[0] == '#') continue;
+    if (line.size() < 16) throw UsageError("--api-key-file: a key in '" + path + "' is shorter than 16 characters");
+    keys.push_back(line);
+  }
+  if (keys.empty()) throw UsageError("--api-key-file: '" + path + "' holds no key");
+  return keys;
+}
 
 int run_serve(ServeArgs a) {
   if (a.opt.port < 0 || a.opt.port > 65535) throw UsageError("--port must be in 0..65535");
@@ -33,6 +56,14 @@ int run_serve(ServeArgs a) {
   if (a.opt.max_batch < 1 || a.opt.queue < 1 || a.opt.max_images < 1 || a.opt.threads < 1)
     throw UsageError("--max-batch, --queue, --max-images and --threads must be >= 1");
   if (a.opt.max_images > a.opt.queue) throw UsageError("--max-images must not exceed --queue");
+  if (a.opt.read_timeout_s < 1 || a.opt.keep_alive_s < 1 || a.opt.max_per_client < 1)
+    throw UsageError("--read-timeout, --keep-alive and --max-per-client must be >= 1");
+  if (!a.api_key_file.empty()) a.opt.api_keys = read_keys(a.api_key_file);
+  if (!loopback(a.opt.host) && a.opt.api_keys.empty() && !a.insecure)
+    throw UsageError("refusing to listen on " + a.opt.host +
+                     " without --api-key-file: anyone on the network could use the service (pass --insecure "
+                     "to do it anyway, e.g. behind a proxy that authenticates)");
+  if (a.opt.tls_cert.empty() != a.opt.tls_key.empty()) throw UsageError("TLS needs both --tls-cert and --tls-key");
   a.opt.max_upload_bytes = size_t(a.max_upload_mb * 1024 * 1024);
 
   // Every thread started from here on inherits the blocked signals; one thread waits for them.
@@ -47,19 +78,21 @@ int run_serve(ServeArgs a) {
   pred.set_tta(a.tta);
   Server server(pred, a.opt);
   int port = server.bind();
-  if (a.opt.host != "127.0.0.1" && a.opt.host != "localhost" && a.opt.host != "::1")
-    std::fprintf(stderr, "vitengine serve: warning: listening on %s, reachable from other machines\n",
-                 a.opt.host.c_str());
-  std::printf("vitengine serve: model %s (%s%s), listening on http://%s:%d/\n", pred.version().c_str(),
+  if (!loopback(a.opt.host))
+    std::fprintf(stderr, "vitengine serve: warning: listening on %s, reachable from other machines%s\n",
+                 a.opt.host.c_str(), a.opt.api_keys.empty() ? " WITHOUT an API key (--insecure)" : "");
+  std::printf("vitengine serve: model %s (%s%s), listening on %s://%s:%d/\n", pred.version().c_str(),
               pred.config().to_string().c_str(), a.tta == "none" ? "" : (", test-time augmentation " + a.tta).c_str(),
-              a.opt.host.c_str(), port);
+              a.opt.tls_cert.empty() ? "http" : "https", a.opt.host.c_str(), port);
   std::fflush(stdout);
   std::atomic<bool> done{false};
   std::thread waiter([&] {
     int sig = 0;
     sigwait(&sigs, &sig);
     if (done) return;
-    std::fprintf(stderr, "vitengine serve: signal %d, stopping\n", sig);
+    std::fprintf(stderr, "vitengine serve: signal %d: new requests get 503, finishing those in flight (at most %g s)\n",
+                 sig, a.grace_s);
+    server.drain(a.grace_s);
     // httplib's stop() does nothing until the accept loop has started, and a signal can
     // arrive between bind() and that moment: repeat until serve() has returned.
     while (!done) {
@@ -90,7 +123,30 @@ Command register_serve(CLI::App& root) {
   c.app->add_option("--queue", a->opt.queue, "Images waiting for the model before 503")->capture_default_str();
   c.app->add_option("--max-dim", a->opt.max_image_dim, "Largest image width/height in pixels")->capture_default_str();
   c.app->add_option("--max-images", a->opt.max_images, "Images per request")->capture_default_str();
-  c.app->add_option("--threads", a->opt.threads, "HTTP worker threads")->capture_default_str();
+  c.app->add_option("--threads", a->opt.threads, "HTTP worker threads = connections served at once")
+      ->capture_default_str();
+  c.app->add_option("--read-timeout", a->opt.read_timeout_s, "Seconds a request may take to arrive whole")
+      ->capture_default_str();
+  c.app->add_option("--keep-alive", a->opt.keep_alive_s, "Seconds an idle keep-alive connection stays open")
+      ->capture_default_str();
+  c.app->add_option("--max-per-client", a->opt.max_per_client, "Predictions in flight per client address; more: 503")
+      ->capture_default_str();
+  c.app->add_option("--api-key-file", a->api_key_file,
+                    "Keys, one per line: every route but /healthz then needs 'Authorization: Bearer <key>'");
+  c.app->add_flag("--insecure", a->insecure, "Allow listening beyond loopback without --api-key-file");
+  c.app->add_option("--tls-cert", a->opt.tls_cert, "PEM certificate (with --tls-key): serve HTTPS");
+  c.app->add_option("--tls-key", a->opt.tls_key, "PEM private key of --tls-cert");
+  c.app->add_option("--cors-origin", a->opt.cors_origins, "Origin allowed by CORS, repeatable ('*': any)")->take_all();
+  c.app->add_option("--access-log", a->opt.access_log, "JSON lines, one per request: a file, or - for stderr");
+  c.app->add_option("--grace", a->grace_s, "On SIGTERM, seconds to let requests in flight finish")
+      ->capture_default_str();
+  c.app->footer(
+      "Limits: a request must arrive whole within --read-timeout; an idle connection closes after --keep-alive;\n"
+      "--threads connections are served at once (more wait in the listen backlog); --max-per-client predictions\n"
+      "per address and --queue images in all wait for the model, past either 503 with Retry-After; a body over\n"
+      "--max-upload-mb is 413, an image over --max-dim a side 413 image_too_large, more than --max-images 413.\n"
+      "Routes: GET / /healthz /metrics (Prometheus) /v1/stats /v1/classes /openapi.json; POST /v1/predict /v1/explain\n"
+      "(multipart field 'image', a raw image/* body, or JSON with base64). See docs/serving.md.");
   c.app->add_option("--batch-wait-us", a->opt.gather_us, "Wait this long for more images before a partial batch")
       ->capture_default_str();
   c.app->add_option("--review-below", a->opt.review_below, "Flag predictions whose top probability is below this")

@@ -9,10 +9,16 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "engine/eval/overlay.h"
 #include "engine/serve/batcher.h"
@@ -27,24 +33,96 @@ namespace {
 
 void send_error(httplib::Response& res, int status, const std::string& code, const std::string& msg) {
   res.status = status;
+  if (status == 503) res.set_header("Retry-After", "1");  // overloaded or draining: worth retrying soon
   res.set_content(json{{"error", {{"code", code}, {"message", msg}}}}.dump(), "application/json");
 }
 
+// What the logger (run after the answer is written, on the same worker thread) needs to know
+// of the request the pre-routing handler started.
 thread_local Clock::time_point t_request_start;
 thread_local bool t_started = false;
+thread_local std::string t_request_id;
+thread_local size_t t_images = 0;
+
+// A client's X-Request-Id when it is a sane token, else a fresh random one.
+std::string request_id(const httplib::Request& req) {
+  const std::string in = req.get_header_value("X-Request-Id");
+  bool ok = !in.empty() && in.size() <= 64;
+  for (char c : in) ok = ok && (std::isalnum((unsigned char)c) || c == '-' || c == '_' || c == '.');
+  if (ok) return in;
+  static std::atomic<uint64_t> counter{0};
+  static const uint64_t salt = uint64_t(Clock::now().time_since_epoch().count()) * 0x9E3779B97F4A7C15ull;
+  uint64_t x = salt + 0x9E3779B97F4A7C15ull * ++counter;  // splitmix64: unique per request, not guessable order
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  x ^= x >> 31;
+  char b[17];
+  std::snprintf(b, sizeof b, "%016llx", (unsigned long long)x);
+  return b;
+}
+
+// Same length and every byte compared whatever the first difference: the time an answer takes
+// tells nothing about the key.
+bool same_secret(const std::string& a, const std::string& b) {
+  if (a.size() != b.size()) return false;
+  unsigned char d = 0;
+  for (size_t i = 0; i < a.size(); ++i) d |= (unsigned char)(a[i] ^ b[i]);
+  return d == 0;
+}
+
+std::string utc_now() {
+  const auto t = std::chrono::system_clock::now();
+  const std::time_t s = std::chrono::system_clock::to_time_t(t);
+  const int ms = int(std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count() % 1000);
+  std::tm tm{};
+  gmtime_r(&s, &tm);
+  char b[40];
+  std::snprintf(b, sizeof b, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+  return b;
+}
 
 }  // namespace
 
 struct Server::Impl {
   Predictor& pred;
   ServeOptions opt;
-  httplib::Server http;
+  std::unique_ptr<httplib::Server> http_;  // an httplib::SSLServer with TLS
+  httplib::Server& http;
   Batcher batcher;
   ServeMetrics metrics;
-  std::atomic<bool> bound{false};
+  std::atomic<bool> bound{false}, draining{false};
+  std::atomic<int> in_flight{0};  // predictions and explanations being answered
+  std::mutex clients_mu, log_mu;
+  std::map<std::string, int> per_client;  // in-flight predictions by client address
+  FILE* access_log = nullptr;
 
   Impl(Predictor& p, ServeOptions o)
-      : pred(p), opt(std::move(o)), batcher(p, opt.max_batch, opt.queue, opt.gather_us) {}
+      : pred(p),
+        opt(std::move(o)),
+        http_(make_http(opt)),
+        http(*http_),
+        batcher(p, opt.max_batch, opt.queue, opt.gather_us) {
+    if (opt.access_log == "-")
+      access_log = stderr;
+    else if (!opt.access_log.empty() && !(access_log = std::fopen(opt.access_log.c_str(), "a")))
+      throw std::runtime_error("--access-log: cannot open '" + opt.access_log + "' for appending");
+  }
+  ~Impl() {
+    if (access_log && access_log != stderr) std::fclose(access_log);
+  }
+
+  static std::unique_ptr<httplib::Server> make_http(const ServeOptions& o) {
+    if (o.tls_cert.empty() && o.tls_key.empty()) return std::make_unique<httplib::Server>();
+    if (o.tls_cert.empty() || o.tls_key.empty()) throw std::runtime_error("TLS needs both --tls-cert and --tls-key");
+    for (const auto& f : {o.tls_cert, o.tls_key})
+      if (!std::ifstream(f)) throw std::runtime_error("TLS: cannot read '" + f + "'");
+    auto s = std::make_unique<httplib::SSLServer>(o.tls_cert.c_str(), o.tls_key.c_str());
+    if (!s->is_valid())
+      throw std::runtime_error("TLS: '" + o.tls_cert + "' and '" + o.tls_key +
+                               "' are not a PEM certificate and its private key");
+    return s;
+  }
 
   json class_notes(int c) const { return opt.app.notes ? opt.app.notes(pred.class_names()[c]) : json::object(); }
 
@@ -63,6 +141,7 @@ struct Server::Impl {
     std::vector<BatchResult> out;
     for (auto& f : futs) out.push_back(f.get());
     metrics.add_images(out.size());
+    t_images += out.size();
     return out;
   }
 
@@ -134,6 +213,63 @@ struct Server::Impl {
                     "application/json");
   }
 
+  // Answers before routing when it must: draining, a CORS preflight, a missing or wrong key.
+  // Also adds the CORS headers an allowed origin gets. Returns true when it answered.
+  bool gate(const httplib::Request& req, httplib::Response& res) {
+    const std::string origin = req.get_header_value("Origin");
+    const bool cors = !origin.empty() && std::any_of(opt.cors_origins.begin(), opt.cors_origins.end(),
+                                                     [&](const std::string& o) { return o == "*" || o == origin; });
+    if (cors) {
+      res.set_header("Access-Control-Allow-Origin", origin);
+      res.set_header("Vary", "Origin");
+      res.set_header("Access-Control-Expose-Headers", "X-Request-Id, Retry-After");
+    }
+    if (req.method == "OPTIONS") {  // preflight: browsers send it without credentials
+      res.status = 204;
+      res.set_header("Allow", "GET, POST, OPTIONS");
+      if (cors) {
+        res.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+        res.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type, X-Request-Id");
+        res.set_header("Access-Control-Max-Age", "600");
+      }
+      return true;
+    }
+    if (draining) {
+      res.set_header("Connection", "close");
+      send_error(res, 503, "shutting_down", "the service is stopping; retry on another instance or shortly");
+      return true;
+    }
+    if (!opt.api_keys.empty() && req.path != "/healthz") {
+      const std::string auth = req.get_header_value("Authorization");
+      const std::string prefix = "Bearer ";
+      const std::string key = auth.rfind(prefix, 0) == 0 ? auth.substr(prefix.size()) : "";
+      bool ok = false;
+      for (const auto& k : opt.api_keys) ok = same_secret(key, k) || ok;
+      if (!ok) {
+        res.set_header("WWW-Authenticate", "Bearer");
+        send_error(res, 401, "unauthorized",
+                   auth.empty() ? "send Authorization: Bearer <key>" : "the key in Authorization is not valid");
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // One JSON line per request (time, request id, route, status, milliseconds, images, client).
+  void log_access(const httplib::Request& req, const httplib::Response& res, double ms) {
+    if (!access_log) return;
+    const std::string line =
+        json{{"time", utc_now()},    {"request_id", t_request_id},
+             {"method", req.method}, {"route", req.path.size() <= 200 ? req.path : req.path.substr(0, 200)},
+             {"status", res.status}, {"ms", std::round(ms * 100) / 100},
+             {"images", t_images},   {"client", req.remote_addr}}
+            .dump(-1, ' ', false, json::error_handler_t::replace) +
+        "\n";
+    std::lock_guard<std::mutex> lk(log_mu);
+    std::fwrite(line.data(), 1, line.size(), access_log);
+    std::fflush(access_log);
+  }
+
   // The batcher's and the model's part of /metrics: batch sizes, queue depth, the model's id.
   std::string batcher_prometheus() const {
     const BatcherStats s = batcher.stats();
@@ -173,10 +309,30 @@ struct Server::Impl {
   }
 
   // Wraps a handler: HttpError -> its status; anything else -> 500; records metrics.
+  // A prediction in flight for one client address; past max_per_client, 503.
+  struct ClientSlot {
+    Impl& I;
+    std::string addr;
+    ClientSlot(Impl& i, const std::string& a) : I(i), addr(a) {
+      std::lock_guard<std::mutex> lk(I.clients_mu);
+      if (I.per_client[addr] >= I.opt.max_per_client)
+        throw HttpError(503, "too_many_requests",
+                        "this client has " + std::to_string(I.opt.max_per_client) + " requests in flight (the limit)");
+      ++I.per_client[addr];
+      ++I.in_flight;
+    }
+    ~ClientSlot() {
+      std::lock_guard<std::mutex> lk(I.clients_mu);
+      if (--I.per_client[addr] == 0) I.per_client.erase(addr);
+      --I.in_flight;
+    }
+  };
+
   template <typename F>
   httplib::Server::Handler wrap(F f) {
     return [this, f](const httplib::Request& req, httplib::Response& res) {
       try {
+        ClientSlot slot(*this, req.remote_addr);
         f(req, res);
       } catch (const HttpError& e) {
         send_error(res, e.status, e.code, e.what());
@@ -187,14 +343,18 @@ struct Server::Impl {
   }
 
   void routes() {
-    http.set_pre_routing_handler([](const httplib::Request&, httplib::Response&) {
+    http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
       t_request_start = Clock::now();
       t_started = true;
-      return httplib::Server::HandlerResponse::Unhandled;
+      t_images = 0;
+      t_request_id = request_id(req);
+      res.set_header("X-Request-Id", t_request_id);
+      return gate(req, res) ? httplib::Server::HandlerResponse::Handled : httplib::Server::HandlerResponse::Unhandled;
     });
     http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
       double ms = t_started ? std::chrono::duration<double, std::milli>(Clock::now() - t_request_start).count() : -1;
       t_started = false;
+      log_access(req, res, ms);
       // Labels from a fixed set: a client cannot grow the metrics with made-up paths.
       static const char* known[] = {"/",           "/healthz",    "/metrics",   "/v1/stats",
                                     "/v1/classes", "/v1/predict", "/v1/explain"};
@@ -247,7 +407,8 @@ struct Server::Impl {
       });
     http.set_payload_max_length(opt.max_upload_bytes);
     http.set_keep_alive_max_count(100);  // httplib's default, 5, makes busy clients reconnect often
-    http.set_read_timeout(10, 0);
+    http.set_keep_alive_timeout(std::max(1, opt.keep_alive_s));
+    http.set_read_timeout(std::max(1, opt.read_timeout_s), 0);
     http.set_write_timeout(10, 0);
     size_t threads = size_t(std::max(2, opt.threads));
     http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
@@ -301,6 +462,14 @@ void Server::serve() {
 
 void Server::stop() {
   if (impl_) impl_->http.stop();
+}
+
+void Server::drain(double grace_s) {
+  if (!impl_) return;
+  impl_->draining = true;
+  const auto until = Clock::now() + std::chrono::duration<double>(grace_s);
+  while (impl_->in_flight > 0 && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  impl_->http.stop();
 }
 
 }  // namespace vit

@@ -4,10 +4,12 @@
 //
 //   POST /v1/predict   multipart/form-data, field "image" (repeatable); ?top_k=3
 //   POST /v1/explain   multipart/form-data, one "image"; ?format=json|png
-//   GET  /v1/classes   GET /healthz   GET /metrics   GET /
+//   GET  /v1/classes   GET /healthz   GET /metrics (Prometheus)   GET /v1/stats (JSON)   GET /
+//   OPTIONS on any route (CORS preflight when --cors-origin allows the origin)
 //
 // Every failure answers {"error": {"code": ..., "message": ...}} with a 4xx/5xx
-// status. Nothing the client sends is used as a file path.
+// status (503s with Retry-After), every answer carries X-Request-Id. Nothing the client
+// sends is used as a file path.
 #pragma once
 #include <cstddef>
 #include <functional>
@@ -45,9 +47,23 @@ struct ServeOptions {
   int max_images = 32;                  // images per request
   int max_batch = 16;                   // images per forward pass
   int queue = 64;                       // images waiting for the model; more -> 503
-  int threads = 32;                     // HTTP worker threads (connections served at once)
-  int gather_us = 2000;                 // batching window after the first queued image
-  float review_below = 0.5f;            // confidence under this sets "review": true
+  // Connections and slow clients. Each open connection holds one worker thread while httplib reads
+  // it, so there are enough workers for a crowd of idle connections to leave room for health
+  // checks; a request must arrive whole within read_timeout_s and an idle keep-alive connection is
+  // closed after keep_alive_s; one client address may have max_per_client predictions in flight.
+  int threads = 512;        // HTTP worker threads = connections served at once (more wait in the backlog)
+  int read_timeout_s = 5;   // whole request line, headers and body
+  int keep_alive_s = 5;     // idle time between requests on one connection
+  // /v1/predict and /v1/explain in flight per client address; more -> 503. As high as the queue by
+  // default: behind a proxy every client has the proxy's address.
+  int max_per_client = 64;
+  // Operations.
+  std::vector<std::string> api_keys;      // non-empty: every route but /healthz needs "Authorization: Bearer <key>"
+  std::vector<std::string> cors_origins;  // origins allowed by CORS ("*": any); empty: no CORS headers
+  std::string access_log;                 // JSON lines, one per request: a file, "-" for stderr, "" off
+  std::string tls_cert, tls_key;          // both set: HTTPS (PEM files)
+  int gather_us = 2000;                   // batching window after the first queued image
+  float review_below = 0.5f;              // confidence under this sets "review": true
   int default_top_k = 3;
   ServeApp app;  // application notes and summaries (none: a plain classifier)
 };
@@ -62,6 +78,9 @@ class Server {
   void serve();
   // Safe from any thread.
   void stop();
+  // Graceful stop (SIGTERM): new requests get 503 shutting_down with Retry-After; predictions
+  // already in flight finish, for at most grace_s; then stop(). Safe from any thread.
+  void drain(double grace_s);
 
  private:
   struct Impl;

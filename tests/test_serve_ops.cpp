@@ -1,0 +1,219 @@
+// `vitengine serve` as an operator runs it: request ids, the JSON-lines access log, CORS, API keys,
+// TLS, the refusal to listen beyond loopback without a key, and slow clients that must not starve
+// health checks. Each through the real binary (tests/serve_test_util.h).
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <regex>
+
+#include "serve_test_util.h"
+
+using nlohmann::json;
+
+namespace {
+
+struct TinyModel {
+  std::string dir = vt::temp_dir("ops");
+  std::string model = dir + "/tiny.vit";
+  TinyModel() { vt::write_tiny_model(model); }
+  ~TinyModel() { std::filesystem::remove_all(dir); }
+};
+
+TEST(ServeOps, RequestIdIsEchoedOrMadeUp) {
+  TinyModel m;
+  vt::ServerProcess server({"--model", m.model});
+  httplib::Client c("127.0.0.1", server.port());
+  auto r = c.Get("/healthz", {{"X-Request-Id", "lab-7.run_42"}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->get_header_value("X-Request-Id"), "lab-7.run_42");
+  auto a = c.Get("/healthz"), b = c.Get("/healthz"), bad = c.Get("/healthz", {{"X-Request-Id", "<script>x</script>"}});
+  ASSERT_TRUE(a && b && bad);
+  const std::regex hex16("[0-9a-f]{16}");
+  EXPECT_TRUE(std::regex_match(a->get_header_value("X-Request-Id"), hex16)) << a->get_header_value("X-Request-Id");
+  EXPECT_NE(a->get_header_value("X-Request-Id"), b->get_header_value("X-Request-Id"));
+  EXPECT_TRUE(std::regex_match(bad->get_header_value("X-Request-Id"), hex16)) << "a hostile id must not be echoed";
+  auto e = c.Get("/nowhere");  // errors carry it too
+  ASSERT_TRUE(e);
+  EXPECT_FALSE(e->get_header_value("X-Request-Id").empty());
+}
+
+TEST(ServeOps, AccessLogIsOneJsonLinePerRequest) {
+  TinyModel m;
+  const std::string log = m.dir + "/access.jsonl";
+  std::string id;
+  {
+    vt::ServerProcess server({"--model", m.model, "--access-log", log});
+    httplib::Client c("127.0.0.1", server.port());
+    c.set_read_timeout(30, 0);
+    auto p = c.Post("/v1/predict", vt::png_bytes(40, 40, 1), "image/png");
+    ASSERT_TRUE(p);
+    ASSERT_EQ(p->status, 200);
+    id = p->get_header_value("X-Request-Id");
+    ASSERT_TRUE(c.Get("/healthz"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    EXPECT_EQ(server.stop(), 0);
+  }
+  std::ifstream f(log);
+  std::string line;
+  std::vector<json> rows;
+  while (std::getline(f, line)) rows.push_back(json::parse(line));  // throws on a bad line
+  ASSERT_GE(rows.size(), 2u);
+  const json& p = rows[0];
+  for (const char* k : {"time", "request_id", "method", "route", "status", "ms", "images", "client"})
+    EXPECT_TRUE(p.contains(k)) << k << " missing in " << p.dump();
+  EXPECT_EQ(p["request_id"], id);
+  EXPECT_EQ(p["route"], "/v1/predict");
+  EXPECT_EQ(p["status"], 200);
+  EXPECT_EQ(p["images"], 1);
+  EXPECT_EQ(p["client"], "127.0.0.1");
+  EXPECT_TRUE(std::regex_match(p["time"].get<std::string>(), std::regex(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)")));
+  EXPECT_EQ(rows[1]["route"], "/healthz");
+  EXPECT_EQ(rows[1]["images"], 0);
+}
+
+TEST(ServeOps, CorsPreflightForAllowedOriginsOnly) {
+  TinyModel m;
+  vt::ServerProcess server({"--model", m.model, "--cors-origin", "https://lab.example"});
+  httplib::Client c("127.0.0.1", server.port());
+  auto ok = c.Options("/v1/predict", {{"Origin", "https://lab.example"}, {"Access-Control-Request-Method", "POST"}});
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 204);
+  EXPECT_EQ(ok->get_header_value("Access-Control-Allow-Origin"), "https://lab.example");
+  EXPECT_NE(ok->get_header_value("Access-Control-Allow-Methods").find("POST"), std::string::npos);
+  EXPECT_NE(ok->get_header_value("Access-Control-Allow-Headers").find("Authorization"), std::string::npos);
+  auto other = c.Options("/v1/predict", {{"Origin", "https://elsewhere.example"}});
+  ASSERT_TRUE(other);
+  EXPECT_EQ(other->status, 204);
+  EXPECT_FALSE(other->has_header("Access-Control-Allow-Origin"));
+  auto get = c.Get("/healthz", {{"Origin", "https://lab.example"}});
+  ASSERT_TRUE(get);
+  EXPECT_EQ(get->get_header_value("Access-Control-Allow-Origin"), "https://lab.example");
+}
+
+TEST(ServeOps, ApiKeyGuardsEveryRouteButHealth) {
+  TinyModel m;
+  const std::string key = "k3y-0123456789abcdef-XYZ";
+  vt::write_file(m.dir + "/keys", "# lab keys\n" + key + "\n");
+  vt::ServerProcess server({"--model", m.model, "--api-key-file", m.dir + "/keys"});
+  httplib::Client c("127.0.0.1", server.port());
+  c.set_read_timeout(30, 0);
+  auto h = c.Get("/healthz");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
+  for (const char* path : {"/", "/v1/classes", "/metrics", "/v1/stats"}) {
+    auto r = c.Get(path);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 401) << path;
+    EXPECT_EQ(r->get_header_value("WWW-Authenticate"), "Bearer") << path;
+    EXPECT_EQ(json::parse(r->body)["error"]["code"], "unauthorized") << path;
+    auto wrong = c.Get(path, {{"Authorization", "Bearer " + key + "x"}});
+    ASSERT_TRUE(wrong);
+    EXPECT_EQ(wrong->status, 401) << path;
+    auto right = c.Get(path, {{"Authorization", "Bearer " + key}});
+    ASSERT_TRUE(right);
+    EXPECT_EQ(right->status, 200) << path;
+  }
+  auto p = c.Post("/v1/predict", {{"Authorization", "Bearer " + key}}, vt::png_bytes(40, 40, 2), "image/png");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->status, 200) << p->body;
+  auto np = c.Post("/v1/predict", vt::png_bytes(40, 40, 2), "image/png");
+  ASSERT_TRUE(np);
+  EXPECT_EQ(np->status, 401);
+}
+
+TEST(ServeOps, BeyondLoopbackNeedsAKeyOrInsecure) {
+  TinyModel m;
+  std::string out, err;
+  const std::string bin = VITENGINE_BINARY;
+  int rc = vt::run(bin + " serve --model " + m.model + " --host 0.0.0.0 --port 0", &out, &err);
+  EXPECT_EQ(rc, 2) << out << err;
+  EXPECT_NE(err.find("--api-key-file"), std::string::npos) << err;
+  EXPECT_NE(err.find("--insecure"), std::string::npos) << err;
+  vt::write_file(m.dir + "/short", "tooshort\n");
+  rc = vt::run(bin + " serve --model " + m.model + " --api-key-file " + m.dir + "/short --port 0", &out, &err);
+  EXPECT_EQ(rc, 2) << err;
+  EXPECT_NE(err.find("shorter than 16"), std::string::npos) << err;
+  vt::ServerProcess insecure({"--model", m.model, "--host", "0.0.0.0", "--insecure"});
+  httplib::Client c("127.0.0.1", insecure.port());
+  auto r = c.Get("/healthz");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+}
+
+TEST(ServeOps, HttpsWithASelfSignedCertificate) {
+  TinyModel m;
+  const std::string cert = m.dir + "/cert.pem", key = m.dir + "/key.pem";
+  std::string out, err;
+  if (vt::run("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost -keyout " + key + " -out " + cert,
+              &out, &err) != 0)
+    GTEST_SKIP() << "no openssl command to make a certificate: " << err;
+  vt::ServerProcess server({"--model", m.model, "--tls-cert", cert, "--tls-key", key});
+  EXPECT_NE(server.first_line().find("https://"), std::string::npos) << server.first_line();
+  httplib::SSLClient tls("127.0.0.1", server.port());
+  tls.set_ca_cert_path(cert.c_str());
+  tls.enable_server_certificate_verification(false);  // CN=localhost, dialled by IP
+  tls.set_read_timeout(30, 0);
+  auto h = tls.Get("/healthz");
+  ASSERT_TRUE(h) << "TLS handshake failed";
+  EXPECT_EQ(h->status, 200);
+  auto p = tls.Post("/v1/predict", vt::png_bytes(40, 40, 3), "image/png");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->status, 200) << p->body;
+  httplib::Client plain("127.0.0.1", server.port());  // plain HTTP to the TLS port gets no answer
+  plain.set_read_timeout(2, 0);
+  auto no = plain.Get("/healthz");
+  EXPECT_TRUE(!no || no->status != 200);
+  // A key that is not the certificate's: refused at start, naming the files.
+  vt::write_file(m.dir + "/bad.pem", "not a key\n");
+  int rc = vt::run(std::string(VITENGINE_BINARY) + " serve --model " + m.model + " --port 0 --tls-cert " + cert +
+                       " --tls-key " + m.dir + "/bad.pem",
+                   &out, &err);
+  EXPECT_EQ(rc, 1);
+  EXPECT_NE(err.find("bad.pem"), std::string::npos) << err;
+}
+
+// 256 connections that send half a request line and then nothing: health checks still answer
+// within 1 s and a prediction succeeds, while they are held open.
+TEST(ServeOps, IdleHalfOpenConnectionsDoNotStarveHealthChecks) {
+  TinyModel m;
+  vt::ServerProcess server({"--model", m.model});
+  std::vector<int> socks;
+  for (int i = 0; i < 256; ++i) {
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(s, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(uint16_t(server.port()));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a), 0) << "connection " << i;
+    const char* half = "POST /v1/predict HTTP/1.1\r\nHost: x\r\n";
+    ASSERT_GT(send(s, half, strlen(half), 0), 0);
+    socks.push_back(s);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  httplib::Client c("127.0.0.1", server.port());
+  c.set_read_timeout(10, 0);
+  double worst = 0;
+  for (int i = 0; i < 5; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto h = c.Get("/healthz");
+    worst = std::max(worst, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    ASSERT_TRUE(h);
+    EXPECT_EQ(h->status, 200);
+  }
+  EXPECT_LT(worst, 1.0) << "a health check took " << worst << " s with 256 idle connections open";
+  auto p = c.Post("/v1/predict", vt::png_bytes(40, 40, 4), "image/png");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->status, 200);
+  for (int s : socks) close(s);
+  EXPECT_TRUE(server.alive());
+}
+
+}  // namespace
