@@ -10,7 +10,7 @@ PKGS="build-essential cmake pkg-config libeigen3-dev libstb-dev nlohmann-json3-d
 # scikit-learn's digits for the second example's smoke test (tools/make_digits.py), and Prometheus'
 # own text parser for the /metrics test (tests/serve_prometheus.py); openssl makes the TLS test's certificate.
 if [ "${1:-}" = "--test" ]; then
-  PKGS="$PKGS libgtest-dev libgmock-dev libbenchmark-dev chromium python3-sklearn python3-prometheus-client openssl"
+  PKGS="$PKGS libgtest-dev libgmock-dev libbenchmark-dev chromium python3-sklearn python3-prometheus-client openssl python3-venv"
 fi
 # With CUDA: pip fetches cudnn-frontend's headers (attention=cudnn; scripts/cudnn_frontend.sh).
 HAS_NVCC=0

@@ -94,4 +94,33 @@ TEST(ServePrometheus, MetricsParseWithPrometheusClient) {
   EXPECT_EQ(rc, 0) << out << err;
 }
 
+// schemathesis (PyPI) generates requests from /openapi.json against the live server: every answer
+// must be documented (status, content type, schema, headers), never a 5xx, a crash or a hang, and
+// a request that breaks the schema must be refused. Two checks are left out, with reasons:
+// positive_data_acceptance (schema-valid bytes are still not a decodable image, and the service
+// must refuse them), unsupported_method (httplib answers methods it does not know, such as QUERY,
+// with 400 before any handler runs; every method it knows gets 405 with Allow).
+TEST(ServeSchemathesis, EveryGeneratedRequestGetsADocumentedAnswer) {
+  if (python().empty()) GTEST_SKIP() << "no python3";
+  const std::string venv =
+      std::string(VITENGINE_BINARY).substr(0, std::string(VITENGINE_BINARY).rfind('/')) + "/test-venv-schemathesis";
+  std::string out, err;
+  if (access((venv + "/bin/st").c_str(), X_OK) != 0 &&
+      vt::run(python() + " -m venv " + venv + " && " + venv + "/bin/pip install -q 'schemathesis>=4,<5'", &out, &err) !=
+          0)
+    GTEST_SKIP() << "cannot install schemathesis from PyPI: " << err.substr(0, 300);
+  std::string dir = vt::temp_dir("schemathesis");
+  vt::write_tiny_model(dir + "/tiny.vit");
+  vt::ServerProcess server({"--model", dir + "/tiny.vit"});
+  const std::string url = "http://127.0.0.1:" + std::to_string(server.port());
+  int rc = vt::run("timeout 240 " + venv + "/bin/st run " + url +
+                       "/openapi.json --checks all --exclude-checks positive_data_acceptance,unsupported_method "
+                       "--max-examples 25 --seed 1 --request-timeout 20 --max-failures 20 --no-color",
+                   &out, &err);
+  EXPECT_EQ(rc, 0) << out.substr(out.size() > 6000 ? out.size() - 6000 : 0) << err;
+  EXPECT_TRUE(server.alive()) << "the server died under schemathesis";
+  EXPECT_EQ(server.stop(), 0);
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace

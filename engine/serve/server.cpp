@@ -224,14 +224,25 @@ struct Server::Impl {
       res.set_header("Vary", "Origin");
       res.set_header("Access-Control-Expose-Headers", "X-Request-Id, Retry-After");
     }
-    if (req.method == "OPTIONS") {  // preflight: browsers send it without credentials
+    // The Allow header lists the documented methods (openapi.json); HEAD comes with GET.
+    static const std::map<std::string, std::string> allow = {
+        {"/", "GET"},           {"/healthz", "GET"},      {"/metrics", "GET"},     {"/v1/stats", "GET"},
+        {"/v1/classes", "GET"}, {"/openapi.json", "GET"}, {"/v1/predict", "POST"}, {"/v1/explain", "POST"}};
+    const auto route = allow.find(req.path);
+    const std::string methods = route == allow.end() ? "" : route->second + ", OPTIONS";
+    if (req.method == "OPTIONS" && route != allow.end()) {  // preflight: browsers send it without credentials
       res.status = 204;
-      res.set_header("Allow", "GET, POST, OPTIONS");
+      res.set_header("Allow", methods);
       if (cors) {
-        res.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+        res.set_header("Access-Control-Allow-Methods", methods);
         res.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type, X-Request-Id");
         res.set_header("Access-Control-Max-Age", "600");
       }
+      return true;
+    }
+    if (route != allow.end() && req.method != route->second && !(req.method == "HEAD" && route->second == "GET")) {
+      res.set_header("Allow", methods);
+      send_error(res, 405, "method_not_allowed", req.method + " is not a method of " + req.path + " (" + methods + ")");
       return true;
     }
     if (draining) {
@@ -356,8 +367,8 @@ struct Server::Impl {
       t_started = false;
       log_access(req, res, ms);
       // Labels from a fixed set: a client cannot grow the metrics with made-up paths.
-      static const char* known[] = {"/",           "/healthz",    "/metrics",   "/v1/stats",
-                                    "/v1/classes", "/v1/predict", "/v1/explain"};
+      static const char* known[] = {"/",           "/healthz",    "/metrics",    "/v1/stats",
+                                    "/v1/classes", "/v1/predict", "/v1/explain", "/openapi.json"};
       const bool is_known = std::find(std::begin(known), std::end(known), req.path) != std::end(known);
       static const char* methods[] = {"GET", "POST", "OPTIONS", "HEAD", "PUT", "DELETE", "PATCH"};
       const bool std_method = std::find(std::begin(methods), std::end(methods), req.method) != std::end(methods);
@@ -377,6 +388,9 @@ struct Server::Impl {
     });
     http.Get("/", [](const httplib::Request&, httplib::Response& res) {
       res.set_content(index_html(), "text/html; charset=utf-8");
+    });
+    http.Get("/openapi.json", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content(openapi_json(), "application/json");
     });
     http.Get("/healthz", [this](const httplib::Request&, httplib::Response& res) {
       res.set_content(json{{"status", "ok"}, {"model", pred.version()}}.dump(), "application/json");
@@ -401,10 +415,6 @@ struct Server::Impl {
     });
     http.Post("/v1/predict", wrap([this](const httplib::Request& q, httplib::Response& r) { predict(q, r); }));
     http.Post("/v1/explain", wrap([this](const httplib::Request& q, httplib::Response& r) { explain(q, r); }));
-    for (const char* p : {"/v1/predict", "/v1/explain"})
-      http.Get(p, [](const httplib::Request&, httplib::Response& res) {
-        send_error(res, 405, "method_not_allowed", "use POST with multipart/form-data");
-      });
     http.set_payload_max_length(opt.max_upload_bytes);
     http.set_keep_alive_max_count(100);  // httplib's default, 5, makes busy clients reconnect often
     http.set_keep_alive_timeout(std::max(1, opt.keep_alive_s));

@@ -92,5 +92,7 @@ class Server {
 // Self-contained (no external scripts, fonts or styles); server data goes into the page with
 // textContent only, never as HTML. engine/serve/index.html, embedded at build time.
 const std::string& index_html();
+// GET /openapi.json: an OpenAPI 3 description of every route (engine/serve/openapi.json, embedded).
+const std::string& openapi_json();
 
 }  // namespace vit

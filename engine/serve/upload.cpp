@@ -98,20 +98,30 @@ std::vector<std::pair<std::string, Image>> json_images(const std::string& body, 
   if (j.is_discarded() || !j.is_object())
     throw HttpError(400, "bad_json",
                     "the body is not a JSON object: send {\"images\": [{\"name\", \"data\": base64}]}");
+  for (const auto& [k, v] : j.items())
+    if (k != "images" && k != "image") throw HttpError(400, "bad_json", "unknown key '" + display_name(k, 0) + "'");
   nlohmann::json list = nlohmann::json::array();
   if (j.contains("image") && j["image"].is_string()) list.push_back({{"data", j["image"]}});
   if (j.contains("images")) {
     if (!j["images"].is_array()) throw HttpError(400, "bad_json", "'images' must be an array");
     for (const auto& e : j["images"]) list.push_back(e);
   }
-  check_count(list.size(), max_n);
-  std::vector<std::pair<std::string, Image>> out;
+  // Every entry's shape first, then the count: a malformed body is 400 whatever its length.
   for (size_t i = 0; i < list.size(); ++i) {
     const auto& e = list[i];
     if (!e.is_object() || !e.contains("data") || !e["data"].is_string())
       throw HttpError(400, "bad_json", "image " + std::to_string(i + 1) + " has no base64 string 'data'");
-    const std::string name = display_name(e.value("name", std::string()), i);
-    out.emplace_back(name, decode_upload(base64_decode(e["data"].get<std::string>(), "'" + name + "'"), name, max_dim));
+    for (const auto& [k, v] : e.items())
+      if ((k != "name" && k != "data") || (k == "name" && !v.is_string()))
+        throw HttpError(400, "bad_json",
+                        "image " + std::to_string(i + 1) + ": unexpected '" + display_name(k, 0) + "'");
+  }
+  check_count(list.size(), max_n);
+  std::vector<std::pair<std::string, Image>> out;
+  for (size_t i = 0; i < list.size(); ++i) {
+    const std::string name = display_name(list[i].value("name", std::string()), i);
+    out.emplace_back(name,
+                     decode_upload(base64_decode(list[i]["data"].get<std::string>(), "'" + name + "'"), name, max_dim));
   }
   return out;
 }
