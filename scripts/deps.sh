@@ -4,8 +4,9 @@
 set -euo pipefail
 PKGS="build-essential cmake pkg-config libeigen3-dev libgtest-dev libgmock-dev libbenchmark-dev libstb-dev
       nlohmann-json3-dev libcpp-httplib-dev libcli11-dev libzip-dev libssl-dev
-      python3 chromium ${VITENGINE_EXTRA_PKGS:-}"
+      python3 chromium openmpi-bin libopenmpi-dev ${VITENGINE_EXTRA_PKGS:-}"
 # python3 + chromium: the headless-browser test of the web page (tests/serve_browser.py).
+# openmpi-bin + libopenmpi-dev: data-parallel training (mpirun -np N vitengine train, docs/distributed.md).
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

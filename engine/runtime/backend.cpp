@@ -19,6 +19,12 @@ class CpuBackend : public ModelBackend<ViT> {
   void push(const ViT& host) override {
     if (&host != &m_) copy(host, m_);
   }
+  void allreduce_gradients(dist::Comm& comm, float scale) override {
+    float* g = m_.grad_data();
+    const size_t n = m_.num_params();
+    for (size_t i = 0; i < n; ++i) g[i] *= scale;
+    comm.allreduce_sum(g, n, "gradients");
+  }
 
  private:
   static void copy(const ViT& a, ViT& b) {

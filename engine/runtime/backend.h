@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/dist/dist.h"
 #include "engine/model/vit.h"
 #include "kernels/common/augment_pixel.h"  // AugmentParams (plain C++)
 
@@ -32,6 +33,13 @@ class TrainBackend {
   // The same with a learning-rate scale per parameter tensor (ViT::params() order);
   // scale 0 freezes the tensor (its moments are not touched).
   virtual double adamw_step_scaled(const cpu::AdamWParams& hp, float clip_norm, const std::vector<float>& scale) = 0;
+  // Data parallelism: every rank's gradient of the last backward, times `scale`, summed over
+  // the ranks of comm into every rank's gradient (CPU: MPI_Allreduce in buckets; CUDA: NCCL).
+  // Called between backward() and the AdamW step, so clipping sees the reduced, global norm.
+  virtual void allreduce_gradients(dist::Comm& comm, float scale) {
+    (void)comm, (void)scale;
+    throw std::logic_error("data-parallel training is not built for device " + device());
+  }
   virtual void pull(ViT& host) = 0;        // device -> host: parameters and moments
   virtual void push(const ViT& host) = 0;  // host -> device
 
