@@ -33,13 +33,17 @@ class TrainBackend {
   // The same with a learning-rate scale per parameter tensor (ViT::params() order);
   // scale 0 freezes the tensor (its moments are not touched).
   virtual double adamw_step_scaled(const cpu::AdamWParams& hp, float clip_norm, const std::vector<float>& scale) = 0;
-  // Data parallelism: every rank's gradient of the last backward, times `scale`, summed over
-  // the ranks of comm into every rank's gradient (CPU: MPI_Allreduce in buckets; CUDA: NCCL).
-  // Called between backward() and the AdamW step, so clipping sees the reduced, global norm.
-  virtual void allreduce_gradients(dist::Comm& comm, float scale) {
+  // Data parallelism: the gradients of the next backward(), times `scale`, summed over the
+  // ranks of comm into every rank's gradients. start_ goes before backward() and finish_ after
+  // it (also on a rank whose share of the batch is empty and that runs no backward); the AdamW
+  // step after finish_ clips on the global norm. CPU: MPI_Allreduce in buckets, in finish_.
+  // CUDA with NCCL: each layer's gradients are all-reduced on a communication stream as soon as
+  // backward has written them, overlapping the layers below; finish_ orders the optimizer after.
+  virtual void start_gradient_allreduce(dist::Comm& comm, float scale) {
     (void)comm, (void)scale;
     throw std::logic_error("data-parallel training is not built for device " + device());
   }
+  virtual void finish_gradient_allreduce() {}
   virtual void pull(ViT& host) = 0;        // device -> host: parameters and moments
   virtual void push(const ViT& host) = 0;  // host -> device
 

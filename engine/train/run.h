@@ -77,8 +77,9 @@ class Run {
   void check_ranks();
   // Every rank starts from rank 0's parameters and moments, bit for bit.
   void share_weights();
-  // Turns this rank's mean gradient over its `n` images into the whole batch's (`global_n`).
-  void reduce_gradients(int n, int global_n);
+  // Before backward: the gradients of this rank's `n` images become the whole batch's mean
+  // (`global_n` images) once the backend's finish_gradient_allreduce returns.
+  void start_gradient_allreduce(int n, int global_n);
   // The batch's loss and correct predictions over every rank: the mean loss of the whole batch.
   float reduce_loss(float loss, int n, int global_n, int64_t* correct);
   // Waits until every rank is here (rank 0 has finished a file the others read next).

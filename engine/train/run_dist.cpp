@@ -39,10 +39,10 @@ void Run::share_weights() {
   if (!ema_.empty()) comm_->broadcast(ema_.data(), ema_.size() * sizeof(float), 0, "rank 0's EMA weights");
 }
 
-void Run::reduce_gradients(int n, int global_n) {
+void Run::start_gradient_allreduce(int n, int global_n) {
   // each rank's gradient is the mean over its n images; weighted by n / global_n, their sum is
   // the mean over the whole batch, also for a last batch the ranks cannot split evenly
-  backend_->allreduce_gradients(*comm_, float(double(n) / double(global_n)));
+  backend_->start_gradient_allreduce(*comm_, float(double(n) / double(global_n)));
 }
 
 float Run::reduce_loss(float loss, int n, int global_n, int64_t* correct) {

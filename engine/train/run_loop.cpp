@@ -17,6 +17,7 @@ float Run::train_step(const Batch& batch, float lr, int64_t* correct) {
   backend_->zero_grad();
   float loss = 0;
   *correct = 0;
+  if (ranks() > 1) start_gradient_allreduce(batch.n, batch.global_n);
   if (batch.n > 0) {  // a rank's part of a last, short batch can be empty
     const float* logits = cfg_.data_on_device
                               ? backend_->forward_uploaded(batch.index.data(), batch.aug.data(), batch.n, fo)
@@ -28,7 +29,7 @@ float Run::train_step(const Batch& batch, float lr, int64_t* correct) {
   }
   if (ranks() > 1) {
     loss = reduce_loss(loss, batch.n, batch.global_n, correct);
-    reduce_gradients(batch.n, batch.global_n);
+    backend_->finish_gradient_allreduce();
   }
   if (req_.hooks.nan_at_step > 0 && st_.step + 1 == req_.hooks.nan_at_step) loss = NAN;
   if (!std::isfinite(loss)) diverged(std::string("loss is ") + (std::isnan(loss) ? "NaN" : "inf"));
