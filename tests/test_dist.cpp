@@ -142,6 +142,26 @@ TEST_F(Dist, TwoRanksFollowOneProcess) {
   EXPECT_EQ(log.find("step 5/10"), log.rfind("step 5/10")) << log;
 }
 
+// A whole epoch with its short last batch (168 train images at 16: ten batches and one of 8,
+// 4 per rank), then validation and the end-of-run report, both sharded over the ranks.
+TEST_F(Dist, WholeEpochWithValidationAndReport) {
+  const fs::path d = tmpdir("epoch");
+  const std::string args = " --set epochs=1 drop_last=false";
+  ASSERT_EQ(sh(kTrain + "--out " + (d / "one").string() + args, d / "one.log"), 0) << slurp(d / "one.log");
+  ASSERT_EQ(sh(mpirun(2) + kTrain + "--out " + (d / "two").string() + args, d / "two.log"), 0) << slurp(d / "two.log");
+  expect_same_losses(d / "one", d / "two", 11);
+  expect_same_params(d / "one", d / "two");
+  auto one = nlohmann::json::parse(slurp(d / "one" / "report" / "val_metrics.json"));
+  auto two = nlohmann::json::parse(slurp(d / "two" / "report" / "val_metrics.json"));
+  EXPECT_EQ(one.at("accuracy"), two.at("accuracy"));
+  EXPECT_EQ(one.at("macro_f1"), two.at("macro_f1"));
+  EXPECT_EQ(one.at("confusion"), two.at("confusion"));
+  EXPECT_NEAR(one.at("temperature").get<double>(), two.at("temperature").get<double>(),
+              kRel * one.at("temperature").get<double>());
+  for (const char* f : {"best.vit", "metrics.csv", "summary.md", "loss.svg", "report/confusion_counts.svg"})
+    EXPECT_TRUE(fs::exists(d / "two" / f)) << f;
+}
+
 TEST_F(Dist, ResumesAcrossRankCounts) {
   const fs::path d = tmpdir("resume");
   ASSERT_EQ(sh(kTrain + "--out " + (d / "ref").string() + " --set max_steps=10", d / "ref.log"), 0);
