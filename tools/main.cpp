@@ -58,6 +58,9 @@ int main(int argc, char** argv) {
     const std::string name = c.app->get_name();
     try {
       world();  // joins the job (MPI_Init under mpirun or srun) before any subcommand runs
+#ifdef VITENGINE_HAS_CUDA
+      if (world().distributed()) vit::cuda_select_device(world().local_rank());
+#endif
       return c.run();
     } catch (const NotBuilt& e) {
       return fail(name, "not built yet: ", e.what(), 3);

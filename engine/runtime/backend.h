@@ -95,6 +95,9 @@ using CudaBackendFactory = std::unique_ptr<TrainBackend> (*)(ViT& host, int max_
 void register_cuda_backend(CudaBackendFactory f);
 #ifdef VITENGINE_HAS_CUDA
 std::unique_ptr<TrainBackend> make_cuda_train_backend(ViT& host, int max_batch, const std::string& precision);
+// The GPU of this rank: local_rank modulo the visible devices (cudaSetDevice), before any backend;
+// nothing on a machine without a GPU.
+void cuda_select_device(int local_rank);
 #endif
 
 }  // namespace vit
