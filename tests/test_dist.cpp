@@ -137,6 +137,10 @@ TEST_F(Dist, TwoRanksFollowOneProcess) {
       << slurp(d / "two.log");
   expect_same_losses(d / "one", d / "two", 10);
   expect_same_params(d / "one", d / "two");
+  // one rank under mpirun takes the collective path (scale 1, a sum over one rank): bit for bit
+  ASSERT_EQ(sh(mpirun(1) + kTrain + "--out " + (d / "mpi1").string() + " --set max_steps=10", d / "mpi1.log"), 0)
+      << slurp(d / "mpi1.log");
+  EXPECT_EQ(slurp(d / "one" / "steps.csv"), slurp(d / "mpi1" / "steps.csv"));
   // rank 0 alone logs: one line per logged step, not two
   const std::string log = slurp(d / "two.log");
   EXPECT_EQ(log.find("step 5/10"), log.rfind("step 5/10")) << log;

@@ -24,8 +24,9 @@ Place place_from_env() {
   // Open MPI's launcher first (it may run inside a Slurm allocation, whose variables then describe
   // the allocation, not this job), then Slurm's srun, then the PMI of MPICH-style launchers.
   const int size = env_int({"OMPI_COMM_WORLD_SIZE", "SLURM_NTASKS", "PMI_SIZE"});
-  if (size <= 1) return p;
+  if (size < 1) return p;
   p.size = size;
+  p.launched = true;
   p.rank = std::max(0, env_int({"OMPI_COMM_WORLD_RANK", "SLURM_PROCID", "PMI_RANK"}));
   p.local_rank = std::max(0, env_int({"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID"}));
   if (p.rank >= p.size)
@@ -48,7 +49,7 @@ void check(int rc, const Comm& c, const char* fn, const std::string& what) {
 }  // namespace
 
 Comm::Comm() : place_(place_from_env()) {
-  if (!distributed()) return;
+  if (!place_.launched) return;
   int provided = 0;
   // Loader workers and the checkpoint writer are threads, but only the main thread calls MPI.
   if (MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)

@@ -20,16 +20,18 @@ struct DistError : std::runtime_error {
 
 // This process's place in the job, from the launcher's environment: Open MPI (OMPI_COMM_WORLD_*),
 // Slurm (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID) or PMI (PMI_RANK, PMI_SIZE). One process
-// outside any launcher is rank 0 of 1.
+// outside any launcher is rank 0 of 1, not launched.
 struct Place {
   int rank = 0, size = 1, local_rank = 0;
+  bool launched = false;  // started by mpirun or srun, even as a job of one rank
 };
 Place place_from_env();
 
 class Comm {
  public:
-  // Joins the job the environment describes: MPI_Init when it has more than one rank. Throws
-  // DistError when it has several but this build has no MPI. Construct one per process.
+  // Joins the job the environment describes: MPI_Init under a launcher, even for one rank (so that
+  // `mpirun -np 1` runs the collective path and can be checked against a plain run). Throws
+  // DistError when the job has several ranks but this build has no MPI. One per process.
   Comm();
   ~Comm();  // MPI_Finalize
   Comm(const Comm&) = delete;
@@ -39,6 +41,8 @@ class Comm {
   int size() const { return place_.size; }
   int local_rank() const { return place_.local_rank; }
   bool distributed() const { return place_.size > 1; }
+  // The collectives run through MPI (a launched job of any size); false: they return at once.
+  bool active() const { return mpi_; }
   // "rank 1 of 2": the prefix of every message about this process.
   std::string who() const;
 

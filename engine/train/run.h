@@ -73,6 +73,8 @@ class Run {
   // Rank 0 alone writes files and logs; the others train and evaluate their share.
   bool lead() const { return !comm_ || comm_->rank() == 0; }
   int ranks() const { return comm_ ? comm_->size() : 1; }
+  // The step's gradients and loss go through the collectives (any launched job, one rank too).
+  bool reducing() const { return comm_ && comm_->active(); }
   // Refuses a batch the ranks cannot share evenly and ranks that run another config or binary.
   void check_ranks();
   // Every rank starts from rank 0's parameters and moments, bit for bit.

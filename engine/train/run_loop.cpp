@@ -17,7 +17,7 @@ float Run::train_step(const Batch& batch, float lr, int64_t* correct) {
   backend_->zero_grad();
   float loss = 0;
   *correct = 0;
-  if (ranks() > 1) start_gradient_allreduce(batch.n, batch.global_n);
+  if (reducing()) start_gradient_allreduce(batch.n, batch.global_n);
   if (batch.n > 0) {  // a rank's part of a last, short batch can be empty
     const float* logits = cfg_.data_on_device
                               ? backend_->forward_uploaded(batch.index.data(), batch.aug.data(), batch.n, fo)
@@ -27,7 +27,7 @@ float Run::train_step(const Batch& batch, float lr, int64_t* correct) {
     for (int i = 0; i < batch.n; ++i) *correct += pred[i] == batch.labels[i];
     backend_->backward();
   }
-  if (ranks() > 1) {
+  if (reducing()) {
     loss = reduce_loss(loss, batch.n, batch.global_n, correct);
     backend_->finish_gradient_allreduce();
   }
