@@ -253,7 +253,7 @@ struct ViTCuda::Impl : ActivationArena {
                            Bn, D, s);
     prof.mark("bwd scatter cls");
     cuda::scatter_cls_grad<T>(A(dcls), A(dres), Bn, Nn, D, s);  // dres = d(last block output)
-    stage_done(cfg.depth);                                       // head and final LayerNorm
+    stage_done(cfg.depth);                                      // head and final LayerNorm
 
     for (int l = cfg.depth - 1; l >= 0; --l) {
       LayerActs& la = layers[l];
