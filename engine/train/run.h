@@ -84,6 +84,8 @@ class Run {
   void start_gradient_allreduce(int n, int global_n);
   // The batch's loss and correct predictions over every rank: the mean loss of the whole batch.
   float reduce_loss(float loss, int n, int global_n, int64_t* correct);
+  // Rank 0's value of v on every rank (a measured time that decides what all ranks do next).
+  double rank0_value(double v);
   // Waits until every rank is here (rank 0 has finished a file the others read next).
   void wait_for_ranks(const std::string& what);
 

@@ -52,6 +52,11 @@ float Run::reduce_loss(float loss, int n, int global_n, int64_t* correct) {
   return float(v[0] / double(global_n));
 }
 
+double Run::rank0_value(double v) {
+  if (reducing()) comm_->broadcast(&v, sizeof v, 0, "rank 0's epoch time");
+  return v;
+}
+
 void Run::wait_for_ranks(const std::string& what) {
   if (comm_) comm_->barrier(what);
 }

@@ -131,6 +131,7 @@ void Run::loop() {
 }
 
 void Run::end_epoch(int64_t imgs, double secs) {
+  secs = rank0_value(secs);  // the time budget below must cut every rank's run at the same epoch
   EpochRow r;
   r.epoch = st_.epoch + 1;
   r.step = st_.step;
