@@ -205,6 +205,59 @@ TEST(DataLoader, EpochWithoutImagesDescribesTheSameBatches) {
   EXPECT_EQ(k, loaded.size());
 }
 
+// Data parallelism: the parts N ranks load of each batch, put side by side, are the batch one
+// loader yields (same images, same augmentation, same labels); a short last batch that N does not
+// divide is split as evenly as it goes; evaluation's whole-batch shards deal batch b to rank b % N.
+TEST(DataLoader, ShardsPartitionEveryBatchAndDealWholeBatches) {
+  Files f(14);  // batches of 4: 4, 4, 4, 2
+  LoaderConfig c = cfg16(true);
+  c.threads = 2;
+  Loader one(f.samples, {}, c);
+  const auto full = epoch(one, 3);
+  ASSERT_EQ(full.size(), 4u);
+  const int N = 3;
+  std::vector<std::vector<Batch>> parts;
+  for (int r = 0; r < N; ++r) {
+    LoaderConfig cr = c;
+    cr.shard_rank = r;
+    cr.shard_count = N;
+    Loader l(f.samples, {}, cr);
+    EXPECT_EQ(l.batches_per_epoch(), full.size());
+    parts.push_back(epoch(l, 3));
+  }
+  const size_t per = size_t(3) * 16 * 16;
+  for (size_t b = 0; b < full.size(); ++b) {
+    Batch joined;
+    for (int r = 0; r < N; ++r) {
+      const Batch& p = parts[size_t(r)].at(b);
+      EXPECT_EQ(p.global_n, full[b].n);
+      // rank r takes [m r / N, m (r+1) / N) of the batch's m images
+      EXPECT_EQ(p.n, full[b].n * (r + 1) / N - full[b].n * r / N) << "batch " << b << " rank " << r;
+      joined.n += p.n;
+      joined.images.insert(joined.images.end(), p.images.begin(), p.images.begin() + size_t(p.n) * per);
+      joined.labels.insert(joined.labels.end(), p.labels.begin(), p.labels.begin() + p.n);
+      joined.index.insert(joined.index.end(), p.index.begin(), p.index.begin() + p.n);
+    }
+    EXPECT_TRUE(same(joined, full[b])) << "batch " << b;
+  }
+  // evaluation: whole batches, batch b on rank b % 2
+  LoaderConfig ce = eval_loader_config(16, 4, 1);
+  Loader all(f.samples, {}, ce);
+  const auto whole = epoch(all, 0);
+  for (int r = 0; r < 2; ++r) {
+    ce.shard_rank = r;
+    ce.shard_count = 2;
+    ce.shard_whole_batches = true;
+    Loader l(f.samples, {}, ce);
+    const auto mine = epoch(l, 0);
+    ASSERT_EQ(mine.size(), 2u);
+    for (size_t j = 0; j < mine.size(); ++j) EXPECT_TRUE(same(mine[j], whole[2 * j + size_t(r)]));
+  }
+  c.shard_rank = 3;
+  c.shard_count = 3;
+  EXPECT_THROW(Loader(f.samples, {}, c), std::invalid_argument);
+}
+
 TEST(DataPack, RoundTripMatchesFiles) {
   Files f(9);
   const std::string p = (f.dir.path / "train.pack").string();

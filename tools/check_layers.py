@@ -23,13 +23,14 @@ LAYERS = [
     ("kernels/cuda/", "kernels/cuda", 2),
     ("engine/model/", "model", 3),
     ("weights/", "weights", 4),
-    ("engine/runtime/", "runtime", 5),
-    ("engine/data/", "data", 6),
-    ("engine/eval/", "eval", 7),
-    ("engine/train/", "train", 8),
-    ("engine/serve/", "serve", 9),
-    ("engine/wbc/", "wbc", 10),
-    ("tools/", "tools", 11),
+    ("engine/dist/", "dist", 5),
+    ("engine/runtime/", "runtime", 6),
+    ("engine/data/", "data", 7),
+    ("engine/eval/", "eval", 8),
+    ("engine/train/", "train", 9),
+    ("engine/serve/", "serve", 10),
+    ("engine/wbc/", "wbc", 11),
+    ("tools/", "tools", 12),
 ]
 SIBLINGS = {("kernels/cpu", "kernels/cuda"), ("kernels/cuda", "kernels/cpu")}
 SOURCE_DIRS = ["engine", "kernels", "weights", "tools"]

@@ -8,6 +8,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "engine/dist/dist.h"
+
 namespace vit::cli {
 
 struct Command {
@@ -33,6 +35,10 @@ inline CLI::Option* add_tta_option(CLI::App* app, std::string* mode) {
       ->check(CLI::IsMember({"none", "flip", "d4"}))
       ->capture_default_str();
 }
+
+// The job this process belongs to (engine/dist/dist.h): one rank outside mpirun / srun. main()
+// creates it before running a subcommand; train and eval share their work over it.
+dist::Comm& world();
 
 Command register_prepare(CLI::App& root);
 Command register_train(CLI::App& root);

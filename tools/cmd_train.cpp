@@ -87,7 +87,9 @@ Command register_train(CLI::App& root) {
     req.resume = a->resume;
     req.groups = wbc::class_groups();  // label_level=group learns the 9 white-blood-cell groups
     req.hooks = test_hooks_from_env();
+    req.comm = &world();
     TrainSummary s = train(req);
+    if (world().rank() != 0) return 0;  // rank 0 speaks for the job
     if (!s.finished) {
       std::printf("[train] stopped at step %lld (max_steps); resume with --resume\n", (long long)s.steps);
       return 0;

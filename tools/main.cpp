@@ -2,10 +2,32 @@
 // library throws.
 #include <cstdio>
 #include <exception>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "engine/runtime/backend.h"
 #include "tools/cli.h"
+
+namespace {
+std::unique_ptr<vit::dist::Comm> g_world;
+
+// The message of a failed subcommand; on one rank of several it names the rank, and the job ends
+// on every rank (MPI_Abort), as the others would wait for this one in their next collective.
+int fail(const std::string& cmd, const char* kind, const char* what, int code) {
+  const bool many = g_world && g_world->distributed();
+  const std::string who = many ? " (" + g_world->who() + ")" : "";
+  std::fprintf(stderr, "vitengine %s%s: %s%s\n", cmd.c_str(), who.c_str(), kind, what);
+  std::fflush(stderr);
+  if (many) g_world->abort(code);
+  return code;
+}
+}  // namespace
+
+vit::dist::Comm& vit::cli::world() {
+  if (!g_world) g_world = std::make_unique<vit::dist::Comm>();
+  return *g_world;
+}
 
 int main(int argc, char** argv) {
   using namespace vit::cli;
@@ -34,17 +56,19 @@ int main(int argc, char** argv) {
   }
   for (auto& c : cmds) {
     if (!c.app->parsed()) continue;
+    const std::string name = c.app->get_name();
     try {
+      world();  // joins the job (MPI_Init under mpirun or srun) before any subcommand runs
+#ifdef VITENGINE_HAS_CUDA
+      if (world().distributed()) vit::cuda_select_device(world().local_rank());
+#endif
       return c.run();
     } catch (const NotBuilt& e) {
-      std::fprintf(stderr, "vitengine %s: not built yet: %s\n", c.app->get_name().c_str(), e.what());
-      return 3;
+      return fail(name, "not built yet: ", e.what(), 3);
     } catch (const UsageError& e) {
-      std::fprintf(stderr, "vitengine %s: %s\n", c.app->get_name().c_str(), e.what());
-      return 2;
+      return fail(name, "", e.what(), 2);
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "vitengine %s: error: %s\n", c.app->get_name().c_str(), e.what());
-      return 1;
+      return fail(name, "error: ", e.what(), 1);
     }
   }
   return 2;

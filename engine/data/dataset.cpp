@@ -203,9 +203,19 @@ struct Loader::Impl {
   std::vector<std::thread> workers;
 
   size_t n() const { return labels.size(); }
-  size_t nb() const {
+  // Batches of the whole epoch, and those this rank yields (all, unless whole batches are dealt out).
+  size_t nb_global() const {
     const size_t B = cfg.batch_size;
     return cfg.drop_last ? n() / B : (n() + B - 1) / B;
+  }
+  size_t nb() const {
+    if (!cfg.shard_whole_batches) return nb_global();
+    const size_t all = nb_global(), r = size_t(cfg.shard_rank), N = size_t(cfg.shard_count);
+    return all > r ? (all - r + N - 1) / N : 0;
+  }
+  // The epoch's batch number of this rank's j-th batch.
+  size_t global_batch(size_t j) const {
+    return cfg.shard_whole_batches ? j * size_t(cfg.shard_count) + size_t(cfg.shard_rank) : j;
   }
 
   std::vector<size_t> make_order(int e) const {
@@ -251,9 +261,18 @@ struct Loader::Impl {
   }
 
   // Batch b of the epoch: its samples and labels, then either the pixels or the draws.
-  void fill(size_t b, Batch& batch) const {
-    const size_t B = cfg.batch_size, lo = b * B, hi = std::min(n(), lo + B);
+  // Batch b is this rank's j-th (global_batch); a split batch keeps only this rank's part.
+  void fill(size_t j, Batch& batch) const {
+    const size_t B = cfg.batch_size, b = global_batch(j), first = b * B, end = std::min(n(), first + B);
     const size_t per = (size_t)3 * cfg.image_size * cfg.image_size;
+    size_t lo = first, hi = end;
+    if (!cfg.shard_whole_batches && cfg.shard_count > 1) {
+      // rank r of N takes [m r / N, m (r + 1) / N) of the batch's m images: B / N each when N divides B
+      const size_t m = end - first, r = size_t(cfg.shard_rank), N = size_t(cfg.shard_count);
+      lo = first + m * r / N;
+      hi = first + m * (r + 1) / N;
+    }
+    batch.global_n = (int)(end - first);
     batch.n = (int)(hi - lo);
     batch.images.resize(load_images ? batch.n * per : 0);  // no reallocation once the buffer has grown
     batch.labels.resize(batch.n);
@@ -307,6 +326,9 @@ struct Loader::Impl {
 
   void init() {
     if (cfg.batch_size <= 0) throw std::invalid_argument("Loader: batch_size must be > 0");
+    if (cfg.shard_count < 1 || cfg.shard_rank < 0 || cfg.shard_rank >= cfg.shard_count)
+      throw std::invalid_argument("Loader: shard " + std::to_string(cfg.shard_rank) + " of " +
+                                  std::to_string(cfg.shard_count) + " does not exist");
     if (cfg.image_size <= 0) throw std::invalid_argument("Loader: image_size must be > 0");
     for (int c = 0; c < 3; ++c)
       if (!(stats.std[c] > 0)) throw std::invalid_argument("Loader: std must be > 0");

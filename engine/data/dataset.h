@@ -58,9 +58,18 @@ struct LoaderConfig {
   int threads = 2;   // decode/augment workers
   int prefetch = 2;  // batches prepared ahead of the consumer
   uint64_t seed = 0;
+  // Data parallelism: this loader serves rank shard_rank of shard_count. Training splits every
+  // batch: the rank takes its contiguous part (batch_size / shard_count images of a full batch),
+  // with the order and the augmentation of each image those of the whole batch, so that the
+  // ranks together see exactly what one process sees. Evaluation (shard_whole_batches) deals
+  // out whole batches instead, batch b to rank b % shard_count, so that every batch, and
+  // therefore every logit, is the one a single process computes.
+  int shard_rank = 0, shard_count = 1;
+  bool shard_whole_batches = false;
 };
 struct Batch {
   int n = 0;
+  int global_n = 0;                // images in the whole batch, over every rank (= n in one process)
   std::vector<float> images;       // (n, 3, S, S), normalised; empty in an epoch started without images
   std::vector<int> labels;         // (n)
   std::vector<size_t> index;       // position of each image in the loader's sample list
@@ -80,6 +89,7 @@ class Loader {
   Loader(const Loader&) = delete;
   Loader& operator=(const Loader&) = delete;
   size_t size() const;
+  // Batches next() yields in an epoch: with shard_whole_batches, this rank's share only.
   size_t batches_per_epoch() const;
   const LoaderConfig& config() const;
   // Order and every augmentation are a pure function of (seed, epoch, position): start_epoch(e, k) skips k batches

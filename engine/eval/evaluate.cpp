@@ -201,14 +201,20 @@ Scored run_model(const EvalRequest& req, const std::function<void(const std::str
   S.set = load_eval_set(req.data, req.split, req.data_root, req.app);
   DataStats st;
   for (int c = 0; c < 3; ++c) st.mean[c] = S.lm.meta.mean[c], st.std[c] = S.lm.meta.std[c];
-  Loader loader(S.set.samples, st, eval_loader_config(mc.image_size, req.batch_size, req.threads));
+  LoaderConfig lc = eval_loader_config(mc.image_size, req.batch_size, req.threads);
+  if (req.comm) {
+    lc.shard_rank = req.comm->rank();
+    lc.shard_count = req.comm->size();
+    lc.shard_whole_batches = true;
+  }
+  Loader loader(S.set.samples, st, lc);
   auto backend = make_backend(req.device, *S.lm.model, req.batch_size, req.precision);
   log("[eval] " + mc.to_string() + " on " + std::to_string(S.set.samples.size()) + " images (" + req.data + ", " +
       (S.set.source == EvalSet::Source::manifest ? "split " + req.split : "class folders") + ")");
   const int views = tta_view_count(req.tta);
   if (views > 1)
     log("[eval] test-time augmentation " + req.tta + ": mean logits of " + std::to_string(views) + " views");
-  S.p = predict(*backend, loader, views);
+  S.p = predict(*backend, loader, views, req.comm);
   S.n = S.p.n();
   S.K = S.p.k;
   if (S.n != S.set.samples.size())
@@ -328,7 +334,9 @@ void write_report(const EvalRequest& req, Report& R) {
 }  // namespace
 
 nlohmann::json evaluate(const EvalRequest& req) {
-  auto log = req.log ? req.log : [](const std::string& s) { std::printf("%s\n", s.c_str()), std::fflush(stdout); };
+  std::function<void(const std::string&)> log =
+      req.log ? req.log : [](const std::string& s) { std::printf("%s\n", s.c_str()), std::fflush(stdout); };
+  if (req.comm && req.comm->rank() != 0) log = [](const std::string&) {};
   const auto t0 = std::chrono::steady_clock::now();
   const Scored S = run_model(req, log);
   Report R;
@@ -344,6 +352,7 @@ nlohmann::json evaluate(const EvalRequest& req) {
   else
     score_mapped(req, S, R);
   R.j["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (req.comm && req.comm->rank() != 0) return R.j;  // rank 0 writes and speaks for the job
   write_report(req, R);
   char b[200];
   std::snprintf(b, sizeof b, "[eval] accuracy %.4f macro-F1 %.4f balanced %.4f ECE %.4f (n = %zu) -> %s/metrics.json",

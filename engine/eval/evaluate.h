@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "engine/dist/dist.h"
+
 namespace vit {
 
 // JSON: {"name": "...", "targets": [labels of the other set],
@@ -60,6 +62,9 @@ struct EvalRequest {
   std::string tta = "none";  // test-time augmentation: none | flip | d4 (engine/eval/tta.h)
   std::function<void(const std::string&)> log;
   EvalApp app;  // application extras (none: a plain evaluation)
+  // Data parallelism: every rank evaluates its share of the batches; rank 0 writes the same files
+  // one process would. Null: one process.
+  dist::Comm* comm = nullptr;
 };
 
 // Returns what it wrote to out/metrics.json. Throws on bad input; never exits.

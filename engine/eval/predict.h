@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "engine/data/dataset.h"
+#include "engine/dist/dist.h"
 #include "engine/runtime/backend.h"
 
 namespace vit {
@@ -18,6 +19,9 @@ struct Predictions {
   std::vector<size_t> index;  // sample index of each row
   size_t n() const { return labels.size(); }
 };
-Predictions predict(TrainBackend& model, Loader& loader, int views = 1);
+// comm (data parallelism): every rank calls predict with a loader that deals out whole batches
+// (LoaderConfig::shard_whole_batches); each rank gets every rank's rows, in sample order, so the
+// result is the single process's, bit for bit (the same batches run through the same code).
+Predictions predict(TrainBackend& model, Loader& loader, int views = 1, dist::Comm* comm = nullptr);
 
 }  // namespace vit

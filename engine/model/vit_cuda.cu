@@ -148,6 +148,14 @@ struct ViTCuda::Impl : ActivationArena {
   bool have_loss = false;
   const uint64_t* seed_ptr_base = nullptr;  // non-null while recording a graph: seeds read on the device
 
+  std::function<void(int)> bwd_hook;  // set_backward_hook
+  void stage_done(int stage) const {
+    if (!bwd_hook) return;
+    cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+    VIT_CHECK(cudaStreamIsCapturing(stream, &st));
+    if (st == cudaStreamCaptureStatusNone) bwd_hook(stage);  // a captured graph replays without the host
+  }
+
   cudaGraphExec_t step_exec = nullptr, fwd_exec = nullptr;
   int step_B = 0, fwd_B = 0;
   bool step_training = false;
@@ -265,6 +273,7 @@ struct ViTCuda::Impl : ActivationArena {
                            Bn, D, s);
     prof.mark("bwd scatter cls");
     cuda::scatter_cls_grad<T>(A(dcls), A(dres), Bn, Nn, D, s);  // dres = d(last block output)
+    stage_done(cfg.depth);                                      // head and final LayerNorm
 
     for (int l = cfg.depth - 1; l >= 0; --l) {
       LayerActs& la = layers[l];
@@ -325,6 +334,7 @@ struct ViTCuda::Impl : ActivationArena {
       prof.mark("bwd ln_1");
       cuda::layernorm_bwd<T>(A(xs[l]), P(p.ln1_w), la.mean1, la.rstd1, A(dtmp2), A(dres), G(p.ln1_w), G(p.ln1_b),
                              ln_scratch, M, D, s, A(dres));
+      stage_done(l);  // every tensor of block l
     }
     // embedding: dres = d(x0); dropout + token embedding backward -> dpatches in dtmp
     prof.mark("bwd embed tokens");
@@ -332,6 +342,7 @@ struct ViTCuda::Impl : ActivationArena {
     prof.mark("bwd patch embed");
     cuda::patch_embed_bwd<T>(g, A(cols), A(dtmp), G(po.conv_w), G(po.conv_b), bias_scratch,
                              PatchShape{Bn, cfg.channels, S, S, cfg.patch, D}, s);
+    stage_done(-1);  // patch projection, class token, positions
   }
 
   // Makes the activation arena hold batch Bn. With a fixed max_batch a larger batch is an
@@ -474,6 +485,8 @@ size_t ViTCuda::num_params() const { return impl_->n; }
 size_t ViTCuda::num_decay_params() const { return impl_->ndecay; }
 const CudaDeviceInfo& ViTCuda::device() const { return impl_->dev; }
 CUstream_st* ViTCuda::stream() const { return impl_->stream; }
+void ViTCuda::set_backward_hook(std::function<void(int stage)> hook) { impl_->bwd_hook = std::move(hook); }
+float* ViTCuda::device_grads() { return impl_->grads; }
 void ViTCuda::synchronize() { VIT_CHECK(cudaStreamSynchronize(impl_->stream)); }
 size_t ViTCuda::param_arena_bytes() const { return impl_->parena_bytes; }
 size_t ViTCuda::activation_arena_bytes() const { return impl_->aarena_bytes; }

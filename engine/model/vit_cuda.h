@@ -16,6 +16,7 @@
 // This header includes no CUDA header, so plain C++ (the CLI, tests) can use it.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -107,6 +108,15 @@ class ViTCuda {
   // Records an inference forward on the internal image buffer; replay returns device logits.
   void capture_forward(int B);
   const float* replay_forward();
+
+  // ---- data parallelism ----
+  // Called on the host during backward(), each time a group of parameter gradients has been
+  // enqueued in full on stream(): stage `depth` = the head and the final LayerNorm, then block
+  // l = depth-1 .. 0, then -1 = the embedding (patch projection, class token, positions). The
+  // backend all-reduces each group on its own stream while backward computes the next (NCCL).
+  // Empty: no hook. Not called while a step is captured as a graph.
+  void set_backward_hook(std::function<void(int stage)> hook);
+  float* device_grads();  // the gradient segment: ViT::params() offsets apply
 
   CUstream_st* stream() const;
   void synchronize();

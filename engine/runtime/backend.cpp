@@ -19,6 +19,18 @@ class CpuBackend : public ModelBackend<ViT> {
   void push(const ViT& host) override {
     if (&host != &m_) copy(host, m_);
   }
+  void start_gradient_allreduce(dist::Comm& comm, float scale) override {
+    comm_ = &comm;
+    scale_ = scale;
+  }
+  void finish_gradient_allreduce() override {
+    if (!comm_) throw std::logic_error("finish_gradient_allreduce without start_gradient_allreduce");
+    float* g = m_.grad_data();
+    const size_t n = m_.num_params();
+    for (size_t i = 0; i < n; ++i) g[i] *= scale_;
+    comm_->allreduce_sum(g, n, "gradients");
+    comm_ = nullptr;
+  }
 
  private:
   static void copy(const ViT& a, ViT& b) {
@@ -28,6 +40,8 @@ class CpuBackend : public ModelBackend<ViT> {
   }
   ViT& model() override { return m_; }
   ViT& m_;
+  dist::Comm* comm_ = nullptr;  // between start_ and finish_gradient_allreduce
+  float scale_ = 1;
 };
 
 }  // namespace

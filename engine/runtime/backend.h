@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/dist/dist.h"
 #include "engine/model/vit.h"
 #include "kernels/common/augment_pixel.h"  // AugmentParams (plain C++)
 
@@ -32,6 +33,17 @@ class TrainBackend {
   // The same with a learning-rate scale per parameter tensor (ViT::params() order);
   // scale 0 freezes the tensor (its moments are not touched).
   virtual double adamw_step_scaled(const cpu::AdamWParams& hp, float clip_norm, const std::vector<float>& scale) = 0;
+  // Data parallelism: the gradients of the next backward(), times `scale`, summed over the
+  // ranks of comm into every rank's gradients. start_ goes before backward() and finish_ after
+  // it (also on a rank whose share of the batch is empty and that runs no backward); the AdamW
+  // step after finish_ clips on the global norm. CPU: MPI_Allreduce in buckets, in finish_.
+  // CUDA with NCCL: each layer's gradients are all-reduced on a communication stream as soon as
+  // backward has written them, overlapping the layers below; finish_ orders the optimizer after.
+  virtual void start_gradient_allreduce(dist::Comm& comm, float scale) {
+    (void)comm, (void)scale;
+    throw std::logic_error("data-parallel training is not built for device " + device());
+  }
+  virtual void finish_gradient_allreduce() {}
   virtual void pull(ViT& host) = 0;        // device -> host: parameters and moments
   virtual void push(const ViT& host) = 0;  // host -> device
 
@@ -83,6 +95,9 @@ using CudaBackendFactory = std::unique_ptr<TrainBackend> (*)(ViT& host, int max_
 void register_cuda_backend(CudaBackendFactory f);
 #ifdef VITENGINE_HAS_CUDA
 std::unique_ptr<TrainBackend> make_cuda_train_backend(ViT& host, int max_batch, const std::string& precision);
+// The GPU of this rank: local_rank modulo the visible devices (cudaSetDevice), before any backend;
+// nothing on a machine without a GPU.
+void cuda_select_device(int local_rank);
 #endif
 
 // Which attention kernels the CUDA path runs from now on, process-wide: "own" (the engine's,

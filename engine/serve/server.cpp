@@ -216,6 +216,14 @@ struct Server::Impl {
   // Answers before routing when it must: draining, a CORS preflight, a missing or wrong key.
   // Also adds the CORS headers an allowed origin gets. Returns true when it answered.
   bool gate(const httplib::Request& req, httplib::Response& res) {
+    const bool answered = gate_answer(req, res);
+    // An answer given here comes before httplib reads the body: the connection must close, or the
+    // unread body would be parsed as the next request on it.
+    if (answered && (req.has_header("Content-Length") || req.has_header("Transfer-Encoding")))
+      res.set_header("Connection", "close");
+    return answered;
+  }
+  bool gate_answer(const httplib::Request& req, httplib::Response& res) {
     const std::string origin = req.get_header_value("Origin");
     const bool cors = !origin.empty() && std::any_of(opt.cors_origins.begin(), opt.cors_origins.end(),
                                                      [&](const std::string& o) { return o == "*" || o == origin; });

@@ -46,17 +46,19 @@ std::vector<std::string> copy_matching(const ViT& src, ViT& dst);
 
 class Run {
  public:
-  explicit Run(const TrainRequest& r) : req_(r), cfg_(r.config), out_(r.out) {
+  explicit Run(const TrainRequest& r) : req_(r), cfg_(r.config), out_(r.out), comm_(r.comm) {
     log_ = req_.log ? req_.log : [](const std::string& s) {
       std::fwrite(s.data(), 1, s.size(), stdout);
       std::fputc('\n', stdout);
       std::fflush(stdout);
     };
+    if (!lead()) log_ = [](const std::string&) {};  // rank 0 speaks for the job
   }
 
   TrainSummary go() {
     t_start_ = Clock::now();
     cfg_.validate();
+    check_ranks();
     load_data();
     setup_model();
     // Only now that the data, the config and any checkpoint have been accepted: a run that
@@ -70,6 +72,26 @@ class Run {
   }
 
  private:
+  // ---------------------------------------------------------------- ranks (run_dist.cpp)
+  // Rank 0 alone writes files and logs; the others train and evaluate their share.
+  bool lead() const { return !comm_ || comm_->rank() == 0; }
+  int ranks() const { return comm_ ? comm_->size() : 1; }
+  // The step's gradients and loss go through the collectives (any launched job, one rank too).
+  bool reducing() const { return comm_ && comm_->active(); }
+  // Refuses a batch the ranks cannot share evenly and ranks that run another config or binary.
+  void check_ranks();
+  // Every rank starts from rank 0's parameters and moments, bit for bit.
+  void share_weights();
+  // Before backward: the gradients of this rank's `n` images become the whole batch's mean
+  // (`global_n` images) once the backend's finish_gradient_allreduce returns.
+  void start_gradient_allreduce(int n, int global_n);
+  // The batch's loss and correct predictions over every rank: the mean loss of the whole batch.
+  float reduce_loss(float loss, int n, int global_n, int64_t* correct);
+  // Rank 0's value of v on every rank (a measured time that decides what all ranks do next).
+  double rank0_value(double v);
+  // Waits until every rank is here (rank 0 has finished a file the others read next).
+  void wait_for_ranks(const std::string& what);
+
   // ---------------------------------------------------------------- setup
   void load_data();
 
@@ -153,6 +175,7 @@ class Run {
   TrainRequest req_;
   TrainConfig cfg_;
   std::string out_;
+  dist::Comm* comm_;  // null: one process
   std::function<void(const std::string&)> log_;
   std::vector<Sample> train_samples_, val_samples_;
   std::vector<std::string> names_;  // output names: the 14 classes, or the 9 groups (label_level)

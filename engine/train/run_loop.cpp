@@ -11,18 +11,28 @@ float Run::train_step(const Batch& batch, float lr, int64_t* correct) {
   fo.training = true;
   fo.keep_attention = false;
   fo.dropout_seed = dropout_seed(uint64_t(cfg_.seed), st_.step);
+  // masks are drawn by position in the rank's part of the batch: each rank its own draws
+  if (ranks() > 1) fo.dropout_seed = splitmix64_at(fo.dropout_seed, uint64_t(comm_->rank()));
   fo.drop_path = cfg_.drop_path;
   backend_->zero_grad();
-  const float* logits = cfg_.data_on_device
-                            ? backend_->forward_uploaded(batch.index.data(), batch.aug.data(), batch.n, fo)
-                            : backend_->forward(batch.images.data(), batch.n, fo);
-  float loss = backend_->loss(batch.labels.data(), cfg_.label_smoothing);
+  float loss = 0;
+  *correct = 0;
+  if (reducing()) start_gradient_allreduce(batch.n, batch.global_n);
+  if (batch.n > 0) {  // a rank's part of a last, short batch can be empty
+    const float* logits = cfg_.data_on_device
+                              ? backend_->forward_uploaded(batch.index.data(), batch.aug.data(), batch.n, fo)
+                              : backend_->forward(batch.images.data(), batch.n, fo);
+    loss = backend_->loss(batch.labels.data(), cfg_.label_smoothing);
+    auto pred = argmax_rows(logits, size_t(batch.n), model_cfg_.num_classes);
+    for (int i = 0; i < batch.n; ++i) *correct += pred[i] == batch.labels[i];
+    backend_->backward();
+  }
+  if (reducing()) {
+    loss = reduce_loss(loss, batch.n, batch.global_n, correct);
+    backend_->finish_gradient_allreduce();
+  }
   if (req_.hooks.nan_at_step > 0 && st_.step + 1 == req_.hooks.nan_at_step) loss = NAN;
   if (!std::isfinite(loss)) diverged(std::string("loss is ") + (std::isnan(loss) ? "NaN" : "inf"));
-  auto pred = argmax_rows(logits, size_t(batch.n), model_cfg_.num_classes);
-  *correct = 0;
-  for (int i = 0; i < batch.n; ++i) *correct += pred[i] == batch.labels[i];
-  backend_->backward();
   cpu::AdamWParams hp;
   hp.lr = lr;
   hp.beta1 = cfg_.beta1;
@@ -68,17 +78,19 @@ void Run::loop() {
       ++st_.batch_in_epoch;
       st_.epoch_loss_sum += double(loss);
       st_.epoch_correct += correct;
-      st_.epoch_seen += batch.n;
+      st_.epoch_seen += batch.global_n;
       ++st_.epoch_batches;
-      epoch_imgs += batch.n;
-      log_imgs += batch.n;
+      epoch_imgs += batch.global_n;
+      log_imgs += batch.global_n;
       last_lr_ = lr;
       update_ema();
       char line[128];
       std::snprintf(line, sizeof line, "%lld,%d,%.9g,%.9g\n", (long long)st_.step, st_.epoch + 1, double(loss),
                     double(lr));
-      steps_log_ << line;
-      steps_log_.flush();
+      if (lead()) {
+        steps_log_ << line;
+        steps_log_.flush();
+      }
       if (st_.step % cfg_.log_every == 0 || st_.batch_in_epoch == spe_ || st_.step == total_steps_) {
         double dt = since(t_log);
         double img_s = dt > 0 ? log_imgs / dt : 0;
@@ -119,6 +131,7 @@ void Run::loop() {
 }
 
 void Run::end_epoch(int64_t imgs, double secs) {
+  secs = rank0_value(secs);  // the time budget below must cut every rank's run at the same epoch
   EpochRow r;
   r.epoch = st_.epoch + 1;
   r.step = st_.step;
@@ -142,7 +155,7 @@ void Run::end_epoch(int64_t imgs, double secs) {
   const bool last_epoch = st_.epoch + 1 == cfg_.epochs;
   if (val_loader_ && ((st_.epoch + 1) % cfg_.eval_every == 0 || last_epoch)) {
     TrainBackend& eb = eval_backend();
-    Predictions p = predict(eb, *val_loader_);
+    Predictions p = predict(eb, *val_loader_, 1, comm_);
     auto pred = argmax_rows(p.logits.data(), p.n(), p.k);
     Metrics m = compute_metrics(confusion_matrix(p.labels, pred, p.k), names_);
     r.val_loss = mean_nll(p.logits.data(), p.labels.data(), p.n(), p.k);
@@ -166,6 +179,7 @@ void Run::end_epoch(int64_t imgs, double secs) {
   st_.epoch_correct = st_.epoch_seen = st_.epoch_batches = 0;
   last_lr_ = 0;
   save_last();
+  if (!lead()) return;
   write_text_atomic((fs::path(out_) / "metrics.csv").string(), metrics_csv(st_.history));
   write_training_curves((fs::path(out_) / "metrics.csv").string(), out_);
 }
@@ -191,6 +205,10 @@ std::vector<float> Run::lr_scales() const {
 }
 
 void Run::save_last() {
+  if (!lead()) {
+    last_saved_step_ = st_.step;
+    return;
+  }
   backend_->pull(*host_);
   writer_.wait();
   if (!snapshot_) snapshot_ = std::make_unique<ViT>(model_cfg_);
@@ -218,6 +236,7 @@ void Run::save_last() {
 }
 
 void Run::save_best(const EpochRow& r) {
+  if (!lead()) return;
   ModelMeta m = meta_;
   m.extra["epoch"] = r.epoch;
   m.extra["step"] = r.step;

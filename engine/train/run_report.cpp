@@ -29,14 +29,19 @@ TrainSummary Run::finish() {
 }
 
 void Run::report_on_val(TrainSummary& s) {
+  wait_for_ranks("rank 0 has written best.vit");
   LoadedModel best = load_model(best_path_);
   auto be = make_backend(cfg_.device, *best.model, max_batch(), cfg_.precision);
-  Predictions p = predict(*be, *val_loader_);
+  Predictions p = predict(*be, *val_loader_, 1, comm_);
   const size_t n = p.n();
   double T = 1.0;
   auto before = calibration(p.logits.data(), p.labels.data(), n, p.k, 1.0, cfg_.ece_bins);
+  if (cfg_.calibrate) T = fit_temperature(p.logits.data(), p.labels.data(), n, p.k);
+  if (!lead()) {  // every rank has the same predictions and T; rank 0 writes
+    s.temperature = T;
+    return;
+  }
   if (cfg_.calibrate) {
-    T = fit_temperature(p.logits.data(), p.labels.data(), n, p.k);
     best.meta.temperature = float(T);
     best.meta.extra["temperature_fit"] = {{"split", cfg_.val_split},
                                           {"samples", n},
@@ -71,6 +76,7 @@ void Run::report_on_val(TrainSummary& s) {
 }
 
 void Run::write_summary(const TrainSummary& s) {
+  if (!lead()) return;
   std::ostringstream md;
   md << "# Training run `" << out_ << "`\n\n";
   md << "Model " << model_cfg_.to_string() << ", " << host_->num_params() << " parameters, device "

@@ -49,6 +49,8 @@ void Run::load_data() {
   tl.threads = cfg_.threads;
   tl.prefetch = cfg_.prefetch;
   tl.seed = uint64_t(cfg_.seed);
+  tl.shard_rank = comm_ ? comm_->rank() : 0;
+  tl.shard_count = ranks();
   train_pack_ = find_pack(cfg_.train_split, train_samples_);
   train_loader_ = train_pack_ ? std::make_unique<Loader>(train_pack_, stats_, tl)
                               : std::make_unique<Loader>(train_samples_, stats_, tl);
@@ -61,6 +63,9 @@ void Run::load_data() {
   if (!val_samples_.empty()) {
     auto vl = eval_loader_config(model_cfg_.image_size, eval_batch(), cfg_.threads);
     vl.prefetch = cfg_.prefetch;
+    vl.shard_rank = comm_ ? comm_->rank() : 0;
+    vl.shard_count = ranks();
+    vl.shard_whole_batches = true;
     auto val_pack = find_pack(cfg_.val_split, val_samples_);
     val_loader_ =
         val_pack ? std::make_unique<Loader>(val_pack, stats_, vl) : std::make_unique<Loader>(val_samples_, stats_, vl);
@@ -136,14 +141,16 @@ void Run::setup_model() {
     host_->init(uint64_t(cfg_.seed));
     if (!cfg_.init.empty()) load_init_weights();
     // a fresh run starts with fresh files
-    for (const char* f : {"steps.csv", "metrics.csv", "best.vit", "last_ema.vit"}) fs::remove(fs::path(out_) / f);
+    if (lead())
+      for (const char* f : {"steps.csv", "metrics.csv", "best.vit", "last_ema.vit"}) fs::remove(fs::path(out_) / f);
   }
-  if (cfg_.device == "cuda") set_gpu_attention(cfg_.attention);
-  backend_ = make_backend(cfg_.device, *host_, max_batch(), cfg_.precision);
   if (cfg_.ema_decay > 0) {
     if (ema_.empty()) ema_.assign(host_->param_data(), host_->param_data() + host_->num_params());
     eval_host_ = std::make_unique<ViT>(model_cfg_);
   }
+  share_weights();
+  if (cfg_.device == "cuda") set_gpu_attention(cfg_.attention);
+  backend_ = make_backend(cfg_.device, *host_, max_batch(), cfg_.precision);
   // the per-tensor lr scales for fine-tuning
   uses_scaled_ = !cfg_.init.empty() && (cfg_.freeze_backbone_epochs > 0 || cfg_.backbone_lr_mult != 1.0f);
 }
@@ -228,7 +235,7 @@ void Run::write_config() {
                {"std", {stats_.std[0], stats_.std[1], stats_.std[2]}}};
   j["field_docs"] = nlohmann::json::object();
   for (const auto& d : TrainConfig::docs()) j["field_docs"][d.name] = d.doc;
-  write_text_atomic((fs::path(out_) / "config.json").string(), j.dump(2) + "\n");
+  if (lead()) write_text_atomic((fs::path(out_) / "config.json").string(), j.dump(2) + "\n");
   meta_.extra = {{"config", cfg_.to_json()}, {"model", j["model"]}};
   log_("[train] " + model_cfg_.to_string() + ", " + std::to_string(host_->num_params()) + " parameters; " +
        std::to_string(train_samples_.size()) + " train / " + std::to_string(val_samples_.size()) + " val images; " +
@@ -237,6 +244,7 @@ void Run::write_config() {
 }
 
 void Run::open_steps_log() {
+  if (!lead()) return;
   const std::string p = (fs::path(out_) / "steps.csv").string();
   std::vector<std::string> keep;
   if (req_.resume && fs::exists(p)) {

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "engine/data/dataset.h"
+#include "engine/dist/dist.h"
 #include "engine/eval/predict.h"
 #include "engine/runtime/backend.h"
 #include "engine/train/train_config.h"
@@ -78,6 +79,9 @@ struct TrainRequest {
   bool resume = false;  // continue from out/last.vit
   ClassGroups groups;   // needed by label_level=group only
   TrainHooks hooks;
+  // Data parallelism (docs/distributed.md): every rank of the job calls train() with the same
+  // request; batch_size is the global batch. Null: one process.
+  dist::Comm* comm = nullptr;
   // Progress lines go here (default: stdout, flushed).
   std::function<void(const std::string&)> log;
 };
