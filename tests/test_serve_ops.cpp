@@ -217,3 +217,92 @@ TEST(ServeOps, IdleHalfOpenConnectionsDoNotStarveHealthChecks) {
 }
 
 }  // namespace
+
+namespace {
+
+// Sends raw bytes on a fresh connection and returns what comes back until the server closes it or
+// `wait_s` passes without a byte (a request that never completes).
+std::string raw_exchange(int port, const std::string& bytes, double wait_s = 3) {
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(uint16_t(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return "(connect failed)";
+  timeval tv{int(wait_s), int((wait_s - int(wait_s)) * 1e6)};
+  setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  size_t off = 0;
+  while (off < bytes.size()) {
+    const ssize_t n = send(s, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) break;  // the server may stop reading (413) before everything is sent
+    off += size_t(n);
+  }
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = recv(s, buf, sizeof buf, 0)) > 0;) out.append(buf, size_t(n));
+  close(s);
+  return out;
+}
+
+int status_of(const std::string& response) {
+  return response.rfind("HTTP/1.1 ", 0) == 0 ? std::atoi(response.c_str() + 9) : -1;
+}
+
+}  // namespace
+
+// What a hostile or broken client sends: each gets a 4xx (or the connection closed without
+// an answer for a request that never became one), and the service keeps serving.
+TEST(ServeOps, MalformedRequestsGet4xxAndTheServiceKeepsServing) {
+  TinyModel m;
+  vt::ServerProcess server({"--model", m.model, "--max-upload-mb", "2"});
+  const int port = server.port();
+  const std::string png = vt::png_bytes(32, 32, 5);
+  const std::string head = "POST /v1/predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\n";
+  auto multipart = [&](const std::string& parts, const std::string& boundary = "BOUND") {
+    return head + "Content-Type: multipart/form-data; boundary=" + boundary +
+           "\r\nContent-Length: " + std::to_string(parts.size()) + "\r\n\r\n" + parts;
+  };
+  const std::string part =
+      "--BOUND\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n"
+      "Content-Type: image/png\r\n\r\n" +
+      png + "\r\n";
+  struct Case {
+    const char* what;
+    std::string bytes;
+  };
+  std::string tiny_parts;
+  for (int i = 0; i < 10000; ++i)
+    tiny_parts += "--BOUND\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\nx\r\n";
+  tiny_parts += "--BOUND--\r\n";
+  std::vector<Case> cases = {
+      {"truncated multipart", multipart(part.substr(0, part.size() / 2))},
+      {"Content-Length longer than the body",
+       head + "Content-Type: image/png\r\nContent-Length: " + std::to_string(png.size() + 500) + "\r\n\r\n" + png},
+      {"a 1 GB declared body", head + "Content-Type: image/png\r\nContent-Length: 1073741824\r\n\r\n" + png},
+      {"10,000 tiny parts", multipart(tiny_parts)},
+      {"a non-image with an image Content-Type",
+       head + "Content-Type: image/png\r\nContent-Length: 11\r\n\r\nhello world"},
+      {"an oversized header", "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(70000, 'a') + "\r\n\r\n"},
+      {"a garbage request line", "BLAH\r\n\r\n"},
+  };
+  for (const auto& c : cases) {
+    const std::string r = raw_exchange(port, c.bytes);
+    const int st = status_of(r);
+    std::printf("    %-40s -> %s\n", c.what, r.empty() ? "closed, no answer" : r.substr(0, r.find('\r')).c_str());
+    if (std::string(c.what) == "a 1 GB declared body")
+      EXPECT_EQ(st, 413) << "refused from its Content-Length alone: " << r.substr(0, 200);
+    EXPECT_TRUE(r.empty() || (st >= 400 && st < 500)) << c.what << ": got " << r.substr(0, 200);
+    // ... and the service still answers.
+    httplib::Client hc("127.0.0.1", port);
+    hc.set_read_timeout(10, 0);
+    auto h = hc.Get("/healthz");
+    ASSERT_TRUE(h) << "no answer after " << c.what;
+    EXPECT_EQ(h->status, 200) << "after " << c.what;
+  }
+  httplib::Client hc("127.0.0.1", port);
+  hc.set_read_timeout(30, 0);
+  auto p = hc.Post("/v1/predict", png, "image/png");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->status, 200) << p->body;
+  EXPECT_TRUE(server.alive());
+}

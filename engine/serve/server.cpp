@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <fstream>
 #include <map>
@@ -252,6 +253,17 @@ struct Server::Impl {
       res.set_header("Allow", methods);
       send_error(res, 405, "method_not_allowed", req.method + " is not a method of " + req.path + " (" + methods + ")");
       return true;
+    }
+    // A declared body over the limit is refused before a byte of it is read (httplib would
+    // otherwise wait to skip it).
+    if (req.has_header("Content-Length")) {
+      const std::string cl = req.get_header_value("Content-Length");
+      const unsigned long long len = std::strtoull(cl.c_str(), nullptr, 10);
+      if (len > opt.max_upload_bytes) {
+        send_error(res, 413, "payload_too_large",
+                   "the body is " + cl + " bytes; the limit is " + std::to_string(opt.max_upload_bytes));
+        return true;
+      }
     }
     if (draining) {
       res.set_header("Connection", "close");
