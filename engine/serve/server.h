@@ -54,9 +54,10 @@ struct ServeOptions {
   int threads = 512;        // HTTP worker threads = connections served at once (more wait in the backlog)
   int read_timeout_s = 5;   // whole request line, headers and body
   int keep_alive_s = 5;     // idle time between requests on one connection
-  // /v1/predict and /v1/explain in flight per client address; more -> 503. As high as the queue by
-  // default: behind a proxy every client has the proxy's address.
-  int max_per_client = 64;
+  // /v1/predict and /v1/explain in flight per client address; more -> 503. Twice the queue by
+  // default, so that the queue is what binds for one busy client: behind a proxy every client has
+  // the proxy's address, and a load test from one machine must not trip it.
+  int max_per_client = 128;
   // Operations.
   std::vector<std::string> api_keys;      // non-empty: every route but /healthz needs "Authorization: Bearer <key>"
   std::vector<std::string> cors_origins;  // origins allowed by CORS ("*": any); empty: no CORS headers
