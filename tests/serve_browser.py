@@ -112,11 +112,12 @@ def find_chromium():
     return None
 
 
-def start_server(binary, model):
-    proc = subprocess.Popen([binary, 'serve', '--port', '0', '--model', model], stdout=subprocess.PIPE,
+def start_server(binary, model, tls):
+    extra = ['--tls-cert', tls[0], '--tls-key', tls[1]] if tls else []
+    proc = subprocess.Popen([binary, 'serve', '--port', '0', '--model', model] + extra, stdout=subprocess.PIPE,
                             stderr=sys.stderr, text=True)
     line = proc.stdout.readline()
-    m = re.search(r'listening on (http://127\.0\.0\.1:\d+)/', line)
+    m = re.search(r'listening on (https?://127\.0\.0\.1:\d+)/', line)
     if not m:
         proc.kill()
         raise RuntimeError('server did not start: ' + line)
@@ -124,7 +125,9 @@ def start_server(binary, model):
 
 
 def start_chromium(exe, profile):
+    # --ignore-certificate-errors: the HTTPS run's certificate is self-signed, made by the test.
     proc = subprocess.Popen([exe, '--headless=new', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage',
+                             '--ignore-certificate-errors',
                              '--no-first-run', '--no-default-browser-check', '--disable-extensions',
                              '--remote-debugging-address=127.0.0.1', '--remote-debugging-port=0',
                              f'--user-data-dir={profile}', 'about:blank'],
@@ -159,17 +162,22 @@ def main():
     ap.add_argument('--image', action='append', required=True, help='image(s) to upload (repeat for several)')
     ap.add_argument('--screenshot', help='save a PNG of the page here')
     ap.add_argument('--timeout', type=float, default=120)
+    ap.add_argument('--tls-cert', help='serve HTTPS with this PEM certificate (and --tls-key)')
+    ap.add_argument('--tls-key')
     a = ap.parse_args()
 
     exe = find_chromium()
     if not exe:
         print('SKIP: no chromium on this machine (Debian package: chromium)')
         return SKIP
-    server, base = start_server(a.binary, a.model)
+    tls = (a.tls_cert, a.tls_key) if a.tls_cert else None
+    server, base = start_server(a.binary, a.model, tls)
+    import ssl
+    ctx = ssl._create_unverified_context() if tls else None  # the test's own self-signed certificate
     profile = tempfile.mkdtemp(prefix='vitengine_chromium_')
     browser = None
     try:
-        with urllib.request.urlopen(base + '/v1/classes', timeout=30) as r:
+        with urllib.request.urlopen(base + '/v1/classes', timeout=30, context=ctx) as r:
             class_names = [c['name'] for c in json.load(r)['classes']]
         browser, port = start_chromium(exe, profile)
         dt = DevTools(page_ws_url(port))

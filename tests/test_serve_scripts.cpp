@@ -38,6 +38,26 @@ TEST(ServeBrowser, UploadShowsPredictionChartOverlayAndDifferential) {
   EXPECT_NE(out.find("PASS"), std::string::npos) << out;
 }
 
+TEST(ServeBrowser, TheSamePageOverHttps) {
+  if (python().empty()) GTEST_SKIP() << "no python3";
+  std::string dir = vt::temp_dir("browser_tls");
+  std::string out, err;
+  if (vt::run("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost -keyout " + dir +
+                  "/key.pem -out " + dir + "/cert.pem",
+              &out, &err) != 0)
+    GTEST_SKIP() << "no openssl command to make a certificate";
+  vt::write_tiny_model(dir + "/tiny.vit");
+  vt::write_file(dir + "/a.png", vt::png_bytes(64, 64, 1));
+  int rc = vt::run(python() + " " + source_dir() + "/tests/serve_browser.py --binary " + VITENGINE_BINARY +
+                       " --model " + dir + "/tiny.vit --image " + dir + "/a.png --tls-cert " + dir +
+                       "/cert.pem --tls-key " + dir + "/key.pem --timeout 90",
+                   &out, &err);
+  std::filesystem::remove_all(dir);
+  if (rc == 77) GTEST_SKIP() << out;
+  EXPECT_EQ(rc, 0) << out << err;
+  EXPECT_NE(out.find("PASS"), std::string::npos) << out;
+}
+
 TEST(ServeLoad, EightAndThirtyTwoClientsBoundedNoErrors) {
   if (python().empty()) GTEST_SKIP() << "no python3";
   std::string dir = vt::temp_dir("load");
