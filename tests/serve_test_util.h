@@ -156,6 +156,10 @@ class ServerProcess {
   int port() const { return port_; }
   const std::string& first_line() const { return first_line_; }
   bool alive() const { return pid_ > 0 && kill(pid_, 0) == 0 && waitpid(pid_, nullptr, WNOHANG) == 0; }
+  // SIGTERM without waiting (stop() waits).
+  void terminate() const {
+    if (pid_ > 0) kill(pid_, SIGTERM);
+  }
   // SIGTERM, then wait; returns the exit status (or -1).
   int stop() {
     if (pid_ <= 0) return -1;
