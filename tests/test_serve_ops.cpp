@@ -209,6 +209,7 @@ TEST(ServeOps, IdleHalfOpenConnectionsDoNotStarveHealthChecks) {
     ASSERT_TRUE(h);
     EXPECT_EQ(h->status, 200);
   }
+  std::printf("    slowest of 5 health checks with 256 idle connections open: %.1f ms\n", worst * 1e3);
   EXPECT_LT(worst, 1.0) << "a health check took " << worst << " s with 256 idle connections open";
   auto p = c.Post("/v1/predict", vt::png_bytes(40, 40, 4), "image/png");
   ASSERT_TRUE(p);
