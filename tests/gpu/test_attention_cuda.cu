@@ -75,23 +75,43 @@ __nv_bfloat16 from_f<__nv_bfloat16>(float x) {
   return __float2bfloat16_rn(x);
 }
 
-// Runs fwd then bwd on the given (already representable-in-T) inputs.
+// Device buffers holding the given (already representable-in-T) inputs, poisoned outputs, and the
+// results after `run` (which launches the forward and backward on them).
+template <typename T>
+struct Problem {
+  DevBuf<T> qkv, out, dout, dqkv;
+  DevBuf<float> lse, scratch;
+  vit::AttnShape shape;
+  Problem(const std::vector<float>& h_qkv, const std::vector<float>& h_dout, const Shape& sh)
+      : qkv(h_qkv.size()),
+        out(h_dout.size()),
+        dout(h_dout.size()),
+        dqkv(h_qkv.size()),
+        lse(size_t(sh.B) * sh.H * sh.N),
+        scratch(size_t(sh.B) * sh.H * sh.N),
+        shape{sh.B, sh.N, sh.H, sh.Dh} {
+    std::vector<T> a(h_qkv.size()), b(h_dout.size());
+    for (size_t i = 0; i < a.size(); ++i) a[i] = from_f<T>(h_qkv[i]);
+    for (size_t i = 0; i < b.size(); ++i) b[i] = from_f<T>(h_dout[i]);
+    qkv.upload(a);
+    dout.upload(b);
+  }
+  template <typename Run>
+  Outputs results(Run&& run) {
+    run(*this);
+    VIT_CHECK(cudaDeviceSynchronize());
+    return {out.download(), lse.download(), dqkv.download()};
+  }
+};
+
+// The own kernels' forward then backward.
 template <typename T>
 Outputs run_kernels(const std::vector<float>& qkv, const std::vector<float>& dout, const Shape& sh) {
-  const size_t n_qkv = (size_t)sh.B * sh.N * 3 * sh.H * sh.Dh, n_out = (size_t)sh.B * sh.N * sh.H * sh.Dh,
-               n_lse = (size_t)sh.B * sh.H * sh.N;
-  std::vector<T> h_qkv(n_qkv), h_dout(n_out);
-  for (size_t i = 0; i < n_qkv; ++i) h_qkv[i] = from_f<T>(qkv[i]);
-  for (size_t i = 0; i < n_out; ++i) h_dout[i] = from_f<T>(dout[i]);
-  DevBuf<T> d_qkv(n_qkv), d_out(n_out), d_dout(n_out), d_dqkv(n_qkv);
-  DevBuf<float> d_lse(n_lse), d_scratch(n_lse);
-  d_qkv.upload(h_qkv);
-  d_dout.upload(h_dout);
-  vit::cuda::attention_fwd<T>(d_qkv.p, d_out.p, d_lse.p, vit::AttnShape{sh.B, sh.N, sh.H, sh.Dh}, 0);
-  vit::cuda::attention_bwd<T>(d_qkv.p, d_out.p, d_dout.p, d_lse.p, d_dqkv.p, d_scratch.p,
-                              vit::AttnShape{sh.B, sh.N, sh.H, sh.Dh}, 0);
-  VIT_CHECK(cudaDeviceSynchronize());
-  return {d_out.download(), d_lse.download(), d_dqkv.download()};
+  Problem<T> p(qkv, dout, sh);
+  return p.results([](Problem<T>& q) {
+    vit::cuda::attention_fwd<T>(q.qkv.p, q.out.p, q.lse.p, q.shape, 0);
+    vit::cuda::attention_bwd<T>(q.qkv.p, q.out.p, q.dout.p, q.lse.p, q.dqkv.p, q.scratch.p, q.shape, 0);
+  });
 }
 
 class AttentionCuda : public ::testing::TestWithParam<Shape> {
@@ -132,26 +152,17 @@ TEST_P(AttentionCuda, Bf16MatchesFp64Reference) {
 Outputs run_cudnn(const std::vector<float>& qkv, const std::vector<float>& dout, const Shape& sh, bool cudnn_fwd,
                   bool cudnn_bwd) {
   using bf = __nv_bfloat16;
-  const size_t n_qkv = (size_t)sh.B * sh.N * 3 * sh.H * sh.Dh, n_out = (size_t)sh.B * sh.N * sh.H * sh.Dh,
-               n_lse = (size_t)sh.B * sh.H * sh.N;
-  std::vector<bf> h_qkv(n_qkv), h_dout(n_out);
-  for (size_t i = 0; i < n_qkv; ++i) h_qkv[i] = from_f<bf>(qkv[i]);
-  for (size_t i = 0; i < n_out; ++i) h_dout[i] = from_f<bf>(dout[i]);
-  DevBuf<bf> d_qkv(n_qkv), d_out(n_out), d_dout(n_out), d_dqkv(n_qkv);
-  DevBuf<float> d_lse(n_lse), d_scratch(n_lse);
-  d_qkv.upload(h_qkv);
-  d_dout.upload(h_dout);
-  const vit::AttnShape as{sh.B, sh.N, sh.H, sh.Dh};
-  if (cudnn_fwd)
-    vit::cuda::attention_fwd_cudnn(d_qkv.p, d_out.p, d_lse.p, as, 0);
-  else
-    vit::cuda::attention_fwd<bf>(d_qkv.p, d_out.p, d_lse.p, as, 0);
-  if (cudnn_bwd)
-    vit::cuda::attention_bwd_cudnn(d_qkv.p, d_out.p, d_dout.p, d_lse.p, d_dqkv.p, as, 0);
-  else
-    vit::cuda::attention_bwd<bf>(d_qkv.p, d_out.p, d_dout.p, d_lse.p, d_dqkv.p, d_scratch.p, as, 0);
-  VIT_CHECK(cudaDeviceSynchronize());
-  return {d_out.download(), d_lse.download(), d_dqkv.download()};
+  Problem<bf> p(qkv, dout, sh);
+  return p.results([&](Problem<bf>& q) {
+    if (cudnn_fwd)
+      vit::cuda::attention_fwd_cudnn(q.qkv.p, q.out.p, q.lse.p, q.shape, 0);
+    else
+      vit::cuda::attention_fwd<bf>(q.qkv.p, q.out.p, q.lse.p, q.shape, 0);
+    if (cudnn_bwd)
+      vit::cuda::attention_bwd_cudnn(q.qkv.p, q.out.p, q.dout.p, q.lse.p, q.dqkv.p, q.shape, 0);
+    else
+      vit::cuda::attention_bwd<bf>(q.qkv.p, q.out.p, q.dout.p, q.lse.p, q.dqkv.p, q.scratch.p, q.shape, 0);
+  });
 }
 
 TEST_P(AttentionCuda, CudnnBf16MatchesFp64Reference) {
