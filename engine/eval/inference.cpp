@@ -128,11 +128,12 @@ void Predictor::set_tta(const std::string& mode) {
   tta_ = mode;
 }
 
-std::vector<Prediction> Predictor::run(const float* chw, int B) {
+std::vector<Prediction> Predictor::run(const float* chw, int B, bool keep_attention) {
   std::vector<Prediction> out(B);
   if (B <= 0) return out;
   ForwardOptions opt;
   opt.training = false;
+  opt.inference = !keep_attention;
   const int C = num_classes();
   std::vector<float> logits(size_t(B) * C);
   mean_view_logits(

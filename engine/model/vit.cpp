@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <sstream>
@@ -85,6 +86,12 @@ ViT::ViT(const ViTConfig& cfg) : cfg_(cfg) {
     if (p.decay) ndecay_ += p.numel;
   }
   arena_.assign(4 * nparams_, 0.0f);
+  if (const char* p = std::getenv("VITENGINE_CPU_PRECISION")) {
+    const std::string v = p;
+    if (v != "fp32" && v != "bf16")
+      throw std::invalid_argument("VITENGINE_CPU_PRECISION must be fp32 or bf16, got '" + v + "'");
+    precision_ = v == "bf16" ? InferencePrecision::bf16 : InferencePrecision::fp32;
+  }
 }
 
 const ParamInfo& ViT::param(const std::string& name) const {

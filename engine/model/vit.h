@@ -123,7 +123,8 @@ class ViT {
   void backward_from(const float* dlogits);
   void zero_grad();
 
-  // The inference path's precision (default fp32); bf16 where the CPU lacks AMX stays fp32.
+  // The inference path's precision: fp32 unless set here or by the environment variable
+  // VITENGINE_CPU_PRECISION=bf16 (read when the model is made); bf16 where the CPU lacks AMX stays fp32.
   void set_inference_precision(InferencePrecision p) { precision_ = p; }
   // What the inference path runs now: bf16 only if asked for and the CPU has AMX-BF16.
   InferencePrecision inference_precision() const;
