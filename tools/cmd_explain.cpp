@@ -37,7 +37,7 @@ int run_explain(const ExplainArgs& a) {
   Image view = pred.model_view(img);
   std::vector<float> x(pred.input_floats());
   pred.prepare(img, x.data());
-  Prediction p = pred.run(x.data(), 1, /*keep_attention=*/true)[0];
+  Prediction p = pred.run(x.data(), 1)[0];
 
   const ViTConfig& cfg = pred.config();
   const int H = cfg.heads, N = cfg.seq_len(), g = cfg.grid();

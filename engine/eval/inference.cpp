@@ -171,7 +171,7 @@ std::vector<Prediction> Predictor::predict(const std::vector<Image>& images, int
     int B = int(std::min<size_t>(batch, images.size() - i));
     buf.resize(size_t(B) * input_floats());
     for (int b = 0; b < B; ++b) prepare(images[i + b], buf.data() + size_t(b) * input_floats());
-    auto r = run(buf.data(), B);
+    auto r = run(buf.data(), B, /*keep_attention=*/false);
     all.insert(all.end(), r.begin(), r.end());
   }
   return all;

@@ -71,7 +71,7 @@ class Predictor {
   // test-time augmentation, the unturned view last). With keep_attention, on the CPU, the attention
   // probabilities of the unturned view stay readable through model() until the next call; without
   // it the CPU runs the inference path (ForwardOptions::inference), which keeps none.
-  std::vector<Prediction> run(const float* chw, int B, bool keep_attention = false);
+  std::vector<Prediction> run(const float* chw, int B, bool keep_attention = true);
   // Prepare and run in chunks of at most `batch` images.
   std::vector<Prediction> predict(const std::vector<Image>& images, int batch);
 
