@@ -30,8 +30,8 @@ using cpu::Epilogue;
 
 namespace {
 
-constexpr int kRows = 64;  // rows per block: the (64, mlp) hidden layer of vit_ti16 is 192 KB, in L2
-constexpr int kTq = 64;    // query rows per attention tile: a (64, 197) score tile is 50 KB
+constexpr int kRows = 128;  // rows per block: the (128, mlp) hidden layer of vit_ti16 is 384 KB, in L2
+constexpr int kTq = 64;     // query rows per attention tile: a (64, 197) score tile is 50 KB
 
 int num_threads() {
 #ifdef _OPENMP

@@ -42,16 +42,14 @@ void linear_rows(const float* x, const float* w, const float* b, float* y, int M
 }
 
 void layernorm_rows(const float* x, const float* w, const float* b, float* y, int R, int C, float eps) {
+  // Eigen's reductions are vectorised; a plain float loop is not (no reassociation without -ffast-math).
+  const Eigen::Map<const Eigen::ArrayXf> W(w, C), Bias(b, C);
   for (int r = 0; r < R; r++) {
-    const float* xr = x + (size_t)r * C;
-    float* yr = y + (size_t)r * C;
-    float s = 0;
-    for (int c = 0; c < C; c++) s += xr[c];
-    const float mu = s / C;
-    float s2 = 0;  // two passes: no cancellation when |mean| >> std
-    for (int c = 0; c < C; c++) s2 += (xr[c] - mu) * (xr[c] - mu);
-    const float rs = 1.0f / std::sqrt(s2 / C + eps);  // biased variance, as torch
-    for (int c = 0; c < C; c++) yr[c] = (xr[c] - mu) * rs * w[c] + b[c];
+    const Eigen::Map<const Eigen::ArrayXf> xr(x + (size_t)r * C, C);
+    const float mu = xr.mean();
+    const float var = (xr - mu).square().mean();   // two passes: no cancellation when |mean| >> std
+    const float rs = 1.0f / std::sqrt(var + eps);  // biased variance, as torch
+    Eigen::Map<Eigen::ArrayXf>(y + (size_t)r * C, C) = (xr - mu) * rs * W + Bias;
   }
 }
 
