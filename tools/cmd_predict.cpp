@@ -97,11 +97,11 @@ int run_predict(const PredictArgs& a) {
       // Forward-pass latency of this first batch, preprocessing excluded (tools/latency_vs_torch.py).
       std::vector<float> x(imgs.size() * pred.input_floats());
       for (size_t j = 0; j < imgs.size(); ++j) pred.prepare(imgs[j], x.data() + j * pred.input_floats());
-      pred.run(x.data(), int(imgs.size()));  // warm-up
+      pred.run(x.data(), int(imgs.size()), /*keep_attention=*/false);  // warm-up
       std::vector<double> ms;
       for (int r = 0; r < a.time_runs; ++r) {
         auto t0 = std::chrono::steady_clock::now();
-        pred.run(x.data(), int(imgs.size()));
+        pred.run(x.data(), int(imgs.size()), /*keep_attention=*/false);
         ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
       }
       std::sort(ms.begin(), ms.end());

@@ -128,11 +128,12 @@ void Predictor::set_tta(const std::string& mode) {
   tta_ = mode;
 }
 
-std::vector<Prediction> Predictor::run(const float* chw, int B) {
+std::vector<Prediction> Predictor::run(const float* chw, int B, bool keep_attention) {
   std::vector<Prediction> out(B);
   if (B <= 0) return out;
   ForwardOptions opt;
   opt.training = false;
+  opt.inference = !keep_attention;
   const int C = num_classes();
   std::vector<float> logits(size_t(B) * C);
   mean_view_logits(
@@ -170,7 +171,7 @@ std::vector<Prediction> Predictor::predict(const std::vector<Image>& images, int
     int B = int(std::min<size_t>(batch, images.size() - i));
     buf.resize(size_t(B) * input_floats());
     for (int b = 0; b < B; ++b) prepare(images[i + b], buf.data() + size_t(b) * input_floats());
-    auto r = run(buf.data(), B);
+    auto r = run(buf.data(), B, /*keep_attention=*/false);
     all.insert(all.end(), r.begin(), r.end());
   }
   return all;

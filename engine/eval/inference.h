@@ -68,9 +68,10 @@ class Predictor {
   void set_tta(const std::string& mode);
   const std::string& tta() const { return tta_; }
   // Forward B prepared images (B * input_floats() floats) in one pass (one per view with
-  // test-time augmentation, the unturned view last). On the CPU the attention probabilities of
-  // the unturned view stay readable through model() until the next call.
-  std::vector<Prediction> run(const float* chw, int B);
+  // test-time augmentation, the unturned view last). With keep_attention, on the CPU, the attention
+  // probabilities of the unturned view stay readable through model() until the next call; without
+  // it the CPU runs the inference path (ForwardOptions::inference), which keeps none.
+  std::vector<Prediction> run(const float* chw, int B, bool keep_attention = true);
   // Prepare and run in chunks of at most `batch` images.
   std::vector<Prediction> predict(const std::vector<Image>& images, int batch);
 

@@ -49,6 +49,7 @@ Predictions predict(TrainBackend& model, Loader& loader, int views, dist::Comm* 
   ForwardOptions fo;
   fo.training = false;
   fo.keep_attention = false;
+  fo.inference = true;
   const int S = loader.config().image_size;
   while (loader.next(b)) {
     if (b.n == 0) continue;

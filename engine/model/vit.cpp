@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <sstream>
@@ -85,6 +86,12 @@ ViT::ViT(const ViTConfig& cfg) : cfg_(cfg) {
     if (p.decay) ndecay_ += p.numel;
   }
   arena_.assign(4 * nparams_, 0.0f);
+  if (const char* p = std::getenv("VITENGINE_CPU_PRECISION")) {
+    const std::string v = p;
+    if (v != "fp32" && v != "bf16")
+      throw std::invalid_argument("VITENGINE_CPU_PRECISION must be fp32 or bf16, got '" + v + "'");
+    precision_ = v == "bf16" ? InferencePrecision::bf16 : InferencePrecision::fp32;
+  }
 }
 
 const ParamInfo& ViT::param(const std::string& name) const {
@@ -210,13 +217,15 @@ void ViT::ensure_activations(int B) {
 const float* ViT::forward(const float* images, int B, const ForwardOptions& opt) {
   if (B <= 0) throw std::invalid_argument("ViT::forward: batch size must be positive, got " + std::to_string(B));
   if (!images) throw std::invalid_argument("ViT::forward: images is null");
-  ensure_activations(B);
   B_ = B;
+  last_inference_ = opt.inference && !opt.training;
+  if (last_inference_) return forward_inference(images, B);
+  ensure_activations(B);
   fopt_ = opt;
   images_ = images;
   size_t total;
   Acts a = layout_acts(cfg_, B, acts_.data(), &total);
-  ModelParams p = bind(offsets_, param_data());
+  ModelParams p = bind(offsets_, arena_.data());  // not param_data(): that marks the weights changed
   const int N = cfg_.seq_len(), D = cfg_.dim, M = cfg_.mlp_dim, H = cfg_.heads, Np = cfg_.num_patches();
   const int S = cfg_.image_size, BN = B * N;
   const float pd = opt.training ? cfg_.dropout : 0.0f;
@@ -258,8 +267,13 @@ const float* ViT::forward(const float* images, int B, const ForwardOptions& opt)
   return a.logits;
 }
 
+static const char* kNoTape =
+    "the last ViT::forward was an inference forward (ForwardOptions::inference), which keeps no activations for "
+    "loss, backward or attention maps";
+
 float ViT::loss(const int* labels, float smoothing) {
   if (B_ == 0) throw std::logic_error("ViT::loss called before forward");
+  if (last_inference_) throw std::logic_error(kNoTape);
   size_t total;
   Acts a = layout_acts(cfg_, B_, acts_.data(), &total);
   labels_.assign(labels, labels + B_);
@@ -277,10 +291,11 @@ void ViT::backward() {
 
 void ViT::backward_from(const float* dlogits) {
   if (B_ == 0) throw std::logic_error("ViT::backward_from called before forward");
+  if (last_inference_) throw std::logic_error(kNoTape);
   const int B = B_;
   size_t total;
   Acts a = layout_acts(cfg_, B, acts_.data(), &total);
-  ModelParams p = bind(offsets_, param_data());
+  ModelParams p = bind(offsets_, arena_.data());
   ModelParams g = bind(offsets_, grad_data());
   const int N = cfg_.seq_len(), D = cfg_.dim, M = cfg_.mlp_dim, H = cfg_.heads, Np = cfg_.num_patches();
   const int S = cfg_.image_size, BN = B * N;
@@ -329,6 +344,7 @@ const float* ViT::attention_probs(int layer) const {
   if (layer < 0 || layer >= cfg_.depth)
     throw std::out_of_range("attention_probs: layer " + std::to_string(layer) + " of " + std::to_string(cfg_.depth));
   if (B_ == 0) throw std::logic_error("attention_probs called before forward");
+  if (last_inference_) throw std::logic_error(kNoTape);
   size_t total;
   Acts a = layout_acts(cfg_, B_, const_cast<float*>(acts_.data()), &total);
   return a.blocks[layer].probs;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "engine/model/params.h"
+#include "kernels/cpu/infer.h"
 #include "kernels/cpu/ops.h"
 
 namespace vit {
@@ -63,7 +64,16 @@ struct ForwardOptions {
   // probability drop_path * l / (depth - 1), rising linearly from 0 at the first block (as the
   // reference recipe and timm). Masks come from drop_path_seed(dropout_seed, l, branch).
   float drop_path = 0.0f;
+  // Nothing follows but reading the logits: no backward(), no attention_probs(). The forward then
+  // takes the inference path (vit_infer.cpp), which saves no activations and works in one small
+  // arena. Ignored when training.
+  bool inference = false;
 };
+
+// Arithmetic of the CPU inference path's linear layers. bf16 rounds their inputs and weights to
+// bfloat16 and accumulates in fp32 on Intel's AMX tile units; where the CPU has none it falls
+// back to fp32. Attention, LayerNorm, GELU and the head stay fp32 either way.
+enum class InferencePrecision { fp32, bf16 };
 // The seed of block l's attention (branch 0) or MLP (branch 1) drop-path mask. Disjoint from the
 // dropout sites (0 .. 3*depth) so the two masks are independent draws.
 inline uint64_t drop_path_seed(uint64_t dropout_seed, int layer, int branch) {
@@ -83,7 +93,11 @@ class ViT {
   const std::vector<ParamInfo>& params() const { return table_; }
   size_t num_params() const { return nparams_; }
   size_t num_decay_params() const { return ndecay_; }
-  float* param_data() { return arena_.data(); }
+  // Writable parameters: the bf16 copies of the weights are rebuilt before the next bf16 inference.
+  float* param_data() {
+    packed_stale_ = true;
+    return arena_.data();
+  }
   float* grad_data() { return arena_.data() + nparams_; }
   float* adam_m() { return arena_.data() + 2 * nparams_; }
   float* adam_v() { return arena_.data() + 3 * nparams_; }
@@ -109,6 +123,12 @@ class ViT {
   void backward_from(const float* dlogits);
   void zero_grad();
 
+  // The inference path's precision: fp32 unless set here or by the environment variable
+  // VITENGINE_CPU_PRECISION=bf16 (read when the model is made); bf16 where the CPU lacks AMX stays fp32.
+  void set_inference_precision(InferencePrecision p) { precision_ = p; }
+  // What the inference path runs now: bf16 only if asked for and the CPU has AMX-BF16.
+  InferencePrecision inference_precision() const;
+
   // Attention probabilities of layer l from the last forward: (B, H, N, N).
   const float* attention_probs(int layer) const;
   int last_batch() const { return B_; }
@@ -125,6 +145,8 @@ class ViT {
 
  private:
   void ensure_activations(int B);
+  const float* forward_inference(const float* images, int B);  // vit_infer.cpp
+  void pack_weights_bf16();                                    // vit_infer.cpp
   ViTConfig cfg_;
   std::vector<ParamInfo> table_;
   ParamOffsets offsets_;  // table_ by role, for binding the arenas
@@ -137,6 +159,12 @@ class ViT {
   const float* images_ = nullptr;
   std::vector<int> labels_;
   float smoothing_ = 0;
+  bool last_inference_ = false;  // the last forward saved nothing: backward() must refuse
+  // The inference path: its arena, and the bf16 weights (conv, then per block qkv, proj, fc1, fc2).
+  std::vector<float> infer_;
+  InferencePrecision precision_ = InferencePrecision::fp32;
+  std::vector<cpu::PackedBF16> packed_;
+  bool packed_stale_ = true;
 };
 
 }  // namespace vit

@@ -78,7 +78,8 @@ void Batcher::loop() {
     try {
       buf.resize(size_t(B) * F);
       for (int b = 0; b < B; ++b) std::copy(jobs[b].chw.begin(), jobs[b].chw.end(), buf.begin() + b * F);
-      std::vector<Prediction> preds = predictor_.run(buf.data(), B);
+      const bool rollout = std::any_of(jobs.begin(), jobs.end(), [](const Job& j) { return j.rollout; });
+      std::vector<Prediction> preds = predictor_.run(buf.data(), B, rollout);
       {
         std::lock_guard<std::mutex> lk(mu_);  // before any caller wakes up, so stats() sees this batch
         stats_.batches++;
