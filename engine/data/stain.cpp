@@ -1,0 +1,285 @@
+#include "engine/data/stain.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+namespace vit {
+
+namespace {
+
+double srgb_to_linear(double c) {
+  c /= 255.0;
+  return c <= 0.04045 ? c / 12.92 : std::pow((c + 0.055) / 1.055, 2.4);
+}
+double linear_to_srgb(double c) {
+  const double s = c <= 0.0031308 ? 12.92 * c : 1.055 * std::pow(c, 1 / 2.4) - 0.055;
+  return s * 255.0;
+}
+const double kWhite[3] = {0.95047, 1.0, 1.08883};  // D65
+double f_lab(double t) { return t > 216.0 / 24389 ? std::cbrt(t) : (24389.0 / 27 * t + 16) / 116; }
+double f_lab_inv(double f) { return f * f * f > 216.0 / 24389 ? f * f * f : (116 * f - 16) * 27 / 24389; }
+
+uint8_t to_byte(double v) { return uint8_t(std::lround(std::min(255.0, std::max(0.0, v)))); }
+
+// Optical density of one 8-bit channel value: -ln((I + 1) / 256) (I = 255 is 0, no light absorbed).
+double od(uint8_t v) { return -std::log((double(v) + 1) / 256.0); }
+
+// Eigenvectors of a symmetric 3x3 matrix by Jacobi rotations, columns sorted by eigenvalue, largest first.
+void eig3(double a[3][3], double vec[3][3], double val[3]) {
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j) vec[i][j] = i == j;
+  for (int sweep = 0; sweep < 50; ++sweep) {
+    double off = std::abs(a[0][1]) + std::abs(a[0][2]) + std::abs(a[1][2]);
+    if (off < 1e-15) break;
+    for (int p = 0; p < 2; ++p)
+      for (int q = p + 1; q < 3; ++q) {
+        if (std::abs(a[p][q]) < 1e-300) continue;
+        const double th = 0.5 * std::atan2(2 * a[p][q], a[q][q] - a[p][p]);
+        const double c = std::cos(th), s = std::sin(th);
+        for (int k = 0; k < 3; ++k) {  // A <- J^T A J
+          const double akp = a[k][p], akq = a[k][q];
+          a[k][p] = c * akp - s * akq;
+          a[k][q] = s * akp + c * akq;
+        }
+        for (int k = 0; k < 3; ++k) {
+          const double apk = a[p][k], aqk = a[q][k];
+          a[p][k] = c * apk - s * aqk;
+          a[q][k] = s * apk + c * aqk;
+        }
+        for (int k = 0; k < 3; ++k) {
+          const double vkp = vec[k][p], vkq = vec[k][q];
+          vec[k][p] = c * vkp - s * vkq;
+          vec[k][q] = s * vkp + c * vkq;
+        }
+      }
+  }
+  int order[3] = {0, 1, 2};
+  std::sort(order, order + 3, [&](int x, int y) { return a[x][x] > a[y][y]; });
+  double v2[3][3];
+  for (int j = 0; j < 3; ++j) {
+    val[j] = a[order[j]][order[j]];
+    for (int i = 0; i < 3; ++i) v2[i][j] = vec[i][order[j]];
+  }
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j) vec[i][j] = v2[i][j];
+}
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  const size_t k = std::min(v.size() - 1, size_t(std::floor(p / 100.0 * double(v.size() - 1) + 0.5)));
+  std::nth_element(v.begin(), v.begin() + long(k), v.end());
+  return v[k];
+}
+
+// Concentrations of the two stains in one pixel's OD, least squares over the 3 channels.
+void concentrations(const double od3[3], const StainBasis& b, double c[2]) {
+  double g00 = 0, g01 = 0, g11 = 0, r0 = 0, r1 = 0;
+  for (int k = 0; k < 3; ++k) {
+    g00 += b.v[0][k] * b.v[0][k], g01 += b.v[0][k] * b.v[1][k], g11 += b.v[1][k] * b.v[1][k];
+    r0 += b.v[0][k] * od3[k], r1 += b.v[1][k] * od3[k];
+  }
+  const double det = g00 * g11 - g01 * g01;
+  c[0] = (g11 * r0 - g01 * r1) / det;
+  c[1] = (g00 * r1 - g01 * r0) / det;
+}
+
+}  // namespace
+
+void rgb_to_lab(const double rgb[3], double lab[3]) {
+  const double r = srgb_to_linear(rgb[0]), g = srgb_to_linear(rgb[1]), b = srgb_to_linear(rgb[2]);
+  const double x = 0.4124564 * r + 0.3575761 * g + 0.1804375 * b;
+  const double y = 0.2126729 * r + 0.7151522 * g + 0.0721750 * b;
+  const double z = 0.0193339 * r + 0.1191920 * g + 0.9503041 * b;
+  const double fx = f_lab(x / kWhite[0]), fy = f_lab(y / kWhite[1]), fz = f_lab(z / kWhite[2]);
+  lab[0] = 116 * fy - 16;
+  lab[1] = 500 * (fx - fy);
+  lab[2] = 200 * (fy - fz);
+}
+
+void lab_to_rgb(const double lab[3], double rgb[3]) {
+  const double fy = (lab[0] + 16) / 116, fx = fy + lab[1] / 500, fz = fy - lab[2] / 200;
+  const double x = kWhite[0] * f_lab_inv(fx), y = kWhite[1] * f_lab_inv(fy), z = kWhite[2] * f_lab_inv(fz);
+  const double r = 3.2404542 * x - 1.5371385 * y - 0.4985314 * z;
+  const double g = -0.9692660 * x + 1.8760108 * y + 0.0415560 * z;
+  const double b = 0.0556434 * x - 0.2040259 * y + 1.0572252 * z;
+  rgb[0] = linear_to_srgb(r), rgb[1] = linear_to_srgb(g), rgb[2] = linear_to_srgb(b);
+}
+
+LabStats lab_stats(const Image& img) {
+  const size_t n = size_t(img.width) * img.height;
+  if (!n) throw std::runtime_error("lab_stats: empty image");
+  double s[3] = {0, 0, 0}, s2[3] = {0, 0, 0};
+  for (size_t i = 0; i < n; ++i) {
+    const double rgb[3] = {double(img.rgb[3 * i]), double(img.rgb[3 * i + 1]), double(img.rgb[3 * i + 2])};
+    double lab[3];
+    rgb_to_lab(rgb, lab);
+    for (int c = 0; c < 3; ++c) s[c] += lab[c], s2[c] += lab[c] * lab[c];
+  }
+  LabStats st;
+  for (int c = 0; c < 3; ++c) {
+    st.mean[c] = s[c] / double(n);
+    st.std[c] = std::sqrt(std::max(0.0, s2[c] / double(n) - st.mean[c] * st.mean[c]));
+  }
+  return st;
+}
+
+void reinhard_normalize(Image& img, const LabStats& target) {
+  const LabStats src = lab_stats(img);
+  const size_t n = size_t(img.width) * img.height;
+  for (size_t i = 0; i < n; ++i) {
+    const double rgb[3] = {double(img.rgb[3 * i]), double(img.rgb[3 * i + 1]), double(img.rgb[3 * i + 2])};
+    double lab[3], out[3];
+    rgb_to_lab(rgb, lab);
+    for (int c = 0; c < 3; ++c)
+      lab[c] = (lab[c] - src.mean[c]) / std::max(src.std[c], 1e-6) * target.std[c] + target.mean[c];
+    lab_to_rgb(lab, out);
+    for (int c = 0; c < 3; ++c) img.rgb[3 * i + size_t(c)] = to_byte(out[c]);
+  }
+}
+
+StainBasis macenko_basis(const Image& img, double beta, double alpha) {
+  const size_t n = size_t(img.width) * img.height;
+  std::vector<double> ods;
+  ods.reserve(3 * n);
+  for (size_t i = 0; i < n; ++i) {
+    const double o[3] = {od(img.rgb[3 * i]), od(img.rgb[3 * i + 1]), od(img.rgb[3 * i + 2])};
+    if (o[0] > beta && o[1] > beta && o[2] > beta) ods.insert(ods.end(), o, o + 3);
+  }
+  const size_t m = ods.size() / 3;
+  if (m < 100) throw std::runtime_error("macenko: only " + std::to_string(m) + " stained pixels");
+  // The plane of the two largest directions of the (uncentred, as Macenko) OD covariance.
+  double cov[3][3] = {{0}};
+  for (size_t i = 0; i < m; ++i)
+    for (int a = 0; a < 3; ++a)
+      for (int b = 0; b < 3; ++b) cov[a][b] += ods[3 * i + a] * ods[3 * i + b] / double(m);
+  double vec[3][3], val[3];
+  eig3(cov, vec, val);
+  double e0[3] = {vec[0][0], vec[1][0], vec[2][0]}, e1[3] = {vec[0][1], vec[1][1], vec[2][1]};
+  if (e0[0] + e0[1] + e0[2] < 0)  // point into positive optical density
+    for (double& x : e0) x = -x;
+  if (e1[0] + e1[1] + e1[2] < 0)
+    for (double& x : e1) x = -x;
+  std::vector<double> phi(m);
+  for (size_t i = 0; i < m; ++i) {
+    const double* o = &ods[3 * i];
+    phi[i] = std::atan2(o[0] * e1[0] + o[1] * e1[1] + o[2] * e1[2], o[0] * e0[0] + o[1] * e0[1] + o[2] * e0[2]);
+  }
+  const double lo = percentile(phi, alpha), hi = percentile(phi, 100 - alpha);
+  StainBasis b;
+  for (int k = 0; k < 3; ++k) {
+    b.v[0][k] = std::cos(lo) * e0[k] + std::sin(lo) * e1[k];
+    b.v[1][k] = std::cos(hi) * e0[k] + std::sin(hi) * e1[k];
+  }
+  // Hematoxylin absorbs more red light than eosin: it goes first.
+  if (b.v[0][0] < b.v[1][0])
+    for (int k = 0; k < 3; ++k) std::swap(b.v[0][k], b.v[1][k]);
+  for (auto& v : b.v) {
+    const double norm = std::sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]);
+    for (int k = 0; k < 3; ++k) v[k] /= norm;
+  }
+  std::vector<double> c0(m), c1(m);
+  for (size_t i = 0; i < m; ++i) {
+    double c[2];
+    concentrations(&ods[3 * i], b, c);
+    c0[i] = c[0], c1[i] = c[1];
+  }
+  b.max_conc[0] = std::max(1e-6, percentile(c0, 99)), b.max_conc[1] = std::max(1e-6, percentile(c1, 99));
+  return b;
+}
+
+void macenko_normalize(Image& img, const StainBasis& target) {
+  StainBasis src;
+  try {
+    src = macenko_basis(img);
+  } catch (const std::runtime_error&) {
+    return;  // too little stain to estimate a basis: leave the image as it is
+  }
+  const size_t n = size_t(img.width) * img.height;
+  for (size_t i = 0; i < n; ++i) {
+    const double o[3] = {od(img.rgb[3 * i]), od(img.rgb[3 * i + 1]), od(img.rgb[3 * i + 2])};
+    double c[2];
+    concentrations(o, src, c);
+    for (int s = 0; s < 2; ++s) c[s] *= target.max_conc[s] / src.max_conc[s];
+    for (int k = 0; k < 3; ++k) {
+      const double od_out = c[0] * target.v[0][k] + c[1] * target.v[1][k];
+      img.rgb[3 * i + size_t(k)] = to_byte(256.0 * std::exp(-od_out) - 1);
+    }
+  }
+}
+
+StainReference stain_reference(const std::vector<Image>& images) {
+  if (images.empty()) throw std::runtime_error("stain_reference: no images");
+  StainReference r;
+  std::vector<double> lab[6], basis[8];
+  for (const Image& im : images) {
+    const LabStats s = lab_stats(im);
+    for (int c = 0; c < 3; ++c) lab[c].push_back(s.mean[c]), lab[3 + c].push_back(s.std[c]);
+    try {
+      const StainBasis b = macenko_basis(im);
+      for (int k = 0; k < 3; ++k) basis[k].push_back(b.v[0][k]), basis[3 + k].push_back(b.v[1][k]);
+      basis[6].push_back(b.max_conc[0]), basis[7].push_back(b.max_conc[1]);
+    } catch (const std::runtime_error&) {
+    }
+    ++r.images;
+  }
+  for (int c = 0; c < 3; ++c) {
+    double m = 0, sd = 0;
+    for (double v : lab[c]) m += v;
+    for (double v : lab[3 + c]) sd += v;
+    r.lab.mean[c] = m / double(lab[c].size()), r.lab.std[c] = sd / double(lab[3 + c].size());
+  }
+  if (basis[0].empty()) throw std::runtime_error("stain_reference: no image has enough stain for a basis");
+  // Medians, then unit length again: robust to a few odd images.
+  for (int k = 0; k < 3; ++k)
+    r.basis.v[0][k] = percentile(basis[k], 50), r.basis.v[1][k] = percentile(basis[3 + k], 50);
+  for (auto& v : r.basis.v) {
+    const double norm = std::sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]);
+    for (int k = 0; k < 3; ++k) v[k] /= norm;
+  }
+  r.basis.max_conc[0] = percentile(basis[6], 50), r.basis.max_conc[1] = percentile(basis[7], 50);
+  return r;
+}
+
+nlohmann::json StainReference::to_json() const {
+  return {{"lab_mean", lab.mean},
+          {"lab_std", lab.std},
+          {"stain_vectors", {basis.v[0], basis.v[1]}},
+          {"max_concentration", basis.max_conc},
+          {"images", images},
+          {"method", "Lab mean/std (Reinhard) and median Macenko basis over a sample of train images"}};
+}
+
+StainReference StainReference::from_json(const nlohmann::json& j) {
+  StainReference r;
+  try {
+    for (int c = 0; c < 3; ++c)
+      r.lab.mean[c] = j.at("lab_mean").at(size_t(c)), r.lab.std[c] = j.at("lab_std").at(size_t(c));
+    for (int s = 0; s < 2; ++s) {
+      for (int k = 0; k < 3; ++k) r.basis.v[s][k] = j.at("stain_vectors").at(size_t(s)).at(size_t(k));
+      r.basis.max_conc[s] = j.at("max_concentration").at(size_t(s));
+    }
+    r.images = j.value("images", 0);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(std::string("stain reference in the checkpoint is malformed: ") + e.what());
+  }
+  return r;
+}
+
+StainNorm parse_stain_norm(const std::string& s) {
+  if (s == "none") return StainNorm::kNone;
+  if (s == "reinhard") return StainNorm::kReinhard;
+  if (s == "macenko") return StainNorm::kMacenko;
+  throw std::invalid_argument("--stain-norm must be none, reinhard or macenko, not '" + s + "'");
+}
+
+const char* stain_norm_name(StainNorm m) {
+  return m == StainNorm::kReinhard ? "reinhard" : m == StainNorm::kMacenko ? "macenko" : "none";
+}
+
+void stain_normalize(Image& img, StainNorm m, const StainReference& ref) {
+  if (m == StainNorm::kReinhard) reinhard_normalize(img, ref.lab);
+  if (m == StainNorm::kMacenko) macenko_normalize(img, ref.basis);
+}
+
+}  // namespace vit

@@ -1,0 +1,58 @@
+// Stain and colour normalisation of stained-cell images (another lab's stain, scanner and white
+// balance moved onto the training set's): Reinhard (match the Lab-space mean and spread of each
+// channel) and Macenko (estimate the two stain vectors in optical-density space, re-express the
+// image with the reference's vectors and concentration range). Arithmetic in double.
+//   Reinhard E et al., "Color transfer between images", IEEE CG&A 2001.
+//   Macenko M et al., "A method for normalizing histology slides for quantitative analysis", ISBI 2009.
+#pragma once
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "engine/data/image.h"
+
+namespace vit {
+
+// sRGB (D65) <-> CIE Lab, one pixel, 0..255 in and out for RGB.
+void rgb_to_lab(const double rgb[3], double lab[3]);
+void lab_to_rgb(const double lab[3], double rgb[3]);
+
+struct LabStats {
+  double mean[3] = {0, 0, 0}, std[3] = {1, 1, 1};
+};
+LabStats lab_stats(const Image& img);
+
+// A stain basis in optical-density space: two unit vectors (hematoxylin first: the one that
+// absorbs more red), and the 99th percentile of each stain's concentration.
+struct StainBasis {
+  double v[2][3] = {{0, 0, 0}, {0, 0, 0}};
+  double max_conc[2] = {1, 1};
+};
+// Macenko's estimate from one image's pixels whose optical density exceeds beta in every
+// channel (not background); alpha percentile for the robust extreme angles. Throws
+// std::runtime_error when fewer than 100 pixels are stained.
+StainBasis macenko_basis(const Image& img, double beta = 0.15, double alpha = 1.0);
+
+// What a checkpoint stores of its training images: the mean Lab statistics and the median stain
+// basis over a sample of them.
+struct StainReference {
+  LabStats lab;
+  StainBasis basis;
+  int images = 0;
+  nlohmann::json to_json() const;
+  static StainReference from_json(const nlohmann::json& j);  // throws std::runtime_error naming the key
+};
+StainReference stain_reference(const std::vector<Image>& images);
+
+enum class StainNorm { kNone, kReinhard, kMacenko };
+StainNorm parse_stain_norm(const std::string& s);  // "none" | "reinhard" | "macenko"; throws std::invalid_argument
+const char* stain_norm_name(StainNorm m);
+
+// In place. Reinhard: each Lab channel shifted and scaled to the reference's mean and spread.
+// Macenko: concentrations under the image's own basis, scaled to the reference's range, recomposed
+// with the reference's basis; an image without enough stained pixels is left unchanged.
+void reinhard_normalize(Image& img, const LabStats& target);
+void macenko_normalize(Image& img, const StainBasis& target);
+void stain_normalize(Image& img, StainNorm m, const StainReference& ref);
+
+}  // namespace vit
