@@ -40,6 +40,17 @@ inline CLI::Option* add_tta_option(CLI::App* app, std::string* mode) {
 // creates it before running a subcommand; train and eval share their work over it.
 dist::Comm& world();
 
+// --stain-norm for eval, predict, explain, differential and serve: one name, one help text.
+inline CLI::Option* add_stain_norm_option(CLI::App* app, std::string* mode) {
+  return app
+      ->add_option("--stain-norm", *mode,
+                   "Map each image's stain and colour onto the training set's (stored in the model by "
+                   "`vitengine stain-ref`): none, reinhard (Lab statistics) or macenko (stain vectors); for "
+                   "another lab's images, no retraining")
+      ->check(CLI::IsMember({"none", "reinhard", "macenko"}))
+      ->capture_default_str();
+}
+
 Command register_prepare(CLI::App& root);
 Command register_train(CLI::App& root);
 Command register_eval(CLI::App& root);
@@ -51,5 +62,6 @@ Command register_export(CLI::App& root);
 Command register_bench(CLI::App& root);
 Command register_serve(CLI::App& root);
 Command register_pack(CLI::App& root);
+Command register_stain_ref(CLI::App& root);
 
 }  // namespace vit::cli

@@ -18,7 +18,9 @@ Command register_convert(CLI::App& root) {
   auto o = std::make_shared<Opts>();
   Command c;
   c.app = root.add_subcommand("convert", "Import a torchvision or timm ViT checkpoint (.pth or .safetensors)");
-  c.app->add_option("input", o->in, "torchvision or timm VisionTransformer state dict: torch.save zip (.pth) or .safetensors")
+  c.app
+      ->add_option("input", o->in,
+                   "torchvision or timm VisionTransformer state dict: torch.save zip (.pth) or .safetensors")
       ->required()
       ->check(CLI::ExistingFile);
   c.app->add_option("--out", o->out, "output model (.vit)")->required();

@@ -17,6 +17,7 @@ namespace vit::cli {
 namespace {
 
 struct DiffArgs {
+  std::string stain_norm = "none";
   std::string model, dir, out;
   int batch = 16;
   DifferentialRules rules;
@@ -31,6 +32,7 @@ int run_differential(const DiffArgs& a) {
   json_path.replace_extension(".json");
   if (json_path == html_path) json_path += ".json";
   Predictor pred(resolve_model_path(a.model), wbc::class_names());
+  pred.set_stain_norm(a.stain_norm);
   if (!wbc::is_cell_model(pred.class_names())) {
     std::string names;
     for (size_t i = 0; i < pred.class_names().size() && i < 5; ++i) names += (i ? ", " : "") + pred.class_names()[i];
@@ -95,6 +97,7 @@ Command register_differential(CLI::App& root) {
   c.app->add_option("dir", a->dir, "Folder with the cell images of one smear")->required();
   c.app->add_option("--out", a->out, "Report HTML path (report.json is written beside it)")->required();
   c.app->add_option("--model", a->model, "Model checkpoint (.vit); default: the shipped model");
+  add_stain_norm_option(c.app, &a->stain_norm);
   c.app->add_option("--batch", a->batch, "Images per forward pass")->capture_default_str();
   c.app->add_option("--review-below", a->rules.review_below, "List cells whose top probability is below this")
       ->capture_default_str();

@@ -26,7 +26,7 @@ struct PredictArgs {
   float review_below = 0.5f;
   int time_runs = 0;
   std::string device = "cpu";
-  std::string tta = "none";
+  std::string tta = "none", stain_norm = "none";
 };
 
 std::string csv_field(const std::string& s) {
@@ -42,6 +42,7 @@ int run_predict(const PredictArgs& a) {
   Predictor pred(resolve_model_path(a.model), wbc::class_names());
   pred.use_device(a.device, a.batch);
   pred.set_tta(a.tta);
+  pred.set_stain_norm(a.stain_norm);
   const auto& names = pred.class_names();
   const int k = std::min(a.top_k, pred.num_classes());
   std::vector<std::string> files = list_image_files(a.inputs);
@@ -130,7 +131,8 @@ int run_predict(const PredictArgs& a) {
 Command register_predict(CLI::App& root) {
   auto a = std::make_shared<PredictArgs>();
   Command c;
-  c.app = root.add_subcommand("predict", "Classify images (top-k of the model's classes with calibrated probabilities)");
+  c.app =
+      root.add_subcommand("predict", "Classify images (top-k of the model's classes with calibrated probabilities)");
   c.app->add_option("inputs", a->inputs, "Image files or folders (searched recursively for .jpg/.png/.bmp)")
       ->required();
   c.app->add_option("--model", a->model, "Model checkpoint (.vit); default: the shipped model");
@@ -146,6 +148,7 @@ Command register_predict(CLI::App& root) {
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
   add_tta_option(c.app, &a->tta);
+  add_stain_norm_option(c.app, &a->stain_norm);
   c.run = [a]() { return run_predict(*a); };
   return c;
 }

@@ -23,7 +23,7 @@ namespace {
 
 struct ServeArgs {
   std::string model;
-  std::string tta = "none";
+  std::string tta = "none", stain_norm = "none";
   ServeOptions opt;
   double max_upload_mb = 10;
   std::string api_key_file;
@@ -76,6 +76,7 @@ int run_serve(ServeArgs a) {
   Predictor pred(resolve_model_path(a.model), wbc::class_names());
   a.opt.app = wbc::serve_app();  // clinical notes per class, the differential of several cells
   pred.set_tta(a.tta);
+  pred.set_stain_norm(a.stain_norm);
   Server server(pred, a.opt);
   int port = server.bind();
   if (!loopback(a.opt.host))
@@ -120,6 +121,7 @@ Command register_serve(CLI::App& root) {
   c.app->add_option("--max-upload-mb", a->max_upload_mb, "Largest request body in MiB")->capture_default_str();
   c.app->add_option("--max-batch", a->opt.max_batch, "Images per forward pass")->capture_default_str();
   add_tta_option(c.app, &a->tta);
+  add_stain_norm_option(c.app, &a->stain_norm);
   c.app->add_option("--queue", a->opt.queue, "Images waiting for the model before 503")->capture_default_str();
   c.app->add_option("--max-dim", a->opt.max_image_dim, "Largest image width/height in pixels")->capture_default_str();
   c.app->add_option("--max-images", a->opt.max_images, "Images per request")->capture_default_str();

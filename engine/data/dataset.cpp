@@ -256,6 +256,7 @@ struct Loader::Impl {
     } else {
       img = preprocess(load_image(samples[idx].full_path()), S);
     }
+    stain_normalize(img, cfg.stain, cfg.stain_ref);
     if (cfg.aug.enabled) apply_augment(img, draw(pos));
     to_chw_normalized(img, stats.mean, stats.std, dst);
   }

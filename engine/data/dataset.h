@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/data/augment.h"  // AugmentConfig
+#include "engine/data/stain.h"    // StainNorm
 #include "engine/data/image.h"
 
 namespace vit {
@@ -55,6 +56,10 @@ struct LoaderConfig {
   bool balanced = false;  // draw with replacement, weight (1/n_class)^balance_power
   float balance_power = 1.0f;
   AugmentConfig aug;
+  // Stain normalisation of every image onto a model's reference, after resizing (evaluation of
+  // another lab's images; none for training).
+  StainNorm stain = StainNorm::kNone;
+  StainReference stain_ref;
   int threads = 2;   // decode/augment workers
   int prefetch = 2;  // batches prepared ahead of the consumer
   uint64_t seed = 0;

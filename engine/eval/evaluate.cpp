@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "engine/eval/calibration.h"
+#include "engine/eval/inference.h"
 #include "engine/data/dataset.h"
 #include "engine/data/image.h"
 #include "engine/eval/tta.h"
@@ -202,6 +203,8 @@ Scored run_model(const EvalRequest& req, const std::function<void(const std::str
   DataStats st;
   for (int c = 0; c < 3; ++c) st.mean[c] = S.lm.meta.mean[c], st.std[c] = S.lm.meta.std[c];
   LoaderConfig lc = eval_loader_config(mc.image_size, req.batch_size, req.threads);
+  lc.stain = parse_stain_norm(req.stain_norm);
+  if (lc.stain != StainNorm::kNone) lc.stain_ref = stain_reference_of(S.lm.meta, req.model);
   if (req.comm) {
     lc.shard_rank = req.comm->rank();
     lc.shard_count = req.comm->size();
@@ -346,6 +349,7 @@ nlohmann::json evaluate(const EvalRequest& req) {
   R.j["n"] = S.n;
   R.j["temperature"] = S.T;
   R.j["tta"] = req.tta;
+  R.j["stain_norm"] = req.stain_norm;
   R.j["model_config"] = S.lm.model->config().to_string();
   if (req.map.empty())
     score_classes(req, S, R);

@@ -60,6 +60,8 @@ struct EvalRequest {
   int threads = 2;
   int ece_bins = 15;
   std::string tta = "none";  // test-time augmentation: none | flip | d4 (engine/eval/tta.h)
+  // none | reinhard | macenko: map each image onto the stain reference the checkpoint stores.
+  std::string stain_norm = "none";
   std::function<void(const std::string&)> log;
   EvalApp app;  // application extras (none: a plain evaluation)
   // Data parallelism: every rank evaluates its share of the batches; rank 0 writes the same files

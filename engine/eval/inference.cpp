@@ -112,7 +112,21 @@ Image Predictor::model_view(const Image& img) const { return preprocess(img, ima
 
 void Predictor::prepare(const Image& img, float* out) const {
   Image v = model_view(img);
+  stain_normalize(v, stain_, stain_ref_);
   to_chw_normalized(v, lm_.meta.mean, lm_.meta.std, out);
+}
+
+void Predictor::set_stain_norm(const std::string& mode) {
+  stain_ = parse_stain_norm(mode);
+  if (stain_ != StainNorm::kNone) stain_ref_ = stain_reference_of(lm_.meta, version_);
+}
+
+StainReference stain_reference_of(const ModelMeta& meta, const std::string& model_path) {
+  if (!meta.extra.is_object() || !meta.extra.contains("stain_reference"))
+    throw std::runtime_error("'" + model_path +
+                             "' stores no stain reference; add the training images' one with `vitengine stain-ref "
+                             "--model M --data PREPARED --out M2` (the weights stay as they are)");
+  return StainReference::from_json(meta.extra["stain_reference"]);
 }
 
 void Predictor::use_device(const std::string& device, int max_batch) {

@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "engine/data/image.h"
+#include "engine/data/stain.h"
 #include "engine/runtime/backend.h"
 #include "weights/checkpoint.h"
 
@@ -55,6 +56,9 @@ class Predictor {
 
   // Pad to square + resize (the cell image the model sees, for overlays).
   Image model_view(const Image& img) const;
+  // Stain normalisation (engine/data/stain.h) of every image's model view onto the reference the
+  // checkpoint stores; throws std::runtime_error when it stores none.
+  void set_stain_norm(const std::string& mode);
   // model_view + normalise into out (input_floats() floats).
   void prepare(const Image& img, float* out) const;
 
@@ -82,7 +86,13 @@ class Predictor {
   std::string version_;
   std::string tta_ = "none";
   int tta_views_ = 1;
+  StainNorm stain_ = StainNorm::kNone;
+  StainReference stain_ref_;
 };
+
+// The stain reference a checkpoint stores (meta.extra "stain_reference", written by
+// `vitengine stain-ref`); throws std::runtime_error naming the file when there is none.
+StainReference stain_reference_of(const ModelMeta& meta, const std::string& model_path);
 
 // Expands folders (recursively, sorted) into the image files under them (.jpg, .jpeg,
 // .png, .bmp, any case); other paths are kept as given, even if missing, so that the

@@ -78,6 +78,21 @@ assert not r.get("notes"), r
 PY
 kill $spid; wait $spid 2> /dev/null || true
 
+# Stain normalisation: stain-ref adds the training images' reference and keeps the weights bit for
+# bit (the exports are byte-identical); --stain-norm needs it and says how to add it.
+if "$BIN" predict --model "$W/r/best.vit" "$W/imgs/chats noirs/01.png" --stain-norm reinhard > "$W/sn.log" 2>&1; then
+  fail "--stain-norm on a model without a stain reference was accepted"
+fi
+grep -q "stain-ref" "$W/sn.log" || fail "the refusal does not say how to add a reference: $(cat "$W/sn.log")"
+"$BIN" stain-ref --model "$W/r/best.vit" --data "$W/p" --out "$W/rs.vit" --images 20 > /dev/null
+"$BIN" export "$W/r/best.vit" --out "$W/a.safetensors" > /dev/null
+"$BIN" export "$W/rs.vit" --out "$W/b.safetensors" > /dev/null
+cmp -s "$W/a.safetensors" "$W/b.safetensors" || fail "stain-ref changed the weights"
+for m in reinhard macenko; do
+  "$BIN" predict --model "$W/rs.vit" "$W/imgs/chats noirs/01.png" --stain-norm $m --format json > "$W/sn_$m.json" \
+    || fail "predict --stain-norm $m"
+done
+
 # A checkpoint written before the class list became data (the shipped model) still loads and names
 # the taxonomy's classes.
 "$BIN" predict --model "$SRC/weights/shipped/model.vit" "$SRC/tests/fixtures/quickstart/images/SNE_101188.jpg" \

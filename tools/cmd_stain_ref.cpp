@@ -1,0 +1,59 @@
+// vitengine stain-ref: store the training images' stain reference in a model, so that eval,
+// predict, explain, differential and serve can map another lab's images onto it
+// (--stain-norm reinhard|macenko). The weights are copied bit for bit; only the metadata grows.
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+
+#include "engine/data/dataset.h"
+#include "engine/data/stain.h"
+#include "engine/util/rng.h"
+#include "tools/cli.h"
+#include "weights/checkpoint.h"
+
+namespace vit::cli {
+
+Command register_stain_ref(CLI::App& root) {
+  struct Opts {
+    std::string model, data, out, split = "train";
+    int images = 300;
+    uint64_t seed = 0;
+  };
+  auto o = std::make_shared<Opts>();
+  Command c;
+  c.app = root.add_subcommand("stain-ref", "Store the training images' stain reference in a model (for --stain-norm)");
+  c.app->add_option("--model", o->model, "model (.vit)")->required()->check(CLI::ExistingFile);
+  c.app->add_option("--data", o->data, "the prepared data set it was trained on (folder or manifest.csv)")->required();
+  c.app->add_option("--out", o->out, "the model with the reference (.vit); may be --model itself")->required();
+  c.app->add_option("--split", o->split, "manifest split to sample")->capture_default_str();
+  c.app->add_option("--images", o->images, "images sampled (seeded) for the reference")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  c.app->add_option("--seed", o->seed, "sampling seed")->capture_default_str();
+  c.run = [o]() -> int {
+    namespace fs = std::filesystem;
+    const std::string csv = fs::is_directory(o->data) ? (fs::path(o->data) / "manifest.csv").string() : o->data;
+    LoadedModel lm = load_model(o->model);
+    if (!lm.model) throw std::runtime_error("'" + o->model + "' holds no model");
+    std::vector<Sample> rows = select(read_manifest(csv), o->split);
+    if (rows.empty()) throw UsageError("'" + csv + "' has no '" + o->split + "' rows");
+    Rng r(mix_seed(o->seed, 0x57A1ull));  // a seeded sample: the same reference every time
+    for (size_t i = rows.size(); i > 1; --i) std::swap(rows[i - 1], rows[size_t(r.uniform() * double(i))]);
+    rows.resize(std::min(rows.size(), size_t(o->images)));
+    std::vector<Image> imgs;
+    for (const auto& s : rows) imgs.push_back(preprocess(load_image(s.full_path()), lm.model->config().image_size));
+    const StainReference ref = stain_reference(imgs);
+    if (!lm.meta.extra.is_object()) lm.meta.extra = nlohmann::json::object();
+    lm.meta.extra["stain_reference"] = ref.to_json();
+    lm.meta.extra["stain_reference"]["data"] = csv;
+    save_model(o->out, *lm.model, lm.meta);
+    std::printf(
+        "stain reference of %d '%s' images of %s -> %s: Lab mean (%.1f, %.1f, %.1f), hematoxylin (%.3f, %.3f, %.3f)\n",
+        ref.images, o->split.c_str(), csv.c_str(), o->out.c_str(), ref.lab.mean[0], ref.lab.mean[1], ref.lab.mean[2],
+        ref.basis.v[0][0], ref.basis.v[0][1], ref.basis.v[0][2]);
+    return 0;
+  };
+  return c;
+}
+
+}  // namespace vit::cli
