@@ -13,6 +13,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <thread>
 
 #include "serve_test_util.h"
 
@@ -246,6 +247,58 @@ std::string raw_exchange(int port, const std::string& bytes, double wait_s = 3) 
   return out;
 }
 
+// A client socket that reads exactly one HTTP response at a time (headers, then Content-Length
+// bytes), so that a test can send the next request on the same connection.
+class RawConnection {
+ public:
+  explicit RawConnection(int port) : s_(socket(AF_INET, SOCK_STREAM, 0)) {
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(uint16_t(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connected_ = connect(s_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    timeval tv{5, 0};
+    setsockopt(s_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  }
+  ~RawConnection() { close(s_); }
+  void send_all(const std::string& bytes) {
+    for (size_t off = 0; connected_ && off < bytes.size();) {
+      const ssize_t n = send(s_, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+      if (n <= 0) return;
+      off += size_t(n);
+    }
+  }
+  // One response, or what came before the connection closed or 5 s passed.
+  std::string read_response() {
+    size_t end;
+    while ((end = buf_.find("\r\n\r\n")) == std::string::npos && fill()) {
+    }
+    if (end == std::string::npos) return std::exchange(buf_, "");
+    std::smatch cl;
+    const std::string head = buf_.substr(0, end);
+    const size_t len = std::regex_search(head, cl, std::regex("Content-Length: *([0-9]+)", std::regex::icase))
+                           ? std::stoul(cl[1].str())
+                           : 0;
+    while (buf_.size() < end + 4 + len && fill()) {
+    }
+    const size_t take = std::min(buf_.size(), end + 4 + len);
+    std::string r = buf_.substr(0, take);
+    buf_.erase(0, take);
+    return r;
+  }
+
+ private:
+  bool fill() {
+    char b[4096];
+    const ssize_t n = connected_ ? recv(s_, b, sizeof b, 0) : 0;
+    if (n > 0) buf_.append(b, size_t(n));
+    return n > 0;
+  }
+  int s_;
+  bool connected_ = false;
+  std::string buf_;
+};
+
 int status_of(const std::string& response) {
   return response.rfind("HTTP/1.1 ", 0) == 0 ? std::atoi(response.c_str() + 9) : -1;
 }
@@ -347,4 +400,33 @@ TEST(ServeOps, SigtermFinishesWhatIsInFlightAndRefusesTheRest) {
     EXPECT_EQ(refused->get_header_value("Retry-After"), "1");
   }
   EXPECT_EQ(server.stop(), 0);
+}
+
+// A request refused before its body is read (PUT on a POST route, POST on a GET route, a missing
+// key) must still have its body consumed: the next request on the same keep-alive connection gets
+// its own answer, not a 400 made from the leftover body (what schemathesis once caught).
+TEST(ServeOps, RefusedRequestsWithABodyKeepTheConnectionInStep) {
+  TinyModel m;
+  const std::string key = "k3y-0123456789abcdef-XYZ";
+  vt::write_file(m.dir + "/keys", key + "\n");
+  vt::ServerProcess server({"--model", m.model, "--api-key-file", m.dir + "/keys"});
+  const std::string body = "--B\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n\r\n" +
+                           vt::png_bytes(16, 16, 1) + "\r\n--B--\r\n";
+  for (const std::string first : {"PUT /v1/predict", "POST /v1/stats", "DELETE /v1/classes", "POST /v1/predict"}) {
+    // One connection, one request after the other, as a keep-alive client sends them (httplib
+    // does not answer pipelined requests, so the second is sent after the first answer).
+    RawConnection conn(server.port());
+    // The body in a later segment than the headers, as a large upload arrives: a server that
+    // answered from the headers alone would find the body where the next request should be.
+    conn.send_all(first + " HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=B\r\n" +
+                  "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n");
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    conn.send_all(body);
+    const std::string r1 = conn.read_response();
+    EXPECT_EQ(status_of(r1), first == "POST /v1/predict" ? 401 : 405) << first << ": " << r1.substr(0, 200);
+    conn.send_all("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    const std::string r2 = conn.read_response();
+    EXPECT_EQ(status_of(r2), 200) << first << ": the next request got " << r2.substr(0, 200);
+    EXPECT_EQ(r2.find("bad_request"), std::string::npos) << first << ": the body was parsed as a request";
+  }
 }

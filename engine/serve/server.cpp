@@ -19,6 +19,7 @@
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 
 #include "engine/eval/overlay.h"
@@ -44,6 +45,15 @@ thread_local Clock::time_point t_request_start;
 thread_local bool t_started = false;
 thread_local std::string t_request_id;
 thread_local size_t t_images = 0;
+thread_local std::optional<HttpError> t_deferred;  // a refusal decided before the body was read
+
+// How far past --max-upload-mb a declared body is still read (and dropped) to answer 413 cleanly.
+constexpr size_t kLingerBytes = size_t(64) << 20;
+
+// The documented method of each route (openapi.json); HEAD comes with GET, OPTIONS with all.
+const std::map<std::string, std::string> kAllow = {
+    {"/", "GET"},           {"/healthz", "GET"},      {"/metrics", "GET"},     {"/v1/stats", "GET"},
+    {"/v1/classes", "GET"}, {"/openapi.json", "GET"}, {"/v1/predict", "POST"}, {"/v1/explain", "POST"}};
 
 // A client's X-Request-Id when it is a sane token, else a fresh random one.
 std::string request_id(const httplib::Request& req) {
@@ -216,15 +226,15 @@ struct Server::Impl {
 
   // Answers before routing when it must: draining, a CORS preflight, a missing or wrong key.
   // Also adds the CORS headers an allowed origin gets. Returns true when it answered.
+  // Answers before routing when it must (a CORS preflight; a method the route does not take, a
+  // declared body over the limit, draining, a missing or wrong key) and adds the CORS headers an
+  // allowed origin gets. Returns true when it answered. httplib reads a request's body only after
+  // this, and only for the methods that carry one; an answer given here to such a request would
+  // leave its body unread on a keep-alive connection, to be parsed as the next request. So for
+  // those the refusal waits in t_deferred until the body is read, and the route's handler (or the
+  // catch-all one) sends it.
   bool gate(const httplib::Request& req, httplib::Response& res) {
-    const bool answered = gate_answer(req, res);
-    // An answer given here comes before httplib reads the body: the connection must close, or the
-    // unread body would be parsed as the next request on it.
-    if (answered && (req.has_header("Content-Length") || req.has_header("Transfer-Encoding")))
-      res.set_header("Connection", "close");
-    return answered;
-  }
-  bool gate_answer(const httplib::Request& req, httplib::Response& res) {
+    t_deferred.reset();
     const std::string origin = req.get_header_value("Origin");
     const bool cors = !origin.empty() && std::any_of(opt.cors_origins.begin(), opt.cors_origins.end(),
                                                      [&](const std::string& o) { return o == "*" || o == origin; });
@@ -233,13 +243,9 @@ struct Server::Impl {
       res.set_header("Vary", "Origin");
       res.set_header("Access-Control-Expose-Headers", "X-Request-Id, Retry-After");
     }
-    // The Allow header lists the documented methods (openapi.json); HEAD comes with GET.
-    static const std::map<std::string, std::string> allow = {
-        {"/", "GET"},           {"/healthz", "GET"},      {"/metrics", "GET"},     {"/v1/stats", "GET"},
-        {"/v1/classes", "GET"}, {"/openapi.json", "GET"}, {"/v1/predict", "POST"}, {"/v1/explain", "POST"}};
-    const auto route = allow.find(req.path);
-    const std::string methods = route == allow.end() ? "" : route->second + ", OPTIONS";
-    if (req.method == "OPTIONS" && route != allow.end()) {  // preflight: browsers send it without credentials
+    const auto route = kAllow.find(req.path);
+    const std::string methods = route == kAllow.end() ? "" : route->second + ", OPTIONS";
+    if (req.method == "OPTIONS" && route != kAllow.end()) {  // preflight: browsers send it without credentials
       res.status = 204;
       res.set_header("Allow", methods);
       if (cors) {
@@ -249,26 +255,42 @@ struct Server::Impl {
       }
       return true;
     }
-    if (route != allow.end() && req.method != route->second && !(req.method == "HEAD" && route->second == "GET")) {
-      res.set_header("Allow", methods);
-      send_error(res, 405, "method_not_allowed", req.method + " is not a method of " + req.path + " (" + methods + ")");
-      return true;
+    std::optional<HttpError> refusal = refuse(req, res, route, methods);
+    if (!refusal) return false;
+    static const char* with_body[] = {"POST", "PUT", "PATCH", "DELETE"};
+    const bool reads_body = std::find(std::begin(with_body), std::end(with_body), req.method) != std::end(with_body);
+    if (reads_body && refusal->code != "payload_too_large") {  // far too large: never read it
+      t_deferred = std::move(refusal);
+      return false;
     }
-    // A declared body over the limit is refused before a byte of it is read (httplib would
-    // otherwise wait to skip it).
+    send_error(res, refusal->status, refusal->code, refusal->what());
+    return true;
+  }
+
+  // Why a request is refused before its handler runs, if it is; sets the headers that go with it.
+  std::optional<HttpError> refuse(const httplib::Request& req, httplib::Response& res,
+                                  std::map<std::string, std::string>::const_iterator route,
+                                  const std::string& methods) {
+    if (route != kAllow.end() && req.method != route->second && !(req.method == "HEAD" && route->second == "GET")) {
+      res.set_header("Allow", methods);
+      return HttpError(405, "method_not_allowed",
+                       req.method + " is not a method of " + req.path + " (" + methods + ")");
+    }
+    // A body over the limit by up to kLingerBytes is read and dropped by httplib, so that a client
+    // that writes its whole request before reading (most do) gets the 413 instead of a reset
+    // connection; past that it is refused at once and the connection closed (nginx's lingering
+    // close makes the same trade).
     if (req.has_header("Content-Length")) {
       const std::string cl = req.get_header_value("Content-Length");
-      const unsigned long long len = std::strtoull(cl.c_str(), nullptr, 10);
-      if (len > opt.max_upload_bytes) {
-        send_error(res, 413, "payload_too_large",
-                   "the body is " + cl + " bytes; the limit is " + std::to_string(opt.max_upload_bytes));
-        return true;
+      if (std::strtoull(cl.c_str(), nullptr, 10) > opt.max_upload_bytes + kLingerBytes) {
+        res.set_header("Connection", "close");
+        return HttpError(413, "payload_too_large",
+                         "the body is " + cl + " bytes; the limit is " + std::to_string(opt.max_upload_bytes));
       }
     }
     if (draining) {
       res.set_header("Connection", "close");
-      send_error(res, 503, "shutting_down", "the service is stopping; retry on another instance or shortly");
-      return true;
+      return HttpError(503, "shutting_down", "the service is stopping; retry on another instance or shortly");
     }
     if (!opt.api_keys.empty() && req.path != "/healthz") {
       const std::string auth = req.get_header_value("Authorization");
@@ -278,12 +300,11 @@ struct Server::Impl {
       for (const auto& k : opt.api_keys) ok = same_secret(key, k) || ok;
       if (!ok) {
         res.set_header("WWW-Authenticate", "Bearer");
-        send_error(res, 401, "unauthorized",
-                   auth.empty() ? "send Authorization: Bearer <key>" : "the key in Authorization is not valid");
-        return true;
+        return HttpError(401, "unauthorized",
+                         auth.empty() ? "send Authorization: Bearer <key>" : "the key in Authorization is not valid");
       }
     }
-    return false;
+    return std::nullopt;
   }
 
   // One JSON line per request (time, request id, route, status, milliseconds, images, client).
@@ -362,6 +383,7 @@ struct Server::Impl {
   template <typename F>
   httplib::Server::Handler wrap(F f) {
     return [this, f](const httplib::Request& req, httplib::Response& res) {
+      if (t_deferred) return send_error(res, t_deferred->status, t_deferred->code, t_deferred->what());
       try {
         ClientSlot slot(*this, req.remote_addr);
         f(req, res);
@@ -395,15 +417,17 @@ struct Server::Impl {
       metrics.record(std_method ? req.method : "other", is_known ? req.path : "other", res.status, ms);
     });
     // Statuses that httplib sets itself (404, 413 payload too large, 400 bad request) get a JSON body too.
-    http.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+    http.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
       if (!res.body.empty()) return;
       std::string code = res.status == 404   ? "not_found"
                          : res.status == 413 ? "payload_too_large"
                          : res.status == 405 ? "method_not_allowed"
                                              : "bad_request";
-      std::string msg = res.status == 404   ? "no such endpoint"
-                        : res.status == 413 ? "request body too large"
-                                            : "bad request";
+      std::string msg = res.status == 404 ? "no such endpoint"
+                        : res.status == 413
+                            ? "the body is " + req.get_header_value("Content-Length") + " bytes; the limit is " +
+                                  std::to_string(opt.max_upload_bytes)
+                            : "bad request";
       send_error(res, res.status, code, msg);
     });
     http.Get("/", [](const httplib::Request&, httplib::Response& res) {
@@ -433,6 +457,17 @@ struct Server::Impl {
     http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
       res.set_content(metrics.to_prometheus() + batcher_prometheus(), "text/plain; version=0.0.4; charset=utf-8");
     });
+    // Every other method that carries a body, on any path: httplib reads the body first, then the
+    // refusal gate() deferred (405, 401, 503) or a 404 is sent.
+    const auto deferred_or_404 = [](const httplib::Request&, httplib::Response& res) {
+      if (t_deferred) return send_error(res, t_deferred->status, t_deferred->code, t_deferred->what());
+      send_error(res, 404, "not_found", "no such endpoint");
+    };
+    http.Put(R"(/.*)", deferred_or_404);
+    http.Patch(R"(/.*)", deferred_or_404);
+    http.Delete(R"(/.*)", deferred_or_404);
+    for (const auto& [path, method] : kAllow)
+      if (method == "GET") http.Post(path, deferred_or_404);
     http.Post("/v1/predict", wrap([this](const httplib::Request& q, httplib::Response& r) { predict(q, r); }));
     http.Post("/v1/explain", wrap([this](const httplib::Request& q, httplib::Response& r) { explain(q, r); }));
     http.set_payload_max_length(opt.max_upload_bytes);
