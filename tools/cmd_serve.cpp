@@ -66,8 +66,8 @@ int run_serve(ServeArgs a) {
   if (a.opt.tls_cert.empty() != a.opt.tls_key.empty()) throw UsageError("TLS needs both --tls-cert and --tls-key");
   a.opt.max_upload_bytes = size_t(a.max_upload_mb * 1024 * 1024);
 
-  // httplib writes with plain send(): a client that hangs up mid-response would raise SIGPIPE,
-  // whose default action ends the whole service. Ignored, the write fails with EPIPE instead.
+  // A write to a client that has hung up must fail with EPIPE, never end the service through
+  // SIGPIPE's default action, whichever library (httplib, OpenSSL) does the writing.
   signal(SIGPIPE, SIG_IGN);
   // Every thread started from here on inherits the blocked signals; one thread waits for them.
   sigset_t sigs;
