@@ -63,5 +63,7 @@ Command register_bench(CLI::App& root);
 Command register_serve(CLI::App& root);
 Command register_pack(CLI::App& root);
 Command register_stain_ref(CLI::App& root);
+Command register_adapt(CLI::App& root);
+Command register_ood_ref(CLI::App& root);
 
 }  // namespace vit::cli

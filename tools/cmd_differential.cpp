@@ -45,6 +45,7 @@ int run_differential(const DiffArgs& a) {
   if (files.empty()) throw std::runtime_error("no images (.jpg/.jpeg/.png/.bmp) in " + a.dir);
 
   std::vector<CellCall> cells;
+  size_t unlike = 0;  // images over the model's out-of-distribution threshold
   nlohmann::json unreadable = nlohmann::json::array();
   for (size_t i = 0; i < files.size(); i += size_t(a.batch)) {
     std::vector<Image> imgs;
@@ -55,6 +56,7 @@ int run_differential(const DiffArgs& a) {
     });
     std::vector<Prediction> preds = pred.predict(imgs, a.batch);
     for (size_t j = 0; j < preds.size(); ++j) {
+      unlike += preds[j].unlike_training;
       CellCall c{fs::relative(ok[j], a.dir).string(), preds[j].probs, ""};
       if (preds[j].confidence < a.rules.review_below)
         c.thumb_jpeg_b64 = base64(encode_jpeg(resize_rgb(pred.model_view(imgs[j]), 112, 112), 85));
@@ -72,6 +74,14 @@ int run_differential(const DiffArgs& a) {
     per_cell.push_back({{"file", c.name}, {"class", pred.class_names()[top]}, {"confidence", c.probs[top]}});
   }
   report["cells"] = per_cell;
+  const double unlike_share = double(unlike) / double(cells.size());
+  report["ood"] = {{"threshold", pred.ood().present ? nlohmann::json(pred.ood().threshold) : nlohmann::json()},
+                   {"flagged", unlike},
+                   {"flagged_share", unlike_share}};
+  if (folder_looks_unlike(pred.ood(), unlike_share)) {
+    report["ood"]["warning"] = folder_warning(unlike_share, pred.ood());
+    std::fprintf(stderr, "vitengine differential: warning: %s\n", folder_warning(unlike_share, pred.ood()).c_str());
+  }
   if (html_path.has_parent_path()) fs::create_directories(html_path.parent_path());
   nlohmann::json light = report;  // the JSON is for pipelines: thumbnails stay in the HTML only
   for (auto& r : light["review"]) r.erase("thumbnail");

@@ -51,7 +51,7 @@ int run_predict(const PredictArgs& a) {
   if (a.format == "csv") {
     std::printf("file,prediction,confidence,review");
     for (int i = 1; i <= k; ++i) std::printf(",class_%d,prob_%d", i, i);
-    std::printf("\n");
+    std::printf(",ood_score,unlike_training_data\n");
   }
   int failed = 0;
   for (size_t i = 0; i < files.size(); i += size_t(a.batch)) {
@@ -69,6 +69,8 @@ int run_predict(const PredictArgs& a) {
       const Prediction& p = preds[j];
       std::vector<int> top = top_k(p.probs, k);
       bool review = p.confidence < a.review_below;
+      // null when the model stores no threshold (`vitengine ood-ref`): unknown, not "no".
+      const nlohmann::json unlike = pred.ood().present ? nlohmann::json(p.unlike_training) : nlohmann::json();
       if (a.format == "json") {
         nlohmann::json t = nlohmann::json::array(), probs = nlohmann::json::object();
         for (int c : top) t.push_back({{"class", names[c]}, {"prob", p.probs[c]}});
@@ -79,15 +81,17 @@ int run_predict(const PredictArgs& a) {
                                            {"review", review},
                                            {"top", t},
                                            {"probabilities", probs},
+                                           {"ood_score", p.ood_score},
+                                           {"unlike_training_data", unlike},
                                            {"model", pred.version()}}
                                 .dump()
                                 .c_str());
       } else if (a.format == "csv") {
         std::printf("%s,%s,%.6f,%d", csv_field(ok[j]).c_str(), csv_field(names[p.top]).c_str(), p.confidence, review);
         for (int c : top) std::printf(",%s,%.6f", csv_field(names[c]).c_str(), p.probs[c]);
-        std::printf("\n");
+        std::printf(",%.6f,%s\n", p.ood_score, pred.ood().present ? (p.unlike_training ? "1" : "0") : "");
       } else {
-        std::printf("%s\n", ok[j].c_str());
+        std::printf("%s%s\n", ok[j].c_str(), p.unlike_training ? "   (unlike the training data: expect lower accuracy)" : "");
         for (int r = 0; r < k; ++r)
           std::printf("  %d. %-22s %6.2f%%%s\n", r + 1, names[top[r]].c_str(), 100 * p.probs[top[r]],
                       (r == 0 && review) ? "   (low confidence: review)" : "");

@@ -41,7 +41,8 @@ int main(int argc, char** argv) {
   std::vector<Command> cmds = {register_prepare(app), register_train(app),   register_eval(app),
                                register_predict(app), register_explain(app), register_differential(app),
                                register_convert(app), register_export(app),  register_bench(app),
-                               register_serve(app),   register_pack(app),    register_stain_ref(app)};
+                               register_serve(app),   register_pack(app),    register_stain_ref(app),
+                               register_adapt(app),   register_ood_ref(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

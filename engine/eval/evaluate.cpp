@@ -1,4 +1,5 @@
 #include "engine/eval/evaluate.h"
+#include "engine/eval/ood.h"
 
 #include <algorithm>
 #include <chrono>
@@ -66,12 +67,6 @@ LabelMap read_label_map(const std::string& path, const std::vector<std::string>&
 
 namespace {
 
-struct EvalSet {
-  std::vector<Sample> samples;
-  std::vector<std::string> truth_names;  // label as the data names it
-  enum class Source { manifest, class_folders } source = Source::manifest;
-};
-
 // Hidden files are skipped: the originals hold a macOS .DS_Store saved under an image name
 // (tests/fixtures/README.md), which is not an image.
 bool image_file(const fs::path& f) {
@@ -109,22 +104,6 @@ EvalSet load_class_folders(const std::string& data, const std::string& split, co
   return e;
 }
 
-EvalSet load_eval_set(const std::string& data, const std::string& split, const std::string& data_root,
-                      const EvalApp& app) {
-  const std::string mp = manifest_path(data);
-  if (fs::exists(mp)) {
-    EvalSet e;
-    Manifest m = read_manifest_resolved(mp, data_root);
-    e.samples = select(m, split, 100);
-    if (e.samples.empty()) throw std::runtime_error("'" + mp + "' has no '" + split + "' samples");
-    for (const auto& s : e.samples) e.truth_names.push_back(m.classes.at(size_t(s.label)));
-    return e;
-  }
-  if (!fs::is_directory(data))
-    throw std::runtime_error(
-        "--data '" + data + "' is neither a prepared folder (manifest.csv), a manifest, nor a folder of class folders");
-  return load_class_folders(data, split, app);
-}
 
 std::string markdown(const nlohmann::json& j, const Metrics& m, const EvalApp& app) {
   std::ostringstream s;
@@ -136,6 +115,8 @@ std::string markdown(const nlohmann::json& j, const Metrics& m, const EvalApp& a
             ? ", test-time augmentation `" + j["tta"].get<std::string>() + "` (mean logits)"
             : "")
     << ".\n\n";
+  if (j.contains("ood") && j["ood"].contains("warning"))
+    s << "> **Warning:** " << j["ood"]["warning"].get<std::string>() << ".\n\n";
   s << "| metric | value |\n|---|---|\n";
   s << "| accuracy | " << percent(m.accuracy) << " |\n| macro-F1 | " << percent(m.macro_f1)
     << " |\n| balanced accuracy | " << percent(m.balanced_accuracy) << " |\n";
@@ -252,6 +233,33 @@ std::vector<int> true_outputs(const EvalRequest& req, const Scored& S) {
   return truth;
 }
 
+// The out-of-distribution score of every image (engine/eval/ood.h) and, when the model stores a
+// threshold, the share flagged and the folder-level verdict.
+nlohmann::json score_ood(const Scored& S) {
+  const OodReference ref = OodReference::from_meta(S.lm.meta.extra);
+  double sum = 0;
+  size_t flagged = 0;
+  for (size_t i = 0; i < S.n; ++i) {
+    const double e = energy_score(S.p.logits.data() + i * size_t(S.K), S.K);
+    sum += e;
+    flagged += ref.flags(e);
+  }
+  nlohmann::json j = {{"score", "energy"}, {"mean_score", S.n ? sum / double(S.n) : 0.0}};
+  if (!ref.present) {
+    j["threshold"] = nullptr;
+    j["note"] = "the model stores no threshold: add one with `vitengine ood-ref`";
+    return j;
+  }
+  const double share = S.n ? double(flagged) / double(S.n) : 0.0;
+  j["threshold"] = ref.threshold;
+  j["fpr"] = ref.fpr;
+  j["flagged"] = flagged;
+  j["flagged_share"] = share;
+  j["looks_unlike_training_data"] = folder_looks_unlike(ref, share);
+  if (folder_looks_unlike(ref, share)) j["warning"] = folder_warning(share, ref);
+  return j;
+}
+
 // Scores the model's own classes.
 void score_classes(const EvalRequest& req, const Scored& S, Report& R) {
   const std::vector<int> truth = true_outputs(req, S);
@@ -336,6 +344,23 @@ void write_report(const EvalRequest& req, Report& R) {
 
 }  // namespace
 
+EvalSet load_eval_set(const std::string& data, const std::string& split, const std::string& data_root,
+                      const EvalApp& app) {
+  const std::string mp = manifest_path(data);
+  if (fs::exists(mp)) {
+    EvalSet e;
+    Manifest m = read_manifest_resolved(mp, data_root);
+    e.samples = select(m, split, 100);
+    if (e.samples.empty()) throw std::runtime_error("'" + mp + "' has no '" + split + "' samples");
+    for (const auto& s : e.samples) e.truth_names.push_back(m.classes.at(size_t(s.label)));
+    return e;
+  }
+  if (!fs::is_directory(data))
+    throw std::runtime_error(
+        "--data '" + data + "' is neither a prepared folder (manifest.csv), a manifest, nor a folder of class folders");
+  return load_class_folders(data, split, app);
+}
+
 nlohmann::json evaluate(const EvalRequest& req) {
   std::function<void(const std::string&)> log =
       req.log ? req.log : [](const std::string& s) { std::printf("%s\n", s.c_str()), std::fflush(stdout); };
@@ -355,8 +380,10 @@ nlohmann::json evaluate(const EvalRequest& req) {
     score_classes(req, S, R);
   else
     score_mapped(req, S, R);
+  R.j["ood"] = score_ood(S);
   R.j["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (req.comm && req.comm->rank() != 0) return R.j;  // rank 0 writes and speaks for the job
+  if (R.j["ood"].contains("warning")) log("[eval] warning: " + R.j["ood"]["warning"].get<std::string>());
   write_report(req, R);
   char b[200];
   std::snprintf(b, sizeof b, "[eval] accuracy %.4f macro-F1 %.4f balanced %.4f ECE %.4f (n = %zu) -> %s/metrics.json",

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/data/dataset.h"
 #include "engine/dist/dist.h"
 
 namespace vit {
@@ -30,6 +31,18 @@ struct LabelMap {
 LabelMap read_label_map(const std::string& path, const std::vector<std::string>& class_names);
 
 struct Metrics;
+struct EvalApp;
+
+// Labelled images to score: one split of a prepared folder or manifest, or every image of a
+// folder of class folders (hidden files skipped; the label is the folder's class).
+struct EvalSet {
+  std::vector<Sample> samples;
+  std::vector<std::string> truth_names;  // label as the data names it
+  enum class Source { manifest, class_folders } source = Source::manifest;
+};
+// Throws naming --data when it is none of those, or when the split or the folders hold no images.
+EvalSet load_eval_set(const std::string& data, const std::string& split, const std::string& data_root,
+                      const EvalApp& app);
 
 // What an application adds to an evaluation (engine/wbc provides the white-blood-cell one; the
 // CLI passes it in). Every member is optional.

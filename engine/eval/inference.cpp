@@ -99,6 +99,7 @@ Predictor::Predictor(LoadedModel lm, std::string version) : lm_(std::move(lm)), 
 }
 
 void Predictor::check_meta(const std::vector<std::string>& names_if_unnamed) {
+  ood_ = OodReference::from_meta(lm_.meta.extra);
   int C = lm_.model->config().num_classes;
   auto& names = lm_.meta.class_names;
   if (names.empty() && int(names_if_unnamed.size()) == C) names = names_if_unnamed;
@@ -158,6 +159,8 @@ std::vector<Prediction> Predictor::run(const float* chw, int B, bool keep_attent
     calibrated_softmax(logits.data() + size_t(b) * C, C, lm_.meta.temperature, out[b].probs.data());
     out[b].top = int(std::max_element(out[b].probs.begin(), out[b].probs.end()) - out[b].probs.begin());
     out[b].confidence = out[b].probs[out[b].top];
+    out[b].ood_score = energy_score(logits.data() + size_t(b) * C, C);
+    out[b].unlike_training = ood_.flags(out[b].ood_score);
   }
   return out;
 }

@@ -10,6 +10,7 @@
 
 #include "engine/data/image.h"
 #include "engine/data/stain.h"
+#include "engine/eval/ood.h"
 #include "engine/runtime/backend.h"
 #include "weights/checkpoint.h"
 
@@ -32,6 +33,8 @@ struct Prediction {
   std::vector<float> probs;  // calibrated, model output order
   int top = -1;              // argmax
   float confidence = 0;      // probs[top]
+  double ood_score = 0;      // energy of the (mean) logits (engine/eval/ood.h): higher is less familiar
+  bool unlike_training = false;  // ood_score over the model's stored threshold (never without one)
 };
 
 // A loaded model, ready for new images. Not thread-safe: one caller at a time.
@@ -53,6 +56,9 @@ class Predictor {
   // "<config name>-<first 12 hex of the checkpoint's SHA-256>" or meta.extra["version"].
   const std::string& version() const { return version_; }
   const std::vector<std::string>& class_names() const { return lm_.meta.class_names; }
+  // The out-of-distribution threshold the checkpoint stores (`vitengine ood-ref`); present = false
+  // when it stores none, and then no image is flagged.
+  const OodReference& ood() const { return ood_; }
 
   // Pad to square + resize (the cell image the model sees, for overlays).
   Image model_view(const Image& img) const;
@@ -88,6 +94,7 @@ class Predictor {
   int tta_views_ = 1;
   StainNorm stain_ = StainNorm::kNone;
   StainReference stain_ref_;
+  OodReference ood_;
 };
 
 // The stain reference a checkpoint stores (meta.extra "stain_reference", written by

@@ -264,6 +264,7 @@ const float* ViT::forward(const float* images, int B, const ForwardOptions& opt)
   for (int i = 0; i < B; i++) std::memcpy(a.cls + (size_t)i * D, a.x_out + (size_t)i * N * D, sizeof(float) * D);
   layernorm_fwd(a.cls, p.lnf_w, p.lnf_b, a.lnf, a.lnf_mean, a.lnf_rstd, B, D, cfg_.ln_eps);
   linear_fwd(a.lnf, p.head_w, p.head_b, a.logits, B, D, cfg_.num_classes);
+  features_ = a.lnf;
   return a.logits;
 }
 

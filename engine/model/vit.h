@@ -129,6 +129,9 @@ class ViT {
   // What the inference path runs now: bf16 only if asked for and the CPU has AMX-BF16.
   InferencePrecision inference_precision() const;
 
+  // The class token after the final LayerNorm (B, D): what the head reads, from the last forward
+  // (either path). Adaptation trains heads on these, and out-of-distribution scores read them.
+  const float* features() const { return features_; }
   // Attention probabilities of layer l from the last forward: (B, H, N, N).
   const float* attention_probs(int layer) const;
   int last_batch() const { return B_; }
@@ -159,6 +162,7 @@ class ViT {
   const float* images_ = nullptr;
   std::vector<int> labels_;
   float smoothing_ = 0;
+  const float* features_ = nullptr;
   bool last_inference_ = false;  // the last forward saved nothing: backward() must refuse
   // The inference path: its arena, and the bf16 weights (conv, then per block qkv, proj, fc1, fc2).
   std::vector<float> infer_;

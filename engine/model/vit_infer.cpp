@@ -205,6 +205,7 @@ const float* ViT::forward_inference(const float* images, int B) {
   cpu::layernorm_rows(r.xc, arena_.data() + offsets_.lnf_w, arena_.data() + offsets_.lnf_b, lnf, B, D, cfg_.ln_eps);
   cpu::linear_rows(lnf, arena_.data() + offsets_.head_w, arena_.data() + offsets_.head_b, logits, B, D,
                    cfg_.num_classes, Epilogue::store);
+  features_ = lnf;
   return logits;
 }
 

@@ -188,6 +188,9 @@ struct Server::Impl {
                                 {"prediction", names[p.top]},
                                 {"confidence", p.confidence},
                                 {"review", p.confidence < opt.review_below},
+                                {"ood_score", p.ood_score},
+                                {"unlike_training_data",
+                                 pred.ood().present ? json(p.unlike_training) : json()},  // null: no threshold
                                 {"top", top},
                                 {"probabilities", probs},
                                 {"notes", class_notes(p.top)},
@@ -224,8 +227,6 @@ struct Server::Impl {
                     "application/json");
   }
 
-  // Answers before routing when it must: draining, a CORS preflight, a missing or wrong key.
-  // Also adds the CORS headers an allowed origin gets. Returns true when it answered.
   // Answers before routing when it must (a CORS preflight; a method the route does not take, a
   // declared body over the limit, draining, a missing or wrong key) and adds the CORS headers an
   // allowed origin gets. Returns true when it answered. httplib reads a request's body only after

@@ -1,0 +1,376 @@
+// vitengine adapt (engine/train/adapt.h says what and why).
+#include "engine/train/adapt.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <stdexcept>
+
+#include "engine/eval/evaluate.h"
+#include "engine/eval/inference.h"
+#include "engine/eval/tta.h"
+#include "engine/util/rng.h"
+#include "weights/checkpoint.h"
+
+namespace fs = std::filesystem;
+
+namespace vit {
+
+namespace {
+
+// The labels the adaptation speaks: the model's classes, or a label map's targets. group[c] is
+// the label model class c counts toward (-1: none).
+struct Labels {
+  std::vector<std::string> names;
+  std::vector<int> group;
+  LabelMap map;
+  bool mapped = false;
+  int of(const std::string& truth) const {
+    if (mapped) return map.truth_target(truth);
+    auto it = std::find(names.begin(), names.end(), truth);
+    return it == names.end() ? -1 : int(it - names.begin());
+  }
+};
+
+Labels make_labels(const AdaptRequest& req, const std::vector<std::string>& classes) {
+  Labels L;
+  if (req.map.empty()) {
+    L.names = classes;
+    for (size_t c = 0; c < classes.size(); ++c) L.group.push_back(int(c));
+    return L;
+  }
+  L.map = read_label_map(req.map, classes);
+  L.mapped = true;
+  L.names = L.map.targets;
+  L.group = L.map.class_to_target;
+  return L;
+}
+
+// One labelled image: its file and the index of its label in Labels::names.
+struct Cell {
+  std::string path;
+  int label = -1;
+};
+
+std::vector<Cell> to_cells(const EvalSet& set, const Labels& L, const std::string& what) {
+  std::map<std::string, int> unknown;
+  std::vector<Cell> cells;
+  for (size_t i = 0; i < set.samples.size(); ++i) {
+    const int t = L.of(set.truth_names[i]);
+    if (t < 0) unknown[set.truth_names[i]]++;
+    cells.push_back({set.samples[i].full_path(), t});
+  }
+  if (!unknown.empty()) {
+    std::string list, known;
+    for (const auto& [name, n] : unknown) list += (list.empty() ? "'" : ", '") + name + "' (" + std::to_string(n) + ")";
+    for (const auto& n : L.names) known += (known.empty() ? "" : ", ") + n;
+    throw std::runtime_error(what + ": label(s) " + list + " are not " +
+                             (L.mapped ? "targets of the label map" : "classes of the model") + " (" + known + ")" +
+                             (L.mapped ? "" : "; pass --map FILE to adapt on another set's labels"));
+  }
+  return cells;
+}
+
+// Seeded, stratified: the first round(share * n) of each class's shuffled images, at least one
+// when the class has two or more, never all of them.
+void hold_out(std::vector<Cell>& cells, std::vector<Cell>& held, double share, uint64_t seed) {
+  std::map<int, std::vector<Cell>> by;
+  for (auto& c : cells) by[c.label].push_back(c);
+  cells.clear();
+  for (auto& [label, v] : by) {
+    Rng r(mix_seed(seed, 0xADA7ull, uint64_t(label)));
+    for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[size_t(r.uniform() * double(i))]);
+    size_t h = v.size() < 2 ? 0 : std::clamp<size_t>(size_t(std::lround(share * double(v.size()))), 1, v.size() - 1);
+    held.insert(held.end(), v.begin(), v.begin() + long(h));
+    cells.insert(cells.end(), v.begin() + long(h), v.end());
+  }
+}
+
+// At most `shots` images per class, a seeded choice (the same cells for the same seed).
+void cap_shots(std::vector<Cell>& cells, int shots, uint64_t seed) {
+  if (shots <= 0) return;
+  std::map<int, std::vector<Cell>> by;
+  for (auto& c : cells) by[c.label].push_back(c);
+  cells.clear();
+  for (auto& [label, v] : by) {
+    Rng r(mix_seed(seed, 0x5407ull, uint64_t(label)));
+    for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[size_t(r.uniform() * double(i))]);
+    v.resize(std::min(v.size(), size_t(shots)));
+    cells.insert(cells.end(), v.begin(), v.end());
+  }
+}
+
+void check_cells(const std::vector<Cell>& cells, const Labels& L, int min_per_class, const std::string& data) {
+  if (cells.empty()) throw std::runtime_error("'" + data + "' holds no images to adapt on");
+  std::map<int, int> n;
+  for (const auto& c : cells) n[c.label]++;
+  if (n.size() < 2)
+    throw std::runtime_error("'" + data + "' holds one class only ('" + L.names[size_t(n.begin()->first)] +
+                             "'): adaptation needs labelled images of at least two classes");
+  std::string few;
+  for (const auto& [label, k] : n)
+    if (k < min_per_class) few += (few.empty() ? "" : ", ") + L.names[size_t(label)] + " " + std::to_string(k);
+  if (!few.empty())
+    throw std::runtime_error("too few images to adapt on for: " + few + " (at least " + std::to_string(min_per_class) +
+                             " per class; label more, or pass --min-per-class to accept fewer)");
+}
+
+// Decoded, stain-normalised, normalised CHW floats of every cell; a corrupt file is named.
+std::vector<float> prepare_all(Predictor& pred, const std::vector<Cell>& cells) {
+  std::vector<float> x(cells.size() * pred.input_floats());
+  for (size_t i = 0; i < cells.size(); ++i) {
+    try {
+      pred.prepare(load_image(cells[i].path), x.data() + i * pred.input_floats());
+    } catch (const std::exception& e) {
+      throw std::runtime_error("cannot adapt on '" + cells[i].path + "': " + e.what());
+    }
+  }
+  return x;
+}
+
+
+struct Heldout {
+  double accuracy = 0;
+  int n = 0;
+};
+
+Heldout score(Predictor& pred, const std::vector<float>& x, const std::vector<Cell>& cells, const Labels& L) {
+  Heldout h;
+  h.n = int(cells.size());
+  int right = 0;
+  const int chunk = 32;
+  for (size_t i = 0; i < cells.size(); i += chunk) {
+    const int B = int(std::min(cells.size() - i, size_t(chunk)));
+    auto preds = pred.run(x.data() + i * pred.input_floats(), B, /*keep_attention=*/false);
+    for (int b = 0; b < B; ++b) right += L.group[size_t(preds[size_t(b)].top)] == cells[i + size_t(b)].label;
+  }
+  h.accuracy = cells.empty() ? 0 : double(right) / double(cells.size());
+  return h;
+}
+
+// The learning-rate scale of each parameter tensor: 1 trains it, 0 freezes it.
+std::vector<float> trainable(const ViT& model, const std::string& freeze, int last_k) {
+  const int depth = model.config().depth;
+  std::vector<float> scale;
+  for (const auto& p : model.params()) {
+    bool on = freeze == "none" || p.name.rfind("heads.", 0) == 0;
+    if (freeze == "last-k") {
+      on = on || p.name.rfind("encoder.ln.", 0) == 0;
+      for (int l = std::max(0, depth - last_k); l < depth; ++l)
+        on = on || p.name.rfind("encoder.layers.encoder_layer_" + std::to_string(l) + ".", 0) == 0;
+    }
+    scale.push_back(on ? 1.0f : 0.0f);
+  }
+  return scale;
+}
+
+// all-but-head: class-token features of every image and view, computed once.
+std::vector<float> feature_cache(ViT& model, const std::vector<float>& x, size_t n, int views, int S) {
+  const int D = model.config().dim;
+  const size_t F = size_t(3) * S * S;
+  std::vector<float> feats(n * size_t(views) * size_t(D)), view(F);
+  ForwardOptions opt;
+  opt.inference = true;
+  for (size_t i = 0; i < n; ++i)
+    for (int v = 0; v < views; ++v) {
+      dihedral_view(x.data() + i * F, view.data(), 1, 3, S, v);
+      model.forward(view.data(), 1, opt);
+      std::copy(model.features(), model.features() + D, feats.data() + (i * size_t(views) + size_t(v)) * size_t(D));
+    }
+  return feats;
+}
+
+struct Schedule {
+  int epochs, batch, views;
+  float lr;
+  uint64_t seed;
+  std::function<void(const std::string&)> log;
+};
+
+// Trains the head on cached features; each epoch visits every (image, view) once, shuffled.
+void train_head(ViT& model, const std::vector<float>& feats, const std::vector<Cell>& cells, const Labels& L,
+                const Schedule& s) {
+  const int D = model.config().dim, C = model.config().num_classes;
+  const std::vector<float> scale = trainable(model, "all-but-head", 0);
+  std::vector<size_t> order(cells.size() * size_t(s.views));
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  Rng r(mix_seed(s.seed, 0x4EADull));
+  AdamWParams hp;
+  hp.lr = s.lr, hp.weight_decay = 0;
+  std::vector<float> z(static_cast<size_t>(C)), dz(static_cast<size_t>(C));
+  for (int e = 0; e < s.epochs; ++e) {
+    for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[size_t(r.uniform() * double(i))]);
+    double loss = 0;
+    for (size_t b0 = 0; b0 < order.size(); b0 += size_t(s.batch)) {
+      const size_t B = std::min(order.size() - b0, size_t(s.batch));
+      float* gw = model.grad_ptr("heads.head.weight");
+      float* gb = model.grad_ptr("heads.head.bias");
+      std::fill(gw, gw + size_t(C) * D, 0.0f);
+      std::fill(gb, gb + C, 0.0f);
+      const float* W = model.param_data() + model.param("heads.head.weight").offset;
+      const float* bias = model.param_data() + model.param("heads.head.bias").offset;
+      for (size_t k = b0; k < b0 + B; ++k) {
+        const float* f = feats.data() + order[k] * size_t(D);
+        for (int c = 0; c < C; ++c) {
+          double a = bias[c];
+          for (int d = 0; d < D; ++d) a += double(W[size_t(c) * D + d]) * f[d];
+          z[size_t(c)] = float(a);
+        }
+        loss += group_cross_entropy(z.data(), C, L.group, cells[order[k] / size_t(s.views)].label, float(B), dz.data());
+        for (int c = 0; c < C; ++c) {
+          gb[c] += dz[size_t(c)];
+          for (int d = 0; d < D; ++d) gw[size_t(c) * D + d] += dz[size_t(c)] * f[d];
+        }
+      }
+      model.adamw_step_scaled(hp, 1.0f, scale);
+      hp.step++;
+    }
+    if (s.log && (e == 0 || (e + 1) % 10 == 0 || e + 1 == s.epochs))
+      s.log("epoch " + std::to_string(e + 1) + "/" + std::to_string(s.epochs) +
+            ": loss " + std::to_string(loss / double(order.size())));
+  }
+}
+
+// last-k / none: full forward and backward, one random view per image and step.
+void train_blocks(ViT& model, const std::vector<float>& x, const std::vector<Cell>& cells, const Labels& L,
+                  const std::vector<float>& scale, const Schedule& s) {
+  const int C = model.config().num_classes, S = model.config().image_size;
+  const size_t F = size_t(3) * S * S;
+  std::vector<size_t> order(cells.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  Rng r(mix_seed(s.seed, 0xB10Cull));
+  AdamWParams hp;
+  hp.lr = s.lr, hp.weight_decay = 0;
+  std::vector<float> batch, dz;
+  for (int e = 0; e < s.epochs; ++e) {
+    for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[size_t(r.uniform() * double(i))]);
+    double loss = 0;
+    for (size_t b0 = 0; b0 < order.size(); b0 += size_t(s.batch)) {
+      const int B = int(std::min(order.size() - b0, size_t(s.batch)));
+      batch.resize(size_t(B) * F);
+      dz.resize(size_t(B) * C);
+      for (int b = 0; b < B; ++b)
+        dihedral_view(x.data() + order[b0 + size_t(b)] * F, batch.data() + size_t(b) * F, 1, 3, S,
+                      int(r.next() % uint64_t(s.views)));
+      const float* z = model.forward(batch.data(), B, ForwardOptions{});
+      for (int b = 0; b < B; ++b)
+        loss += group_cross_entropy(z + size_t(b) * C, C, L.group, cells[order[b0 + size_t(b)]].label, float(B),
+                           dz.data() + size_t(b) * C);
+      model.zero_grad();
+      model.backward_from(dz.data());
+      model.adamw_step_scaled(hp, 1.0f, scale);
+      hp.step++;
+    }
+    if (s.log) s.log("epoch " + std::to_string(e + 1) + "/" + std::to_string(s.epochs) + ": loss " +
+                     std::to_string(loss / double(order.size())));
+  }
+}
+
+nlohmann::json counts(const std::vector<Cell>& cells, const Labels& L) {
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& c : cells) j[L.names[size_t(c.label)]] = j.value(L.names[size_t(c.label)], 0) + 1;
+  return j;
+}
+
+void check_request(const AdaptRequest& req) {
+  if (req.freeze != "all-but-head" && req.freeze != "last-k" && req.freeze != "none")
+    throw std::runtime_error("--freeze must be all-but-head, last-k or none, not '" + req.freeze + "'");
+  std::error_code ec;
+  if (fs::exists(req.out) && fs::equivalent(req.out, req.model, ec))
+    throw std::runtime_error("--out '" + req.out + "' is the model itself: write the adapted model to another file, so "
+                             "that the original stays as it is");
+  if (req.out.empty()) throw std::runtime_error("--out is empty");
+}
+
+// The adaptation and held-out cells of the request, checked.
+void split_cells(const AdaptRequest& req, const Labels& L, std::vector<Cell>& cells, std::vector<Cell>& held) {
+  EvalSet set = load_eval_set(req.data, req.split, req.data_root, EvalApp{});
+  cells = to_cells(set, L, "'" + req.data + "'");
+  if (set.source == EvalSet::Source::manifest) {
+    EvalSet h;
+    try {
+      h = load_eval_set(req.data, req.holdout_split, req.data_root, EvalApp{});
+    } catch (const std::runtime_error&) {  // no such split: hold out a share of the adaptation rows
+    }
+    held = to_cells(h, L, "'" + req.data + "' (split " + req.holdout_split + ")");
+  }
+  if (held.empty() && req.holdout > 0) hold_out(cells, held, req.holdout, req.seed);
+  cap_shots(cells, req.shots, req.seed);
+  check_cells(cells, L, req.min_per_class, req.data);
+}
+
+}  // namespace
+
+double group_cross_entropy(const float* z, int C, const std::vector<int>& group, int label, float scale, float* dz) {
+  float m = *std::max_element(z, z + C);
+  std::vector<double> p(static_cast<size_t>(C));
+  double s = 0, in = 0;
+  for (int c = 0; c < C; ++c) s += (p[size_t(c)] = std::exp(double(z[c] - m)));
+  for (int c = 0; c < C; ++c) {
+    p[size_t(c)] /= s;
+    if (group[size_t(c)] == label) in += p[size_t(c)];
+  }
+  in = std::max(in, 1e-30);
+  for (int c = 0; c < C; ++c)
+    dz[c] = float((p[size_t(c)] - (group[size_t(c)] == label ? p[size_t(c)] / in : 0.0)) / scale);
+  return -std::log(in);
+}
+
+nlohmann::json adapt(const AdaptRequest& req) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto log = [&](const std::string& m) {
+    if (req.log) req.log(m);
+  };
+  check_request(req);
+  Predictor pred(req.model);
+  pred.set_stain_norm(req.stain_norm);
+  const Labels L = make_labels(req, pred.class_names());
+  std::vector<Cell> cells, held;
+  split_cells(req, L, cells, held);
+  const int views = tta_view_count(req.views);
+  const std::vector<float> x = prepare_all(pred, cells), xh = prepare_all(pred, held);
+  log("adapting on " + std::to_string(cells.size()) + " images, " + std::to_string(held.size()) + " held out");
+  const Heldout before = score(pred, xh, held, L);
+  const bool head_only = req.freeze == "all-but-head";
+  Schedule s{req.epochs > 0 ? req.epochs : (head_only ? 100 : 15), std::max(1, req.batch), views,
+             req.lr > 0 ? req.lr : (head_only ? 1e-3f : 3e-5f), req.seed, req.log};
+  ViT& model = pred.model();
+  model.reset_optimizer();
+  if (head_only) {
+    const std::vector<float> feats = feature_cache(model, x, cells.size(), views, model.config().image_size);
+    log("cached " + std::to_string(cells.size() * size_t(views)) + " class-token features");
+    train_head(model, feats, cells, L, s);
+  } else {
+    train_blocks(model, x, cells, L, trainable(model, req.freeze, req.last_k), s);
+  }
+  const Heldout after = score(pred, xh, held, L);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  nlohmann::json card = {{"from_model", fs::path(req.model).filename().string()},
+                         {"data", req.data},
+                         {"map", req.map},
+                         {"cells", cells.size()},
+                         {"cells_per_label", counts(cells, L)},
+                         {"freeze", req.freeze},
+                         {"last_k", req.freeze == "last-k" ? req.last_k : 0},
+                         {"shots", req.shots},
+                         {"views", req.views},
+                         {"epochs", s.epochs},
+                         {"lr", s.lr},
+                         {"seed", req.seed},
+                         {"stain_norm", req.stain_norm},
+                         {"held_out", {{"images", held.size()},
+                                       {"per_label", counts(held, L)},
+                                       {"accuracy_before", before.accuracy},
+                                       {"accuracy_after", after.accuracy}}},
+                         {"seconds", secs}};
+  ModelMeta meta = pred.meta();
+  if (!meta.extra.is_object()) meta.extra = nlohmann::json::object();
+  meta.extra.erase("version");  // a new model: its version comes from its own bytes
+  meta.extra["adaptation"] = card;
+  save_model(req.out, model, meta);
+  return card;
+}
+
+}  // namespace vit

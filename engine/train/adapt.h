@@ -1,0 +1,61 @@
+// `vitengine adapt`: fine-tune a trained model on a few labelled images of a new domain (another
+// lab's cells, say), on the CPU, in minutes.
+//
+// The labels may be the model's own classes, or the targets of a label map (configs/bccd5.json):
+// then an image labelled "Neutrophil" teaches the model that its probability mass belongs on the
+// classes the map sends to Neutrophil (band and segmented), without saying which. The loss is the
+// negative log of that mass, -log sum_{c in group} softmax(z)_c, whose gradient on the logits is
+// p_c - p_c / P_group for c in the group and p_c elsewhere. With singleton groups it is ordinary
+// cross-entropy. So the adapted model keeps all of its classes (and their clinical notes).
+//
+// What trains:
+//   all-but-head  the head alone, on class-token features computed once per image and view (the
+//                 frozen encoder never runs again: the fast path, seconds on a laptop);
+//   last-k        the last k encoder blocks, the final LayerNorm and the head, through the full
+//                 forward and backward (no feature cache);
+//   none          every parameter.
+// Frozen tensors are never written (AdamW scale 0): bitwise the original's.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace vit {
+
+struct AdaptRequest {
+  std::string model;                   // trained model (.vit); left untouched
+  std::string data;                    // prepared folder / manifest.csv, or a folder of class folders
+  std::string out;                     // adapted model (.vit), written atomically; not `model`
+  std::string map;                     // optional label map: labels are its targets
+  std::string data_root;               // optional: replaces every manifest row's src folder
+  std::string split = "train";         // manifest split adapted on
+  std::string holdout_split = "test";  // manifest split held out for the before/after numbers
+  double holdout = 0.25;               // class folders: share of each class held out (seeded, stratified)
+  std::string freeze = "all-but-head";  // all-but-head | last-k | none
+  int last_k = 1;                       // blocks trained with freeze=last-k
+  int shots = 0;                        // at most this many adaptation images per class (0: all)
+  int min_per_class = 2;                // a class with fewer adaptation images is refused
+  int epochs = 0;                       // 0: 100 (all-but-head) or 15
+  float lr = 0;                         // 0: 1e-3 (all-but-head) or 3e-5
+  int batch = 16;
+  uint64_t seed = 0;
+  std::string stain_norm = "none";  // applied to every image, as eval and predict would
+  std::string views = "d4";         // training views per image: none | flip | d4 (engine/eval/tta.h)
+  std::function<void(const std::string&)> log;
+};
+
+// Adapts, writes req.out and returns the card it stored in the model's metadata
+// (meta.extra["adaptation"]: data, cells per class, settings, held-out accuracy before and
+// after, wall time). Throws std::runtime_error naming the culprit on bad input (no images, one
+// class, a label the model or map does not know, a class under min_per_class, a corrupt image)
+// before anything is written.
+nlohmann::json adapt(const AdaptRequest& req);
+
+// The loss of one row of C logits whose label is `label`: -log of the softmax mass on the classes
+// c with group[c] == label. Writes its gradient on the logits, divided by `scale` (the batch
+// size), to dz, and returns the loss.
+double group_cross_entropy(const float* z, int C, const std::vector<int>& group, int label, float scale, float* dz);
+
+}  // namespace vit

@@ -1,0 +1,243 @@
+// vitengine adapt (engine/train/adapt.h): the group loss against finite differences in double,
+// frozen tensors bitwise unchanged, --shots per class, the new checkpoint loading in the
+// Predictor and the CLI, and bad input refused with the original model untouched.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <random>
+
+#include "engine/eval/inference.h"
+#include "engine/train/adapt.h"
+#include "serve_test_util.h"
+#include "weights/checkpoint.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// -log sum_{c in group} softmax(z)_c in long double, the reference.
+long double ref_loss(const std::vector<double>& z, const std::vector<int>& group, int label) {
+  long double m = *std::max_element(z.begin(), z.end()), s = 0, in = 0;
+  for (size_t c = 0; c < z.size(); ++c) {
+    const long double e = std::exp((long double)z[c] - m);
+    s += e;
+    if (group[c] == label) in += e;
+  }
+  return -std::log(in / s);
+}
+
+TEST(AdaptLoss, GroupCrossEntropyMatchesFiniteDifferences) {
+  std::mt19937 rng(3);
+  std::normal_distribution<double> nd(0, 2);
+  const std::vector<int> group = {0, 0, 1, -1, 2, 1, 0};  // -1: a class no label covers
+  for (int label : {0, 1, 2}) {
+    std::vector<double> z(group.size());
+    for (auto& v : z) v = nd(rng);
+    std::vector<float> zf(z.begin(), z.end()), dz(z.size());
+    for (size_t c = 0; c < z.size(); ++c) z[c] = zf[c];  // the same numbers on both sides
+    const double loss = vit::group_cross_entropy(zf.data(), int(z.size()), group, label, 4.0f, dz.data());
+    EXPECT_NEAR(loss, double(ref_loss(z, group, label)), 1e-6);
+    for (size_t c = 0; c < z.size(); ++c) {
+      const double h = 1e-5;
+      auto zp = z, zm = z;
+      zp[c] += h, zm[c] -= h;
+      const double fd = double(ref_loss(zp, group, label) - ref_loss(zm, group, label)) / (2 * h) / 4.0;
+      EXPECT_NEAR(dz[c], fd, 1e-6) << "label " << label << " class " << c;
+    }
+  }
+}
+
+TEST(AdaptLoss, SingletonGroupsAreCrossEntropy) {
+  const std::vector<float> z = {1.0f, -0.5f, 2.0f};
+  std::vector<float> dz(3);
+  const double loss = vit::group_cross_entropy(z.data(), 3, {0, 1, 2}, 2, 1.0f, dz.data());
+  const double lse = std::log(std::exp(1.0) + std::exp(-0.5) + std::exp(2.0));
+  EXPECT_NEAR(loss, lse - 2.0, 1e-6);
+  EXPECT_NEAR(dz[2], std::exp(2.0 - lse) - 1, 1e-6);
+}
+
+// A folder of class folders named after the tiny model's classes, `n` synthetic cells each.
+struct CellFolder {
+  std::string dir = vt::temp_dir("adapt");
+  std::string model = dir + "/tiny.vit";
+  std::string data = dir + "/cells";
+  CellFolder() { vt::write_tiny_model(model); }
+  ~CellFolder() { fs::remove_all(dir); }
+  void add(const std::string& cls, int n, int seed0) {
+    fs::create_directories(data + "/" + cls);
+    for (int i = 0; i < n; ++i)
+      vt::write_file(data + "/" + cls + "/c" + std::to_string(i) + ".png", vt::png_bytes(40, 40, seed0 + i));
+  }
+};
+
+std::vector<float> params_of(const std::string& path) { 
+  vit::LoadedModel lm = vit::load_model(path);
+  const vit::ViT& m = *lm.model;
+  return std::vector<float>(m.param_data(), m.param_data() + m.num_params());
+}
+
+vit::AdaptRequest request(const CellFolder& f, const std::string& out) {
+  vit::AdaptRequest r;
+  r.model = f.model;
+  r.data = f.data;
+  r.out = out;
+  r.epochs = 3;
+  r.views = "flip";
+  r.holdout = 0.25;
+  return r;
+}
+
+// Which tensors a freeze mode trains, by name; every other one must come back bitwise equal.
+void expect_only_trained_changed(const std::string& before, const std::string& after,
+                                 const std::function<bool(const std::string&)>& trained) {
+  const std::vector<float> a = params_of(before), b = params_of(after);
+  vit::LoadedModel lm = vit::load_model(before);
+  int changed = 0;
+  for (const auto& p : lm.model->params()) {
+    const bool same = std::equal(a.begin() + long(p.offset), a.begin() + long(p.offset + p.numel), b.begin() + long(p.offset));
+    if (trained(p.name)) {
+      changed += !same;
+    } else {
+      EXPECT_TRUE(same) << p.name << " is frozen but changed";
+    }
+  }
+  EXPECT_GT(changed, 0) << "nothing trained";
+}
+
+TEST(Adapt, AllButHeadLeavesEveryOtherTensorBitwiseUnchanged) {
+  CellFolder f;
+  f.add("Lymphocyte", 6, 1);
+  f.add("Monocyte", 6, 100);
+  const std::string out = f.dir + "/a.vit";
+  const nlohmann::json card = vit::adapt(request(f, out));
+  expect_only_trained_changed(f.model, out, [](const std::string& n) { return n.rfind("heads.", 0) == 0; });
+  EXPECT_EQ(card["cells"].get<int>() + card["held_out"]["images"].get<int>(), 12);
+  EXPECT_EQ(card["freeze"], "all-but-head");
+}
+
+TEST(Adapt, LastKTrainsOnlyTheLastBlocksTheFinalNormAndTheHead) {
+  CellFolder f;
+  f.add("Lymphocyte", 4, 1);
+  f.add("Monocyte", 4, 100);
+  const std::string out = f.dir + "/a.vit";
+  vit::AdaptRequest r = request(f, out);
+  r.freeze = "last-k";
+  r.last_k = 1;
+  r.lr = 1e-3f;
+  vit::adapt(r);
+  expect_only_trained_changed(f.model, out, [](const std::string& n) {
+    return n.rfind("heads.", 0) == 0 || n.rfind("encoder.ln.", 0) == 0 ||
+           n.rfind("encoder.layers.encoder_layer_1.", 0) == 0;  // the tiny model has 2 blocks
+  });
+}
+
+TEST(Adapt, ShotsAreHonouredPerClassAndTheModelLoadsEverywhere) {
+  CellFolder f;
+  f.add("Lymphocyte", 9, 1);
+  f.add("Monocyte", 3, 100);
+  f.add("Eosinophil", 7, 200);
+  const std::string out = f.dir + "/a.vit";
+  vit::AdaptRequest r = request(f, out);
+  r.shots = 2;
+  r.holdout = 0;
+  const nlohmann::json card = vit::adapt(r);
+  EXPECT_EQ(card["cells"].get<int>(), 6);
+  for (const auto& [label, n] : card["cells_per_label"].items()) EXPECT_EQ(n.get<int>(), 2) << label;
+  // The Predictor (predict, explain, serve) and the CLI load it; the card is in its metadata.
+  vit::Predictor p(out);
+  EXPECT_EQ(p.class_names().size(), 14u);
+  EXPECT_EQ(p.meta().extra["adaptation"]["cells"].get<int>(), 6);
+  std::string so, se;
+  EXPECT_EQ(vt::run(std::string(VITENGINE_BINARY) + " predict --model " + out + " --format json " + f.data +
+                        "/Monocyte/c0.png",
+                    &so, &se),
+            0)
+      << se;
+  EXPECT_NE(so.find("\"prediction\""), std::string::npos);
+}
+
+// Each refusal names the culprit, writes nothing, and leaves the model file as it was.
+void expect_refused(CellFolder& f, vit::AdaptRequest r, const std::string& says) {
+  const std::string before = vt::read_file(f.model);
+  try {
+    vit::adapt(r);
+    ADD_FAILURE() << "accepted; expected an error saying '" << says << "'";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(r.out));
+  EXPECT_EQ(vt::read_file(f.model), before);
+}
+
+TEST(Adapt, BadInputIsRefusedWithTheOriginalUntouched) {
+  {
+    CellFolder f;
+    fs::create_directories(f.data + "/Lymphocyte");
+    expect_refused(f, request(f, f.dir + "/a.vit"), "holds no class folders with images");
+  }
+  {
+    CellFolder f;
+    f.add("Lymphocyte", 5, 1);
+    expect_refused(f, request(f, f.dir + "/a.vit"), "one class only ('Lymphocyte')");
+  }
+  {
+    CellFolder f;
+    f.add("Lymphocyte", 5, 1);
+    f.add("Cats", 5, 50);
+    expect_refused(f, request(f, f.dir + "/a.vit"), "'Cats' (5) are not classes of the model");
+  }
+  {
+    CellFolder f;
+    f.add("Lymphocyte", 5, 1);
+    f.add("Monocyte", 5, 100);
+    vt::write_file(f.data + "/Monocyte/broken.png", "\x89PNG\r\n\x1a\n not really");
+    vit::AdaptRequest r = request(f, f.dir + "/a.vit");
+    r.holdout = 0;
+    expect_refused(f, r, "broken.png");
+  }
+  {
+    CellFolder f;
+    f.add("Lymphocyte", 5, 1);
+    f.add("Monocyte", 1, 100);
+    vit::AdaptRequest r = request(f, f.dir + "/a.vit");
+    r.holdout = 0;
+    expect_refused(f, r, "too few images to adapt on for: Monocyte 1");
+  }
+  {
+    CellFolder f;
+    f.add("Lymphocyte", 5, 1);
+    f.add("Monocyte", 5, 100);
+    vit::AdaptRequest r = request(f, f.model);
+    const std::string before = vt::read_file(f.model);
+    EXPECT_THROW(vit::adapt(r), std::runtime_error);
+    EXPECT_EQ(vt::read_file(f.model), before);
+  }
+}
+
+TEST(Adapt, ALabelMapTrainsTheGroupsOfItsTargets) {
+  CellFolder f;
+  f.add("NEUTROPHIL", 6, 1);
+  f.add("LYMPHOCYTE", 6, 100);
+  const std::string out = f.dir + "/a.vit";
+  vit::AdaptRequest r = request(f, out);
+  r.map = std::string(VITENGINE_SOURCE_DIR) + "/configs/bccd5.json";
+  r.epochs = 60;
+  r.lr = 3e-2f;
+  r.holdout = 0;
+  const nlohmann::json card = vit::adapt(r);
+  EXPECT_EQ(card["cells_per_label"]["Neutrophil"].get<int>(), 6);
+  // After training, the training cells' probability mass sits on their target's classes.
+  vit::Predictor p(out);
+  for (const auto& [folder, classes] :
+       std::vector<std::pair<std::string, std::vector<std::string>>>{
+           {"NEUTROPHIL", {"Band Neutrophil", "Segmented Neutrophil", "Neutrophil"}}, {"LYMPHOCYTE", {"Lymphocyte"}}}) {
+    auto preds = p.predict({vit::load_image(f.data + "/" + folder + "/c0.png")}, 1);
+    double mass = 0;
+    for (size_t c = 0; c < p.class_names().size(); ++c)
+      if (std::find(classes.begin(), classes.end(), p.class_names()[c]) != classes.end()) mass += preds[0].probs[c];
+    EXPECT_GT(mass, 0.5) << folder;
+  }
+}
+
+}  // namespace

@@ -1,0 +1,73 @@
+// vitengine adapt: fine-tune a trained model on a few labelled images of another lab (or any new
+// domain), on the CPU. engine/train/adapt.h says how; docs/robustness.md what it gives.
+#include <cstdio>
+
+#include "engine/train/adapt.h"
+#include "tools/cli.h"
+
+namespace vit::cli {
+
+Command register_adapt(CLI::App& root) {
+  auto r = std::make_shared<AdaptRequest>();
+  Command c;
+  c.app = root.add_subcommand("adapt", "Fine-tune a model on a few labelled images of a new lab, on the CPU");
+  c.app->add_option("--model", r->model, "trained model (.vit); left untouched")->required()->check(CLI::ExistingFile);
+  c.app->add_option("--data", r->data,
+                    "labelled images: a folder of class folders, or a prepared folder / manifest.csv")
+      ->required();
+  c.app->add_option("--out", r->out, "the adapted model (.vit), another file than --model")->required();
+  c.app->add_option("--map", r->map, "label map JSON: the labels are its targets (e.g. configs/bccd5.json)")
+      ->check(CLI::ExistingFile);
+  c.app->add_option("--data-root", r->data_root, "replaces every manifest row's src folder");
+  c.app->add_option("--split", r->split, "manifest split adapted on")->capture_default_str();
+  c.app->add_option("--holdout-split", r->holdout_split, "manifest split held out for the before/after numbers")
+      ->capture_default_str();
+  c.app->add_option("--holdout", r->holdout,
+                    "class folders (or a manifest without --holdout-split rows): share of each class held out, "
+                    "seeded and stratified")
+      ->check(CLI::Range(0.0, 0.9))
+      ->capture_default_str();
+  c.app->add_option("--freeze", r->freeze,
+                    "all-but-head (the head alone, on cached features: fastest), last-k (the last --last-k blocks, "
+                    "the final LayerNorm and the head) or none (everything)")
+      ->check(CLI::IsMember({"all-but-head", "last-k", "none"}))
+      ->capture_default_str();
+  c.app->add_option("--last-k", r->last_k, "blocks trained with --freeze last-k")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  c.app->add_option("--shots", r->shots, "at most N images per class, a seeded choice (0: all)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  c.app->add_option("--min-per-class", r->min_per_class, "refuse a class with fewer adaptation images")
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
+  c.app->add_option("--epochs", r->epochs, "0: 100 with all-but-head, else 15")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  c.app->add_option("--lr", r->lr, "AdamW learning rate; 0: 1e-3 with all-but-head, else 3e-5")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  c.app->add_option("--batch", r->batch, "images per step")->check(CLI::Range(1, 4096))->capture_default_str();
+  c.app->add_option("--seed", r->seed, "seed of the held-out share, --shots and the order")->capture_default_str();
+  c.app->add_option("--views", r->views, "training views of each image: none, flip or d4 (quarter turns x mirror)")
+      ->check(CLI::IsMember({"none", "flip", "d4"}))
+      ->capture_default_str();
+  add_stain_norm_option(c.app, &r->stain_norm);
+  c.run = [r]() -> int {
+    r->log = [](const std::string& m) {
+      std::fprintf(stderr, "adapt: %s\n", m.c_str());
+      std::fflush(stderr);
+    };
+    const nlohmann::json card = adapt(*r);
+    const auto& h = card["held_out"];
+    std::printf("adapted %s on %d images (%s) -> %s in %.1f s\n", r->model.c_str(), card["cells"].get<int>(),
+                card["cells_per_label"].dump().c_str(), r->out.c_str(), card["seconds"].get<double>());
+    if (h["images"].get<int>() > 0)
+      std::printf("held out %d images: accuracy %.1f%% before, %.1f%% after\n", h["images"].get<int>(),
+                  100 * h["accuracy_before"].get<double>(), 100 * h["accuracy_after"].get<double>());
+    return 0;
+  };
+  return c;
+}
+
+}  // namespace vit::cli
