@@ -241,3 +241,40 @@ TEST(Adapt, ALabelMapTrainsTheGroupsOfItsTargets) {
 }
 
 }  // namespace
+
+namespace {
+
+// Rehearsal: images of the home data's train split train beside the new cells, with their own
+// classes; its val split is scored; a folder that is not prepared data is refused.
+TEST(Adapt, RehearsalKeepsHomeImagesPerClassAndScoresHomeVal) {
+  CellFolder f;
+  f.add("Lymphocyte", 6, 1);
+  f.add("Eosinophil", 6, 300);
+  const std::string home = f.dir + "/home", prep = f.dir + "/prep";
+  for (const char* cls : {"Lymphocyte", "Monocyte"}) {
+    fs::create_directories(home + "/" + cls);
+    for (int i = 0; i < 10; ++i)
+      vt::write_file(home + "/" + cls + "/h" + std::to_string(i) + ".png",
+                     vt::png_bytes(36 + i, 40, (cls[0] == 'L' ? 700 : 900) + 5 * i));
+  }
+  std::string so, se;
+  ASSERT_EQ(vt::run(std::string(VITENGINE_BINARY) + " prepare " + home + " --out " + prep +
+                        " --labels folders --split 60/40/0 --near-threshold -1 --size 32 --quiet",
+                    &so, &se),
+            0)
+      << se;
+  vit::AdaptRequest r = request(f, f.dir + "/a.vit");
+  r.keep_data = prep;
+  r.keep_per_class = 3;
+  const nlohmann::json card = vit::adapt(r);
+  ASSERT_TRUE(card.contains("rehearsal")) << card.dump();
+  EXPECT_EQ(card["rehearsal"]["images"].get<int>(), 6);  // 3 of each home class
+  EXPECT_GE(card["rehearsal"]["val_images"].get<int>(), 6);
+  EXPECT_TRUE(card["rehearsal"]["val_accuracy_after"].is_number());
+  for (const auto& [label, n] : card["cells_per_label"].items()) EXPECT_NE(label, "Monocyte");  // new cells only
+  r.keep_data = home;  // class folders, not prepared data
+  r.out = f.dir + "/b.vit";
+  expect_refused(f, r, "must be a prepared folder or manifest.csv");
+}
+
+}  // namespace

@@ -430,3 +430,51 @@ TEST(ServeOps, RefusedRequestsWithABodyKeepTheConnectionInStep) {
     EXPECT_EQ(r2.find("bad_request"), std::string::npos) << first << ": the body was parsed as a request";
   }
 }
+
+// `vitengine ood-ref` picks the threshold on a prepared set's val split for the asked false-alarm
+// rate and stores it; serve then returns the flag (and null for a model without a threshold).
+TEST(ServeOps, OodThresholdFromValAndTheFlagInServeJson) {
+  TinyModel m;
+  const std::string src = m.dir + "/src";
+  for (const char* cls : {"Lymphocyte", "Monocyte"}) {
+    std::filesystem::create_directories(src + "/" + cls);
+    for (int i = 0; i < 20; ++i)
+      vt::write_file(src + "/" + cls + "/c" + std::to_string(i) + ".png",
+                     vt::png_bytes(36 + i, 40, (cls[0] == 'L' ? 0 : 500) + i * 7));
+  }
+  const std::string bin = VITENGINE_BINARY, prep = m.dir + "/prep", out = m.dir + "/ood.vit";
+  std::string so, se;
+  ASSERT_EQ(vt::run(bin + " prepare " + src + " --out " + prep +
+                        " --labels folders --split 40/40/20 --near-threshold -1 --size 32 --quiet",
+                    &so, &se),
+            0)
+      << se;
+  ASSERT_EQ(vt::run(bin + " ood-ref --model " + m.model + " --data " + prep + " --out " + out + " --fpr 0.25 --against " +
+                        src + "/Monocyte",
+                    &so, &se),
+            0)
+      << se;
+  const json card = vit::load_model(out).meta.extra["ood"];
+  const double n = card["images"].get<double>();
+  EXPECT_GT(n, 10);
+  EXPECT_NEAR(card["flagged_share_on_split"].get<double>(), 0.25, 1.0 / n + 1e-9) << card.dump();
+  EXPECT_TRUE(card["auroc"]["value"].is_number());
+  const std::string body = vt::png_bytes(40, 40, 3);
+  for (const std::string& model : {out, m.model}) {
+    vt::ServerProcess server({"--model", model});
+    httplib::Client c("127.0.0.1", server.port());
+    c.set_read_timeout(30, 0);
+    auto r = c.Post("/v1/predict", httplib::MultipartFormDataItems{{"image", body, "a.png", "image/png"}});
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    const json res = json::parse(r->body)["results"][0];
+    EXPECT_TRUE(res["ood_score"].is_number());
+    if (model == out) {
+      ASSERT_TRUE(res["unlike_training_data"].is_boolean()) << res.dump();
+      EXPECT_EQ(res["unlike_training_data"].get<bool>(), res["ood_score"].get<double>() > card["threshold"].get<double>());
+    } else {
+      EXPECT_TRUE(res["unlike_training_data"].is_null()) << res.dump();
+    }
+    EXPECT_EQ(server.stop(), 0);
+  }
+}

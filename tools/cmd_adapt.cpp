@@ -52,6 +52,13 @@ Command register_adapt(CLI::App& root) {
   c.app->add_option("--views", r->views, "training views of each image: none, flip or d4 (quarter turns x mirror)")
       ->check(CLI::IsMember({"none", "flip", "d4"}))
       ->capture_default_str();
+  c.app->add_option("--keep-data", r->keep_data,
+                    "the prepared data the model was trained on: --keep-per-class images of each class of its train "
+                    "split train beside the new cells so that the model keeps what it knew (its val split is scored "
+                    "before and after)");
+  c.app->add_option("--keep-per-class", r->keep_per_class, "images per class kept from --keep-data")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
   add_stain_norm_option(c.app, &r->stain_norm);
   c.run = [r]() -> int {
     r->log = [](const std::string& m) {
@@ -65,6 +72,10 @@ Command register_adapt(CLI::App& root) {
     if (h["images"].get<int>() > 0)
       std::printf("held out %d images: accuracy %.1f%% before, %.1f%% after\n", h["images"].get<int>(),
                   100 * h["accuracy_before"].get<double>(), 100 * h["accuracy_after"].get<double>());
+    if (card.contains("rehearsal"))
+      std::printf("home val %d images: accuracy %.1f%% before, %.1f%% after\n",
+                  card["rehearsal"]["val_images"].get<int>(), 100 * card["rehearsal"]["val_accuracy_before"].get<double>(),
+                  100 * card["rehearsal"]["val_accuracy_after"].get<double>());
     return 0;
   };
   return c;

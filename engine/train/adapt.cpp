@@ -52,7 +52,13 @@ Labels make_labels(const AdaptRequest& req, const std::vector<std::string>& clas
 struct Cell {
   std::string path;
   int label = -1;
+  bool kept = false;  // an in-domain training image kept for rehearsal: label is a model class
 };
+
+// The classes a cell's label covers: its Labels group, or the model class itself for a kept one.
+const std::vector<int>& group_of(const Cell& c, const Labels& L, const std::vector<int>& identity) {
+  return c.kept ? identity : L.group;
+}
 
 std::vector<Cell> to_cells(const EvalSet& set, const Labels& L, const std::string& what) {
   std::map<std::string, int> unknown;
@@ -136,15 +142,22 @@ struct Heldout {
   int n = 0;
 };
 
-Heldout score(Predictor& pred, const std::vector<float>& x, const std::vector<Cell>& cells, const Labels& L) {
+// Accuracy over `cells`, prepared a chunk at a time (a val split of thousands of images would
+// not fit in memory as floats). A new-lab cell is right when the top class is in its label's
+// group; a kept (in-domain) one when it is its class.
+Heldout score(Predictor& pred, const std::vector<Cell>& cells, const Labels& L) {
   Heldout h;
   h.n = int(cells.size());
   int right = 0;
-  const int chunk = 32;
+  const size_t chunk = 32;
   for (size_t i = 0; i < cells.size(); i += chunk) {
-    const int B = int(std::min(cells.size() - i, size_t(chunk)));
-    auto preds = pred.run(x.data() + i * pred.input_floats(), B, /*keep_attention=*/false);
-    for (int b = 0; b < B; ++b) right += L.group[size_t(preds[size_t(b)].top)] == cells[i + size_t(b)].label;
+    const std::vector<Cell> part(cells.begin() + long(i), cells.begin() + long(std::min(cells.size(), i + chunk)));
+    const std::vector<float> x = prepare_all(pred, part);
+    auto preds = pred.run(x.data(), int(part.size()), /*keep_attention=*/false);
+    for (size_t b = 0; b < part.size(); ++b) {
+      const int top = preds[b].top;
+      right += part[b].kept ? top == part[b].label : L.group[size_t(top)] == part[b].label;
+    }
   }
   h.accuracy = cells.empty() ? 0 : double(right) / double(cells.size());
   return h;
@@ -194,6 +207,8 @@ void train_head(ViT& model, const std::vector<float>& feats, const std::vector<C
                 const Schedule& s) {
   const int D = model.config().dim, C = model.config().num_classes;
   const std::vector<float> scale = trainable(model, "all-but-head", 0);
+  std::vector<int> identity(static_cast<size_t>(C));
+  for (int c = 0; c < C; ++c) identity[size_t(c)] = c;
   std::vector<size_t> order(cells.size() * size_t(s.views));
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
   Rng r(mix_seed(s.seed, 0x4EADull));
@@ -218,7 +233,8 @@ void train_head(ViT& model, const std::vector<float>& feats, const std::vector<C
           for (int d = 0; d < D; ++d) a += double(W[size_t(c) * D + d]) * f[d];
           z[size_t(c)] = float(a);
         }
-        loss += group_cross_entropy(z.data(), C, L.group, cells[order[k] / size_t(s.views)].label, float(B), dz.data());
+        const Cell& cell = cells[order[k] / size_t(s.views)];
+        loss += group_cross_entropy(z.data(), C, group_of(cell, L, identity), cell.label, float(B), dz.data());
         for (int c = 0; c < C; ++c) {
           gb[c] += dz[size_t(c)];
           for (int d = 0; d < D; ++d) gw[size_t(c) * D + d] += dz[size_t(c)] * f[d];
@@ -238,6 +254,8 @@ void train_blocks(ViT& model, const std::vector<float>& x, const std::vector<Cel
                   const std::vector<float>& scale, const Schedule& s) {
   const int C = model.config().num_classes, S = model.config().image_size;
   const size_t F = size_t(3) * S * S;
+  std::vector<int> identity(static_cast<size_t>(C));
+  for (int c = 0; c < C; ++c) identity[size_t(c)] = c;
   std::vector<size_t> order(cells.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
   Rng r(mix_seed(s.seed, 0xB10Cull));
@@ -255,9 +273,11 @@ void train_blocks(ViT& model, const std::vector<float>& x, const std::vector<Cel
         dihedral_view(x.data() + order[b0 + size_t(b)] * F, batch.data() + size_t(b) * F, 1, 3, S,
                       int(r.next() % uint64_t(s.views)));
       const float* z = model.forward(batch.data(), B, ForwardOptions{});
-      for (int b = 0; b < B; ++b)
-        loss += group_cross_entropy(z + size_t(b) * C, C, L.group, cells[order[b0 + size_t(b)]].label, float(B),
-                           dz.data() + size_t(b) * C);
+      for (int b = 0; b < B; ++b) {
+        const Cell& cell = cells[order[b0 + size_t(b)]];
+        loss += group_cross_entropy(z + size_t(b) * C, C, group_of(cell, L, identity), cell.label, float(B),
+                                    dz.data() + size_t(b) * C);
+      }
       model.zero_grad();
       model.backward_from(dz.data());
       model.adamw_step_scaled(hp, 1.0f, scale);
@@ -270,7 +290,8 @@ void train_blocks(ViT& model, const std::vector<float>& x, const std::vector<Cel
 
 nlohmann::json counts(const std::vector<Cell>& cells, const Labels& L) {
   nlohmann::json j = nlohmann::json::object();
-  for (const auto& c : cells) j[L.names[size_t(c.label)]] = j.value(L.names[size_t(c.label)], 0) + 1;
+  for (const auto& c : cells)
+    if (!c.kept) j[L.names[size_t(c.label)]] = j.value(L.names[size_t(c.label)], 0) + 1;
   return j;
 }
 
@@ -301,6 +322,32 @@ void split_cells(const AdaptRequest& req, const Labels& L, std::vector<Cell>& ce
   check_cells(cells, L, req.min_per_class, req.data);
 }
 
+// Rehearsal: up to keep_per_class images of each class from the home data's train split (a
+// seeded choice), trained beside the new lab's cells so that the model keeps what it knew; and
+// the home val split, to measure that it did. Never the home test split.
+void rehearsal_cells(const AdaptRequest& req, const std::vector<std::string>& classes, std::vector<Cell>& kept,
+                     std::vector<Cell>& val) {
+  const auto load = [&](const std::string& split) {
+    const EvalSet set = load_eval_set(req.keep_data, split, "", EvalApp{});
+    if (set.source != EvalSet::Source::manifest)
+      throw std::runtime_error("--keep-data '" + req.keep_data +
+                               "' must be a prepared folder or manifest.csv (its train split is kept, its val split "
+                               "measured)");
+    std::vector<Cell> out;
+    for (size_t i = 0; i < set.samples.size(); ++i) {
+      auto it = std::find(classes.begin(), classes.end(), set.truth_names[i]);
+      if (it == classes.end())
+        throw std::runtime_error("--keep-data '" + req.keep_data + "': label '" + set.truth_names[i] +
+                                 "' is not a class of the model");
+      out.push_back({set.samples[i].full_path(), int(it - classes.begin()), true});
+    }
+    return out;
+  };
+  kept = load("train");
+  cap_shots(kept, std::max(1, req.keep_per_class), mix_seed(req.seed, 0x4EE9ull));
+  val = load("val");
+}
+
 }  // namespace
 
 double group_cross_entropy(const float* z, int C, const std::vector<int>& group, int label, float scale, float* dz) {
@@ -327,30 +374,37 @@ nlohmann::json adapt(const AdaptRequest& req) {
   Predictor pred(req.model);
   pred.set_stain_norm(req.stain_norm);
   const Labels L = make_labels(req, pred.class_names());
-  std::vector<Cell> cells, held;
+  std::vector<Cell> cells, held, kept, home_val;
   split_cells(req, L, cells, held);
+  const size_t n_new = cells.size();
+  if (!req.keep_data.empty()) rehearsal_cells(req, pred.class_names(), kept, home_val);
+  cells.insert(cells.end(), kept.begin(), kept.end());
   const int views = tta_view_count(req.views);
-  const std::vector<float> x = prepare_all(pred, cells), xh = prepare_all(pred, held);
-  log("adapting on " + std::to_string(cells.size()) + " images, " + std::to_string(held.size()) + " held out");
-  const Heldout before = score(pred, xh, held, L);
+  log("adapting on " + std::to_string(n_new) + " images (+" + std::to_string(kept.size()) + " kept from " +
+      (req.keep_data.empty() ? "no home data" : req.keep_data) + "), " + std::to_string(held.size()) +
+      " held out");
+  const Heldout before = score(pred, held, L), home_before = score(pred, home_val, L);
   const bool head_only = req.freeze == "all-but-head";
   Schedule s{req.epochs > 0 ? req.epochs : (head_only ? 100 : 15), std::max(1, req.batch), views,
              req.lr > 0 ? req.lr : (head_only ? 1e-3f : 3e-5f), req.seed, req.log};
   ViT& model = pred.model();
   model.reset_optimizer();
-  if (head_only) {
-    const std::vector<float> feats = feature_cache(model, x, cells.size(), views, model.config().image_size);
-    log("cached " + std::to_string(cells.size() * size_t(views)) + " class-token features");
-    train_head(model, feats, cells, L, s);
-  } else {
-    train_blocks(model, x, cells, L, trainable(model, req.freeze, req.last_k), s);
+  {
+    const std::vector<float> x = prepare_all(pred, cells);
+    if (head_only) {
+      const std::vector<float> feats = feature_cache(model, x, cells.size(), views, model.config().image_size);
+      log("cached " + std::to_string(cells.size() * size_t(views)) + " class-token features");
+      train_head(model, feats, cells, L, s);
+    } else {
+      train_blocks(model, x, cells, L, trainable(model, req.freeze, req.last_k), s);
+    }
   }
-  const Heldout after = score(pred, xh, held, L);
+  const Heldout after = score(pred, held, L), home_after = score(pred, home_val, L);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   nlohmann::json card = {{"from_model", fs::path(req.model).filename().string()},
                          {"data", req.data},
                          {"map", req.map},
-                         {"cells", cells.size()},
+                         {"cells", n_new},
                          {"cells_per_label", counts(cells, L)},
                          {"freeze", req.freeze},
                          {"last_k", req.freeze == "last-k" ? req.last_k : 0},
@@ -365,6 +419,13 @@ nlohmann::json adapt(const AdaptRequest& req) {
                                        {"accuracy_before", before.accuracy},
                                        {"accuracy_after", after.accuracy}}},
                          {"seconds", secs}};
+  if (!kept.empty())
+    card["rehearsal"] = {{"data", req.keep_data},
+                         {"per_class", req.keep_per_class},
+                         {"images", kept.size()},
+                         {"val_images", home_val.size()},
+                         {"val_accuracy_before", home_before.accuracy},
+                         {"val_accuracy_after", home_after.accuracy}};
   ModelMeta meta = pred.meta();
   if (!meta.extra.is_object()) meta.extra = nlohmann::json::object();
   meta.extra.erase("version");  // a new model: its version comes from its own bytes

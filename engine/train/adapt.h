@@ -43,6 +43,11 @@ struct AdaptRequest {
   uint64_t seed = 0;
   std::string stain_norm = "none";  // applied to every image, as eval and predict would
   std::string views = "d4";         // training views per image: none | flip | d4 (engine/eval/tta.h)
+  // Rehearsal (optional): the prepared data the model was trained on. keep_per_class images of
+  // each class of its train split train beside the new cells, with their own classes, so that
+  // the model does not forget the home lab; its val split is scored before and after.
+  std::string keep_data;
+  int keep_per_class = 20;
   std::function<void(const std::string&)> log;
 };
 
