@@ -47,7 +47,7 @@ struct AdaptRequest {
   // each class of its train split train beside the new cells, with their own classes, so that
   // the model does not forget the home lab; its val split is scored before and after.
   std::string keep_data;
-  int keep_per_class = 20;
+  int keep_per_class = 200;  // chosen on bccd adaptation cells and wbc14 val (docs/robustness.md)
   std::function<void(const std::string&)> log;
 };
 

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The numbers of docs/robustness.md, on the CPU: split bccd-cropped once into adaptation and test
+# cells, store the stain reference and the out-of-distribution threshold in the shipped model,
+# then score normalisation and `vitengine adapt` (with and without rehearsal) on the test cells.
+#   WBC=PREPARED_WBC14 BCCD=../shared/data/bccd-cropped scripts/robustness.sh [OUT]
+# WBC is wbc14 as `vitengine prepare` makes it (seed 0: the shipped model's split). About 40 min
+# on 2 cores, most of it the three runs with rehearsal.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+V=${V:-build/vitengine}
+WBC=${WBC:?set WBC to the prepared wbc14 folder}
+BCCD=${BCCD:-../shared/data/bccd-cropped}
+OUT=${1:-runs/robustness}
+MAP=configs/bccd5.json
+mkdir -p "$OUT"
+M="$OUT/model.vit"
+acc() { grep -o 'accuracy [0-9.]* macro-F1 [0-9.]*' "$1" | tail -1; }
+echo "commit $(git rev-parse --short HEAD), $(nproc) CPUs, $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)"
+"$V" prepare "$BCCD" --out "$OUT/bccd" --labels folders --split 28/0/72 --seed 0 --quiet
+"$V" stain-ref --model weights/shipped/model.vit --data "$WBC" --out "$M"
+"$V" ood-ref --model "$M" --data "$WBC" --out "$M" --fpr 0.05 --against "$BCCD"
+for s in none reinhard macenko; do
+  "$V" eval --model "$M" --data "$OUT/bccd" --split test --map $MAP --stain-norm $s --out "$OUT/ev_$s" >"$OUT/ev_$s.log" 2>&1
+  echo "stain-norm $s: $(acc "$OUT/ev_$s.log")"
+done
+for keep in "" "--keep-data $WBC --keep-per-class 200"; do
+  for shots in 6 17 0; do
+    tag="s${shots}${keep:+_keep}"
+    start=$(date +%s)
+    # shellcheck disable=SC2086
+    "$V" adapt --model "$M" --data "$OUT/bccd" --map $MAP --min-per-class 1 --shots $shots $keep \
+      --out "$OUT/adapt_$tag.vit" >"$OUT/adapt_$tag.log" 2>&1
+    secs=$(($(date +%s) - start))
+    "$V" eval --model "$OUT/adapt_$tag.vit" --data "$OUT/bccd" --split test --map $MAP --out "$OUT/ev_$tag" \
+      >"$OUT/ev_$tag.log" 2>&1
+    echo "adapt $tag ($(grep -o 'on [0-9]* images' "$OUT/adapt_$tag.log" | head -1), ${secs} s): test $(acc "$OUT/ev_$tag.log")"
+  done
+  "$V" eval --model "$OUT/adapt_s0${keep:+_keep}.vit" --data "$WBC" --split test --out "$OUT/ev_wbc_s0${keep:+_keep}" \
+    >"$OUT/ev_wbc.log" 2>&1
+  echo "  the 97-cell model on wbc14 test: $(acc "$OUT/ev_wbc.log")"
+done
