@@ -79,15 +79,22 @@ std::vector<Cell> to_cells(const EvalSet& set, const Labels& L, const std::strin
   return cells;
 }
 
-// Seeded, stratified: the first round(share * n) of each class's shuffled images, at least one
-// when the class has two or more, never all of them.
-void hold_out(std::vector<Cell>& cells, std::vector<Cell>& held, double share, uint64_t seed) {
+// Each class's cells in a seeded shuffle (stream `tag`), by label; `cells` is emptied.
+std::map<int, std::vector<Cell>> shuffled_by_class(std::vector<Cell>& cells, uint64_t seed, uint64_t tag) {
   std::map<int, std::vector<Cell>> by;
   for (auto& c : cells) by[c.label].push_back(c);
   cells.clear();
   for (auto& [label, v] : by) {
-    Rng r(mix_seed(seed, 0xADA7ull, uint64_t(label)));
+    Rng r(mix_seed(seed, tag, uint64_t(label)));
     for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[size_t(r.uniform() * double(i))]);
+  }
+  return by;
+}
+
+// Seeded, stratified: the first round(share * n) of each class's shuffled images, at least one
+// when the class has two or more, never all of them.
+void hold_out(std::vector<Cell>& cells, std::vector<Cell>& held, double share, uint64_t seed) {
+  for (auto& [label, v] : shuffled_by_class(cells, seed, 0xADA7ull)) {
     size_t h = v.size() < 2 ? 0 : std::clamp<size_t>(size_t(std::lround(share * double(v.size()))), 1, v.size() - 1);
     held.insert(held.end(), v.begin(), v.begin() + long(h));
     cells.insert(cells.end(), v.begin() + long(h), v.end());
@@ -97,12 +104,7 @@ void hold_out(std::vector<Cell>& cells, std::vector<Cell>& held, double share, u
 // At most `shots` images per class, a seeded choice (the same cells for the same seed).
 void cap_shots(std::vector<Cell>& cells, int shots, uint64_t seed) {
   if (shots <= 0) return;
-  std::map<int, std::vector<Cell>> by;
-  for (auto& c : cells) by[c.label].push_back(c);
-  cells.clear();
-  for (auto& [label, v] : by) {
-    Rng r(mix_seed(seed, 0x5407ull, uint64_t(label)));
-    for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[size_t(r.uniform() * double(i))]);
+  for (auto& [label, v] : shuffled_by_class(cells, seed, 0x5407ull)) {
     v.resize(std::min(v.size(), size_t(shots)));
     cells.insert(cells.end(), v.begin(), v.end());
   }
