@@ -124,6 +124,10 @@ TEST(Differential, ReviewListAndHtml) {
   EXPECT_NE(html.find("data:image/jpeg;base64,AAAA"), std::string::npos);
   EXPECT_EQ(html.find("http://"), std::string::npos);  // self-contained
   EXPECT_EQ(html.find("https://"), std::string::npos);
+  EXPECT_EQ(html.find("Warning:"), std::string::npos);
+  r["ood"] = {{"flagged_share", 0.6}, {"warning", "this folder looks unlike the training data <x>"}};
+  html = vit::differential_html(r, "smear");
+  EXPECT_NE(html.find("Warning: this folder looks unlike the training data &lt;x&gt;."), std::string::npos);
 }
 
 TEST(Differential, UnknownClassThrows) {

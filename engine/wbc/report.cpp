@@ -235,6 +235,9 @@ std::string differential_html(const json& r, const std::string& title) {
        ".cell img{width:112px;height:112px;border:1px solid #999}</style></head><body>\n";
   h += "<h1>Differential count: " + html_escape(title) + "</h1>\n";
   h += "<p class=\"note\"><strong>" + html_escape(r["disclaimer"].get<std::string>()) + "</strong></p>\n";
+  if (r.contains("ood") && r["ood"].contains("warning"))  // the folder looks unlike the training data
+    h += "<p class=\"note\"><strong>Warning: " + html_escape(r["ood"]["warning"].get<std::string>()) +
+         ".</strong></p>\n";
   h += "<p>" + num(r["cells_total"]) + " cells classified: " + num(r["wbc_total"]) + " white cells, " +
        num(r["platelets"]) + " platelets, " + num(r["erythroblasts"]) + " erythroblasts (" +
        num(r["erythroblasts_per_100_wbc"]) + " per 100 WBC). Percentages are of white cells unless stated.</p>\n";
