@@ -23,8 +23,6 @@
 #include "engine/wbc/taxonomy.h"
 #include "weights/checkpoint.h"
 
-extern char** environ;
-
 namespace vt {
 
 // httplib's client writes with plain send(): when a server answers early and closes, the

@@ -21,13 +21,10 @@ std::vector<double> scores_of(Predictor& pred, const std::vector<std::string>& f
   const size_t chunk = 32;
   for (size_t i = 0; i < files.size(); i += chunk) {
     std::vector<Image> imgs;
-    for (size_t j = i; j < std::min(files.size(), i + chunk); ++j) {
-      try {
-        imgs.push_back(load_image(files[j]));
-      } catch (const std::exception& e) {
-        throw std::runtime_error("cannot score '" + files[j] + "': " + e.what());
-      }
-    }
+    std::vector<std::string> ok;
+    load_images(files, i, i + chunk, imgs, ok, [](const std::string& file, const std::string& what) {
+      throw std::runtime_error("cannot score '" + file + "': " + what);
+    });
     for (const auto& p : pred.predict(imgs, int(chunk))) out.push_back(p.ood_score);
   }
   return out;

@@ -38,7 +38,7 @@ Command register_stain_ref(CLI::App& root) {
     std::vector<Sample> rows = select(read_manifest(csv), o->split);
     if (rows.empty()) throw UsageError("'" + csv + "' has no '" + o->split + "' rows");
     Rng r(mix_seed(o->seed, 0x57A1ull));  // a seeded sample: the same reference every time
-    for (size_t i = rows.size(); i > 1; --i) std::swap(rows[i - 1], rows[size_t(r.uniform() * double(i))]);
+    shuffle(rows, r);
     rows.resize(std::min(rows.size(), size_t(o->images)));
     std::vector<Image> imgs;
     for (const auto& s : rows) imgs.push_back(preprocess(load_image(s.full_path()), lm.model->config().image_size));

@@ -235,7 +235,7 @@ struct Loader::Impl {
     for (size_t i = 0; i < n(); ++i) o[i] = i;
     if (cfg.shuffle) {
       Rng r(mix_seed(cfg.seed, (uint64_t)e, 0x5AFF1Eull));
-      for (size_t i = n(); i > 1; --i) std::swap(o[i - 1], o[(size_t)(r.uniform() * i)]);
+      shuffle(o, r);
     }
     return o;
   }

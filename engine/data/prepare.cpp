@@ -415,7 +415,7 @@ void split_stratum(Prep& P, int c, const std::string& source, std::vector<int>& 
   uint64_t src_hash = 0xcbf29ce484222325ull;
   for (char ch : source) src_hash = (src_hash ^ (uint8_t)ch) * 0x100000001b3ull;
   Rng r(mix_seed(P.opt.seed, (uint64_t)c, src_hash, 0x5B117ull));
-  for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[(size_t)(r.uniform() * i)]);
+  shuffle(v, r);
   const size_t n = v.size();
   size_t n_free = 0;
   for (int f : v) n_free += P.files[f].fixed_split < 0;

@@ -104,7 +104,6 @@ EvalSet load_class_folders(const std::string& data, const std::string& split, co
   return e;
 }
 
-
 std::string markdown(const nlohmann::json& j, const Metrics& m, const EvalApp& app) {
   std::ostringstream s;
   s << "# Evaluation of `" << j["model"].get<std::string>() << "`\n\n";

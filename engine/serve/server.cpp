@@ -47,6 +47,13 @@ thread_local std::string t_request_id;
 thread_local size_t t_images = 0;
 thread_local std::optional<HttpError> t_deferred;  // a refusal decided before the body was read
 
+// Sends the refusal gate() deferred until httplib had read the body; false when there is none.
+bool send_deferred(httplib::Response& res) {
+  if (!t_deferred) return false;
+  send_error(res, t_deferred->status, t_deferred->code, t_deferred->what());
+  return true;
+}
+
 // How far past --max-upload-mb a declared body is still read (and dropped) to answer 413 cleanly.
 constexpr size_t kLingerBytes = size_t(64) << 20;
 
@@ -384,7 +391,7 @@ struct Server::Impl {
   template <typename F>
   httplib::Server::Handler wrap(F f) {
     return [this, f](const httplib::Request& req, httplib::Response& res) {
-      if (t_deferred) return send_error(res, t_deferred->status, t_deferred->code, t_deferred->what());
+      if (send_deferred(res)) return;
       try {
         ClientSlot slot(*this, req.remote_addr);
         f(req, res);
@@ -461,8 +468,7 @@ struct Server::Impl {
     // Every other method that carries a body, on any path: httplib reads the body first, then the
     // refusal gate() deferred (405, 401, 503) or a 404 is sent.
     const auto deferred_or_404 = [](const httplib::Request&, httplib::Response& res) {
-      if (t_deferred) return send_error(res, t_deferred->status, t_deferred->code, t_deferred->what());
-      send_error(res, 404, "not_found", "no such endpoint");
+      if (!send_deferred(res)) send_error(res, 404, "not_found", "no such endpoint");
     };
     http.Put(R"(/.*)", deferred_or_404);
     http.Patch(R"(/.*)", deferred_or_404);

@@ -25,6 +25,7 @@ namespace {
 struct Labels {
   std::vector<std::string> names;
   std::vector<int> group;
+  std::vector<int> identity;  // class c -> c: the groups of a kept (home) image's label
   LabelMap map;
   bool mapped = false;
   int of(const std::string& truth) const {
@@ -36,9 +37,10 @@ struct Labels {
 
 Labels make_labels(const AdaptRequest& req, const std::vector<std::string>& classes) {
   Labels L;
+  for (size_t c = 0; c < classes.size(); ++c) L.identity.push_back(int(c));
   if (req.map.empty()) {
     L.names = classes;
-    for (size_t c = 0; c < classes.size(); ++c) L.group.push_back(int(c));
+    L.group = L.identity;
     return L;
   }
   L.map = read_label_map(req.map, classes);
@@ -56,9 +58,7 @@ struct Cell {
 };
 
 // The classes a cell's label covers: its Labels group, or the model class itself for a kept one.
-const std::vector<int>& group_of(const Cell& c, const Labels& L, const std::vector<int>& identity) {
-  return c.kept ? identity : L.group;
-}
+const std::vector<int>& group_of(const Cell& c, const Labels& L) { return c.kept ? L.identity : L.group; }
 
 std::vector<Cell> to_cells(const EvalSet& set, const Labels& L, const std::string& what) {
   std::map<std::string, int> unknown;
@@ -86,7 +86,7 @@ std::map<int, std::vector<Cell>> shuffled_by_class(std::vector<Cell>& cells, uin
   cells.clear();
   for (auto& [label, v] : by) {
     Rng r(mix_seed(seed, tag, uint64_t(label)));
-    for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[size_t(r.uniform() * double(i))]);
+    shuffle(v, r);
   }
   return by;
 }
@@ -138,31 +138,20 @@ std::vector<float> prepare_all(Predictor& pred, const std::vector<Cell>& cells) 
   return x;
 }
 
-
-struct Heldout {
-  double accuracy = 0;
-  int n = 0;
-};
-
 // Accuracy over `cells`, prepared a chunk at a time (a val split of thousands of images would
 // not fit in memory as floats). A new-lab cell is right when the top class is in its label's
 // group; a kept (in-domain) one when it is its class.
-Heldout score(Predictor& pred, const std::vector<Cell>& cells, const Labels& L) {
-  Heldout h;
-  h.n = int(cells.size());
+double accuracy(Predictor& pred, const std::vector<Cell>& cells, const Labels& L) {
   int right = 0;
   const size_t chunk = 32;
   for (size_t i = 0; i < cells.size(); i += chunk) {
     const std::vector<Cell> part(cells.begin() + long(i), cells.begin() + long(std::min(cells.size(), i + chunk)));
     const std::vector<float> x = prepare_all(pred, part);
     auto preds = pred.run(x.data(), int(part.size()), /*keep_attention=*/false);
-    for (size_t b = 0; b < part.size(); ++b) {
-      const int top = preds[b].top;
-      right += part[b].kept ? top == part[b].label : L.group[size_t(top)] == part[b].label;
-    }
+    for (size_t b = 0; b < part.size(); ++b)
+      right += group_of(part[b], L)[size_t(preds[b].top)] == part[b].label;
   }
-  h.accuracy = cells.empty() ? 0 : double(right) / double(cells.size());
-  return h;
+  return cells.empty() ? 0 : double(right) / double(cells.size());
 }
 
 // The learning-rate scale of each parameter tensor: 1 trains it, 0 freezes it.
@@ -209,8 +198,6 @@ void train_head(ViT& model, const std::vector<float>& feats, const std::vector<C
                 const Schedule& s) {
   const int D = model.config().dim, C = model.config().num_classes;
   const std::vector<float> scale = trainable(model, "all-but-head", 0);
-  std::vector<int> identity(static_cast<size_t>(C));
-  for (int c = 0; c < C; ++c) identity[size_t(c)] = c;
   std::vector<size_t> order(cells.size() * size_t(s.views));
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
   Rng r(mix_seed(s.seed, 0x4EADull));
@@ -218,7 +205,7 @@ void train_head(ViT& model, const std::vector<float>& feats, const std::vector<C
   hp.lr = s.lr, hp.weight_decay = 0;
   std::vector<float> z(static_cast<size_t>(C)), dz(static_cast<size_t>(C));
   for (int e = 0; e < s.epochs; ++e) {
-    for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[size_t(r.uniform() * double(i))]);
+    shuffle(order, r);
     double loss = 0;
     for (size_t b0 = 0; b0 < order.size(); b0 += size_t(s.batch)) {
       const size_t B = std::min(order.size() - b0, size_t(s.batch));
@@ -236,7 +223,7 @@ void train_head(ViT& model, const std::vector<float>& feats, const std::vector<C
           z[size_t(c)] = float(a);
         }
         const Cell& cell = cells[order[k] / size_t(s.views)];
-        loss += group_cross_entropy(z.data(), C, group_of(cell, L, identity), cell.label, float(B), dz.data());
+        loss += group_cross_entropy(z.data(), C, group_of(cell, L), cell.label, float(B), dz.data());
         for (int c = 0; c < C; ++c) {
           gb[c] += dz[size_t(c)];
           for (int d = 0; d < D; ++d) gw[size_t(c) * D + d] += dz[size_t(c)] * f[d];
@@ -256,8 +243,6 @@ void train_blocks(ViT& model, const std::vector<float>& x, const std::vector<Cel
                   const std::vector<float>& scale, const Schedule& s) {
   const int C = model.config().num_classes, S = model.config().image_size;
   const size_t F = size_t(3) * S * S;
-  std::vector<int> identity(static_cast<size_t>(C));
-  for (int c = 0; c < C; ++c) identity[size_t(c)] = c;
   std::vector<size_t> order(cells.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
   Rng r(mix_seed(s.seed, 0xB10Cull));
@@ -265,7 +250,7 @@ void train_blocks(ViT& model, const std::vector<float>& x, const std::vector<Cel
   hp.lr = s.lr, hp.weight_decay = 0;
   std::vector<float> batch, dz;
   for (int e = 0; e < s.epochs; ++e) {
-    for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[size_t(r.uniform() * double(i))]);
+    shuffle(order, r);
     double loss = 0;
     for (size_t b0 = 0; b0 < order.size(); b0 += size_t(s.batch)) {
       const int B = int(std::min(order.size() - b0, size_t(s.batch)));
@@ -277,7 +262,7 @@ void train_blocks(ViT& model, const std::vector<float>& x, const std::vector<Cel
       const float* z = model.forward(batch.data(), B, ForwardOptions{});
       for (int b = 0; b < B; ++b) {
         const Cell& cell = cells[order[b0 + size_t(b)]];
-        loss += group_cross_entropy(z + size_t(b) * C, C, group_of(cell, L, identity), cell.label, float(B),
+        loss += group_cross_entropy(z + size_t(b) * C, C, group_of(cell, L), cell.label, float(B),
                                     dz.data() + size_t(b) * C);
       }
       model.zero_grad();
@@ -385,7 +370,7 @@ nlohmann::json adapt(const AdaptRequest& req) {
   log("adapting on " + std::to_string(n_new) + " images (+" + std::to_string(kept.size()) + " kept from " +
       (req.keep_data.empty() ? "no home data" : req.keep_data) + "), " + std::to_string(held.size()) +
       " held out");
-  const Heldout before = score(pred, held, L), home_before = score(pred, home_val, L);
+  const double before = accuracy(pred, held, L), home_before = accuracy(pred, home_val, L);
   const bool head_only = req.freeze == "all-but-head";
   Schedule s{req.epochs > 0 ? req.epochs : (head_only ? 100 : 15), std::max(1, req.batch), views,
              req.lr > 0 ? req.lr : (head_only ? 1e-3f : 3e-5f), req.seed, req.log};
@@ -401,7 +386,7 @@ nlohmann::json adapt(const AdaptRequest& req) {
       train_blocks(model, x, cells, L, trainable(model, req.freeze, req.last_k), s);
     }
   }
-  const Heldout after = score(pred, held, L), home_after = score(pred, home_val, L);
+  const double after = accuracy(pred, held, L), home_after = accuracy(pred, home_val, L);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   nlohmann::json card = {{"from_model", fs::path(req.model).filename().string()},
                          {"data", req.data},
@@ -418,16 +403,16 @@ nlohmann::json adapt(const AdaptRequest& req) {
                          {"stain_norm", req.stain_norm},
                          {"held_out", {{"images", held.size()},
                                        {"per_label", counts(held, L)},
-                                       {"accuracy_before", before.accuracy},
-                                       {"accuracy_after", after.accuracy}}},
+                                       {"accuracy_before", before},
+                                       {"accuracy_after", after}}},
                          {"seconds", secs}};
   if (!kept.empty())
     card["rehearsal"] = {{"data", req.keep_data},
                          {"per_class", req.keep_per_class},
                          {"images", kept.size()},
                          {"val_images", home_val.size()},
-                         {"val_accuracy_before", home_before.accuracy},
-                         {"val_accuracy_after", home_after.accuracy}};
+                         {"val_accuracy_before", home_before},
+                         {"val_accuracy_after", home_after}};
   ModelMeta meta = pred.meta();
   if (!meta.extra.is_object()) meta.extra = nlohmann::json::object();
   meta.extra.erase("version");  // a new model: its version comes from its own bytes

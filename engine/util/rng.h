@@ -4,6 +4,8 @@
 // one would. Compiles for the host and the device.
 #pragma once
 #include <cstdint>
+#include <utility>
+#include <vector>
 #include <initializer_list>
 
 #ifdef __CUDACC__
@@ -37,6 +39,13 @@ class Rng {
  private:
   uint64_t s_;
 };
+
+// Fisher-Yates shuffle drawing from r: the one shuffle of the loader, prepare's split, adapt and
+// stain-ref (the same draws in the same order, so a seed gives the same permutation everywhere).
+template <class T>
+void shuffle(std::vector<T>& v, Rng& r) {
+  for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[size_t(r.uniform() * double(i))]);
+}
 
 // Mixes several integers into one well-spread seed (seed, epoch, position, ...).
 inline uint64_t mix_seed(uint64_t a, uint64_t b = 0, uint64_t c = 0, uint64_t d = 0) {
