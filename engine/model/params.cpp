@@ -84,4 +84,17 @@ ParamOffsets param_offsets(const std::vector<ParamInfo>& table, int depth) {
   return o;
 }
 
+BlockParams bind_block(const BlockOffsets& b, float* base) {
+  return {base + b.ln1_w, base + b.ln1_b, base + b.qkv_w,  base + b.qkv_b,  base + b.proj_w, base + b.proj_b,
+          base + b.ln2_w, base + b.ln2_b, base + b.fc1_w,  base + b.fc1_b,  base + b.fc2_w,  base + b.fc2_b};
+}
+
+ModelParams bind(const ParamOffsets& o, float* base) {
+  ModelParams p;
+  p.conv_w = base + o.conv_w, p.conv_b = base + o.conv_b, p.cls = base + o.cls, p.pos = base + o.pos;
+  p.lnf_w = base + o.lnf_w, p.lnf_b = base + o.lnf_b, p.head_w = base + o.head_w, p.head_b = base + o.head_b;
+  for (const BlockOffsets& b : o.blocks) p.blocks.push_back(bind_block(b, base));
+  return p;
+}
+
 }  // namespace vit

@@ -39,6 +39,18 @@ struct ParamOffsets {
 };
 ParamOffsets param_offsets(const std::vector<ParamInfo>& table, int depth);
 
+// Pointers to one block's tensors, and to the whole model's: ParamOffsets added to one arena base
+// (parameters or gradients).
+struct BlockParams {
+  float *ln1_w, *ln1_b, *qkv_w, *qkv_b, *proj_w, *proj_b, *ln2_w, *ln2_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+};
+BlockParams bind_block(const BlockOffsets& o, float* base);
+struct ModelParams {
+  float *conv_w, *conv_b, *cls, *pos, *lnf_w, *lnf_b, *head_w, *head_b;
+  std::vector<BlockParams> blocks;
+};
+ModelParams bind(const ParamOffsets& o, float* base);
+
 // The seed of dropout site `site` (0 = after the embedding, then 3 per block) in a step whose
 // dropout seed is `seed`: distinct sites draw independent masks, the same on both paths.
 inline uint64_t site_seed(uint64_t seed, int site) { return seed * 0x100000001B3ull + 0x9E37u * uint64_t(site + 1); }

@@ -2,6 +2,7 @@
 // backward needs (the "tape" is the fixed block structure below); backward() walks it
 // in reverse. Shapes: B batch, N = 1 + Np tokens, D width, M MLP width, H heads.
 #include "engine/model/vit.h"
+#include "engine/model/block.h"
 
 #include <algorithm>
 #include <cmath>
@@ -58,25 +59,6 @@ std::string ViTConfig::to_string() const {
 }
 
 // ---------------------------------------------------------------- parameters
-// Pointers to one block's parameters (or gradients: same offsets, other base).
-struct BlockParams {
-  float *ln1_w, *ln1_b, *qkv_w, *qkv_b, *proj_w, *proj_b, *ln2_w, *ln2_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
-};
-struct ModelParams {
-  float *conv_w, *conv_b, *cls, *pos, *lnf_w, *lnf_b, *head_w, *head_b;
-  std::vector<BlockParams> blocks;
-};
-
-static ModelParams bind(const ParamOffsets& o, float* base) {
-  ModelParams p;
-  p.conv_w = base + o.conv_w, p.conv_b = base + o.conv_b, p.cls = base + o.cls, p.pos = base + o.pos;
-  p.lnf_w = base + o.lnf_w, p.lnf_b = base + o.lnf_b, p.head_w = base + o.head_w, p.head_b = base + o.head_b;
-  for (const BlockOffsets& b : o.blocks)
-    p.blocks.push_back({base + b.ln1_w, base + b.ln1_b, base + b.qkv_w, base + b.qkv_b, base + b.proj_w,
-                        base + b.proj_b, base + b.ln2_w, base + b.ln2_b, base + b.fc1_w, base + b.fc1_b, base + b.fc2_w,
-                        base + b.fc2_b});
-  return p;
-}
 ViT::ViT(const ViTConfig& cfg) : cfg_(cfg) {
   cfg_.validate();
   table_ = param_table(cfg_);
@@ -133,19 +115,7 @@ void ViT::init(uint64_t seed) {
 }
 
 // ---------------------------------------------------------------- activations
-// Saved per block (all (B, N, .) row-major):
-struct BlockActs {
-  float* x_in;  // block input (B,N,D) = previous block's output
-  float *ln1, *ln1_mean, *ln1_rstd;
-  float* qkv;    // (B,N,3D)
-  float* probs;  // (B,H,N,N)
-  float* att;    // (B,N,D) attention output before out_proj
-  float* x_mid;  // (B,N,D) after the attention residual
-  float *ln2, *ln2_mean, *ln2_rstd;
-  float* h;   // (B,N,M) fc1 output (pre-GELU)
-  float* g;   // (B,N,M) GELU output
-  float* gd;  // (B,N,M) after dropout (== g when dropout is off)
-};
+// Saved per block: BlockActs (engine/model/block.h); then, all (B, N, .) row-major:
 struct Acts {
   float *patches, *tokens, *x0;  // (B,Np,D), (B,N,D) embedded, (B,N,D) after embedding dropout
   std::vector<BlockActs> blocks;
@@ -153,11 +123,16 @@ struct Acts {
   float *cls, *lnf, *lnf_mean, *lnf_rstd;  // (B,D) class-token rows, final LN
   float *logits, *dlogits;                 // (B,C)
   // backward scratch
-  float *dx, *dx2, *dtmp, *dqkv, *dh, *dh2, *dcls;
+  float *dx, *dcls;
+  BlockScratch scratch;
 };
 
+static BlockShape block_shape(const ViTConfig& c, int B) {
+  return {B, c.seq_len(), c.dim, c.heads, c.mlp_dim, c.ln_eps};
+}
+
 static Acts layout_acts(const ViTConfig& c, int B, float* base, size_t* total) {
-  const size_t N = c.seq_len(), D = c.dim, M = c.mlp_dim, H = c.heads, Np = c.num_patches(), C = c.num_classes;
+  const size_t N = c.seq_len(), D = c.dim, M = c.mlp_dim, Np = c.num_patches(), C = c.num_classes;
   size_t off = 0;
   auto take = [&](size_t n) {
     float* p = base ? base + off : nullptr;
@@ -165,26 +140,15 @@ static Acts layout_acts(const ViTConfig& c, int B, float* base, size_t* total) {
     return p;
   };
   const size_t BND = B * N * D, BNM = B * N * M;
+  const BlockShape bs = block_shape(c, B);
   Acts a;
   a.patches = take(B * Np * D);
   a.tokens = take(BND);
   a.x0 = take(BND);
   for (int l = 0; l < c.depth; l++) {
     BlockActs b;
+    off += block_acts_layout(bs, c.dropout > 0, base ? base + off : nullptr, &b);
     b.x_in = l == 0 ? a.x0 : nullptr;  // linked below
-    b.ln1 = take(BND);
-    b.ln1_mean = take(B * N);
-    b.ln1_rstd = take(B * N);
-    b.qkv = take(3 * BND);
-    b.probs = take(B * H * N * N);
-    b.att = take(BND);
-    b.x_mid = take(BND);
-    b.ln2 = take(BND);
-    b.ln2_mean = take(B * N);
-    b.ln2_rstd = take(B * N);
-    b.h = take(BNM);
-    b.g = take(BNM);
-    b.gd = c.dropout > 0 ? take(BNM) : b.g;
     a.blocks.push_back(b);
   }
   for (int l = 1; l < c.depth; l++) a.blocks[l].x_in = take(BND);
@@ -196,14 +160,25 @@ static Acts layout_acts(const ViTConfig& c, int B, float* base, size_t* total) {
   a.logits = take(B * C);
   a.dlogits = take(B * C);
   a.dx = take(BND);
-  a.dx2 = take(BND);
-  a.dtmp = take(BND);
-  a.dqkv = take(3 * BND);
-  a.dh = take(BNM);
-  a.dh2 = take(BNM);
+  a.scratch.dx2 = take(BND);
+  a.scratch.dtmp = take(BND);
+  a.scratch.dqkv = take(3 * BND);
+  a.scratch.dh = take(BNM);
+  a.scratch.dh2 = take(BNM);
   a.dcls = take(B * D);
   *total = off;
   return a;
+}
+
+// Block l's noise in a step: dropout only when training, drop-path rising with depth.
+static BlockNoise block_noise(const ViTConfig& c, const ForwardOptions& o, int l) {
+  BlockNoise n;
+  n.dropout = o.training ? c.dropout : 0.0f;
+  n.drop_path = o.training ? drop_path_rate(o.drop_path, l, c.depth) : 0.0f;
+  n.seed = o.dropout_seed;
+  n.site = 1 + 3 * l;
+  n.layer = l;
+  return n;
 }
 
 void ViT::ensure_activations(int B) {
@@ -226,7 +201,7 @@ const float* ViT::forward(const float* images, int B, const ForwardOptions& opt)
   size_t total;
   Acts a = layout_acts(cfg_, B, acts_.data(), &total);
   ModelParams p = bind(offsets_, arena_.data());  // not param_data(): that marks the weights changed
-  const int N = cfg_.seq_len(), D = cfg_.dim, M = cfg_.mlp_dim, H = cfg_.heads, Np = cfg_.num_patches();
+  const int N = cfg_.seq_len(), D = cfg_.dim, Np = cfg_.num_patches();
   const int S = cfg_.image_size, BN = B * N;
   const float pd = opt.training ? cfg_.dropout : 0.0f;
   using namespace cpu;
@@ -236,28 +211,8 @@ const float* ViT::forward(const float* images, int B, const ForwardOptions& opt)
   dropout_fwd(a.tokens, a.x0, (size_t)BN * D, pd, site_seed(opt.dropout_seed, 0));
 
   for (int l = 0; l < cfg_.depth; l++) {
-    BlockActs& b = a.blocks[l];
-    const BlockParams& w = p.blocks[l];
     float* x_out = l + 1 < cfg_.depth ? a.blocks[l + 1].x_in : a.x_out;
-    const int s0 = 1 + 3 * l;
-    // attention branch: x_mid = x + dropout(out_proj(attention(in_proj(ln_1(x)))))
-    layernorm_fwd(b.x_in, w.ln1_w, w.ln1_b, b.ln1, b.ln1_mean, b.ln1_rstd, BN, D, cfg_.ln_eps);
-    linear_fwd(b.ln1, w.qkv_w, w.qkv_b, b.qkv, BN, D, 3 * D);  // (B,N,D) -> (B,N,3D)
-    attention_fwd(b.qkv, b.att, b.probs, vit::AttnShape{B, N, H, D / H});
-    linear_fwd(b.att, w.proj_w, w.proj_b, a.dtmp, BN, D, D);
-    dropout_fwd(a.dtmp, a.dtmp, (size_t)BN * D, pd, site_seed(opt.dropout_seed, s0));
-    const float dp = opt.training ? drop_path_rate(opt.drop_path, l, cfg_.depth) : 0.0f;
-    if (dp > 0) drop_path(a.dtmp, a.dtmp, B, (size_t)N * D, dp, drop_path_seed(opt.dropout_seed, l, 0));
-    add_fwd(b.x_in, a.dtmp, b.x_mid, (size_t)BN * D);
-    // MLP branch: x_out = x_mid + dropout(fc2(dropout(gelu(fc1(ln_2(x_mid))))))
-    layernorm_fwd(b.x_mid, w.ln2_w, w.ln2_b, b.ln2, b.ln2_mean, b.ln2_rstd, BN, D, cfg_.ln_eps);
-    linear_fwd(b.ln2, w.fc1_w, w.fc1_b, b.h, BN, D, M);
-    gelu_fwd(b.h, b.g, (size_t)BN * M);
-    if (b.gd != b.g) dropout_fwd(b.g, b.gd, (size_t)BN * M, pd, site_seed(opt.dropout_seed, s0 + 1));
-    linear_fwd(b.gd, w.fc2_w, w.fc2_b, a.dtmp, BN, M, D);
-    dropout_fwd(a.dtmp, a.dtmp, (size_t)BN * D, pd, site_seed(opt.dropout_seed, s0 + 2));
-    if (dp > 0) drop_path(a.dtmp, a.dtmp, B, (size_t)N * D, dp, drop_path_seed(opt.dropout_seed, l, 1));
-    add_fwd(b.x_mid, a.dtmp, x_out, (size_t)BN * D);
+    block_fwd(p.blocks[l], a.blocks[l], x_out, a.scratch.dtmp, block_shape(cfg_, B), block_noise(cfg_, opt, l));
   }
   // encoder.ln is applied to every token in torchvision, but only token 0 reaches the
   // head, and LayerNorm is per row: normalising the class-token rows alone is exact.
@@ -298,7 +253,7 @@ void ViT::backward_from(const float* dlogits) {
   Acts a = layout_acts(cfg_, B, acts_.data(), &total);
   ModelParams p = bind(offsets_, arena_.data());
   ModelParams g = bind(offsets_, grad_data());
-  const int N = cfg_.seq_len(), D = cfg_.dim, M = cfg_.mlp_dim, H = cfg_.heads, Np = cfg_.num_patches();
+  const int N = cfg_.seq_len(), D = cfg_.dim, Np = cfg_.num_patches();
   const int S = cfg_.image_size, BN = B * N;
   const float pd = fopt_.training ? cfg_.dropout : 0.0f;
   const uint64_t seed = fopt_.dropout_seed;
@@ -306,36 +261,14 @@ void ViT::backward_from(const float* dlogits) {
 
   // head and final LayerNorm (class-token rows only; all other rows get zero gradient)
   linear_bwd(a.lnf, p.head_w, dlogits, a.dcls, g.head_w, g.head_b, B, D, cfg_.num_classes);
-  layernorm_bwd(a.cls, p.lnf_w, a.lnf_mean, a.lnf_rstd, a.dcls, a.dtmp, g.lnf_w, g.lnf_b, B, D);
+  layernorm_bwd(a.cls, p.lnf_w, a.lnf_mean, a.lnf_rstd, a.dcls, a.scratch.dtmp, g.lnf_w, g.lnf_b, B, D);
   std::fill(a.dx, a.dx + (size_t)BN * D, 0.0f);  // dx = d(block output)
-  for (int i = 0; i < B; i++) std::memcpy(a.dx + (size_t)i * N * D, a.dtmp + (size_t)i * D, sizeof(float) * D);
+  for (int i = 0; i < B; i++) std::memcpy(a.dx + (size_t)i * N * D, a.scratch.dtmp + (size_t)i * D, sizeof(float) * D);
 
-  for (int l = cfg_.depth - 1; l >= 0; l--) {
-    BlockActs& b = a.blocks[l];
-    const BlockParams& w = p.blocks[l];
-    const BlockParams& gw = g.blocks[l];
-    const int s0 = 1 + 3 * l;
-    // MLP branch. dx holds d(x_out); it also flows straight to x_mid through the residual.
-    dropout_bwd(a.dx, a.dtmp, (size_t)BN * D, pd, site_seed(seed, s0 + 2));
-    const float dp = fopt_.training ? drop_path_rate(fopt_.drop_path, l, cfg_.depth) : 0.0f;
-    if (dp > 0) drop_path(a.dtmp, a.dtmp, B, (size_t)N * D, dp, drop_path_seed(seed, l, 1));
-    linear_bwd(b.gd, w.fc2_w, a.dtmp, a.dh, gw.fc2_w, gw.fc2_b, BN, M, D);
-    if (b.gd != b.g) dropout_bwd(a.dh, a.dh, (size_t)BN * M, pd, site_seed(seed, s0 + 1));
-    gelu_bwd(b.h, a.dh, a.dh2, (size_t)BN * M);
-    linear_bwd(b.ln2, w.fc1_w, a.dh2, a.dtmp, gw.fc1_w, gw.fc1_b, BN, D, M);
-    layernorm_bwd(b.x_mid, w.ln2_w, b.ln2_mean, b.ln2_rstd, a.dtmp, a.dx2, gw.ln2_w, gw.ln2_b, BN, D);
-    add_fwd(a.dx, a.dx2, a.dx, (size_t)BN * D);  // dx = d(x_mid)
-    // attention branch
-    dropout_bwd(a.dx, a.dtmp, (size_t)BN * D, pd, site_seed(seed, s0));
-    if (dp > 0) drop_path(a.dtmp, a.dtmp, B, (size_t)N * D, dp, drop_path_seed(seed, l, 0));
-    linear_bwd(b.att, w.proj_w, a.dtmp, a.dx2, gw.proj_w, gw.proj_b, BN, D, D);  // dx2 = d(att)
-    attention_bwd(b.qkv, b.probs, a.dx2, a.dqkv, vit::AttnShape{B, N, H, D / H});
-    linear_bwd(b.ln1, w.qkv_w, a.dqkv, a.dtmp, gw.qkv_w, gw.qkv_b, BN, D, 3 * D);
-    layernorm_bwd(b.x_in, w.ln1_w, b.ln1_mean, b.ln1_rstd, a.dtmp, a.dx2, gw.ln1_w, gw.ln1_b, BN, D);
-    add_fwd(a.dx, a.dx2, a.dx, (size_t)BN * D);  // dx = d(x_in)
-  }
-  dropout_bwd(a.dx, a.dtmp, (size_t)BN * D, pd, site_seed(seed, 0));
-  embed_tokens_bwd(a.dtmp, a.patches /* reuse as dpatches */, g.cls, g.pos, B, Np, D);
+  for (int l = cfg_.depth - 1; l >= 0; l--)
+    block_bwd(p.blocks[l], g.blocks[l], a.blocks[l], a.dx, a.scratch, block_shape(cfg_, B), block_noise(cfg_, fopt_, l));
+  dropout_bwd(a.dx, a.scratch.dtmp, (size_t)BN * D, pd, site_seed(seed, 0));
+  embed_tokens_bwd(a.scratch.dtmp, a.patches /* reuse as dpatches */, g.cls, g.pos, B, Np, D);
   patch_embed_bwd(images_, a.patches, g.conv_w, g.conv_b, PatchShape{B, cfg_.channels, S, S, cfg_.patch, D});
 }
 
