@@ -5,6 +5,7 @@
 // Independent values for the forward passes come from PyTorch (test_parity.cpp).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <random>
@@ -329,4 +330,120 @@ TEST(Ops, DropPathKeepsOrDropsWholeSamples) {
   EXPECT_EQ(z, y);
   vit::cpu::drop_path(x.data(), z.data(), B, per, 0.0f, 42);  // p = 0: identity
   EXPECT_EQ(z, x);
+}
+
+// ---- masked-autoencoder ops (kernels/cpu/mae.cpp) ----
+namespace {
+// K distinct rows of N per sample, in a scrambled order (the gather must not assume sorted).
+std::vector<int> distinct_rows(int B, int N, int K) {
+  std::vector<int> idx;
+  for (int b = 0; b < B; b++) {
+    std::vector<int> all(N);
+    for (int n = 0; n < N; n++) all[n] = n;
+    std::shuffle(all.begin(), all.end(), rng());
+    idx.insert(idx.end(), all.begin(), all.begin() + K);
+  }
+  return idx;
+}
+}  // namespace
+
+TEST(Ops, MaeGatherTokensGradients) {
+  const int B = 2, N = 7, K = 3, D = 4;
+  Vec x = randn(B * N * D), R = randn(B * K * D);
+  const std::vector<int> idx = distinct_rows(B, N, K);
+  auto f = [&] {
+    Vec y(B * K * D);
+    gather_tokens_fwd(x.data(), idx.data(), y.data(), B, N, K, D);
+    return dot(y, R);
+  };
+  Vec dx(x.size(), 123.0);  // overwritten, not accumulated
+  gather_tokens_bwd(R.data(), idx.data(), dx.data(), B, N, K, D);
+  expect_close(dx, numeric_grad(x, f), kFdTol, "dx");
+  // the forward picks the named rows
+  Vec y(B * K * D);
+  gather_tokens_fwd(x.data(), idx.data(), y.data(), B, N, K, D);
+  EXPECT_EQ(y[(1 * K + 2) * D + 3], x[(1 * N + idx[1 * K + 2]) * D + 3]);
+}
+
+TEST(Ops, MaeScatterTokensGradients) {
+  const int B = 2, N = 6, K = 2, D = 3;
+  Vec x = randn(B * K * D), fill = randn(D), R = randn(B * N * D);
+  const std::vector<int> idx = distinct_rows(B, N, K);
+  auto f = [&] {
+    Vec y(B * N * D);
+    scatter_tokens_fwd(x.data(), idx.data(), fill.data(), y.data(), B, N, K, D);
+    return dot(y, R);
+  };
+  Vec dx(x.size(), 7.0), dfill(D, 0);
+  scatter_tokens_bwd(R.data(), idx.data(), dx.data(), dfill.data(), B, N, K, D);
+  expect_close(dx, numeric_grad(x, f), kFdTol, "dx");
+  expect_close(dfill, numeric_grad(fill, f), kFdTol, "dfill");
+  // scatter after gather puts every visible row back and the fill everywhere else
+  Vec full = randn(B * N * D), vis(B * K * D), back(B * N * D);
+  gather_tokens_fwd(full.data(), idx.data(), vis.data(), B, N, K, D);
+  scatter_tokens_fwd(vis.data(), idx.data(), fill.data(), back.data(), B, N, K, D);
+  for (int b = 0; b < B; b++)
+    for (int n = 0; n < N; n++) {
+      bool seen = false;
+      for (int k = 0; k < K; k++) seen |= idx[b * K + k] == n;
+      for (int d = 0; d < D; d++)
+        EXPECT_EQ(back[(b * N + n) * D + d], seen ? full[(b * N + n) * D + d] : fill[d]) << b << " " << n;
+    }
+}
+
+TEST(Ops, MaeAddPositionGradients) {
+  const int B = 3, N = 4, D = 2;
+  Vec x = randn(B * N * D), pos = randn(N * D), R = randn(B * N * D);
+  auto f = [&] {
+    Vec y(B * N * D);
+    add_position_fwd(x.data(), pos.data(), y.data(), B, N, D);
+    return dot(y, R);
+  };
+  Vec dpos(N * D, 0);
+  add_position_bwd(R.data(), dpos.data(), B, N, D);
+  expect_close(dpos, numeric_grad(pos, f), kFdTol, "dpos");
+  expect_close(R, numeric_grad(x, f), kFdTol, "dx = dy");
+}
+
+TEST(Ops, MaeMaskedMseGradientsAndOnlyHiddenRowsCount) {
+  const int R = 6, K = 5;
+  Vec pred = randn(R * K), target = randn(R * K), mask = {1, 0, 1, 1, 0, 1};
+  auto f = [&] { return masked_mse_fwd(pred.data(), target.data(), mask.data(), R, K); };
+  Vec dpred(R * K, 9.0);
+  masked_mse_bwd(pred.data(), target.data(), mask.data(), dpred.data(), R, K);
+  expect_close(dpred, numeric_grad(pred, f), kFdTol, "dpred");
+  // the definition, written out: mean over hidden rows of the mean square error per row
+  double want = 0;
+  for (int r = 0; r < R; r++)
+    if (mask[r] != 0)
+      for (int k = 0; k < K; k++) want += std::pow(pred[r * K + k] - target[r * K + k], 2) / K;
+  EXPECT_NEAR(f(), want / 4, 1e-12);
+  // visible rows do not move the loss
+  pred[1 * K + 2] += 100;
+  EXPECT_NEAR(f(), want / 4, 1e-12);
+}
+
+TEST(Ops, MaeNormalizeRowsAndPatchifyRoundTrip) {
+  const int R = 3, K = 12;
+  Vec x = randn(R * K, 3.0), orig = x, mean(R), sd(R);
+  normalize_rows(x.data(), mean.data(), sd.data(), R, K, 1e-6);
+  for (int r = 0; r < R; r++) {
+    double s = 0, ss = 0, m0 = 0;
+    for (int k = 0; k < K; k++) s += x[r * K + k], m0 += orig[r * K + k];
+    m0 /= K;
+    for (int k = 0; k < K; k++) ss += std::pow(orig[r * K + k] - m0, 2);
+    EXPECT_NEAR(s, 0, 1e-10);
+    EXPECT_NEAR(mean[r], m0, 1e-12);
+    EXPECT_NEAR(sd[r], std::sqrt(ss / (K - 1) + 1e-6), 1e-12);  // torch.var: unbiased
+    for (int k = 0; k < K; k++) EXPECT_NEAR(x[r * K + k] * sd[r] + mean[r], orig[r * K + k], 1e-12);
+  }
+  // patchify: patch (py, px) of sample b holds pixel (c, py*P+ky, px*P+kx) at c*P*P + ky*P + kx
+  const int B = 2, C = 3, H = 8, W = 12, P = 4, Np = (H / P) * (W / P);
+  Vec img = randn(B * C * H * W), cols(B * Np * C * P * P), back(img.size());
+  patchify(img.data(), cols.data(), B, C, H, W, P);
+  const int b = 1, c = 2, y = 5, xx = 10, py = y / P, px = xx / P;
+  EXPECT_EQ(cols[((b * Np) + py * (W / P) + px) * C * P * P + c * P * P + (y % P) * P + xx % P],
+            img[((b * C + c) * H + y) * W + xx]);
+  unpatchify(cols.data(), back.data(), B, C, H, W, P);
+  EXPECT_EQ(back, img);
 }

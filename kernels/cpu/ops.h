@@ -47,6 +47,47 @@ void embed_tokens_fwd(const T* patches, const T* cls, const T* pos, T* out, int 
 template <typename T>
 void embed_tokens_bwd(const T* dout, T* dpatches, T* dcls, T* dpos, int B, int Np, int D);
 
+// ---- masked-autoencoder token ops (He et al. 2022; kernels/cpu/mae.cpp) ----
+// idx (B, K) holds, per sample, K distinct row indices in [0, N).
+// gather: y (B, K, D) = x[b, idx[b, k]] -- the encoder keeps only the visible tokens.
+template <typename T>
+void gather_tokens_fwd(const T* x, const int* idx, T* y, int B, int N, int K, int D);
+// dx = (zero, then dy scattered back to the gathered rows).
+template <typename T>
+void gather_tokens_bwd(const T* dy, const int* idx, T* dx, int B, int N, int K, int D);
+// scatter: y (B, N, D) = x[b, k] at row idx[b, k], `fill` (D) at every other row -- the decoder
+// puts the encoded tokens back in place and a learned mask token where a patch was hidden.
+template <typename T>
+void scatter_tokens_fwd(const T* x, const int* idx, const T* fill, T* y, int B, int N, int K, int D);
+// dx = dy at the scattered rows; dfill += the sum of dy over the filled rows.
+template <typename T>
+void scatter_tokens_bwd(const T* dy, const int* idx, T* dx, T* dfill, int B, int N, int K, int D);
+// position embedding: y (B, N, D) = x + pos (N, D) (y may alias x); the backward is dx = dy and
+// dpos += the sum of dy over the batch.
+template <typename T>
+void add_position_fwd(const T* x, const T* pos, T* y, int B, int N, int D);
+template <typename T>
+void add_position_bwd(const T* dy, T* dpos, int B, int N, int D);
+// img (B, C, H, W) -> patches (B, Np, C*P*P), each patch's values in (c, ky, kx) order: the
+// reconstruction target, laid out as the patch embedding's weight reads a patch.
+template <typename T>
+void patchify(const T* img, T* patches, int B, int C, int H, int W, int P);
+// The inverse: patches (B, Np, C*P*P) -> img (B, C, H, W), for pictures of reconstructions.
+template <typename T>
+void unpatchify(const T* patches, T* img, int B, int C, int H, int W, int P);
+// Normalises each of R rows of K values in place to zero mean and unit variance (the unbiased
+// variance, + eps inside the root: the MAE paper's norm_pix_loss target). mean and std (R) get
+// each row's statistics if not null, to undo it for pictures.
+template <typename T>
+void normalize_rows(T* x, T* mean, T* std, int R, int K, T eps);
+// Mean squared error over the masked rows: pred, target (R, K), mask (R) 1 = hidden (scored),
+// 0 = visible. loss = sum_r mask_r * mean_k (pred - target)^2 / sum_r mask_r.
+template <typename T>
+T masked_mse_fwd(const T* pred, const T* target, const T* mask, int R, int K);
+// dpred = 2 mask_r (pred - target) / (K sum_r mask_r).
+template <typename T>
+void masked_mse_bwd(const T* pred, const T* target, const T* mask, T* dpred, int R, int K);
+
 // ---- linear layer, torch weight layout: y (M, N) = x (M, K) @ w (N, K)^T + b (N) ----
 template <typename T>
 void linear_fwd(const T* x, const T* w, const T* b, T* y, int M, int K, int N);

@@ -10,8 +10,9 @@
 
 namespace vit::cpu {
 
+// im2col: each patch's pixels as one row. Also the masked autoencoder's reconstruction target.
 template <typename T>
-static void im2col(const T* img, T* cols, int B, int C, int H, int W, int P) {
+void patchify(const T* img, T* cols, int B, int C, int H, int W, int P) {
   const int gh = H / P, gw = W / P, K = C * P * P;
 #pragma omp parallel for collapse(2) schedule(static)
   for (int b = 0; b < B; b++)
@@ -32,7 +33,7 @@ void patch_embed_fwd(const T* img, const T* w, const T* b, T* out, const PatchSh
   const int B = s.B, C = s.C, H = s.H, W = s.W, P = s.P, D = s.D;
   const int Np = (H / P) * (W / P), K = C * P * P;
   std::vector<T> cols((size_t)B * Np * K);
-  im2col(img, cols.data(), B, C, H, W, P);
+  patchify(img, cols.data(), B, C, H, W, P);
   linear_fwd(cols.data(), w, b, out, B * Np, K, D);
 }
 
@@ -41,7 +42,7 @@ void patch_embed_bwd(const T* img, const T* dout, T* dw, T* db, const PatchShape
   const int B = s.B, C = s.C, H = s.H, W = s.W, P = s.P, D = s.D;
   const int Np = (H / P) * (W / P), K = C * P * P;
   std::vector<T> cols((size_t)B * Np * K);
-  im2col(img, cols.data(), B, C, H, W, P);
+  patchify(img, cols.data(), B, C, H, W, P);
   // Only weight/bias gradients: dx is not needed (the image is data), so pass dx = nullptr.
   linear_bwd<T>(cols.data(), nullptr, dout, nullptr, dw, db, B * Np, K, D);
 }
@@ -71,7 +72,26 @@ void embed_tokens_bwd(const T* dout, T* dpatches, T* dcls, T* dpos, int B, int N
   }
 }
 
+// col2im without overlap: every pixel belongs to exactly one patch.
+template <typename T>
+void unpatchify(const T* cols, T* img, int B, int C, int H, int W, int P) {
+  const int gh = H / P, gw = W / P, K = C * P * P;
+  for (int b = 0; b < B; b++)
+    for (int py = 0; py < gh; py++)
+      for (int px = 0; px < gw; px++) {
+        const T* col = cols + ((size_t)b * gh * gw + py * gw + px) * K;
+        for (int c = 0; c < C; c++)
+          for (int ky = 0; ky < P; ky++) {
+            T* dst = img + (((size_t)b * C + c) * H + py * P + ky) * W + px * P;
+            const T* src = col + (c * P + ky) * P;
+            for (int kx = 0; kx < P; kx++) dst[kx] = src[kx];
+          }
+      }
+}
+
 #define VIT_INST(T)                                                                      \
+  template void patchify<T>(const T*, T*, int, int, int, int, int);                     \
+  template void unpatchify<T>(const T*, T*, int, int, int, int, int);                   \
   template void patch_embed_fwd<T>(const T*, const T*, const T*, T*, const PatchShape&); \
   template void patch_embed_bwd<T>(const T*, const T*, T*, T*, const PatchShape&);       \
   template void embed_tokens_fwd<T>(const T*, const T*, const T*, T*, int, int, int);    \
