@@ -12,39 +12,16 @@
 #include <vector>
 
 #include "engine/util/rng.h"
+#include "tests/parity_util.h"
 #include "engine/model/vit.h"
 
 using json = nlohmann::json;
 
 namespace {
-
-struct RefFile {
-  json meta;
-  std::map<std::string, std::vector<float>> t;
-  std::map<std::string, std::vector<int64_t>> shape;
-};
-
-RefFile load_ref(const std::string& name) {
-  std::string base = std::string(VITENGINE_TEST_DATA) + "/" + name;
-  std::ifstream jf(base + ".json");
-  if (!jf) throw std::runtime_error("missing " + base + ".json (run tools/gen_parity.py)");
-  json j = json::parse(jf);
-  std::ifstream bf(base + ".bin", std::ios::binary);
-  std::vector<char> raw((std::istreambuf_iterator<char>(bf)), std::istreambuf_iterator<char>());
-  RefFile r;
-  r.meta = j["meta"];
-  for (auto& [k, v] : j["tensors"].items()) {
-    size_t n = 1;
-    for (auto s : v["shape"]) n *= (size_t)s.get<int64_t>();
-    size_t off = v["offset"].get<size_t>();
-    if ((off + n) * 4 > raw.size()) throw std::runtime_error(base + ".bin is truncated at tensor " + k);
-    std::vector<float> d(n);
-    std::memcpy(d.data(), raw.data() + off * 4, n * 4);
-    r.t[k] = std::move(d);
-    r.shape[k] = v["shape"].get<std::vector<int64_t>>();
-  }
-  return r;
-}
+using parity::RefFile;
+using parity::load_ref;
+using parity::rel_err;
+using parity::all_zero;
 
 vit::ViTConfig config_of(const json& m) {
   vit::ViTConfig c;
@@ -67,20 +44,6 @@ void load_params(vit::ViT& m, const RefFile& r) {
   size_t ref_params = 0;
   for (auto& [k, v] : r.t) ref_params += k.rfind("param.", 0) == 0;
   ASSERT_EQ(seen, ref_params) << "key count differs from torchvision's state_dict";
-}
-
-double rel_err(const float* a, const float* b, size_t n) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < n; i++) {
-    num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-    den += (double)b[i] * b[i];
-  }
-  return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
-}
-bool all_zero(const float* a, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    if (a[i] != 0) return false;
-  return true;
 }
 
 std::vector<int> labels_of(RefFile& r) {  // stored as floats, like every reference tensor

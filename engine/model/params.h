@@ -39,6 +39,17 @@ struct ParamOffsets {
 };
 ParamOffsets param_offsets(const std::vector<ParamInfo>& table, int depth);
 
+// Building blocks of a parameter table (the masked autoencoder's decoder uses them too): one
+// tensor; a block's four weight matrices (decayed) and its biases and norms, named prefix + the
+// torchvision suffix; the offsets in table order; a tensor's offset by name (throws if absent);
+// one block's offsets by prefix.
+void add_param(std::vector<ParamInfo>& t, std::string name, std::vector<int64_t> shape, bool decay);
+void add_block_weights(std::vector<ParamInfo>& t, const std::string& prefix, int64_t D, int64_t M);
+void add_block_rest(std::vector<ParamInfo>& t, const std::string& prefix, int64_t D, int64_t M);
+void assign_offsets(std::vector<ParamInfo>& t);
+size_t param_offset(const std::vector<ParamInfo>& table, const std::string& name);
+BlockOffsets block_offsets(const std::vector<ParamInfo>& table, const std::string& prefix);
+
 // Pointers to one block's tensors, and to the whole model's: ParamOffsets added to one arena base
 // (parameters or gradients).
 struct BlockParams {
