@@ -21,7 +21,8 @@ namespace {
 constexpr char kMagic[8] = {'V', 'I', 'T', 'E', 'N', 'G', 'I', 'N'};
 constexpr size_t kPrefix = 56;  // magic, version, flags, header_len, header SHA-256
 constexpr size_t kAlign = 64;
-constexpr uint64_t kMaxHeader = 64u << 20;  // class names + train state: KBs in practice
+constexpr uint64_t kMaxHeader = 64u << 20;
+const std::string kExtraPrefix = "extra/";  // ExtraTensor names on disk  // class names + train state: KBs in practice
 
 size_t align_up(size_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
 
@@ -44,7 +45,7 @@ struct Out {
 };
 
 void save_impl(const std::string& path, const ViT& model, const ModelMeta& meta, bool with_optimizer,
-               const nlohmann::json& train_state, bool bf16) {
+               const nlohmann::json& train_state, bool bf16, const std::vector<ExtraTensorRef>& extras = {}) {
   std::vector<Out> outs;
   for (const auto& p : model.params()) outs.push_back({p.name, p.shape, model.param_data() + p.offset, p.numel, bf16});
   const size_t n = model.num_params();
@@ -53,6 +54,11 @@ void save_impl(const std::string& path, const ViT& model, const ModelMeta& meta,
     // reachable from the const parameter pointer; they are always kept in fp32.
     outs.push_back({"optimizer.adam_m", {int64_t(n)}, model.param_data() + 2 * n, n, false});
     outs.push_back({"optimizer.adam_v", {int64_t(n)}, model.param_data() + 3 * n, n, false});
+  }
+  for (const auto& e : extras) {
+    size_t numel = 1;
+    for (int64_t d : e.shape) numel *= size_t(d);
+    outs.push_back({kExtraPrefix + e.name, e.shape, e.data, numel, false});
   }
   // bf16 copies must live until the write; fp32 tensors are written from the arena.
   std::vector<std::vector<uint16_t>> narrow(outs.size());
@@ -196,8 +202,8 @@ ModelMeta meta_from_json(const nlohmann::json& j, const std::string& what) {
 }
 
 void save_model(const std::string& path, const ViT& model, const ModelMeta& meta, bool with_optimizer,
-                const nlohmann::json& train_state) {
-  save_impl(path, model, meta, with_optimizer, train_state, false);
+                const nlohmann::json& train_state, const std::vector<ExtraTensorRef>& extras) {
+  save_impl(path, model, meta, with_optimizer, train_state, false, extras);
 }
 
 void save_model_bf16(const std::string& path, const ViT& model, const ModelMeta& meta) {
@@ -311,9 +317,19 @@ LoadedModel load_impl(const Source& src, const std::string& path) {
     } catch (const nlohmann::json::exception& e) {
       fail_at(path, std::string("bad tensor table entry: ") + e.what());
     }
+    if (!seen.insert(name).second) fail_at(path, "tensor '" + name + "' appears twice");
+    if (name.rfind(kExtraPrefix, 0) == 0) {  // any shape: bounded by the data section below
+      if (dtype != "float32") fail_at(path, "extra tensor '" + name + "' must be float32, not " + dtype);
+      ExtraTensor& x = out.extras[name.substr(kExtraPrefix.size())];
+      x.shape = shape;
+      const size_t numel = size_t(checked_numel(shape, path + ": tensor '" + name + "'"));
+      if (nbytes != numel * 4 || off > data_size || nbytes > data_size - off)
+        fail_at(path, "extra tensor '" + name + "' does not match its shape or lies outside the data section");
+      x.data.resize(numel);
+      want[name] = {shape, x.data.data()};
+    }
     auto w = want.find(name);
     if (w == want.end()) fail_at(path, "tensor '" + name + "' is not a parameter of " + cfg.to_string());
-    if (!seen.insert(name).second) fail_at(path, "tensor '" + name + "' appears twice");
     if (shape != w->second.first)
       fail_at(path, "tensor '" + name + "' has shape " + shape_str(shape) + " but the config " + cfg.to_string() +
                         " needs " + shape_str(w->second.first));

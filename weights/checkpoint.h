@@ -16,6 +16,7 @@
 // tensor hashes, exact file length), so any corruption is refused by name.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -34,16 +35,31 @@ struct ModelMeta {
   nlohmann::json extra;      // free-form: run config, version, metrics
 };
 
+// A tensor stored beside the model's own, under the name "extra/<name>" (fp32): what a checkpoint
+// of a larger training setup needs besides the ViT, e.g. the masked autoencoder's decoder and its
+// moments (engine/train/pretrain.cpp). Loaders that know nothing of it ignore it.
+struct ExtraTensor {
+  std::vector<int64_t> shape;
+  std::vector<float> data;
+};
+// What save_model writes of one: values are read from `data` (numel = the shape's product).
+struct ExtraTensorRef {
+  std::string name;
+  std::vector<int64_t> shape;
+  const float* data;
+};
+
 struct LoadedModel {
   std::unique_ptr<ViT> model;
   ModelMeta meta;
   nlohmann::json train_state;  // empty unless saved with the optimizer
   bool has_optimizer = false;
+  std::map<std::string, ExtraTensor> extras;  // by name, without "extra/"
 };
 
 // with_optimizer also stores AdamW m and v and train_state (step, RNG, config).
 void save_model(const std::string& path, const ViT& model, const ModelMeta& meta, bool with_optimizer = false,
-                const nlohmann::json& train_state = {});
+                const nlohmann::json& train_state = {}, const std::vector<ExtraTensorRef>& extras = {});
 // Throws std::runtime_error naming the file and the fault (bad magic, version,
 // checksum, truncated). Weights are fp32 or bf16 on disk; always fp32 in memory.
 LoadedModel load_model(const std::string& path);

@@ -1,5 +1,6 @@
 #include "engine/model/params.h"
 
+#include <cstdlib>
 #include <stdexcept>
 
 #include "engine/model/vit.h"
@@ -7,6 +8,13 @@
 namespace vit {
 
 std::string layer_prefix(int i) { return "encoder.layers.encoder_layer_" + std::to_string(i) + "."; }
+
+int layer_id(const std::string& name, int depth) {
+  if (name.rfind("conv_proj.", 0) == 0 || name == "class_token" || name == "encoder.pos_embedding") return 0;
+  const std::string blocks = "encoder.layers.encoder_layer_";
+  if (name.rfind(blocks, 0) == 0) return 1 + std::atoi(name.c_str() + blocks.size());
+  return depth + 1;
+}
 
 void add_param(std::vector<ParamInfo>& t, std::string name, std::vector<int64_t> shape, bool decay) {
   ParamInfo p;

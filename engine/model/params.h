@@ -23,6 +23,10 @@ struct ParamInfo {
 
 // The torchvision name prefix of encoder block i: "encoder.layers.encoder_layer_<i>.".
 std::string layer_prefix(int i);
+// The depth of a parameter for layer-wise learning-rate decay (BEiT, MAE fine-tuning): 0 for the
+// patch embedding, class token and position embedding, i + 1 for block i, depth + 1 for the final
+// LayerNorm and the head.
+int layer_id(const std::string& name, int depth);
 
 // Parameters in the order the arena stores them: every decayed tensor first.
 std::vector<ParamInfo> param_table(const ViTConfig& cfg);

@@ -196,10 +196,17 @@ void Run::update_ema() {
 }
 
 std::vector<float> Run::lr_scales() const {
+  const int depth = model_cfg_.depth;
+  const bool frozen = st_.epoch < cfg_.freeze_backbone_epochs;
   std::vector<float> s;
   for (const auto& p : host_->params()) {
-    bool head = p.name.rfind("heads.", 0) == 0;
-    s.push_back(head ? 1.0f : (st_.epoch < cfg_.freeze_backbone_epochs ? 0.0f : cfg_.backbone_lr_mult));
+    if (p.name.rfind("heads.", 0) == 0) {  // the head always trains at lr
+      s.push_back(1.0f);
+      continue;
+    }
+    // Layer-wise decay: the further from the head, the smaller the step (layer_decay = 1: none).
+    const int below_head = depth + 1 - layer_id(p.name, depth);
+    s.push_back(frozen ? 0.0f : cfg_.backbone_lr_mult * float(std::pow(double(cfg_.layer_decay), below_head)));
   }
   return s;
 }

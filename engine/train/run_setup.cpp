@@ -152,7 +152,8 @@ void Run::setup_model() {
   if (cfg_.device == "cuda") set_gpu_attention(cfg_.attention);
   backend_ = make_backend(cfg_.device, *host_, max_batch(), cfg_.precision);
   // the per-tensor lr scales for fine-tuning
-  uses_scaled_ = !cfg_.init.empty() && (cfg_.freeze_backbone_epochs > 0 || cfg_.backbone_lr_mult != 1.0f);
+  uses_scaled_ = cfg_.layer_decay != 1.0f ||
+                 (!cfg_.init.empty() && (cfg_.freeze_backbone_epochs > 0 || cfg_.backbone_lr_mult != 1.0f));
 }
 
 void Run::load_init_weights() {
@@ -245,25 +246,7 @@ void Run::write_config() {
 
 void Run::open_steps_log() {
   if (!lead()) return;
-  const std::string p = (fs::path(out_) / "steps.csv").string();
-  std::vector<std::string> keep;
-  if (req_.resume && fs::exists(p)) {
-    std::ifstream f(p);
-    std::string line;
-    std::getline(f, line);
-    while (std::getline(f, line)) {
-      // a kill can leave a torn last line: keep only whole rows, in order, up to the checkpoint
-      if (std::count(line.begin(), line.end(), ',') != 3) continue;
-      int64_t s = std::strtoll(line.c_str(), nullptr, 10);
-      if (s == int64_t(keep.size()) + 1 && s <= st_.step) keep.push_back(line);
-    }
-  }
-  std::ostringstream s;
-  s << "step,epoch,loss,lr\n";
-  for (const auto& l : keep) s << l << "\n";
-  write_text_atomic(p, s.str());
-  steps_log_.open(p, std::ios::app);
-  if (!steps_log_) throw std::runtime_error("cannot append to '" + p + "'");
+  steps_log_ = open_steps_csv((fs::path(out_) / "steps.csv").string(), req_.resume, st_.step);
 }
 
 }  // namespace vit::train_detail

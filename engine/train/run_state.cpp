@@ -1,5 +1,13 @@
 #include "engine/train/run_state.h"
 
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <sstream>
+#include <stdexcept>
+
+#include "engine/util/file.h"
+
 namespace vit {
 namespace {
 // JSON has no NaN: a value not measured is null.
@@ -71,6 +79,28 @@ RunState RunState::from_json(const nlohmann::json& j) {
   s.elapsed_s = j.at("elapsed_s").get<double>();
   for (const auto& r : j.at("history")) s.history.push_back(EpochRow::from_json(r));
   return s;
+}
+
+std::ofstream open_steps_csv(const std::string& path, bool resume, int64_t upto_step) {
+  std::vector<std::string> keep;
+  if (resume && std::filesystem::exists(path)) {
+    std::ifstream f(path);
+    std::string line;
+    std::getline(f, line);
+    while (std::getline(f, line)) {
+      // a kill can leave a torn last line: keep only whole rows, in order, up to the checkpoint
+      if (std::count(line.begin(), line.end(), ',') != 3) continue;
+      int64_t s = std::strtoll(line.c_str(), nullptr, 10);
+      if (s == int64_t(keep.size()) + 1 && s <= upto_step) keep.push_back(line);
+    }
+  }
+  std::ostringstream s;
+  s << "step,epoch,loss,lr\n";
+  for (const auto& l : keep) s << l << "\n";
+  write_text_atomic(path, s.str());
+  std::ofstream out(path, std::ios::app);
+  if (!out) throw std::runtime_error("cannot append to '" + path + "'");
+  return out;
 }
 
 }  // namespace vit

@@ -4,6 +4,8 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <fstream>
+#include <string>
 #include <nlohmann/json.hpp>
 #include <vector>
 
@@ -38,5 +40,10 @@ struct RunState {
   // Throws nlohmann::json's exceptions on a missing or mistyped field.
   static RunState from_json(const nlohmann::json& j);
 };
+
+// RUN/steps.csv (step,epoch,loss,lr), opened for appending. On resume, the rows after the
+// checkpoint's step `upto_step` (written before a kill, or torn) are dropped first, so that the
+// file always matches the state; otherwise it starts empty. Throws if it cannot be written.
+std::ofstream open_steps_csv(const std::string& path, bool resume, int64_t upto_step);
 
 }  // namespace vit

@@ -236,6 +236,14 @@ void TrainConfig::validate() const {
   if (freeze_backbone_epochs > 0 && init.empty())
     bad("freeze_backbone_epochs", "needs `init` (freezing a random backbone makes no sense)");
   if (!(backbone_lr_mult >= 0)) bad("backbone_lr_mult", "must be >= 0, got " + default_text(backbone_lr_mult));
+  if (!(layer_decay > 0 && layer_decay <= 1)) bad("layer_decay", "must be in (0, 1] (1 = off), got " + default_text(layer_decay));
+  if (!(mask_ratio > 0 && mask_ratio < 1)) bad("mask_ratio", "must be in (0, 1), got " + default_text(mask_ratio));
+  if (decoder_dim < 1) bad("decoder_dim", "must be >= 1, got " + std::to_string(decoder_dim));
+  if (decoder_depth < 1) bad("decoder_depth", "must be >= 1, got " + std::to_string(decoder_depth));
+  if (decoder_heads < 1 || decoder_dim % decoder_heads)
+    bad("decoder_heads", "must divide decoder_dim=" + std::to_string(decoder_dim) + ", got " + std::to_string(decoder_heads));
+  if (decoder_mlp_dim < 1) bad("decoder_mlp_dim", "must be >= 1, got " + std::to_string(decoder_mlp_dim));
+  if (pictures_every < 0) bad("pictures_every", "must be >= 0, got " + std::to_string(pictures_every));
   // The model fields must make a valid architecture too.
   try {
     model_config(14);
@@ -271,7 +279,7 @@ ViTConfig TrainConfig::model_config(int num_classes) const {
 bool TrainConfig::resume_safe(const std::string& f) {
   static const std::set<std::string> safe = {
       "device",    "precision",        "attention", "data_root",  "use_packs", "threads",   "prefetch", "data_on_device",
-      "log_every", "checkpoint_every", "eval_every", "max_steps", "calibrate", "ece_bins", "time_budget_s"};
+      "log_every", "checkpoint_every", "eval_every", "max_steps", "calibrate", "ece_bins", "time_budget_s", "pictures_every"};
   return safe.count(f) > 0;
 }
 

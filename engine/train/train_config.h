@@ -106,7 +106,19 @@ struct ConfigError : std::invalid_argument {
   /* ---- fine-tuning ---- */                                                                                          \
   X(std::string, init, "", "initial weights: a .vit file (same architecture; head kept if classes match)")             \
   X(int, freeze_backbone_epochs, 0, "with init: train only the head for this many epochs")                             \
-  X(float, backbone_lr_mult, 1.0f, "with init: backbone lr = lr * this (head gets lr)")
+  X(float, backbone_lr_mult, 1.0f, "with init: backbone lr = lr * this (head gets lr)")                               \
+  X(float, layer_decay, 1.0f,                                                                                          \
+    "layer-wise lr decay (MAE / BEiT fine-tuning): block l trains at lr * layer_decay^(depth - l), the patch and "     \
+    "position embeddings at lr * layer_decay^(depth + 1), the final norm and head at lr; 1 = off")                    \
+  /* ---- masked-autoencoder pretraining (vitengine pretrain; docs/pretraining.md) ---- */                            \
+  X(float, mask_ratio, 0.75f, "pretrain: fraction of each image's patches hidden from the encoder")                    \
+  X(bool, norm_pix_loss, true, "pretrain: reconstruct each patch's pixels normalised to zero mean, unit variance")     \
+  X(int, decoder_dim, 128, "pretrain: decoder width")                                                                  \
+  X(int, decoder_depth, 2, "pretrain: decoder blocks")                                                                 \
+  X(int, decoder_heads, 4, "pretrain: decoder attention heads")                                                        \
+  X(int, decoder_mlp_dim, 512, "pretrain: decoder MLP width")                                                          \
+  X(int, pictures_every, 5, "pretrain: write RUN/pictures/epoch_NNN.png (originals, masked, reconstructions) every N " \
+    "epochs and after the last; 0 = only after the last")
 
 struct TrainConfig {
 #define VIT_DECLARE_FIELD(type, name, def, doc) type name = def;
