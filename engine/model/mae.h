@@ -98,8 +98,8 @@ class MaskedAutoencoder {
   ViT enc_;
   std::vector<ParamInfo> table_;
   size_t n_ = 0, ndecay_ = 0;
-  std::vector<float> arena_;
-  std::vector<float> acts_;
+  FloatArena arena_;
+  FloatArena acts_;
   int acts_batch_ = 0, B_ = 0;
   const float* images_ = nullptr;
   std::vector<int> rows_;  // (B, 1+Nv): 0 (the class token), then 1 + each visible patch

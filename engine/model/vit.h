@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "engine/model/params.h"
+#include "engine/util/aligned.h"
 #include "kernels/cpu/infer.h"
 #include "kernels/cpu/ops.h"
 
@@ -154,8 +155,8 @@ class ViT {
   std::vector<ParamInfo> table_;
   ParamOffsets offsets_;  // table_ by role, for binding the arenas
   size_t nparams_ = 0, ndecay_ = 0;
-  std::vector<float> arena_;  // params, grads, m, v
-  std::vector<float> acts_;   // activations of the last forward
+  FloatArena arena_;  // params, grads, m, v
+  FloatArena acts_;   // activations of the last forward
   size_t acts_batch_ = 0;
   int B_ = 0;
   ForwardOptions fopt_;
@@ -165,7 +166,7 @@ class ViT {
   const float* features_ = nullptr;
   bool last_inference_ = false;  // the last forward saved nothing: backward() must refuse
   // The inference path: its arena, and the bf16 weights (conv, then per block qkv, proj, fc1, fc2).
-  std::vector<float> infer_;
+  FloatArena infer_;
   InferencePrecision precision_ = InferencePrecision::fp32;
   std::vector<cpu::PackedBF16> packed_;
   bool packed_stale_ = true;

@@ -282,7 +282,7 @@ bool Pretrainer::run_epoch() {
     const float loss = step(b);
     st_.step++, st_.batch_in_epoch++, st_.epoch_batches++;
     st_.epoch_loss_sum += loss, st_.epoch_seen += b.n, images += b.n;
-    steps_log_ << st_.step << "," << st_.epoch + 1 << "," << fmt("%.6f", loss) << "," << fmt("%.6g", lr_) << "\n";
+    steps_log_ << st_.step << "," << st_.epoch + 1 << "," << fmt("%.9g", loss) << "," << fmt("%.9g", lr_) << "\n";
     if (st_.step % cfg_.log_every == 0) {
       const double s = since(t0), ips = double(images) / std::max(s, 1e-9);
       const double eta = double(int64_t(cfg_.epochs) * spe_ - st_.step) * double(cfg_.batch_size) / std::max(ips, 1e-9);
