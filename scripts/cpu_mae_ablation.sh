@@ -6,12 +6,14 @@
 #   mae:     pretrain configs/cpu_mae_small.json for PRE (15) epochs on the same train subset, then
 #            fine-tune its encoder for EPOCHS - PRE epochs (layer_decay LD, default 0.75):
 #            the same number of passes over the images in total.
+# FT (fine-tune epochs) and SCRATCH (scratch epochs) override those counts, for the other question:
+#   PRE=100 FT=15 SCRATCH=15: does a long pretraining help when the labelled epochs are equal?
 # Then prints val accuracy / macro-F1 per seed and the per-seed differences (mae - scratch).
 # The packs make it fast: vitengine pack --size 64 --subset 20 (train) and --size 64 (val) into DATA.
 set -eu
 cd "$(dirname "$0")/.."
 DATA=${DATA:?set DATA to a prepared folder}; OUT=${OUT:-/tmp/mae_ab}; SEEDS=${SEEDS:-0 1 2 3}
-EPOCHS=${EPOCHS:-30}; PRE=${PRE:-15}; LD=${LD:-0.75}
+EPOCHS=${EPOCHS:-30}; PRE=${PRE:-15}; LD=${LD:-0.75}; FT=${FT:-$((EPOCHS - PRE))}; SCRATCH=${SCRATCH:-$EPOCHS}
 BIN=${BIN:-build/vitengine}
 mkdir -p "$OUT"
 for seed in $SEEDS; do
@@ -19,7 +21,7 @@ for seed in $SEEDS; do
   if ! [ -f $run/best.vit ]; then
     echo "== scratch seed $seed"
     $BIN train --config configs/cpu_ablation_small.json --data "$DATA" --out $run --set seed=$seed \
-      --set epochs=$EPOCHS 2>&1 | tail -1
+      --set epochs=$SCRATCH 2>&1 | tail -1
   fi
   pre=$OUT/pretrain-s$seed
   if ! [ -f $pre/encoder.vit ] || ! grep -q "^$PRE," $pre/metrics.csv; then
@@ -31,7 +33,7 @@ for seed in $SEEDS; do
   if ! [ -f $run/best.vit ]; then
     echo "== fine-tune seed $seed"
     $BIN train --config configs/cpu_ablation_small.json --data "$DATA" --out $run --set seed=$seed \
-      --set epochs=$((EPOCHS - PRE)) --set init=$pre/encoder.vit --set layer_decay=$LD 2>&1 | tail -1
+      --set epochs=$FT --set init=$pre/encoder.vit --set layer_decay=$LD 2>&1 | tail -1
   fi
 done
 python3 - "$OUT" $SEEDS <<'PY'
