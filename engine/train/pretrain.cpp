@@ -162,12 +162,7 @@ void Pretrainer::setup() {
   cfg_.resolve_auto(data_.orientation_free);
   LoaderConfig lc;
   lc.batch_size = cfg_.batch_size, lc.image_size = ecfg_.image_size, lc.shuffle = true, lc.drop_last = cfg_.drop_last;
-  lc.aug = augment_preset(cfg_.augment);
-  lc.aug.rotate_flip = lc.aug.rotate_flip && cfg_.rotate_flip == "on";
-  if (!cfg_.scale_jitter) lc.aug.scale_min = lc.aug.scale_max = 1.0f;
-  if (!cfg_.color_jitter) lc.aug.color = 0.0f;
-  lc.aug.translate = cfg_.translate;
-  lc.aug.reflect_border = cfg_.reflect_border;
+  lc.aug = train_augment(cfg_);
   lc.threads = cfg_.threads, lc.prefetch = cfg_.prefetch, lc.seed = uint64_t(cfg_.seed);
   loader_ = data_.pack ? std::make_unique<Loader>(data_.pack, data_.stats, lc)
                        : std::make_unique<Loader>(data_.samples, data_.stats, lc);

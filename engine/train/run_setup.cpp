@@ -40,12 +40,7 @@ void Run::load_data() {
   tl.drop_last = cfg_.drop_last;
   tl.balanced = cfg_.balance_power > 0;
   tl.balance_power = cfg_.balance_power;
-  tl.aug = augment_preset(cfg_.augment);
-  tl.aug.rotate_flip = tl.aug.rotate_flip && cfg_.rotate_flip == "on";
-  if (!cfg_.scale_jitter) tl.aug.scale_min = tl.aug.scale_max = 1.0f;
-  if (!cfg_.color_jitter) tl.aug.color = 0.0f;
-  tl.aug.translate = cfg_.translate;
-  tl.aug.reflect_border = cfg_.reflect_border;
+  tl.aug = train_augment(cfg_);
   tl.threads = cfg_.threads;
   tl.prefetch = cfg_.prefetch;
   tl.seed = uint64_t(cfg_.seed);

@@ -31,6 +31,16 @@ AugmentConfig augment_preset(const std::string& s) {
   return a;
 }
 
+AugmentConfig train_augment(const TrainConfig& c) {
+  AugmentConfig a = augment_preset(c.augment);
+  a.rotate_flip = a.rotate_flip && c.rotate_flip == "on";
+  if (!c.scale_jitter) a.scale_min = a.scale_max = 1.0f;
+  if (!c.color_jitter) a.color = 0.0f;
+  a.translate = c.translate;
+  a.reflect_border = c.reflect_border;
+  return a;
+}
+
 float lr_at(const TrainConfig& c, int64_t step, int64_t spe) {
   const int64_t total = int64_t(c.epochs) * spe;
   const int64_t warm = int64_t(std::llround(double(c.warmup_epochs) * double(spe)));

@@ -42,6 +42,10 @@ struct CheckpointMismatch : std::runtime_error {
 
 // The loader's augmentation for a strength name: none | light | strong.
 AugmentConfig augment_preset(const std::string& strength);
+// The training loader's augmentation for a config (resolve_auto done): the preset of `augment`
+// with the config's rotate_flip, scale_jitter, color_jitter, translate and reflect_border.
+// train and pretrain both read their images through it.
+AugmentConfig train_augment(const TrainConfig& c);
 
 // Learning rate of the 0-based step under the config's warmup + schedule.
 float lr_at(const TrainConfig& cfg, int64_t step, int64_t steps_per_epoch);
