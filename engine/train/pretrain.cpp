@@ -152,6 +152,8 @@ double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::
 
 void Pretrainer::setup() {
   cfg_.validate();
+  if (cfg_.device != "cpu")
+    throw ConfigError("pretrain: device=" + cfg_.device + " is not built yet; the masked autoencoder runs on the CPU");
   ecfg_ = cfg_.model_config(1);  // the encoder's head is not used: one output
   ecfg_.dropout = 0.0f;          // MAE pretrains without dropout
   MaeConfig m;
