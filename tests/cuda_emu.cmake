@@ -11,6 +11,7 @@ endfunction()
 
 vitengine_emu_test_source(test_attention_emu.cpp)
 vitengine_emu_test_source(test_patch_embed_emu.cpp)
+vitengine_emu_test_source(test_mae_emu.cpp)
 # The augmentation must round as the CPU path (engine/data/augment.cpp): no fused multiply-add.
 vitengine_emu_test_source(test_augment_emu.cpp -ffp-contract=off)
 # The backward's per-lane arrays are written and read under the same `vi < nvec` guard, which GCC's

@@ -1,10 +1,20 @@
 // The masked autoencoder's token ops on the GPU; see mae.cuh. Simple one-thread-per-element
 // kernels: these ops move B * N * D values once, far less than the blocks around them.
+//
+// CPU emulation: tests/test_mae_emu.cpp compiles this file with the host compiler against
+// tests/emu/cuda_emu.h (VIT_CUDA_EMULATE); the code then lives in vit::cuda_emu
+// (kernels/cuda/emulation.cuh).
 #include "kernels/cuda/cuda_check.cuh"
 #include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/emulation.cuh"
 #include "kernels/cuda/mae.cuh"
 
-namespace vit::cuda {
+namespace vit::VIT_KERNEL_NS {
+
+#ifdef VIT_CUDA_EMULATE
+using ::vit::cuda::bf16, ::vit::cuda::to_f32, ::vit::cuda::from_f32, ::vit::cuda::warp_sum, ::vit::cuda::ceil_div;
+using ::vit::cuda::elementwise_grid;
+#endif
 
 namespace {
 constexpr int kThreads = 256;
@@ -27,6 +37,12 @@ __global__ void place_kernel(const T* x, const int* idx, T* y, int B, int N, int
     const size_t bk = i / D, b = bk / K;
     y[(b * N + idx[bk]) * D + i % D] = x[i];
   }
+}
+
+template <typename T>
+__global__ void zero_kernel(T* y, size_t n) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    y[i] = from_f32<T>(0.f);
 }
 
 template <typename T>
@@ -121,67 +137,68 @@ __global__ void mse_grad_kernel(const T* pred, const float* target, const float*
 
 template <typename T>
 void gather_tokens_fwd(const T* x, const int* idx, T* y, int B, int N, int K, int D, cudaStream_t s) {
-  gather_kernel<T><<<elementwise_grid(size_t(B) * K * D, kThreads), kThreads, 0, s>>>(x, idx, y, B, N, K, D);
-  VIT_CHECK(cudaGetLastError());
+  VIT_LAUNCH(gather_kernel<T>, elementwise_grid(size_t(B) * K * D, kThreads), kThreads, 0, s, x, idx, y, B, N, K, D);
+  VIT_LAUNCH_CHECK();
 }
 
 template <typename T>
 void gather_tokens_bwd(const T* dy, const int* idx, T* dx, int B, int N, int K, int D, cudaStream_t s) {
-  VIT_CHECK(cudaMemsetAsync(dx, 0, size_t(B) * N * D * sizeof(T), s));  // rows nobody saw: zero (0x0000 in bf16 too)
-  place_kernel<T><<<elementwise_grid(size_t(B) * K * D, kThreads), kThreads, 0, s>>>(dy, idx, dx, B, N, K, D);
-  VIT_CHECK(cudaGetLastError());
+  VIT_LAUNCH(zero_kernel<T>, elementwise_grid(size_t(B) * N * D, kThreads), kThreads, 0, s, dx,
+             size_t(B) * N * D);  // rows nobody saw get no gradient
+  VIT_LAUNCH(place_kernel<T>, elementwise_grid(size_t(B) * K * D, kThreads), kThreads, 0, s, dy, idx, dx, B, N, K, D);
+  VIT_LAUNCH_CHECK();
 }
 
 template <typename T>
 void scatter_tokens_fwd(const T* x, const int* idx, const float* fill, T* y, int B, int N, int K, int D,
                         cudaStream_t s) {
-  fill_rows_kernel<T><<<elementwise_grid(size_t(B) * N * D, kThreads), kThreads, 0, s>>>(fill, y, size_t(B) * N, D);
-  place_kernel<T><<<elementwise_grid(size_t(B) * K * D, kThreads), kThreads, 0, s>>>(x, idx, y, B, N, K, D);
-  VIT_CHECK(cudaGetLastError());
+  VIT_LAUNCH(fill_rows_kernel<T>, elementwise_grid(size_t(B) * N * D, kThreads), kThreads, 0, s, fill, y, size_t(B) * N, D);
+  VIT_LAUNCH(place_kernel<T>, elementwise_grid(size_t(B) * K * D, kThreads), kThreads, 0, s, x, idx, y, B, N, K, D);
+  VIT_LAUNCH_CHECK();
 }
 
 template <typename T>
 void scatter_tokens_bwd(const T* dy, const int* idx, T* dx, float* dfill, int B, int N, int K, int D,
                         cudaStream_t s) {
-  gather_kernel<T><<<elementwise_grid(size_t(B) * K * D, kThreads), kThreads, 0, s>>>(dy, idx, dx, B, N, K, D);
-  fill_grad_kernel<T><<<ceil_div(D, 128), 128, 0, s>>>(dy, idx, dfill, B, N, K, D);
-  VIT_CHECK(cudaGetLastError());
+  VIT_LAUNCH(gather_kernel<T>, elementwise_grid(size_t(B) * K * D, kThreads), kThreads, 0, s, dy, idx, dx, B, N, K, D);
+  VIT_LAUNCH(fill_grad_kernel<T>, ceil_div(D, 128), 128, 0, s, dy, idx, dfill, B, N, K, D);
+  VIT_LAUNCH_CHECK();
 }
 
 template <typename T>
 void add_position_fwd(const T* x, const float* pos, T* y, int B, int N, int D, cudaStream_t s) {
   const size_t per = size_t(N) * D;
-  add_position_kernel<T><<<elementwise_grid(B * per, kThreads), kThreads, 0, s>>>(x, pos, y, B, per);
-  VIT_CHECK(cudaGetLastError());
+  VIT_LAUNCH(add_position_kernel<T>, elementwise_grid(B * per, kThreads), kThreads, 0, s, x, pos, y, B, per);
+  VIT_LAUNCH_CHECK();
 }
 
 template <typename T>
 void add_position_bwd(const T* dy, float* dpos, int B, int N, int D, cudaStream_t s) {
   const size_t per = size_t(N) * D;
-  position_grad_kernel<T><<<elementwise_grid(per, kThreads), kThreads, 0, s>>>(dy, dpos, B, per);
-  VIT_CHECK(cudaGetLastError());
+  VIT_LAUNCH(position_grad_kernel<T>, elementwise_grid(per, kThreads), kThreads, 0, s, dy, dpos, B, per);
+  VIT_LAUNCH_CHECK();
 }
 
 void normalize_rows(float* x, float* mean, float* sd, int R, int K, float eps, cudaStream_t s) {
-  normalize_rows_kernel<<<ceil_div(R, kThreads / 32), kThreads, 0, s>>>(x, mean, sd, R, K, eps);
-  VIT_CHECK(cudaGetLastError());
+  VIT_LAUNCH(normalize_rows_kernel, ceil_div(R, kThreads / 32), kThreads, 0, s, x, mean, sd, R, K, eps);
+  VIT_LAUNCH_CHECK();
 }
 
 template <typename T>
 void masked_mse_fwd(const T* pred, const float* target, const float* mask, float* row_err, float* loss, int R, int K,
                     cudaStream_t s) {
-  row_error_kernel<T><<<ceil_div(R, kThreads / 32), kThreads, 0, s>>>(pred, target, mask, row_err, R, K);
-  mean_over_hidden_kernel<<<1, kThreads, 0, s>>>(row_err, mask, loss, R);
-  VIT_CHECK(cudaGetLastError());
+  VIT_LAUNCH(row_error_kernel<T>, ceil_div(R, kThreads / 32), kThreads, 0, s, pred, target, mask, row_err, R, K);
+  VIT_LAUNCH(mean_over_hidden_kernel, 1, kThreads, 0, s, row_err, mask, loss, R);
+  VIT_LAUNCH_CHECK();
 }
 
 template <typename T>
 void masked_mse_bwd(const T* pred, const float* target, const float* mask, T* dpred, int R, int K, float hidden_rows,
                     cudaStream_t s) {
   const float scale = hidden_rows > 0.f ? 2.f / (float(K) * hidden_rows) : 0.f;
-  mse_grad_kernel<T><<<elementwise_grid(size_t(R) * K, kThreads), kThreads, 0, s>>>(pred, target, mask, dpred, R, K,
+  VIT_LAUNCH(mse_grad_kernel<T>, elementwise_grid(size_t(R) * K, kThreads), kThreads, 0, s, pred, target, mask, dpred, R, K,
                                                                                      scale);
-  VIT_CHECK(cudaGetLastError());
+  VIT_LAUNCH_CHECK();
 }
 
 #define VIT_INST(T)                                                                                               \
@@ -197,4 +214,4 @@ VIT_INST(float)
 VIT_INST(bf16)
 #undef VIT_INST
 
-}  // namespace vit::cuda
+}  // namespace vit::VIT_KERNEL_NS
