@@ -50,16 +50,24 @@ Command register_stain_ref(CLI::App& root) {
     if (!lm.meta.extra.is_object()) lm.meta.extra = nlohmann::json::object();
     lm.meta.extra["stain_reference"] = ref.to_json();
     lm.meta.extra["stain_reference"]["data"] = csv;
-    const CellSizeReference cells = cell_size_reference(imgs);
-    lm.meta.extra["cell_size"] = cells.to_json();
-    lm.meta.extra["cell_size"]["data"] = csv;
+    CellSizeReference cells;
+    try {  // images of something other than blood cells have no cell size; the stain reference stands
+      cells = cell_size_reference(imgs);
+      lm.meta.extra["cell_size"] = cells.to_json();
+      lm.meta.extra["cell_size"]["data"] = csv;
+    } catch (const std::runtime_error&) {
+      lm.meta.extra.erase("cell_size");
+    }
     save_model(o->out, *lm.model, lm.meta);
     std::printf(
         "stain reference of %d '%s' images of %s -> %s: Lab mean (%.1f, %.1f, %.1f), hematoxylin (%.3f, %.3f, %.3f)\n",
         ref.images, o->split.c_str(), csv.c_str(), o->out.c_str(), ref.lab.mean[0], ref.lab.mean[1], ref.lab.mean[2],
         ref.basis.v[0][0], ref.basis.v[0][1], ref.basis.v[0][2]);
-    std::printf("cell size: a white cell found in %d of %d images; median diameter %.3f of the view's side\n",
-                cells.found, cells.images, cells.fraction);
+    if (cells.found)
+      std::printf("cell size: a white cell found in %d of %d images; median diameter %.3f of the view's side\n",
+                  cells.found, cells.images, cells.fraction);
+    else
+      std::printf("cell size: no white cell found in the images; none stored (--cell-size normalize refuses it)\n");
     return 0;
   };
   return c;
