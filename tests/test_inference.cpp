@@ -6,6 +6,7 @@
 
 #include "engine/eval/inference.h"
 #include "engine/eval/overlay.h"
+#include "engine/model/vit.h"
 
 namespace {
 
@@ -86,3 +87,42 @@ TEST(Encode, PngRoundTrip) {
 }
 
 }  // namespace
+
+// --cell-size on the prediction path: refused, naming the model and the fix, when the checkpoint
+// stores no cell size; with one, the model view is the cell-size view at the stored fraction.
+TEST(PredictorCellSize, RefusedWithoutAReferenceAndAppliedWithOne) {
+  auto tiny = [](nlohmann::json extra) {
+    vit::ViTConfig c;
+    c.name = "tiny";
+    c.image_size = 32, c.patch = 8, c.dim = 12, c.depth = 1, c.heads = 3, c.mlp_dim = 24, c.num_classes = 2;
+    vit::LoadedModel lm;
+    lm.model = std::make_unique<vit::ViT>(c);
+    lm.model->init(1);
+    lm.meta.class_names = {"a", "b"};
+    lm.meta.extra = std::move(extra);
+    return vit::Predictor(std::move(lm), "tiny-test");
+  };
+  vit::Predictor bare = tiny(nlohmann::json::object());
+  try {
+    bare.set_cell_size("normalize");
+    FAIL() << "a model without a cell-size reference was accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("tiny-test"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("stain-ref"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(bare.set_cell_size("huge"), std::invalid_argument);
+  vit::Predictor with = tiny({{"cell_size", {{"fraction", 0.6}}}});
+  vit::Image img;  // a purple disk of diameter 20 in the middle of a beige 100 x 100 smear
+  img.width = img.height = 100;
+  img.rgb.resize(100 * 100 * 3);
+  for (int i = 0; i < 100 * 100; ++i) {
+    const double dx = i % 100 + 0.5 - 50, dy = i / 100 + 0.5 - 50;
+    const bool cell = dx * dx + dy * dy <= 100;
+    img.rgb[3 * size_t(i)] = cell ? 90 : 240, img.rgb[3 * size_t(i) + 1] = cell ? 40 : 225;
+    img.rgb[3 * size_t(i) + 2] = cell ? 150 : 200;
+  }
+  EXPECT_EQ(with.model_view(img).rgb, vit::preprocess(img, 32).rgb);  // "none" until asked
+  with.set_cell_size("normalize");
+  EXPECT_EQ(with.model_view(img).rgb, vit::cell_size_view(img, 32, 0.6).rgb);
+  EXPECT_NE(with.model_view(img).rgb, vit::preprocess(img, 32).rgb);
+}

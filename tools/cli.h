@@ -51,6 +51,17 @@ inline CLI::Option* add_stain_norm_option(CLI::App* app, std::string* mode) {
       ->capture_default_str();
 }
 
+// --cell-size for eval, predict, explain, differential and serve: one name, one help text.
+inline CLI::Option* add_cell_size_option(CLI::App* app, std::string* mode) {
+  return app
+      ->add_option("--cell-size", *mode,
+                   "Rescale each image so that its white cell spans the fraction of the view that the training "
+                   "images' cells span (stored in the model by `vitengine stain-ref`): none or normalize; for "
+                   "another lab's magnification, no retraining")
+      ->check(CLI::IsMember({"none", "normalize"}))
+      ->capture_default_str();
+}
+
 Command register_prepare(CLI::App& root);
 Command register_train(CLI::App& root);
 Command register_eval(CLI::App& root);

@@ -17,7 +17,7 @@ namespace vit::cli {
 namespace {
 
 struct DiffArgs {
-  std::string stain_norm = "none";
+  std::string stain_norm = "none", cell_size = "none";
   std::string model, dir, out;
   int batch = 16;
   DifferentialRules rules;
@@ -33,6 +33,7 @@ int run_differential(const DiffArgs& a) {
   if (json_path == html_path) json_path += ".json";
   Predictor pred(resolve_model_path(a.model), wbc::class_names());
   pred.set_stain_norm(a.stain_norm);
+  pred.set_cell_size(a.cell_size);
   if (!wbc::is_cell_model(pred.class_names())) {
     std::string names;
     for (size_t i = 0; i < pred.class_names().size() && i < 5; ++i) names += (i ? ", " : "") + pred.class_names()[i];
@@ -108,6 +109,7 @@ Command register_differential(CLI::App& root) {
   c.app->add_option("--out", a->out, "Report HTML path (report.json is written beside it)")->required();
   c.app->add_option("--model", a->model, "Model checkpoint (.vit); default: the shipped model");
   add_stain_norm_option(c.app, &a->stain_norm);
+  add_cell_size_option(c.app, &a->cell_size);
   c.app->add_option("--batch", a->batch, "Images per forward pass")->capture_default_str();
   c.app->add_option("--review-below", a->rules.review_below, "List cells whose top probability is below this")
       ->capture_default_str();

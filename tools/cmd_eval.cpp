@@ -40,6 +40,7 @@ Command register_eval(CLI::App& root) {
   app->add_option("--ece-bins", r->ece_bins, "confidence bins")->capture_default_str()->check(CLI::Range(1, 1000));
   add_tta_option(app, &r->tta);
   add_stain_norm_option(app, &r->stain_norm);
+  add_cell_size_option(app, &r->cell_size);
   c.run = [r]() -> int {
     r->comm = &world();
     evaluate(*r);

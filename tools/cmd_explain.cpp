@@ -18,7 +18,7 @@ namespace vit::cli {
 namespace {
 
 struct ExplainArgs {
-  std::string stain_norm = "none";
+  std::string stain_norm = "none", cell_size = "none";
   std::string model, image, out;
   float alpha = 0.55f;
   int tile = 112;
@@ -35,6 +35,7 @@ int run_explain(const ExplainArgs& a) {
   if (a.tile < 16) throw UsageError("--tile must be >= 16");
   Predictor pred(resolve_model_path(a.model), wbc::class_names());
   pred.set_stain_norm(a.stain_norm);
+  pred.set_cell_size(a.cell_size);
   Image img = load_image(a.image);
   Image view = pred.model_view(img);
   std::vector<float> x(pred.input_floats());
@@ -98,6 +99,7 @@ Command register_explain(CLI::App& root) {
   c.app->add_option("--out", a->out, "Output folder (created)")->required();
   c.app->add_option("--model", a->model, "Model checkpoint (.vit); default: the shipped model");
   add_stain_norm_option(c.app, &a->stain_norm);
+  add_cell_size_option(c.app, &a->cell_size);
   c.app->add_option("--alpha", a->alpha, "Heat-map opacity over the cell")->capture_default_str();
   c.app->add_option("--tile", a->tile, "Tile size in grid.png (pixels)")->capture_default_str();
   c.run = [a]() { return run_explain(*a); };

@@ -26,7 +26,7 @@ struct PredictArgs {
   float review_below = 0.5f;
   int time_runs = 0;
   std::string device = "cpu";
-  std::string tta = "none", stain_norm = "none";
+  std::string tta = "none", stain_norm = "none", cell_size = "none";
 };
 
 std::string csv_field(const std::string& s) {
@@ -43,6 +43,7 @@ int run_predict(const PredictArgs& a) {
   pred.use_device(a.device, a.batch);
   pred.set_tta(a.tta);
   pred.set_stain_norm(a.stain_norm);
+  pred.set_cell_size(a.cell_size);
   const auto& names = pred.class_names();
   const int k = std::min(a.top_k, pred.num_classes());
   std::vector<std::string> files = list_image_files(a.inputs);
@@ -153,6 +154,7 @@ Command register_predict(CLI::App& root) {
       ->capture_default_str();
   add_tta_option(c.app, &a->tta);
   add_stain_norm_option(c.app, &a->stain_norm);
+  add_cell_size_option(c.app, &a->cell_size);
   c.run = [a]() { return run_predict(*a); };
   return c;
 }

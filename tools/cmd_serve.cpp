@@ -23,7 +23,7 @@ namespace {
 
 struct ServeArgs {
   std::string model;
-  std::string tta = "none", stain_norm = "none";
+  std::string tta = "none", stain_norm = "none", cell_size = "none";
   ServeOptions opt;
   double max_upload_mb = 10;
   std::string api_key_file;
@@ -80,6 +80,7 @@ int run_serve(ServeArgs a) {
   a.opt.app = wbc::serve_app();  // clinical notes per class, the differential of several cells
   pred.set_tta(a.tta);
   pred.set_stain_norm(a.stain_norm);
+  pred.set_cell_size(a.cell_size);
   Server server(pred, a.opt);
   int port = server.bind();
   if (!loopback(a.opt.host))
@@ -125,6 +126,7 @@ Command register_serve(CLI::App& root) {
   c.app->add_option("--max-batch", a->opt.max_batch, "Images per forward pass")->capture_default_str();
   add_tta_option(c.app, &a->tta);
   add_stain_norm_option(c.app, &a->stain_norm);
+  add_cell_size_option(c.app, &a->cell_size);
   c.app->add_option("--queue", a->opt.queue, "Images waiting for the model before 503")->capture_default_str();
   c.app->add_option("--max-dim", a->opt.max_image_dim, "Largest image width/height in pixels")->capture_default_str();
   c.app->add_option("--max-images", a->opt.max_images, "Images per request")->capture_default_str();

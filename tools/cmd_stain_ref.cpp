@@ -1,10 +1,12 @@
-// vitengine stain-ref: store the training images' stain reference in a model, so that eval,
-// predict, explain, differential and serve can map another lab's images onto it
-// (--stain-norm reinhard|macenko). The weights are copied bit for bit; only the metadata grows.
+// vitengine stain-ref: store the training images' stain reference and the median size of their
+// cells in a model, so that eval, predict, explain, differential and serve can map another lab's
+// images onto them (--stain-norm reinhard|macenko, --cell-size normalize). The weights are copied
+// bit for bit; only the metadata grows.
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
 
+#include "engine/data/cell_size.h"
 #include "engine/data/dataset.h"
 #include "engine/data/stain.h"
 #include "engine/util/rng.h"
@@ -21,7 +23,9 @@ Command register_stain_ref(CLI::App& root) {
   };
   auto o = std::make_shared<Opts>();
   Command c;
-  c.app = root.add_subcommand("stain-ref", "Store the training images' stain reference in a model (for --stain-norm)");
+  c.app = root.add_subcommand("stain-ref",
+                              "Store the training images' stain reference and cell size in a model (for "
+                              "--stain-norm, --cell-size)");
   c.app->add_option("--model", o->model, "model (.vit)")->required()->check(CLI::ExistingFile);
   c.app->add_option("--data", o->data, "the prepared data set it was trained on (folder or manifest.csv)")->required();
   c.app->add_option("--out", o->out, "the model with the reference (.vit); may be --model itself")->required();
@@ -46,11 +50,24 @@ Command register_stain_ref(CLI::App& root) {
     if (!lm.meta.extra.is_object()) lm.meta.extra = nlohmann::json::object();
     lm.meta.extra["stain_reference"] = ref.to_json();
     lm.meta.extra["stain_reference"]["data"] = csv;
+    CellSizeReference cells;
+    try {  // images of something other than blood cells have no cell size; the stain reference stands
+      cells = cell_size_reference(imgs);
+      lm.meta.extra["cell_size"] = cells.to_json();
+      lm.meta.extra["cell_size"]["data"] = csv;
+    } catch (const std::runtime_error&) {
+      lm.meta.extra.erase("cell_size");
+    }
     save_model(o->out, *lm.model, lm.meta);
     std::printf(
         "stain reference of %d '%s' images of %s -> %s: Lab mean (%.1f, %.1f, %.1f), hematoxylin (%.3f, %.3f, %.3f)\n",
         ref.images, o->split.c_str(), csv.c_str(), o->out.c_str(), ref.lab.mean[0], ref.lab.mean[1], ref.lab.mean[2],
         ref.basis.v[0][0], ref.basis.v[0][1], ref.basis.v[0][2]);
+    if (cells.found)
+      std::printf("cell size: a white cell found in %d of %d images; median diameter %.3f of the view's side\n",
+                  cells.found, cells.images, cells.fraction);
+    else
+      std::printf("cell size: no white cell found in the images; none stored (--cell-size normalize refuses it)\n");
     return 0;
   };
   return c;

@@ -253,6 +253,9 @@ struct Loader::Impl {
     if (pack) {
       img.width = img.height = S;
       img.rgb.assign(pack->image(idx), pack->image(idx) + (size_t)S * S * 3);
+      if (cfg.cell_size == CellSizeNorm::kNormalize) img = cell_size_view(img, S, cfg.cell_fraction);
+    } else if (cfg.cell_size == CellSizeNorm::kNormalize) {
+      img = cell_size_view(load_image(samples[idx].full_path()), S, cfg.cell_fraction);
     } else {
       img = preprocess(load_image(samples[idx].full_path()), S);
     }

@@ -9,7 +9,8 @@
 #include <vector>
 
 #include "engine/data/augment.h"  // AugmentConfig
-#include "engine/data/stain.h"    // StainNorm
+#include "engine/data/cell_size.h"  // CellSizeNorm
+#include "engine/data/stain.h"      // StainNorm
 #include "engine/data/image.h"
 
 namespace vit {
@@ -60,6 +61,9 @@ struct LoaderConfig {
   // another lab's images; none for training).
   StainNorm stain = StainNorm::kNone;
   StainReference stain_ref;
+  // Cell-size normalisation of every image (engine/data/cell_size.h) onto the fraction a model stores.
+  CellSizeNorm cell_size = CellSizeNorm::kNone;
+  double cell_fraction = 0;
   int threads = 2;   // decode/augment workers
   int prefetch = 2;  // batches prepared ahead of the consumer
   uint64_t seed = 0;

@@ -73,6 +73,8 @@ double percentile(std::vector<double> v, double p) {
 }
 
 // Concentrations of the two stains in one pixel's OD, least squares over the 3 channels.
+double dot3(const double a[3], const double b[3]) { return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]; }
+
 void concentrations(const double od3[3], const StainBasis& b, double c[2]) {
   double g00 = 0, g01 = 0, g11 = 0, r0 = 0, r1 = 0;
   for (int k = 0; k < 3; ++k) {
@@ -188,6 +190,14 @@ StainBasis macenko_basis(const Image& img, double beta, double alpha) {
   return b;
 }
 
+void align_basis(StainBasis& b, const StainBasis& ref) {
+  const double kept = dot3(b.v[0], ref.v[0]) + dot3(b.v[1], ref.v[1]);
+  const double swapped = dot3(b.v[0], ref.v[1]) + dot3(b.v[1], ref.v[0]);
+  if (swapped <= kept) return;
+  for (int k = 0; k < 3; ++k) std::swap(b.v[0][k], b.v[1][k]);
+  std::swap(b.max_conc[0], b.max_conc[1]);
+}
+
 void macenko_normalize(Image& img, const StainBasis& target) {
   StainBasis src;
   try {
@@ -195,6 +205,9 @@ void macenko_normalize(Image& img, const StainBasis& target) {
   } catch (const std::runtime_error&) {
     return;  // too little stain to estimate a basis: leave the image as it is
   }
+  // The red rule of macenko_basis is not stable on Romanowsky stains (both vectors absorb red
+  // about equally): pair each of the image's stains with the reference's nearest one instead.
+  align_basis(src, target);
   const size_t n = size_t(img.width) * img.height;
   for (size_t i = 0; i < n; ++i) {
     const double o[3] = {od(img.rgb[3 * i]), od(img.rgb[3 * i + 1]), od(img.rgb[3 * i + 2])};
@@ -208,17 +221,37 @@ void macenko_normalize(Image& img, const StainBasis& target) {
   }
 }
 
+namespace {
+
+// Componentwise medians of the bases, each vector back to unit length: robust to a few odd images.
+StainBasis median_basis(const std::vector<StainBasis>& bases) {
+  StainBasis m;
+  std::vector<double> x(bases.size());
+  for (int s = 0; s < 2; ++s) {
+    for (int k = 0; k < 3; ++k) {
+      for (size_t i = 0; i < bases.size(); ++i) x[i] = bases[i].v[s][k];
+      m.v[s][k] = percentile(x, 50);
+    }
+    const double norm = std::sqrt(dot3(m.v[s], m.v[s]));
+    for (int k = 0; k < 3; ++k) m.v[s][k] /= norm;
+    for (size_t i = 0; i < bases.size(); ++i) x[i] = bases[i].max_conc[s];
+    m.max_conc[s] = percentile(x, 50);
+  }
+  return m;
+}
+
+}  // namespace
+
 StainReference stain_reference(const std::vector<Image>& images) {
   if (images.empty()) throw std::runtime_error("stain_reference: no images");
   StainReference r;
-  std::vector<double> lab[6], basis[8];
+  std::vector<double> lab[6];
+  std::vector<StainBasis> bases;
   for (const Image& im : images) {
     const LabStats s = lab_stats(im);
     for (int c = 0; c < 3; ++c) lab[c].push_back(s.mean[c]), lab[3 + c].push_back(s.std[c]);
     try {
-      const StainBasis b = macenko_basis(im);
-      for (int k = 0; k < 3; ++k) basis[k].push_back(b.v[0][k]), basis[3 + k].push_back(b.v[1][k]);
-      basis[6].push_back(b.max_conc[0]), basis[7].push_back(b.max_conc[1]);
+      bases.push_back(macenko_basis(im));
     } catch (const std::runtime_error&) {
     }
     ++r.images;
@@ -229,15 +262,12 @@ StainReference stain_reference(const std::vector<Image>& images) {
     for (double v : lab[3 + c]) sd += v;
     r.lab.mean[c] = m / double(lab[c].size()), r.lab.std[c] = sd / double(lab[3 + c].size());
   }
-  if (basis[0].empty()) throw std::runtime_error("stain_reference: no image has enough stain for a basis");
-  // Medians, then unit length again: robust to a few odd images.
-  for (int k = 0; k < 3; ++k)
-    r.basis.v[0][k] = percentile(basis[k], 50), r.basis.v[1][k] = percentile(basis[3 + k], 50);
-  for (auto& v : r.basis.v) {
-    const double norm = std::sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]);
-    for (int k = 0; k < 3; ++k) v[k] /= norm;
-  }
-  r.basis.max_conc[0] = percentile(basis[6], 50), r.basis.max_conc[1] = percentile(basis[7], 50);
+  if (bases.empty()) throw std::runtime_error("stain_reference: no image has enough stain for a basis");
+  // The red rule may order two images' stains differently: take a first median, pair every
+  // image's stains with it by cosine, and take the median of the paired bases.
+  const StainBasis first = median_basis(bases);
+  for (StainBasis& b : bases) align_basis(b, first);
+  r.basis = median_basis(bases);
   return r;
 }
 

@@ -33,6 +33,11 @@ struct StainBasis {
 // std::runtime_error when fewer than 100 pixels are stained.
 StainBasis macenko_basis(const Image& img, double beta = 0.15, double alpha = 1.0);
 
+// Swaps b's two stains (vectors and concentration ranges) when that pairs them better with ref's
+// (larger sum of the cosines of the paired vectors). The red rule of macenko_basis is not stable
+// on Romanowsky-stained blood, whose two stains absorb red about equally.
+void align_basis(StainBasis& b, const StainBasis& ref);
+
 // What a checkpoint stores of its training images: the mean Lab statistics and the median stain
 // basis over a sample of them.
 struct StainReference {
@@ -49,8 +54,9 @@ StainNorm parse_stain_norm(const std::string& s);  // "none" | "reinhard" | "mac
 const char* stain_norm_name(StainNorm m);
 
 // In place. Reinhard: each Lab channel shifted and scaled to the reference's mean and spread.
-// Macenko: concentrations under the image's own basis, scaled to the reference's range, recomposed
-// with the reference's basis; an image without enough stained pixels is left unchanged.
+// Macenko: concentrations under the image's own basis (its stains paired with the reference's by
+// align_basis), scaled to the reference's range, recomposed with the reference's basis; an image
+// without enough stained pixels is left unchanged.
 void reinhard_normalize(Image& img, const LabStats& target);
 void macenko_normalize(Image& img, const StainBasis& target);
 void stain_normalize(Image& img, StainNorm m, const StainReference& ref);

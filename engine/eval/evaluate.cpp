@@ -185,6 +185,8 @@ Scored run_model(const EvalRequest& req, const std::function<void(const std::str
   LoaderConfig lc = eval_loader_config(mc.image_size, req.batch_size, req.threads);
   lc.stain = parse_stain_norm(req.stain_norm);
   if (lc.stain != StainNorm::kNone) lc.stain_ref = stain_reference_of(S.lm.meta, req.model);
+  lc.cell_size = parse_cell_size_norm(req.cell_size);
+  if (lc.cell_size != CellSizeNorm::kNone) lc.cell_fraction = cell_size_reference_of(S.lm.meta, req.model).fraction;
   if (req.comm) {
     lc.shard_rank = req.comm->rank();
     lc.shard_count = req.comm->size();
@@ -374,6 +376,7 @@ nlohmann::json evaluate(const EvalRequest& req) {
   R.j["temperature"] = S.T;
   R.j["tta"] = req.tta;
   R.j["stain_norm"] = req.stain_norm;
+  R.j["cell_size"] = req.cell_size;
   R.j["model_config"] = S.lm.model->config().to_string();
   if (req.map.empty())
     score_classes(req, S, R);

@@ -109,7 +109,10 @@ void Predictor::check_meta(const std::vector<std::string>& names_if_unnamed) {
   if (!(lm_.meta.temperature > 0)) throw std::runtime_error("model calibration temperature must be > 0");
 }
 
-Image Predictor::model_view(const Image& img) const { return preprocess(img, image_size()); }
+Image Predictor::model_view(const Image& img) const {
+  if (cell_size_ == CellSizeNorm::kNormalize) return cell_size_view(img, image_size(), cell_fraction_);
+  return preprocess(img, image_size());
+}
 
 void Predictor::prepare(const Image& img, float* out) const {
   Image v = model_view(img);
@@ -120,6 +123,19 @@ void Predictor::prepare(const Image& img, float* out) const {
 void Predictor::set_stain_norm(const std::string& mode) {
   stain_ = parse_stain_norm(mode);
   if (stain_ != StainNorm::kNone) stain_ref_ = stain_reference_of(lm_.meta, version_);
+}
+
+void Predictor::set_cell_size(const std::string& mode) {
+  cell_size_ = parse_cell_size_norm(mode);
+  if (cell_size_ != CellSizeNorm::kNone) cell_fraction_ = cell_size_reference_of(lm_.meta, version_).fraction;
+}
+
+CellSizeReference cell_size_reference_of(const ModelMeta& meta, const std::string& model_path) {
+  if (!meta.extra.is_object() || !meta.extra.contains("cell_size"))
+    throw std::runtime_error("'" + model_path +
+                             "' stores no cell-size reference; add the training images' one with `vitengine "
+                             "stain-ref --model M --data PREPARED --out M2` (the weights stay as they are)");
+  return CellSizeReference::from_json(meta.extra["cell_size"]);
 }
 
 StainReference stain_reference_of(const ModelMeta& meta, const std::string& model_path) {

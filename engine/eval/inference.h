@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 
+#include "engine/data/cell_size.h"
 #include "engine/data/image.h"
 #include "engine/data/stain.h"
 #include "engine/eval/ood.h"
@@ -65,6 +66,9 @@ class Predictor {
   // Stain normalisation (engine/data/stain.h) of every image's model view onto the reference the
   // checkpoint stores; throws std::runtime_error when it stores none.
   void set_stain_norm(const std::string& mode);
+  // Cell-size normalisation (engine/data/cell_size.h) of every image's model view onto the cell
+  // fraction the checkpoint stores ("none" | "normalize"); throws std::runtime_error when it stores none.
+  void set_cell_size(const std::string& mode);
   // model_view + normalise into out (input_floats() floats).
   void prepare(const Image& img, float* out) const;
 
@@ -94,12 +98,17 @@ class Predictor {
   int tta_views_ = 1;
   StainNorm stain_ = StainNorm::kNone;
   StainReference stain_ref_;
+  CellSizeNorm cell_size_ = CellSizeNorm::kNone;
+  double cell_fraction_ = 0;
   OodReference ood_;
 };
 
 // The stain reference a checkpoint stores (meta.extra "stain_reference", written by
 // `vitengine stain-ref`); throws std::runtime_error naming the file when there is none.
 StainReference stain_reference_of(const ModelMeta& meta, const std::string& model_path);
+// The cell-size reference a checkpoint stores (meta.extra "cell_size", written by `vitengine
+// stain-ref`); throws std::runtime_error naming the file when there is none.
+CellSizeReference cell_size_reference_of(const ModelMeta& meta, const std::string& model_path);
 
 // Expands folders (recursively, sorted) into the image files under them (.jpg, .jpeg,
 // .png, .bmp, any case); other paths are kept as given, even if missing, so that the
