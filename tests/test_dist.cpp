@@ -36,10 +36,19 @@ fs::path tmpdir(const std::string& name) {
   return p;
 }
 
-std::string mpirun(int np) {
-  // --oversubscribe: CI has 2 cores; --allow-run-as-root: CI's container runs as root
-  return kMpirun + " -np " + std::to_string(np) + " --oversubscribe --allow-run-as-root ";
+// mpirun with its options: --oversubscribe: CI has 2 cores; --allow-run-as-root: CI's container runs as
+// root; orte_tmpdir_base: a session folder of this test process's own, because two mpiruns started at
+// the same moment (ctest -j2) race to create the shared /tmp/ompi.<host>.<uid> and one of them fails
+// ("A call to mkdir was unable to create the desired directory ... File exists").
+std::string mpirun_base() {
+  static const struct Dir {
+    fs::path p = fs::temp_directory_path() / ("vit_ompi_" + std::to_string(::getpid()));
+    Dir() { fs::create_directories(p); }
+    ~Dir() { fs::remove_all(p); }
+  } dir;
+  return kMpirun + " --oversubscribe --allow-run-as-root --mca orte_tmpdir_base " + dir.p.string() + " ";
 }
+std::string mpirun(int np) { return mpirun_base() + "-np " + std::to_string(np) + " "; }
 
 // Runs a shell command, its output into `log`; returns the exit status.
 int sh(const std::string& cmd, const fs::path& log) {
@@ -227,7 +236,7 @@ TEST_F(Dist, RanksThatDisagreeAreRefused) {
   // MPMD launch: rank 0 and rank 1 get different learning rates
   const std::string a = kTrain + "--out " + (d / "run").string() + " --set max_steps=2 lr=0.001";
   const std::string b = kTrain + "--out " + (d / "run").string() + " --set max_steps=2 lr=0.002";
-  EXPECT_EQ(sh(kMpirun + " --oversubscribe --allow-run-as-root -np 1 " + a + " : -np 1 " + b, d / "lr.log"), 1)
+  EXPECT_EQ(sh(mpirun_base() + "-np 1 " + a + " : -np 1 " + b, d / "lr.log"), 1)
       << slurp(d / "lr.log");
   EXPECT_NE(slurp(d / "lr.log").find("the training config differs between ranks: lr (rank 0 0.001"), std::string::npos)
       << slurp(d / "lr.log");
