@@ -70,6 +70,11 @@ MaskedAutoencoder::MaskedAutoencoder(const ViTConfig& encoder, const MaeConfig& 
     : ecfg_(encoder), cfg_(decoder), enc_(encoder) {
   cfg_.validate();
   table_ = decoder_param_table(ecfg_, cfg_);
+  enc_offsets_ = param_offsets(enc_.params(), ecfg_.depth);
+  for (const char* name : {"decoder_embed.weight", "decoder_embed.bias", "mask_token", "decoder_pos_embed",
+                           "decoder_norm.weight", "decoder_norm.bias", "decoder_pred.weight", "decoder_pred.bias"})
+    dec_offsets_.push_back(param_offset(table_, name));
+  for (int i = 0; i < cfg_.depth; i++) dec_blocks_.push_back(block_offsets(table_, decoder_prefix(i)));
   for (const auto& p : table_) {
     n_ += p.numel;
     if (p.decay) ndecay_ += p.numel;
@@ -210,7 +215,7 @@ void MaskedAutoencoder::encode(const Acts& a) {
   using namespace cpu;
   const ViTConfig& c = ecfg_;
   const int B = a.B, D = c.dim, Np = c.num_patches(), S = c.image_size;
-  ModelParams p = bind(param_offsets(enc_.params(), c.depth), const_cast<float*>(enc_.param_data()));
+  ModelParams p = bind(enc_offsets_, const_cast<float*>(enc_.param_data()));
   patch_embed_fwd(images_, p.conv_w, p.conv_b, a.patches, PatchShape{B, c.channels, S, S, c.patch, D});
   embed_tokens_fwd(a.patches, p.cls, p.pos, a.tokens, B, Np, D);
   gather_tokens_fwd(a.tokens, rows_.data(), a.x0, B, a.Nd, a.Ne, D);
@@ -222,28 +227,27 @@ void MaskedAutoencoder::encode(const Acts& a) {
   layernorm_fwd(a.enc_out, p.lnf_w, p.lnf_b, a.latent, a.lat_mean, a.lat_rstd, B * a.Ne, D, c.ln_eps);
 }
 
-static BlockParams decoder_block(const std::vector<ParamInfo>& t, float* base, int i) {
-  return bind_block(block_offsets(t, decoder_prefix(i)), base);
+MaskedAutoencoder::DecoderParams MaskedAutoencoder::bind_decoder(float* base) const {
+  const auto& o = dec_offsets_;
+  DecoderParams d{base + o[0], base + o[1], base + o[2], base + o[3], base + o[4], base + o[5], base + o[6], base + o[7], {}};
+  for (const BlockOffsets& b : dec_blocks_) d.blocks.push_back(bind_block(b, base));
+  return d;
 }
 
 void MaskedAutoencoder::decode(const Acts& a) {
   using namespace cpu;
   const int B = a.B, D = ecfg_.dim, Dd = cfg_.dim;
-  const auto& t = table_;
-  float* w = arena_.data();
-  linear_fwd(a.latent, w + param_offset(t, "decoder_embed.weight"), w + param_offset(t, "decoder_embed.bias"), a.emb,
-             B * a.Ne, D, Dd);
-  scatter_tokens_fwd(a.emb, rows_.data(), w + param_offset(t, "mask_token"), a.y0, B, a.Nd, a.Ne, Dd);
-  add_position_fwd(a.y0, w + param_offset(t, "decoder_pos_embed"), a.y0, B, a.Nd, Dd);
+  const DecoderParams w = bind_decoder(arena_.data());
+  linear_fwd(a.latent, w.embed_w, w.embed_b, a.emb, B * a.Ne, D, Dd);
+  scatter_tokens_fwd(a.emb, rows_.data(), w.mask_token, a.y0, B, a.Nd, a.Ne, Dd);
+  add_position_fwd(a.y0, w.pos, a.y0, B, a.Nd, Dd);
   for (int l = 0; l < cfg_.depth; l++) {
     float* out = l + 1 < cfg_.depth ? a.dec[l + 1].x_in : a.dec_out;
     BlockActs b = a.dec[l];
-    block_fwd(decoder_block(t, w, l), b, out, a.ds_t.dtmp, a.ds, BlockNoise{});
+    block_fwd(w.blocks[l], b, out, a.ds_t.dtmp, a.ds, BlockNoise{});
   }
-  layernorm_fwd(a.dec_out, w + param_offset(t, "decoder_norm.weight"), w + param_offset(t, "decoder_norm.bias"), a.dn,
-                a.dn_mean, a.dn_rstd, B * a.Nd, Dd, ecfg_.ln_eps);
-  linear_fwd(a.dn, w + param_offset(t, "decoder_pred.weight"), w + param_offset(t, "decoder_pred.bias"), a.pred,
-             B * a.Nd, Dd, a.K);
+  layernorm_fwd(a.dec_out, w.norm_w, w.norm_b, a.dn, a.dn_mean, a.dn_rstd, B * a.Nd, Dd, ecfg_.ln_eps);
+  linear_fwd(a.dn, w.pred_w, w.pred_b, a.pred, B * a.Nd, Dd, a.K);
 }
 
 float MaskedAutoencoder::forward(const float* images, const int* keep, int B) {
@@ -296,27 +300,19 @@ void MaskedAutoencoder::backward() {
   size_t total;
   const Acts a = layout(B_, acts_.data(), &total);
   const int B = B_, D = ecfg_.dim, Dd = cfg_.dim, Np = ecfg_.num_patches(), S = ecfg_.image_size;
-  const auto& t = table_;
-  float* w = arena_.data();
-  float* g = decoder_grad();
-  auto W = [&](const char* n) { return w + param_offset(t, n); };
-  auto G = [&](const char* n) { return g + param_offset(t, n); };
+  const DecoderParams w = bind_decoder(arena_.data()), g = bind_decoder(decoder_grad());
   // decoder: loss -> pred -> norm -> blocks -> position -> scatter -> decoder_embed
   masked_mse_bwd(a.pred, a.target, a.mask, a.dpred, B * a.Nd, a.K);
-  linear_bwd(a.dn, W("decoder_pred.weight"), a.dpred, a.ds_t.dtmp, G("decoder_pred.weight"), G("decoder_pred.bias"),
-             B * a.Nd, Dd, a.K);
-  layernorm_bwd(a.dec_out, W("decoder_norm.weight"), a.dn_mean, a.dn_rstd, a.ds_t.dtmp, a.ddec,
-                G("decoder_norm.weight"), G("decoder_norm.bias"), B * a.Nd, Dd);
+  linear_bwd(a.dn, w.pred_w, a.dpred, a.ds_t.dtmp, g.pred_w, g.pred_b, B * a.Nd, Dd, a.K);
+  layernorm_bwd(a.dec_out, w.norm_w, a.dn_mean, a.dn_rstd, a.ds_t.dtmp, a.ddec, g.norm_w, g.norm_b, B * a.Nd, Dd);
   for (int l = cfg_.depth - 1; l >= 0; l--)
-    block_bwd(decoder_block(t, w, l), decoder_block(t, g, l), a.dec[l], a.ddec, a.ds_t, a.ds, BlockNoise{});
-  add_position_bwd(a.ddec, G("decoder_pos_embed"), B, a.Nd, Dd);
-  scatter_tokens_bwd(a.ddec, rows_.data(), a.demb, G("mask_token"), B, a.Nd, a.Ne, Dd);
-  linear_bwd(a.latent, W("decoder_embed.weight"), a.demb, a.dlat, G("decoder_embed.weight"), G("decoder_embed.bias"),
-             B * a.Ne, D, Dd);
+    block_bwd(w.blocks[l], g.blocks[l], a.dec[l], a.ddec, a.ds_t, a.ds, BlockNoise{});
+  add_position_bwd(a.ddec, g.pos, B, a.Nd, Dd);
+  scatter_tokens_bwd(a.ddec, rows_.data(), a.demb, g.mask_token, B, a.Nd, a.Ne, Dd);
+  linear_bwd(a.latent, w.embed_w, a.demb, a.dlat, g.embed_w, g.embed_b, B * a.Ne, D, Dd);
   // encoder: norm -> blocks -> gather -> class token and position -> patch embedding
-  const ParamOffsets po = param_offsets(enc_.params(), ecfg_.depth);
-  ModelParams p = bind(po, const_cast<float*>(enc_.param_data()));
-  ModelParams eg = bind(po, enc_.grad_data());
+  ModelParams p = bind(enc_offsets_, const_cast<float*>(enc_.param_data()));
+  ModelParams eg = bind(enc_offsets_, enc_.grad_data());
   layernorm_bwd(a.enc_out, p.lnf_w, a.lat_mean, a.lat_rstd, a.dlat, a.denc, eg.lnf_w, eg.lnf_b, B * a.Ne, D);
   for (int l = ecfg_.depth - 1; l >= 0; l--)
     block_bwd(p.blocks[l], eg.blocks[l], a.enc[l], a.denc, a.es_t, a.es, BlockNoise{});

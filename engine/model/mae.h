@@ -90,6 +90,12 @@ class MaskedAutoencoder {
 
  private:
   struct Acts;
+  // The decoder's tensors (or their gradients: the same offsets on the gradient segment).
+  struct DecoderParams {
+    float *embed_w, *embed_b, *mask_token, *pos, *norm_w, *norm_b, *pred_w, *pred_b;
+    std::vector<BlockParams> blocks;
+  };
+  DecoderParams bind_decoder(float* base) const;
   Acts layout(int B, float* base, size_t* total) const;
   void encode(const Acts& a);
   void decode(const Acts& a);
@@ -97,6 +103,9 @@ class MaskedAutoencoder {
   MaeConfig cfg_;
   ViT enc_;
   std::vector<ParamInfo> table_;
+  ParamOffsets enc_offsets_;                 // the encoder's tensors by role (its arena)
+  std::vector<size_t> dec_offsets_;          // the decoder's eight named tensors, in DecoderParams order
+  std::vector<BlockOffsets> dec_blocks_;     // the decoder's blocks
   size_t n_ = 0, ndecay_ = 0;
   FloatArena arena_;
   FloatArena acts_;
