@@ -130,20 +130,23 @@ void Predictor::set_cell_size(const std::string& mode) {
   if (cell_size_ != CellSizeNorm::kNone) cell_fraction_ = cell_size_reference_of(lm_.meta, version_).fraction;
 }
 
+// meta.extra[key], written by `vitengine stain-ref`; a model without it is refused, naming the file
+// and saying how to add the `what`.
+static const nlohmann::json& stain_ref_entry(const ModelMeta& meta, const char* key, const std::string& model_path,
+                                             const std::string& what) {
+  if (!meta.extra.is_object() || !meta.extra.contains(key))
+    throw std::runtime_error("'" + model_path + "' stores no " + what +
+                             "; add the training images' one with `vitengine stain-ref --model M --data PREPARED "
+                             "--out M2` (the weights stay as they are)");
+  return meta.extra[key];
+}
+
 CellSizeReference cell_size_reference_of(const ModelMeta& meta, const std::string& model_path) {
-  if (!meta.extra.is_object() || !meta.extra.contains("cell_size"))
-    throw std::runtime_error("'" + model_path +
-                             "' stores no cell-size reference; add the training images' one with `vitengine "
-                             "stain-ref --model M --data PREPARED --out M2` (the weights stay as they are)");
-  return CellSizeReference::from_json(meta.extra["cell_size"]);
+  return CellSizeReference::from_json(stain_ref_entry(meta, "cell_size", model_path, "cell-size reference"));
 }
 
 StainReference stain_reference_of(const ModelMeta& meta, const std::string& model_path) {
-  if (!meta.extra.is_object() || !meta.extra.contains("stain_reference"))
-    throw std::runtime_error("'" + model_path +
-                             "' stores no stain reference; add the training images' one with `vitengine stain-ref "
-                             "--model M --data PREPARED --out M2` (the weights stay as they are)");
-  return StainReference::from_json(meta.extra["stain_reference"]);
+  return StainReference::from_json(stain_ref_entry(meta, "stain_reference", model_path, "stain reference"));
 }
 
 void Predictor::use_device(const std::string& device, int max_batch) {
