@@ -216,12 +216,11 @@ void Pretrainer::resume() {
   LoadedModel lm = load_model(last_path_);
   if (!lm.has_optimizer || lm.train_state.value("kind", "") != "mae-pretraining")
     throw CheckpointMismatch("--resume: '" + last_path_ + "' is not a pretraining checkpoint of `vitengine pretrain`");
-  const auto diff = TrainConfig::differing_fields(lm.train_state.value("config", json::object()), cfg_.to_json(), true);
-  if (!diff.empty()) {
-    std::string d;
-    for (const auto& f : diff) d += (d.empty() ? "" : ", ") + f;
-    throw CheckpointMismatch("--resume: the config differs from the checkpoint's in: " + d + "; refusing to resume");
-  }
+  const json saved = lm.train_state.value("config", json::object()), now = cfg_.to_json();
+  const auto diff = TrainConfig::differing_fields(saved, now, true);
+  if (!diff.empty())
+    throw CheckpointMismatch("--resume: '" + last_path_ + "' was written by a pretraining with another config: " +
+                             TrainConfig::describe_differences(diff, saved, now) + "; refusing to resume");
   load_weights_into(mae_->encoder(), lm, true);
   const size_t n = mae_->num_decoder_params();
   auto take = [&](const std::string& name, float* dst, size_t numel) {

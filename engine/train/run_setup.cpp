@@ -191,12 +191,8 @@ void Run::resume_from_checkpoint() {
          std::to_string(cfg_.epochs) + " epochs; the lr schedule now spans " + std::to_string(cfg_.epochs));
   }
   if (!diff.empty()) {
-    std::string d;
-    for (const auto& f : diff)
-      d += (d.empty() ? "" : ", ") + f + " (checkpoint " + (saved.contains(f) ? saved[f].dump() : "absent") + ", now " +
-           cfg_.to_json()[f].dump() + ")";
-    throw CheckpointMismatch("--resume: '" + last_path_ + "' was written by a run with another config: " + d +
-                             "; refusing to resume");
+    throw CheckpointMismatch("--resume: '" + last_path_ + "' was written by a run with another config: " +
+                             TrainConfig::describe_differences(diff, saved, cfg_.to_json()) + "; refusing to resume");
   }
   host_ = std::move(lm.model);
   st_ = RunState::from_json(st);

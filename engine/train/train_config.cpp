@@ -283,6 +283,15 @@ bool TrainConfig::resume_safe(const std::string& f) {
   return safe.count(f) > 0;
 }
 
+std::string TrainConfig::describe_differences(const std::vector<std::string>& fields, const nlohmann::json& saved,
+                                              const nlohmann::json& now) {
+  std::string d;
+  for (const auto& f : fields)
+    d += (d.empty() ? "" : ", ") + f + " (checkpoint " + (saved.contains(f) ? saved[f].dump() : "absent") + ", now " +
+         (now.contains(f) ? now[f].dump() : "absent") + ")";
+  return d;
+}
+
 std::vector<std::string> TrainConfig::differing_fields(const nlohmann::json& a, const nlohmann::json& b,
                                                        bool skip_resume_safe) {
   std::vector<std::string> out;

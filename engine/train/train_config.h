@@ -148,6 +148,9 @@ struct TrainConfig {
   // Names of the fields whose values differ (resume-safe ones excluded when asked).
   static std::vector<std::string> differing_fields(const nlohmann::json& a, const nlohmann::json& b,
                                                    bool skip_resume_safe);
+  // "f (checkpoint <value in saved>, now <value in now>), ..." for a --resume refusal.
+  static std::string describe_differences(const std::vector<std::string>& fields, const nlohmann::json& saved,
+                                          const nlohmann::json& now);
 
   struct FieldDoc {
     std::string name, type, default_value, doc;
