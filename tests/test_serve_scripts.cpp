@@ -131,21 +131,29 @@ TEST(ServeSchemathesis, EveryGeneratedRequestGetsADocumentedAnswer) {
     GTEST_SKIP() << "cannot install schemathesis from PyPI: " << err.substr(0, 300);
   std::string dir = vt::temp_dir("schemathesis");
   vt::write_tiny_model(dir + "/tiny.vit");
-  vt::ServerProcess server({"--model", dir + "/tiny.vit"});
+  vt::ServerProcess server({"--model", dir + "/tiny.vit", "--access-log", dir + "/access.log"});
   const std::string url = "http://127.0.0.1:" + std::to_string(server.port());
   const std::string st = "timeout 240 " + venv + "/bin/st run " + url +
                          "/openapi.json --checks all --exclude-checks positive_data_acceptance,unsupported_method "
                          "--max-examples 25 --seed 1 --request-timeout 20 --max-failures 20 --no-color";
   int rc = vt::run(st, &out, &err);
-  // On a loaded 2-core machine one run in several ends with a connection aborted between two
-  // requests (see docs/serving.md, known issues). A failed run is printed and repeated once; the
-  // test fails when the repeat fails too, so a reproducible fault still fails it.
+  // A failed run is printed and repeated once; the test fails when the repeat fails too, so a
+  // reproducible fault still fails it. (The "connection aborted" runs seen on loaded machines were
+  // a server fault: bodies of TRACE and GET requests left in the socket and parsed as the next
+  // request; see ServeOps.BodiesTheServerDoesNotReadCloseTheConnection.)
   if (rc != 0) {
     std::printf("schemathesis, first run failed; its summary:\n%s\nrunning once more\n",
                 out.substr(out.size() > 3000 ? out.size() - 3000 : 0).c_str());
     rc = vt::run(st, &out, &err);
   }
   EXPECT_EQ(rc, 0) << out.substr(out.size() > 6000 ? out.size() - 6000 : 0) << err;
+  if (rc != 0) {  // the server's side of the story: which requests came before the failing one
+    std::ifstream log(dir + "/access.log");
+    std::vector<std::string> lines;
+    for (std::string l; std::getline(log, l);) lines.push_back(l);
+    std::printf("the server's access log, last 40 lines:\n");
+    for (size_t i = lines.size() > 40 ? lines.size() - 40 : 0; i < lines.size(); ++i) std::printf("%s\n", lines[i].c_str());
+  }
   EXPECT_TRUE(server.alive()) << "the server died under schemathesis";
   EXPECT_EQ(server.stop(), 0);
   std::filesystem::remove_all(dir);

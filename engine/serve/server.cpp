@@ -46,6 +46,43 @@ thread_local bool t_started = false;
 thread_local std::string t_request_id;
 thread_local size_t t_images = 0;
 thread_local std::optional<HttpError> t_deferred;  // a refusal decided before the body was read
+thread_local bool t_handler_ran = false;           // a route's handler ran, so httplib had read the body
+thread_local bool t_answered_in_gate = false;
+
+// httplib 0.11 reads a request's body only for these methods (its expect_content), and leaves the
+// body of a request it fails to read (a malformed multipart, an unknown Content-Encoding) half
+// read. Either way the rest stays in the socket, where httplib would parse it as the next request
+// on the keep-alive connection: the client then reads answers meant for garbage (what schemathesis
+// caught with a TRACE carrying a body), and a request hidden in a body would be served (request
+// smuggling behind a proxy). Such a connection gets its answer with Connection: close, and
+// anything more that arrives on it is refused (PoisonedConnection).
+bool httplib_reads_body(const std::string& method) {
+  return method == "POST" || method == "PUT" || method == "PATCH" || method == "DELETE" || method == "PRI";
+}
+
+bool declares_body(const httplib::Request& req) {
+  if (req.has_header("Transfer-Encoding")) return true;
+  return req.has_header("Content-Length") &&
+         std::strtoull(req.get_header_value("Content-Length").c_str(), nullptr, 10) > 0;
+}
+
+void close_after_answer(httplib::Response& res) {
+  if (res.get_header_value("Connection") != "close") res.set_header("Connection", "close");
+}
+
+// httplib serves each connection's requests on one worker thread until it closes, so the peer's
+// address and port name the connection whose remaining bytes must not be served.
+struct PoisonedConnection {
+  std::string addr;
+  int port = -1;
+  bool is(const httplib::Request& req) const { return port == req.remote_port && addr == req.remote_addr; }
+};
+thread_local std::optional<PoisonedConnection> t_poisoned;
+
+void poison(const httplib::Request& req, httplib::Response& res) {
+  close_after_answer(res);
+  t_poisoned = PoisonedConnection{req.remote_addr, req.remote_port};
+}
 
 // Sends the refusal gate() deferred until httplib had read the body; false when there is none.
 bool send_deferred(httplib::Response& res) {
@@ -243,6 +280,16 @@ struct Server::Impl {
   // catch-all one) sends it.
   bool gate(const httplib::Request& req, httplib::Response& res) {
     t_deferred.reset();
+    t_handler_ran = t_answered_in_gate = false;
+    if (t_poisoned && t_poisoned->is(req)) {  // bytes after a body httplib left unread
+      close_after_answer(res);
+      send_error(res, 400, "bad_request",
+                 "an earlier request on this connection carried a body the server did not read; "
+                 "send this request on a new connection");
+      return t_answered_in_gate = true;
+    }
+    t_poisoned.reset();  // a new connection on this worker thread
+    if (!httplib_reads_body(req.method) && declares_body(req)) poison(req, res);
     const std::string origin = req.get_header_value("Origin");
     const bool cors = !origin.empty() && std::any_of(opt.cors_origins.begin(), opt.cors_origins.end(),
                                                      [&](const std::string& o) { return o == "*" || o == origin; });
@@ -261,18 +308,16 @@ struct Server::Impl {
         res.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type, X-Request-Id");
         res.set_header("Access-Control-Max-Age", "600");
       }
-      return true;
+      return t_answered_in_gate = true;
     }
     std::optional<HttpError> refusal = refuse(req, res, route, methods);
     if (!refusal) return false;
-    static const char* with_body[] = {"POST", "PUT", "PATCH", "DELETE"};
-    const bool reads_body = std::find(std::begin(with_body), std::end(with_body), req.method) != std::end(with_body);
-    if (reads_body && refusal->code != "payload_too_large") {  // far too large: never read it
+    if (httplib_reads_body(req.method) && refusal->code != "payload_too_large") {  // far too large: never read it
       t_deferred = std::move(refusal);
       return false;
     }
     send_error(res, refusal->status, refusal->code, refusal->what());
-    return true;
+    return t_answered_in_gate = true;
   }
 
   // Why a request is refused before its handler runs, if it is; sets the headers that go with it.
@@ -291,13 +336,13 @@ struct Server::Impl {
     if (req.has_header("Content-Length")) {
       const std::string cl = req.get_header_value("Content-Length");
       if (std::strtoull(cl.c_str(), nullptr, 10) > opt.max_upload_bytes + kLingerBytes) {
-        res.set_header("Connection", "close");
+        poison(req, res);
         return HttpError(413, "payload_too_large",
                          "the body is " + cl + " bytes; the limit is " + std::to_string(opt.max_upload_bytes));
       }
     }
     if (draining) {
-      res.set_header("Connection", "close");
+      close_after_answer(res);
       return HttpError(503, "shutting_down", "the service is stopping; retry on another instance or shortly");
     }
     if (!opt.api_keys.empty() && req.path != "/healthz") {
@@ -391,6 +436,7 @@ struct Server::Impl {
   template <typename F>
   httplib::Server::Handler wrap(F f) {
     return [this, f](const httplib::Request& req, httplib::Response& res) {
+      t_handler_ran = true;
       if (send_deferred(res)) return;
       try {
         ClientSlot slot(*this, req.remote_addr);
@@ -426,6 +472,9 @@ struct Server::Impl {
     });
     // Statuses that httplib sets itself (404, 413 payload too large, 400 bad request) get a JSON body too.
     http.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
+      // No handler ran and gate() did not answer: httplib failed to read the body (a malformed
+      // multipart, an unknown Content-Encoding) and may have left part of it in the socket.
+      if (t_started && httplib_reads_body(req.method) && !t_handler_ran && !t_answered_in_gate) poison(req, res);
       if (!res.body.empty()) return;
       std::string code = res.status == 404   ? "not_found"
                          : res.status == 413 ? "payload_too_large"
@@ -468,6 +517,7 @@ struct Server::Impl {
     // Every other method that carries a body, on any path: httplib reads the body first, then the
     // refusal gate() deferred (405, 401, 503) or a 404 is sent.
     const auto deferred_or_404 = [](const httplib::Request&, httplib::Response& res) {
+      t_handler_ran = true;
       if (!send_deferred(res)) send_error(res, 404, "not_found", "no such endpoint");
     };
     http.Put(R"(/.*)", deferred_or_404);
