@@ -204,6 +204,14 @@ TEST(Adapt, BadInputIsRefusedWithTheOriginalUntouched) {
     r.holdout = 0;
     expect_refused(f, r, "too few images to adapt on for: Monocyte 1");
   }
+  {  // --cell-size normalize needs the training cells' size, which this model does not store
+    CellFolder f;
+    f.add("Lymphocyte", 5, 1);
+    f.add("Monocyte", 5, 100);
+    vit::AdaptRequest r = request(f, f.dir + "/a.vit");
+    r.cell_size = "normalize";
+    expect_refused(f, r, "stores no cell-size reference");
+  }
   {
     CellFolder f;
     f.add("Lymphocyte", 5, 1);

@@ -51,7 +51,7 @@ inline CLI::Option* add_stain_norm_option(CLI::App* app, std::string* mode) {
       ->capture_default_str();
 }
 
-// --cell-size for eval, predict, explain, differential and serve: one name, one help text.
+// --cell-size for eval, predict, explain, differential, serve, adapt and ood-ref: one name, one help text.
 inline CLI::Option* add_cell_size_option(CLI::App* app, std::string* mode) {
   return app
       ->add_option("--cell-size", *mode,

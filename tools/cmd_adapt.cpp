@@ -60,6 +60,7 @@ Command register_adapt(CLI::App& root) {
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();
   add_stain_norm_option(c.app, &r->stain_norm);
+  add_cell_size_option(c.app, &r->cell_size);
   c.run = [r]() -> int {
     r->log = [](const std::string& m) {
       std::fprintf(stderr, "adapt: %s\n", m.c_str());

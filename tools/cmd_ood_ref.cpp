@@ -46,7 +46,8 @@ double share_over(const std::vector<double>& v, double t) {
 
 Command register_ood_ref(CLI::App& root) {
   struct Opts {
-    std::string model, data, out, split = "val", against, test_split = "test", stain_norm = "none";
+    std::string model, data, out, split = "val", against, test_split = "test", stain_norm = "none",
+                cell_size = "none";
     double fpr = 0.05;
   };
   auto o = std::make_shared<Opts>();
@@ -65,15 +66,18 @@ Command register_ood_ref(CLI::App& root) {
                     "--data's --test-split; never used to choose the threshold");
   c.app->add_option("--test-split", o->test_split, "in-domain split of the AUROC")->capture_default_str();
   add_stain_norm_option(c.app, &o->stain_norm);
+  add_cell_size_option(c.app, &o->cell_size);
   c.run = [o]() -> int {
     Predictor pred(o->model);
     pred.set_stain_norm(o->stain_norm);
+    pred.set_cell_size(o->cell_size);
     const std::vector<double> val = scores_of(pred, split_files(o->data, o->split));
     const double t = ood_threshold(val, o->fpr);
     nlohmann::json card = {{"score", "energy"},        {"threshold", t},
                            {"fpr", o->fpr},            {"split", o->split},
                            {"images", val.size()},     {"flagged_share_on_split", share_over(val, t)},
-                           {"data", o->data},          {"stain_norm", o->stain_norm}};
+                           {"data", o->data},          {"stain_norm", o->stain_norm},
+                           {"cell_size", o->cell_size}};
     std::printf("threshold %.4f: %zu '%s' images, %.1f%% flagged (asked %.1f%%)\n", t, val.size(), o->split.c_str(),
                 100 * share_over(val, t), 100 * o->fpr);
     if (!o->against.empty()) {

@@ -360,6 +360,7 @@ nlohmann::json adapt(const AdaptRequest& req) {
   check_request(req);
   Predictor pred(req.model);
   pred.set_stain_norm(req.stain_norm);
+  pred.set_cell_size(req.cell_size);
   const Labels L = make_labels(req, pred.class_names());
   std::vector<Cell> cells, held, kept, home_val;
   split_cells(req, L, cells, held);
@@ -401,6 +402,7 @@ nlohmann::json adapt(const AdaptRequest& req) {
                          {"lr", s.lr},
                          {"seed", req.seed},
                          {"stain_norm", req.stain_norm},
+                         {"cell_size", req.cell_size},
                          {"held_out", {{"images", held.size()},
                                        {"per_label", counts(held, L)},
                                        {"accuracy_before", before},

@@ -42,6 +42,7 @@ struct AdaptRequest {
   int batch = 16;
   uint64_t seed = 0;
   std::string stain_norm = "none";  // applied to every image, as eval and predict would
+  std::string cell_size = "none";   // none | normalize (engine/data/cell_size.h), likewise
   std::string views = "d4";         // training views per image: none | flip | d4 (engine/eval/tta.h)
   // Rehearsal (optional): the prepared data the model was trained on. keep_per_class images of
   // each class of its train split train beside the new cells, with their own classes, so that
