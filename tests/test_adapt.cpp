@@ -210,7 +210,7 @@ TEST(Adapt, BadInputIsRefusedWithTheOriginalUntouched) {
     f.add("Monocyte", 5, 100);
     vit::AdaptRequest r = request(f, f.dir + "/a.vit");
     r.cell_size = "normalize";
-    expect_refused(f, r, "stores no cell-size reference");
+    expect_refused(f, r, "'" + f.model + "' stores no cell-size reference");
   }
   {
     CellFolder f;

@@ -85,7 +85,7 @@ std::vector<std::string> list_image_files(const std::vector<std::string>& paths)
 }
 
 Predictor::Predictor(const std::string& checkpoint_path, const std::vector<std::string>& names_if_unnamed)
-    : lm_(load_model(checkpoint_path)) {
+    : lm_(load_model(checkpoint_path)), source_(checkpoint_path) {
   if (lm_.meta.extra.is_object() && lm_.meta.extra.contains("version") && lm_.meta.extra["version"].is_string())
     version_ = lm_.meta.extra["version"].get<std::string>();
   else
@@ -93,7 +93,8 @@ Predictor::Predictor(const std::string& checkpoint_path, const std::vector<std::
   check_meta(names_if_unnamed);
 }
 
-Predictor::Predictor(LoadedModel lm, std::string version) : lm_(std::move(lm)), version_(std::move(version)) {
+Predictor::Predictor(LoadedModel lm, std::string version)
+    : lm_(std::move(lm)), version_(std::move(version)), source_(version_) {
   if (!lm_.model) throw std::invalid_argument("Predictor: no model");
   check_meta({});
 }
@@ -122,12 +123,12 @@ void Predictor::prepare(const Image& img, float* out) const {
 
 void Predictor::set_stain_norm(const std::string& mode) {
   stain_ = parse_stain_norm(mode);
-  if (stain_ != StainNorm::kNone) stain_ref_ = stain_reference_of(lm_.meta, version_);
+  if (stain_ != StainNorm::kNone) stain_ref_ = stain_reference_of(lm_.meta, source_);
 }
 
 void Predictor::set_cell_size(const std::string& mode) {
   cell_size_ = parse_cell_size_norm(mode);
-  if (cell_size_ != CellSizeNorm::kNone) cell_fraction_ = cell_size_reference_of(lm_.meta, version_).fraction;
+  if (cell_size_ != CellSizeNorm::kNone) cell_fraction_ = cell_size_reference_of(lm_.meta, source_).fraction;
 }
 
 // meta.extra[key], written by `vitengine stain-ref`; a model without it is refused, naming the file

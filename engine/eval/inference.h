@@ -94,6 +94,7 @@ class Predictor {
   LoadedModel lm_;
   std::unique_ptr<TrainBackend> backend_;  // set by use_device("cuda")
   std::string version_;
+  std::string source_;  // the checkpoint's path (its version when made in memory): what refusals name
   std::string tta_ = "none";
   int tta_views_ = 1;
   StainNorm stain_ = StainNorm::kNone;
