@@ -473,8 +473,10 @@ struct Server::Impl {
     // Statuses that httplib sets itself (404, 413 payload too large, 400 bad request) get a JSON body too.
     http.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
       // No handler ran and gate() did not answer: httplib failed to read the body (a malformed
-      // multipart, an unknown Content-Encoding) and may have left part of it in the socket.
-      if (t_started && httplib_reads_body(req.method) && !t_handler_ran && !t_answered_in_gate) poison(req, res);
+      // multipart, an unknown Content-Encoding) and may have left part of it in the socket. (A 404
+      // comes after the body was read: no route matched.)
+      if (t_started && httplib_reads_body(req.method) && !t_handler_ran && !t_answered_in_gate && res.status != 404)
+        poison(req, res);
       if (!res.body.empty()) return;
       std::string code = res.status == 404   ? "not_found"
                          : res.status == 413 ? "payload_too_large"
