@@ -260,8 +260,7 @@ class RawConnection {
     a.sin_port = htons(uint16_t(port));
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     connected_ = connect(s_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-    timeval tv{5, 0};
-    setsockopt(s_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    set_timeout_ms(5000);
   }
   ~RawConnection() { close(s_); }
   void set_timeout_ms(int ms) {

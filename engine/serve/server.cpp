@@ -46,8 +46,6 @@ thread_local bool t_started = false;
 thread_local std::string t_request_id;
 thread_local size_t t_images = 0;
 thread_local std::optional<HttpError> t_deferred;  // a refusal decided before the body was read
-thread_local bool t_handler_ran = false;           // a route's handler ran, so httplib had read the body
-thread_local bool t_answered_in_gate = false;
 
 // httplib 0.11 reads a request's body only for these methods (its expect_content), and leaves the
 // body of a request it fails to read (a malformed multipart, an unknown Content-Encoding) half
@@ -60,10 +58,13 @@ bool httplib_reads_body(const std::string& method) {
   return method == "POST" || method == "PUT" || method == "PATCH" || method == "DELETE" || method == "PRI";
 }
 
+// The Content-Length a request declares; 0 without one.
+uint64_t declared_length(const httplib::Request& req) {
+  return std::strtoull(req.get_header_value("Content-Length").c_str(), nullptr, 10);
+}
+
 bool declares_body(const httplib::Request& req) {
-  if (req.has_header("Transfer-Encoding")) return true;
-  return req.has_header("Content-Length") &&
-         std::strtoull(req.get_header_value("Content-Length").c_str(), nullptr, 10) > 0;
+  return req.has_header("Transfer-Encoding") || declared_length(req) > 0;
 }
 
 void close_after_answer(httplib::Response& res) {
@@ -280,13 +281,12 @@ struct Server::Impl {
   // catch-all one) sends it.
   bool gate(const httplib::Request& req, httplib::Response& res) {
     t_deferred.reset();
-    t_handler_ran = t_answered_in_gate = false;
     if (t_poisoned && t_poisoned->is(req)) {  // bytes after a body httplib left unread
       close_after_answer(res);
       send_error(res, 400, "bad_request",
                  "an earlier request on this connection carried a body the server did not read; "
                  "send this request on a new connection");
-      return t_answered_in_gate = true;
+      return true;
     }
     t_poisoned.reset();  // a new connection on this worker thread
     if (!httplib_reads_body(req.method) && declares_body(req)) poison(req, res);
@@ -308,7 +308,7 @@ struct Server::Impl {
         res.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type, X-Request-Id");
         res.set_header("Access-Control-Max-Age", "600");
       }
-      return t_answered_in_gate = true;
+      return true;
     }
     std::optional<HttpError> refusal = refuse(req, res, route, methods);
     if (!refusal) return false;
@@ -317,7 +317,7 @@ struct Server::Impl {
       return false;
     }
     send_error(res, refusal->status, refusal->code, refusal->what());
-    return t_answered_in_gate = true;
+    return true;
   }
 
   // Why a request is refused before its handler runs, if it is; sets the headers that go with it.
@@ -333,13 +333,11 @@ struct Server::Impl {
     // that writes its whole request before reading (most do) gets the 413 instead of a reset
     // connection; past that it is refused at once and the connection closed (nginx's lingering
     // close makes the same trade).
-    if (req.has_header("Content-Length")) {
-      const std::string cl = req.get_header_value("Content-Length");
-      if (std::strtoull(cl.c_str(), nullptr, 10) > opt.max_upload_bytes + kLingerBytes) {
-        poison(req, res);
-        return HttpError(413, "payload_too_large",
-                         "the body is " + cl + " bytes; the limit is " + std::to_string(opt.max_upload_bytes));
-      }
+    if (declared_length(req) > opt.max_upload_bytes + kLingerBytes) {
+      poison(req, res);
+      return HttpError(413, "payload_too_large",
+                       "the body is " + req.get_header_value("Content-Length") + " bytes; the limit is " +
+                           std::to_string(opt.max_upload_bytes));
     }
     if (draining) {
       close_after_answer(res);
@@ -436,7 +434,6 @@ struct Server::Impl {
   template <typename F>
   httplib::Server::Handler wrap(F f) {
     return [this, f](const httplib::Request& req, httplib::Response& res) {
-      t_handler_ran = true;
       if (send_deferred(res)) return;
       try {
         ClientSlot slot(*this, req.remote_addr);
@@ -472,11 +469,11 @@ struct Server::Impl {
     });
     // Statuses that httplib sets itself (404, 413 payload too large, 400 bad request) get a JSON body too.
     http.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
-      // No handler ran and gate() did not answer: httplib failed to read the body (a malformed
-      // multipart, an unknown Content-Encoding) and may have left part of it in the socket. (A 404
-      // comes after the body was read: no route matched.)
-      if (t_started && httplib_reads_body(req.method) && !t_handler_ran && !t_answered_in_gate && res.status != 404)
-        poison(req, res);
+      // Every error gate() or a handler answers has a body (send_error), so an empty one means
+      // httplib answered by itself: for a method with a body, that it failed to read it (a
+      // malformed multipart, an unknown Content-Encoding) and may have left part of it in the
+      // socket. (Its 404 comes after the body was read: no route matched.)
+      if (t_started && httplib_reads_body(req.method) && res.body.empty() && res.status != 404) poison(req, res);
       if (!res.body.empty()) return;
       std::string code = res.status == 404   ? "not_found"
                          : res.status == 413 ? "payload_too_large"
@@ -519,7 +516,6 @@ struct Server::Impl {
     // Every other method that carries a body, on any path: httplib reads the body first, then the
     // refusal gate() deferred (405, 401, 503) or a 404 is sent.
     const auto deferred_or_404 = [](const httplib::Request&, httplib::Response& res) {
-      t_handler_ran = true;
       if (!send_deferred(res)) send_error(res, 404, "not_found", "no such endpoint");
     };
     http.Put(R"(/.*)", deferred_or_404);
