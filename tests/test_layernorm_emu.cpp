@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "kernels/cpu/ops.h"
+#include "tests/emu/expect_close.h"
 #include "tests/op_tolerance.h"
 
 namespace {
@@ -44,19 +45,6 @@ void make(std::mt19937& g, size_t n, float mean, float sd, std::vector<T>& t, st
   }
 }
 
-// |got - ref| <= atol + rtol |ref| and finite, element by element (first failure reported).
-template <typename T>
-void expect_close(const std::vector<T>& got, const std::vector<double>& ref, double atol, double rtol,
-                  const std::string& what) {
-  ASSERT_EQ(got.size(), ref.size()) << what;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    const double g = emu::to_double(got[i]);
-    if (!std::isfinite(g) || std::fabs(g - ref[i]) > atol + rtol * std::fabs(ref[i])) {
-      ADD_FAILURE() << what << "[" << i << "] = " << g << ", reference " << ref[i];
-      return;
-    }
-  }
-}
 template <typename T>
 bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
@@ -114,9 +102,9 @@ void check_layernorm(const Shape& s) {
     std::vector<float> mean(R), rstd(R);
     emu::poison(y), emu::poison(mean), emu::poison(rstd);
     shapes[vi].run(y.data(), mean.data(), rstd.data());
-    expect_close(y, ry, Tol<T>::atol, Tol<T>::rtol, "y " + tag);
-    expect_close(mean, rm, Tol<float>::atol, Tol<float>::rtol, "mean " + tag);
-    expect_close(rstd, rr, Tol<float>::atol, Tol<float>::rtol, "rstd " + tag);
+    emu::expect_close(y, ry, Tol<T>::atol, Tol<T>::rtol, "y " + tag);
+    emu::expect_close(mean, rm, Tol<float>::atol, Tol<float>::rtol, "mean " + tag);
+    emu::expect_close(rstd, rr, Tol<float>::atol, Tol<float>::rtol, "rstd " + tag);
     if (vi == 0) {
       y0 = y, m0 = mean, r0 = rstd;
     } else {
@@ -137,9 +125,9 @@ void check_layernorm(const Shape& s) {
   emu::poison(dx), emu::poison(scratch);
   vit::cuda_emu::layernorm_bwd<T>(x.data(), w.data(), m0.data(), r0.data(), dy.data(), dx.data(), gw.data(), gb.data(),
                                   scratch.data(), R, C, nullptr, nullptr);
-  expect_close(dx, rdx, Tol<T>::atol, Tol<T>::rtol, "dx" + tag);
-  expect_close(gw, rdw, Tol<float>::sum_atol, Tol<float>::sum_rtol, "dw" + tag);
-  expect_close(gb, rdb, Tol<float>::sum_atol, Tol<float>::sum_rtol, "db" + tag);
+  emu::expect_close(dx, rdx, Tol<T>::atol, Tol<T>::rtol, "dx" + tag);
+  emu::expect_close(gw, rdw, Tol<float>::sum_atol, Tol<float>::sum_rtol, "dw" + tag);
+  emu::expect_close(gb, rdb, Tol<float>::sum_atol, Tol<float>::sum_rtol, "db" + tag);
   // the fused residual, in place on the residual buffer
   std::vector<T> dxr = res;
   std::vector<float> gw2 = dw0, gb2 = db0;
@@ -147,7 +135,7 @@ void check_layernorm(const Shape& s) {
                                   gb2.data(), scratch.data(), R, C, nullptr, dxr.data());
   std::vector<double> rdxr(n);
   for (size_t i = 0; i < n; ++i) rdxr[i] = rdx[i] + resd[i];
-  expect_close(dxr, rdxr, Tol<T>::atol, Tol<T>::rtol, "dx + residual" + tag);
+  emu::expect_close(dxr, rdxr, Tol<T>::atol, Tol<T>::rtol, "dx + residual" + tag);
 }
 
 class LayerNormEmu : public ::testing::TestWithParam<Shape> {};

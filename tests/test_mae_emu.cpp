@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "kernels/cpu/ops.h"
+#include "tests/emu/expect_close.h"
 
 namespace {
 
@@ -29,17 +30,6 @@ void make(std::mt19937& g, size_t n, std::vector<T>& t, std::vector<float>& f) {
   std::normal_distribution<float> nd;
   t.resize(n), f.resize(n);
   for (size_t i = 0; i < n; ++i) t[i] = T(nd(g)), f[i] = float(emu::to_double(t[i]));
-}
-
-template <typename T>
-void expect_near(const std::vector<T>& got, const std::vector<float>& ref, double atol, double rtol,
-                 const std::string& what) {
-  ASSERT_EQ(got.size(), ref.size()) << what;
-  for (size_t i = 0; i < got.size(); ++i) {
-    const double g = emu::to_double(got[i]);
-    ASSERT_TRUE(std::isfinite(g) && std::fabs(g - ref[i]) <= atol + rtol * std::fabs(ref[i]))
-        << what << "[" << i << "]: " << g << " vs " << ref[i];
-  }
 }
 
 std::vector<int> distinct_rows(std::mt19937& g, int B, int N, int K) {
@@ -78,11 +68,11 @@ void check_tokens(int B, int N, int K, int D) {
   vit::cpu::gather_tokens_bwd<float>(fdy.data(), idx.data(), rdx.data(), B, N, K, D);
   vit::cpu::scatter_tokens_fwd<float>(fxs.data(), idx.data(), fill.data(), rys.data(), B, N, K, D);
   vit::cpu::scatter_tokens_bwd<float>(fdys.data(), idx.data(), rdxs.data(), rdf.data(), B, N, K, D);
-  expect_near(y, ry, 0, 0, "gather y");  // copies: exact
-  expect_near(dx, rdx, 0, 0, "gather dx");
-  expect_near(ys, rys, 0, 0, "scatter y");
-  expect_near(dxs, rdxs, 0, 0, "scatter dx");
-  expect_near(dfill, rdf, 1e-4, 1e-5, "scatter dfill");  // a sum over the hidden rows, other order
+  emu::expect_close(y, ry, 0, 0, "gather y");  // copies: exact
+  emu::expect_close(dx, rdx, 0, 0, "gather dx");
+  emu::expect_close(ys, rys, 0, 0, "scatter y");
+  emu::expect_close(dxs, rdxs, 0, 0, "scatter dx");
+  emu::expect_close(dfill, rdf, 1e-4, 1e-5, "scatter dfill");  // a sum over the hidden rows, other order
 }
 
 TEST(MaeEmu, GatherScatterAndTheirGradients) {
@@ -108,8 +98,8 @@ void check_position_and_loss(int B, int N, int D, int K) {
   vit::cpu::add_position_fwd<float>(fx.data(), pos.data(), ry.data(), B, N, D);
   vit::cpu::add_position_bwd<float>(fx.data(), rdpos.data(), B, N, D);
   const double tol = std::is_same_v<T, float> ? 1e-6 : 1.0 / 128;
-  expect_near(y, ry, tol, tol, "position y");
-  expect_near(dpos, rdpos, 1e-5, 1e-5, "position dpos");
+  emu::expect_close(y, ry, tol, tol, "position y");
+  emu::expect_close(dpos, rdpos, 1e-5, 1e-5, "position dpos");
   // per-row normalisation and the masked loss (targets and masks are fp32)
   const int R = B * N;
   std::vector<float> target, tdummy, mean(R), sd(R);
@@ -118,8 +108,8 @@ void check_position_and_loss(int B, int N, int D, int K) {
   std::vector<float> rt = target, rmean(R), rsd(R);
   vit::cuda_emu::normalize_rows(target.data(), mean.data(), sd.data(), R, K, 1e-6f, nullptr);
   vit::cpu::normalize_rows<float>(rt.data(), rmean.data(), rsd.data(), R, K, 1e-6f);
-  expect_near(target, rt, 1e-5, 1e-4, "normalised target");
-  expect_near(sd, rsd, 1e-6, 1e-5, "patch spread");
+  emu::expect_close(target, rt, 1e-5, 1e-4, "normalised target");
+  emu::expect_close(sd, rsd, 1e-6, 1e-5, "patch spread");
   std::vector<float> mask(R);
   float hidden = 0;
   for (auto& m : mask) hidden += (m = g() % 4 != 0 ? 1.f : 0.f);
@@ -133,7 +123,7 @@ void check_position_and_loss(int B, int N, int D, int K) {
   const float rloss = vit::cpu::masked_mse_fwd<float>(fpred.data(), rt.data(), mask.data(), R, K);
   vit::cpu::masked_mse_bwd<float>(fpred.data(), rt.data(), mask.data(), rgrad.data(), R, K);
   EXPECT_NEAR(loss[0], rloss, 1e-5 * rloss);
-  expect_near(grad, rgrad, 1e-9, std::is_same_v<T, float> ? 1e-4 : 1.0 / 128, "masked mse dpred");
+  emu::expect_close(grad, rgrad, 1e-9, std::is_same_v<T, float> ? 1e-4 : 1.0 / 128, "masked mse dpred");
 }
 
 TEST(MaeEmu, PositionNormalisationAndMaskedLoss) {
