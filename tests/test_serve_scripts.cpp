@@ -139,8 +139,8 @@ TEST(ServeSchemathesis, EveryGeneratedRequestGetsADocumentedAnswer) {
   int rc = vt::run(st, &out, &err);
   // A failed run is printed and repeated once; the test fails when the repeat fails too, so a
   // reproducible fault still fails it. (The "connection aborted" runs seen on loaded machines were
-  // a server fault: bodies of TRACE and GET requests left in the socket and parsed as the next
-  // request; see ServeOps.BodiesTheServerDoesNotReadCloseTheConnection.)
+  // server faults: bodies of TRACE, GET and QUERY requests left in the socket and parsed as the
+  // next request; see ServeOps.BodiesTheServerDoesNotReadCloseTheConnection.)
   if (rc != 0) {
     std::printf("schemathesis, first run failed; its summary:\n%s\nrunning once more\n",
                 out.substr(out.size() > 3000 ? out.size() - 3000 : 0).c_str());

@@ -49,11 +49,13 @@ thread_local std::optional<HttpError> t_deferred;  // a refusal decided before t
 
 // httplib 0.11 reads a request's body only for these methods (its expect_content), and leaves the
 // body of a request it fails to read (a malformed multipart, an unknown Content-Encoding) half
-// read. Either way the rest stays in the socket, where httplib would parse it as the next request
-// on the keep-alive connection: the client then reads answers meant for garbage (what schemathesis
-// caught with a TRACE carrying a body), and a request hidden in a body would be served (request
-// smuggling behind a proxy). Such a connection gets its answer with Connection: close, and
-// anything more that arrives on it is refused (PoisonedConnection).
+// read. It also answers a request line or headers it cannot parse (a method it does not know,
+// such as QUERY; a URI over 8 KiB; a bad Range) at once, before reading the rest of the request.
+// Either way the rest stays in the socket, where httplib parses it as the next request on the
+// keep-alive connection: the client then reads answers meant for garbage (what schemathesis
+// caught with TRACE and QUERY requests carrying a body), and a request hidden in a body would be
+// served (request smuggling behind a proxy). Such a connection is poisoned: its answer says
+// Connection: close, and anything more that arrives on it is refused.
 bool httplib_reads_body(const std::string& method) {
   return method == "POST" || method == "PUT" || method == "PATCH" || method == "DELETE" || method == "PRI";
 }
@@ -71,19 +73,33 @@ void close_after_answer(httplib::Response& res) {
   if (res.get_header_value("Connection") != "close") res.set_header("Connection", "close");
 }
 
-// httplib serves each connection's requests on one worker thread until it closes, so the peer's
-// address and port name the connection whose remaining bytes must not be served.
-struct PoisonedConnection {
-  std::string addr;
-  int port = -1;
-  bool is(const httplib::Request& req) const { return port == req.remote_port && addr == req.remote_addr; }
-};
-thread_local std::optional<PoisonedConnection> t_poisoned;
+// Whether the connection this worker thread serves is poisoned. httplib serves each connection on
+// one worker thread from accept to close; ConnectionTasks clears the flag when a thread takes a
+// new connection, so it needs no peer address (which httplib does not know for a request line it
+// could not parse).
+thread_local bool t_poisoned = false;
 
-void poison(const httplib::Request& req, httplib::Response& res) {
+void poison(httplib::Response& res) {
   close_after_answer(res);
-  t_poisoned = PoisonedConnection{req.remote_addr, req.remote_port};
+  t_poisoned = true;
 }
+
+// httplib's thread pool, with each connection's task starting from a clean per-connection state.
+class ConnectionTasks : public httplib::TaskQueue {
+ public:
+  explicit ConnectionTasks(size_t threads) : pool_(threads) {}
+  void enqueue(std::function<void()> serve_connection) override {
+    pool_.enqueue([serve_connection = std::move(serve_connection)] {
+      t_poisoned = false;
+      t_started = false;
+      serve_connection();
+    });
+  }
+  void shutdown() override { pool_.shutdown(); }
+
+ private:
+  httplib::ThreadPool pool_;
+};
 
 // Sends the refusal gate() deferred until httplib had read the body; false when there is none.
 bool send_deferred(httplib::Response& res) {
@@ -281,15 +297,14 @@ struct Server::Impl {
   // catch-all one) sends it.
   bool gate(const httplib::Request& req, httplib::Response& res) {
     t_deferred.reset();
-    if (t_poisoned && t_poisoned->is(req)) {  // bytes after a body httplib left unread
+    if (t_poisoned) {  // bytes after a request httplib left partly unread
       close_after_answer(res);
       send_error(res, 400, "bad_request",
                  "an earlier request on this connection carried a body the server did not read; "
                  "send this request on a new connection");
       return true;
     }
-    t_poisoned.reset();  // a new connection on this worker thread
-    if (!httplib_reads_body(req.method) && declares_body(req)) poison(req, res);
+    if (!httplib_reads_body(req.method) && declares_body(req)) poison(res);
     const std::string origin = req.get_header_value("Origin");
     const bool cors = !origin.empty() && std::any_of(opt.cors_origins.begin(), opt.cors_origins.end(),
                                                      [&](const std::string& o) { return o == "*" || o == origin; });
@@ -334,7 +349,7 @@ struct Server::Impl {
     // connection; past that it is refused at once and the connection closed (nginx's lingering
     // close makes the same trade).
     if (declared_length(req) > opt.max_upload_bytes + kLingerBytes) {
-      poison(req, res);
+      poison(res);
       return HttpError(413, "payload_too_large",
                        "the body is " + req.get_header_value("Content-Length") + " bytes; the limit is " +
                            std::to_string(opt.max_upload_bytes));
@@ -469,21 +484,27 @@ struct Server::Impl {
     });
     // Statuses that httplib sets itself (404, 413 payload too large, 400 bad request) get a JSON body too.
     http.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
-      // Every error gate() or a handler answers has a body (send_error), so an empty one means
-      // httplib answered by itself: for a method with a body, that it failed to read it (a
-      // malformed multipart, an unknown Content-Encoding) and may have left part of it in the
-      // socket. (Its 404 comes after the body was read: no route matched.)
-      if (t_started && httplib_reads_body(req.method) && res.body.empty() && res.status != 404) poison(req, res);
+      // Before the pre-routing handler ran (!t_started), httplib could not parse the request line
+      // or headers and answered without reading the rest of the request. After it, every error
+      // gate() or a handler answers has a body (send_error), so an empty one means httplib
+      // answered by itself: for a method with a body, that it failed to read it (a malformed
+      // multipart, an unknown Content-Encoding). (Its 404 comes after the body was read: no route
+      // matched.) Either way part of the request may still be in the socket.
+      if (!t_started || (httplib_reads_body(req.method) && res.body.empty() && res.status != 404)) poison(res);
       if (!res.body.empty()) return;
       std::string code = res.status == 404   ? "not_found"
                          : res.status == 413 ? "payload_too_large"
                          : res.status == 405 ? "method_not_allowed"
+                         : res.status == 414 ? "uri_too_long"
                                              : "bad_request";
       std::string msg = res.status == 404 ? "no such endpoint"
                         : res.status == 413
                             ? "the body is " + req.get_header_value("Content-Length") + " bytes; the limit is " +
                                   std::to_string(opt.max_upload_bytes)
-                            : "bad request";
+                        : !t_started ? "the request line or headers could not be parsed (a method other than GET, "
+                                       "HEAD, POST, PUT, PATCH, DELETE, OPTIONS or TRACE; a URI over 8 KiB; a "
+                                       "malformed header or Range)"
+                                     : "bad request";
       send_error(res, res.status, code, msg);
     });
     http.Get("/", [](const httplib::Request&, httplib::Response& res) {
@@ -531,7 +552,7 @@ struct Server::Impl {
     http.set_read_timeout(std::max(1, opt.read_timeout_s), 0);
     http.set_write_timeout(10, 0);
     size_t threads = size_t(std::max(2, opt.threads));
-    http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+    http.new_task_queue = [threads] { return new ConnectionTasks(threads); };
   }
 };
 
