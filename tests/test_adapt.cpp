@@ -82,6 +82,7 @@ vit::AdaptRequest request(const CellFolder& f, const std::string& out) {
   r.model = f.model;
   r.data = f.data;
   r.out = out;
+  r.freeze = "all-but-head";  // the fast path; tests that train the encoder say so
   r.epochs = 3;
   r.views = "flip";
   r.holdout = 0.25;
@@ -114,22 +115,29 @@ TEST(Adapt, AllButHeadLeavesEveryOtherTensorBitwiseUnchanged) {
   expect_only_trained_changed(f.model, out, [](const std::string& n) { return n.rfind("heads.", 0) == 0; });
   EXPECT_EQ(card["cells"].get<int>() + card["held_out"]["images"].get<int>(), 12);
   EXPECT_EQ(card["freeze"], "all-but-head");
+  EXPECT_EQ(card["augment"], "views");  // auto: the cached features are of the --views views
 }
 
 TEST(Adapt, LastKTrainsOnlyTheLastBlocksTheFinalNormAndTheHead) {
   CellFolder f;
   f.add("Lymphocyte", 4, 1);
   f.add("Monocyte", 4, 100);
-  const std::string out = f.dir + "/a.vit";
-  vit::AdaptRequest r = request(f, out);
-  r.freeze = "last-k";
-  r.last_k = 1;
-  r.lr = 1e-3f;
-  vit::adapt(r);
-  expect_only_trained_changed(f.model, out, [](const std::string& n) {
-    return n.rfind("heads.", 0) == 0 || n.rfind("encoder.ln.", 0) == 0 ||
-           n.rfind("encoder.layers.encoder_layer_1.", 0) == 0;  // the tiny model has 2 blocks
-  });
+  // Both kinds of step input: dihedral views of the prepared floats, and the trainer's
+  // augmentation drawn anew each step (which must reach the model: the two results differ).
+  for (const std::string augment : {"views", "auto"}) {  // auto: train, when the encoder trains
+    const std::string out = f.dir + "/a_" + augment + ".vit";
+    vit::AdaptRequest r = request(f, out);
+    r.freeze = "last-k";
+    r.last_k = 1;
+    r.lr = 1e-3f;
+    r.augment = augment;
+    EXPECT_EQ(vit::adapt(r)["augment"], augment == "auto" ? "train" : "views");
+    expect_only_trained_changed(f.model, out, [](const std::string& n) {
+      return n.rfind("heads.", 0) == 0 || n.rfind("encoder.ln.", 0) == 0 ||
+             n.rfind("encoder.layers.encoder_layer_1.", 0) == 0;  // the tiny model has 2 blocks
+    });
+  }
+  EXPECT_NE(params_of(f.dir + "/a_views.vit"), params_of(f.dir + "/a_auto.vit"));
 }
 
 TEST(Adapt, ShotsAreHonouredPerClassAndTheModelLoadsEverywhere) {
@@ -211,6 +219,17 @@ TEST(Adapt, BadInputIsRefusedWithTheOriginalUntouched) {
     vit::AdaptRequest r = request(f, f.dir + "/a.vit");
     r.cell_size = "normalize";
     expect_refused(f, r, "'" + f.model + "' stores no cell-size reference");
+  }
+  {  // the head alone trains on features cached per view: no per-step augmentation to draw
+    CellFolder f;
+    f.add("Lymphocyte", 5, 1);
+    f.add("Monocyte", 5, 100);
+    vit::AdaptRequest r = request(f, f.dir + "/a.vit");
+    r.augment = "train";
+    expect_refused(f, r, "--augment train needs --freeze last-k or none");
+    r.augment = "mixup";
+    r.freeze = "none";
+    expect_refused(f, r, "--augment must be auto, views or train, not 'mixup'");
   }
   {
     CellFolder f;

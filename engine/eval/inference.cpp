@@ -115,10 +115,14 @@ Image Predictor::model_view(const Image& img) const {
   return preprocess(img, image_size());
 }
 
-void Predictor::prepare(const Image& img, float* out) const {
+Image Predictor::normalized_view(const Image& img) const {
   Image v = model_view(img);
   stain_normalize(v, stain_, stain_ref_);
-  to_chw_normalized(v, lm_.meta.mean, lm_.meta.std, out);
+  return v;
+}
+
+void Predictor::prepare(const Image& img, float* out) const {
+  to_chw_normalized(normalized_view(img), lm_.meta.mean, lm_.meta.std, out);
 }
 
 void Predictor::set_stain_norm(const std::string& mode) {

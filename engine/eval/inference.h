@@ -69,8 +69,14 @@ class Predictor {
   // Cell-size normalisation (engine/data/cell_size.h) of every image's model view onto the cell
   // fraction the checkpoint stores ("none" | "normalize"); throws std::runtime_error when it stores none.
   void set_cell_size(const std::string& mode);
-  // model_view + normalise into out (input_floats() floats).
+  // model_view + stain normalisation: the 8-bit image prepare() normalises (what a training-time
+  // augmentation of the model's input starts from).
+  Image normalized_view(const Image& img) const;
+  // normalized_view + normalise into out (input_floats() floats).
   void prepare(const Image& img, float* out) const;
+  // The mean and spread prepare() normalises with.
+  const float* input_mean() const { return lm_.meta.mean; }
+  const float* input_std() const { return lm_.meta.std; }
 
   // Run forward passes on "cpu" (default) or "cuda" (the same backend `vitengine eval
   // --device cuda` uses; fp32; batches up to max_batch). On cuda the attention

@@ -8,6 +8,7 @@
 #include <map>
 #include <stdexcept>
 
+#include "engine/data/augment.h"
 #include "engine/eval/evaluate.h"
 #include "engine/eval/inference.h"
 #include "engine/eval/tta.h"
@@ -125,16 +126,20 @@ void check_cells(const std::vector<Cell>& cells, const Labels& L, int min_per_cl
                              " per class; label more, or pass --min-per-class to accept fewer)");
 }
 
-// Decoded, stain-normalised, normalised CHW floats of every cell; a corrupt file is named.
-std::vector<float> prepare_all(Predictor& pred, const std::vector<Cell>& cells) {
-  std::vector<float> x(cells.size() * pred.input_floats());
-  for (size_t i = 0; i < cells.size(); ++i) {
-    try {
-      pred.prepare(load_image(cells[i].path), x.data() + i * pred.input_floats());
-    } catch (const std::exception& e) {
-      throw std::runtime_error("cannot adapt on '" + cells[i].path + "': " + e.what());
-    }
+// A cell's decoded, stain-normalised model view; a corrupt file is named.
+Image cell_view(const Predictor& pred, const Cell& cell) {
+  try {
+    return pred.normalized_view(load_image(cell.path));
+  } catch (const std::exception& e) {
+    throw std::runtime_error("cannot adapt on '" + cell.path + "': " + e.what());
   }
+}
+
+// Normalised CHW floats of every cell (input_floats() each).
+std::vector<float> prepare_all(const Predictor& pred, const std::vector<Cell>& cells) {
+  std::vector<float> x(cells.size() * pred.input_floats());
+  for (size_t i = 0; i < cells.size(); ++i)
+    to_chw_normalized(cell_view(pred, cells[i]), pred.input_mean(), pred.input_std(), x.data() + i * pred.input_floats());
   return x;
 }
 
@@ -238,8 +243,41 @@ void train_head(ViT& model, const std::vector<float>& feats, const std::vector<C
   }
 }
 
-// last-k / none: full forward and backward, one random view per image and step.
-void train_blocks(ViT& model, const std::vector<float>& x, const std::vector<Cell>& cells, const Labels& L,
+// What a step of last-k / none shows of cell i: a random one of its `views` (dihedral turns of its
+// prepared floats), or with augment "train" a fresh draw of the trainer's augmentation of its
+// 8-bit view, so that 100 cells do not become 100 memorised pictures.
+struct StepInputs {
+  std::vector<float> x;       // views: every cell's prepared floats
+  std::vector<Image> images;  // train: every cell's stain-normalised model view
+  AugmentConfig aug;
+  const float* mean = nullptr;
+  const float* std = nullptr;
+  int views = 1, S = 0;
+
+  StepInputs(const Predictor& pred, const std::vector<Cell>& cells, const std::string& augment, int views_)
+      : mean(pred.input_mean()), std(pred.input_std()), views(views_), S(pred.image_size()) {
+    if (augment == "train") {
+      aug.enabled = true;
+      images.reserve(cells.size());
+      for (const Cell& c : cells) images.push_back(cell_view(pred, c));
+    } else {
+      x = prepare_all(pred, cells);
+    }
+  }
+  void draw(size_t i, float* out, Rng& r) const {
+    const size_t F = size_t(3) * S * S;
+    if (images.empty()) {
+      dihedral_view(x.data() + i * F, out, 1, 3, S, int(r.next() % uint64_t(views)));
+      return;
+    }
+    Image v = images[i];
+    augment_train(v, aug, r);
+    to_chw_normalized(v, mean, std, out);
+  }
+};
+
+// last-k / none: full forward and backward of a batch of drawn inputs per step.
+void train_blocks(ViT& model, const StepInputs& in, const std::vector<Cell>& cells, const Labels& L,
                   const std::vector<float>& scale, const Schedule& s) {
   const int C = model.config().num_classes, S = model.config().image_size;
   const size_t F = size_t(3) * S * S;
@@ -256,9 +294,7 @@ void train_blocks(ViT& model, const std::vector<float>& x, const std::vector<Cel
       const int B = int(std::min(order.size() - b0, size_t(s.batch)));
       batch.resize(size_t(B) * F);
       dz.resize(size_t(B) * C);
-      for (int b = 0; b < B; ++b)
-        dihedral_view(x.data() + order[b0 + size_t(b)] * F, batch.data() + size_t(b) * F, 1, 3, S,
-                      int(r.next() % uint64_t(s.views)));
+      for (int b = 0; b < B; ++b) in.draw(order[b0 + size_t(b)], batch.data() + size_t(b) * F, r);
       const float* z = model.forward(batch.data(), B, ForwardOptions{});
       for (int b = 0; b < B; ++b) {
         const Cell& cell = cells[order[b0 + size_t(b)]];
@@ -285,6 +321,11 @@ nlohmann::json counts(const std::vector<Cell>& cells, const Labels& L) {
 void check_request(const AdaptRequest& req) {
   if (req.freeze != "all-but-head" && req.freeze != "last-k" && req.freeze != "none")
     throw std::runtime_error("--freeze must be all-but-head, last-k or none, not '" + req.freeze + "'");
+  if (req.augment != "auto" && req.augment != "views" && req.augment != "train")
+    throw std::runtime_error("--augment must be auto, views or train, not '" + req.augment + "'");
+  if (req.augment == "train" && req.freeze == "all-but-head")
+    throw std::runtime_error("--augment train needs --freeze last-k or none: all-but-head trains the head on "
+                             "features cached once per --views view");
   std::error_code ec;
   if (fs::exists(req.out) && fs::equivalent(req.out, req.model, ec))
     throw std::runtime_error("--out '" + req.out + "' is the model itself: write the adapted model to another file, so "
@@ -373,19 +414,20 @@ nlohmann::json adapt(const AdaptRequest& req) {
       " held out");
   const double before = accuracy(pred, held, L), home_before = accuracy(pred, home_val, L);
   const bool head_only = req.freeze == "all-but-head";
-  Schedule s{req.epochs > 0 ? req.epochs : (head_only ? 100 : 15), std::max(1, req.batch), views,
-             req.lr > 0 ? req.lr : (head_only ? 1e-3f : 3e-5f), req.seed, req.log};
+  // Defaults chosen on bccd's adaptation cells (30% held out, three seeds; docs/robustness.md).
+  Schedule s{req.epochs > 0 ? req.epochs : (head_only ? 100 : 30), std::max(1, req.batch), views,
+             req.lr > 0 ? req.lr : (head_only ? 1e-3f : 3e-4f), req.seed, req.log};
+  const std::string augment = req.augment != "auto" ? req.augment : head_only ? "views" : "train";
   ViT& model = pred.model();
   model.reset_optimizer();
-  {
-    const std::vector<float> x = prepare_all(pred, cells);
-    if (head_only) {
-      const std::vector<float> feats = feature_cache(model, x, cells.size(), views, model.config().image_size);
-      log("cached " + std::to_string(cells.size() * size_t(views)) + " class-token features");
-      train_head(model, feats, cells, L, s);
-    } else {
-      train_blocks(model, x, cells, L, trainable(model, req.freeze, req.last_k), s);
-    }
+  if (head_only) {
+    const std::vector<float> feats =
+        feature_cache(model, prepare_all(pred, cells), cells.size(), views, model.config().image_size);
+    log("cached " + std::to_string(cells.size() * size_t(views)) + " class-token features");
+    train_head(model, feats, cells, L, s);
+  } else {
+    train_blocks(model, StepInputs(pred, cells, augment, views), cells, L,
+                 trainable(model, req.freeze, req.last_k), s);
   }
   const double after = accuracy(pred, held, L), home_after = accuracy(pred, home_val, L);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -398,6 +440,7 @@ nlohmann::json adapt(const AdaptRequest& req) {
                          {"last_k", req.freeze == "last-k" ? req.last_k : 0},
                          {"shots", req.shots},
                          {"views", req.views},
+                         {"augment", augment},
                          {"epochs", s.epochs},
                          {"lr", s.lr},
                          {"seed", req.seed},
