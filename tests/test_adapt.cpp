@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <random>
 
+#include "engine/eval/evaluate.h"
 #include "engine/eval/inference.h"
 #include "engine/train/adapt.h"
 #include "serve_test_util.h"
@@ -302,6 +303,50 @@ TEST(Adapt, RehearsalKeepsHomeImagesPerClassAndScoresHomeVal) {
   r.keep_data = home;  // class folders, not prepared data
   r.out = f.dir + "/b.vit";
   expect_refused(f, r, "must be a prepared folder or manifest.csv");
+}
+
+// eval --map-rule: "other" calls each image its top class's target (an unmapped top class is an
+// error); "restrict" the target whose classes hold the most probability. Checked against the
+// test's own reading of the map and of each image's probabilities from the Predictor.
+TEST(EvalMap, RestrictCallsTheTargetWhoseClassesHoldTheMostProbability) {
+  CellFolder f;
+  f.add("NEUTROPHIL", 5, 1);
+  f.add("LYMPHOCYTE", 5, 100);
+  f.add("EOSINOPHIL", 5, 200);
+  const std::string map = std::string(VITENGINE_SOURCE_DIR) + "/configs/bccd5.json";
+  const nlohmann::json mj = nlohmann::json::parse(vt::read_file(map));
+  const std::vector<std::string> targets = mj["targets"];
+  vit::Predictor p(f.model);
+  const auto& names = p.class_names();
+  std::map<std::string, int> expect_right;
+  for (const std::string& folder : {"NEUTROPHIL", "LYMPHOCYTE", "EOSINOPHIL"})
+    for (int i = 0; i < 5; ++i) {
+      const auto pr = p.predict({vit::load_image(f.data + "/" + folder + "/c" + std::to_string(i) + ".png")}, 1)[0];
+      const std::string truth = mj["truth"][folder];
+      std::vector<double> mass(targets.size(), 0.0);
+      for (size_t c = 0; c < names.size(); ++c)
+        if (mj["map"].contains(names[c])) {
+          const size_t t = size_t(std::find(targets.begin(), targets.end(), mj["map"][names[c]]) - targets.begin());
+          mass[t] += pr.probs[c];
+        }
+      const std::string top_target = mj["map"].value(names[size_t(pr.top)], std::string("other"));
+      expect_right["other"] += top_target == truth;
+      expect_right["restrict"] += targets[size_t(std::max_element(mass.begin(), mass.end()) - mass.begin())] == truth;
+    }
+  for (const std::string rule : {"other", "restrict"}) {
+    vit::EvalRequest r;
+    r.model = f.model;
+    r.data = f.data;
+    r.map = map;
+    r.map_rule = rule;
+    r.out = f.dir + "/ev_" + rule;
+    const nlohmann::json j = vit::evaluate(r);
+    EXPECT_NEAR(j["accuracy"].get<double>(), expect_right[rule] / 15.0, 1e-12) << rule;
+    if (rule == "restrict") EXPECT_EQ(j["map"]["predicted_other"].get<int>(), 0);
+  }
+  vit::EvalRequest bad;
+  bad.model = f.model, bad.data = f.data, bad.map = map, bad.map_rule = "nearest", bad.out = f.dir + "/ev_bad";
+  EXPECT_THROW(vit::evaluate(bad), std::runtime_error);
 }
 
 }  // namespace

@@ -283,6 +283,19 @@ void score_mapped(const EvalRequest& req, const Scored& S, Report& R) {
   const int K = S.K;
   LabelMap lmap = read_label_map(req.map, S.names);
   const int TK = int(lmap.targets.size());
+  const bool restrict_to_targets = req.map_rule == "restrict";
+  if (!restrict_to_targets && req.map_rule != "other")
+    throw std::runtime_error("--map-rule must be other or restrict, not '" + req.map_rule + "'");
+  auto probs = softmax_rows(S.p.logits.data(), n, K, S.T), raw = softmax_rows(S.p.logits.data(), n, K, 1.0);
+  // The target each image is called: its top class's (other: none), or with restrict the target
+  // whose classes hold the most (calibrated) probability.
+  const auto target_of = [&](size_t i) {
+    if (!restrict_to_targets) return lmap.class_to_target[S.pred[i]];
+    std::vector<double> mass(size_t(TK), 0.0);
+    for (int c = 0; c < K; ++c)
+      if (lmap.class_to_target[c] >= 0) mass[size_t(lmap.class_to_target[c])] += probs[i * K + c];
+    return int(std::max_element(mass.begin(), mass.end()) - mass.begin());
+  };
   std::vector<int> truth(n), pred(n);
   for (size_t i = 0; i < n; ++i) {
     const std::string& tn = S.set.truth_names[S.idx[i]];
@@ -290,18 +303,17 @@ void score_mapped(const EvalRequest& req, const Scored& S, Report& R) {
     if (truth[i] < 0)
       throw std::runtime_error("label '" + tn + "' of " + S.set.samples[S.idx[i]].full_path() +
                                " is not a target of the map '" + req.map + "'");
-    const int t = lmap.class_to_target[S.pred[i]];
+    const int t = target_of(i);
     pred[i] = t < 0 ? TK : t;  // TK = "other": always wrong
   }
   std::vector<std::string> cols = lmap.targets;
   cols.push_back("other");
   R.m = compute_metrics(confusion_matrix(truth, pred, TK, TK + 1), lmap.targets, cols);
   // Confidence of the mapped prediction = summed probability of the classes that map to it.
-  auto probs = softmax_rows(S.p.logits.data(), n, K, S.T), raw = softmax_rows(S.p.logits.data(), n, K, 1.0);
   std::vector<double> conf(n), conf_raw(n);
   std::vector<bool> ok(n);
   for (size_t i = 0; i < n; ++i) {
-    const int t = lmap.class_to_target[S.pred[i]];
+    const int t = pred[i] == TK ? -1 : pred[i];
     for (int c = 0; c < K; ++c)
       if (lmap.class_to_target[c] == t) conf[i] += probs[i * K + c], conf_raw[i] += raw[i * K + c];
     ok[i] = pred[i] == truth[i];
@@ -316,7 +328,9 @@ void score_mapped(const EvalRequest& req, const Scored& S, Report& R) {
   R.j["map"] = {
       {"file", req.map},          {"name", lmap.name},
       {"targets", lmap.targets},  {"class_to_target", cm},
-      {"predicted_other", other}, {"rule", "a prediction of an unmapped class is 'other' and counts as an error"}};
+      {"predicted_other", other},
+      {"rule", restrict_to_targets ? "restrict: the target whose classes hold the most probability"
+                                   : "other: a prediction of an unmapped class is 'other' and counts as an error"}};
   // what the model said, in its own classes, for each true target label
   nlohmann::json raw_by_target = nlohmann::json::object();
   for (int t = 0; t < TK; ++t) {

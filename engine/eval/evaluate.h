@@ -5,7 +5,9 @@
 // With a label map (--map FILE, e.g. configs/bccd5.json) the model's classes
 // are mapped onto another set's labels. A prediction whose class maps to nothing
 // becomes "other" and always counts as an error: the true label is always one of
-// the targets, so "other" is never right.
+// the targets, so "other" is never right. With --map-rule restrict the prediction is
+// instead the target whose classes hold the most probability (the lab knows every
+// image is one of its targets: ImageNet-R's convention of scoring over its classes).
 #pragma once
 #include <functional>
 #include <nlohmann/json.hpp>
@@ -66,6 +68,7 @@ struct EvalRequest {
   std::string split = "test";      // manifest split (ignored for a folder of class folders)
   std::string data_root;           // optional: replaces every manifest row's src folder
   std::string map;                 // optional label map
+  std::string map_rule = "other";  // other (an unmapped top class is an error) | restrict (see above)
   std::string out;                 // output folder
   std::string device = "cpu";      // cpu | cuda
   std::string precision = "fp32";  // cuda only: fp32 | bf16
