@@ -10,6 +10,10 @@ int main(int argc, char** argv) {
   }
   auto o = vit::load_model(argv[1]);
   auto f = vit::load_model(argv[2]);
+  if (o.model->num_params() != f.model->num_params()) {
+    std::fprintf(stderr, "wise: '%s' and '%s' are not the same architecture\n", argv[1], argv[2]);
+    return 1;
+  }
   const double a = std::stod(argv[3]);
   float* w = f.model->param_data();
   const float* w0 = o.model->param_data();
