@@ -121,9 +121,11 @@ Image Predictor::normalized_view(const Image& img) const {
   return v;
 }
 
-void Predictor::prepare(const Image& img, float* out) const {
-  to_chw_normalized(normalized_view(img), lm_.meta.mean, lm_.meta.std, out);
+void Predictor::to_input(const Image& view, float* out) const {
+  to_chw_normalized(view, lm_.meta.mean, lm_.meta.std, out);
 }
+
+void Predictor::prepare(const Image& img, float* out) const { to_input(normalized_view(img), out); }
 
 void Predictor::set_stain_norm(const std::string& mode) {
   stain_ = parse_stain_norm(mode);

@@ -72,11 +72,11 @@ class Predictor {
   // model_view + stain normalisation: the 8-bit image prepare() normalises (what a training-time
   // augmentation of the model's input starts from).
   Image normalized_view(const Image& img) const;
-  // normalized_view + normalise into out (input_floats() floats).
+  // A normalized_view (augmented or not) as the model's input: CHW floats normalised with the
+  // checkpoint's mean and spread, input_floats() of them.
+  void to_input(const Image& view, float* out) const;
+  // to_input(normalized_view(img)).
   void prepare(const Image& img, float* out) const;
-  // The mean and spread prepare() normalises with.
-  const float* input_mean() const { return lm_.meta.mean; }
-  const float* input_std() const { return lm_.meta.std; }
 
   // Run forward passes on "cpu" (default) or "cuda" (the same backend `vitengine eval
   // --device cuda` uses; fp32; batches up to max_batch). On cuda the attention

@@ -139,7 +139,7 @@ Image cell_view(const Predictor& pred, const Cell& cell) {
 std::vector<float> prepare_all(const Predictor& pred, const std::vector<Cell>& cells) {
   std::vector<float> x(cells.size() * pred.input_floats());
   for (size_t i = 0; i < cells.size(); ++i)
-    to_chw_normalized(cell_view(pred, cells[i]), pred.input_mean(), pred.input_std(), x.data() + i * pred.input_floats());
+    pred.to_input(cell_view(pred, cells[i]), x.data() + i * pred.input_floats());
   return x;
 }
 
@@ -247,15 +247,14 @@ void train_head(ViT& model, const std::vector<float>& feats, const std::vector<C
 // prepared floats), or with augment "train" a fresh draw of the trainer's augmentation of its
 // 8-bit view, so that 100 cells do not become 100 memorised pictures.
 struct StepInputs {
+  const Predictor& pred;
   std::vector<float> x;       // views: every cell's prepared floats
   std::vector<Image> images;  // train: every cell's stain-normalised model view
   AugmentConfig aug;
-  const float* mean = nullptr;
-  const float* std = nullptr;
   int views = 1, S = 0;
 
-  StepInputs(const Predictor& pred, const std::vector<Cell>& cells, const std::string& augment, int views_)
-      : mean(pred.input_mean()), std(pred.input_std()), views(views_), S(pred.image_size()) {
+  StepInputs(const Predictor& pred_, const std::vector<Cell>& cells, const std::string& augment, int views_)
+      : pred(pred_), views(views_), S(pred_.image_size()) {
     if (augment == "train") {
       aug.enabled = true;
       images.reserve(cells.size());
@@ -272,7 +271,7 @@ struct StepInputs {
     }
     Image v = images[i];
     augment_train(v, aug, r);
-    to_chw_normalized(v, mean, std, out);
+    pred.to_input(v, out);
   }
 };
 
