@@ -1,10 +1,12 @@
-// vitengine adapt (engine/train/adapt.h): the group loss against finite differences in double,
-// frozen tensors bitwise unchanged, --shots per class, the new checkpoint loading in the
-// Predictor and the CLI, and bad input refused with the original model untouched.
+// vitengine adapt (engine/train/adapt.h): the group loss and the group entropy against finite
+// differences in double, frozen tensors bitwise unchanged (labelled and --unlabelled), --shots
+// per class, the new checkpoint loading in the Predictor and the CLI, and bad input refused with
+// the original model untouched.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <filesystem>
+#include <map>
 #include <random>
 
 #include "engine/eval/evaluate.h"
@@ -56,6 +58,50 @@ TEST(AdaptLoss, SingletonGroupsAreCrossEntropy) {
   const double lse = std::log(std::exp(1.0) + std::exp(-0.5) + std::exp(2.0));
   EXPECT_NEAR(loss, lse - 2.0, 1e-6);
   EXPECT_NEAR(dz[2], std::exp(2.0 - lse) - 1, 1e-6);
+}
+
+// H of the groups' probabilities renormalised over the classes with group >= 0, in long double.
+long double ref_entropy(const std::vector<double>& z, const std::vector<int>& group) {
+  long double s = 0;
+  std::map<int, long double> q;
+  for (size_t c = 0; c < z.size(); ++c)
+    if (group[c] >= 0) s += std::exp((long double)z[c]);
+  for (size_t c = 0; c < z.size(); ++c)
+    if (group[c] >= 0) q[group[c]] += std::exp((long double)z[c]) / s;
+  long double H = 0;
+  for (const auto& [g, v] : q) H -= v * std::log(v);
+  return H;
+}
+
+TEST(AdaptLoss, GroupEntropyMatchesFiniteDifferences) {
+  std::mt19937 rng(5);
+  std::normal_distribution<double> nd(0, 2);
+  for (const std::vector<int>& group : std::vector<std::vector<int>>{
+           {0, 0, 1, -1, 2, 1, 0},     // a label map: targets of several classes, one class left out
+           {0, 1, 2, 3, 4, 5, 6}}) {  // no map: the entropy of the classes themselves
+    for (int trial = 0; trial < 3; ++trial) {
+      std::vector<double> z(group.size());
+      for (auto& v : z) v = nd(rng);
+      std::vector<float> zf(z.begin(), z.end()), dz(z.size());
+      for (size_t c = 0; c < z.size(); ++c) z[c] = zf[c];
+      const double H = vit::group_entropy(zf.data(), int(z.size()), group, 4.0f, dz.data());
+      EXPECT_NEAR(H, double(ref_entropy(z, group)), 1e-6);
+      for (size_t c = 0; c < z.size(); ++c) {
+        const double h = 1e-5;
+        auto zp = z, zm = z;
+        zp[c] += h, zm[c] -= h;
+        const double fd = double(ref_entropy(zp, group) - ref_entropy(zm, group)) / (2 * h) / 4.0;
+        EXPECT_NEAR(dz[c], fd, 1e-6) << "class " << c;
+        if (group[c] < 0) {
+          EXPECT_EQ(dz[c], 0.0f);
+        }
+      }
+    }
+  }
+  // A confident row has almost no entropy; a uniform one log(#groups).
+  std::vector<float> dz(3);
+  EXPECT_NEAR(vit::group_entropy(std::vector<float>{0, 0, 0}.data(), 3, {0, 1, 2}, 1, dz.data()), std::log(3.0), 1e-9);
+  EXPECT_LT(vit::group_entropy(std::vector<float>{30, 0, 0}.data(), 3, {0, 1, 2}, 1, dz.data()), 1e-9);
 }
 
 // A folder of class folders named after the tiny model's classes, `n` synthetic cells each.
@@ -268,6 +314,73 @@ TEST(Adapt, ALabelMapTrainsTheGroupsOfItsTargets) {
   }
 }
 
+// --unlabelled: a flat folder of images, no labels; only the LayerNorm weights and biases move,
+// and the entropy on those images goes down. The CLI prints it and predict loads the model.
+TEST(Adapt, UnlabelledTrainsOnlyTheLayerNormsAndLowersTheEntropy) {
+  CellFolder f;
+  fs::create_directories(f.data);
+  for (int i = 0; i < 20; ++i) vt::write_file(f.data + "/img" + std::to_string(i) + ".png", vt::png_bytes(40, 40, 7 * i));
+  const std::string out = f.dir + "/u.vit";
+  vit::AdaptRequest r;
+  r.model = f.model, r.data = f.data, r.out = out;
+  r.unlabelled = true;
+  r.epochs = 8;
+  r.lr = 1e-2f;
+  r.views = "flip";
+  const nlohmann::json card = vit::adapt(r);
+  EXPECT_EQ(card["cells"].get<int>(), 20);
+  EXPECT_EQ(card["freeze"], "all-but-norm");
+  EXPECT_EQ(card["augment"], "views");
+  EXPECT_LT(card["after"]["mean_entropy"].get<double>(), card["before"]["mean_entropy"].get<double>() - 0.01)
+      << card.dump();
+  EXPECT_TRUE(card["before"]["flagged_unlike_training"].is_null());  // the tiny model stores no threshold
+  expect_only_trained_changed(f.model, out, [](const std::string& n) {
+    return n.find(".ln_1.") != std::string::npos || n.find(".ln_2.") != std::string::npos ||
+           n.rfind("encoder.ln.", 0) == 0;
+  });
+  // With a label map the entropy is the targets' (the card says so); the CLI prints the numbers.
+  std::string so, se;
+  ASSERT_EQ(vt::run(std::string(VITENGINE_BINARY) + " adapt --unlabelled --model " + f.model + " --data " + f.data +
+                        " --map " + VITENGINE_SOURCE_DIR + "/configs/bccd5.json --epochs 1 --views none --out " +
+                        f.dir + "/m.vit",
+                    &so, &se),
+            0)
+      << se;
+  EXPECT_NE(so.find("on 20 unlabelled images"), std::string::npos) << so;
+  EXPECT_NE(so.find("mean entropy"), std::string::npos) << so;
+  vit::Predictor p(f.dir + "/m.vit");
+  EXPECT_NE(p.meta().extra["adaptation"]["objective"].get<std::string>().find("label map"), std::string::npos);
+  EXPECT_EQ(vt::run(std::string(VITENGINE_BINARY) + " predict --model " + out + " --format json " + f.data + "/img0.png",
+                    &so, &se),
+            0)
+      << se;
+}
+
+TEST(Adapt, UnlabelledBadInputIsRefusedWithTheOriginalUntouched) {
+  CellFolder f;
+  fs::create_directories(f.data);
+  for (int i = 0; i < 5; ++i) vt::write_file(f.data + "/img" + std::to_string(i) + ".png", vt::png_bytes(40, 40, i));
+  vit::AdaptRequest r;
+  r.model = f.model, r.data = f.data, r.out = f.dir + "/u.vit";
+  r.unlabelled = true;
+  expect_refused(f, r, "holds 5 images: --unlabelled adapts on at least one batch (--batch 16)");
+  r.data = f.dir + "/nowhere";
+  expect_refused(f, r, "is neither a folder of images nor a prepared folder");
+  r.data = f.data;
+  r.batch = 4;
+  vt::write_file(f.data + "/broken.png", "\x89PNG\r\n\x1a\n not really");
+  expect_refused(f, r, "broken.png");
+  fs::remove(f.data + "/broken.png");
+  r.freeze = "none";
+  expect_refused(f, r, "--unlabelled trains the LayerNorm parameters alone");
+  r.freeze = "auto";
+  r.shots = 3;
+  expect_refused(f, r, "--unlabelled images have no class");
+  r.shots = 0;
+  r.keep_data = f.data;
+  expect_refused(f, r, "--keep-data needs labelled adaptation");
+}
+
 }  // namespace
 
 namespace {
@@ -319,7 +432,7 @@ TEST(EvalMap, RestrictCallsTheTargetWhoseClassesHoldTheMostProbability) {
   vit::Predictor p(f.model);
   const auto& names = p.class_names();
   std::map<std::string, int> expect_right;
-  for (const std::string& folder : {"NEUTROPHIL", "LYMPHOCYTE", "EOSINOPHIL"})
+  for (const std::string folder : {"NEUTROPHIL", "LYMPHOCYTE", "EOSINOPHIL"})
     for (int i = 0; i < 5; ++i) {
       const auto pr = p.predict({vit::load_image(f.data + "/" + folder + "/c" + std::to_string(i) + ".png")}, 1)[0];
       const std::string truth = mj["truth"][folder];
@@ -342,7 +455,9 @@ TEST(EvalMap, RestrictCallsTheTargetWhoseClassesHoldTheMostProbability) {
     r.out = f.dir + "/ev_" + rule;
     const nlohmann::json j = vit::evaluate(r);
     EXPECT_NEAR(j["accuracy"].get<double>(), expect_right[rule] / 15.0, 1e-12) << rule;
-    if (rule == "restrict") EXPECT_EQ(j["map"]["predicted_other"].get<int>(), 0);
+    if (rule == "restrict") {
+      EXPECT_EQ(j["map"]["predicted_other"].get<int>(), 0);
+    }
   }
   vit::EvalRequest bad;
   bad.model = f.model, bad.data = f.data, bad.map = map, bad.map_rule = "nearest", bad.out = f.dir + "/ev_bad";

@@ -1,5 +1,6 @@
 // vitengine adapt: fine-tune a trained model on a few labelled images of another lab (or any new
 // domain), on the CPU. engine/train/adapt.h says how; docs/robustness.md what it gives.
+#include <cmath>
 #include <cstdio>
 
 #include "engine/train/adapt.h"
@@ -10,10 +11,12 @@ namespace vit::cli {
 Command register_adapt(CLI::App& root) {
   auto r = std::make_shared<AdaptRequest>();
   Command c;
-  c.app = root.add_subcommand("adapt", "Fine-tune a model on a few labelled images of a new lab, on the CPU");
+  c.app = root.add_subcommand("adapt", "Fine-tune a model on a few labelled images of a new lab (or, with --unlabelled, "
+                                      "its normalisation layers on unlabelled ones), on the CPU");
   c.app->add_option("--model", r->model, "trained model (.vit); left untouched")->required()->check(CLI::ExistingFile);
   c.app->add_option("--data", r->data,
-                    "labelled images: a folder of class folders, or a prepared folder / manifest.csv")
+                    "labelled images: a folder of class folders, or a prepared folder / manifest.csv (with --unlabelled: any "
+      "folder of images, or a prepared folder's --split)")
       ->required();
   c.app->add_option("--out", r->out, "the adapted model (.vit), another file than --model")->required();
   c.app->add_option("--map", r->map, "label map JSON: the labels are its targets (e.g. configs/bccd5.json)")
@@ -27,11 +30,17 @@ Command register_adapt(CLI::App& root) {
                     "seeded and stratified")
       ->check(CLI::Range(0.0, 0.9))
       ->capture_default_str();
+  c.app->add_flag("--unlabelled", r->unlabelled,
+                    "no labels: train the LayerNorm parameters to make the model surer of these images (entropy "
+                    "minimisation, TENT; with --map, of the map's targets). Adapt on the folder you are about to "
+                    "classify, and classify it with the same --stain-norm, --cell-size and (with --map) "
+                    "--map-rule restrict");
   c.app->add_option("--freeze", r->freeze,
                     "all-but-head (the head alone, on cached features: fastest), last-k (the last --last-k blocks, "
-                    "the final LayerNorm and the head) or none (everything, with --augment auto's fresh augmentation each "
-                    "step: the most accurate measured, minutes on 2 cores for 100 cells)")
-      ->check(CLI::IsMember({"all-but-head", "last-k", "none"}))
+                    "the final LayerNorm and the head), none (everything, with --augment auto's fresh augmentation each "
+                    "step: the most accurate measured, minutes on 2 cores for 100 cells) or all-but-norm (the LayerNorm "
+                    "parameters); auto: none, or all-but-norm with --unlabelled")
+      ->check(CLI::IsMember({"auto", "all-but-head", "last-k", "none", "all-but-norm"}))
       ->capture_default_str();
   c.app->add_option("--last-k", r->last_k, "blocks trained with --freeze last-k")
       ->check(CLI::Range(1, 64))
@@ -42,10 +51,10 @@ Command register_adapt(CLI::App& root) {
   c.app->add_option("--min-per-class", r->min_per_class, "refuse a class with fewer adaptation images")
       ->check(CLI::Range(1, 1000000))
       ->capture_default_str();
-  c.app->add_option("--epochs", r->epochs, "0: 100 with all-but-head, else 30")
+  c.app->add_option("--epochs", r->epochs, "0: 100 with all-but-head, 10 with --unlabelled, else 30")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
-  c.app->add_option("--lr", r->lr, "AdamW learning rate; 0: 1e-3 with all-but-head, else 3e-4")
+  c.app->add_option("--lr", r->lr, "AdamW learning rate; 0: 1e-3 with all-but-head or --unlabelled, else 3e-4")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   c.app->add_option("--batch", r->batch, "images per step")->check(CLI::Range(1, 4096))->capture_default_str();
@@ -54,9 +63,9 @@ Command register_adapt(CLI::App& root) {
       ->check(CLI::IsMember({"none", "flip", "d4"}))
       ->capture_default_str();
   c.app->add_option("--augment", r->augment,
-                    "last-k / none: views (a random one of --views per step) or train (the trainer's rotation, "
-                    "flip, scale, colour, stain and blur jitter, drawn anew each step); auto: train, or views "
-                    "with all-but-head")
+                    "last-k / none / all-but-norm: views (a random one of --views per step) or train (the trainer's "
+                    "rotation, flip, scale, colour, stain and blur jitter, drawn anew each step); auto: train, or "
+                    "views with all-but-head or --unlabelled")
       ->check(CLI::IsMember({"auto", "views", "train"}))
       ->capture_default_str();
   c.app->add_option("--keep-data", r->keep_data,
@@ -74,6 +83,18 @@ Command register_adapt(CLI::App& root) {
       std::fflush(stderr);
     };
     const nlohmann::json card = adapt(*r);
+    if (r->unlabelled) {
+      const auto pct = [](const nlohmann::json& v) {
+        return v.is_null() ? std::string("-") : std::to_string(int(std::lround(100 * v.get<double>()))) + "%";
+      };
+      std::printf("adapted %s on %d unlabelled images -> %s in %.1f s\n", r->model.c_str(), card["cells"].get<int>(),
+                  r->out.c_str(), card["seconds"].get<double>());
+      std::printf("mean entropy %.3f before, %.3f after; flagged unlike the training data %s before, %s after\n",
+                  card["before"]["mean_entropy"].get<double>(), card["after"]["mean_entropy"].get<double>(),
+                  pct(card["before"]["flagged_unlike_training"]).c_str(),
+                  pct(card["after"]["flagged_unlike_training"]).c_str());
+      return 0;
+    }
     const auto& h = card["held_out"];
     std::printf("adapted %s on %d images (%s) -> %s in %.1f s\n", r->model.c_str(), card["cells"].get<int>(),
                 card["cells_per_label"].dump().c_str(), r->out.c_str(), card["seconds"].get<double>());

@@ -9,6 +9,8 @@
 #include <stdexcept>
 
 #include "engine/data/augment.h"
+#include "engine/data/dataset.h"
+#include "engine/data/labels.h"
 #include "engine/eval/evaluate.h"
 #include "engine/eval/inference.h"
 #include "engine/eval/tta.h"
@@ -143,20 +145,46 @@ std::vector<float> prepare_all(const Predictor& pred, const std::vector<Cell>& c
   return x;
 }
 
-// Accuracy over `cells`, prepared a chunk at a time (a val split of thousands of images would
-// not fit in memory as floats). A new-lab cell is right when the top class is in its label's
-// group; a kept (in-domain) one when it is its class.
-double accuracy(Predictor& pred, const std::vector<Cell>& cells, const Labels& L) {
-  int right = 0;
+// Calls fn(cell, prediction) for every cell, prepared a chunk at a time (a val split of
+// thousands of images would not fit in memory as floats).
+void for_each_prediction(Predictor& pred, const std::vector<Cell>& cells,
+                         const std::function<void(const Cell&, const Prediction&)>& fn) {
   const size_t chunk = 32;
   for (size_t i = 0; i < cells.size(); i += chunk) {
     const std::vector<Cell> part(cells.begin() + long(i), cells.begin() + long(std::min(cells.size(), i + chunk)));
     const std::vector<float> x = prepare_all(pred, part);
-    auto preds = pred.run(x.data(), int(part.size()), /*keep_attention=*/false);
-    for (size_t b = 0; b < part.size(); ++b)
-      right += group_of(part[b], L)[size_t(preds[b].top)] == part[b].label;
+    const auto preds = pred.run(x.data(), int(part.size()), /*keep_attention=*/false);
+    for (size_t b = 0; b < part.size(); ++b) fn(part[b], preds[b]);
   }
+}
+
+// Accuracy over `cells`. A new-lab cell is right when the top class is in its label's group; a
+// kept (in-domain) one when it is its class.
+double accuracy(Predictor& pred, const std::vector<Cell>& cells, const Labels& L) {
+  int right = 0;
+  for_each_prediction(pred, cells, [&](const Cell& c, const Prediction& p) {
+    right += group_of(c, L)[size_t(p.top)] == c.label;
+  });
   return cells.empty() ? 0 : double(right) / double(cells.size());
+}
+
+// What an unlabelled adaptation can report: the mean entropy of the groups' (calibrated)
+// probabilities, and the share of images the stored out-of-distribution threshold flags.
+nlohmann::json confidence(Predictor& pred, const std::vector<Cell>& cells, const std::vector<int>& group) {
+  double entropy = 0;
+  int flagged = 0;
+  std::vector<float> logp, dz;
+  for_each_prediction(pred, cells, [&](const Cell&, const Prediction& p) {
+    logp.resize(p.probs.size());
+    dz.resize(p.probs.size());
+    for (size_t c = 0; c < p.probs.size(); ++c) logp[c] = std::log(std::max(p.probs[c], 1e-30f));
+    entropy += group_entropy(logp.data(), int(logp.size()), group, 1.0f, dz.data());
+    flagged += p.unlike_training;
+  });
+  const double n = std::max<double>(1, double(cells.size()));
+  nlohmann::json j = {{"mean_entropy", entropy / n}};
+  j["flagged_unlike_training"] = pred.ood().present ? nlohmann::json(flagged / n) : nlohmann::json(nullptr);
+  return j;
 }
 
 // The learning-rate scale of each parameter tensor: 1 trains it, 0 freezes it.
@@ -164,6 +192,10 @@ std::vector<float> trainable(const ViT& model, const std::string& freeze, int la
   const int depth = model.config().depth;
   std::vector<float> scale;
   for (const auto& p : model.params()) {
+    if (freeze == "all-but-norm") {  // torchvision names: encoder.layers.*.ln_1/ln_2, encoder.ln
+      scale.push_back(p.name.find(".ln_") != std::string::npos || p.name.rfind("encoder.ln.", 0) == 0 ? 1.0f : 0.0f);
+      continue;
+    }
     bool on = freeze == "none" || p.name.rfind("heads.", 0) == 0;
     if (freeze == "last-k") {
       on = on || p.name.rfind("encoder.ln.", 0) == 0;
@@ -275,12 +307,15 @@ struct StepInputs {
   }
 };
 
-// last-k / none: full forward and backward of a batch of drawn inputs per step.
-void train_blocks(ViT& model, const StepInputs& in, const std::vector<Cell>& cells, const Labels& L,
+// The loss of cell i's logits z (C of them); writes dloss/dz divided by B to dz.
+using CellLoss = std::function<double(size_t i, const float* z, float B, float* dz)>;
+
+// last-k / none / all-but-norm: full forward and backward of a batch of drawn inputs per step.
+void train_blocks(ViT& model, const StepInputs& in, size_t n, const CellLoss& loss_of,
                   const std::vector<float>& scale, const Schedule& s) {
   const int C = model.config().num_classes, S = model.config().image_size;
   const size_t F = size_t(3) * S * S;
-  std::vector<size_t> order(cells.size());
+  std::vector<size_t> order(n);
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
   Rng r(mix_seed(s.seed, 0xB10Cull));
   AdamWParams hp;
@@ -295,11 +330,8 @@ void train_blocks(ViT& model, const StepInputs& in, const std::vector<Cell>& cel
       dz.resize(size_t(B) * C);
       for (int b = 0; b < B; ++b) in.draw(order[b0 + size_t(b)], batch.data() + size_t(b) * F, r);
       const float* z = model.forward(batch.data(), B, ForwardOptions{});
-      for (int b = 0; b < B; ++b) {
-        const Cell& cell = cells[order[b0 + size_t(b)]];
-        loss += group_cross_entropy(z + size_t(b) * C, C, group_of(cell, L), cell.label, float(B),
-                                    dz.data() + size_t(b) * C);
-      }
+      for (int b = 0; b < B; ++b)
+        loss += loss_of(order[b0 + size_t(b)], z + size_t(b) * C, float(B), dz.data() + size_t(b) * C);
       model.zero_grad();
       model.backward_from(dz.data());
       model.adamw_step_scaled(hp, 1.0f, scale);
@@ -318,8 +350,20 @@ nlohmann::json counts(const std::vector<Cell>& cells, const Labels& L) {
 }
 
 void check_request(const AdaptRequest& req) {
-  if (req.freeze != "all-but-head" && req.freeze != "last-k" && req.freeze != "none")
-    throw std::runtime_error("--freeze must be all-but-head, last-k or none, not '" + req.freeze + "'");
+  if (req.freeze != "auto" && req.freeze != "all-but-head" && req.freeze != "last-k" && req.freeze != "none" &&
+      req.freeze != "all-but-norm")
+    throw std::runtime_error("--freeze must be auto, all-but-head, last-k, none or all-but-norm, not '" + req.freeze +
+                             "'");
+  if (req.unlabelled) {
+    if (req.freeze != "auto" && req.freeze != "all-but-norm")
+      throw std::runtime_error("--unlabelled trains the LayerNorm parameters alone (--freeze all-but-norm), not --freeze " +
+                               req.freeze + ": with more weights free, entropy minimisation can call every image one "
+                               "class, which is as confident as a model gets");
+    if (!req.keep_data.empty())
+      throw std::runtime_error("--keep-data needs labelled adaptation: it is not taken with --unlabelled");
+    if (req.shots > 0)
+      throw std::runtime_error("--shots caps the images of each class: --unlabelled images have no class");
+  }
   if (req.augment != "auto" && req.augment != "views" && req.augment != "train")
     throw std::runtime_error("--augment must be auto, views or train, not '" + req.augment + "'");
   if (req.augment == "train" && req.freeze == "all-but-head")
@@ -392,51 +436,136 @@ double group_cross_entropy(const float* z, int C, const std::vector<int>& group,
   return -std::log(in);
 }
 
-nlohmann::json adapt(const AdaptRequest& req) {
-  const auto t0 = std::chrono::steady_clock::now();
-  const auto log = [&](const std::string& m) {
-    if (req.log) req.log(m);
-  };
-  check_request(req);
-  Predictor pred(req.model);
-  pred.set_stain_norm(req.stain_norm);
-  pred.set_cell_size(req.cell_size);
-  const Labels L = make_labels(req, pred.class_names());
+namespace {
+
+// Unlabelled: every image of a prepared split, or every image under a folder (labels, if any,
+// unused). At least one batch of them: entropy minimisation on a handful of images only makes the
+// model sure of those.
+std::vector<Cell> unlabelled_cells(const AdaptRequest& req) {
+  std::vector<Cell> cells;
+  if (fs::exists(manifest_path(req.data))) {
+    for (const Sample& s : load_eval_set(req.data, req.split, req.data_root, EvalApp{}).samples)
+      cells.push_back({s.full_path(), -1});
+  } else if (fs::is_directory(req.data)) {
+    for (const auto& [root, rel] : image_files_under({req.data})) cells.push_back({(fs::path(root) / rel).string(), -1});
+  } else {
+    throw std::runtime_error("--data '" + req.data + "' is neither a folder of images nor a prepared folder (manifest.csv)");
+  }
+  const size_t need = size_t(std::max(1, req.batch));
+  if (cells.size() < need)
+    throw std::runtime_error("'" + req.data + "' holds " + std::to_string(cells.size()) +
+                             " images: --unlabelled adapts on at least one batch (--batch " + std::to_string(need) +
+                             ") of the new lab's images, and more is better (a hundred or so)");
+  return cells;
+}
+
+// The labelled adaptation: trains, and fills the card's data and held-out numbers.
+void adapt_labelled(const AdaptRequest& req, Predictor& pred, const Labels& L, const std::string& freeze,
+                    Schedule& s, nlohmann::json& card) {
   std::vector<Cell> cells, held, kept, home_val;
   split_cells(req, L, cells, held);
   const size_t n_new = cells.size();
   if (!req.keep_data.empty()) rehearsal_cells(req, pred.class_names(), kept, home_val);
   cells.insert(cells.end(), kept.begin(), kept.end());
-  const int views = tta_view_count(req.views);
-  log("adapting on " + std::to_string(n_new) + " images (+" + std::to_string(kept.size()) + " kept from " +
-      (req.keep_data.empty() ? "no home data" : req.keep_data) + "), " + std::to_string(held.size()) +
-      " held out");
+  if (req.log)
+    req.log("adapting on " + std::to_string(n_new) + " images (+" + std::to_string(kept.size()) + " kept from " +
+            (req.keep_data.empty() ? "no home data" : req.keep_data) + "), " + std::to_string(held.size()) +
+            " held out");
   const double before = accuracy(pred, held, L), home_before = accuracy(pred, home_val, L);
-  const bool head_only = req.freeze == "all-but-head";
-  // Defaults chosen on bccd's adaptation cells (30% held out, three seeds; docs/robustness.md).
-  Schedule s{req.epochs > 0 ? req.epochs : (head_only ? 100 : 30), std::max(1, req.batch), views,
-             req.lr > 0 ? req.lr : (head_only ? 1e-3f : 3e-4f), req.seed, req.log};
-  const std::string augment = req.augment != "auto" ? req.augment : head_only ? "views" : "train";
   ViT& model = pred.model();
-  model.reset_optimizer();
-  if (head_only) {
+  if (freeze == "all-but-head") {
     const std::vector<float> feats =
-        feature_cache(model, prepare_all(pred, cells), cells.size(), views, model.config().image_size);
-    log("cached " + std::to_string(cells.size() * size_t(views)) + " class-token features");
+        feature_cache(model, prepare_all(pred, cells), cells.size(), s.views, model.config().image_size);
+    if (req.log) req.log("cached " + std::to_string(cells.size() * size_t(s.views)) + " class-token features");
     train_head(model, feats, cells, L, s);
   } else {
-    train_blocks(model, StepInputs(pred, cells, augment, views), cells, L,
-                 trainable(model, req.freeze, req.last_k), s);
+    const int C = model.config().num_classes;
+    const CellLoss loss = [&](size_t i, const float* z, float B, float* dz) {
+      return group_cross_entropy(z, C, group_of(cells[i], L), cells[i].label, B, dz);
+    };
+    train_blocks(model, StepInputs(pred, cells, card["augment"].get<std::string>(), s.views), cells.size(), loss,
+                 trainable(model, freeze, req.last_k), s);
   }
-  const double after = accuracy(pred, held, L), home_after = accuracy(pred, home_val, L);
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  card["cells"] = n_new;
+  card["cells_per_label"] = counts(cells, L);
+  card["held_out"] = {{"images", held.size()},
+                      {"per_label", counts(held, L)},
+                      {"accuracy_before", before},
+                      {"accuracy_after", accuracy(pred, held, L)}};
+  if (!kept.empty())
+    card["rehearsal"] = {{"data", req.keep_data},
+                         {"per_class", req.keep_per_class},
+                         {"images", kept.size()},
+                         {"val_images", home_val.size()},
+                         {"val_accuracy_before", home_before},
+                         {"val_accuracy_after", accuracy(pred, home_val, L)}};
+}
+
+// The unlabelled adaptation (TENT): the LayerNorm parameters lower the entropy of the groups'
+// probabilities on every image; the card gets the mean entropy and flagged share before and after.
+void adapt_unlabelled(const AdaptRequest& req, Predictor& pred, const Labels& L, Schedule& s, nlohmann::json& card) {
+  const std::vector<Cell> cells = unlabelled_cells(req);
+  if (req.log) req.log("adapting on " + std::to_string(cells.size()) + " unlabelled images");
+  const nlohmann::json before = confidence(pred, cells, L.group);
+  ViT& model = pred.model();
+  const int C = model.config().num_classes;
+  const CellLoss loss = [&](size_t, const float* z, float B, float* dz) { return group_entropy(z, C, L.group, B, dz); };
+  train_blocks(model, StepInputs(pred, cells, card["augment"].get<std::string>(), s.views), cells.size(), loss,
+               trainable(model, "all-but-norm", 0), s);
+  card["cells"] = cells.size();
+  card["labels"] = "none";
+  card["objective"] = L.mapped ? "entropy of the label map's targets, over the classes it covers"
+                               : "entropy of the model's classes";
+  card["before"] = before;
+  card["after"] = confidence(pred, cells, L.group);
+}
+
+}  // namespace
+
+double group_entropy(const float* z, int C, const std::vector<int>& group, float scale, float* dz) {
+  // r = the softmax over the classes that take part, q_g = sum of r over group g. With
+  // H = -sum_g q_g log q_g, dH/dz_c = -r_c (log q_{g(c)} + H) for a class that takes part.
+  double m = -INFINITY;
+  for (int c = 0; c < C; ++c)
+    if (group[size_t(c)] >= 0) m = std::max(m, double(z[c]));
+  std::vector<double> r(static_cast<size_t>(C), 0.0);
+  std::map<int, double> q;
+  double sum = 0;
+  for (int c = 0; c < C; ++c)
+    if (group[size_t(c)] >= 0) sum += (r[size_t(c)] = std::exp(double(z[c]) - m));
+  for (int c = 0; c < C; ++c)
+    if (group[size_t(c)] >= 0) q[group[size_t(c)]] += (r[size_t(c)] /= sum);
+  double H = 0;
+  for (const auto& [g, v] : q) H -= v > 0 ? v * std::log(v) : 0.0;
+  for (int c = 0; c < C; ++c) {
+    const int g = group[size_t(c)];
+    const double lq = g >= 0 && q[g] > 0 ? std::log(q[g]) : 0.0;
+    dz[c] = g < 0 ? 0.0f : float(-r[size_t(c)] * (lq + H) / scale);
+  }
+  return H;
+}
+
+nlohmann::json adapt(const AdaptRequest& req) {
+  const auto t0 = std::chrono::steady_clock::now();
+  check_request(req);
+  Predictor pred(req.model);
+  pred.set_stain_norm(req.stain_norm);
+  pred.set_cell_size(req.cell_size);
+  const Labels L = make_labels(req, pred.class_names());
+  const std::string freeze = req.freeze != "auto" ? req.freeze : req.unlabelled ? "all-but-norm" : "none";
+  const bool head_only = freeze == "all-but-head";
+  // Defaults chosen on bccd's adaptation cells (labelled: 30% held out, three seeds; unlabelled:
+  // scored with their labels after adapting on them without; docs/robustness.md).
+  Schedule s{req.epochs > 0 ? req.epochs : head_only ? 100 : req.unlabelled ? 10 : 30, std::max(1, req.batch),
+             tta_view_count(req.views), req.lr > 0 ? req.lr : head_only || req.unlabelled ? 1e-3f : 3e-4f, req.seed,
+             req.log};
+  const std::string augment =
+      req.augment != "auto" ? req.augment : head_only || req.unlabelled ? "views" : "train";
   nlohmann::json card = {{"from_model", fs::path(req.model).filename().string()},
                          {"data", req.data},
                          {"map", req.map},
-                         {"cells", n_new},
-                         {"cells_per_label", counts(cells, L)},
-                         {"freeze", req.freeze},
-                         {"last_k", req.freeze == "last-k" ? req.last_k : 0},
+                         {"freeze", freeze},
+                         {"last_k", freeze == "last-k" ? req.last_k : 0},
                          {"shots", req.shots},
                          {"views", req.views},
                          {"augment", augment},
@@ -444,24 +573,18 @@ nlohmann::json adapt(const AdaptRequest& req) {
                          {"lr", s.lr},
                          {"seed", req.seed},
                          {"stain_norm", req.stain_norm},
-                         {"cell_size", req.cell_size},
-                         {"held_out", {{"images", held.size()},
-                                       {"per_label", counts(held, L)},
-                                       {"accuracy_before", before},
-                                       {"accuracy_after", after}}},
-                         {"seconds", secs}};
-  if (!kept.empty())
-    card["rehearsal"] = {{"data", req.keep_data},
-                         {"per_class", req.keep_per_class},
-                         {"images", kept.size()},
-                         {"val_images", home_val.size()},
-                         {"val_accuracy_before", home_before},
-                         {"val_accuracy_after", home_after}};
+                         {"cell_size", req.cell_size}};
+  pred.model().reset_optimizer();
+  if (req.unlabelled)
+    adapt_unlabelled(req, pred, L, s, card);
+  else
+    adapt_labelled(req, pred, L, freeze, s, card);
+  card["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   ModelMeta meta = pred.meta();
   if (!meta.extra.is_object()) meta.extra = nlohmann::json::object();
   meta.extra.erase("version");  // a new model: its version comes from its own bytes
   meta.extra["adaptation"] = card;
-  save_model(req.out, model, meta);
+  save_model(req.out, pred.model(), meta);
   return card;
 }
 

@@ -15,8 +15,17 @@
 //                 forward and backward (no feature cache);
 //   none          every parameter (the default: on bccd's adaptation cells it beat the head alone
 //                 by 9 points, with the trainer's augmentation drawn anew each step; minutes on
-//                 a 2-core CPU for 100 cells).
+//                 a 2-core CPU for 100 cells);
+//   all-but-norm  the LayerNorm weights and biases alone (the default of `--unlabelled`).
 // Frozen tensors are never written (AdamW scale 0): bitwise the original's.
+//
+// Without labels (`--unlabelled`, TENT: Wang et al., "Tent: fully test-time adaptation by entropy
+// minimization", ICLR 2021, which did it for batch norm): the LayerNorm parameters are trained to
+// make the model's predictions on the new lab's images more confident, i.e. to lower the entropy
+// of its probabilities. With a label map the entropy is that of the map's targets, over the
+// classes the map covers (`eval --map-rule restrict`'s probabilities); without one, of all the
+// model's classes. The normalisation layers alone move: trained on entropy, every weight would
+// let the model call every image one class, which is as confident as it gets.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -35,12 +44,17 @@ struct AdaptRequest {
   std::string split = "train";         // manifest split adapted on
   std::string holdout_split = "test";  // manifest split held out for the before/after numbers
   double holdout = 0.25;               // class folders: share of each class held out (seeded, stratified)
-  std::string freeze = "none";          // all-but-head | last-k | none
+  std::string freeze = "auto";          // all-but-head | last-k | none | all-but-norm; auto: none, or
+                                        // all-but-norm when unlabelled
+  // No labels: every image of `data` (a prepared split, or every image under a folder, labels
+  // ignored) trains the LayerNorm parameters by entropy minimisation; nothing is held out, and the
+  // card records the mean entropy and the share flagged unlike the training data, before and after.
+  bool unlabelled = false;
   int last_k = 1;                       // blocks trained with freeze=last-k
   int shots = 0;                        // at most this many adaptation images per class (0: all)
   int min_per_class = 2;                // a class with fewer adaptation images is refused
-  int epochs = 0;                       // 0: 100 (all-but-head) or 30
-  float lr = 0;                         // 0: 1e-3 (all-but-head) or 3e-4
+  int epochs = 0;                       // 0: 100 (all-but-head), 10 (unlabelled) or 30
+  float lr = 0;                         // 0: 1e-3 (all-but-head, unlabelled) or 3e-4
   int batch = 16;
   uint64_t seed = 0;
   std::string stain_norm = "none";  // applied to every image, as eval and predict would
@@ -70,5 +84,11 @@ nlohmann::json adapt(const AdaptRequest& req);
 // c with group[c] == label. Writes its gradient on the logits, divided by `scale` (the batch
 // size), to dz, and returns the loss.
 double group_cross_entropy(const float* z, int C, const std::vector<int>& group, int label, float scale, float* dz);
+
+// The entropy of one row of C logits' probabilities gathered into groups: q_g = the softmax mass of
+// the classes c with group[c] == g, renormalised over the classes with group[c] >= 0 (a class with
+// -1 takes no part), and H = -sum_g q_g log q_g. Writes dH/dz divided by `scale` to dz (zero for
+// the classes that take no part) and returns H.
+double group_entropy(const float* z, int C, const std::vector<int>& group, float scale, float* dz);
 
 }  // namespace vit
