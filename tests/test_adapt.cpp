@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <map>
 #include <random>
+#include <sstream>
 
 #include "engine/eval/evaluate.h"
 #include "engine/eval/inference.h"
@@ -418,6 +419,21 @@ TEST(Adapt, RehearsalKeepsHomeImagesPerClassAndScoresHomeVal) {
   expect_refused(f, r, "must be a prepared folder or manifest.csv");
 }
 
+// The target the test's own reading of the map calls an image with these probabilities:
+// "other": its top class's ("other" when unmapped); "restrict": the most probable target.
+std::string expected_target(const nlohmann::json& mj, const std::vector<std::string>& names,
+                            const vit::Prediction& pr, const std::string& rule) {
+  const std::vector<std::string> targets = mj["targets"];
+  std::vector<double> mass(targets.size(), 0.0);
+  for (size_t c = 0; c < names.size(); ++c)
+    if (mj["map"].contains(names[c])) {
+      const size_t t = size_t(std::find(targets.begin(), targets.end(), mj["map"][names[c]]) - targets.begin());
+      mass[t] += pr.probs[c];
+    }
+  if (rule == "other") return mj["map"].value(names[size_t(pr.top)], std::string("other"));
+  return targets[size_t(std::max_element(mass.begin(), mass.end()) - mass.begin())];
+}
+
 // eval --map-rule: "other" calls each image its top class's target (an unmapped top class is an
 // error); "restrict" the target whose classes hold the most probability. Checked against the
 // test's own reading of the map and of each image's probabilities from the Predictor.
@@ -428,7 +444,6 @@ TEST(EvalMap, RestrictCallsTheTargetWhoseClassesHoldTheMostProbability) {
   f.add("EOSINOPHIL", 5, 200);
   const std::string map = std::string(VITENGINE_SOURCE_DIR) + "/configs/bccd5.json";
   const nlohmann::json mj = nlohmann::json::parse(vt::read_file(map));
-  const std::vector<std::string> targets = mj["targets"];
   vit::Predictor p(f.model);
   const auto& names = p.class_names();
   std::map<std::string, int> expect_right;
@@ -436,15 +451,7 @@ TEST(EvalMap, RestrictCallsTheTargetWhoseClassesHoldTheMostProbability) {
     for (int i = 0; i < 5; ++i) {
       const auto pr = p.predict({vit::load_image(f.data + "/" + folder + "/c" + std::to_string(i) + ".png")}, 1)[0];
       const std::string truth = mj["truth"][folder];
-      std::vector<double> mass(targets.size(), 0.0);
-      for (size_t c = 0; c < names.size(); ++c)
-        if (mj["map"].contains(names[c])) {
-          const size_t t = size_t(std::find(targets.begin(), targets.end(), mj["map"][names[c]]) - targets.begin());
-          mass[t] += pr.probs[c];
-        }
-      const std::string top_target = mj["map"].value(names[size_t(pr.top)], std::string("other"));
-      expect_right["other"] += top_target == truth;
-      expect_right["restrict"] += targets[size_t(std::max_element(mass.begin(), mass.end()) - mass.begin())] == truth;
+      for (const std::string rule : {"other", "restrict"}) expect_right[rule] += expected_target(mj, names, pr, rule) == truth;
     }
   for (const std::string rule : {"other", "restrict"}) {
     vit::EvalRequest r;
@@ -462,6 +469,48 @@ TEST(EvalMap, RestrictCallsTheTargetWhoseClassesHoldTheMostProbability) {
   vit::EvalRequest bad;
   bad.model = f.model, bad.data = f.data, bad.map = map, bad.map_rule = "nearest", bad.out = f.dir + "/ev_bad";
   EXPECT_THROW(vit::evaluate(bad), std::runtime_error);
+}
+
+// predict --map names each image's target by the same rules, in JSON and CSV.
+TEST(PredictMap, EachImageGetsTheTargetTheRuleCalls) {
+  CellFolder f;
+  f.add("NEUTROPHIL", 4, 1);
+  f.add("LYMPHOCYTE", 4, 100);
+  const std::string map = std::string(VITENGINE_SOURCE_DIR) + "/configs/bccd5.json";
+  const nlohmann::json mj = nlohmann::json::parse(vt::read_file(map));
+  vit::Predictor p(f.model);
+  for (const std::string rule : {"other", "restrict"}) {
+    std::string so, se;
+    ASSERT_EQ(vt::run(std::string(VITENGINE_BINARY) + " predict --model " + f.model + " --format json --map " + map +
+                          " --map-rule " + rule + " " + f.data,
+                      &so, &se),
+              0)
+        << se;
+    std::istringstream lines(so);
+    int n = 0;
+    for (std::string line; std::getline(lines, line);) {
+      const nlohmann::json row = nlohmann::json::parse(line);
+      const auto pr = p.predict({vit::load_image(row["file"])}, 1)[0];
+      EXPECT_EQ(row["target"], expected_target(mj, p.class_names(), pr, rule)) << row["file"] << " " << rule;
+      double sum = 0;
+      for (const auto& [t, v] : row["target_probabilities"].items()) sum += v.get<double>();
+      EXPECT_LE(sum, 1.0 + 1e-5);
+      ++n;
+    }
+    EXPECT_EQ(n, 8) << rule;
+  }
+  std::string so, se;
+  ASSERT_EQ(vt::run(std::string(VITENGINE_BINARY) + " predict --model " + f.model + " --format csv --map " + map + " " +
+                        f.data + "/LYMPHOCYTE/c0.png",
+                    &so, &se),
+            0)
+      << se;
+  EXPECT_NE(so.find(",target,target_prob\n"), std::string::npos) << so;
+  EXPECT_NE(vt::run(std::string(VITENGINE_BINARY) + " predict --model " + f.model + " --map-rule nearest --map " + map +
+                        " " + f.data,
+                    &so, &se),
+            0);
+  EXPECT_NE(se.find("nearest"), std::string::npos) << se;
 }
 
 }  // namespace

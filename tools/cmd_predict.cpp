@@ -1,6 +1,6 @@
 // vitengine predict: classify cell images with calibrated probabilities.
 //   vitengine predict [--model CKPT] IMAGE|DIR... [--top-k 3] [--format table|json|csv] [--batch 16]
-//                     [--device cpu|cuda] [--tta none|flip|d4]
+//                     [--device cpu|cuda] [--tta none|flip|d4] [--map FILE [--map-rule other|restrict]]
 // An unreadable file gets an error line (stderr; in JSON also a {"file","error"} record)
 // and the rest still run; the exit code is 1 at the end if any file failed.
 #include <algorithm>
@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "engine/eval/evaluate.h"
 #include "engine/eval/inference.h"
 #include "engine/runtime/backend.h"
 #include "engine/wbc/app.h"
@@ -27,7 +28,25 @@ struct PredictArgs {
   int time_runs = 0;
   std::string device = "cpu";
   std::string tta = "none", stain_norm = "none", cell_size = "none";
+  std::string map, map_rule = "other";  // label map: also name each image's target (eval's rule)
 };
+
+// One image's target under the label map: its name ("other" when the rule finds none) and the
+// summed probability of the classes the map sends there.
+struct Mapped {
+  std::string name = "other";
+  double prob = 0;
+  nlohmann::json masses = nlohmann::json::object();
+};
+Mapped map_prediction(const LabelMap& m, bool restrict_to_targets, const Prediction& p) {
+  const std::vector<double> probs(p.probs.begin(), p.probs.end());
+  const std::vector<double> mass = target_mass(m, probs.data(), int(probs.size()));
+  Mapped r;
+  for (size_t t = 0; t < mass.size(); ++t) r.masses[m.targets[t]] = mass[t];
+  const int t = mapped_target(m, mass, p.top, restrict_to_targets);
+  if (t >= 0) r.name = m.targets[size_t(t)], r.prob = mass[size_t(t)];
+  return r;
+}
 
 std::string csv_field(const std::string& s) {
   if (s.find_first_of(",\"\n") == std::string::npos) return s;
@@ -46,13 +65,15 @@ int run_predict(const PredictArgs& a) {
   pred.set_cell_size(a.cell_size);
   const auto& names = pred.class_names();
   const int k = std::min(a.top_k, pred.num_classes());
+  const bool mapped = !a.map.empty(), restrict_to_targets = restrict_map_rule(a.map_rule);
+  const LabelMap lmap = mapped ? read_label_map(a.map, names) : LabelMap{};
   std::vector<std::string> files = list_image_files(a.inputs);
   if (files.empty()) throw std::runtime_error("no image files found in the given paths");
 
   if (a.format == "csv") {
     std::printf("file,prediction,confidence,review");
     for (int i = 1; i <= k; ++i) std::printf(",class_%d,prob_%d", i, i);
-    std::printf(",ood_score,unlike_training_data\n");
+    std::printf(",ood_score,unlike_training_data%s\n", mapped ? ",target,target_prob" : "");
   }
   int failed = 0;
   for (size_t i = 0; i < files.size(); i += size_t(a.batch)) {
@@ -72,30 +93,35 @@ int run_predict(const PredictArgs& a) {
       bool review = p.confidence < a.review_below;
       // null when the model stores no threshold (`vitengine ood-ref`): unknown, not "no".
       const nlohmann::json unlike = pred.ood().present ? nlohmann::json(p.unlike_training) : nlohmann::json();
+      const Mapped m = mapped ? map_prediction(lmap, restrict_to_targets, p) : Mapped{};
       if (a.format == "json") {
         nlohmann::json t = nlohmann::json::array(), probs = nlohmann::json::object();
         for (int c : top) t.push_back({{"class", names[c]}, {"prob", p.probs[c]}});
         for (size_t c = 0; c < names.size(); ++c) probs[names[c]] = p.probs[c];
-        std::printf("%s\n", nlohmann::json{{"file", ok[j]},
-                                           {"prediction", names[p.top]},
-                                           {"confidence", p.confidence},
-                                           {"review", review},
-                                           {"top", t},
-                                           {"probabilities", probs},
-                                           {"ood_score", p.ood_score},
-                                           {"unlike_training_data", unlike},
-                                           {"model", pred.version()}}
-                                .dump()
-                                .c_str());
+        nlohmann::json row{{"file", ok[j]},
+                           {"prediction", names[p.top]},
+                           {"confidence", p.confidence},
+                           {"review", review},
+                           {"top", t},
+                           {"probabilities", probs},
+                           {"ood_score", p.ood_score},
+                           {"unlike_training_data", unlike},
+                           {"model", pred.version()}};
+        if (mapped) row["target"] = m.name, row["target_probability"] = m.prob, row["target_probabilities"] = m.masses;
+        std::printf("%s\n", row.dump().c_str());
       } else if (a.format == "csv") {
         std::printf("%s,%s,%.6f,%d", csv_field(ok[j]).c_str(), csv_field(names[p.top]).c_str(), p.confidence, review);
         for (int c : top) std::printf(",%s,%.6f", csv_field(names[c]).c_str(), p.probs[c]);
-        std::printf(",%.6f,%s\n", p.ood_score, pred.ood().present ? (p.unlike_training ? "1" : "0") : "");
+        std::printf(",%.6f,%s", p.ood_score, pred.ood().present ? (p.unlike_training ? "1" : "0") : "");
+        if (mapped) std::printf(",%s,%.6f", csv_field(m.name).c_str(), m.prob);
+        std::printf("\n");
       } else {
         std::printf("%s%s\n", ok[j].c_str(), p.unlike_training ? "   (unlike the training data: expect lower accuracy)" : "");
         for (int r = 0; r < k; ++r)
           std::printf("  %d. %-22s %6.2f%%%s\n", r + 1, names[top[r]].c_str(), 100 * p.probs[top[r]],
                       (r == 0 && review) ? "   (low confidence: review)" : "");
+        if (mapped) std::printf("  -> %s %6.2f%% (label map '%s', rule %s)\n", m.name.c_str(), 100 * m.prob,
+                                lmap.name.c_str(), a.map_rule.c_str());
       }
     }
     std::fflush(stdout);
@@ -151,6 +177,14 @@ Command register_predict(CLI::App& root) {
   c.app->add_option("--time-runs", a->time_runs, "Also time the first batch's forward pass N times (stderr)");
   c.app->add_option("--device", a->device, "Run the forward passes on cpu or cuda (fp32)")
       ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  c.app->add_option("--map", a->map,
+                    "label map JSON (e.g. configs/bccd5.json): also name each image's target, as eval --map does")
+      ->check(CLI::ExistingFile);
+  c.app->add_option("--map-rule", a->map_rule,
+                    "with --map: other (the top class's target; 'other' when the map leaves it out) or restrict "
+                    "(the target whose classes hold the most probability: every image is one of the targets)")
+      ->check(CLI::IsMember({"other", "restrict"}))
       ->capture_default_str();
   add_tta_option(c.app, &a->tta);
   add_stain_norm_option(c.app, &a->stain_norm);

@@ -32,6 +32,24 @@ int LabelMap::truth_target(const std::string& label) const {
   return -1;
 }
 
+bool restrict_map_rule(const std::string& rule) {
+  if (rule != "other" && rule != "restrict")
+    throw std::runtime_error("--map-rule must be other or restrict, not '" + rule + "'");
+  return rule == "restrict";
+}
+
+std::vector<double> target_mass(const LabelMap& m, const double* probs, int K) {
+  std::vector<double> mass(m.targets.size(), 0.0);
+  for (int c = 0; c < K; ++c)
+    if (m.class_to_target[size_t(c)] >= 0) mass[size_t(m.class_to_target[size_t(c)])] += probs[c];
+  return mass;
+}
+
+int mapped_target(const LabelMap& m, const std::vector<double>& mass, int top, bool restrict_to_targets) {
+  if (!restrict_to_targets) return m.class_to_target[size_t(top)];
+  return int(std::max_element(mass.begin(), mass.end()) - mass.begin());
+}
+
 LabelMap read_label_map(const std::string& path, const std::vector<std::string>& class_names) {
   std::ifstream f(path);
   if (!f) throw std::runtime_error("label map '" + path + "' cannot be opened");
@@ -283,18 +301,10 @@ void score_mapped(const EvalRequest& req, const Scored& S, Report& R) {
   const int K = S.K;
   LabelMap lmap = read_label_map(req.map, S.names);
   const int TK = int(lmap.targets.size());
-  const bool restrict_to_targets = req.map_rule == "restrict";
-  if (!restrict_to_targets && req.map_rule != "other")
-    throw std::runtime_error("--map-rule must be other or restrict, not '" + req.map_rule + "'");
+  const bool restrict_to_targets = restrict_map_rule(req.map_rule);
   auto probs = softmax_rows(S.p.logits.data(), n, K, S.T), raw = softmax_rows(S.p.logits.data(), n, K, 1.0);
-  // The target each image is called: its top class's (other: none), or with restrict the target
-  // whose classes hold the most (calibrated) probability.
   const auto target_of = [&](size_t i) {
-    if (!restrict_to_targets) return lmap.class_to_target[S.pred[i]];
-    std::vector<double> mass(size_t(TK), 0.0);
-    for (int c = 0; c < K; ++c)
-      if (lmap.class_to_target[c] >= 0) mass[size_t(lmap.class_to_target[c])] += probs[i * K + c];
-    return int(std::max_element(mass.begin(), mass.end()) - mass.begin());
+    return mapped_target(lmap, target_mass(lmap, probs.data() + i * K, K), S.pred[i], restrict_to_targets);
   };
   std::vector<int> truth(n), pred(n);
   for (size_t i = 0; i < n; ++i) {

@@ -32,6 +32,16 @@ struct LabelMap {
 };
 LabelMap read_label_map(const std::string& path, const std::vector<std::string>& class_names);
 
+// How an image is called a target of a map (--map-rule): "other" calls it its top class's target
+// (none when the map leaves that class out), "restrict" the target whose classes hold the most
+// probability. Throws for any other rule.
+bool restrict_map_rule(const std::string& rule);
+// Each target's summed probability, from one image's K class probabilities.
+std::vector<double> target_mass(const LabelMap& m, const double* probs, int K);
+// The target index the rule calls an image with top class `top` and target masses `mass`; -1:
+// "other" (rule other, top class unmapped).
+int mapped_target(const LabelMap& m, const std::vector<double>& mass, int top, bool restrict_to_targets);
+
 struct Metrics;
 struct EvalApp;
 
