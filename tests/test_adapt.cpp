@@ -1,4 +1,4 @@
-// vitengine adapt (engine/train/adapt.h): the group loss and the group entropy against finite
+// vitengine adapt (engine/train/adapt.h): the group loss and the entropy against finite
 // differences in double, frozen tensors bitwise unchanged (labelled and --unlabelled), --shots
 // per class, the new checkpoint loading in the Predictor and the CLI, and bad input refused with
 // the original model untouched.
@@ -61,48 +61,38 @@ TEST(AdaptLoss, SingletonGroupsAreCrossEntropy) {
   EXPECT_NEAR(dz[2], std::exp(2.0 - lse) - 1, 1e-6);
 }
 
-// H of the groups' probabilities renormalised over the classes with group >= 0, in long double.
-long double ref_entropy(const std::vector<double>& z, const std::vector<int>& group) {
-  long double s = 0;
-  std::map<int, long double> q;
-  for (size_t c = 0; c < z.size(); ++c)
-    if (group[c] >= 0) s += std::exp((long double)z[c]);
-  for (size_t c = 0; c < z.size(); ++c)
-    if (group[c] >= 0) q[group[c]] += std::exp((long double)z[c]) / s;
-  long double H = 0;
-  for (const auto& [g, v] : q) H -= v * std::log(v);
+// H = -sum p log p of softmax(z), in long double.
+long double ref_entropy(const std::vector<double>& z) {
+  long double m = *std::max_element(z.begin(), z.end()), s = 0, H = 0;
+  for (double v : z) s += std::exp((long double)v - m);
+  for (double v : z) {
+    const long double p = std::exp((long double)v - m) / s;
+    H -= p * std::log(p);
+  }
   return H;
 }
 
-TEST(AdaptLoss, GroupEntropyMatchesFiniteDifferences) {
+TEST(AdaptLoss, SoftmaxEntropyMatchesFiniteDifferences) {
   std::mt19937 rng(5);
   std::normal_distribution<double> nd(0, 2);
-  for (const std::vector<int>& group : std::vector<std::vector<int>>{
-           {0, 0, 1, -1, 2, 1, 0},     // a label map: targets of several classes, one class left out
-           {0, 1, 2, 3, 4, 5, 6}}) {  // no map: the entropy of the classes themselves
-    for (int trial = 0; trial < 3; ++trial) {
-      std::vector<double> z(group.size());
-      for (auto& v : z) v = nd(rng);
-      std::vector<float> zf(z.begin(), z.end()), dz(z.size());
-      for (size_t c = 0; c < z.size(); ++c) z[c] = zf[c];
-      const double H = vit::group_entropy(zf.data(), int(z.size()), group, 4.0f, dz.data());
-      EXPECT_NEAR(H, double(ref_entropy(z, group)), 1e-6);
-      for (size_t c = 0; c < z.size(); ++c) {
-        const double h = 1e-5;
-        auto zp = z, zm = z;
-        zp[c] += h, zm[c] -= h;
-        const double fd = double(ref_entropy(zp, group) - ref_entropy(zm, group)) / (2 * h) / 4.0;
-        EXPECT_NEAR(dz[c], fd, 1e-6) << "class " << c;
-        if (group[c] < 0) {
-          EXPECT_EQ(dz[c], 0.0f);
-        }
-      }
+  for (int trial = 0; trial < 4; ++trial) {
+    std::vector<double> z(7);
+    for (auto& v : z) v = nd(rng);
+    if (trial == 3) z[0] += 40;  // one class far ahead: p near one-hot, H near 0
+    std::vector<float> zf(z.begin(), z.end()), dz(z.size());
+    for (size_t c = 0; c < z.size(); ++c) z[c] = zf[c];
+    const double H = vit::softmax_entropy(zf.data(), int(z.size()), 4.0f, dz.data());
+    EXPECT_NEAR(H, double(ref_entropy(z)), 1e-6);
+    for (size_t c = 0; c < z.size(); ++c) {
+      const double h = 1e-5;
+      auto zp = z, zm = z;
+      zp[c] += h, zm[c] -= h;
+      const double fd = double(ref_entropy(zp) - ref_entropy(zm)) / (2 * h) / 4.0;
+      EXPECT_NEAR(dz[c], fd, 1e-6) << "trial " << trial << " class " << c;
     }
   }
-  // A confident row has almost no entropy; a uniform one log(#groups).
-  std::vector<float> dz(3);
-  EXPECT_NEAR(vit::group_entropy(std::vector<float>{0, 0, 0}.data(), 3, {0, 1, 2}, 1, dz.data()), std::log(3.0), 1e-9);
-  EXPECT_LT(vit::group_entropy(std::vector<float>{30, 0, 0}.data(), 3, {0, 1, 2}, 1, dz.data()), 1e-9);
+  std::vector<float> dz(3);  // uniform: log 3
+  EXPECT_NEAR(vit::softmax_entropy(std::vector<float>{0, 0, 0}.data(), 3, 1, dz.data()), std::log(3.0), 1e-9);
 }
 
 // A folder of class folders named after the tiny model's classes, `n` synthetic cells each.
@@ -339,18 +329,17 @@ TEST(Adapt, UnlabelledTrainsOnlyTheLayerNormsAndLowersTheEntropy) {
     return n.find(".ln_1.") != std::string::npos || n.find(".ln_2.") != std::string::npos ||
            n.rfind("encoder.ln.", 0) == 0;
   });
-  // With a label map the entropy is the targets' (the card says so); the CLI prints the numbers.
+  // The CLI prints the numbers; the card is in the new model's metadata.
   std::string so, se;
   ASSERT_EQ(vt::run(std::string(VITENGINE_BINARY) + " adapt --unlabelled --model " + f.model + " --data " + f.data +
-                        " --map " + VITENGINE_SOURCE_DIR + "/configs/bccd5.json --epochs 1 --views none --out " +
-                        f.dir + "/m.vit",
+                        " --epochs 1 --views none --out " + f.dir + "/m.vit",
                     &so, &se),
             0)
       << se;
   EXPECT_NE(so.find("on 20 unlabelled images"), std::string::npos) << so;
   EXPECT_NE(so.find("mean entropy"), std::string::npos) << so;
   vit::Predictor p(f.dir + "/m.vit");
-  EXPECT_NE(p.meta().extra["adaptation"]["objective"].get<std::string>().find("label map"), std::string::npos);
+  EXPECT_EQ(p.meta().extra["adaptation"]["labels"], "none");
   EXPECT_EQ(vt::run(std::string(VITENGINE_BINARY) + " predict --model " + out + " --format json " + f.data + "/img0.png",
                     &so, &se),
             0)
@@ -380,6 +369,9 @@ TEST(Adapt, UnlabelledBadInputIsRefusedWithTheOriginalUntouched) {
   r.shots = 0;
   r.keep_data = f.data;
   expect_refused(f, r, "--keep-data needs labelled adaptation");
+  r.keep_data.clear();
+  r.map = std::string(VITENGINE_SOURCE_DIR) + "/configs/bccd5.json";
+  expect_refused(f, r, "--map is not taken with --unlabelled");
 }
 
 }  // namespace

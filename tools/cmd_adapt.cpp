@@ -32,9 +32,8 @@ Command register_adapt(CLI::App& root) {
       ->capture_default_str();
   c.app->add_flag("--unlabelled", r->unlabelled,
                     "no labels: train the LayerNorm parameters to make the model surer of these images (entropy "
-                    "minimisation, TENT; with --map, of the map's targets). Adapt on the folder you are about to "
-                    "classify, and classify it with the same --stain-norm, --cell-size and (with --map) "
-                    "--map-rule restrict");
+                    "minimisation of its classes, TENT). Adapt on the folder you are about to classify, and classify "
+                    "it with the same --stain-norm and --cell-size (and predict/eval --map ... --map-rule restrict)");
   c.app->add_option("--freeze", r->freeze,
                     "all-but-head (the head alone, on cached features: fastest), last-k (the last --last-k blocks, "
                     "the final LayerNorm and the head), none (everything, with --augment auto's fresh augmentation each "

@@ -168,9 +168,9 @@ double accuracy(Predictor& pred, const std::vector<Cell>& cells, const Labels& L
   return cells.empty() ? 0 : double(right) / double(cells.size());
 }
 
-// What an unlabelled adaptation can report: the mean entropy of the groups' (calibrated)
+// What an unlabelled adaptation can report: the mean entropy of the (calibrated) class
 // probabilities, and the share of images the stored out-of-distribution threshold flags.
-nlohmann::json confidence(Predictor& pred, const std::vector<Cell>& cells, const std::vector<int>& group) {
+nlohmann::json confidence(Predictor& pred, const std::vector<Cell>& cells) {
   double entropy = 0;
   int flagged = 0;
   std::vector<float> logp, dz;
@@ -178,7 +178,7 @@ nlohmann::json confidence(Predictor& pred, const std::vector<Cell>& cells, const
     logp.resize(p.probs.size());
     dz.resize(p.probs.size());
     for (size_t c = 0; c < p.probs.size(); ++c) logp[c] = std::log(std::max(p.probs[c], 1e-30f));
-    entropy += group_entropy(logp.data(), int(logp.size()), group, 1.0f, dz.data());
+    entropy += softmax_entropy(logp.data(), int(logp.size()), 1.0f, dz.data());
     flagged += p.unlike_training;
   });
   const double n = std::max<double>(1, double(cells.size()));
@@ -363,6 +363,10 @@ void check_request(const AdaptRequest& req) {
       throw std::runtime_error("--keep-data needs labelled adaptation: it is not taken with --unlabelled");
     if (req.shots > 0)
       throw std::runtime_error("--shots caps the images of each class: --unlabelled images have no class");
+    if (!req.map.empty())
+      throw std::runtime_error("--map is not taken with --unlabelled, which lowers the entropy of the model's own "
+                               "classes (the targets' entropy pulled every cell onto the commonest one); pass the map "
+                               "to predict or eval (--map-rule restrict) when classifying");
   }
   if (req.augment != "auto" && req.augment != "views" && req.augment != "train")
     throw std::runtime_error("--augment must be auto, views or train, not '" + req.augment + "'");
@@ -501,46 +505,37 @@ void adapt_labelled(const AdaptRequest& req, Predictor& pred, const Labels& L, c
                          {"val_accuracy_after", accuracy(pred, home_val, L)}};
 }
 
-// The unlabelled adaptation (TENT): the LayerNorm parameters lower the entropy of the groups'
+// The unlabelled adaptation (TENT): the LayerNorm parameters lower the entropy of the class
 // probabilities on every image; the card gets the mean entropy and flagged share before and after.
-void adapt_unlabelled(const AdaptRequest& req, Predictor& pred, const Labels& L, Schedule& s, nlohmann::json& card) {
+void adapt_unlabelled(const AdaptRequest& req, Predictor& pred, Schedule& s, nlohmann::json& card) {
   const std::vector<Cell> cells = unlabelled_cells(req);
   if (req.log) req.log("adapting on " + std::to_string(cells.size()) + " unlabelled images");
-  const nlohmann::json before = confidence(pred, cells, L.group);
+  const nlohmann::json before = confidence(pred, cells);
   ViT& model = pred.model();
   const int C = model.config().num_classes;
-  const CellLoss loss = [&](size_t, const float* z, float B, float* dz) { return group_entropy(z, C, L.group, B, dz); };
+  const CellLoss loss = [&](size_t, const float* z, float B, float* dz) { return softmax_entropy(z, C, B, dz); };
   train_blocks(model, StepInputs(pred, cells, card["augment"].get<std::string>(), s.views), cells.size(), loss,
                trainable(model, "all-but-norm", 0), s);
   card["cells"] = cells.size();
   card["labels"] = "none";
-  card["objective"] = L.mapped ? "entropy of the label map's targets, over the classes it covers"
-                               : "entropy of the model's classes";
+  card["objective"] = "entropy of the model's classes";
   card["before"] = before;
-  card["after"] = confidence(pred, cells, L.group);
+  card["after"] = confidence(pred, cells);
 }
 
 }  // namespace
 
-double group_entropy(const float* z, int C, const std::vector<int>& group, float scale, float* dz) {
-  // r = the softmax over the classes that take part, q_g = sum of r over group g. With
-  // H = -sum_g q_g log q_g, dH/dz_c = -r_c (log q_{g(c)} + H) for a class that takes part.
-  double m = -INFINITY;
-  for (int c = 0; c < C; ++c)
-    if (group[size_t(c)] >= 0) m = std::max(m, double(z[c]));
-  std::vector<double> r(static_cast<size_t>(C), 0.0);
-  std::map<int, double> q;
-  double sum = 0;
-  for (int c = 0; c < C; ++c)
-    if (group[size_t(c)] >= 0) sum += (r[size_t(c)] = std::exp(double(z[c]) - m));
-  for (int c = 0; c < C; ++c)
-    if (group[size_t(c)] >= 0) q[group[size_t(c)]] += (r[size_t(c)] /= sum);
-  double H = 0;
-  for (const auto& [g, v] : q) H -= v > 0 ? v * std::log(v) : 0.0;
+double softmax_entropy(const float* z, int C, float scale, float* dz) {
+  // dH/dz_c = -p_c (log p_c + H).
+  const double m = *std::max_element(z, z + C);
+  std::vector<double> p(static_cast<size_t>(C));
+  double sum = 0, H = 0;
+  for (int c = 0; c < C; ++c) sum += (p[size_t(c)] = std::exp(double(z[c]) - m));
+  for (double& v : p) v /= sum;
+  for (double v : p) H -= v > 0 ? v * std::log(v) : 0.0;
   for (int c = 0; c < C; ++c) {
-    const int g = group[size_t(c)];
-    const double lq = g >= 0 && q[g] > 0 ? std::log(q[g]) : 0.0;
-    dz[c] = g < 0 ? 0.0f : float(-r[size_t(c)] * (lq + H) / scale);
+    const double pc = p[size_t(c)];
+    dz[c] = float(-pc * ((pc > 0 ? std::log(pc) : 0.0) + H) / scale);
   }
   return H;
 }
@@ -576,7 +571,7 @@ nlohmann::json adapt(const AdaptRequest& req) {
                          {"cell_size", req.cell_size}};
   pred.model().reset_optimizer();
   if (req.unlabelled)
-    adapt_unlabelled(req, pred, L, s, card);
+    adapt_unlabelled(req, pred, s, card);
   else
     adapt_labelled(req, pred, L, freeze, s, card);
   card["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -22,10 +22,11 @@
 // Without labels (`--unlabelled`, TENT: Wang et al., "Tent: fully test-time adaptation by entropy
 // minimization", ICLR 2021, which did it for batch norm): the LayerNorm parameters are trained to
 // make the model's predictions on the new lab's images more confident, i.e. to lower the entropy
-// of its probabilities. With a label map the entropy is that of the map's targets, over the
-// classes the map covers (`eval --map-rule restrict`'s probabilities); without one, of all the
-// model's classes. The normalisation layers alone move: trained on entropy, every weight would
-// let the model call every image one class, which is as confident as it gets.
+// of its class probabilities. The normalisation layers alone move: trained on entropy, every
+// weight would let the model call every image one class, which is as confident as it gets. The
+// entropy is that of the model's own classes, not of a label map's targets: on bccd's adaptation
+// cells the targets' entropy pulled every cell onto the commonest target (docs/robustness.md), so
+// --map is refused here and belongs to predict / eval (--map-rule restrict) afterwards.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -85,10 +86,8 @@ nlohmann::json adapt(const AdaptRequest& req);
 // size), to dz, and returns the loss.
 double group_cross_entropy(const float* z, int C, const std::vector<int>& group, int label, float scale, float* dz);
 
-// The entropy of one row of C logits' probabilities gathered into groups: q_g = the softmax mass of
-// the classes c with group[c] == g, renormalised over the classes with group[c] >= 0 (a class with
-// -1 takes no part), and H = -sum_g q_g log q_g. Writes dH/dz divided by `scale` to dz (zero for
-// the classes that take no part) and returns H.
-double group_entropy(const float* z, int C, const std::vector<int>& group, float scale, float* dz);
+// The entropy H = -sum_c p_c log p_c of the softmax p of one row of C logits. Writes dH/dz
+// divided by `scale` (the batch size) to dz and returns H.
+double softmax_entropy(const float* z, int C, float scale, float* dz);
 
 }  // namespace vit
