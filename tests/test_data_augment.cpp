@@ -1,8 +1,11 @@
 // TrivialAugmentWide against torchvision 0.14 (op list, bins, per-op outputs written by
-// tools/make_data_refs.py), and determinism of the training augmentation.
+// tools/make_data_refs.py), determinism of the training augmentation, and the HED stain jitter
+// against a per-pixel colour deconvolution in long double.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <fstream>
+#include <random>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -284,4 +287,111 @@ TEST(DataAugment, TranslateDrawsWithinRange) {
   EXPECT_LE(hi, 0.03);
   EXPECT_LT(lo, -0.027);  // 800 uniform draws reach within 10% of both ends
   EXPECT_GT(hi, 0.027);
+}
+
+namespace {
+
+// The HED jitter of one pixel, the way the method is stated: optical density, solve c M = od for
+// the three concentrations (Cramer's rule, long double), c -> alpha c + beta ln 10^6, od' = c' M,
+// back to 8 bits. Independent of the library's folded per-image matrix.
+void ref_hed_pixel(const uint8_t in[3], const float alpha[3], const float beta[3], long double out[3]) {
+  const auto& M = kRgbFromHed;
+  long double od[3];
+  for (int j = 0; j < 3; ++j) od[j] = -std::log((in[j] + 1.0L) / 256.0L);
+  // c M = od  <=>  M^T c = od: Cramer on A = M^T.
+  const auto det3 = [](long double a[3][3]) {
+    return a[0][0] * (a[1][1] * a[2][2] - a[1][2] * a[2][1]) - a[0][1] * (a[1][0] * a[2][2] - a[1][2] * a[2][0]) +
+           a[0][2] * (a[1][0] * a[2][1] - a[1][1] * a[2][0]);
+  };
+  long double A[3][3];
+  for (int r = 0; r < 3; ++r)
+    for (int k = 0; k < 3; ++k) A[r][k] = M[k][r];
+  const long double d = det3(A);
+  long double c[3];
+  for (int k = 0; k < 3; ++k) {
+    long double Ak[3][3];
+    for (int r = 0; r < 3; ++r)
+      for (int q = 0; q < 3; ++q) Ak[r][q] = q == k ? od[r] : A[r][q];
+    c[k] = det3(Ak) / d * alpha[k] + beta[k] * std::log(1e6L);
+  }
+  for (int j = 0; j < 3; ++j) {
+    long double o = 0;
+    for (int k = 0; k < 3; ++k) o += c[k] * M[k][j];
+    out[j] = std::min(255.0L, std::max(0.0L, 256.0L * std::exp(-o) - 1.0L));
+  }
+}
+
+Image noise_image(int w, int h, unsigned seed) {
+  Image img;
+  img.width = w, img.height = h;
+  img.rgb.resize(size_t(w) * h * 3);
+  std::mt19937 rng(seed);
+  for (auto& v : img.rgb) v = uint8_t(rng() % 256);
+  return img;
+}
+
+}  // namespace
+
+TEST(DataAugmentHed, MatchesAPerPixelDeconvolutionInLongDouble) {
+  const float alpha[3] = {1.15f, 0.9f, 1.04f}, beta[3] = {0.03f, -0.05f, 0.01f};
+  const Image in = noise_image(32, 32, 11);
+  Image out = in;
+  apply_hed_jitter(out, alpha, beta);
+  int changed = 0;
+  for (size_t i = 0; i < in.rgb.size(); i += 3) {
+    long double want[3];
+    ref_hed_pixel(&in.rgb[i], alpha, beta, want);
+    for (int j = 0; j < 3; ++j) {
+      // Rounded to the nearest level; a reference exactly at a .5 tie may round either way.
+      EXPECT_LE(std::fabs(double(out.rgb[i + size_t(j)]) - double(want[j])), 0.5 + 1e-6) << "pixel " << i / 3;
+      changed += out.rgb[i + size_t(j)] != in.rgb[i + size_t(j)];
+    }
+  }
+  EXPECT_GT(changed, int(in.rgb.size()) / 2);  // the jitter does something
+}
+
+TEST(DataAugmentHed, IdentityLeavesTheImageAndAnUnjitteredStainAlone) {
+  const float one[3] = {1, 1, 1}, zero[3] = {0, 0, 0};
+  const Image in = noise_image(24, 24, 3);
+  Image same = in;
+  apply_hed_jitter(same, one, zero);
+  EXPECT_EQ(same.rgb, in.rgb);
+  // An eosin-only image (every pixel eosin at some concentration) is left alone by a jitter of
+  // haematoxylin and DAB: only its own concentration would move it.
+  Image eosin;
+  eosin.width = 16, eosin.height = 1;
+  for (int x = 0; x < 16; ++x)
+    for (int j = 0; j < 3; ++j)
+      eosin.rgb.push_back(uint8_t(std::lround(256.0 * std::exp(-0.1 * x * kRgbFromHed[1][j]) - 1)));
+  Image e2 = eosin;
+  const float a_h[3] = {1.3f, 1, 0.7f};
+  apply_hed_jitter(e2, a_h, zero);
+  for (size_t i = 0; i < eosin.rgb.size(); ++i) EXPECT_NEAR(e2.rgb[i], eosin.rgb[i], 1) << i;
+  // ... and scaling eosin by 1.5 gives the image drawn at 1.5 times the concentration.
+  const float a_e[3] = {1, 1.5f, 1};
+  Image e3 = eosin;
+  apply_hed_jitter(e3, a_e, zero);
+  for (int x = 0; x < 16; ++x)
+    for (int j = 0; j < 3; ++j)
+      EXPECT_NEAR(e3.rgb[size_t(x) * 3 + size_t(j)], 256.0 * std::exp(-0.15 * x * kRgbFromHed[1][j]) - 1, 1.5)
+          << x << " " << j;
+}
+
+TEST(DataAugmentHed, DrawnWithinRangeOnlyWhenAskedFor) {
+  AugmentConfig cfg;
+  cfg.enabled = true;
+  Rng a(5), b(5);
+  cfg.hed = 0;
+  EXPECT_FALSE(draw_augment(cfg, a).hed);
+  cfg.hed = 0.1f;
+  for (int i = 0; i < 200; ++i) {
+    const AugmentParams p = draw_augment(cfg, b);
+    ASSERT_TRUE(p.hed);
+    for (int k = 0; k < 3; ++k) {
+      EXPECT_GE(p.hed_alpha[k], 0.9f);
+      EXPECT_LE(p.hed_alpha[k], 1.1f);
+      EXPECT_GE(p.hed_beta[k], -0.1f);
+      EXPECT_LE(p.hed_beta[k], 0.1f);
+    }
+  }
 }

@@ -96,6 +96,13 @@ TEST(TrainConfig, DataOnDeviceNeedsCudaAndNoBlur) {
       "'data_on_device' supports augment none or light");
   for (const char* a : {"augment=none", "augment=light"})
     EXPECT_TRUE(TrainConfig::load("", {"data_on_device=true", "device=cuda", a}).data_on_device) << a;
+  // HED jitter: the CPU loader only; off by default; a share of a concentration, so under 1.
+  expect_config_error([] { TrainConfig::load("", {"data_on_device=true", "device=cuda", "hed_jitter=0.05"}); },
+                      "'data_on_device' does not apply hed_jitter");
+  expect_config_error([] { TrainConfig::load("", {"hed_jitter=-0.1"}); }, "'hed_jitter' must be in [0, 1)");
+  expect_config_error([] { TrainConfig::load("", {"augment=none", "hed_jitter=0.05"}); }, "'hed_jitter' only acts");
+  EXPECT_FLOAT_EQ(train_augment(TrainConfig::load("", {"hed_jitter=0.05"})).hed, 0.05f);
+  EXPECT_EQ(TrainConfig{}.hed_jitter, 0.0f);
   EXPECT_FALSE(TrainConfig{}.data_on_device);               // off by default
   EXPECT_TRUE(TrainConfig::resume_safe("data_on_device"));  // same pixels either way
 }

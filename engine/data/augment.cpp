@@ -307,6 +307,12 @@ AugmentParams draw_augment(const AugmentConfig& cfg, Rng& rng) {
     p.jitter.hue = rng.uniform(-c / 4, c / 4);
     for (auto& g : p.jitter.gain) g = rng.uniform(1 - c / 4, 1 + c / 4);
   }
+  // 3b. HED stain jitter, drawn only when asked for (configs without it keep their random sequence).
+  if (cfg.hed > 0) {
+    p.hed = true;
+    for (auto& a : p.hed_alpha) a = rng.uniform(1 - cfg.hed, 1 + cfg.hed);
+    for (auto& b : p.hed_beta) b = rng.uniform(-cfg.hed, cfg.hed);
+  }
   // 4. Blur (focus differences between scanners).
   if (cfg.blur_prob > 0 && rng.uniform() < cfg.blur_prob) p.blur_sigma = rng.uniform(0.1f, 1.5f);
   return p;
@@ -328,7 +334,47 @@ void apply_augment(Image& img, const AugmentParams& p) {
     const float mean = augpx::mean_of((uint64_t)gray_sum(img), (uint64_t)img.width * img.height);
     for (size_t i = 0; i < img.rgb.size(); i += 3) augpx::jitter_rest(&img.rgb[i], p.jitter, mean);
   }
+  if (p.hed) apply_hed_jitter(img, p.hed_alpha, p.hed_beta);
   if (p.blur_sigma > 0) gaussian_blur(img, p.blur_sigma);
+}
+
+const double kRgbFromHed[3][3] = {{0.65, 0.70, 0.29}, {0.07, 0.99, 0.11}, {0.27, 0.57, 0.78}};
+
+void apply_hed_jitter(Image& img, const float alpha[3], const float beta[3]) {
+  // In row vectors, od = c M with M = kRgbFromHed, so c = od M^-1 and the jittered density is
+  // od' = (od M^-1 diag(alpha)) M + beta' M = od T + b: one 3x3 map and offset per image, with
+  // beta' = beta ln 10^6 (Tellez's units to natural-log optical density).
+  const auto& M = kRgbFromHed;
+  double inv[3][3];
+  const double det = M[0][0] * (M[1][1] * M[2][2] - M[1][2] * M[2][1]) -
+                     M[0][1] * (M[1][0] * M[2][2] - M[1][2] * M[2][0]) +
+                     M[0][2] * (M[1][0] * M[2][1] - M[1][1] * M[2][0]);
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j) {  // adjugate: cofactor of (j, i)
+      const int r0 = (j + 1) % 3, r1 = (j + 2) % 3, c0 = (i + 1) % 3, c1 = (i + 2) % 3;
+      inv[i][j] = (M[r0][c0] * M[r1][c1] - M[r0][c1] * M[r1][c0]) / det;
+    }
+  const double scale = std::log(1e6);
+  double T[3][3], b[3];
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j) {
+      T[i][j] = 0;
+      for (int k = 0; k < 3; ++k) T[i][j] += inv[i][k] * alpha[k] * M[k][j];
+    }
+  for (int j = 0; j < 3; ++j) {
+    b[j] = 0;
+    for (int k = 0; k < 3; ++k) b[j] += beta[k] * scale * M[k][j];
+  }
+  double od[256];
+  for (int v = 0; v < 256; ++v) od[v] = -std::log((v + 1) / 256.0);
+  for (size_t i = 0; i + 2 < img.rgb.size(); i += 3) {
+    const double o[3] = {od[img.rgb[i]], od[img.rgb[i + 1]], od[img.rgb[i + 2]]};
+    for (int j = 0; j < 3; ++j) {
+      const double d = o[0] * T[0][j] + o[1] * T[1][j] + o[2] * T[2][j] + b[j];
+      const double v = std::lround(256.0 * std::exp(-d) - 1.0);
+      img.rgb[i + size_t(j)] = uint8_t(std::clamp(v, 0.0, 255.0));
+    }
+  }
 }
 
 void augment_train(Image& img, const AugmentConfig& cfg, Rng& rng) {

@@ -29,6 +29,12 @@ struct AugmentConfig {
   bool reflect_border = false;  // geometry mirrors the image at its edges instead of filling with its border colour
   float color = 0.2f;           // brightness/contrast/saturation jitter +-color, hue +-color/4, stain gain +-color/4
   float blur_prob = 0.2f;       // probability of a Gaussian blur, sigma U[0.1, 1.5] px
+  // HED stain jitter (Tellez et al. 2019, "Whole-slide mitosis detection in H&E breast histology
+  // using PHH3 as a reference to train distilled stain-invariant convolutional networks"): each
+  // image's stain concentrations c -> alpha * c + beta, alpha ~ U[1-hed, 1+hed] and
+  // beta ~ U[-hed, hed] per stain, in their units (skimage's rgb2hed: optical density / ln 10^6),
+  // so 0.05 is their "HED-light" and 0.2 "HED-strong". 0: none, and nothing drawn.
+  float hed = 0.0f;
 };
 
 // ---- TrivialAugmentWide ----
@@ -78,6 +84,15 @@ AugmentParams draw_augment(const AugmentConfig& cfg, Rng& rng);
 void apply_augment(Image& img, const AugmentParams& p);
 
 // Building blocks (exposed for tests).
+
+// The stain vectors the HED jitter decomposes into (Ruifrok & Johnston 2001, "Quantification of
+// histochemical staining by color deconvolution", as skimage's rgb_from_hed): optical density per
+// unit of haematoxylin, eosin and DAB (rows) in R, G, B (columns).
+extern const double kRgbFromHed[3][3];
+// c -> alpha * c + beta on each pixel's HED concentrations, with optical density
+// OD = -ln((I + 1) / 256) (as engine/data/stain.h) and concentrations in Tellez's units
+// (OD / ln 10^6), back to 8-bit RGB (rounded, clamped).
+void apply_hed_jitter(Image& img, const float alpha[3], const float beta[3]);
 // Output pixel centre p (relative to the image centre) samples input at A*p + t.
 // reflect (bilinear only): out-of-frame points mirror the image instead of taking `fill`.
 void affine_sample(const Image& src, Image& dst, const double m[6], const uint8_t fill[3], bool bilinear,

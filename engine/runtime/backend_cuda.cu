@@ -190,8 +190,8 @@ class CudaBackend : public ModelBackend<ViTCuda> {
       if (index[i] >= count_)
         throw std::out_of_range("forward_uploaded: image " + std::to_string(index[i]) + " of " +
                                 std::to_string(count_));
-      if (aug[i].ta_op >= 0 || aug[i].blur_sigma > 0)
-        throw std::invalid_argument("data_on_device: the GPU augmentation does neither TrivialAugment nor blur");
+      if (aug[i].ta_op >= 0 || aug[i].blur_sigma > 0 || aug[i].hed)
+        throw std::invalid_argument("data_on_device: the GPU augmentation does neither TrivialAugment, blur nor HED jitter");
       cuda::AugmentItem& it = h_items_[i];
       it.image = index[i];
       for (int c = 0; c < 3; ++c) it.fill[c] = fills_[3 * index[i] + c];

@@ -220,6 +220,10 @@ void TrainConfig::validate() const {
   if (precision != "bf16" && precision != "fp32") bad("precision", "must be bf16 or fp32, got '" + precision + "'");
   if (data_on_device && device != "cuda")
     bad("data_on_device", "needs device=cuda (the train images are kept in GPU memory), got device=" + device);
+  if (!(hed_jitter >= 0 && hed_jitter < 1)) bad("hed_jitter", "must be in [0, 1), got " + std::to_string(hed_jitter));
+  if (augment == "none" && hed_jitter > 0) bad("hed_jitter", "only acts with augment light or strong, and augment is none");
+  if (data_on_device && hed_jitter > 0)
+    bad("data_on_device", "does not apply hed_jitter (only the CPU loader does): set data_on_device=false or hed_jitter=0");
   if (data_on_device && augment == "strong")
     bad("data_on_device", "supports augment none or light: augment=strong blurs, which only the CPU loader does");
   if (eval_every < 1) bad("eval_every", "must be >= 1, got " + std::to_string(eval_every));

@@ -74,6 +74,10 @@ struct ConfigError : std::invalid_argument {
   X(bool, reflect_border, false,                                                                                       \
     "augment light/strong: pixels the geometry moves in from outside the frame mirror the image (the reference's "     \
     "padding_mode='reflection') instead of taking its border colour")                                                  \
+  X(float, hed_jitter, 0.0f,                                                                                           \
+    "augment light/strong: HED stain jitter (Tellez et al. 2019): each image's haematoxylin, eosin and DAB "           \
+    "concentrations c -> a*c + b, a ~ U[1-h, 1+h], b ~ U[-h, h]; 0.05 = their HED-light, 0.2 HED-strong; 0 = off; "   \
+    "the CPU loader only (not data_on_device)")                                                                        \
   X(std::string, label_level, "class",                                                                                 \
     "what to learn: class (the data set's classes) | group (the application's coarse groups, e.g. the 9 "              \
     "white-blood-cell groups; to pre-train for fine-tuning)")                                                          \

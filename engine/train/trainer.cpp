@@ -38,6 +38,7 @@ AugmentConfig train_augment(const TrainConfig& c) {
   if (!c.color_jitter) a.color = 0.0f;
   a.translate = c.translate;
   a.reflect_border = c.reflect_border;
+  a.hed = c.hed_jitter;
   return a;
 }
 

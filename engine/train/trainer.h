@@ -43,7 +43,7 @@ struct CheckpointMismatch : std::runtime_error {
 // The loader's augmentation for a strength name: none | light | strong.
 AugmentConfig augment_preset(const std::string& strength);
 // The training loader's augmentation for a config (resolve_auto done): the preset of `augment`
-// with the config's rotate_flip, scale_jitter, color_jitter, translate and reflect_border.
+// with the config's rotate_flip, scale_jitter, color_jitter, translate, reflect_border and hed_jitter.
 // train and pretrain both read their images through it.
 AugmentConfig train_augment(const TrainConfig& c);
 

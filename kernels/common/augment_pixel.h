@@ -39,6 +39,10 @@ struct AugmentParams {
   float ta_magnitude = 0;
   bool color = false;  // apply `jitter`
   ColorJitter jitter;
+  // HED stain jitter (engine/data/augment.h apply_hed_jitter): each image's haematoxylin, eosin
+  // and DAB concentrations c -> alpha * c + beta. The CPU loader only (data_on_device refuses it).
+  bool hed = false;
+  float hed_alpha[3] = {1, 1, 1}, hed_beta[3] = {0, 0, 0};
   float blur_sigma = 0;  // Gaussian blur sigma in px, 0 = none
 };
 
