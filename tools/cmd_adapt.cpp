@@ -53,7 +53,7 @@ Command register_adapt(CLI::App& root) {
   c.app->add_option("--epochs", r->epochs, "0: 100 with all-but-head, 10 with --unlabelled, else 30")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
-  c.app->add_option("--lr", r->lr, "AdamW learning rate; 0: 1e-3 with all-but-head or --unlabelled, else 3e-4")
+  c.app->add_option("--lr", r->lr, "AdamW learning rate; 0: 1e-3 with all-but-head, else 3e-4")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   c.app->add_option("--batch", r->batch, "images per step")->check(CLI::Range(1, 4096))->capture_default_str();

@@ -550,9 +550,9 @@ nlohmann::json adapt(const AdaptRequest& req) {
   const std::string freeze = req.freeze != "auto" ? req.freeze : req.unlabelled ? "all-but-norm" : "none";
   const bool head_only = freeze == "all-but-head";
   // Defaults chosen on bccd's adaptation cells (labelled: 30% held out, three seeds; unlabelled:
-  // scored with their labels after adapting on them without; docs/robustness.md).
+  // adapted on all 97 without labels, then scored with them; docs/robustness.md).
   Schedule s{req.epochs > 0 ? req.epochs : head_only ? 100 : req.unlabelled ? 10 : 30, std::max(1, req.batch),
-             tta_view_count(req.views), req.lr > 0 ? req.lr : head_only || req.unlabelled ? 1e-3f : 3e-4f, req.seed,
+             tta_view_count(req.views), req.lr > 0 ? req.lr : head_only ? 1e-3f : 3e-4f, req.seed,
              req.log};
   const std::string augment =
       req.augment != "auto" ? req.augment : head_only || req.unlabelled ? "views" : "train";

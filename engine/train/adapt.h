@@ -55,7 +55,7 @@ struct AdaptRequest {
   int shots = 0;                        // at most this many adaptation images per class (0: all)
   int min_per_class = 2;                // a class with fewer adaptation images is refused
   int epochs = 0;                       // 0: 100 (all-but-head), 10 (unlabelled) or 30
-  float lr = 0;                         // 0: 1e-3 (all-but-head, unlabelled) or 3e-4
+  float lr = 0;                         // 0: 1e-3 (all-but-head) or 3e-4
   int batch = 16;
   uint64_t seed = 0;
   std::string stain_norm = "none";  // applied to every image, as eval and predict would
