@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The numbers of docs/robustness.md, on the CPU: split bccd-cropped once into adaptation and test
 # cells, store the stain reference and the out-of-distribution threshold in the shipped model,
-# then score normalisation and `vitengine adapt` (with and without rehearsal) on the test cells.
+# then score normalisation, `adapt --unlabelled` and `vitengine adapt` (with and without
+# rehearsal) on the test cells.
 #   WBC=PREPARED_WBC14 BCCD=../shared/data/bccd-cropped scripts/robustness.sh [OUT]
 # WBC is wbc14 as `vitengine prepare` makes it (seed 0: the shipped model's split); KEEP is the
 # rehearsed images per class (default 20). About an hour on 2 cores, most of it the runs that
@@ -23,6 +24,22 @@ echo "commit $(git rev-parse --short HEAD), $(nproc) CPUs, $(date -u +%FT%TZ), l
 for s in none reinhard macenko; do
   "$V" eval --model "$M" --data "$OUT/bccd" --split test --map $MAP --stain-norm $s --out "$OUT/ev_$s" >"$OUT/ev_$s.log" 2>&1
   echo "stain-norm $s: $(acc "$OUT/ev_$s.log")"
+done
+# Without labels: Reinhard + cell size + the map's restrict rule + d4, as shipped and after
+# `adapt --unlabelled` on the adaptation cells and on the test cells themselves.
+N="--stain-norm reinhard --cell-size normalize"
+# shellcheck disable=SC2086
+"$V" eval --model "$M" --data "$OUT/bccd" --split test --map $MAP --map-rule restrict $N --tta d4 \
+  --out "$OUT/ev_restrict" >"$OUT/ev_restrict.log" 2>&1
+echo "no labels, restrict: $(acc "$OUT/ev_restrict.log")"
+for split in train test; do
+  # shellcheck disable=SC2086
+  "$V" adapt --unlabelled --model "$M" --data "$OUT/bccd" --split $split $N --out "$OUT/tent_$split.vit" \
+    >"$OUT/tent_$split.log" 2>&1
+  # shellcheck disable=SC2086
+  "$V" eval --model "$OUT/tent_$split.vit" --data "$OUT/bccd" --split test --map $MAP --map-rule restrict $N \
+    --tta d4 --out "$OUT/ev_tent_$split" >"$OUT/ev_tent_$split.log" 2>&1
+  echo "no labels, adapt --unlabelled on the $split cells: $(acc "$OUT/ev_tent_$split.log")"
 done
 # The head alone on cached features (the old default: seconds), then the default (every weight,
 # fresh augmentation each step: minutes), then the default with rehearsal of the home data.
