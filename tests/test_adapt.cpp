@@ -406,6 +406,14 @@ TEST(Adapt, RehearsalKeepsHomeImagesPerClassAndScoresHomeVal) {
   EXPECT_GE(card["rehearsal"]["val_images"].get<int>(), 6);
   EXPECT_TRUE(card["rehearsal"]["val_accuracy_after"].is_number());
   for (const auto& [label, n] : card["cells_per_label"].items()) EXPECT_NE(label, "Monocyte");  // new cells only
+  // 0 keeps the whole train split: as many as manifest.csv has train rows, counted here.
+  int train_rows = 0;
+  std::istringstream manifest(vt::read_file(prep + "/manifest.csv"));
+  for (std::string line; std::getline(manifest, line);) train_rows += line.find(",train,") != std::string::npos;
+  ASSERT_GT(train_rows, 6);
+  r.keep_per_class = 0;
+  r.out = f.dir + "/all.vit";
+  EXPECT_EQ(vit::adapt(r)["rehearsal"]["images"].get<int>(), train_rows);
   r.keep_data = home;  // class folders, not prepared data
   r.out = f.dir + "/b.vit";
   expect_refused(f, r, "must be a prepared folder or manifest.csv");

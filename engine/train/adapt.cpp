@@ -419,7 +419,7 @@ void rehearsal_cells(const AdaptRequest& req, const std::vector<std::string>& cl
     return out;
   };
   kept = load("train");
-  cap_shots(kept, std::max(1, req.keep_per_class), mix_seed(req.seed, 0x4EE9ull));
+  cap_shots(kept, std::max(0, req.keep_per_class), mix_seed(req.seed, 0x4EE9ull));  // 0: all of them
   val = load("val");
 }
 

@@ -70,7 +70,7 @@ struct AdaptRequest {
   // each class of its train split train beside the new cells, with their own classes, so that
   // the model does not forget the home lab; its val split is scored before and after.
   std::string keep_data;
-  int keep_per_class = 200;  // chosen on bccd adaptation cells and wbc14 val (docs/robustness.md)
+  int keep_per_class = 200;  // 0: the whole train split (docs/robustness.md: what each keeps at home)
   std::function<void(const std::string&)> log;
 };
 
