@@ -447,11 +447,22 @@ TEST(EvalMap, RestrictCallsTheTargetWhoseClassesHoldTheMostProbability) {
   vit::Predictor p(f.model);
   const auto& names = p.class_names();
   std::map<std::string, int> expect_right;
+  std::map<std::string, double> expect_conf;
   for (const std::string folder : {"NEUTROPHIL", "LYMPHOCYTE", "EOSINOPHIL"})
     for (int i = 0; i < 5; ++i) {
       const auto pr = p.predict({vit::load_image(f.data + "/" + folder + "/c" + std::to_string(i) + ".png")}, 1)[0];
       const std::string truth = mj["truth"][folder];
-      for (const std::string rule : {"other", "restrict"}) expect_right[rule] += expected_target(mj, names, pr, rule) == truth;
+      for (const std::string rule : {"other", "restrict"}) {
+        const std::string called = expected_target(mj, names, pr, rule);
+        expect_right[rule] += called == truth;
+        double mass = 0, mapped = 0;
+        for (size_t c = 0; c < names.size(); ++c) {
+          const std::string t = mj["map"].value(names[c], std::string("other"));
+          mass += t == called ? pr.probs[c] : 0.0;
+          mapped += t != "other" ? pr.probs[c] : 0.0;
+        }
+        expect_conf[rule] += rule == "restrict" ? mass / mapped : mass;
+      }
     }
   for (const std::string rule : {"other", "restrict"}) {
     vit::EvalRequest r;
@@ -462,6 +473,11 @@ TEST(EvalMap, RestrictCallsTheTargetWhoseClassesHoldTheMostProbability) {
     r.out = f.dir + "/ev_" + rule;
     const nlohmann::json j = vit::evaluate(r);
     EXPECT_NEAR(j["accuracy"].get<double>(), expect_right[rule] / 15.0, 1e-12) << rule;
+    // The reliability diagram's confidence: the called target's probability, renormalised over
+    // the targets with restrict (as predict reports it), the test's own sum otherwise.
+    double mean_conf = 0;
+    for (const auto& b : j["calibration"]["bins"]) mean_conf += b["count"].get<double>() * b["confidence"].get<double>();
+    EXPECT_NEAR(mean_conf / 15.0, expect_conf[rule] / 15.0, 1e-5) << rule;
     if (rule == "restrict") {
       EXPECT_EQ(j["map"]["predicted_other"].get<int>(), 0);
     }

@@ -41,12 +41,7 @@ struct Mapped {
 };
 Mapped map_prediction(const LabelMap& m, bool restrict_to_targets, const Prediction& p) {
   const std::vector<double> probs(p.probs.begin(), p.probs.end());
-  std::vector<double> mass = target_mass(m, probs.data(), int(probs.size()));
-  if (restrict_to_targets) {  // the image is one of the targets: their probabilities given that
-    double sum = 0;
-    for (double v : mass) sum += v;
-    for (double& v : mass) v /= std::max(sum, 1e-30);
-  }
+  const std::vector<double> mass = target_mass(m, probs.data(), int(probs.size()), restrict_to_targets);
   Mapped r;
   for (size_t t = 0; t < mass.size(); ++t) r.masses[m.targets[t]] = mass[t];
   const int t = mapped_target(m, mass, p.top, restrict_to_targets);

@@ -38,10 +38,16 @@ bool restrict_map_rule(const std::string& rule) {
   return rule == "restrict";
 }
 
-std::vector<double> target_mass(const LabelMap& m, const double* probs, int K) {
+std::vector<double> target_mass(const LabelMap& m, const double* probs, int K, bool restrict_to_targets) {
   std::vector<double> mass(m.targets.size(), 0.0);
+  double sum = 0;
   for (int c = 0; c < K; ++c)
-    if (m.class_to_target[size_t(c)] >= 0) mass[size_t(m.class_to_target[size_t(c)])] += probs[c];
+    if (m.class_to_target[size_t(c)] >= 0) {
+      mass[size_t(m.class_to_target[size_t(c)])] += probs[c];
+      sum += probs[c];
+    }
+  if (restrict_to_targets)
+    for (double& v : mass) v /= std::max(sum, 1e-300);
   return mass;
 }
 
@@ -304,7 +310,8 @@ void score_mapped(const EvalRequest& req, const Scored& S, Report& R) {
   const bool restrict_to_targets = restrict_map_rule(req.map_rule);
   auto probs = softmax_rows(S.p.logits.data(), n, K, S.T), raw = softmax_rows(S.p.logits.data(), n, K, 1.0);
   const auto target_of = [&](size_t i) {
-    return mapped_target(lmap, target_mass(lmap, probs.data() + i * K, K), S.pred[i], restrict_to_targets);
+    return mapped_target(lmap, target_mass(lmap, probs.data() + i * K, K, restrict_to_targets), S.pred[i],
+                         restrict_to_targets);
   };
   std::vector<int> truth(n), pred(n);
   for (size_t i = 0; i < n; ++i) {
@@ -319,13 +326,19 @@ void score_mapped(const EvalRequest& req, const Scored& S, Report& R) {
   std::vector<std::string> cols = lmap.targets;
   cols.push_back("other");
   R.m = compute_metrics(confusion_matrix(truth, pred, TK, TK + 1), lmap.targets, cols);
-  // Confidence of the mapped prediction = summed probability of the classes that map to it.
+  // Confidence of the mapped prediction = summed probability of the classes that map to it
+  // (restrict: renormalised over the targets, as predict reports it; "other": the unmapped mass).
   std::vector<double> conf(n), conf_raw(n);
   std::vector<bool> ok(n);
   for (size_t i = 0; i < n; ++i) {
-    const int t = pred[i] == TK ? -1 : pred[i];
-    for (int c = 0; c < K; ++c)
-      if (lmap.class_to_target[c] == t) conf[i] += probs[i * K + c], conf_raw[i] += raw[i * K + c];
+    const auto conf_of = [&](const double* p) {
+      const std::vector<double> mass = target_mass(lmap, p, K, restrict_to_targets);
+      double mapped = 0;
+      for (double v : mass) mapped += v;
+      return pred[i] == TK ? 1.0 - mapped : mass[size_t(pred[i])];
+    };
+    conf[i] = conf_of(probs.data() + i * K);
+    conf_raw[i] = conf_of(raw.data() + i * K);
     ok[i] = pred[i] == truth[i];
   }
   R.calib = calibration(conf, ok, req.ece_bins);

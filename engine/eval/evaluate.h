@@ -36,8 +36,9 @@ LabelMap read_label_map(const std::string& path, const std::vector<std::string>&
 // (none when the map leaves that class out), "restrict" the target whose classes hold the most
 // probability. Throws for any other rule.
 bool restrict_map_rule(const std::string& rule);
-// Each target's summed probability, from one image's K class probabilities.
-std::vector<double> target_mass(const LabelMap& m, const double* probs, int K);
+// Each target's summed probability, from one image's K class probabilities; with restrict,
+// renormalised over the targets (their probabilities given that the image is one of them).
+std::vector<double> target_mass(const LabelMap& m, const double* probs, int K, bool restrict_to_targets);
 // The target index the rule calls an image with top class `top` and target masses `mass`; -1:
 // "other" (rule other, top class unmapped).
 int mapped_target(const LabelMap& m, const std::vector<double>& mass, int top, bool restrict_to_targets);
