@@ -7,6 +7,8 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "engine/data/stain.h"
+
 namespace vit {
 
 namespace {
@@ -345,35 +347,38 @@ void apply_hed_jitter(Image& img, const float alpha[3], const float beta[3]) {
   // od' = (od M^-1 diag(alpha)) M + beta' M = od T + b: one 3x3 map and offset per image, with
   // beta' = beta ln 10^6 (Tellez's units to natural-log optical density).
   const auto& M = kRgbFromHed;
-  double inv[3][3];
-  const double det = M[0][0] * (M[1][1] * M[2][2] - M[1][2] * M[2][1]) -
-                     M[0][1] * (M[1][0] * M[2][2] - M[1][2] * M[2][0]) +
-                     M[0][2] * (M[1][0] * M[2][1] - M[1][1] * M[2][0]);
-  for (int i = 0; i < 3; ++i)
-    for (int j = 0; j < 3; ++j) {  // adjugate: cofactor of (j, i)
-      const int r0 = (j + 1) % 3, r1 = (j + 2) % 3, c0 = (i + 1) % 3, c1 = (i + 2) % 3;
-      inv[i][j] = (M[r0][c0] * M[r1][c1] - M[r0][c1] * M[r1][c0]) / det;
-    }
+  static const std::array<std::array<double, 3>, 3> inv = [&M] {
+    std::array<std::array<double, 3>, 3> r{};
+    const double det = M[0][0] * (M[1][1] * M[2][2] - M[1][2] * M[2][1]) -
+                       M[0][1] * (M[1][0] * M[2][2] - M[1][2] * M[2][0]) +
+                       M[0][2] * (M[1][0] * M[2][1] - M[1][1] * M[2][0]);
+    for (int i = 0; i < 3; ++i)
+      for (int j = 0; j < 3; ++j) {  // adjugate: cofactor of (j, i)
+        const int r0 = (j + 1) % 3, r1 = (j + 2) % 3, c0 = (i + 1) % 3, c1 = (i + 2) % 3;
+        r[size_t(i)][size_t(j)] = (M[r0][c0] * M[r1][c1] - M[r0][c1] * M[r1][c0]) / det;
+      }
+    return r;
+  }();
+  static const std::array<double, 256> od = [] {  // a table: three logs per pixel would dominate
+    std::array<double, 256> t{};
+    for (int v = 0; v < 256; ++v) t[size_t(v)] = optical_density(uint8_t(v));
+    return t;
+  }();
   const double scale = std::log(1e6);
   double T[3][3], b[3];
   for (int i = 0; i < 3; ++i)
     for (int j = 0; j < 3; ++j) {
       T[i][j] = 0;
-      for (int k = 0; k < 3; ++k) T[i][j] += inv[i][k] * alpha[k] * M[k][j];
+      for (int k = 0; k < 3; ++k) T[i][j] += inv[size_t(i)][size_t(k)] * alpha[k] * M[k][j];
     }
   for (int j = 0; j < 3; ++j) {
     b[j] = 0;
     for (int k = 0; k < 3; ++k) b[j] += beta[k] * scale * M[k][j];
   }
-  double od[256];
-  for (int v = 0; v < 256; ++v) od[v] = -std::log((v + 1) / 256.0);
   for (size_t i = 0; i + 2 < img.rgb.size(); i += 3) {
     const double o[3] = {od[img.rgb[i]], od[img.rgb[i + 1]], od[img.rgb[i + 2]]};
-    for (int j = 0; j < 3; ++j) {
-      const double d = o[0] * T[0][j] + o[1] * T[1][j] + o[2] * T[2][j] + b[j];
-      const double v = std::lround(256.0 * std::exp(-d) - 1.0);
-      img.rgb[i + size_t(j)] = uint8_t(std::clamp(v, 0.0, 255.0));
-    }
+    for (int j = 0; j < 3; ++j)
+      img.rgb[i + size_t(j)] = from_optical_density(o[0] * T[0][j] + o[1] * T[1][j] + o[2] * T[2][j] + b[j]);
   }
 }
 

@@ -90,7 +90,7 @@ void apply_augment(Image& img, const AugmentParams& p);
 // unit of haematoxylin, eosin and DAB (rows) in R, G, B (columns).
 extern const double kRgbFromHed[3][3];
 // c -> alpha * c + beta on each pixel's HED concentrations, with optical density
-// OD = -ln((I + 1) / 256) (as engine/data/stain.h) and concentrations in Tellez's units
+// OD = -ln((I + 1) / 256) (engine/data/stain.h optical_density) and concentrations in Tellez's units
 // (OD / ln 10^6), back to 8-bit RGB (rounded, clamped).
 void apply_hed_jitter(Image& img, const float alpha[3], const float beta[3]);
 // Output pixel centre p (relative to the image centre) samples input at A*p + t.

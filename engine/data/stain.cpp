@@ -22,8 +22,6 @@ double f_lab_inv(double f) { return f * f * f > 216.0 / 24389 ? f * f * f : (116
 
 uint8_t to_byte(double v) { return uint8_t(std::lround(std::min(255.0, std::max(0.0, v)))); }
 
-// Optical density of one 8-bit channel value: -ln((I + 1) / 256) (I = 255 is 0, no light absorbed).
-double od(uint8_t v) { return -std::log((double(v) + 1) / 256.0); }
 
 // Eigenvectors of a symmetric 3x3 matrix by Jacobi rotations, columns sorted by eigenvalue, largest first.
 void eig3(double a[3][3], double vec[3][3], double val[3]) {
@@ -88,6 +86,9 @@ void concentrations(const double od3[3], const StainBasis& b, double c[2]) {
 
 }  // namespace
 
+double optical_density(uint8_t v) { return -std::log((double(v) + 1) / 256.0); }
+uint8_t from_optical_density(double od) { return to_byte(256.0 * std::exp(-od) - 1); }
+
 void rgb_to_lab(const double rgb[3], double lab[3]) {
   const double r = srgb_to_linear(rgb[0]), g = srgb_to_linear(rgb[1]), b = srgb_to_linear(rgb[2]);
   const double x = 0.4124564 * r + 0.3575761 * g + 0.1804375 * b;
@@ -145,7 +146,8 @@ StainBasis macenko_basis(const Image& img, double beta, double alpha) {
   std::vector<double> ods;
   ods.reserve(3 * n);
   for (size_t i = 0; i < n; ++i) {
-    const double o[3] = {od(img.rgb[3 * i]), od(img.rgb[3 * i + 1]), od(img.rgb[3 * i + 2])};
+    const double o[3] = {optical_density(img.rgb[3 * i]), optical_density(img.rgb[3 * i + 1]),
+                          optical_density(img.rgb[3 * i + 2])};
     if (o[0] > beta && o[1] > beta && o[2] > beta) ods.insert(ods.end(), o, o + 3);
   }
   const size_t m = ods.size() / 3;
@@ -210,13 +212,14 @@ void macenko_normalize(Image& img, const StainBasis& target) {
   align_basis(src, target);
   const size_t n = size_t(img.width) * img.height;
   for (size_t i = 0; i < n; ++i) {
-    const double o[3] = {od(img.rgb[3 * i]), od(img.rgb[3 * i + 1]), od(img.rgb[3 * i + 2])};
+    const double o[3] = {optical_density(img.rgb[3 * i]), optical_density(img.rgb[3 * i + 1]),
+                          optical_density(img.rgb[3 * i + 2])};
     double c[2];
     concentrations(o, src, c);
     for (int s = 0; s < 2; ++s) c[s] *= target.max_conc[s] / src.max_conc[s];
     for (int k = 0; k < 3; ++k) {
       const double od_out = c[0] * target.v[0][k] + c[1] * target.v[1][k];
-      img.rgb[3 * i + size_t(k)] = to_byte(256.0 * std::exp(-od_out) - 1);
+      img.rgb[3 * i + size_t(k)] = from_optical_density(od_out);
     }
   }
 }

@@ -13,6 +13,11 @@
 
 namespace vit {
 
+// Optical density of one 8-bit channel value, -ln((I + 1) / 256) (I = 255 is 0: no light absorbed),
+// and back to 8 bits (rounded, clamped). Macenko and the HED jitter (engine/data/augment.h) both.
+double optical_density(uint8_t v);
+uint8_t from_optical_density(double od);
+
 // sRGB (D65) <-> CIE Lab, one pixel, 0..255 in and out for RGB.
 void rgb_to_lab(const double rgb[3], double lab[3]);
 void lab_to_rgb(const double lab[3], double rgb[3]);

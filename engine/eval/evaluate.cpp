@@ -309,38 +309,34 @@ void score_mapped(const EvalRequest& req, const Scored& S, Report& R) {
   const int TK = int(lmap.targets.size());
   const bool restrict_to_targets = restrict_map_rule(req.map_rule);
   auto probs = softmax_rows(S.p.logits.data(), n, K, S.T), raw = softmax_rows(S.p.logits.data(), n, K, 1.0);
-  const auto target_of = [&](size_t i) {
-    return mapped_target(lmap, target_mass(lmap, probs.data() + i * K, K, restrict_to_targets), S.pred[i],
-                         restrict_to_targets);
-  };
+  // Each image's target, and its confidence for the reliability diagram: the summed probability of
+  // the classes that map to it (restrict: renormalised over the targets, as predict reports it;
+  // "other": the unmapped mass), from the calibrated and the raw probabilities.
   std::vector<int> truth(n), pred(n);
+  std::vector<double> conf(n), conf_raw(n);
+  std::vector<bool> ok(n);
   for (size_t i = 0; i < n; ++i) {
     const std::string& tn = S.set.truth_names[S.idx[i]];
     truth[i] = lmap.truth_target(tn);
     if (truth[i] < 0)
       throw std::runtime_error("label '" + tn + "' of " + S.set.samples[S.idx[i]].full_path() +
                                " is not a target of the map '" + req.map + "'");
-    const int t = target_of(i);
+    const std::vector<double> mass = target_mass(lmap, probs.data() + i * K, K, restrict_to_targets),
+                              mass_raw = target_mass(lmap, raw.data() + i * K, K, restrict_to_targets);
+    const int t = mapped_target(lmap, mass, S.pred[i], restrict_to_targets);
     pred[i] = t < 0 ? TK : t;  // TK = "other": always wrong
+    const auto conf_of = [t](const std::vector<double>& m) {
+      double mapped = 0;
+      for (double v : m) mapped += v;
+      return t < 0 ? 1.0 - mapped : m[size_t(t)];
+    };
+    conf[i] = conf_of(mass);
+    conf_raw[i] = conf_of(mass_raw);
+    ok[i] = pred[i] == truth[i];
   }
   std::vector<std::string> cols = lmap.targets;
   cols.push_back("other");
   R.m = compute_metrics(confusion_matrix(truth, pred, TK, TK + 1), lmap.targets, cols);
-  // Confidence of the mapped prediction = summed probability of the classes that map to it
-  // (restrict: renormalised over the targets, as predict reports it; "other": the unmapped mass).
-  std::vector<double> conf(n), conf_raw(n);
-  std::vector<bool> ok(n);
-  for (size_t i = 0; i < n; ++i) {
-    const auto conf_of = [&](const double* p) {
-      const std::vector<double> mass = target_mass(lmap, p, K, restrict_to_targets);
-      double mapped = 0;
-      for (double v : mass) mapped += v;
-      return pred[i] == TK ? 1.0 - mapped : mass[size_t(pred[i])];
-    };
-    conf[i] = conf_of(probs.data() + i * K);
-    conf_raw[i] = conf_of(raw.data() + i * K);
-    ok[i] = pred[i] == truth[i];
-  }
   R.calib = calibration(conf, ok, req.ece_bins);
   R.calib_raw = calibration(conf_raw, ok, req.ece_bins);
   int64_t other = 0;

@@ -173,12 +173,8 @@ double accuracy(Predictor& pred, const std::vector<Cell>& cells, const Labels& L
 nlohmann::json confidence(Predictor& pred, const std::vector<Cell>& cells) {
   double entropy = 0;
   int flagged = 0;
-  std::vector<float> logp, dz;
   for_each_prediction(pred, cells, [&](const Cell&, const Prediction& p) {
-    logp.resize(p.probs.size());
-    dz.resize(p.probs.size());
-    for (size_t c = 0; c < p.probs.size(); ++c) logp[c] = std::log(std::max(p.probs[c], 1e-30f));
-    entropy += softmax_entropy(logp.data(), int(logp.size()), 1.0f, dz.data());
+    for (float q : p.probs) entropy -= q > 0 ? double(q) * std::log(double(q)) : 0.0;
     flagged += p.unlike_training;
   });
   const double n = std::max<double>(1, double(cells.size()));
@@ -228,6 +224,7 @@ struct Schedule {
   float lr;
   uint64_t seed;
   std::function<void(const std::string&)> log;
+  std::string augment;  // what a step of train_blocks sees: views | train (StepInputs)
 };
 
 // Trains the head on cached features; each epoch visits every (image, view) once, shuffled.
@@ -465,7 +462,7 @@ std::vector<Cell> unlabelled_cells(const AdaptRequest& req) {
 
 // The labelled adaptation: trains, and fills the card's data and held-out numbers.
 void adapt_labelled(const AdaptRequest& req, Predictor& pred, const Labels& L, const std::string& freeze,
-                    Schedule& s, nlohmann::json& card) {
+                    const Schedule& s, nlohmann::json& card) {
   std::vector<Cell> cells, held, kept, home_val;
   split_cells(req, L, cells, held);
   const size_t n_new = cells.size();
@@ -487,7 +484,7 @@ void adapt_labelled(const AdaptRequest& req, Predictor& pred, const Labels& L, c
     const CellLoss loss = [&](size_t i, const float* z, float B, float* dz) {
       return group_cross_entropy(z, C, group_of(cells[i], L), cells[i].label, B, dz);
     };
-    train_blocks(model, StepInputs(pred, cells, card["augment"].get<std::string>(), s.views), cells.size(), loss,
+    train_blocks(model, StepInputs(pred, cells, s.augment, s.views), cells.size(), loss,
                  trainable(model, freeze, req.last_k), s);
   }
   card["cells"] = n_new;
@@ -507,14 +504,14 @@ void adapt_labelled(const AdaptRequest& req, Predictor& pred, const Labels& L, c
 
 // The unlabelled adaptation (TENT): the LayerNorm parameters lower the entropy of the class
 // probabilities on every image; the card gets the mean entropy and flagged share before and after.
-void adapt_unlabelled(const AdaptRequest& req, Predictor& pred, Schedule& s, nlohmann::json& card) {
+void adapt_unlabelled(const AdaptRequest& req, Predictor& pred, const Schedule& s, nlohmann::json& card) {
   const std::vector<Cell> cells = unlabelled_cells(req);
   if (req.log) req.log("adapting on " + std::to_string(cells.size()) + " unlabelled images");
   const nlohmann::json before = confidence(pred, cells);
   ViT& model = pred.model();
   const int C = model.config().num_classes;
   const CellLoss loss = [&](size_t, const float* z, float B, float* dz) { return softmax_entropy(z, C, B, dz); };
-  train_blocks(model, StepInputs(pred, cells, card["augment"].get<std::string>(), s.views), cells.size(), loss,
+  train_blocks(model, StepInputs(pred, cells, s.augment, s.views), cells.size(), loss,
                trainable(model, "all-but-norm", 0), s);
   card["cells"] = cells.size();
   card["labels"] = "none";
@@ -553,9 +550,7 @@ nlohmann::json adapt(const AdaptRequest& req) {
   // adapted on all 97 without labels, then scored with them; docs/robustness.md).
   Schedule s{req.epochs > 0 ? req.epochs : head_only ? 100 : req.unlabelled ? 10 : 30, std::max(1, req.batch),
              tta_view_count(req.views), req.lr > 0 ? req.lr : head_only ? 1e-3f : 3e-4f, req.seed,
-             req.log};
-  const std::string augment =
-      req.augment != "auto" ? req.augment : head_only || req.unlabelled ? "views" : "train";
+             req.log, req.augment != "auto" ? req.augment : head_only || req.unlabelled ? "views" : "train"};
   nlohmann::json card = {{"from_model", fs::path(req.model).filename().string()},
                          {"data", req.data},
                          {"map", req.map},
@@ -563,7 +558,7 @@ nlohmann::json adapt(const AdaptRequest& req) {
                          {"last_k", freeze == "last-k" ? req.last_k : 0},
                          {"shots", req.shots},
                          {"views", req.views},
-                         {"augment", augment},
+                         {"augment", s.augment},
                          {"epochs", s.epochs},
                          {"lr", s.lr},
                          {"seed", req.seed},
