@@ -4,6 +4,7 @@
 // the original model untouched.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <map>
@@ -380,11 +381,8 @@ namespace {
 
 // Rehearsal: images of the home data's train split train beside the new cells, with their own
 // classes; its val split is scored; a folder that is not prepared data is refused.
-TEST(Adapt, RehearsalKeepsHomeImagesPerClassAndScoresHomeVal) {
-  CellFolder f;
-  f.add("Lymphocyte", 6, 1);
-  f.add("Eosinophil", 6, 300);
-  const std::string home = f.dir + "/home", prep = f.dir + "/prep";
+// A home lab's prepared data (two classes, ten images each, split 60/40 train/val) for rehearsal.
+void prepare_home(const std::string& home, const std::string& prep) {
   for (const char* cls : {"Lymphocyte", "Monocyte"}) {
     fs::create_directories(home + "/" + cls);
     for (int i = 0; i < 10; ++i)
@@ -397,6 +395,14 @@ TEST(Adapt, RehearsalKeepsHomeImagesPerClassAndScoresHomeVal) {
                     &so, &se),
             0)
       << se;
+}
+
+TEST(Adapt, RehearsalKeepsHomeImagesPerClassAndScoresHomeVal) {
+  CellFolder f;
+  f.add("Lymphocyte", 6, 1);
+  f.add("Eosinophil", 6, 300);
+  const std::string home = f.dir + "/home", prep = f.dir + "/prep";
+  ASSERT_NO_FATAL_FAILURE(prepare_home(home, prep));
   vit::AdaptRequest r = request(f, f.dir + "/a.vit");
   r.keep_data = prep;
   r.keep_per_class = 3;
@@ -417,6 +423,128 @@ TEST(Adapt, RehearsalKeepsHomeImagesPerClassAndScoresHomeVal) {
   r.keep_data = home;  // class folders, not prepared data
   r.out = f.dir + "/b.vit";
   expect_refused(f, r, "must be a prepared folder or manifest.csv");
+}
+
+// --keep-per-epoch: each epoch takes per_epoch distinct kept images, and consecutive epochs
+// cycle through all of them before any repeats (counted here, epoch by epoch); 0 or a share at
+// least the whole takes all of them every epoch.
+TEST(AdaptRehearsal, EachEpochTakesTheNextSliceAndTheEpochsCycleThroughAll) {
+  const size_t n = 10, per = 4;
+  const auto plan = vit::rehearsal_schedule(n, per, 7, 42);
+  ASSERT_EQ(plan.size(), 7u);
+  std::vector<int> seen(n, 0);
+  size_t visits = 0;
+  for (size_t e = 0; e < plan.size(); ++e) {
+    ASSERT_EQ(plan[e].size(), per) << "epoch " << e;
+    std::vector<size_t> sorted = plan[e];
+    std::sort(sorted.begin(), sorted.end());
+    EXPECT_EQ(std::unique(sorted.begin(), sorted.end()), sorted.end()) << "an image twice in epoch " << e;
+    for (size_t k : plan[e]) {
+      ASSERT_LT(k, n);
+      // Visits n*c .. n*(c+1)-1 see every image once: none is seen c + 1 times before all are seen c.
+      EXPECT_EQ(seen[k], int(visits / n)) << "image " << k << " repeated before the cycle ended";
+      seen[k]++;
+      visits++;
+    }
+  }
+  // 28 visits of 10 images: every image twice, eight of them a third time.
+  for (size_t k = 0; k < n; ++k) EXPECT_GE(seen[k], 2) << "image " << k << " left out";
+  EXPECT_EQ(std::count(seen.begin(), seen.end(), 3), 8);
+  EXPECT_NE(vit::rehearsal_schedule(n, per, 7, 43), plan) << "the seed does not move the order";
+  for (size_t all : {size_t(0), n, n + 5})
+    for (const auto& e : vit::rehearsal_schedule(n, all, 3, 1)) {
+      std::vector<size_t> sorted = e;
+      std::sort(sorted.begin(), sorted.end());
+      std::vector<size_t> want(n);
+      for (size_t k = 0; k < n; ++k) want[k] = k;
+      EXPECT_EQ(sorted, want) << "per_epoch " << all << " must take every kept image";
+    }
+}
+
+TEST(AdaptRehearsal, PerEpochTrainsTheEncoderAndIsRefusedWhereItCannotApply) {
+  CellFolder f;
+  f.add("Lymphocyte", 6, 1);
+  f.add("Eosinophil", 6, 300);
+  const std::string home = f.dir + "/home", prep = f.dir + "/prep";
+  ASSERT_NO_FATAL_FAILURE(prepare_home(home, prep));
+  vit::AdaptRequest r = request(f, f.dir + "/a.vit");
+  r.freeze = "none";
+  r.epochs = 2;
+  r.keep_data = prep;
+  r.keep_per_class = 0;
+  r.keep_per_epoch = 3;
+  const nlohmann::json card = vit::adapt(r);
+  EXPECT_EQ(card["rehearsal"]["per_epoch"].get<int>(), 3);
+  EXPECT_GE(card["rehearsal"]["images"].get<int>(), 6);
+  EXPECT_NE(params_of(f.model), params_of(r.out)) << "nothing trained";
+  r.out = f.dir + "/b.vit";
+  r.freeze = "all-but-head";
+  expect_refused(f, r, "--keep-per-epoch is for an encoder that trains");
+  r.freeze = "none";
+  r.keep_data.clear();
+  expect_refused(f, r, "pass --keep-data too");
+}
+
+// With the home val split at hand, adapt refits the temperature (the minimum of the val NLL, in
+// long double here) and the out-of-distribution threshold (flagging the stored false-alarm rate of
+// val, counted here with the test's own energy); without it, both stay the original's.
+TEST(AdaptRehearsal, TheTemperatureAndThresholdAreRefittedOnHomeVal) {
+  CellFolder f;
+  f.add("Lymphocyte", 6, 1);
+  f.add("Eosinophil", 6, 300);
+  const std::string home = f.dir + "/home", prep = f.dir + "/prep";
+  ASSERT_NO_FATAL_FAILURE(prepare_home(home, prep));
+  {
+    vit::LoadedModel lm = vit::load_model(f.model);
+    lm.meta.temperature = 3.0f;  // far from what the adapted logits want
+    lm.meta.extra["ood"] = {{"score", "energy"}, {"threshold", -100.0}, {"fpr", 0.25}};
+    vit::save_model(f.model, *lm.model, lm.meta);
+  }
+  vit::AdaptRequest r = request(f, f.dir + "/a.vit");
+  r.keep_data = prep;
+  r.keep_per_class = 0;
+  const nlohmann::json card = vit::adapt(r);
+  ASSERT_TRUE(card.contains("recalibrated")) << card.dump();
+
+  vit::Predictor pred(r.out);
+  const float T = pred.meta().temperature;
+  EXPECT_NE(T, 3.0f);
+  const vit::EvalSet val = vit::load_eval_set(prep, "val", "", vit::EvalApp{});
+  std::vector<std::vector<long double>> z;
+  std::vector<int> y;
+  std::vector<long double> energy;
+  for (size_t i = 0; i < val.samples.size(); ++i) {
+    const vit::Prediction p = pred.predict({vit::load_image(val.samples[i].full_path())}, 1)[0];
+    z.emplace_back(p.logits.begin(), p.logits.end());
+    y.push_back(int(std::find(pred.class_names().begin(), pred.class_names().end(), val.truth_names[i]) -
+                    pred.class_names().begin()));
+    long double m = *std::max_element(z.back().begin(), z.back().end()), s = 0;
+    for (long double v : z.back()) s += std::exp(v - m);
+    energy.push_back(-(m + std::log(s)));
+  }
+  const auto nll = [&](long double t) {
+    long double sum = 0;
+    for (size_t i = 0; i < z.size(); ++i) {
+      long double m = *std::max_element(z[i].begin(), z[i].end()), s = 0;
+      for (long double v : z[i]) s += std::exp((v - m) / t);
+      sum += std::log(s) - (z[i][size_t(y[i])] - m) / t;
+    }
+    return sum / (long double)z.size();
+  };
+  EXPECT_LE(nll(T), nll(T * 1.05L) + 1e-9L) << "T = " << T;
+  EXPECT_LE(nll(T), nll(T / 1.05L) + 1e-9L) << "T = " << T;
+  ASSERT_TRUE(pred.ood().present);
+  size_t flagged = 0;
+  for (long double e : energy) flagged += e > pred.ood().threshold;
+  EXPECT_NEAR(double(flagged) / double(energy.size()), 0.25, 1.0 / double(energy.size()) + 1e-9);
+  EXPECT_NE(pred.ood().threshold, -100.0);
+
+  r.keep_data.clear();  // no home val: both kept as they were
+  r.out = f.dir + "/b.vit";
+  vit::adapt(r);
+  vit::Predictor kept(r.out);
+  EXPECT_EQ(kept.meta().temperature, 3.0f);
+  EXPECT_EQ(kept.ood().threshold, -100.0);
 }
 
 // The target the test's own reading of the map calls an image with these probabilities:

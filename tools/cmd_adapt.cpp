@@ -76,6 +76,12 @@ Command register_adapt(CLI::App& root) {
                     "the one setting measured to keep the home accuracy, about 25 min on 2 cores for wbc14)")
       ->check(CLI::Range(0, 1000000))
       ->capture_default_str();
+  c.app->add_option("--keep-per-epoch", r->keep_per_epoch,
+                    "with the encoder training (last-k, none): rehearse only the next N kept images each epoch, "
+                    "cycling through all of them over the epochs, so that --keep-per-class 0 (the whole home split) "
+                    "costs N images per epoch; 0: every kept image every epoch")
+      ->check(CLI::Range(0, 100000000))
+      ->capture_default_str();
   add_stain_norm_option(c.app, &r->stain_norm);
   add_cell_size_option(c.app, &r->cell_size);
   c.run = [r]() -> int {

@@ -182,6 +182,7 @@ std::vector<Prediction> Predictor::run(const float* chw, int B, bool keep_attent
       image_size(), C, tta_views_, logits.data());
   for (int b = 0; b < B; ++b) {
     out[b].probs.resize(C);
+    out[b].logits.assign(logits.begin() + long(size_t(b) * C), logits.begin() + long(size_t(b + 1) * C));
     calibrated_softmax(logits.data() + size_t(b) * C, C, lm_.meta.temperature, out[b].probs.data());
     out[b].top = int(std::max_element(out[b].probs.begin(), out[b].probs.end()) - out[b].probs.begin());
     out[b].confidence = out[b].probs[out[b].top];

@@ -31,7 +31,8 @@ std::vector<int> top_k(const std::vector<float>& values, int k);
 
 // One image's result.
 struct Prediction {
-  std::vector<float> probs;  // calibrated, model output order
+  std::vector<float> probs;   // calibrated, model output order
+  std::vector<float> logits;  // the (mean over views) logits they come from, before the temperature
   int top = -1;              // argmax
   float confidence = 0;      // probs[top]
   double ood_score = 0;      // energy of the (mean) logits (engine/eval/ood.h): higher is less familiar

@@ -11,8 +11,10 @@
 #include "engine/data/augment.h"
 #include "engine/data/dataset.h"
 #include "engine/data/labels.h"
+#include "engine/eval/calibration.h"
 #include "engine/eval/evaluate.h"
 #include "engine/eval/inference.h"
+#include "engine/eval/ood.h"
 #include "engine/eval/tta.h"
 #include "engine/util/rng.h"
 #include "weights/checkpoint.h"
@@ -224,7 +226,8 @@ struct Schedule {
   float lr;
   uint64_t seed;
   std::function<void(const std::string&)> log;
-  std::string augment;  // what a step of train_blocks sees: views | train (StepInputs)
+  std::string augment;        // what a step of train_blocks sees: views | train (StepInputs)
+  size_t keep_per_epoch = 0;  // train_blocks: kept images rehearsed per epoch (0: all)
 };
 
 // Trains the head on cached features; each epoch visits every (image, view) once, shuffled.
@@ -308,17 +311,21 @@ struct StepInputs {
 using CellLoss = std::function<double(size_t i, const float* z, float B, float* dz)>;
 
 // last-k / none / all-but-norm: full forward and backward of a batch of drawn inputs per step.
-void train_blocks(ViT& model, const StepInputs& in, size_t n, const CellLoss& loss_of,
+// Cells [0, n_new) are visited every epoch; the kept ones after them as rehearsal_schedule says.
+void train_blocks(ViT& model, const StepInputs& in, size_t n_new, size_t n, const CellLoss& loss_of,
                   const std::vector<float>& scale, const Schedule& s) {
   const int C = model.config().num_classes, S = model.config().image_size;
   const size_t F = size_t(3) * S * S;
-  std::vector<size_t> order(n);
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  const auto kept = rehearsal_schedule(n - n_new, s.keep_per_epoch, s.epochs, mix_seed(s.seed, 0x4EE0ull));
+  std::vector<size_t> order;
   Rng r(mix_seed(s.seed, 0xB10Cull));
   AdamWParams hp;
   hp.lr = s.lr, hp.weight_decay = 0;
   std::vector<float> batch, dz;
   for (int e = 0; e < s.epochs; ++e) {
+    order.resize(n_new);
+    for (size_t i = 0; i < n_new; ++i) order[i] = i;
+    for (size_t k : kept[size_t(e)]) order.push_back(n_new + k);
     shuffle(order, r);
     double loss = 0;
     for (size_t b0 = 0; b0 < order.size(); b0 += size_t(s.batch)) {
@@ -367,6 +374,12 @@ void check_request(const AdaptRequest& req) {
   }
   if (req.augment != "auto" && req.augment != "views" && req.augment != "train")
     throw std::runtime_error("--augment must be auto, views or train, not '" + req.augment + "'");
+  if (req.keep_per_epoch < 0) throw std::runtime_error("--keep-per-epoch must be 0 (all) or more");
+  if (req.keep_per_epoch > 0 && req.keep_data.empty())
+    throw std::runtime_error("--keep-per-epoch rehearses images of --keep-data: pass --keep-data too");
+  if (req.keep_per_epoch > 0 && req.freeze == "all-but-head")
+    throw std::runtime_error("--keep-per-epoch is for an encoder that trains (--freeze last-k or none): all-but-head "
+                             "caches every kept image's features once and rehearses them all each epoch");
   if (req.augment == "train" && req.freeze == "all-but-head")
     throw std::runtime_error("--augment train needs --freeze last-k or none: all-but-head trains the head on "
                              "features cached once per --views view");
@@ -460,9 +473,58 @@ std::vector<Cell> unlabelled_cells(const AdaptRequest& req) {
   return cells;
 }
 
+// After a rehearsed adaptation: the temperature and the out-of-distribution threshold were fitted
+// to the original model's logits on its home val split, and the adapted model's logits differ
+// (docs/robustness.md measured the ECE rising from 0.030 to 0.056). Both are refitted on the same
+// split, as training and `ood-ref` fit them: the temperature minimising the val NLL, the threshold
+// flagging the stored false-alarm rate (kept absent when the original stored none). Returns the
+// adapted model's val accuracy; `meta` and the card get the new values.
+double recalibrate_on_home_val(Predictor& pred, const std::vector<Cell>& val, const AdaptRequest& req,
+                               ModelMeta& meta, nlohmann::json& card) {
+  const int C = pred.num_classes();
+  std::vector<float> logits;
+  std::vector<int> labels;
+  std::vector<double> energy;
+  for_each_prediction(pred, val, [&](const Cell& c, const Prediction& p) {
+    logits.insert(logits.end(), p.logits.begin(), p.logits.end());
+    labels.push_back(c.label);
+    energy.push_back(p.ood_score);
+  });
+  const size_t n = labels.size();
+  size_t right = 0;
+  for (size_t i = 0; i < n; ++i)
+    right += size_t(std::max_element(logits.begin() + long(i * C), logits.begin() + long((i + 1) * C)) -
+                    (logits.begin() + long(i * C))) == size_t(labels[i]);
+  const double T0 = meta.temperature, T = fit_temperature(logits.data(), labels.data(), n, C);
+  meta.temperature = float(T);
+  nlohmann::json j = {{"split", "val"},
+                      {"data", req.keep_data},
+                      {"images", n},
+                      {"temperature_before", T0},
+                      {"temperature_after", meta.temperature},
+                      {"ece_before", calibration(logits.data(), labels.data(), n, C, T0).ece},
+                      {"ece_after", calibration(logits.data(), labels.data(), n, C, meta.temperature).ece}};
+  const OodReference ood = pred.ood();
+  if (ood.present) {
+    const double t = ood_threshold(energy, ood.fpr);
+    size_t flagged = 0;
+    for (double e : energy) flagged += e > t;
+    j["ood_threshold_before"] = ood.threshold;
+    j["ood_threshold_after"] = t;
+    // The AUROC the original recorded was measured with its own logits: not carried over.
+    meta.extra["ood"] = {{"score", "energy"},         {"threshold", t},
+                         {"fpr", ood.fpr},            {"split", "val"},
+                         {"images", n},               {"flagged_share_on_split", double(flagged) / double(n)},
+                         {"data", req.keep_data},     {"stain_norm", req.stain_norm},
+                         {"cell_size", req.cell_size}, {"fitted_by", "adapt"}};
+  }
+  card["recalibrated"] = j;
+  return n ? double(right) / double(n) : 0.0;
+}
+
 // The labelled adaptation: trains, and fills the card's data and held-out numbers.
 void adapt_labelled(const AdaptRequest& req, Predictor& pred, const Labels& L, const std::string& freeze,
-                    const Schedule& s, nlohmann::json& card) {
+                    const Schedule& s, ModelMeta& meta, nlohmann::json& card) {
   std::vector<Cell> cells, held, kept, home_val;
   split_cells(req, L, cells, held);
   const size_t n_new = cells.size();
@@ -470,8 +532,11 @@ void adapt_labelled(const AdaptRequest& req, Predictor& pred, const Labels& L, c
   cells.insert(cells.end(), kept.begin(), kept.end());
   if (req.log)
     req.log("adapting on " + std::to_string(n_new) + " images (+" + std::to_string(kept.size()) + " kept from " +
-            (req.keep_data.empty() ? "no home data" : req.keep_data) + "), " + std::to_string(held.size()) +
-            " held out");
+            (req.keep_data.empty() ? "no home data" : req.keep_data) +
+            (s.keep_per_epoch > 0 && s.keep_per_epoch < kept.size()
+                 ? ", " + std::to_string(s.keep_per_epoch) + " of them per epoch"
+                 : "") +
+            "), " + std::to_string(held.size()) + " held out");
   const double before = accuracy(pred, held, L), home_before = accuracy(pred, home_val, L);
   ViT& model = pred.model();
   if (freeze == "all-but-head") {
@@ -484,7 +549,7 @@ void adapt_labelled(const AdaptRequest& req, Predictor& pred, const Labels& L, c
     const CellLoss loss = [&](size_t i, const float* z, float B, float* dz) {
       return group_cross_entropy(z, C, group_of(cells[i], L), cells[i].label, B, dz);
     };
-    train_blocks(model, StepInputs(pred, cells, s.augment, s.views), cells.size(), loss,
+    train_blocks(model, StepInputs(pred, cells, s.augment, s.views), n_new, cells.size(), loss,
                  trainable(model, freeze, req.last_k), s);
   }
   card["cells"] = n_new;
@@ -493,13 +558,15 @@ void adapt_labelled(const AdaptRequest& req, Predictor& pred, const Labels& L, c
                       {"per_label", counts(held, L)},
                       {"accuracy_before", before},
                       {"accuracy_after", accuracy(pred, held, L)}};
+  const double home_after = home_val.empty() ? 0.0 : recalibrate_on_home_val(pred, home_val, req, meta, card);
   if (!kept.empty())
     card["rehearsal"] = {{"data", req.keep_data},
                          {"per_class", req.keep_per_class},
+                         {"per_epoch", req.keep_per_epoch},
                          {"images", kept.size()},
                          {"val_images", home_val.size()},
                          {"val_accuracy_before", home_before},
-                         {"val_accuracy_after", accuracy(pred, home_val, L)}};
+                         {"val_accuracy_after", home_after}};
 }
 
 // The unlabelled adaptation (TENT): the LayerNorm parameters lower the entropy of the class
@@ -511,7 +578,7 @@ void adapt_unlabelled(const AdaptRequest& req, Predictor& pred, const Schedule& 
   ViT& model = pred.model();
   const int C = model.config().num_classes;
   const CellLoss loss = [&](size_t, const float* z, float B, float* dz) { return softmax_entropy(z, C, B, dz); };
-  train_blocks(model, StepInputs(pred, cells, s.augment, s.views), cells.size(), loss,
+  train_blocks(model, StepInputs(pred, cells, s.augment, s.views), cells.size(), cells.size(), loss,
                trainable(model, "all-but-norm", 0), s);
   card["cells"] = cells.size();
   card["labels"] = "none";
@@ -521,6 +588,33 @@ void adapt_unlabelled(const AdaptRequest& req, Predictor& pred, const Schedule& 
 }
 
 }  // namespace
+
+std::vector<std::vector<size_t>> rehearsal_schedule(size_t n_kept, size_t per_epoch, int epochs, uint64_t seed) {
+  std::vector<std::vector<size_t>> plan(size_t(std::max(0, epochs)));
+  std::vector<size_t> perm(n_kept);
+  for (size_t i = 0; i < n_kept; ++i) perm[i] = i;
+  if (per_epoch == 0 || per_epoch >= n_kept) {
+    for (auto& e : plan) e = perm;
+    return plan;
+  }
+  Rng r(seed);
+  size_t next = n_kept;  // used up: draw the first permutation
+  for (auto& e : plan) {
+    e.reserve(per_epoch);
+    while (e.size() < per_epoch) {
+      if (next == n_kept) {
+        // A fresh permutation, with the images this epoch already took from the last one put at its
+        // end: none is taken twice in an epoch, and each permutation is still visited whole.
+        shuffle(perm, r);
+        std::stable_partition(perm.begin(), perm.end(),
+                              [&](size_t k) { return std::find(e.begin(), e.end(), k) == e.end(); });
+        next = 0;
+      }
+      e.push_back(perm[next++]);
+    }
+  }
+  return plan;
+}
 
 double softmax_entropy(const float* z, int C, float scale, float* dz) {
   // dH/dz_c = -p_c (log p_c + H).
@@ -550,7 +644,8 @@ nlohmann::json adapt(const AdaptRequest& req) {
   // adapted on all 97 without labels, then scored with them; docs/robustness.md).
   Schedule s{req.epochs > 0 ? req.epochs : head_only ? 100 : req.unlabelled ? 10 : 30, std::max(1, req.batch),
              tta_view_count(req.views), req.lr > 0 ? req.lr : head_only ? 1e-3f : 3e-4f, req.seed,
-             req.log, req.augment != "auto" ? req.augment : head_only || req.unlabelled ? "views" : "train"};
+             req.log, req.augment != "auto" ? req.augment : head_only || req.unlabelled ? "views" : "train",
+             size_t(std::max(0, req.keep_per_epoch))};
   nlohmann::json card = {{"from_model", fs::path(req.model).filename().string()},
                          {"data", req.data},
                          {"map", req.map},
@@ -565,12 +660,12 @@ nlohmann::json adapt(const AdaptRequest& req) {
                          {"stain_norm", req.stain_norm},
                          {"cell_size", req.cell_size}};
   pred.model().reset_optimizer();
+  ModelMeta meta = pred.meta();  // the temperature and threshold refitted when home val is at hand
   if (req.unlabelled)
     adapt_unlabelled(req, pred, s, card);
   else
-    adapt_labelled(req, pred, L, freeze, s, card);
+    adapt_labelled(req, pred, L, freeze, s, meta, card);
   card["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  ModelMeta meta = pred.meta();
   if (!meta.extra.is_object()) meta.extra = nlohmann::json::object();
   meta.extra.erase("version");  // a new model: its version comes from its own bytes
   meta.extra["adaptation"] = card;

@@ -71,6 +71,10 @@ struct AdaptRequest {
   // the model does not forget the home lab; its val split is scored before and after.
   std::string keep_data;
   int keep_per_class = 200;  // 0: the whole train split (docs/robustness.md: what each keeps at home)
+  // With the encoder training (last-k, none): each epoch rehearses only the next keep_per_epoch of
+  // the kept images (rehearsal_schedule), so that the whole home split can be kept at the cost of a
+  // few hundred images per epoch. 0: every kept image, every epoch.
+  int keep_per_epoch = 0;
   std::function<void(const std::string&)> log;
 };
 
@@ -85,6 +89,12 @@ nlohmann::json adapt(const AdaptRequest& req);
 // c with group[c] == label. Writes its gradient on the logits, divided by `scale` (the batch
 // size), to dz, and returns the loss.
 double group_cross_entropy(const float* z, int C, const std::vector<int>& group, int label, float scale, float* dz);
+
+// The kept (rehearsed) images each of `epochs` epochs visits, as indices into the n_kept of them,
+// when an epoch takes per_epoch of them (0, or per_epoch >= n_kept: all, every epoch): consecutive
+// slices of a seeded permutation, drawn anew when used up, so that each n_kept consecutive visits
+// rehearse every kept image once, and no epoch takes one twice.
+std::vector<std::vector<size_t>> rehearsal_schedule(size_t n_kept, size_t per_epoch, int epochs, uint64_t seed);
 
 // The entropy H = -sum_c p_c log p_c of the softmax p of one row of C logits. Writes dH/dz
 // divided by `scale` (the batch size) to dz and returns H.
