@@ -661,4 +661,51 @@ TEST(PredictMap, EachImageGetsTheTargetTheRuleCalls) {
   EXPECT_NE(se.find("nearest"), std::string::npos) << se;
 }
 
+// differential --map: each cell's target in report.json is the one the test's own reading of the
+// map calls from the Predictor's probabilities, and the counts are those calls counted here.
+TEST(DifferentialMap, EachCellGetsItsTargetAndTheTargetsAreCounted) {
+  CellFolder f;
+  f.add("NEUTROPHIL", 4, 1);
+  f.add("LYMPHOCYTE", 4, 100);
+  const std::string map = std::string(VITENGINE_SOURCE_DIR) + "/configs/bccd5.json";
+  const nlohmann::json mj = nlohmann::json::parse(vt::read_file(map));
+  vit::Predictor p(f.model);
+  for (const std::string rule : {"other", "restrict"}) {
+    const std::string html = f.dir + "/d_" + rule + ".html";
+    std::string so, se;
+    ASSERT_EQ(vt::run(std::string(VITENGINE_BINARY) + " differential " + f.data + " --out " + html + " --model " +
+                          f.model + " --map " + map + " --map-rule " + rule,
+                      &so, &se),
+              0)
+        << se;
+    const nlohmann::json rep = nlohmann::json::parse(vt::read_file(f.dir + "/d_" + rule + ".json"));
+    std::map<std::string, int> want;
+    ASSERT_EQ(rep["cells"].size(), 8u);
+    for (const auto& c : rep["cells"]) {
+      const auto pr = p.predict({vit::load_image(f.data + "/" + c["file"].get<std::string>())}, 1)[0];
+      const std::string t = expected_target(mj, p.class_names(), pr, rule);
+      EXPECT_EQ(c["target"], t) << c["file"] << " " << rule;
+      want[t]++;
+    }
+    ASSERT_EQ(rep["map"]["rule"], rule);
+    int total = 0;
+    for (const auto& row : rep["map"]["targets"]) {
+      EXPECT_EQ(row["count"].get<int>(), want[row["target"].get<std::string>()]) << row["target"] << " " << rule;
+      total += row["count"].get<int>();
+    }
+    EXPECT_EQ(total, 8);
+    EXPECT_EQ(rep["map"]["targets"].size(), mj["targets"].size() + 1);  // and "other"
+    EXPECT_NE(vt::read_file(html).find("Targets of the label map 'bccd5'"), std::string::npos);
+  }
+  std::string so, se;
+  const std::string bad = f.dir + "/bad.json";
+  vt::write_file(bad, "{\"targets\": []}");
+  EXPECT_NE(vt::run(std::string(VITENGINE_BINARY) + " differential " + f.data + " --out " + f.dir + "/x.html --model " +
+                        f.model + " --map " + bad,
+                    &so, &se),
+            0);
+  EXPECT_NE(se.find("targets"), std::string::npos) << se;
+  EXPECT_FALSE(fs::exists(f.dir + "/x.html"));
+}
+
 }  // namespace

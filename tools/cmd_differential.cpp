@@ -1,11 +1,14 @@
 // vitengine differential: the smear-level differential count of a folder of cell images.
-//   vitengine differential DIR --out report.html [--model CKPT]
+//   vitengine differential DIR --out report.html [--model CKPT] [--map FILE [--map-rule other|restrict]]
 // Writes report.html (self-contained) and report.json beside it. Files that cannot
-// be read are listed in the report and on stderr; the rest are counted.
+// be read are listed in the report and on stderr; the rest are counted. With a label map (another
+// lab's classes, configs/bccd5.json), each cell is also called one of its targets, as predict and
+// eval --map call it, and the report counts the targets.
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "engine/eval/evaluate.h"
 #include "engine/eval/inference.h"
 #include "engine/eval/overlay.h"
 #include "engine/wbc/report.h"
@@ -19,9 +22,31 @@ namespace {
 struct DiffArgs {
   std::string stain_norm = "none", cell_size = "none";
   std::string model, dir, out;
+  std::string map, map_rule = "other";
   int batch = 16;
   DifferentialRules rules;
 };
+
+// The targets' counts of a differential under a label map: each cell's target (map_call), the
+// count and percentage of every target and of "other", in the map's order.
+nlohmann::json target_counts(const LabelMap& m, const std::string& rule, const std::vector<CellCall>& cells,
+                             nlohmann::json& per_cell) {
+  const bool restrict_to_targets = restrict_map_rule(rule);
+  std::vector<int> n(m.targets.size() + 1, 0);  // the last: other
+  for (size_t i = 0; i < cells.size(); ++i) {
+    const MappedCall c = map_call(m, restrict_to_targets, cells[i].probs);
+    const auto it = std::find(m.targets.begin(), m.targets.end(), c.name);
+    n[size_t(it - m.targets.begin())]++;
+    per_cell[i]["target"] = c.name;
+    per_cell[i]["target_probability"] = c.prob;
+  }
+  nlohmann::json rows = nlohmann::json::array();
+  for (size_t t = 0; t <= m.targets.size(); ++t)
+    rows.push_back({{"target", t < m.targets.size() ? m.targets[t] : "other"},
+                    {"count", n[t]},
+                    {"percent", 100.0 * n[t] / double(std::max<size_t>(1, cells.size()))}});
+  return {{"name", m.name}, {"rule", rule}, {"targets", rows}};
+}
 
 int run_differential(const DiffArgs& a) {
   if (a.batch < 1) throw UsageError("--batch must be >= 1");
@@ -42,6 +67,7 @@ int run_differential(const DiffArgs& a) {
                      ") are not the white-blood-cell taxonomy's; use a model trained on data prepared with "
                      "--labels wbc14, or `vitengine eval` / `predict` for this one");
   }
+  const LabelMap lmap = a.map.empty() ? LabelMap{} : read_label_map(a.map, pred.class_names());  // before the work
   std::vector<std::string> files = list_image_files({a.dir});
   if (files.empty()) throw std::runtime_error("no images (.jpg/.jpeg/.png/.bmp) in " + a.dir);
 
@@ -73,6 +99,14 @@ int run_differential(const DiffArgs& a) {
   for (const auto& c : cells) {
     int top = int(std::max_element(c.probs.begin(), c.probs.end()) - c.probs.begin());
     per_cell.push_back({{"file", c.name}, {"class", pred.class_names()[top]}, {"confidence", c.probs[top]}});
+  }
+  if (!a.map.empty()) {
+    report["map"] = target_counts(lmap, a.map_rule, cells, per_cell);
+    std::string line;
+    for (const auto& r : report["map"]["targets"])
+      line += (line.empty() ? "" : ", ") + r["target"].get<std::string>() + " " + std::to_string(r["count"].get<int>());
+    std::printf("targets of '%s' (rule %s): %s\n", report["map"]["name"].get<std::string>().c_str(), a.map_rule.c_str(),
+                line.c_str());
   }
   report["cells"] = per_cell;
   const double unlike_share = double(unlike) / double(cells.size());
@@ -108,6 +142,15 @@ Command register_differential(CLI::App& root) {
   c.app->add_option("dir", a->dir, "Folder with the cell images of one smear")->required();
   c.app->add_option("--out", a->out, "Report HTML path (report.json is written beside it)")->required();
   c.app->add_option("--model", a->model, "Model checkpoint (.vit); default: the shipped model");
+  c.app->add_option("--map", a->map,
+                    "label map JSON (e.g. configs/bccd5.json): also call each cell one of its targets, as predict and "
+                    "eval --map do, and count the targets")
+      ->check(CLI::ExistingFile);
+  c.app->add_option("--map-rule", a->map_rule,
+                    "with --map: other (the top class's target; 'other' when the map leaves it out) or restrict (the "
+                    "target whose classes hold the most probability)")
+      ->check(CLI::IsMember({"other", "restrict"}))
+      ->capture_default_str();
   add_stain_norm_option(c.app, &a->stain_norm);
   add_cell_size_option(c.app, &a->cell_size);
   c.app->add_option("--batch", a->batch, "Images per forward pass")->capture_default_str();

@@ -31,22 +31,11 @@ struct PredictArgs {
   std::string map, map_rule = "other";  // label map: also name each image's target (eval's rule)
 };
 
-// One image's target under the label map: its name ("other" when the rule finds none) and the
-// summed probability of the classes the map sends there (with restrict, renormalised over the
-// targets).
-struct Mapped {
-  std::string name = "other";
-  double prob = 0;
-  nlohmann::json masses = nlohmann::json::object();
-};
-Mapped map_prediction(const LabelMap& m, bool restrict_to_targets, const Prediction& p) {
-  const std::vector<double> probs(p.probs.begin(), p.probs.end());
-  const std::vector<double> mass = target_mass(m, probs.data(), int(probs.size()), restrict_to_targets);
-  Mapped r;
-  for (size_t t = 0; t < mass.size(); ++t) r.masses[m.targets[t]] = mass[t];
-  const int t = mapped_target(m, mass, p.top, restrict_to_targets);
-  if (t >= 0) r.name = m.targets[size_t(t)], r.prob = mass[size_t(t)];
-  return r;
+// Every target's probability, by name, for the JSON row.
+nlohmann::json masses_json(const LabelMap& m, const MappedCall& c) {
+  nlohmann::json j = nlohmann::json::object();
+  for (size_t t = 0; t < c.masses.size(); ++t) j[m.targets[t]] = c.masses[t];
+  return j;
 }
 
 std::string csv_field(const std::string& s) {
@@ -94,7 +83,7 @@ int run_predict(const PredictArgs& a) {
       bool review = p.confidence < a.review_below;
       // null when the model stores no threshold (`vitengine ood-ref`): unknown, not "no".
       const nlohmann::json unlike = pred.ood().present ? nlohmann::json(p.unlike_training) : nlohmann::json();
-      const Mapped m = mapped ? map_prediction(lmap, restrict_to_targets, p) : Mapped{};
+      const MappedCall m = mapped ? map_call(lmap, restrict_to_targets, p.probs) : MappedCall{};
       if (a.format == "json") {
         nlohmann::json t = nlohmann::json::array(), probs = nlohmann::json::object();
         for (int c : top) t.push_back({{"class", names[c]}, {"prob", p.probs[c]}});
@@ -108,7 +97,8 @@ int run_predict(const PredictArgs& a) {
                            {"ood_score", p.ood_score},
                            {"unlike_training_data", unlike},
                            {"model", pred.version()}};
-        if (mapped) row["target"] = m.name, row["target_probability"] = m.prob, row["target_probabilities"] = m.masses;
+        if (mapped)
+          row["target"] = m.name, row["target_probability"] = m.prob, row["target_probabilities"] = masses_json(lmap, m);
         std::printf("%s\n", row.dump().c_str());
       } else if (a.format == "csv") {
         std::printf("%s,%s,%.6f,%d", csv_field(ok[j]).c_str(), csv_field(names[p.top]).c_str(), p.confidence, review);

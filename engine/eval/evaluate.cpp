@@ -56,6 +56,16 @@ int mapped_target(const LabelMap& m, const std::vector<double>& mass, int top, b
   return int(std::max_element(mass.begin(), mass.end()) - mass.begin());
 }
 
+MappedCall map_call(const LabelMap& m, bool restrict_to_targets, const std::vector<float>& probs) {
+  const std::vector<double> p(probs.begin(), probs.end());
+  MappedCall r;
+  r.masses = target_mass(m, p.data(), int(p.size()), restrict_to_targets);
+  const int top = int(std::max_element(p.begin(), p.end()) - p.begin());
+  const int t = mapped_target(m, r.masses, top, restrict_to_targets);
+  if (t >= 0) r.name = m.targets[size_t(t)], r.prob = r.masses[size_t(t)];
+  return r;
+}
+
 LabelMap read_label_map(const std::string& path, const std::vector<std::string>& class_names) {
   std::ifstream f(path);
   if (!f) throw std::runtime_error("label map '" + path + "' cannot be opened");

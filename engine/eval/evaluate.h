@@ -42,6 +42,15 @@ std::vector<double> target_mass(const LabelMap& m, const double* probs, int K, b
 // The target index the rule calls an image with top class `top` and target masses `mass`; -1:
 // "other" (rule other, top class unmapped).
 int mapped_target(const LabelMap& m, const std::vector<double>& mass, int top, bool restrict_to_targets);
+// One image's call under a map, from its class probabilities (what predict, differential and serve
+// report): the target's name ("other" when the rule finds none), its probability, and every
+// target's (target_mass).
+struct MappedCall {
+  std::string name = "other";
+  double prob = 0;
+  std::vector<double> masses;
+};
+MappedCall map_call(const LabelMap& m, bool restrict_to_targets, const std::vector<float>& probs);
 
 struct Metrics;
 struct EvalApp;

@@ -260,6 +260,17 @@ std::string differential_html(const json& r, const std::string& title) {
   h += "</table><p>Neutrophils: " + num(nb["band"]) + " band, " + num(nb["segmented"]) + " segmented, " +
        num(nb["unspecified"]) + " stage not given.</p>\n";
 
+  if (r.contains("map")) {  // differential --map: the counts in another lab's classes
+    const auto& m = r["map"];
+    h += "<h2>Targets of the label map '" + html_escape(m["name"].get<std::string>()) + "' (rule " +
+         html_escape(m["rule"].get<std::string>()) + ")</h2><table><tr><th>Target</th><th>Count</th><th>% of "
+         "cells</th></tr>\n";
+    for (const auto& t : m["targets"])
+      h += "<tr><td>" + html_escape(t["target"].get<std::string>()) + "</td><td class=n>" + num(t["count"]) +
+           "</td><td class=n>" + num(t["percent"]) + "</td></tr>\n";
+    h += "</table>\n";
+  }
+
   h += "<h2>All classes</h2><table><tr><th>Class</th><th>Group</th><th>Count</th><th>% of cells</th><th>% of "
        "WBC</th></tr>\n";
   for (const auto& c : r["classes"])
