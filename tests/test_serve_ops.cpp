@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <future>
+#include <map>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -490,6 +491,46 @@ TEST(ServeOps, BodiesTheServerDoesNotReadCloseTheConnection) {
 
 // `vitengine ood-ref` picks the threshold on a prepared set's val split for the asked false-alarm
 // rate and stores it; serve then returns the flag (and null for a model without a threshold).
+// serve --map: each result's target, read here from the response's own class probabilities and
+// the map file: rule other, the top class's target ("other" when unmapped); rule restrict, the
+// target with the most summed probability, renormalised over the targets.
+TEST(ServeOps, ALabelMapNamesEachResultsTarget) {
+  TinyModel m;
+  const std::string map = std::string(VITENGINE_SOURCE_DIR) + "/configs/bccd5.json";
+  const json mj = json::parse(vt::read_file(map));
+  httplib::MultipartFormDataItems items;
+  for (int i = 0; i < 6; ++i)
+    items.push_back({"image", vt::png_bytes(40, 40, 11 * i + 1), "c" + std::to_string(i) + ".png", "image/png"});
+  for (const std::string rule : {"other", "restrict"}) {
+    vt::ServerProcess server({"--model", m.model, "--map", map, "--map-rule", rule});
+    httplib::Client c("127.0.0.1", server.port());
+    c.set_read_timeout(30, 0);
+    auto r = c.Post("/v1/predict", items);
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    for (const json& res : json::parse(r->body)["results"]) {
+      ASSERT_TRUE(res.contains("target")) << res.dump();
+      std::map<std::string, double> mass;
+      double in_map = 0;
+      for (const auto& [cls, p] : res["probabilities"].items())
+        if (mj["map"].contains(cls)) mass[mj["map"][cls].get<std::string>()] += p.get<double>(), in_map += p.get<double>();
+      std::string want = mj["map"].value(res["prediction"].get<std::string>(), std::string("other"));
+      if (rule == "restrict")
+        want = std::max_element(mass.begin(), mass.end(), [](auto& a, auto& b) { return a.second < b.second; })->first;
+      EXPECT_EQ(res["target"]["name"], want) << res.dump();
+      EXPECT_EQ(res["target"]["rule"], rule);
+      EXPECT_EQ(res["target"]["map"], "bccd5");
+      if (want != "other")
+        EXPECT_NEAR(res["target"]["probability"].get<double>(), mass[want] / (rule == "restrict" ? in_map : 1.0), 1e-5);
+    }
+    EXPECT_EQ(server.stop(), 0);
+  }
+  std::string so, se;
+  EXPECT_NE(vt::run(std::string(VITENGINE_BINARY) + " serve --port 0 --model " + m.model + " --map " + m.model, &so, &se),
+            0);
+  EXPECT_NE(se.find("label map"), std::string::npos) << se;
+}
+
 TEST(ServeOps, OodThresholdFromValAndTheFlagInServeJson) {
   TinyModel m;
   const std::string src = m.dir + "/src";

@@ -256,6 +256,11 @@ struct Server::Impl {
                                 {"probabilities", probs},
                                 {"notes", class_notes(p.top)},
                                 {"batch_size", results[i].batch_size}});
+      if (opt.mapped) {
+        const MappedCall m = map_call(opt.map, restrict_map_rule(opt.map_rule), p.probs);
+        out["results"].back()["target"] = {
+            {"name", m.name}, {"probability", m.prob}, {"map", opt.map.name}, {"rule", opt.map_rule}};
+      }
       cells.push_back({imgs[i].first, p.probs});
     }
     if (cells.size() >= 2 && opt.app.add_differential) opt.app.add_differential(cells, names, opt.review_below, out);

@@ -18,6 +18,7 @@
 #include <memory>
 #include <string>
 
+#include "engine/eval/evaluate.h"
 #include "engine/eval/inference.h"
 
 namespace vit {
@@ -67,6 +68,10 @@ struct ServeOptions {
   float review_below = 0.5f;              // confidence under this sets "review": true
   int default_top_k = 3;
   ServeApp app;  // application notes and summaries (none: a plain classifier)
+  // Optional label map (`serve --map`): every result also names its target, as predict --map does.
+  LabelMap map;
+  bool mapped = false;
+  std::string map_rule = "other";  // other | restrict (engine/eval/evaluate.h)
 };
 
 class Server {
