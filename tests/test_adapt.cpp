@@ -461,6 +461,20 @@ TEST(AdaptRehearsal, EachEpochTakesTheNextSliceAndTheEpochsCycleThroughAll) {
     }
 }
 
+// --lr-schedule cosine: the full rate at the first step, half at the middle, falling every step,
+// under 1% of it at the last; constant: the rate every step; anything else refused by name.
+TEST(AdaptRehearsal, TheCosineScheduleDecaysFromTheRateToZero) {
+  const size_t steps = 101;
+  EXPECT_FLOAT_EQ(vit::adapt_lr(2e-4f, "cosine", 0, steps), 2e-4f);
+  EXPECT_NEAR(vit::adapt_lr(2e-4f, "cosine", 50, 100), 1e-4f, 1e-9);
+  for (size_t t = 1; t < steps; ++t)
+    EXPECT_LT(vit::adapt_lr(2e-4f, "cosine", t, steps), vit::adapt_lr(2e-4f, "cosine", t - 1, steps)) << t;
+  EXPECT_LT(vit::adapt_lr(2e-4f, "cosine", steps - 1, steps), 2e-6f);
+  EXPECT_GE(vit::adapt_lr(2e-4f, "cosine", steps - 1, steps), 0.0f);
+  for (size_t t : {size_t(0), size_t(50), steps - 1}) EXPECT_EQ(vit::adapt_lr(2e-4f, "constant", t, steps), 2e-4f);
+  EXPECT_THROW(vit::adapt_lr(2e-4f, "linear", 0, steps), std::runtime_error);
+}
+
 TEST(AdaptRehearsal, PerEpochTrainsTheEncoderAndIsRefusedWhereItCannotApply) {
   CellFolder f;
   f.add("Lymphocyte", 6, 1);
@@ -478,7 +492,13 @@ TEST(AdaptRehearsal, PerEpochTrainsTheEncoderAndIsRefusedWhereItCannotApply) {
   EXPECT_GE(card["rehearsal"]["images"].get<int>(), 6);
   EXPECT_NE(params_of(f.model), params_of(r.out)) << "nothing trained";
   r.out = f.dir + "/b.vit";
+  r.lr_schedule = "cosine";
+  r.out = f.dir + "/cos.vit";
+  EXPECT_EQ(vit::adapt(r)["lr_schedule"], "cosine");
+  r.out = f.dir + "/b.vit";
   r.freeze = "all-but-head";
+  expect_refused(f, r, "--lr-schedule cosine is for an encoder that trains");
+  r.lr_schedule = "constant";
   expect_refused(f, r, "--keep-per-epoch is for an encoder that trains");
   r.freeze = "none";
   r.keep_data.clear();

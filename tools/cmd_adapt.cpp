@@ -76,6 +76,11 @@ Command register_adapt(CLI::App& root) {
                     "the one setting measured to keep the home accuracy, about 25 min on 2 cores for wbc14)")
       ->check(CLI::Range(0, 1000000))
       ->capture_default_str();
+  c.app->add_option("--lr-schedule", r->lr_schedule,
+                    "last-k / none / all-but-norm: constant, or cosine (decays to 0 by the last step, so the weights "
+                    "settle instead of ending on a full-size step)")
+      ->check(CLI::IsMember({"constant", "cosine"}))
+      ->capture_default_str();
   c.app->add_option("--keep-per-epoch", r->keep_per_epoch,
                     "with the encoder training (last-k, none): rehearse only the next N kept images each epoch, "
                     "cycling through all of them over the epochs, so that --keep-per-class 0 (the whole home split) "

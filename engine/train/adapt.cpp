@@ -228,6 +228,7 @@ struct Schedule {
   std::function<void(const std::string&)> log;
   std::string augment;        // what a step of train_blocks sees: views | train (StepInputs)
   size_t keep_per_epoch = 0;  // train_blocks: kept images rehearsed per epoch (0: all)
+  std::string lr_schedule = "constant";  // train_blocks: adapt_lr
 };
 
 // Trains the head on cached features; each epoch visits every (image, view) once, shuffled.
@@ -322,6 +323,8 @@ void train_blocks(ViT& model, const StepInputs& in, size_t n_new, size_t n, cons
   AdamWParams hp;
   hp.lr = s.lr, hp.weight_decay = 0;
   std::vector<float> batch, dz;
+  size_t steps = 0, step = 0;
+  for (const auto& k : kept) steps += (n_new + k.size() + size_t(s.batch) - 1) / size_t(s.batch);
   for (int e = 0; e < s.epochs; ++e) {
     order.resize(n_new);
     for (size_t i = 0; i < n_new; ++i) order[i] = i;
@@ -338,6 +341,7 @@ void train_blocks(ViT& model, const StepInputs& in, size_t n_new, size_t n, cons
         loss += loss_of(order[b0 + size_t(b)], z + size_t(b) * C, float(B), dz.data() + size_t(b) * C);
       model.zero_grad();
       model.backward_from(dz.data());
+      hp.lr = adapt_lr(s.lr, s.lr_schedule, step++, steps);
       model.adamw_step_scaled(hp, 1.0f, scale);
       hp.step++;
     }
@@ -374,6 +378,10 @@ void check_request(const AdaptRequest& req) {
   }
   if (req.augment != "auto" && req.augment != "views" && req.augment != "train")
     throw std::runtime_error("--augment must be auto, views or train, not '" + req.augment + "'");
+  adapt_lr(1, req.lr_schedule, 0, 1);  // refuses an unknown schedule before any work
+  if (req.lr_schedule == "cosine" && req.freeze == "all-but-head")
+    throw std::runtime_error("--lr-schedule cosine is for an encoder that trains (--freeze last-k, none or "
+                             "all-but-norm); all-but-head trains at a constant rate");
   if (req.keep_per_epoch < 0) throw std::runtime_error("--keep-per-epoch must be 0 (all) or more");
   if (req.keep_per_epoch > 0 && req.keep_data.empty())
     throw std::runtime_error("--keep-per-epoch rehearses images of --keep-data: pass --keep-data too");
@@ -589,6 +597,12 @@ void adapt_unlabelled(const AdaptRequest& req, Predictor& pred, const Schedule& 
 
 }  // namespace
 
+float adapt_lr(float lr, const std::string& schedule, size_t step, size_t steps) {
+  if (schedule == "constant") return lr;
+  if (schedule != "cosine") throw std::runtime_error("--lr-schedule must be constant or cosine, not '" + schedule + "'");
+  return float(0.5 * double(lr) * (1.0 + std::cos(M_PI * double(step) / double(std::max<size_t>(1, steps)))));
+}
+
 std::vector<std::vector<size_t>> rehearsal_schedule(size_t n_kept, size_t per_epoch, int epochs, uint64_t seed) {
   std::vector<std::vector<size_t>> plan(size_t(std::max(0, epochs)));
   std::vector<size_t> perm(n_kept);
@@ -645,7 +659,7 @@ nlohmann::json adapt(const AdaptRequest& req) {
   Schedule s{req.epochs > 0 ? req.epochs : head_only ? 100 : req.unlabelled ? 10 : 30, std::max(1, req.batch),
              tta_view_count(req.views), req.lr > 0 ? req.lr : head_only ? 1e-3f : 3e-4f, req.seed,
              req.log, req.augment != "auto" ? req.augment : head_only || req.unlabelled ? "views" : "train",
-             size_t(std::max(0, req.keep_per_epoch))};
+             size_t(std::max(0, req.keep_per_epoch)), req.lr_schedule};
   nlohmann::json card = {{"from_model", fs::path(req.model).filename().string()},
                          {"data", req.data},
                          {"map", req.map},
@@ -656,6 +670,7 @@ nlohmann::json adapt(const AdaptRequest& req) {
                          {"augment", s.augment},
                          {"epochs", s.epochs},
                          {"lr", s.lr},
+                         {"lr_schedule", s.lr_schedule},
                          {"seed", req.seed},
                          {"stain_norm", req.stain_norm},
                          {"cell_size", req.cell_size}};

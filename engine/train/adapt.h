@@ -56,6 +56,9 @@ struct AdaptRequest {
   int min_per_class = 2;                // a class with fewer adaptation images is refused
   int epochs = 0;                       // 0: 100 (all-but-head), 10 (unlabelled) or 30
   float lr = 0;                         // 0: 1e-3 (all-but-head) or 3e-4
+  // constant, or cosine: lr * (1 + cos(pi * step / steps)) / 2, decaying to 0 by the last step, so
+  // the weights settle instead of ending on a full-size step (the home model was trained that way).
+  std::string lr_schedule = "constant";
   int batch = 16;
   uint64_t seed = 0;
   std::string stain_norm = "none";  // applied to every image, as eval and predict would
@@ -95,6 +98,9 @@ double group_cross_entropy(const float* z, int C, const std::vector<int>& group,
 // slices of a seeded permutation, drawn anew when used up, so that each n_kept consecutive visits
 // rehearse every kept image once, and no epoch takes one twice.
 std::vector<std::vector<size_t>> rehearsal_schedule(size_t n_kept, size_t per_epoch, int epochs, uint64_t seed);
+
+// The learning rate of step `step` of `steps` under `schedule` (constant | cosine; AdaptRequest).
+float adapt_lr(float lr, const std::string& schedule, size_t step, size_t steps);
 
 // The entropy H = -sum_c p_c log p_c of the softmax p of one row of C logits. Writes dH/dz
 // divided by `scale` (the batch size) to dz and returns H.
