@@ -286,12 +286,17 @@ struct StepInputs {
   AugmentConfig aug;
   int views = 1, S = 0;
 
-  StepInputs(const Predictor& pred_, const std::vector<Cell>& cells, const std::string& augment, int views_)
-      : pred(pred_), views(views_), S(pred_.image_size()) {
-    if (augment == "train") {
+  StepInputs(const Predictor& pred_, const std::vector<Cell>& cells, const Schedule& s)
+      : pred(pred_), views(s.views), S(pred_.image_size()) {
+    if (s.augment == "train") {
       aug.enabled = true;
       images.reserve(cells.size());
-      for (const Cell& c : cells) images.push_back(cell_view(pred, c));
+      for (const Cell& c : cells) {
+        images.push_back(cell_view(pred, c));
+        // A whole home split takes a minute or two to decode: say how far it is.
+        if (s.log && cells.size() >= 2000 && images.size() % 2000 == 0)
+          s.log("loaded " + std::to_string(images.size()) + " of " + std::to_string(cells.size()) + " images");
+      }
     } else {
       x = prepare_all(pred, cells);
     }
@@ -557,7 +562,7 @@ void adapt_labelled(const AdaptRequest& req, Predictor& pred, const Labels& L, c
     const CellLoss loss = [&](size_t i, const float* z, float B, float* dz) {
       return group_cross_entropy(z, C, group_of(cells[i], L), cells[i].label, B, dz);
     };
-    train_blocks(model, StepInputs(pred, cells, s.augment, s.views), n_new, cells.size(), loss,
+    train_blocks(model, StepInputs(pred, cells, s), n_new, cells.size(), loss,
                  trainable(model, freeze, req.last_k), s);
   }
   card["cells"] = n_new;
@@ -586,7 +591,7 @@ void adapt_unlabelled(const AdaptRequest& req, Predictor& pred, const Schedule& 
   ViT& model = pred.model();
   const int C = model.config().num_classes;
   const CellLoss loss = [&](size_t, const float* z, float B, float* dz) { return softmax_entropy(z, C, B, dz); };
-  train_blocks(model, StepInputs(pred, cells, s.augment, s.views), cells.size(), cells.size(), loss,
+  train_blocks(model, StepInputs(pred, cells, s), cells.size(), cells.size(), loss,
                trainable(model, "all-but-norm", 0), s);
   card["cells"] = cells.size();
   card["labels"] = "none";
