@@ -62,6 +62,17 @@ inline CLI::Option* add_cell_size_option(CLI::App* app, std::string* mode) {
       ->capture_default_str();
 }
 
+// --map and --map-rule for eval, predict, differential and serve: one rule text; `map_does` says
+// what the map adds to that command's output.
+inline void add_map_options(CLI::App* app, std::string* map, std::string* rule, const std::string& map_does) {
+  app->add_option("--map", *map, "label map JSON (e.g. configs/bccd5.json): " + map_does)->check(CLI::ExistingFile);
+  app->add_option("--map-rule", *rule,
+                  "with --map: other (the top class's target; 'other' when the map leaves it out) or restrict (the "
+                  "target whose classes hold the most probability: every image is one of the targets)")
+      ->check(CLI::IsMember({"other", "restrict"}))
+      ->capture_default_str();
+}
+
 Command register_prepare(CLI::App& root);
 Command register_train(CLI::App& root);
 Command register_eval(CLI::App& root);

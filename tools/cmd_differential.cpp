@@ -142,15 +142,8 @@ Command register_differential(CLI::App& root) {
   c.app->add_option("dir", a->dir, "Folder with the cell images of one smear")->required();
   c.app->add_option("--out", a->out, "Report HTML path (report.json is written beside it)")->required();
   c.app->add_option("--model", a->model, "Model checkpoint (.vit); default: the shipped model");
-  c.app->add_option("--map", a->map,
-                    "label map JSON (e.g. configs/bccd5.json): also call each cell one of its targets, as predict and "
-                    "eval --map do, and count the targets")
-      ->check(CLI::ExistingFile);
-  c.app->add_option("--map-rule", a->map_rule,
-                    "with --map: other (the top class's target; 'other' when the map leaves it out) or restrict (the "
-                    "target whose classes hold the most probability)")
-      ->check(CLI::IsMember({"other", "restrict"}))
-      ->capture_default_str();
+  add_map_options(c.app, &a->map, &a->map_rule,
+                  "also call each cell one of its targets, as predict and eval --map do, and count the targets");
   add_stain_norm_option(c.app, &a->stain_norm);
   add_cell_size_option(c.app, &a->cell_size);
   c.app->add_option("--batch", a->batch, "Images per forward pass")->capture_default_str();

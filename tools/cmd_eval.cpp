@@ -27,12 +27,8 @@ Command register_eval(CLI::App& root) {
       ->capture_default_str()
       ->check(CLI::IsMember({"train", "val", "test"}));
   app->add_option("--data-root", r->data_root, "replaces every manifest row's src folder");
-  app->add_option("--map", r->map, "label map JSON onto another set's labels")->check(CLI::ExistingFile);
-  app->add_option("--map-rule", r->map_rule,
-                  "with --map: other (a top class the map leaves out is 'other', an error) or restrict (the target "
-                  "whose classes hold the most probability: every image is one of the targets)")
-      ->check(CLI::IsMember({"other", "restrict"}))
-      ->capture_default_str();
+  add_map_options(app, &r->map, &r->map_rule,
+                  "score against another set's labels (a top class the map leaves out is 'other', an error)");
   app->add_option("--out", r->out, "output folder")->required();
   app->add_option("--device", r->device, "cpu | cuda")->capture_default_str()->check(CLI::IsMember({"cpu", "cuda"}));
   app->add_option("--precision", r->precision, "cuda arithmetic: fp32 | bf16")

@@ -169,14 +169,7 @@ Command register_predict(CLI::App& root) {
   c.app->add_option("--device", a->device, "Run the forward passes on cpu or cuda (fp32)")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
-  c.app->add_option("--map", a->map,
-                    "label map JSON (e.g. configs/bccd5.json): also name each image's target, as eval --map does")
-      ->check(CLI::ExistingFile);
-  c.app->add_option("--map-rule", a->map_rule,
-                    "with --map: other (the top class's target; 'other' when the map leaves it out) or restrict "
-                    "(the target whose classes hold the most probability: every image is one of the targets)")
-      ->check(CLI::IsMember({"other", "restrict"}))
-      ->capture_default_str();
+  add_map_options(c.app, &a->map, &a->map_rule, "also name each image's target, as eval --map does");
   add_tta_option(c.app, &a->tta);
   add_stain_norm_option(c.app, &a->stain_norm);
   add_cell_size_option(c.app, &a->cell_size);

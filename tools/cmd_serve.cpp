@@ -80,8 +80,7 @@ int run_serve(ServeArgs a) {
   Predictor pred(resolve_model_path(a.model), wbc::class_names());
   a.opt.app = wbc::serve_app();  // clinical notes per class, the differential of several cells
   if (!a.map.empty()) {
-    a.opt.map = read_label_map(a.map, pred.class_names());
-    a.opt.mapped = true;
+    a.opt.map = read_label_map(a.map, pred.class_names());  // refuses a map without targets
     restrict_map_rule(a.opt.map_rule);  // refuses an unknown rule before the port opens
   }
   pred.set_tta(a.tta);
@@ -131,15 +130,8 @@ Command register_serve(CLI::App& root) {
   c.app->add_option("--max-upload-mb", a->max_upload_mb, "Largest request body in MiB")->capture_default_str();
   c.app->add_option("--max-batch", a->opt.max_batch, "Images per forward pass")->capture_default_str();
   add_tta_option(c.app, &a->tta);
-  c.app->add_option("--map", a->map,
-                    "label map JSON (e.g. configs/bccd5.json): every result also names its target (\"target\": "
-                    "name, probability), as predict --map does")
-      ->check(CLI::ExistingFile);
-  c.app->add_option("--map-rule", a->opt.map_rule,
-                    "with --map: other (the top class's target; 'other' when the map leaves it out) or restrict (the "
-                    "target whose classes hold the most probability)")
-      ->check(CLI::IsMember({"other", "restrict"}))
-      ->capture_default_str();
+  add_map_options(c.app, &a->map, &a->opt.map_rule,
+                  "every result also names its target (\"target\": name, probability), as predict --map does");
   add_stain_norm_option(c.app, &a->stain_norm);
   add_cell_size_option(c.app, &a->cell_size);
   c.app->add_option("--queue", a->opt.queue, "Images waiting for the model before 503")->capture_default_str();

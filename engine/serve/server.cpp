@@ -256,7 +256,7 @@ struct Server::Impl {
                                 {"probabilities", probs},
                                 {"notes", class_notes(p.top)},
                                 {"batch_size", results[i].batch_size}});
-      if (opt.mapped) {
+      if (!opt.map.targets.empty()) {
         const MappedCall m = map_call(opt.map, restrict_map_rule(opt.map_rule), p.probs);
         out["results"].back()["target"] = {
             {"name", m.name}, {"probability", m.prob}, {"map", opt.map.name}, {"rule", opt.map_rule}};

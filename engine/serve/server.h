@@ -68,9 +68,9 @@ struct ServeOptions {
   float review_below = 0.5f;              // confidence under this sets "review": true
   int default_top_k = 3;
   ServeApp app;  // application notes and summaries (none: a plain classifier)
-  // Optional label map (`serve --map`): every result also names its target, as predict --map does.
+  // Optional label map (`serve --map`; none while it has no targets): every result also names its
+  // target, as predict --map does.
   LabelMap map;
-  bool mapped = false;
   std::string map_rule = "other";  // other | restrict (engine/eval/evaluate.h)
 };
 

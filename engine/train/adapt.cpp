@@ -498,16 +498,14 @@ double recalibrate_on_home_val(Predictor& pred, const std::vector<Cell>& val, co
   std::vector<float> logits;
   std::vector<int> labels;
   std::vector<double> energy;
+  size_t right = 0;
   for_each_prediction(pred, val, [&](const Cell& c, const Prediction& p) {
     logits.insert(logits.end(), p.logits.begin(), p.logits.end());
     labels.push_back(c.label);
     energy.push_back(p.ood_score);
+    right += p.top == c.label;  // as accuracy() counts a kept image
   });
   const size_t n = labels.size();
-  size_t right = 0;
-  for (size_t i = 0; i < n; ++i)
-    right += size_t(std::max_element(logits.begin() + long(i * C), logits.begin() + long((i + 1) * C)) -
-                    (logits.begin() + long(i * C))) == size_t(labels[i]);
   const double T0 = meta.temperature, T = fit_temperature(logits.data(), labels.data(), n, C);
   meta.temperature = float(T);
   nlohmann::json j = {{"split", "val"},
