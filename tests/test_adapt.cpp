@@ -559,12 +559,85 @@ TEST(AdaptRehearsal, TheTemperatureAndThresholdAreRefittedOnHomeVal) {
   EXPECT_NEAR(double(flagged) / double(energy.size()), 0.25, 1.0 / double(energy.size()) + 1e-9);
   EXPECT_NE(pred.ood().threshold, -100.0);
 
-  r.keep_data.clear();  // no home val: both kept as they were
+  r.keep_data.clear();  // no home val: the temperature stays; the stale energy threshold is dropped
   r.out = f.dir + "/b.vit";
-  vit::adapt(r);
+  const nlohmann::json card2 = vit::adapt(r);
   vit::Predictor kept(r.out);
   EXPECT_EQ(kept.meta().temperature, 3.0f);
-  EXPECT_EQ(kept.ood().threshold, -100.0);
+  EXPECT_FALSE(kept.ood().present);
+  EXPECT_NE(card2.value("ood_reference", "").find("dropped"), std::string::npos) << card2.dump();
+}
+
+// The features of `split`'s images through `pred`, and their model classes.
+void features_of(vit::Predictor& pred, const std::string& prep, const std::string& split, std::vector<float>& feats,
+                 std::vector<int>& labels) {
+  const vit::EvalSet set = vit::load_eval_set(prep, split, "", vit::EvalApp{});
+  for (size_t i = 0; i < set.samples.size(); ++i) {
+    const vit::Prediction p = pred.predict({vit::load_image(set.samples[i].full_path())}, 1)[0];
+    feats.insert(feats.end(), p.features.begin(), p.features.end());
+    labels.push_back(int(std::find(pred.class_names().begin(), pred.class_names().end(), set.truth_names[i]) -
+                         pred.class_names().begin()));
+  }
+}
+
+// A Mahalanobis reference describes the encoder's features: an adaptation that trains the encoder
+// refits it on the rehearsed home train images (checked against the test's own fit of the adapted
+// model's features) and its threshold on home val; without home data it is dropped; with the
+// encoder frozen it is kept as it was.
+TEST(AdaptRehearsal, TheMahalanobisReferenceIsRefittedKeptOrDropped) {
+  CellFolder f;
+  f.add("Lymphocyte", 6, 1);
+  f.add("Eosinophil", 6, 300);
+  const std::string home = f.dir + "/home", prep = f.dir + "/prep";
+  ASSERT_NO_FATAL_FAILURE(prepare_home(home, prep));
+  vit::MahalanobisStats original;
+  {
+    vit::Predictor p0(f.model);
+    std::vector<float> feats;
+    std::vector<int> y;
+    features_of(p0, prep, "train", feats, y);
+    original = vit::fit_mahalanobis(feats.data(), y.data(), y.size(), p0.config().dim, p0.num_classes());
+    vit::LoadedModel lm = vit::load_model(f.model);
+    lm.meta.extra["ood"] = {
+        {"score", "mahalanobis"}, {"threshold", 1e9}, {"fpr", 0.25}, {"mahalanobis", original.to_json()}};
+    vit::save_model(f.model, *lm.model, lm.meta);
+  }
+  vit::AdaptRequest r = request(f, f.dir + "/a.vit");
+  r.freeze = "none";
+  r.epochs = 2;
+  r.keep_data = prep;
+  r.keep_per_class = 0;
+  vit::adapt(r);
+  vit::Predictor pred(r.out);
+  ASSERT_TRUE(pred.ood().present);
+  ASSERT_EQ(pred.ood().kind, "mahalanobis");
+  std::vector<float> feats, vfeats;
+  std::vector<int> y, vy;
+  features_of(pred, prep, "train", feats, y);
+  const vit::MahalanobisStats mine =
+      vit::fit_mahalanobis(feats.data(), y.data(), y.size(), pred.config().dim, pred.num_classes());
+  features_of(pred, prep, "val", vfeats, vy);
+  const int D = pred.config().dim;
+  size_t flagged = 0, moved = 0;
+  for (size_t i = 0; i < vy.size(); ++i) {
+    const float* x = vfeats.data() + i * D;
+    const double s = pred.ood().maha.score(x, D);
+    EXPECT_NEAR(s, mine.score(x, D), 1e-4 * s);
+    moved += std::fabs(original.score(x, D) - s) > 1e-3 * s;
+    flagged += s > pred.ood().threshold;
+  }
+  EXPECT_GT(moved, 0u) << "the statistics were not refitted";
+  EXPECT_NEAR(double(flagged) / double(vy.size()), 0.25, 1.0 / double(vy.size()) + 1e-9);
+
+  r.keep_data.clear();  // the encoder trained, nothing to refit on: dropped
+  r.out = f.dir + "/b.vit";
+  vit::adapt(r);
+  EXPECT_FALSE(vit::Predictor(r.out).ood().present);
+  r.freeze = "all-but-head";  // the features are the original's: kept as they were
+  r.epochs = 3;
+  r.out = f.dir + "/c.vit";
+  vit::adapt(r);
+  EXPECT_EQ(vit::load_model(r.out).meta.extra["ood"], vit::load_model(f.model).meta.extra["ood"]);
 }
 
 // The target the test's own reading of the map calls an image with these probabilities:

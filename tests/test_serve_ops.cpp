@@ -555,8 +555,29 @@ TEST(ServeOps, OodThresholdFromValAndTheFlagInServeJson) {
   const json card = vit::load_model(out).meta.extra["ood"];
   const double n = card["images"].get<double>();
   EXPECT_GT(n, 10);
-  EXPECT_NEAR(card["flagged_share_on_split"].get<double>(), 0.25, 1.0 / n + 1e-9) << card.dump();
+  EXPECT_EQ(card["score"], "mahalanobis");  // the default: statistics of the train split's features
+  EXPECT_EQ(card["fit"]["split"], "train");
+  EXPECT_EQ(card["mahalanobis"]["dim"], 32);
+  EXPECT_NEAR(card["flagged_share_on_split"].get<double>(), 0.25, 1.0 / n + 1e-9) << card.dump(1).substr(0, 400);
   EXPECT_TRUE(card["auroc"]["value"].is_number());
+  // eval scores the val split through its own batched path (features gathered by predict()): the
+  // same images must be flagged at the same rate.
+  ASSERT_EQ(vt::run(bin + " eval --model " + out + " --data " + prep + " --split val --out " + m.dir + "/ev", &so, &se),
+            0)
+      << se;
+  const json ev = json::parse(vt::read_file(m.dir + "/ev/metrics.json"))["ood"];
+  EXPECT_EQ(ev["score"], "mahalanobis");
+  EXPECT_NEAR(ev["flagged_share"].get<double>(), 0.25, 1.0 / n + 1e-9) << ev.dump();
+  // The energy score stays on offer, with no statistics.
+  ASSERT_EQ(vt::run(bin + " ood-ref --score energy --model " + m.model + " --data " + prep + " --out " + m.dir +
+                        "/energy.vit --fpr 0.25",
+                    &so, &se),
+            0)
+      << se;
+  const json ecard = vit::load_model(m.dir + "/energy.vit").meta.extra["ood"];
+  EXPECT_EQ(ecard["score"], "energy");
+  EXPECT_FALSE(ecard.contains("mahalanobis"));
+  EXPECT_NEAR(ecard["flagged_share_on_split"].get<double>(), 0.25, 1.0 / n + 1e-9);
   const std::string body = vt::png_bytes(40, 40, 3);
   for (const std::string& model : {out, m.model}) {
     vt::ServerProcess server({"--model", model});

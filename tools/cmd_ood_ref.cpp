@@ -1,10 +1,13 @@
-// vitengine ood-ref: store the out-of-distribution threshold in a model (engine/eval/ood.h), chosen
-// on in-domain validation images for a stated false-alarm rate, so that predict, serve, eval and
-// differential can say when images look unlike the training data. The weights are copied bit
-// for bit; only the metadata grows. With --against, it also measures how well the score tells
-// the in-domain test images from another set (AUROC), and records that in the model.
+// vitengine ood-ref: store the out-of-distribution score's reference in a model (engine/eval/ood.h):
+// for the Mahalanobis score, the statistics of the training split's features; for either score,
+// the threshold chosen on in-domain validation images for a stated false-alarm rate, so that
+// predict, serve, eval and differential can say when images look unlike the training data. The
+// weights are copied bit for bit; only the metadata grows. With --against, it also measures how
+// well the score tells the in-domain test images from another set (AUROC), and records that.
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <random>
 
 #include "engine/eval/evaluate.h"
 #include "engine/eval/inference.h"
@@ -15,9 +18,9 @@ namespace vit::cli {
 
 namespace {
 
-// The energy score of every image in `files`; a corrupt file is named.
-std::vector<double> scores_of(Predictor& pred, const std::vector<std::string>& files) {
-  std::vector<double> out;
+// The predictions (logits and features) of every image in `files`; a corrupt file is named.
+std::vector<Prediction> predictions_of(Predictor& pred, const std::vector<std::string>& files) {
+  std::vector<Prediction> out;
   const size_t chunk = 32;
   for (size_t i = 0; i < files.size(); i += chunk) {
     std::vector<Image> imgs;
@@ -25,9 +28,51 @@ std::vector<double> scores_of(Predictor& pred, const std::vector<std::string>& f
     load_images(files, i, i + chunk, imgs, ok, [](const std::string& file, const std::string& what) {
       throw std::runtime_error("cannot score '" + file + "': " + what);
     });
-    for (const auto& p : pred.predict(imgs, int(chunk))) out.push_back(p.ood_score);
+    for (auto& p : pred.predict(imgs, int(chunk))) out.push_back(std::move(p));
   }
   return out;
+}
+
+// `ref`'s score of each prediction (not the one the model already stores).
+std::vector<double> scores_of(const OodReference& ref, const Predictor& pred, const std::vector<Prediction>& ps) {
+  std::vector<double> out;
+  for (const auto& p : ps)
+    out.push_back(ref.score(p.logits.data(), pred.num_classes(), p.features.data(), int(p.features.size())));
+  return out;
+}
+
+// The Mahalanobis statistics of the features of `split` (at most `images` of them, a seeded sample;
+// 0 = all), each image labelled with the model's class its manifest names.
+MahalanobisStats fit_on_split(Predictor& pred, const std::string& data, const std::string& split, size_t images,
+                              nlohmann::json& card) {
+  const EvalSet set = load_eval_set(data, split, "", EvalApp{});
+  std::vector<size_t> order(set.samples.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  if (images > 0 && images < order.size()) {
+    std::mt19937_64 rng(0);
+    std::shuffle(order.begin(), order.end(), rng);
+    order.resize(images);
+    std::sort(order.begin(), order.end());
+  }
+  const auto& names = pred.class_names();
+  std::vector<std::string> files;
+  std::vector<int> labels;
+  for (size_t i : order) {
+    const auto it = std::find(names.begin(), names.end(), set.truth_names[i]);
+    if (it == names.end())
+      throw std::runtime_error("'" + set.samples[i].full_path() + "' is labelled '" + set.truth_names[i] +
+                               "', which is not a class of the model: fit the statistics on the data it was trained on");
+    files.push_back(set.samples[i].full_path());
+    labels.push_back(int(it - names.begin()));
+  }
+  std::printf("fitting the Mahalanobis statistics on %zu '%s' images...\n", files.size(), split.c_str());
+  std::fflush(stdout);
+  const std::vector<Prediction> ps = predictions_of(pred, files);
+  const int D = pred.config().dim;
+  std::vector<float> feats;
+  for (const auto& p : ps) feats.insert(feats.end(), p.features.begin(), p.features.end());
+  card["fit"] = {{"split", split}, {"images", ps.size()}, {"of", set.samples.size()}};
+  return fit_mahalanobis(feats.data(), labels.data(), ps.size(), D, pred.num_classes());
 }
 
 std::vector<std::string> split_files(const std::string& data, const std::string& split) {
@@ -47,16 +92,26 @@ double share_over(const std::vector<double>& v, double t) {
 Command register_ood_ref(CLI::App& root) {
   struct Opts {
     std::string model, data, out, split = "val", against, test_split = "test", stain_norm = "none",
-                cell_size = "none";
+                cell_size = "none", score = "mahalanobis", fit_split = "train";
     double fpr = 0.05;
+    size_t fit_images = 0;
   };
   auto o = std::make_shared<Opts>();
   Command c;
   c.app = root.add_subcommand("ood-ref",
-                              "Store the out-of-distribution threshold in a model, chosen on validation images");
+                              "Store the out-of-distribution score's reference in a model: the training features' "
+                              "statistics and the threshold, chosen on validation images");
   c.app->add_option("--model", o->model, "model (.vit)")->required()->check(CLI::ExistingFile);
   c.app->add_option("--data", o->data, "the prepared data set it was trained on (folder or manifest.csv)")->required();
-  c.app->add_option("--out", o->out, "the model with the threshold (.vit); may be --model itself")->required();
+  c.app->add_option("--out", o->out, "the model with the reference (.vit); may be --model itself")->required();
+  c.app->add_option("--score", o->score,
+                    "mahalanobis (distance of the class-token features to the nearest class, statistics from "
+                    "--fit-split) | energy (of the logits; no statistics)")
+      ->check(CLI::IsMember({"mahalanobis", "energy"}))
+      ->capture_default_str();
+  c.app->add_option("--fit-split", o->fit_split, "split the Mahalanobis statistics are fitted on")->capture_default_str();
+  c.app->add_option("--fit-images", o->fit_images, "at most this many --fit-split images, a seeded sample (0 = all)")
+      ->capture_default_str();
   c.app->add_option("--split", o->split, "in-domain split the threshold is chosen on")->capture_default_str();
   c.app->add_option("--fpr", o->fpr, "share of in-domain images flagged (false-alarm rate)")
       ->check(CLI::Range(0.001, 0.5))
@@ -71,19 +126,30 @@ Command register_ood_ref(CLI::App& root) {
     Predictor pred(o->model);
     pred.set_stain_norm(o->stain_norm);
     pred.set_cell_size(o->cell_size);
-    const std::vector<double> val = scores_of(pred, split_files(o->data, o->split));
+    nlohmann::json card = {{"score", o->score}};
+    OodReference ref;
+    ref.kind = o->score;
+    if (o->score == "mahalanobis") {
+      ref.maha = fit_on_split(pred, o->data, o->fit_split, o->fit_images, card);
+      card["mahalanobis"] = ref.maha.to_json();
+    }
+    const std::vector<double> val = scores_of(ref, pred, predictions_of(pred, split_files(o->data, o->split)));
     const double t = ood_threshold(val, o->fpr);
-    nlohmann::json card = {{"score", "energy"},        {"threshold", t},
-                           {"fpr", o->fpr},            {"split", o->split},
-                           {"images", val.size()},     {"flagged_share_on_split", share_over(val, t)},
-                           {"data", o->data},          {"stain_norm", o->stain_norm},
-                           {"cell_size", o->cell_size}};
-    std::printf("threshold %.4f: %zu '%s' images, %.1f%% flagged (asked %.1f%%)\n", t, val.size(), o->split.c_str(),
-                100 * share_over(val, t), 100 * o->fpr);
+    card.update({{"threshold", t},
+                 {"fpr", o->fpr},
+                 {"split", o->split},
+                 {"images", val.size()},
+                 {"flagged_share_on_split", share_over(val, t)},
+                 {"data", o->data},
+                 {"stain_norm", o->stain_norm},
+                 {"cell_size", o->cell_size}});
+    std::printf("%s threshold %.4f: %zu '%s' images, %.1f%% flagged (asked %.1f%%)\n", o->score.c_str(), t,
+                val.size(), o->split.c_str(), 100 * share_over(val, t), 100 * o->fpr);
     if (!o->against.empty()) {
-      const std::vector<double> in = scores_of(pred, split_files(o->data, o->test_split));
-      const std::vector<double> out = scores_of(pred, list_image_files({o->against}));
-      if (out.empty()) throw std::runtime_error("--against '" + o->against + "' holds no images");
+      const std::vector<std::string> other = list_image_files({o->against});
+      if (other.empty()) throw std::runtime_error("--against '" + o->against + "' holds no images");
+      const std::vector<double> in = scores_of(ref, pred, predictions_of(pred, split_files(o->data, o->test_split)));
+      const std::vector<double> out = scores_of(ref, pred, predictions_of(pred, other));
       card["auroc"] = {{"in", o->data + " (" + o->test_split + ", " + std::to_string(in.size()) + " images)"},
                        {"out", o->against + " (" + std::to_string(out.size()) + " images)"},
                        {"value", auroc(in, out)},

@@ -233,7 +233,9 @@ Scored run_model(const EvalRequest& req, const std::function<void(const std::str
   const int views = tta_view_count(req.tta);
   if (views > 1)
     log("[eval] test-time augmentation " + req.tta + ": mean logits of " + std::to_string(views) + " views");
-  S.p = predict(*backend, loader, views, req.comm);
+  // A feature-space out-of-distribution score needs the features the head read.
+  const bool feats = OodReference::from_meta(S.lm.meta.extra).needs_features();
+  S.p = predict(*backend, loader, views, req.comm, feats ? mc.dim : 0);
   S.n = S.p.n();
   S.K = S.p.k;
   if (S.n != S.set.samples.size())
@@ -275,11 +277,12 @@ nlohmann::json score_ood(const Scored& S) {
   double sum = 0;
   size_t flagged = 0;
   for (size_t i = 0; i < S.n; ++i) {
-    const double e = energy_score(S.p.logits.data() + i * size_t(S.K), S.K);
+    const float* f = S.p.dim ? S.p.features.data() + i * size_t(S.p.dim) : nullptr;
+    const double e = ref.score(S.p.logits.data() + i * size_t(S.K), S.K, f, S.p.dim);
     sum += e;
     flagged += ref.flags(e);
   }
-  nlohmann::json j = {{"score", "energy"}, {"mean_score", S.n ? sum / double(S.n) : 0.0}};
+  nlohmann::json j = {{"score", ref.kind}, {"mean_score", S.n ? sum / double(S.n) : 0.0}};
   if (!ref.present) {
     j["threshold"] = nullptr;
     j["note"] = "the model stores no threshold: add one with `vitengine ood-ref`";

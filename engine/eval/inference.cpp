@@ -175,18 +175,20 @@ std::vector<Prediction> Predictor::run(const float* chw, int B, bool keep_attent
   ForwardOptions opt;
   opt.training = false;
   opt.inference = !keep_attention;
-  const int C = num_classes();
-  std::vector<float> logits(size_t(B) * C);
+  const int C = num_classes(), D = config().dim;
+  std::vector<float> logits(size_t(B) * C), feats(size_t(B) * D);
   mean_view_logits(
       [&](const float* x) { return backend_ ? backend_->forward(x, B, opt) : lm_.model->forward(x, B, opt); }, chw, B,
-      image_size(), C, tta_views_, logits.data());
+      image_size(), C, tta_views_, logits.data(),
+      [&] { return backend_ ? backend_->features() : lm_.model->features(); }, D, feats.data());
   for (int b = 0; b < B; ++b) {
     out[b].probs.resize(C);
     out[b].logits.assign(logits.begin() + long(size_t(b) * C), logits.begin() + long(size_t(b + 1) * C));
+    out[b].features.assign(feats.begin() + long(size_t(b) * D), feats.begin() + long(size_t(b + 1) * D));
     calibrated_softmax(logits.data() + size_t(b) * C, C, lm_.meta.temperature, out[b].probs.data());
     out[b].top = int(std::max_element(out[b].probs.begin(), out[b].probs.end()) - out[b].probs.begin());
     out[b].confidence = out[b].probs[out[b].top];
-    out[b].ood_score = energy_score(logits.data() + size_t(b) * C, C);
+    out[b].ood_score = ood_.score(out[b].logits.data(), C, out[b].features.data(), D);
     out[b].unlike_training = ood_.flags(out[b].ood_score);
   }
   return out;

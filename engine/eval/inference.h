@@ -33,9 +33,11 @@ std::vector<int> top_k(const std::vector<float>& values, int k);
 struct Prediction {
   std::vector<float> probs;   // calibrated, model output order
   std::vector<float> logits;  // the (mean over views) logits they come from, before the temperature
+  std::vector<float> features;  // the (mean over views) class-token features the head read
   int top = -1;              // argmax
   float confidence = 0;      // probs[top]
-  double ood_score = 0;      // energy of the (mean) logits (engine/eval/ood.h): higher is less familiar
+  double ood_score = 0;      // the model's out-of-distribution score (engine/eval/ood.h; energy when it
+                             // stores none): higher is less familiar
   bool unlike_training = false;  // ood_score over the model's stored threshold (never without one)
 };
 

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <numeric>
 
 namespace vit {
@@ -11,7 +12,7 @@ namespace vit {
 namespace {
 // Every rank's rows on every rank, ordered by sample index as one process yields them.
 void gather_rows(Predictions& p, dist::Comm& comm) {
-  const size_t k = size_t(p.k), row = sizeof(uint64_t) + sizeof(int) + k * sizeof(float);
+  const size_t k = size_t(p.k), d = size_t(p.dim), row = sizeof(uint64_t) + sizeof(int) + (k + d) * sizeof(float);
   if (p.index.size() != p.n()) throw std::logic_error("predict: a sharded loader must report sample indices");
   std::string mine(p.n() * row, '\0');
   for (size_t i = 0; i < p.n(); ++i) {
@@ -20,6 +21,7 @@ void gather_rows(Predictions& p, dist::Comm& comm) {
     std::memcpy(at, &idx, sizeof idx);
     std::memcpy(at + sizeof idx, &p.labels[i], sizeof(int));
     std::memcpy(at + sizeof idx + sizeof(int), p.logits.data() + i * k, k * sizeof(float));
+    if (d) std::memcpy(at + sizeof idx + sizeof(int) + k * sizeof(float), p.features.data() + i * d, d * sizeof(float));
   }
   std::string all;
   for (const auto& part : comm.allgather(mine, "predictions")) all += part;
@@ -30,6 +32,7 @@ void gather_rows(Predictions& p, dist::Comm& comm) {
   std::iota(order.begin(), order.end(), size_t(0));
   std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return idx[a] < idx[b]; });
   p.logits.resize(n * k);
+  p.features.resize(n * d);
   p.labels.resize(n);
   p.index.resize(n);
   for (size_t i = 0; i < n; ++i) {
@@ -37,13 +40,15 @@ void gather_rows(Predictions& p, dist::Comm& comm) {
     p.index[i] = size_t(idx[order[i]]);
     std::memcpy(&p.labels[i], at + sizeof(uint64_t), sizeof(int));
     std::memcpy(p.logits.data() + i * k, at + sizeof(uint64_t) + sizeof(int), k * sizeof(float));
+    if (d) std::memcpy(p.features.data() + i * d, at + sizeof(uint64_t) + sizeof(int) + k * sizeof(float), d * sizeof(float));
   }
 }
 }  // namespace
 
-Predictions predict(TrainBackend& model, Loader& loader, int views, dist::Comm* comm) {
+Predictions predict(TrainBackend& model, Loader& loader, int views, dist::Comm* comm, int features_dim) {
   Predictions p;
   p.k = model.num_classes();
+  p.dim = std::max(0, features_dim);
   loader.start_epoch(0, 0);
   Batch b;
   ForwardOptions fo;
@@ -54,9 +59,13 @@ Predictions predict(TrainBackend& model, Loader& loader, int views, dist::Comm* 
   while (loader.next(b)) {
     if (b.n == 0) continue;
     const size_t row0 = p.logits.size();
+    const size_t frow0 = p.features.size();
     p.logits.resize(row0 + size_t(b.n) * size_t(p.k));
+    p.features.resize(frow0 + size_t(b.n) * size_t(p.dim));
+    std::function<const float*()> feats;
+    if (p.dim) feats = [&] { return model.features(); };
     mean_view_logits([&](const float* x) { return model.forward(x, b.n, fo); }, b.images.data(), b.n, S, p.k, views,
-                     p.logits.data() + row0);
+                     p.logits.data() + row0, feats, p.dim, p.features.data() + frow0);
     p.labels.insert(p.labels.end(), b.labels.begin(), b.labels.begin() + b.n);
     if (b.index.size() >= size_t(b.n)) p.index.insert(p.index.end(), b.index.begin(), b.index.begin() + b.n);
   }

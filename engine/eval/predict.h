@@ -14,7 +14,9 @@ namespace vit {
 // (engine/eval/tta.h mean_view_logits; 2 = identity + mirror, 8 = all of D4; throws outside [1, 8]).
 struct Predictions {
   int k = 0;
-  std::vector<float> logits;  // (n, k)
+  int dim = 0;                  // width of `features`; 0 when not asked for
+  std::vector<float> logits;    // (n, k)
+  std::vector<float> features;  // (n, dim): the (mean over views) class-token features, if asked for
   std::vector<int> labels;    // (n)
   std::vector<size_t> index;  // sample index of each row
   size_t n() const { return labels.size(); }
@@ -22,6 +24,9 @@ struct Predictions {
 // comm (data parallelism): every rank calls predict with a loader that deals out whole batches
 // (LoaderConfig::shard_whole_batches); each rank gets every rank's rows, in sample order, so the
 // result is the single process's, bit for bit (the same batches run through the same code).
-Predictions predict(TrainBackend& model, Loader& loader, int views = 1, dist::Comm* comm = nullptr);
+// features_dim > 0 (the model's width): also the features the head read (TrainBackend::features),
+// for a feature-space out-of-distribution score (engine/eval/ood.h).
+Predictions predict(TrainBackend& model, Loader& loader, int views = 1, dist::Comm* comm = nullptr,
+                    int features_dim = 0);
 
 }  // namespace vit

@@ -37,19 +37,28 @@ void dihedral_view(const float* in, float* out, int B, int C, int S, int k) {
 }
 
 void mean_view_logits(const std::function<const float*(const float*)>& forward, const float* images, int B, int S,
-                      int classes, int views, float* out) {
+                      int classes, int views, float* out, const std::function<const float*()>& features, int dim,
+                      float* features_out) {
   if (views < 1 || views > 8)
     throw std::invalid_argument("mean_view_logits: views must be in [1, 8], got " + std::to_string(views));
-  const size_t n = size_t(B) * classes;
-  std::vector<float> sum(n, 0.0f), view;
+  const size_t n = size_t(B) * classes, nf = features ? size_t(B) * dim : 0;
+  std::vector<float> sum(n, 0.0f), fsum(nf, 0.0f), view;
   if (views > 1) view.resize(size_t(B) * 3 * S * S);
+  auto add_features = [&] {
+    if (!nf) return;
+    const float* f = features();
+    for (size_t i = 0; i < nf; ++i) fsum[i] += f[i];
+  };
   for (int v = 1; v < views; ++v) {
     dihedral_view(images, view.data(), B, 3, S, v);
     const float* z = forward(view.data());
     for (size_t i = 0; i < n; ++i) sum[i] += z[i];
+    add_features();
   }
   const float* z = forward(images);
   for (size_t i = 0; i < n; ++i) out[i] = (sum[i] + z[i]) / float(views);
+  add_features();
+  for (size_t i = 0; i < nf; ++i) features_out[i] = fsum[i] / float(views);
 }
 
 }  // namespace vit

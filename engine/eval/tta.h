@@ -20,7 +20,11 @@ void dihedral_view(const float* in, float* out, int B, int C, int S, int k);
 // (3, S, S). forward returns B x classes logits, valid until its next call. View 0, the images as
 // given, runs last: whatever the model keeps from its last pass (the attention maps explain reads)
 // belongs to the unturned images. The one loop behind predict() (eval) and Predictor::run.
+// With `features` (the (B, dim) features of the forward just run), features_out gets their mean
+// over the views as well: the head is affine, so the mean logits are the head of the mean features,
+// and an out-of-distribution score of them describes the same image the logits do.
 void mean_view_logits(const std::function<const float*(const float*)>& forward, const float* images, int B, int S,
-                      int classes, int views, float* out);
+                      int classes, int views, float* out, const std::function<const float*()>& features = nullptr,
+                      int dim = 0, float* features_out = nullptr);
 
 }  // namespace vit

@@ -132,6 +132,7 @@ struct ViTCuda::Impl : ActivationArena {
 
   // pinned host mirrors
   float* h_logits = nullptr;  // (max_batch, classes)
+  std::vector<float> h_features;  // features(): (B, dim)
   cpu::AdamWParams* h_hp = nullptr;
   uint64_t* h_seeds = nullptr;
   float* h_loss = nullptr;
@@ -494,6 +495,22 @@ int ViTCuda::last_batch() const { return impl_->B; }
 float* ViTCuda::device_images() { return impl_->img; }
 int* ViTCuda::device_labels() { return impl_->labels; }
 const float* ViTCuda::device_logits() const { return impl_->logits; }
+
+const float* ViTCuda::features() {
+  Impl& I = *impl_;
+  const size_t n = size_t(I.B) * I.cfg.dim;
+  I.h_features.resize(n);
+  if (I.prec == Precision::BF16) {  // the activations are bf16: widen on the host
+    std::vector<bf16> t(n);
+    VIT_CHECK(cudaMemcpyAsync(t.data(), I.lnf, n * sizeof(bf16), cudaMemcpyDeviceToHost, I.stream));
+    VIT_CHECK(cudaStreamSynchronize(I.stream));
+    for (size_t i = 0; i < n; ++i) I.h_features[i] = __bfloat162float(t[i]);
+  } else {
+    VIT_CHECK(cudaMemcpyAsync(I.h_features.data(), I.lnf, n * sizeof(float), cudaMemcpyDeviceToHost, I.stream));
+    VIT_CHECK(cudaStreamSynchronize(I.stream));
+  }
+  return I.h_features.data();
+}
 double ViTCuda::last_grad_norm() const { return impl_->last_norm; }
 
 void ViTCuda::upload(const ViT& host) {

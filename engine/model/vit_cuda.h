@@ -93,6 +93,9 @@ class ViTCuda {
   // ---- device-side views (for tests and attention maps) ----
   const float* attention_lse(int layer) const;  // device (B, H, N) from the last forward
   const float* device_logits() const;           // device (B, classes)
+  // Host (B, dim) fp32 class-token features after the final LayerNorm, of the last forward (as
+  // vit::ViT::features()); copies them from the device and synchronises. Valid until the next call.
+  const float* features();
   float* device_images();                       // internal (max_batch, 3, S, S) input buffer (reserve first)
   int* device_labels();                         // internal (max_batch) label buffer
   int last_batch() const;

@@ -25,6 +25,9 @@ class TrainBackend {
   // images (B, 3, S, S) on the host, normalised. Returns host logits (B, K),
   // valid until the next forward.
   virtual const float* forward(const float* images, int B, const ForwardOptions& opt) = 0;
+  // Host (B, dim) class-token features of the last forward, after the final LayerNorm (what the
+  // head reads; the out-of-distribution score's input), valid until the next forward.
+  virtual const float* features() = 0;
   virtual float loss(const int* labels, float smoothing) = 0;
   virtual void backward() = 0;
   virtual void zero_grad() = 0;
@@ -70,6 +73,7 @@ template <class Model>
 class ModelBackend : public TrainBackend {
  public:
   const float* forward(const float* x, int B, const ForwardOptions& o) override { return model().forward(x, B, o); }
+  const float* features() override { return model().features(); }
   float loss(const int* y, float s) override { return model().loss(y, s); }
   void backward() override { model().backward(); }
   void zero_grad() override { model().zero_grad(); }

@@ -486,23 +486,36 @@ std::vector<Cell> unlabelled_cells(const AdaptRequest& req) {
   return cells;
 }
 
-// After a rehearsed adaptation: the temperature and the out-of-distribution threshold were fitted
-// to the original model's logits on its home val split, and the adapted model's logits differ
-// (docs/robustness.md measured the ECE rising from 0.030 to 0.056). Both are refitted on the same
-// split, as training and `ood-ref` fit them: the temperature minimising the val NLL, the threshold
-// flagging the stored false-alarm rate (kept absent when the original stored none). Returns the
-// adapted model's val accuracy; `meta` and the card get the new values.
-double recalibrate_on_home_val(Predictor& pred, const std::vector<Cell>& val, const AdaptRequest& req,
-                               ModelMeta& meta, nlohmann::json& card) {
-  const int C = pred.num_classes();
+// After a rehearsed adaptation: the temperature and the out-of-distribution reference were fitted
+// to the original model's outputs on its home data, and the adapted model's differ
+// (docs/robustness.md measured the ECE rising from 0.030 to 0.056). Both are refitted, as training
+// and `ood-ref` fit them: the temperature minimising the home val NLL; for the Mahalanobis score,
+// when the encoder trained, the statistics on the rehearsed home train images' new features; the
+// threshold flagging the stored false-alarm rate of home val (kept absent when the original stored
+// none). Returns the adapted model's val accuracy; `meta` and the card get the new values.
+double recalibrate_on_home_val(Predictor& pred, const std::vector<Cell>& val, const std::vector<Cell>& kept,
+                               bool encoder_moved, const AdaptRequest& req, ModelMeta& meta, nlohmann::json& card) {
+  const int C = pred.num_classes(), D = pred.config().dim;
+  OodReference ood = pred.ood();
+  nlohmann::json fit;
+  if (ood.present && ood.needs_features() && encoder_moved) {
+    std::vector<float> feats;
+    std::vector<int> labels;
+    for_each_prediction(pred, kept, [&](const Cell& c, const Prediction& p) {
+      feats.insert(feats.end(), p.features.begin(), p.features.end());
+      labels.push_back(c.label);
+    });
+    ood.maha = fit_mahalanobis(feats.data(), labels.data(), labels.size(), D, C, ood.maha.shrinkage);
+    fit = {{"split", "train"}, {"images", labels.size()}, {"data", req.keep_data}};
+  }
   std::vector<float> logits;
   std::vector<int> labels;
-  std::vector<double> energy;
+  std::vector<double> scores;
   size_t right = 0;
   for_each_prediction(pred, val, [&](const Cell& c, const Prediction& p) {
     logits.insert(logits.end(), p.logits.begin(), p.logits.end());
     labels.push_back(c.label);
-    energy.push_back(p.ood_score);
+    scores.push_back(ood.score(p.logits.data(), C, p.features.data(), D));
     right += p.top == c.label;  // as accuracy() counts a kept image
   });
   const size_t n = labels.size();
@@ -515,22 +528,40 @@ double recalibrate_on_home_val(Predictor& pred, const std::vector<Cell>& val, co
                       {"temperature_after", meta.temperature},
                       {"ece_before", calibration(logits.data(), labels.data(), n, C, T0).ece},
                       {"ece_after", calibration(logits.data(), labels.data(), n, C, meta.temperature).ece}};
-  const OodReference ood = pred.ood();
   if (ood.present) {
-    const double t = ood_threshold(energy, ood.fpr);
+    const double t = ood_threshold(scores, ood.fpr);
     size_t flagged = 0;
-    for (double e : energy) flagged += e > t;
+    for (double e : scores) flagged += e > t;
+    j["ood_score"] = ood.kind;
     j["ood_threshold_before"] = ood.threshold;
     j["ood_threshold_after"] = t;
-    // The AUROC the original recorded was measured with its own logits: not carried over.
-    meta.extra["ood"] = {{"score", "energy"},         {"threshold", t},
-                         {"fpr", ood.fpr},            {"split", "val"},
-                         {"images", n},               {"flagged_share_on_split", double(flagged) / double(n)},
-                         {"data", req.keep_data},     {"stain_norm", req.stain_norm},
-                         {"cell_size", req.cell_size}, {"fitted_by", "adapt"}};
+    // The AUROC the original recorded was measured with its own outputs: not carried over.
+    nlohmann::json o = {{"score", ood.kind},          {"threshold", t},
+                        {"fpr", ood.fpr},             {"split", "val"},
+                        {"images", n},                {"flagged_share_on_split", double(flagged) / double(n)},
+                        {"data", req.keep_data},      {"stain_norm", req.stain_norm},
+                        {"cell_size", req.cell_size}, {"fitted_by", "adapt"}};
+    if (ood.needs_features()) {
+      o["mahalanobis"] = ood.maha.to_json();
+      o["fit"] = fit.is_null() ? meta.extra["ood"].value("fit", nlohmann::json()) : fit;
+    }
+    meta.extra["ood"] = o;
   }
   card["recalibrated"] = j;
   return n ? double(right) / double(n) : 0.0;
+}
+
+// Without home data to refit on, an out-of-distribution reference the adaptation made stale is
+// dropped rather than kept: a threshold on the original's energies (any adaptation moves the
+// logits), or Mahalanobis statistics of the original's features (when the encoder trained), would
+// flag images by a model that no longer exists. Mahalanobis statistics with the encoder frozen
+// still describe the features, and stay. The card says what was dropped and how to add a new one.
+void drop_stale_ood(const OodReference& ood, bool encoder_moved, ModelMeta& meta, nlohmann::json& card) {
+  if (!ood.present || (ood.needs_features() && !encoder_moved)) return;
+  meta.extra.erase("ood");
+  card["ood_reference"] = "dropped: the original's " + ood.kind +
+                          " reference was fitted to outputs this adaptation changed; add the adapted model's own "
+                          "with `vitengine ood-ref --model OUT --data PREPARED` on data it should call familiar";
 }
 
 // The labelled adaptation: trains, and fills the card's data and held-out numbers.
@@ -569,7 +600,8 @@ void adapt_labelled(const AdaptRequest& req, Predictor& pred, const Labels& L, c
                       {"per_label", counts(held, L)},
                       {"accuracy_before", before},
                       {"accuracy_after", accuracy(pred, held, L)}};
-  const double home_after = home_val.empty() ? 0.0 : recalibrate_on_home_val(pred, home_val, req, meta, card);
+  const double home_after =
+      home_val.empty() ? 0.0 : recalibrate_on_home_val(pred, home_val, kept, freeze != "all-but-head", req, meta, card);
   if (!kept.empty())
     card["rehearsal"] = {{"data", req.keep_data},
                          {"per_class", req.keep_per_class},
@@ -683,6 +715,7 @@ nlohmann::json adapt(const AdaptRequest& req) {
     adapt_unlabelled(req, pred, s, card);
   else
     adapt_labelled(req, pred, L, freeze, s, meta, card);
+  if (!card.contains("recalibrated")) drop_stale_ood(pred.ood(), !head_only, meta, card);
   card["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!meta.extra.is_object()) meta.extra = nlohmann::json::object();
   meta.extra.erase("version");  // a new model: its version comes from its own bytes

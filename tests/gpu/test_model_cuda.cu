@@ -487,6 +487,29 @@ TEST(ModelCuda, VitB16ForwardMatchesTorchvision) {
   }
 }
 
+// The class-token features after the final LayerNorm, what the Mahalanobis out-of-distribution
+// score reads (engine/eval/ood.h), as the CPU model gives them, in both precisions.
+TEST(ModelCuda, FeaturesMatchCpu) {
+  VIT_REQUIRE_GPU();
+  Rng rng(fresh_seed());
+  const auto cfg = small_config();
+  const int B = 3;
+  vit::ViT host(cfg);
+  init_host(host, rng);
+  auto images = rng.normal(size_t(B) * 3 * cfg.image_size * cfg.image_size);
+  vit::ForwardOptions fo;
+  fo.training = false;
+  host.forward(images.data(), B, fo);
+  const auto want = vec(host.features(), size_t(B) * cfg.dim);
+  for (Precision prec : {Precision::FP32, Precision::BF16}) {
+    vit::ViTCuda gpu(cfg, prec, B);
+    gpu.upload(host);
+    gpu.forward(images.data(), B, fo);
+    expect_rel_l2(vec(gpu.features(), size_t(B) * cfg.dim), want, prec == Precision::FP32 ? kFp32Rel : kBf16LogitRel,
+                  "features");
+  }
+}
+
 TEST(ModelCuda, InitDeviceGivesUniformPrediction) {
   VIT_REQUIRE_GPU();
   Rng rng(fresh_seed());
