@@ -578,6 +578,28 @@ TEST(ServeOps, OodThresholdFromValAndTheFlagInServeJson) {
   EXPECT_EQ(ecard["score"], "energy");
   EXPECT_FALSE(ecard.contains("mahalanobis"));
   EXPECT_NEAR(ecard["flagged_share_on_split"].get<double>(), 0.25, 1.0 / n + 1e-9);
+  // Labels the model does not know (a new lab's, for a model adapted to it) group the statistics
+  // as well: the score is the distance to the nearest group, whatever it is called.
+  const std::string other = m.dir + "/other", oprep = m.dir + "/oprep";
+  for (const char* g : {"slide_a", "slide_b"}) {
+    std::filesystem::create_directories(other + "/" + g);
+    for (int i = 0; i < 20; ++i)
+      vt::write_file(other + "/" + g + "/c" + std::to_string(i) + ".png",
+                     vt::png_bytes(36 + i, 40, (g[6] == 'a' ? 2000 : 2500) + i * 7));
+  }
+  ASSERT_EQ(vt::run(bin + " prepare " + other + " --out " + oprep +
+                        " --labels folders --split 40/40/20 --near-threshold -1 --size 32 --quiet",
+                    &so, &se),
+            0)
+      << se;
+  ASSERT_EQ(vt::run(bin + " ood-ref --model " + m.model + " --data " + oprep + " --out " + m.dir + "/o.vit --fpr 0.25",
+                    &so, &se),
+            0)
+      << se;
+  const json ocard = vit::load_model(m.dir + "/o.vit").meta.extra["ood"];
+  EXPECT_EQ(ocard["fit"]["labels"], json({"slide_a", "slide_b"}));
+  EXPECT_EQ(ocard["mahalanobis"]["classes"], json({0, 1}));
+  EXPECT_NEAR(ocard["flagged_share_on_split"].get<double>(), 0.25, 1.0 / ocard["images"].get<double>() + 1e-9);
   const std::string body = vt::png_bytes(40, 40, 3);
   for (const std::string& model : {out, m.model}) {
     vt::ServerProcess server({"--model", model});

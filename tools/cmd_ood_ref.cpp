@@ -42,7 +42,9 @@ std::vector<double> scores_of(const OodReference& ref, const Predictor& pred, co
 }
 
 // The Mahalanobis statistics of the features of `split` (at most `images` of them, a seeded sample;
-// 0 = all), each image labelled with the model's class its manifest names.
+// 0 = all), grouped by the labels the data gives them. The groups need not be the model's classes
+// (a new lab's labelled cells, say, for a model adapted to them): the score is the distance to the
+// nearest group, whatever the groups are called.
 MahalanobisStats fit_on_split(Predictor& pred, const std::string& data, const std::string& split, size_t images,
                               nlohmann::json& card) {
   const EvalSet set = load_eval_set(data, split, "", EvalApp{});
@@ -54,16 +56,14 @@ MahalanobisStats fit_on_split(Predictor& pred, const std::string& data, const st
     order.resize(images);
     std::sort(order.begin(), order.end());
   }
-  const auto& names = pred.class_names();
+  std::vector<std::string> groups(set.truth_names.begin(), set.truth_names.end());
+  std::sort(groups.begin(), groups.end());
+  groups.erase(std::unique(groups.begin(), groups.end()), groups.end());
   std::vector<std::string> files;
   std::vector<int> labels;
   for (size_t i : order) {
-    const auto it = std::find(names.begin(), names.end(), set.truth_names[i]);
-    if (it == names.end())
-      throw std::runtime_error("'" + set.samples[i].full_path() + "' is labelled '" + set.truth_names[i] +
-                               "', which is not a class of the model: fit the statistics on the data it was trained on");
     files.push_back(set.samples[i].full_path());
-    labels.push_back(int(it - names.begin()));
+    labels.push_back(int(std::lower_bound(groups.begin(), groups.end(), set.truth_names[i]) - groups.begin()));
   }
   std::printf("fitting the Mahalanobis statistics on %zu '%s' images...\n", files.size(), split.c_str());
   std::fflush(stdout);
@@ -71,8 +71,8 @@ MahalanobisStats fit_on_split(Predictor& pred, const std::string& data, const st
   const int D = pred.config().dim;
   std::vector<float> feats;
   for (const auto& p : ps) feats.insert(feats.end(), p.features.begin(), p.features.end());
-  card["fit"] = {{"split", split}, {"images", ps.size()}, {"of", set.samples.size()}};
-  return fit_mahalanobis(feats.data(), labels.data(), ps.size(), D, pred.num_classes());
+  card["fit"] = {{"split", split}, {"images", ps.size()}, {"of", set.samples.size()}, {"labels", groups}};
+  return fit_mahalanobis(feats.data(), labels.data(), ps.size(), D, int(groups.size()));
 }
 
 std::vector<std::string> split_files(const std::string& data, const std::string& split) {

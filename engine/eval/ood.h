@@ -36,7 +36,8 @@ double auroc(const std::vector<double>& in, const std::vector<double>& out);
 // W = L^-1 of the shared covariance S = L L^T, so that (f - m)^T S^-1 (f - m) = |W f - W m|^2.
 struct MahalanobisStats {
   int dim = 0;
-  std::vector<int> classes;         // the classes with training images (others are never nearest)
+  std::vector<int> classes;         // the labels with training images (others are never nearest):
+                                    // the model's classes, or the fit's own labels (ood-ref's card)
   std::vector<double> means;        // (classes.size(), dim)
   std::vector<double> whiten;       // (dim, dim) lower triangular, row-major
   std::vector<double> white_means;  // W m per class (derived, not stored)
