@@ -557,6 +557,7 @@ TEST(ServeOps, OodThresholdFromValAndTheFlagInServeJson) {
   EXPECT_GT(n, 10);
   EXPECT_EQ(card["score"], "mahalanobis");  // the default: statistics of the train split's features
   EXPECT_EQ(card["fit"]["split"], "train");
+  EXPECT_EQ(card["fit"]["groups"], "the model's classes");
   EXPECT_EQ(card["mahalanobis"]["dim"], 32);
   EXPECT_NEAR(card["flagged_share_on_split"].get<double>(), 0.25, 1.0 / n + 1e-9) << card.dump(1).substr(0, 400);
   EXPECT_TRUE(card["auroc"]["value"].is_number());
@@ -597,7 +598,8 @@ TEST(ServeOps, OodThresholdFromValAndTheFlagInServeJson) {
             0)
       << se;
   const json ocard = vit::load_model(m.dir + "/o.vit").meta.extra["ood"];
-  EXPECT_EQ(ocard["fit"]["labels"], json({"slide_a", "slide_b"}));
+  EXPECT_EQ(ocard["fit"]["groups"], "the data's labels");
+  EXPECT_EQ(ocard["mahalanobis"]["labels"], json({"slide_a", "slide_b"}));
   EXPECT_EQ(ocard["mahalanobis"]["classes"], json({0, 1}));
   EXPECT_NEAR(ocard["flagged_share_on_split"].get<double>(), 0.25, 1.0 / ocard["images"].get<double>() + 1e-9);
   const std::string body = vt::png_bytes(40, 40, 3);

@@ -42,9 +42,9 @@ std::vector<double> scores_of(const OodReference& ref, const Predictor& pred, co
 }
 
 // The Mahalanobis statistics of the features of `split` (at most `images` of them, a seeded sample;
-// 0 = all), grouped by the labels the data gives them. The groups need not be the model's classes
-// (a new lab's labelled cells, say, for a model adapted to them): the score is the distance to the
-// nearest group, whatever the groups are called.
+// 0 = all), grouped by the model's classes when the data's labels are all among them, and by the
+// data's own labels otherwise (a new lab's labelled cells, say, for a model adapted to them): the
+// score is the distance to the nearest group, whatever the groups are called.
 MahalanobisStats fit_on_split(Predictor& pred, const std::string& data, const std::string& split, size_t images,
                               nlohmann::json& card) {
   const EvalSet set = load_eval_set(data, split, "", EvalApp{});
@@ -56,14 +56,20 @@ MahalanobisStats fit_on_split(Predictor& pred, const std::string& data, const st
     order.resize(images);
     std::sort(order.begin(), order.end());
   }
-  std::vector<std::string> groups(set.truth_names.begin(), set.truth_names.end());
-  std::sort(groups.begin(), groups.end());
-  groups.erase(std::unique(groups.begin(), groups.end()), groups.end());
+  const std::vector<std::string>& names = pred.class_names();
+  bool model_classes = true;
+  for (const auto& t : set.truth_names) model_classes = model_classes && std::count(names.begin(), names.end(), t);
+  std::vector<std::string> groups = names;
+  if (!model_classes) {
+    groups.assign(set.truth_names.begin(), set.truth_names.end());
+    std::sort(groups.begin(), groups.end());
+    groups.erase(std::unique(groups.begin(), groups.end()), groups.end());
+  }
   std::vector<std::string> files;
   std::vector<int> labels;
   for (size_t i : order) {
     files.push_back(set.samples[i].full_path());
-    labels.push_back(int(std::lower_bound(groups.begin(), groups.end(), set.truth_names[i]) - groups.begin()));
+    labels.push_back(int(std::find(groups.begin(), groups.end(), set.truth_names[i]) - groups.begin()));
   }
   std::printf("fitting the Mahalanobis statistics on %zu '%s' images...\n", files.size(), split.c_str());
   std::fflush(stdout);
@@ -71,8 +77,11 @@ MahalanobisStats fit_on_split(Predictor& pred, const std::string& data, const st
   const int D = pred.config().dim;
   std::vector<float> feats;
   for (const auto& p : ps) feats.insert(feats.end(), p.features.begin(), p.features.end());
-  card["fit"] = {{"split", split}, {"images", ps.size()}, {"of", set.samples.size()}, {"labels", groups}};
-  return fit_mahalanobis(feats.data(), labels.data(), ps.size(), D, int(groups.size()));
+  card["fit"] = {{"split", split}, {"images", ps.size()}, {"of", set.samples.size()},
+                 {"groups", model_classes ? "the model's classes" : "the data's labels"}};
+  MahalanobisStats m = fit_mahalanobis(feats.data(), labels.data(), ps.size(), D, int(groups.size()));
+  if (!model_classes) m.labels = groups;
+  return m;
 }
 
 std::vector<std::string> split_files(const std::string& data, const std::string& split) {

@@ -167,13 +167,15 @@ nlohmann::json MahalanobisStats::to_json() const {
   packed.reserve(size_t(dim) * (dim + 1) / 2);
   for (int i = 0; i < dim; ++i)
     for (int j = 0; j <= i; ++j) packed.push_back(whiten[size_t(i) * dim + j]);
-  return {{"dim", dim},
+  nlohmann::json j = {{"dim", dim},
           {"classes", classes},
           {"shrinkage", shrinkage},
           {"means", means},
           {"whiten_lower", packed},
           {"note", "means: (classes, dim) row-major; whiten_lower: the inverse Cholesky factor of the shared "
                    "covariance, lower triangle packed row by row"}};
+  if (!labels.empty()) j["labels"] = labels;
+  return j;
 }
 
 MahalanobisStats MahalanobisStats::from_json(const nlohmann::json& j) {
@@ -188,6 +190,7 @@ MahalanobisStats MahalanobisStats::from_json(const nlohmann::json& j) {
     m.classes = j.at("classes").get<std::vector<int>>();
     m.means = j.at("means").get<std::vector<double>>();
     m.shrinkage = j.value("shrinkage", 0.0);
+    if (j.contains("labels")) m.labels = j["labels"].get<std::vector<std::string>>();
     const auto packed = j.at("whiten_lower").get<std::vector<double>>();
     if (m.dim < 1 || m.classes.empty()) throw bad("no width or no classes");
     if (m.means.size() != m.classes.size() * size_t(m.dim))
@@ -203,6 +206,29 @@ MahalanobisStats MahalanobisStats::from_json(const nlohmann::json& j) {
   }
   derive_white_means(m);
   return m;
+}
+
+void discriminant_head(const MahalanobisStats& m, int C, std::vector<float>& Wh, std::vector<float>& bh) {
+  std::vector<int> want(C);
+  for (int c = 0; c < C; ++c) want[c] = c;
+  if (m.classes != want || !m.labels.empty())
+    throw std::runtime_error("the Mahalanobis statistics cover " + std::to_string(m.classes.size()) +
+                             " labels, not the model's " + std::to_string(C) +
+                             " classes one by one: fit them with `vitengine ood-ref` on the data the model was trained on");
+  const int d = m.dim;
+  Wh.assign(size_t(C) * d, 0.f);
+  bh.assign(C, 0.f);
+  for (int c = 0; c < C; ++c) {
+    const double* wm = m.white_means.data() + size_t(c) * d;
+    double sq = 0;
+    for (int k = 0; k < d; ++k) sq += wm[k] * wm[k];
+    bh[c] = float(-0.5 * sq);
+    for (int j = 0; j < d; ++j) {  // (W^T W m_c)_j, W lower triangular: rows k >= j
+      double s = 0;
+      for (int k = j; k < d; ++k) s += m.whiten[size_t(k) * d + j] * wm[k];
+      Wh[size_t(c) * d + j] = float(s);
+    }
+  }
 }
 
 // ---- the stored reference ----

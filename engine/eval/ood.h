@@ -36,8 +36,9 @@ double auroc(const std::vector<double>& in, const std::vector<double>& out);
 // W = L^-1 of the shared covariance S = L L^T, so that (f - m)^T S^-1 (f - m) = |W f - W m|^2.
 struct MahalanobisStats {
   int dim = 0;
-  std::vector<int> classes;         // the labels with training images (others are never nearest):
-                                    // the model's classes, or the fit's own labels (ood-ref's card)
+  std::vector<int> classes;         // the groups with training images (others are never nearest):
+                                    // the model's classes, or indices into `labels`
+  std::vector<std::string> labels;  // the groups' names when they are not the model's classes
   std::vector<double> means;        // (classes.size(), dim)
   std::vector<double> whiten;       // (dim, dim) lower triangular, row-major
   std::vector<double> white_means;  // W m per class (derived, not stored)
@@ -56,6 +57,13 @@ struct MahalanobisStats {
 // when the covariance is singular even so (e.g. every feature equal).
 MahalanobisStats fit_mahalanobis(const float* features, const int* labels, size_t n, int dim, int num_classes,
                                  double shrinkage = 1e-3);
+
+// The linear discriminant of the statistics (equal priors): class c's logit is
+// m_c^T S^-1 f - m_c^T S^-1 m_c / 2 = -(|W f - W m_c|^2 - |W f|^2) / 2, which orders the classes
+// as their Mahalanobis distances do; a head of that form is a new head for the same encoder
+// (`vitengine lda-head`). W (num_classes, dim) row-major, b (num_classes). Throws
+// std::runtime_error when the statistics are not the model's classes, every one of them.
+void discriminant_head(const MahalanobisStats& m, int num_classes, std::vector<float>& W, std::vector<float>& b);
 
 // What a model stores (meta.extra["ood"]): {"score": "energy" | "mahalanobis", "threshold", "fpr",
 // "mahalanobis": the statistics (for that score), ...}. Without one, predictions still carry the
