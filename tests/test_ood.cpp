@@ -159,46 +159,6 @@ TEST(OodMahalanobis, MatchesALongDoubleSolveWithAndWithoutShrinkage) {
   }
 }
 
-// The discriminant head's logit differences are half the differences of the squared distances
-// (the test's own long-double solve), so it orders the classes as the distances do.
-TEST(OodMahalanobis, DiscriminantHeadOrdersClassesByDistance) {
-  const int d = 6, C = 4, n = 400;
-  GaussianClasses g(d, C, 21);
-  std::vector<float> f(size_t(n) * d), q(d);
-  std::vector<int> y(n);
-  for (int i = 0; i < n; ++i) g.draw(y[i] = i % C, f.data() + size_t(i) * d);
-  const vit::MahalanobisStats m = vit::fit_mahalanobis(f.data(), y.data(), n, d, C, 0.0);
-  std::vector<float> W, b;
-  vit::discriminant_head(m, C, W, b);
-  std::vector<long double> mu(size_t(C) * d, 0), S(size_t(d) * d, 0);
-  for (int i = 0; i < n; ++i)
-    for (int k = 0; k < d; ++k) mu[size_t(y[i]) * d + k] += f[size_t(i) * d + k] / (long double)(n / C);
-  for (int i = 0; i < n; ++i)
-    for (int a = 0; a < d; ++a)
-      for (int c = 0; c < d; ++c)
-        S[size_t(a) * d + c] += (f[size_t(i) * d + a] - mu[size_t(y[i]) * d + a]) *
-                                (f[size_t(i) * d + c] - mu[size_t(y[i]) * d + c]) / (long double)n;
-  for (int t = 0; t < 20; ++t) {
-    g.draw(t % C, q.data());
-    std::vector<long double> dist(C), z(C);
-    for (int c = 0; c < C; ++c) {
-      std::vector<long double> r(d);
-      for (int k = 0; k < d; ++k) r[k] = q[k] - mu[size_t(c) * d + k];
-      dist[c] = solve_quadratic(S, r, d);
-      z[c] = b[c];
-      for (int k = 0; k < d; ++k) z[c] += (long double)W[size_t(c) * d + k] * q[k];
-    }
-    for (int c = 1; c < C; ++c)
-      EXPECT_NEAR(double(z[c] - z[0]), double(-(dist[c] - dist[0]) / 2),
-                  1e-6 * double(std::fabs(dist[c]) + std::fabs(dist[0]) + 1))  // the head is stored in float
-          << t;
-  }
-  std::vector<int> partial(y.begin(), y.end());
-  for (auto& v : partial) v = v % 2;  // classes 2 and 3 never seen
-  EXPECT_THROW(vit::discriminant_head(vit::fit_mahalanobis(f.data(), partial.data(), n, d, C), C, W, b),
-               std::runtime_error);
-}
-
 TEST(OodMahalanobis, FollowsTheChiSquareLawOnGaussianDataAndSeparatesAShiftedCloud) {
   // Drawn from the fitted classes, the squared distance to the own class is chi-square with d
   // degrees of freedom: mean d, variance 2d. A cloud moved off every class scores higher.

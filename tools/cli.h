@@ -87,7 +87,6 @@ Command register_pack(CLI::App& root);
 Command register_stain_ref(CLI::App& root);
 Command register_adapt(CLI::App& root);
 Command register_ood_ref(CLI::App& root);
-Command register_lda_head(CLI::App& root);
 Command register_pretrain(CLI::App& root);
 
 }  // namespace vit::cli

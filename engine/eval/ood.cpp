@@ -208,29 +208,6 @@ MahalanobisStats MahalanobisStats::from_json(const nlohmann::json& j) {
   return m;
 }
 
-void discriminant_head(const MahalanobisStats& m, int C, std::vector<float>& Wh, std::vector<float>& bh) {
-  std::vector<int> want(C);
-  for (int c = 0; c < C; ++c) want[c] = c;
-  if (m.classes != want || !m.labels.empty())
-    throw std::runtime_error("the Mahalanobis statistics cover " + std::to_string(m.classes.size()) +
-                             " labels, not the model's " + std::to_string(C) +
-                             " classes one by one: fit them with `vitengine ood-ref` on the data the model was trained on");
-  const int d = m.dim;
-  Wh.assign(size_t(C) * d, 0.f);
-  bh.assign(C, 0.f);
-  for (int c = 0; c < C; ++c) {
-    const double* wm = m.white_means.data() + size_t(c) * d;
-    double sq = 0;
-    for (int k = 0; k < d; ++k) sq += wm[k] * wm[k];
-    bh[c] = float(-0.5 * sq);
-    for (int j = 0; j < d; ++j) {  // (W^T W m_c)_j, W lower triangular: rows k >= j
-      double s = 0;
-      for (int k = j; k < d; ++k) s += m.whiten[size_t(k) * d + j] * wm[k];
-      Wh[size_t(c) * d + j] = float(s);
-    }
-  }
-}
-
 // ---- the stored reference ----
 
 double OodReference::score(const float* logits, int C, const float* features, int dim) const {

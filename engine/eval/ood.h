@@ -58,13 +58,6 @@ struct MahalanobisStats {
 MahalanobisStats fit_mahalanobis(const float* features, const int* labels, size_t n, int dim, int num_classes,
                                  double shrinkage = 1e-3);
 
-// The linear discriminant of the statistics (equal priors): class c's logit is
-// m_c^T S^-1 f - m_c^T S^-1 m_c / 2 = -(|W f - W m_c|^2 - |W f|^2) / 2, which orders the classes
-// as their Mahalanobis distances do; a head of that form is a new head for the same encoder
-// (`vitengine lda-head`). W (num_classes, dim) row-major, b (num_classes). Throws
-// std::runtime_error when the statistics are not the model's classes, every one of them.
-void discriminant_head(const MahalanobisStats& m, int num_classes, std::vector<float>& W, std::vector<float>& b);
-
 // What a model stores (meta.extra["ood"]): {"score": "energy" | "mahalanobis", "threshold", "fpr",
 // "mahalanobis": the statistics (for that score), ...}. Without one, predictions still carry the
 // energy score, and nothing is flagged.
