@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <random>
 #include <sstream>
@@ -566,6 +567,19 @@ TEST(AdaptRehearsal, TheTemperatureAndThresholdAreRefittedOnHomeVal) {
   EXPECT_EQ(kept.meta().temperature, 3.0f);
   EXPECT_FALSE(kept.ood().present);
   EXPECT_NE(card2.value("ood_reference", "").find("dropped"), std::string::npos) << card2.dump();
+}
+
+// More images than the machine can hold are refused before any is decoded, saying what to change.
+TEST(AdaptRefusals, MoreImagesThanMemoryAreRefusedUpFront) {
+  if (!std::ifstream("/proc/meminfo")) GTEST_SKIP() << "no /proc/meminfo: the check does not apply";
+  EXPECT_NO_THROW(vit::check_adapt_memory(10, 602112, "floats"));
+  try {
+    vit::check_adapt_memory(size_t(1) << 24, size_t(1) << 24, "floats");  // 256 TiB
+    FAIL() << "256 TiB were accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("--keep-per-class"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("16777216 images"), std::string::npos) << e.what();
+  }
 }
 
 // The features of `split`'s images through `pred`, and their model classes.

@@ -4,7 +4,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <stdexcept>
 
@@ -22,6 +24,34 @@
 namespace fs = std::filesystem;
 
 namespace vit {
+
+namespace {
+
+// The memory the system can still give (MemAvailable of /proc/meminfo), 0 when unknown.
+size_t available_memory() {
+  std::ifstream f("/proc/meminfo");
+  std::string key;
+  size_t kb = 0;
+  while (f >> key) {
+    if (key == "MemAvailable:" && f >> kb) return kb * 1024;
+    f.ignore(1 << 10, '\n');
+  }
+  return 0;
+}
+
+}  // namespace
+
+void check_adapt_memory(size_t cells, size_t bytes_per_cell, const std::string& what) {
+  const size_t need = cells * bytes_per_cell, have = available_memory();
+  if (have && need > have - have / 10) {
+    char b[400];
+    std::snprintf(b, sizeof b,
+                  "adapt would hold %zu images as %s, %.1f GB, but %.1f GB of memory are available; rehearse fewer "
+                  "home images (--keep-per-class N)",
+                  cells, what.c_str(), double(need) / 1e9, double(have) / 1e9);
+    throw std::runtime_error(b);
+  }
+}
 
 namespace {
 
@@ -141,6 +171,7 @@ Image cell_view(const Predictor& pred, const Cell& cell) {
 
 // Normalised CHW floats of every cell (input_floats() each).
 std::vector<float> prepare_all(const Predictor& pred, const std::vector<Cell>& cells) {
+  check_adapt_memory(cells.size(), pred.input_floats() * sizeof(float), "floats");
   std::vector<float> x(cells.size() * pred.input_floats());
   for (size_t i = 0; i < cells.size(); ++i)
     pred.to_input(cell_view(pred, cells[i]), x.data() + i * pred.input_floats());
@@ -290,6 +321,7 @@ struct StepInputs {
       : pred(pred_), views(s.views), S(pred_.image_size()) {
     if (s.augment == "train") {
       aug.enabled = true;
+      check_adapt_memory(cells.size(), pred.input_floats(), "8-bit views");
       images.reserve(cells.size());
       for (const Cell& c : cells) {
         images.push_back(cell_view(pred, c));

@@ -99,6 +99,11 @@ double group_cross_entropy(const float* z, int C, const std::vector<int>& group,
 // rehearse every kept image once, and no epoch takes one twice.
 std::vector<std::vector<size_t>> rehearsal_schedule(size_t n_kept, size_t per_epoch, int epochs, uint64_t seed);
 
+// adapt holds every image it trains on at once (as floats, or as 8-bit views): throws
+// std::runtime_error, saying how much is needed and what to change, when `images` x
+// `bytes_per_image` is more than the memory the system has available (nothing when unknown).
+void check_adapt_memory(size_t images, size_t bytes_per_image, const std::string& what);
+
 // The learning rate of step `step` of `steps` under `schedule` (constant | cosine; AdaptRequest).
 float adapt_lr(float lr, const std::string& schedule, size_t step, size_t steps);
 
