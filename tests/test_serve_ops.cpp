@@ -610,9 +610,13 @@ TEST(ServeOps, OodThresholdFromValAndTheFlagInServeJson) {
     auto r = c.Post("/v1/predict", httplib::MultipartFormDataItems{{"image", body, "a.png", "image/png"}});
     ASSERT_TRUE(r);
     ASSERT_EQ(r->status, 200) << r->body;
-    const json res = json::parse(r->body)["results"][0];
+    const json body_json = json::parse(r->body), res = body_json["results"][0];
     EXPECT_TRUE(res["ood_score"].is_number());
+    // The response says how the score reads: which one, and the threshold (null without one).
+    EXPECT_EQ(body_json["ood"]["score"], model == out ? "mahalanobis" : "energy") << body_json["ood"].dump();
+    EXPECT_EQ(body_json["ood"]["threshold"].is_null(), model != out);
     if (model == out) {
+      EXPECT_DOUBLE_EQ(body_json["ood"]["threshold"].get<double>(), card["threshold"].get<double>());
       ASSERT_TRUE(res["unlike_training_data"].is_boolean()) << res.dump();
       EXPECT_EQ(res["unlike_training_data"].get<bool>(), res["ood_score"].get<double>() > card["threshold"].get<double>());
     } else {

@@ -265,6 +265,10 @@ struct Server::Impl {
     }
     if (cells.size() >= 2 && opt.app.add_differential) opt.app.add_differential(cells, names, opt.review_below, out);
     out["review_threshold"] = opt.review_below;
+    const OodReference& ood = pred.ood();  // how each ood_score reads
+    out["ood"] = {{"score", ood.kind},
+                  {"threshold", ood.present ? json(ood.threshold) : json()},
+                  {"fpr", ood.present ? json(ood.fpr) : json()}};
     res.set_content(out.dump(), "application/json");
   }
 
