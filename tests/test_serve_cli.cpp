@@ -127,6 +127,8 @@ TEST_F(Cli, DifferentialWritesHtmlAndJson) {
   EXPECT_EQ(r["cells_total"], 3);
   EXPECT_EQ(r["unreadable"].size(), 1u);
   EXPECT_EQ(r["review"].size(), 3u);
+  EXPECT_EQ(r["ood"]["score"], "energy");  // the tiny model stores no reference: energy, nothing flagged
+  EXPECT_TRUE(r["ood"]["threshold"].is_null());
   std::string h = vt::read_file(html);
   EXPECT_NE(h.find("Research tool, not a diagnosis"), std::string::npos);
   EXPECT_NE(h.find("data:image/jpeg;base64,"), std::string::npos);

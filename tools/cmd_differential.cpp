@@ -110,7 +110,8 @@ int run_differential(const DiffArgs& a) {
   }
   report["cells"] = per_cell;
   const double unlike_share = double(unlike) / double(cells.size());
-  report["ood"] = {{"threshold", pred.ood().present ? nlohmann::json(pred.ood().threshold) : nlohmann::json()},
+  report["ood"] = {{"score", pred.ood().kind},
+                   {"threshold", pred.ood().present ? nlohmann::json(pred.ood().threshold) : nlohmann::json()},
                    {"flagged", unlike},
                    {"flagged_share", unlike_share}};
   if (folder_looks_unlike(pred.ood(), unlike_share)) {
