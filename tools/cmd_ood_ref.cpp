@@ -29,6 +29,9 @@ std::vector<Prediction> predictions_of(Predictor& pred, const std::vector<std::s
       throw std::runtime_error("cannot score '" + file + "': " + what);
     });
     for (auto& p : pred.predict(imgs, int(chunk))) out.push_back(std::move(p));
+    // A whole train split takes minutes on a CPU: say how far it is.
+    if (files.size() >= 2000 && (i / chunk + 1) % 64 == 0)
+      std::fprintf(stderr, "  %zu of %zu images\n", std::min(files.size(), i + chunk), files.size());
   }
   return out;
 }
