@@ -252,4 +252,30 @@ TEST(OodMahalanobis, PredictorFeaturesAreWhatTheHeadReads) {
   }
 }
 
+// Statistics of another width (another model's) are refused when the model loads, by name.
+TEST(OodMahalanobis, StatisticsOfAnotherWidthAreRefusedAtLoad) {
+  vit::ViTConfig c;
+  c.name = "tiny";
+  c.image_size = 32, c.patch = 8, c.dim = 12, c.depth = 1, c.heads = 3, c.mlp_dim = 24, c.num_classes = 2;
+  std::vector<float> f(40 * 5);
+  std::vector<int> y(40);
+  std::mt19937 rng(6);
+  std::normal_distribution<float> nd(0, 1);
+  for (auto& v : f) v = nd(rng);
+  for (int i = 0; i < 40; ++i) y[i] = i % 2;
+  const vit::MahalanobisStats m = vit::fit_mahalanobis(f.data(), y.data(), 40, 5, 2);  // 5 wide, the model 12
+  vit::LoadedModel lm;
+  lm.model = std::make_unique<vit::ViT>(c);
+  lm.model->init(1);
+  lm.meta.class_names = {"a", "b"};
+  lm.meta.extra = {{"ood", {{"score", "mahalanobis"}, {"threshold", 10.0}, {"mahalanobis", m.to_json()}}}};
+  try {
+    vit::Predictor p(std::move(lm), "tiny-foreign");
+    FAIL() << "statistics of 5 features were accepted for a model of 12";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("tiny-foreign"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("ood-ref"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace

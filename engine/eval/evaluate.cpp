@@ -234,7 +234,11 @@ Scored run_model(const EvalRequest& req, const std::function<void(const std::str
   if (views > 1)
     log("[eval] test-time augmentation " + req.tta + ": mean logits of " + std::to_string(views) + " views");
   // A feature-space out-of-distribution score needs the features the head read.
-  const bool feats = OodReference::from_meta(S.lm.meta.extra).needs_features();
+  const OodReference ood = OodReference::from_meta(S.lm.meta.extra);
+  const bool feats = ood.needs_features();
+  if (feats && ood.maha.dim != mc.dim)
+    throw std::runtime_error("'" + req.model + "' stores Mahalanobis statistics of " + std::to_string(ood.maha.dim) +
+                             " features, but its model has " + std::to_string(mc.dim) + ": refit them with `vitengine ood-ref`");
   S.p = predict(*backend, loader, views, req.comm, feats ? mc.dim : 0);
   S.n = S.p.n();
   S.K = S.p.k;
