@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The numbers of docs/robustness.md, on the CPU: split bccd-cropped once into adaptation and test
-# cells, store the stain reference and the out-of-distribution threshold in the shipped model,
+# cells, store the stain reference and the out-of-distribution reference in the shipped model,
 # then score normalisation, `adapt --unlabelled` and `vitengine adapt` (with and without
 # rehearsal, and the one model for both labs) on the test cells.
 #   WBC=PREPARED_WBC14 BCCD=../shared/data/bccd-cropped scripts/robustness.sh [OUT]
@@ -20,7 +20,9 @@ acc() { grep -o 'accuracy [0-9.]* macro-F1 [0-9.]*' "$1" | tail -1; }
 echo "commit $(git rev-parse --short HEAD), $(nproc) CPUs, $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)"
 "$V" prepare "$BCCD" --out "$OUT/bccd" --labels folders --split 28/0/72 --seed 0 --quiet
 "$V" stain-ref --model weights/shipped/model.vit --data "$WBC" --out "$M"
-"$V" ood-ref --model "$M" --data "$WBC" --out "$M" --fpr 0.05 --against "$BCCD"
+# The energy score for comparison (its own file), then the Mahalanobis reference the model keeps.
+"$V" ood-ref --score energy --model "$M" --data "$WBC" --out "$OUT/energy.vit" --fpr 0.05 --against "$BCCD"
+"$V" ood-ref --score mahalanobis --model "$M" --data "$WBC" --out "$M" --fpr 0.05 --against "$BCCD"
 for s in none reinhard macenko; do
   "$V" eval --model "$M" --data "$OUT/bccd" --split test --map $MAP --stain-norm $s --out "$OUT/ev_$s" >"$OUT/ev_$s.log" 2>&1
   echo "stain-norm $s: $(acc "$OUT/ev_$s.log")"
