@@ -597,6 +597,20 @@ TEST(ServeOps, OodThresholdFromValAndTheFlagInServeJson) {
                     &so, &se),
             0)
       << se;
+  // Statistics of another width (another model's, pasted in) are refused by eval, naming the file.
+  {
+    vit::LoadedModel lm = vit::load_model(out);
+    json& st = lm.meta.extra["ood"]["mahalanobis"];
+    st["dim"] = 2;
+    st["means"] = std::vector<double>(st["classes"].size() * 2, 0.0);
+    st["whiten_lower"] = {1.0, 0.0, 1.0};
+    vit::save_model(m.dir + "/foreign.vit", *lm.model, lm.meta);
+    EXPECT_NE(vt::run(bin + " eval --model " + m.dir + "/foreign.vit --data " + prep + " --split val --out " + m.dir +
+                          "/evf",
+                      &so, &se),
+              0);
+    EXPECT_NE(se.find("foreign.vit' stores Mahalanobis statistics of 2 features"), std::string::npos) << se;
+  }
   const json ocard = vit::load_model(m.dir + "/o.vit").meta.extra["ood"];
   EXPECT_EQ(ocard["fit"]["groups"], "the data's labels");
   EXPECT_EQ(ocard["mahalanobis"]["labels"], json({"slide_a", "slide_b"}));
