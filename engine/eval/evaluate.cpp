@@ -180,6 +180,7 @@ std::string markdown(const nlohmann::json& j, const Metrics& m, const EvalApp& a
 // The model's logits over the set, and what they are scored against.
 struct Scored {
   LoadedModel lm;
+  OodReference ood;  // what the model stores (engine/eval/ood.h), read once
   std::vector<std::string> names;  // the model's output names
   double T = 1.0;                  // the fitted temperature
   EvalSet set;
@@ -234,12 +235,9 @@ Scored run_model(const EvalRequest& req, const std::function<void(const std::str
   if (views > 1)
     log("[eval] test-time augmentation " + req.tta + ": mean logits of " + std::to_string(views) + " views");
   // A feature-space out-of-distribution score needs the features the head read.
-  const OodReference ood = OodReference::from_meta(S.lm.meta.extra);
-  const bool feats = ood.needs_features();
-  if (feats && ood.maha.dim != mc.dim)
-    throw std::runtime_error("'" + req.model + "' stores Mahalanobis statistics of " + std::to_string(ood.maha.dim) +
-                             " features, but its model has " + std::to_string(mc.dim) + ": refit them with `vitengine ood-ref`");
-  S.p = predict(*backend, loader, views, req.comm, feats ? mc.dim : 0);
+  S.ood = OodReference::from_meta(S.lm.meta.extra);
+  S.ood.check_width(mc.dim, req.model);
+  S.p = predict(*backend, loader, views, req.comm, S.ood.needs_features() ? mc.dim : 0);
   S.n = S.p.n();
   S.K = S.p.k;
   if (S.n != S.set.samples.size())
@@ -277,7 +275,7 @@ std::vector<int> true_outputs(const EvalRequest& req, const Scored& S) {
 // The out-of-distribution score of every image (engine/eval/ood.h) and, when the model stores a
 // threshold, the share flagged and the folder-level verdict.
 nlohmann::json score_ood(const Scored& S) {
-  const OodReference ref = OodReference::from_meta(S.lm.meta.extra);
+  const OodReference& ref = S.ood;
   double sum = 0;
   size_t flagged = 0;
   for (size_t i = 0; i < S.n; ++i) {

@@ -102,10 +102,7 @@ Predictor::Predictor(LoadedModel lm, std::string version)
 void Predictor::check_meta(const std::vector<std::string>& names_if_unnamed) {
   ood_ = OodReference::from_meta(lm_.meta.extra);
   int C = lm_.model->config().num_classes;
-  if (ood_.needs_features() && ood_.maha.dim != lm_.model->config().dim)
-    throw std::runtime_error("'" + source_ + "' stores Mahalanobis statistics of " + std::to_string(ood_.maha.dim) +
-                             " features, but its model has " + std::to_string(lm_.model->config().dim) +
-                             ": refit them with `vitengine ood-ref`");
+  ood_.check_width(lm_.model->config().dim, source_);
   auto& names = lm_.meta.class_names;
   if (names.empty() && int(names_if_unnamed.size()) == C) names = names_if_unnamed;
   if (int(names.size()) != C)

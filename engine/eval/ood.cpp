@@ -218,6 +218,13 @@ double OodReference::score(const float* logits, int C, const float* features, in
   return energy_score(logits, C);
 }
 
+void OodReference::check_width(int dim, const std::string& model) const {
+  if (needs_features() && maha.dim != dim)
+    throw std::runtime_error("'" + model + "' stores Mahalanobis statistics of " + std::to_string(maha.dim) +
+                             " features, but its model has " + std::to_string(dim) +
+                             ": refit them with `vitengine ood-ref`");
+}
+
 OodReference OodReference::from_meta(const nlohmann::json& extra) {
   OodReference r;
   if (!extra.is_object() || !extra.contains("ood")) return r;

@@ -69,6 +69,9 @@ struct OodReference {
   MahalanobisStats maha;  // kind "mahalanobis"
   static OodReference from_meta(const nlohmann::json& extra);  // absent: present = false
   bool needs_features() const { return kind == "mahalanobis"; }
+  // Throws std::runtime_error naming `model` when Mahalanobis statistics are of another width
+  // than the model's features (another model's, pasted in): when a model loads, not per image.
+  void check_width(int dim, const std::string& model) const;
   // This reference's score of one image: its (mean) logits, and for "mahalanobis" its (mean)
   // class-token features (may be null otherwise).
   double score(const float* logits, int classes, const float* features, int dim) const;

@@ -171,7 +171,6 @@ Image cell_view(const Predictor& pred, const Cell& cell) {
 
 // Normalised CHW floats of every cell (input_floats() each).
 std::vector<float> prepare_all(const Predictor& pred, const std::vector<Cell>& cells) {
-  check_adapt_memory(cells.size(), pred.input_floats() * sizeof(float), "floats");
   std::vector<float> x(cells.size() * pred.input_floats());
   for (size_t i = 0; i < cells.size(); ++i)
     pred.to_input(cell_view(pred, cells[i]), x.data() + i * pred.input_floats());
@@ -330,6 +329,7 @@ struct StepInputs {
           s.log("loaded " + std::to_string(images.size()) + " of " + std::to_string(cells.size()) + " images");
       }
     } else {
+      check_adapt_memory(cells.size(), pred.input_floats() * sizeof(float), "floats");
       x = prepare_all(pred, cells);
     }
   }
@@ -614,6 +614,7 @@ void adapt_labelled(const AdaptRequest& req, Predictor& pred, const Labels& L, c
   const double before = accuracy(pred, held, L), home_before = accuracy(pred, home_val, L);
   ViT& model = pred.model();
   if (freeze == "all-but-head") {
+    check_adapt_memory(cells.size(), pred.input_floats() * sizeof(float), "floats");
     const std::vector<float> feats =
         feature_cache(model, prepare_all(pred, cells), cells.size(), s.views, model.config().image_size);
     if (req.log) req.log("cached " + std::to_string(cells.size() * size_t(s.views)) + " class-token features");
