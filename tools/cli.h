@@ -45,9 +45,10 @@ inline CLI::Option* add_stain_norm_option(CLI::App* app, std::string* mode) {
   return app
       ->add_option("--stain-norm", *mode,
                    "Map each image's stain and colour onto the training set's (stored in the model by "
-                   "`vitengine stain-ref`): none, reinhard (Lab statistics) or macenko (stain vectors); for "
-                   "another lab's images, no retraining")
-      ->check(CLI::IsMember({"none", "reinhard", "macenko"}))
+                   "`vitengine stain-ref`): none, reinhard (Lab statistics), macenko (stain vectors) or calibrated "
+                   "(the lab's colour map fitted by `vitengine stain-calibrate`); for another lab's images, no "
+                   "retraining")
+      ->check(CLI::IsMember({"none", "reinhard", "macenko", "calibrated"}))
       ->capture_default_str();
 }
 
@@ -85,6 +86,7 @@ Command register_bench(CLI::App& root);
 Command register_serve(CLI::App& root);
 Command register_pack(CLI::App& root);
 Command register_stain_ref(CLI::App& root);
+Command register_stain_calibrate(CLI::App& root);
 Command register_adapt(CLI::App& root);
 Command register_ood_ref(CLI::App& root);
 Command register_pretrain(CLI::App& root);

@@ -42,7 +42,7 @@ int main(int argc, char** argv) {
                                register_predict(app), register_explain(app), register_differential(app),
                                register_convert(app), register_export(app),  register_bench(app),
                                register_serve(app),   register_pack(app),    register_stain_ref(app),
-                               register_adapt(app),   register_ood_ref(app), register_pretrain(app)};
+                               register_stain_calibrate(app), register_adapt(app),   register_ood_ref(app), register_pretrain(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -77,21 +77,28 @@ std::vector<char> filled_region(const std::vector<char>& stained, int w, int h, 
 
 }  // namespace
 
-CellExtent detect_cell(const Image& img, const CellDetectConfig& cfg) {
-  CellExtent e;
+std::vector<char> cell_mask(const Image& img, const CellDetectConfig& cfg) {
   const int w = img.width, h = img.height;
-  if (w <= 0 || h <= 0) return e;
+  if (w <= 0 || h <= 0) return {};
   const std::vector<double> score = smoothed_score(img);
   long seed = nearest_to_centre(score, w, h, cfg.nucleus_score);
   if (seed < 0) seed = nearest_to_centre(score, w, h, cfg.cell_score);
-  if (seed < 0) return e;
+  if (seed < 0) return {};
   std::vector<char> stained(score.size());
   for (size_t i = 0; i < score.size(); ++i) stained[i] = score[i] > cfg.cell_score;
-  const std::vector<char> region = filled_region(stained, w, h, seed);
+  std::vector<char> region = filled_region(stained, w, h, seed);
+  if (std::count(region.begin(), region.end(), char(1)) < cfg.min_pixels) return {};
+  return region;
+}
+
+CellExtent detect_cell(const Image& img, const CellDetectConfig& cfg) {
+  CellExtent e;
+  const std::vector<char> region = cell_mask(img, cfg);
+  if (region.empty()) return e;
+  const size_t w = size_t(img.width);
   double sx = 0, sy = 0;
   for (size_t i = 0; i < region.size(); ++i)
-    if (region[i]) ++e.pixels, sx += double(i % size_t(w)) + 0.5, sy += double(i / size_t(w)) + 0.5;
-  if (e.pixels < cfg.min_pixels) return CellExtent{};
+    if (region[i]) ++e.pixels, sx += double(i % w) + 0.5, sy += double(i / w) + 0.5;
   e.found = true;
   e.cx = sx / double(e.pixels), e.cy = sy / double(e.pixels);
   e.diameter = std::sqrt(4.0 * double(e.pixels) / 3.14159265358979323846);

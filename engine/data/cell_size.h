@@ -13,6 +13,7 @@
 #pragma once
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "engine/data/image.h"
 
@@ -31,6 +32,9 @@ struct CellExtent {
   long pixels = 0;        // area of the region with its holes filled
 };
 CellExtent detect_cell(const Image& img, const CellDetectConfig& cfg = {});
+// The detected cell's pixels (1 inside, holes filled; row-major, width x height); empty when no
+// cell is found. detect_cell measures this region.
+std::vector<char> cell_mask(const Image& img, const CellDetectConfig& cfg = {});
 
 // The cell's diameter as a fraction of the side of the square view preprocess() makes of the
 // image (max(width, height)); 0 when no cell is found.

@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <stdexcept>
+
+#include "engine/data/cell_size.h"
 
 namespace vit {
 
@@ -245,6 +248,125 @@ StainBasis median_basis(const std::vector<StainBasis>& bases) {
 
 }  // namespace
 
+namespace {
+const char* const kLabChannel[3] = {"L", "a", "b"};
+
+void lab_of(const uint8_t* p, double lab[3]) {
+  const double rgb[3] = {double(p[0]), double(p[1]), double(p[2])};
+  rgb_to_lab(rgb, lab);
+}
+
+// At least this many pixels make an anchor of one image: a few stray pixels are not a background.
+constexpr long kMinAnchorPixels = 100;
+}  // namespace
+
+LabAnchors lab_anchors(const std::vector<Image>& images) {
+  LabAnchors a;
+  for (const Image& im : images) {
+    ++a.images;
+    const std::vector<char> mask = cell_mask(im);
+    const size_t n = size_t(im.width) * im.height;
+    double s[2][3] = {{0, 0, 0}, {0, 0, 0}};  // [cell, background][channel]
+    long count[2] = {0, 0};
+    for (size_t i = 0; i < n; ++i) {
+      const int k = !mask.empty() && mask[i] ? 0 : 1;
+      double lab[3];
+      lab_of(&im.rgb[3 * i], lab);
+      for (int c = 0; c < 3; ++c) s[k][c] += lab[c];
+      ++count[k];
+    }
+    if (count[0] >= kMinAnchorPixels) {
+      for (int c = 0; c < 3; ++c) a.cell[c] += s[0][c] / double(count[0]);
+      ++a.cells;
+    }
+    if (count[1] >= kMinAnchorPixels) {
+      for (int c = 0; c < 3; ++c) a.background[c] += s[1][c] / double(count[1]);
+      ++a.backgrounds;
+    }
+  }
+  if (!a.cells || !a.backgrounds)
+    throw std::runtime_error("lab_anchors: " + std::string(!a.cells ? "no white cell" : "no background") +
+                             " found in any of the " + std::to_string(images.size()) + " images");
+  for (int c = 0; c < 3; ++c) a.cell[c] /= a.cells, a.background[c] /= a.backgrounds;
+  return a;
+}
+
+nlohmann::json LabAnchors::to_json() const {
+  return {{"cell", cell}, {"background", background}, {"images", images}, {"cells", cells}, {"backgrounds", backgrounds}};
+}
+
+LabAnchors LabAnchors::from_json(const nlohmann::json& j) {
+  LabAnchors a;
+  try {
+    for (int c = 0; c < 3; ++c)
+      a.cell[c] = j.at("cell").at(size_t(c)), a.background[c] = j.at("background").at(size_t(c));
+    a.images = j.value("images", 0), a.cells = j.value("cells", 0), a.backgrounds = j.value("backgrounds", 0);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(std::string("colour anchors in the checkpoint are malformed: ") + e.what());
+  }
+  return a;
+}
+
+LabCalibration lab_calibration(const LabAnchors& lab, const LabAnchors& ref) {
+  LabCalibration k;
+  k.lab = lab;
+  for (int c = 0; c < 3; ++c) {
+    const double d = lab.background[c] - lab.cell[c], dr = ref.background[c] - ref.cell[c];
+    char buf[320];
+    if (std::fabs(d) < 2.0) {
+      std::snprintf(buf, sizeof buf,
+                    "the images' cells and background are %.2f Lab units apart in channel %s (cell %.1f, "
+                    "background %.1f): too close to fit a colour map on",
+                    std::fabs(d), kLabChannel[c], lab.cell[c], lab.background[c]);
+      throw std::runtime_error(buf);
+    }
+    k.scale[c] = dr / d;
+    k.shift[c] = ref.background[c] - k.scale[c] * lab.background[c];
+    if (!(k.scale[c] >= 0.25 && k.scale[c] <= 4.0)) {
+      std::snprintf(buf, sizeof buf,
+                    "the colour map would scale Lab channel %s by %.2f (cell %.1f -> %.1f, background %.1f -> "
+                    "%.1f), outside [0.25, 4]: these images do not look like stained cells on a background",
+                    kLabChannel[c], k.scale[c], lab.cell[c], ref.cell[c], lab.background[c], ref.background[c]);
+      throw std::runtime_error(buf);
+    }
+  }
+  return k;
+}
+
+nlohmann::json LabCalibration::to_json() const {
+  return {{"scale", scale},
+          {"shift", shift},
+          {"anchors", lab.to_json()},
+          {"method", "per Lab channel, scale x + shift mapping the images' mean cell and background colours onto "
+                     "the training images'"}};
+}
+
+LabCalibration LabCalibration::from_json(const nlohmann::json& j) {
+  LabCalibration k;
+  try {
+    for (int c = 0; c < 3; ++c) k.scale[c] = j.at("scale").at(size_t(c)), k.shift[c] = j.at("shift").at(size_t(c));
+  } catch (const std::exception& e) {
+    throw std::runtime_error(std::string("colour calibration in the checkpoint is malformed: ") + e.what());
+  }
+  for (int c = 0; c < 3; ++c)
+    if (!(k.scale[c] > 0) || !std::isfinite(k.shift[c]))
+      throw std::runtime_error("colour calibration in the checkpoint is malformed: channel " +
+                               std::string(kLabChannel[c]) + " has scale " + std::to_string(k.scale[c]));
+  if (j.contains("anchors")) k.lab = LabAnchors::from_json(j.at("anchors"));
+  return k;
+}
+
+void lab_affine_normalize(Image& img, const LabCalibration& k) {
+  const size_t n = size_t(img.width) * img.height;
+  for (size_t i = 0; i < n; ++i) {
+    double lab[3], out[3];
+    lab_of(&img.rgb[3 * i], lab);
+    for (int c = 0; c < 3; ++c) lab[c] = k.scale[c] * lab[c] + k.shift[c];
+    lab_to_rgb(lab, out);
+    for (int c = 0; c < 3; ++c) img.rgb[3 * i + size_t(c)] = to_byte(out[c]);
+  }
+}
+
 StainReference stain_reference(const std::vector<Image>& images) {
   if (images.empty()) throw std::runtime_error("stain_reference: no images");
   StainReference r;
@@ -271,16 +393,24 @@ StainReference stain_reference(const std::vector<Image>& images) {
   const StainBasis first = median_basis(bases);
   for (StainBasis& b : bases) align_basis(b, first);
   r.basis = median_basis(bases);
+  try {  // images of something other than stained cells have no anchors; the rest stands
+    r.anchors = lab_anchors(images);
+    r.has_anchors = true;
+  } catch (const std::runtime_error&) {
+  }
   return r;
 }
 
 nlohmann::json StainReference::to_json() const {
-  return {{"lab_mean", lab.mean},
-          {"lab_std", lab.std},
-          {"stain_vectors", {basis.v[0], basis.v[1]}},
-          {"max_concentration", basis.max_conc},
-          {"images", images},
-          {"method", "Lab mean/std (Reinhard) and median Macenko basis over a sample of train images"}};
+  nlohmann::json j = {{"lab_mean", lab.mean},
+                      {"lab_std", lab.std},
+                      {"stain_vectors", {basis.v[0], basis.v[1]}},
+                      {"max_concentration", basis.max_conc},
+                      {"images", images},
+                      {"method", "Lab mean/std (Reinhard), median Macenko basis and mean cell/background Lab "
+                                 "colours over a sample of train images"}};
+  if (has_anchors) j["anchors"] = anchors.to_json();
+  return j;
 }
 
 StainReference StainReference::from_json(const nlohmann::json& j) {
@@ -296,6 +426,7 @@ StainReference StainReference::from_json(const nlohmann::json& j) {
   } catch (const std::exception& e) {
     throw std::runtime_error(std::string("stain reference in the checkpoint is malformed: ") + e.what());
   }
+  if (j.contains("anchors")) r.anchors = LabAnchors::from_json(j.at("anchors")), r.has_anchors = true;
   return r;
 }
 
@@ -303,16 +434,26 @@ StainNorm parse_stain_norm(const std::string& s) {
   if (s == "none") return StainNorm::kNone;
   if (s == "reinhard") return StainNorm::kReinhard;
   if (s == "macenko") return StainNorm::kMacenko;
-  throw std::invalid_argument("--stain-norm must be none, reinhard or macenko, not '" + s + "'");
+  if (s == "calibrated") return StainNorm::kCalibrated;
+  throw std::invalid_argument("--stain-norm must be none, reinhard, macenko or calibrated, not '" + s + "'");
 }
 
 const char* stain_norm_name(StainNorm m) {
-  return m == StainNorm::kReinhard ? "reinhard" : m == StainNorm::kMacenko ? "macenko" : "none";
+  switch (m) {
+    case StainNorm::kReinhard: return "reinhard";
+    case StainNorm::kMacenko: return "macenko";
+    case StainNorm::kCalibrated: return "calibrated";
+    default: return "none";
+  }
 }
 
 void stain_normalize(Image& img, StainNorm m, const StainReference& ref) {
   if (m == StainNorm::kReinhard) reinhard_normalize(img, ref.lab);
   if (m == StainNorm::kMacenko) macenko_normalize(img, ref.basis);
+  if (m == StainNorm::kCalibrated) {
+    if (!ref.calibrated) throw std::logic_error("stain_normalize: --stain-norm calibrated without a calibration");
+    lab_affine_normalize(img, ref.calibration);
+  }
 }
 
 }  // namespace vit

@@ -43,25 +43,64 @@ StainBasis macenko_basis(const Image& img, double beta = 0.15, double alpha = 1.
 // on Romanowsky-stained blood, whose two stains absorb red about equally.
 void align_basis(StainBasis& b, const StainBasis& ref);
 
-// What a checkpoint stores of its training images: the mean Lab statistics and the median stain
-// basis over a sample of them.
+// Two colour anchors of a set of images: the mean Lab colour of the white cell (the region
+// cell_mask finds) and of everything else in the crop (plasma and red cells), each averaged per
+// image, then over the images that have one.
+struct LabAnchors {
+  double cell[3] = {0, 0, 0}, background[3] = {0, 0, 0};
+  int images = 0, cells = 0, backgrounds = 0;  // images seen; those that gave a cell, a background
+  nlohmann::json to_json() const;
+  static LabAnchors from_json(const nlohmann::json& j);  // throws std::runtime_error naming the key
+};
+// Throws std::runtime_error when no image has a cell or none has a background.
+LabAnchors lab_anchors(const std::vector<Image>& images);
+
+// One lab's colour calibration: L' = scale L + shift, per Lab channel, the same for every image of
+// the lab, fitted so that the lab's two anchors land on the training images' (two points fix an
+// affine map per channel). Whole-image statistics (Reinhard) mix the cell with its surroundings,
+// and another lab's crops hold more cell (bccd's fill most of the crop, PBC's a tenth), so
+// matching them per image moves the cell's own colour onto the training set's background and
+// erases what tells an eosinophil from a neutrophil. Fitted once over a folder, the map keeps the
+// differences between the lab's cells.
+struct LabCalibration {
+  double scale[3] = {1, 1, 1}, shift[3] = {0, 0, 0};
+  LabAnchors lab;  // the anchors it was fitted from
+  nlohmann::json to_json() const;
+  static LabCalibration from_json(const nlohmann::json& j);  // throws std::runtime_error naming the key
+};
+// Throws std::runtime_error, naming the channel, when the lab's cell and background anchors are
+// under 2 Lab units apart in a channel where the reference's are not (the map would be
+// ill-conditioned), or when a scale falls outside [1/4, 4].
+LabCalibration lab_calibration(const LabAnchors& lab, const LabAnchors& reference);
+void lab_affine_normalize(Image& img, const LabCalibration& c);  // in place
+
+// What a checkpoint stores of its training images: the mean Lab statistics, the median stain
+// basis and the two colour anchors over a sample of them.
 struct StainReference {
   LabStats lab;
   StainBasis basis;
+  LabAnchors anchors;
+  bool has_anchors = false;  // references stored before the anchors existed have none
   int images = 0;
+  // Not part of the reference's JSON: a lab's calibration onto it (meta.extra "stain_calibration",
+  // written by `vitengine stain-calibrate`), which --stain-norm calibrated applies.
+  LabCalibration calibration;
+  bool calibrated = false;
   nlohmann::json to_json() const;
   static StainReference from_json(const nlohmann::json& j);  // throws std::runtime_error naming the key
 };
 StainReference stain_reference(const std::vector<Image>& images);
 
-enum class StainNorm { kNone, kReinhard, kMacenko };
-StainNorm parse_stain_norm(const std::string& s);  // "none" | "reinhard" | "macenko"; throws std::invalid_argument
+enum class StainNorm { kNone, kReinhard, kMacenko, kCalibrated };
+// "none" | "reinhard" | "macenko" | "calibrated"; throws std::invalid_argument
+StainNorm parse_stain_norm(const std::string& s);
 const char* stain_norm_name(StainNorm m);
 
 // In place. Reinhard: each Lab channel shifted and scaled to the reference's mean and spread.
 // Macenko: concentrations under the image's own basis (its stains paired with the reference's by
 // align_basis), scaled to the reference's range, recomposed with the reference's basis; an image
-// without enough stained pixels is left unchanged.
+// without enough stained pixels is left unchanged. Calibrated: lab_affine_normalize with
+// ref.calibration (throws std::logic_error when the reference carries none).
 void reinhard_normalize(Image& img, const LabStats& target);
 void macenko_normalize(Image& img, const StainBasis& target);
 void stain_normalize(Image& img, StainNorm m, const StainReference& ref);

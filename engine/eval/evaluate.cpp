@@ -219,7 +219,7 @@ Scored run_model(const EvalRequest& req, const std::function<void(const std::str
   for (int c = 0; c < 3; ++c) st.mean[c] = S.lm.meta.mean[c], st.std[c] = S.lm.meta.std[c];
   LoaderConfig lc = eval_loader_config(mc.image_size, req.batch_size, req.threads);
   lc.stain = parse_stain_norm(req.stain_norm);
-  if (lc.stain != StainNorm::kNone) lc.stain_ref = stain_reference_of(S.lm.meta, req.model);
+  if (lc.stain != StainNorm::kNone) lc.stain_ref = stain_reference_of(S.lm.meta, req.model, lc.stain);
   lc.cell_size = parse_cell_size_norm(req.cell_size);
   if (lc.cell_size != CellSizeNorm::kNone) lc.cell_fraction = cell_size_reference_of(S.lm.meta, req.model).fraction;
   if (req.comm) {

@@ -130,7 +130,7 @@ void Predictor::prepare(const Image& img, float* out) const { to_input(normalize
 
 void Predictor::set_stain_norm(const std::string& mode) {
   stain_ = parse_stain_norm(mode);
-  if (stain_ != StainNorm::kNone) stain_ref_ = stain_reference_of(lm_.meta, source_);
+  if (stain_ != StainNorm::kNone) stain_ref_ = stain_reference_of(lm_.meta, source_, stain_);
 }
 
 void Predictor::set_cell_size(const std::string& mode) {
@@ -153,8 +153,17 @@ CellSizeReference cell_size_reference_of(const ModelMeta& meta, const std::strin
   return CellSizeReference::from_json(stain_ref_entry(meta, "cell_size", model_path, "cell-size reference"));
 }
 
-StainReference stain_reference_of(const ModelMeta& meta, const std::string& model_path) {
-  return StainReference::from_json(stain_ref_entry(meta, "stain_reference", model_path, "stain reference"));
+StainReference stain_reference_of(const ModelMeta& meta, const std::string& model_path, StainNorm mode) {
+  StainReference r = StainReference::from_json(stain_ref_entry(meta, "stain_reference", model_path, "stain reference"));
+  if (mode != StainNorm::kCalibrated) return r;
+  if (!meta.extra.contains("stain_calibration"))
+    throw std::runtime_error("'" + model_path +
+                             "' stores no colour calibration of a lab (--stain-norm calibrated); fit one on the lab's "
+                             "own images, no labels needed, with `vitengine stain-calibrate --model " + model_path +
+                             " --data FOLDER --out M2`");
+  r.calibration = LabCalibration::from_json(meta.extra["stain_calibration"]);
+  r.calibrated = true;
+  return r;
 }
 
 void Predictor::use_device(const std::string& device, int max_batch) {

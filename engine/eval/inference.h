@@ -114,8 +114,10 @@ class Predictor {
 };
 
 // The stain reference a checkpoint stores (meta.extra "stain_reference", written by
-// `vitengine stain-ref`); throws std::runtime_error naming the file when there is none.
-StainReference stain_reference_of(const ModelMeta& meta, const std::string& model_path);
+// `vitengine stain-ref`), with the lab's colour calibration (meta.extra "stain_calibration",
+// written by `vitengine stain-calibrate`) when `mode` is calibrated; throws std::runtime_error
+// naming the file when what the mode needs is not there.
+StainReference stain_reference_of(const ModelMeta& meta, const std::string& model_path, StainNorm mode);
 // The cell-size reference a checkpoint stores (meta.extra "cell_size", written by `vitengine
 // stain-ref`); throws std::runtime_error naming the file when there is none.
 CellSizeReference cell_size_reference_of(const ModelMeta& meta, const std::string& model_path);
