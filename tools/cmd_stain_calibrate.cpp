@@ -57,7 +57,8 @@ Command register_stain_calibrate(CLI::App& root) {
                                " --data PREPARED --out M2`");
     std::vector<std::string> files;
     if (fs::exists(manifest_path(o->data))) {
-      for (const Sample& s : select(read_manifest(manifest_path(o->data)), o->split)) files.push_back(s.full_path());
+      for (const Sample& s : select(read_manifest_resolved(manifest_path(o->data)), o->split))
+        files.push_back(s.full_path());
       if (files.empty()) throw UsageError("'" + o->data + "' has no '" + o->split + "' rows");
     } else if (fs::is_directory(o->data)) {
       files = list_image_files({o->data});

@@ -39,7 +39,7 @@ Command register_stain_ref(CLI::App& root) {
     const std::string csv = fs::is_directory(o->data) ? (fs::path(o->data) / "manifest.csv").string() : o->data;
     LoadedModel lm = load_model(o->model);
     if (!lm.model) throw std::runtime_error("'" + o->model + "' holds no model");
-    std::vector<Sample> rows = select(read_manifest(csv), o->split);
+    std::vector<Sample> rows = select(read_manifest_resolved(csv), o->split);
     if (rows.empty()) throw UsageError("'" + csv + "' has no '" + o->split + "' rows");
     Rng r(mix_seed(o->seed, 0x57A1ull));  // a seeded sample: the same reference every time
     shuffle(rows, r);
