@@ -569,6 +569,74 @@ TEST(AdaptRehearsal, TheTemperatureAndThresholdAreRefittedOnHomeVal) {
   EXPECT_NE(card2.value("ood_reference", "").find("dropped"), std::string::npos) << card2.dump();
 }
 
+// Without home data the temperature is refitted on held-out validation cells (a val split here, so
+// the test knows which): the stored T is the minimum of the test's own long-double NLL over them;
+// a test split is never fitted on, and too few cells keep it, each said in the card.
+TEST(Adapt, WithoutHomeDataTheTemperatureIsRefittedOnValidationCellsNeverOnTest) {
+  CellFolder f;
+  f.add("Lymphocyte", 40, 1);
+  f.add("Eosinophil", 40, 300);
+  {
+    vit::LoadedModel lm = vit::load_model(f.model);
+    lm.meta.temperature = 3.0f;  // far from what the adapted logits want
+    vit::save_model(f.model, *lm.model, lm.meta);
+  }
+  const std::string prep = f.dir + "/prep";
+  std::string so, se;
+  ASSERT_EQ(vt::run(std::string(VITENGINE_BINARY) + " prepare " + f.data + " --out " + prep +
+                        " --labels folders --split 50/30/20 --near-threshold -1 --size 32 --quiet",
+                    &so, &se),
+            0)
+      << se;
+  vit::AdaptRequest r = request(f, f.dir + "/val.vit");
+  r.data = prep;
+  r.holdout_split = "val";
+  r.epochs = 40, r.lr = 1e-2f;  // long enough for the head to call these two classes, some rightly
+  const nlohmann::json card = vit::adapt(r);
+  ASSERT_TRUE(card.contains("temperature")) << card.dump();
+  EXPECT_FALSE(card["temperature"].contains("kept")) << card.dump();
+  EXPECT_EQ(card["temperature"]["on"].get<std::string>(), "split val");
+
+  vit::Predictor pred(r.out);
+  const float T = pred.meta().temperature;
+  EXPECT_NE(T, 3.0f);
+  const vit::EvalSet val = vit::load_eval_set(prep, "val", "", vit::EvalApp{});
+  ASSERT_GE(val.samples.size(), 20u);
+  std::vector<std::vector<long double>> z;
+  std::vector<int> y;
+  for (size_t i = 0; i < val.samples.size(); ++i) {
+    const vit::Prediction p = pred.predict({vit::load_image(val.samples[i].full_path())}, 1)[0];
+    z.emplace_back(p.logits.begin(), p.logits.end());
+    y.push_back(int(std::find(pred.class_names().begin(), pred.class_names().end(), val.truth_names[i]) -
+                    pred.class_names().begin()));
+  }
+  const auto nll = [&](long double t) {
+    long double sum = 0;
+    for (size_t i = 0; i < z.size(); ++i) {
+      long double m = *std::max_element(z[i].begin(), z[i].end()), s = 0;
+      for (long double v : z[i]) s += std::exp((v - m) / t);
+      sum += std::log(s) - (z[i][size_t(y[i])] - m) / t;
+    }
+    return sum / (long double)z.size();
+  };
+  EXPECT_LE(nll(T), nll(T * 1.05L) + 1e-9L) << "T = " << T;
+  EXPECT_LE(nll(T), nll(T / 1.05L) + 1e-9L) << "T = " << T;
+  EXPECT_LT(nll(T), nll(3.0L));
+
+  r.holdout_split = "test";  // held out for the before/after numbers only
+  r.out = f.dir + "/test.vit";
+  const nlohmann::json card2 = vit::adapt(r);
+  EXPECT_EQ(vit::Predictor(r.out).meta().temperature, 3.0f);
+  EXPECT_NE(card2["temperature"].value("kept", "").find("test split"), std::string::npos) << card2.dump();
+
+  r.data = f.data;  // class folders: a share held out, 8 cells
+  r.holdout = 0.1;
+  r.out = f.dir + "/few.vit";
+  const nlohmann::json card3 = vit::adapt(r);
+  EXPECT_EQ(vit::Predictor(r.out).meta().temperature, 3.0f);
+  EXPECT_NE(card3["temperature"].value("kept", "").find("fewer than 20"), std::string::npos) << card3.dump();
+}
+
 // More images than the machine can hold are refused before any is decoded, saying what to change.
 TEST(AdaptRefusals, MoreImagesThanMemoryAreRefusedUpFront) {
   if (!std::ifstream("/proc/meminfo")) GTEST_SKIP() << "no /proc/meminfo: the check does not apply";

@@ -87,13 +87,12 @@ nlohmann::json CalibrationReport::to_json() const {
   return {{"ece", ece}, {"mce", mce}, {"bins", b}};
 }
 
-double fit_temperature(const float* logits, const int* labels, size_t n, int k) {
-  if (n == 0) throw std::invalid_argument("fit_temperature: no samples");
-  auto f = [&](double logT) { return mean_nll(logits, labels, n, k, std::exp(logT)); };
+double fit_temperature(const std::function<double(double)>& nll) {
+  auto f = [&](double logT) { return nll(std::exp(logT)); };
   // Golden-section search on log T in [log 1/20, log 20]; 80 iterations shrink the
   // bracket by 0.618^80 ~ 2e-17, far below float resolution.
   const double g = (std::sqrt(5.0) - 1) / 2;
-  double a = std::log(1.0 / 20), b = std::log(20.0);
+  double a = std::log(kMinTemperature), b = std::log(kMaxTemperature);
   double c = b - g * (b - a), d = a + g * (b - a);
   double fc = f(c), fd = f(d);
   for (int it = 0; it < 80; ++it) {
@@ -112,6 +111,11 @@ double fit_temperature(const float* logits, const int* labels, size_t n, int k) 
     }
   }
   return std::exp((a + b) / 2);
+}
+
+double fit_temperature(const float* logits, const int* labels, size_t n, int k) {
+  if (n == 0) throw std::invalid_argument("fit_temperature: no samples");
+  return fit_temperature([&](double T) { return mean_nll(logits, labels, n, k, T); });
 }
 
 }  // namespace vit

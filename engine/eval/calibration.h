@@ -5,6 +5,7 @@
 // split. T does not change the argmax, so accuracy is unchanged.
 #pragma once
 #include <cstddef>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <vector>
 
@@ -36,8 +37,11 @@ CalibrationReport calibration(const std::vector<double>& confidence, const std::
 CalibrationReport calibration(const float* logits, const int* labels, size_t n, int k, double temperature = 1.0,
                               int bins = 15);
 
-// The T in [1/20, 20] that minimises mean_nll (golden-section search on log T,
-// the NLL is unimodal in T for fixed logits). Throws std::invalid_argument if n == 0.
+// The T in [kMinTemperature, kMaxTemperature] that minimises mean_nll (golden-section search on
+// log T, the NLL is unimodal in T for fixed logits). Throws std::invalid_argument if n == 0.
+constexpr double kMinTemperature = 1.0 / 20, kMaxTemperature = 20;
 double fit_temperature(const float* logits, const int* labels, size_t n, int k);
+// The same search for any NLL of T (adapt's: the probability of each cell's group of classes).
+double fit_temperature(const std::function<double(double T)>& nll);
 
 }  // namespace vit

@@ -435,10 +435,13 @@ void check_request(const AdaptRequest& req) {
   if (req.out.empty()) throw std::runtime_error("--out is empty");
 }
 
-// The adaptation and held-out cells of the request, checked.
-void split_cells(const AdaptRequest& req, const Labels& L, std::vector<Cell>& cells, std::vector<Cell>& held) {
+// The adaptation and held-out cells of the request, checked. held_split: the manifest split the
+// held-out cells are, or "" for a share of the adaptation cells.
+void split_cells(const AdaptRequest& req, const Labels& L, std::vector<Cell>& cells, std::vector<Cell>& held,
+                 std::string& held_split) {
   EvalSet set = load_eval_set(req.data, req.split, req.data_root, EvalApp{});
   cells = to_cells(set, L, "'" + req.data + "'");
+  held_split.clear();
   if (set.source == EvalSet::Source::manifest) {
     EvalSet h;
     try {
@@ -446,6 +449,7 @@ void split_cells(const AdaptRequest& req, const Labels& L, std::vector<Cell>& ce
     } catch (const std::runtime_error&) {  // no such split: hold out a share of the adaptation rows
     }
     held = to_cells(h, L, "'" + req.data + "' (split " + req.holdout_split + ")");
+    if (!held.empty()) held_split = req.holdout_split;
   }
   if (held.empty() && req.holdout > 0) hold_out(cells, held, req.holdout, req.seed);
   cap_shots(cells, req.shots, req.seed);
@@ -596,11 +600,66 @@ void drop_stale_ood(const OodReference& ood, bool encoder_moved, ModelMeta& meta
                           "with `vitengine ood-ref --model OUT --data PREPARED` on data it should call familiar";
 }
 
+// Without home data, the temperature the original fitted on its home val split no longer matches
+// the adapted model's logits. Held-out validation cells of the new lab (a share of the adaptation
+// cells, or a split other than test) refit it by the NLL of each cell's label (its group's
+// probability under --map), as training fits it on val. Kept, and the card says why: on a test
+// split (never fitted on), on fewer than kMinTemperatureCells cells, or when the fit runs to a
+// bound (every held-out cell right: the NLL keeps falling as T -> 0).
+constexpr size_t kMinTemperatureCells = 20;
+void refit_temperature_on_held(Predictor& pred, const std::vector<Cell>& held, const std::string& held_split,
+                               const Labels& L, const AdaptRequest& req, ModelMeta& meta, nlohmann::json& card) {
+  nlohmann::json j = {{"cells", held.size()},
+                      {"on", held_split.empty() ? "the held-out share of the adaptation cells" : "split " + held_split},
+                      {"temperature_before", meta.temperature}};
+  const auto keep = [&](const std::string& why) {
+    j["temperature_after"] = meta.temperature;
+    j["kept"] = why;
+    card["temperature"] = j;
+    if (req.log) req.log("temperature kept (" + std::to_string(meta.temperature) + "): " + why);
+  };
+  if (held_split == "test")
+    return keep("the held-out cells are a test split, never fitted on; hold out validation cells (--holdout-split "
+                "none --holdout 0.25) or rehearse the home data (--keep-data) to refit it");
+  if (held.size() < kMinTemperatureCells)
+    return keep("fewer than " + std::to_string(kMinTemperatureCells) + " held-out cells to fit it on");
+  const int C = pred.num_classes();
+  std::vector<float> z;
+  std::vector<const std::vector<int>*> groups;
+  std::vector<int> labels;
+  for_each_prediction(pred, held, [&](const Cell& c, const Prediction& p) {
+    z.insert(z.end(), p.logits.begin(), p.logits.end());
+    groups.push_back(&group_of(c, L));
+    labels.push_back(c.label);
+  });
+  const auto nll = [&](double T) {
+    std::vector<float> zt(static_cast<size_t>(C)), dz(static_cast<size_t>(C));
+    double sum = 0;
+    for (size_t i = 0; i < labels.size(); ++i) {
+      for (int k = 0; k < C; ++k) zt[size_t(k)] = float(double(z[i * size_t(C) + size_t(k)]) / T);
+      sum += group_cross_entropy(zt.data(), C, *groups[i], labels[i], 1.0f, dz.data());
+    }
+    return sum / double(labels.size());
+  };
+  const double T = fit_temperature(nll);
+  if (T < kMinTemperature * 1.01 || T > kMaxTemperature / 1.01)
+    return keep("the fit ran to a bound of [1/20, 20] (every held-out cell right, or none): nothing to fit it on");
+  j["nll_before"] = nll(meta.temperature);
+  meta.temperature = float(T);
+  j["temperature_after"] = meta.temperature;
+  j["nll_after"] = nll(T);
+  card["temperature"] = j;
+  if (req.log)
+    req.log("temperature refitted on " + std::to_string(held.size()) + " held-out cells: " +
+            std::to_string(j["temperature_before"].get<double>()) + " -> " + std::to_string(T));
+}
+
 // The labelled adaptation: trains, and fills the card's data and held-out numbers.
 void adapt_labelled(const AdaptRequest& req, Predictor& pred, const Labels& L, const std::string& freeze,
                     const Schedule& s, ModelMeta& meta, nlohmann::json& card) {
   std::vector<Cell> cells, held, kept, home_val;
-  split_cells(req, L, cells, held);
+  std::string held_split;
+  split_cells(req, L, cells, held, held_split);
   const size_t n_new = cells.size();
   if (!req.keep_data.empty()) rehearsal_cells(req, pred.class_names(), kept, home_val);
   cells.insert(cells.end(), kept.begin(), kept.end());
@@ -635,6 +694,7 @@ void adapt_labelled(const AdaptRequest& req, Predictor& pred, const Labels& L, c
                       {"accuracy_after", accuracy(pred, held, L)}};
   const double home_after =
       home_val.empty() ? 0.0 : recalibrate_on_home_val(pred, home_val, kept, freeze != "all-but-head", req, meta, card);
+  if (home_val.empty()) refit_temperature_on_held(pred, held, held_split, L, req, meta, card);
   if (!kept.empty())
     card["rehearsal"] = {{"data", req.keep_data},
                          {"per_class", req.keep_per_class},
