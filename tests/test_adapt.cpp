@@ -12,6 +12,7 @@
 #include <random>
 #include <sstream>
 
+#include "engine/eval/calibration.h"
 #include "engine/eval/evaluate.h"
 #include "engine/eval/inference.h"
 #include "engine/train/adapt.h"
@@ -635,6 +636,55 @@ TEST(Adapt, WithoutHomeDataTheTemperatureIsRefittedOnValidationCellsNeverOnTest)
   const nlohmann::json card3 = vit::adapt(r);
   EXPECT_EQ(vit::Predictor(r.out).meta().temperature, 3.0f);
   EXPECT_NE(card3["temperature"].value("kept", "").find("fewer than 20"), std::string::npos) << card3.dump();
+}
+
+// With --stain-norm (here an extreme lab colour map), the new lab's cells are normalised but the
+// rehearsed and home val images are seen as at home: the card's ECE of home val (the adapted
+// model's, at the original temperature) is the one the test computes from the adapted model's own
+// un-normalised predictions, and would differ with the map applied (checked too, so the comparison
+// can fail).
+TEST(AdaptRehearsal, HomeImagesAreSeenWithoutTheNewLabsNormalisation) {
+  CellFolder f;
+  f.add("Lymphocyte", 6, 1);
+  f.add("Eosinophil", 6, 300);
+  const std::string home = f.dir + "/home", prep = f.dir + "/prep";
+  ASSERT_NO_FATAL_FAILURE(prepare_home(home, prep));
+  {
+    vit::LoadedModel lm = vit::load_model(f.model);
+    lm.meta.extra["stain_reference"] = {{"lab_mean", {80, 10, 5}},
+                                        {"lab_std", {15, 10, 14}},
+                                        {"stain_vectors", {{0.5, 0.8, 0.2}, {0.3, 0.6, 0.7}}},
+                                        {"max_concentration", {3, 0.6}}};
+    lm.meta.extra["stain_calibration"] = {{"scale", {0.5, 2.0, 2.0}}, {"shift", {30, 5, -10}}};
+    vit::save_model(f.model, *lm.model, lm.meta);
+  }
+  vit::AdaptRequest r = request(f, f.dir + "/a.vit");
+  r.keep_data = prep;
+  r.keep_per_class = 0;
+  r.stain_norm = "calibrated";
+  const nlohmann::json card = vit::adapt(r);
+  ASSERT_TRUE(card.contains("recalibrated")) << card.dump();
+  const double T0 = card["recalibrated"]["temperature_before"].get<double>();
+
+  const vit::EvalSet val = vit::load_eval_set(prep, "val", "", vit::EvalApp{});
+  const auto ece_of = [&](vit::Predictor& pred) {
+    std::vector<float> logits;
+    std::vector<int> labels;
+    for (size_t i = 0; i < val.samples.size(); ++i) {
+      const vit::Prediction p = pred.predict({vit::load_image(val.samples[i].full_path())}, 1)[0];
+      logits.insert(logits.end(), p.logits.begin(), p.logits.end());
+      labels.push_back(int(std::find(pred.class_names().begin(), pred.class_names().end(), val.truth_names[i]) -
+                           pred.class_names().begin()));
+    }
+    return vit::calibration(logits.data(), labels.data(), labels.size(), pred.num_classes(), T0).ece;
+  };
+  // The card's ECE is the adapted model's, at the original temperature T0.
+  vit::Predictor home_view(r.out);  // --stain-norm none: how the home lab's images are seen
+  const double want = ece_of(home_view);
+  EXPECT_NEAR(card["recalibrated"]["ece_before"].get<double>(), want, 1e-6);  // batched vs one at a time
+  vit::Predictor mapped(r.out);
+  mapped.set_stain_norm("calibrated");
+  EXPECT_GT(std::fabs(ece_of(mapped) - want), 1e-3) << "the map does not change these images: the test cannot fail";
 }
 
 // More images than the machine can hold are refused before any is decoded, saying what to change.

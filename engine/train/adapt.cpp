@@ -160,9 +160,12 @@ void check_cells(const std::vector<Cell>& cells, const Labels& L, int min_per_cl
                              " per class; label more, or pass --min-per-class to accept fewer)");
 }
 
-// A cell's decoded, stain-normalised model view; a corrupt file is named.
+// A cell's decoded model view, a corrupt file named: the new lab's cells normalised as --stain-norm
+// and --cell-size ask; a home image (rehearsed, or home val) as the home lab's are seen, without
+// either: the new lab's colour map or zoom would turn them into images the model never had.
 Image cell_view(const Predictor& pred, const Cell& cell) {
   try {
+    if (cell.kept) return preprocess(load_image(cell.path), pred.image_size());
     return pred.normalized_view(load_image(cell.path));
   } catch (const std::exception& e) {
     throw std::runtime_error("cannot adapt on '" + cell.path + "': " + e.what());
@@ -575,8 +578,8 @@ double recalibrate_on_home_val(Predictor& pred, const std::vector<Cell>& val, co
     nlohmann::json o = {{"score", ood.kind},          {"threshold", t},
                         {"fpr", ood.fpr},             {"split", "val"},
                         {"images", n},                {"flagged_share_on_split", double(flagged) / double(n)},
-                        {"data", req.keep_data},      {"stain_norm", req.stain_norm},
-                        {"cell_size", req.cell_size}, {"fitted_by", "adapt"}};
+                        {"data", req.keep_data},      {"stain_norm", "none"},
+                        {"cell_size", "none"},        {"fitted_by", "adapt"}};  // home images: their own view
     if (ood.needs_features()) {
       o["mahalanobis"] = ood.maha.to_json();
       o["fit"] = fit.is_null() ? meta.extra["ood"].value("fit", nlohmann::json()) : fit;
