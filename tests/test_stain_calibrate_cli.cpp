@@ -28,15 +28,15 @@ struct Labs {
   std::string home = dir + "/home", other = dir + "/other", tiny = dir + "/tiny.vit", ref = dir + "/ref.vit";
   static constexpr int kImages = 24;
   Labs() {
-    fs::create_directories(home + "/cells"), fs::create_directories(other + "/cells");
+    fs::create_directories(home + "/Lymphocyte"), fs::create_directories(other + "/Lymphocyte");
     std::string csv = "path,label,split,sha256\n";
     for (int i = 0; i < kImages; ++i) {
       // Cells large enough to be found in the tiny model's 32 x 32 view.
       const vit::Image h = vt::smear(i % 3, 40 + (i % 6) * 2);
-      const std::string name = "cells/s" + std::to_string(i) + ".png";
+      const std::string name = "Lymphocyte/s" + std::to_string(i) + ".png";
       vt::write_file(home + "/" + name, bytes(h));
       vt::write_file(other + "/" + name, bytes(vt::other_lab(h, kS, kT)));
-      csv += name + ",cells,train," + std::to_string(i) + "\n";
+      csv += name + ",Lymphocyte,train," + std::to_string(i) + "\n";
     }
     vt::write_file(home + "/manifest.csv", csv);
     vt::write_tiny_model(tiny);
@@ -81,7 +81,7 @@ TEST(StainCalibrateCli, FitsTheLabsMapAndPredictMapsItsImagesBack) {
   EXPECT_EQ(params_of(cal), params_of(L.tiny));  // the weights, bit for bit
   // The other lab's cell, calibrated, is called as the home lab's own cell is.
   for (int i : {0, 7, 20}) {
-    const std::string name = "/cells/s" + std::to_string(i) + ".png";
+    const std::string name = "/Lymphocyte/s" + std::to_string(i) + ".png";
     const nlohmann::json home = predict_json(L.ref, L.home + name, "none");
     const nlohmann::json raw = predict_json(cal, L.other + name, "none");
     const nlohmann::json back = predict_json(cal, L.other + name, "calibrated");
@@ -94,6 +94,16 @@ TEST(StainCalibrateCli, FitsTheLabsMapAndPredictMapsItsImagesBack) {
     EXPECT_LT(d_back, 0.02) << "image " << i;
     EXPECT_LT(d_back, d_raw) << "image " << i;  // and the calibration is what brought it back
   }
+  // eval records which lab's map it applied.
+  ASSERT_EQ(vt::run(kBin + " eval --model " + cal + " --data " + L.other + " --stain-norm calibrated --out " + L.dir +
+                        "/ev",
+                    &out, &err),
+            0)
+      << err;
+  const nlohmann::json m = nlohmann::json::parse(vt::read_file(L.dir + "/ev/metrics.json"));
+  EXPECT_EQ(m.at("stain_norm").get<std::string>(), "calibrated");
+  EXPECT_EQ(m.at("stain_calibration").at("data").get<std::string>(), L.other);
+  EXPECT_EQ(m.at("stain_calibration").at("scale"), k.at("scale"));
 }
 
 TEST(StainCalibrateCli, BadInputIsRefusedByNameAndNothingIsWritten) {
@@ -108,14 +118,14 @@ TEST(StainCalibrateCli, BadInputIsRefusedByNameAndNothingIsWritten) {
   // Too few images to average a lab's colours over.
   const std::string few = L.dir + "/few";
   fs::create_directories(few);
-  for (int i = 0; i < 5; ++i) fs::copy_file(L.other + "/cells/s" + std::to_string(i) + ".png", few + "/" + std::to_string(i) + ".png");
+  for (int i = 0; i < 5; ++i) fs::copy_file(L.other + "/Lymphocyte/s" + std::to_string(i) + ".png", few + "/" + std::to_string(i) + ".png");
   ASSERT_NE(vt::run(kBin + " stain-calibrate --model " + L.ref + " --data " + few + " --out " + cal, &out, &err), 0);
   EXPECT_NE(err.find("holds 5 images"), std::string::npos) << err;
   // A corrupt image, named.
-  vt::write_file(L.other + "/cells/broken.png", "not a png at all");
+  vt::write_file(L.other + "/Lymphocyte/broken.png", "not a png at all");
   ASSERT_NE(vt::run(kBin + " stain-calibrate --model " + L.ref + " --data " + L.other + " --out " + cal, &out, &err), 0);
   EXPECT_NE(err.find("broken.png"), std::string::npos) << err;
-  fs::remove(L.other + "/cells/broken.png");
+  fs::remove(L.other + "/Lymphocyte/broken.png");
   // Blank images: no cell to anchor on.
   const std::string blank = L.dir + "/blank";
   fs::create_directories(blank);
@@ -127,7 +137,7 @@ TEST(StainCalibrateCli, BadInputIsRefusedByNameAndNothingIsWritten) {
   EXPECT_NE(err.find("no white cell"), std::string::npos) << err;
   EXPECT_FALSE(fs::exists(cal));
   // A model with no calibration asked to apply one: stain-calibrate is the way.
-  ASSERT_NE(vt::run(kBin + " predict --model " + L.ref + " --stain-norm calibrated " + L.other + "/cells/s0.png", &out,
+  ASSERT_NE(vt::run(kBin + " predict --model " + L.ref + " --stain-norm calibrated " + L.other + "/Lymphocyte/s0.png", &out,
                     &err),
             0);
   EXPECT_NE(err.find("stain-calibrate"), std::string::npos) << err;

@@ -424,6 +424,8 @@ nlohmann::json evaluate(const EvalRequest& req) {
   R.j["temperature"] = S.T;
   R.j["tta"] = req.tta;
   R.j["stain_norm"] = req.stain_norm;
+  if (req.stain_norm == "calibrated")  // which lab's map: the folder it was fitted on and its numbers
+    R.j["stain_calibration"] = S.lm.meta.extra.value("stain_calibration", nlohmann::json());
   R.j["cell_size"] = req.cell_size;
   R.j["model_config"] = S.lm.model->config().to_string();
   if (req.map.empty())
