@@ -69,8 +69,8 @@ struct LabCalibration {
   static LabCalibration from_json(const nlohmann::json& j);  // throws std::runtime_error naming the key
 };
 // Throws std::runtime_error, naming the channel, when the lab's cell and background anchors are
-// under 2 Lab units apart in a channel where the reference's are not (the map would be
-// ill-conditioned), or when a scale falls outside [1/4, 4].
+// under 2 Lab units apart in a channel (the map would be ill-conditioned), or when a scale falls
+// outside [1/4, 4] (not stained cells on a background).
 LabCalibration lab_calibration(const LabAnchors& lab, const LabAnchors& reference);
 void lab_affine_normalize(Image& img, const LabCalibration& c);  // in place
 
