@@ -27,7 +27,8 @@ Command register_adapt(CLI::App& root) {
       ->capture_default_str();
   c.app->add_option("--holdout", r->holdout,
                     "class folders (or a manifest without --holdout-split rows): share of each class held out, "
-                    "seeded and stratified")
+                    "seeded and stratified; without --keep-data the temperature is refitted on them (never on a "
+                    "test split)")
       ->check(CLI::Range(0.0, 0.9))
       ->capture_default_str();
   c.app->add_flag("--unlabelled", r->unlabelled,
