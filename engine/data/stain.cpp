@@ -112,14 +112,35 @@ void lab_to_rgb(const double lab[3], double rgb[3]) {
   rgb[0] = linear_to_srgb(r), rgb[1] = linear_to_srgb(g), rgb[2] = linear_to_srgb(b);
 }
 
+namespace {
+// One 8-bit pixel's Lab.
+void lab_of(const uint8_t* p, double lab[3]) {
+  const double rgb[3] = {double(p[0]), double(p[1]), double(p[2])};
+  rgb_to_lab(rgb, lab);
+}
+
+// Every pixel through Lab: f(lab) changes its three channels in place, and the pixel is written
+// back in 8 bits. Reinhard and the lab's colour map are both such per-channel maps.
+template <class F>
+void map_lab_pixels(Image& img, F f) {
+  const size_t n = size_t(img.width) * img.height;
+  for (size_t i = 0; i < n; ++i) {
+    double lab[3], out[3];
+    lab_of(&img.rgb[3 * i], lab);
+    f(lab);
+    lab_to_rgb(lab, out);
+    for (int c = 0; c < 3; ++c) img.rgb[3 * i + size_t(c)] = to_byte(out[c]);
+  }
+}
+}  // namespace
+
 LabStats lab_stats(const Image& img) {
   const size_t n = size_t(img.width) * img.height;
   if (!n) throw std::runtime_error("lab_stats: empty image");
   double s[3] = {0, 0, 0}, s2[3] = {0, 0, 0};
   for (size_t i = 0; i < n; ++i) {
-    const double rgb[3] = {double(img.rgb[3 * i]), double(img.rgb[3 * i + 1]), double(img.rgb[3 * i + 2])};
     double lab[3];
-    rgb_to_lab(rgb, lab);
+    lab_of(&img.rgb[3 * i], lab);
     for (int c = 0; c < 3; ++c) s[c] += lab[c], s2[c] += lab[c] * lab[c];
   }
   LabStats st;
@@ -132,16 +153,10 @@ LabStats lab_stats(const Image& img) {
 
 void reinhard_normalize(Image& img, const LabStats& target) {
   const LabStats src = lab_stats(img);
-  const size_t n = size_t(img.width) * img.height;
-  for (size_t i = 0; i < n; ++i) {
-    const double rgb[3] = {double(img.rgb[3 * i]), double(img.rgb[3 * i + 1]), double(img.rgb[3 * i + 2])};
-    double lab[3], out[3];
-    rgb_to_lab(rgb, lab);
+  map_lab_pixels(img, [&](double lab[3]) {
     for (int c = 0; c < 3; ++c)
       lab[c] = (lab[c] - src.mean[c]) / std::max(src.std[c], 1e-6) * target.std[c] + target.mean[c];
-    lab_to_rgb(lab, out);
-    for (int c = 0; c < 3; ++c) img.rgb[3 * i + size_t(c)] = to_byte(out[c]);
-  }
+  });
 }
 
 StainBasis macenko_basis(const Image& img, double beta, double alpha) {
@@ -251,11 +266,6 @@ StainBasis median_basis(const std::vector<StainBasis>& bases) {
 namespace {
 const char* const kLabChannel[3] = {"L", "a", "b"};
 
-void lab_of(const uint8_t* p, double lab[3]) {
-  const double rgb[3] = {double(p[0]), double(p[1]), double(p[2])};
-  rgb_to_lab(rgb, lab);
-}
-
 // At least this many pixels make an anchor of one image: a few stray pixels are not a background.
 constexpr long kMinAnchorPixels = 100;
 }  // namespace
@@ -357,14 +367,9 @@ LabCalibration LabCalibration::from_json(const nlohmann::json& j) {
 }
 
 void lab_affine_normalize(Image& img, const LabCalibration& k) {
-  const size_t n = size_t(img.width) * img.height;
-  for (size_t i = 0; i < n; ++i) {
-    double lab[3], out[3];
-    lab_of(&img.rgb[3 * i], lab);
+  map_lab_pixels(img, [&](double lab[3]) {
     for (int c = 0; c < 3; ++c) lab[c] = k.scale[c] * lab[c] + k.shift[c];
-    lab_to_rgb(lab, out);
-    for (int c = 0; c < 3; ++c) img.rgb[3 * i + size_t(c)] = to_byte(out[c]);
-  }
+  });
 }
 
 StainReference stain_reference(const std::vector<Image>& images) {
