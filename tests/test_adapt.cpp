@@ -384,6 +384,28 @@ namespace {
 // Rehearsal: images of the home data's train split train beside the new cells, with their own
 // classes; its val split is scored; a folder that is not prepared data is refused.
 // A home lab's prepared data (two classes, ten images each, split 60/40 train/val) for rehearsal.
+// Each image's logits, predicted one at a time as a user's predict would, and its class index.
+void logits_of(vit::Predictor& pred, const vit::EvalSet& set, std::vector<std::vector<long double>>& z,
+               std::vector<int>& y) {
+  for (size_t i = 0; i < set.samples.size(); ++i) {
+    const vit::Prediction p = pred.predict({vit::load_image(set.samples[i].full_path())}, 1)[0];
+    z.emplace_back(p.logits.begin(), p.logits.end());
+    y.push_back(int(std::find(pred.class_names().begin(), pred.class_names().end(), set.truth_names[i]) -
+                    pred.class_names().begin()));
+  }
+}
+
+// The mean NLL of the labels at temperature t, in long double: what a refitted T must minimise.
+long double ref_nll(const std::vector<std::vector<long double>>& z, const std::vector<int>& y, long double t) {
+  long double sum = 0;
+  for (size_t i = 0; i < z.size(); ++i) {
+    long double m = *std::max_element(z[i].begin(), z[i].end()), s = 0;
+    for (long double v : z[i]) s += std::exp((v - m) / t);
+    sum += std::log(s) - (z[i][size_t(y[i])] - m) / t;
+  }
+  return sum / (long double)z.size();
+}
+
 void prepare_home(const std::string& home, const std::string& prep) {
   for (const char* cls : {"Lymphocyte", "Monocyte"}) {
     fs::create_directories(home + "/" + cls);
@@ -534,25 +556,14 @@ TEST(AdaptRehearsal, TheTemperatureAndThresholdAreRefittedOnHomeVal) {
   const vit::EvalSet val = vit::load_eval_set(prep, "val", "", vit::EvalApp{});
   std::vector<std::vector<long double>> z;
   std::vector<int> y;
+  logits_of(pred, val, z, y);
   std::vector<long double> energy;
-  for (size_t i = 0; i < val.samples.size(); ++i) {
-    const vit::Prediction p = pred.predict({vit::load_image(val.samples[i].full_path())}, 1)[0];
-    z.emplace_back(p.logits.begin(), p.logits.end());
-    y.push_back(int(std::find(pred.class_names().begin(), pred.class_names().end(), val.truth_names[i]) -
-                    pred.class_names().begin()));
-    long double m = *std::max_element(z.back().begin(), z.back().end()), s = 0;
-    for (long double v : z.back()) s += std::exp(v - m);
+  for (const auto& zi : z) {
+    long double m = *std::max_element(zi.begin(), zi.end()), s = 0;
+    for (long double v : zi) s += std::exp(v - m);
     energy.push_back(-(m + std::log(s)));
   }
-  const auto nll = [&](long double t) {
-    long double sum = 0;
-    for (size_t i = 0; i < z.size(); ++i) {
-      long double m = *std::max_element(z[i].begin(), z[i].end()), s = 0;
-      for (long double v : z[i]) s += std::exp((v - m) / t);
-      sum += std::log(s) - (z[i][size_t(y[i])] - m) / t;
-    }
-    return sum / (long double)z.size();
-  };
+  const auto nll = [&](long double t) { return ref_nll(z, y, t); };
   EXPECT_LE(nll(T), nll(T * 1.05L) + 1e-9L) << "T = " << T;
   EXPECT_LE(nll(T), nll(T / 1.05L) + 1e-9L) << "T = " << T;
   ASSERT_TRUE(pred.ood().present);
@@ -605,21 +616,8 @@ TEST(Adapt, WithoutHomeDataTheTemperatureIsRefittedOnValidationCellsNeverOnTest)
   ASSERT_GE(val.samples.size(), 20u);
   std::vector<std::vector<long double>> z;
   std::vector<int> y;
-  for (size_t i = 0; i < val.samples.size(); ++i) {
-    const vit::Prediction p = pred.predict({vit::load_image(val.samples[i].full_path())}, 1)[0];
-    z.emplace_back(p.logits.begin(), p.logits.end());
-    y.push_back(int(std::find(pred.class_names().begin(), pred.class_names().end(), val.truth_names[i]) -
-                    pred.class_names().begin()));
-  }
-  const auto nll = [&](long double t) {
-    long double sum = 0;
-    for (size_t i = 0; i < z.size(); ++i) {
-      long double m = *std::max_element(z[i].begin(), z[i].end()), s = 0;
-      for (long double v : z[i]) s += std::exp((v - m) / t);
-      sum += std::log(s) - (z[i][size_t(y[i])] - m) / t;
-    }
-    return sum / (long double)z.size();
-  };
+  logits_of(pred, val, z, y);
+  const auto nll = [&](long double t) { return ref_nll(z, y, t); };
   EXPECT_LE(nll(T), nll(T * 1.05L) + 1e-9L) << "T = " << T;
   EXPECT_LE(nll(T), nll(T / 1.05L) + 1e-9L) << "T = " << T;
   EXPECT_LT(nll(T), nll(3.0L));
@@ -668,14 +666,11 @@ TEST(AdaptRehearsal, HomeImagesAreSeenWithoutTheNewLabsNormalisation) {
 
   const vit::EvalSet val = vit::load_eval_set(prep, "val", "", vit::EvalApp{});
   const auto ece_of = [&](vit::Predictor& pred) {
-    std::vector<float> logits;
+    std::vector<std::vector<long double>> z;
     std::vector<int> labels;
-    for (size_t i = 0; i < val.samples.size(); ++i) {
-      const vit::Prediction p = pred.predict({vit::load_image(val.samples[i].full_path())}, 1)[0];
-      logits.insert(logits.end(), p.logits.begin(), p.logits.end());
-      labels.push_back(int(std::find(pred.class_names().begin(), pred.class_names().end(), val.truth_names[i]) -
-                           pred.class_names().begin()));
-    }
+    logits_of(pred, val, z, labels);
+    std::vector<float> logits;  // the float logits back, exactly
+    for (const auto& zi : z) logits.insert(logits.end(), zi.begin(), zi.end());
     return vit::calibration(logits.data(), labels.data(), labels.size(), pred.num_classes(), T0).ece;
   };
   // The card's ECE is the adapted model's, at the original temperature T0.
