@@ -110,6 +110,8 @@ TEST(DataTaxonomy, EvalAppReportsOnlyOnTheTaxonomysClasses) {
   EXPECT_DOUBLE_EQ(j["hard_classes"]["recall"]["Band Neutrophil"].get<double>(), 0.5);
   EXPECT_EQ(app.summary_rows(j), "| accuracy at 9 groups | 100.00% |\n");
   EXPECT_NE(app.summary_notes(j).find("Band Neutrophil 50.00%"), std::string::npos);
+  // The console line's words: the group accuracy (all right), where the classes' is 14 of 15.
+  EXPECT_EQ(app.headline(j), "accuracy at 9 groups 1.0000");
 
   // Another model's classes: nothing added, no extra summary lines.
   const std::vector<std::string> two = {"a", "b"};
@@ -118,4 +120,5 @@ TEST(DataTaxonomy, EvalAppReportsOnlyOnTheTaxonomysClasses) {
   EXPECT_TRUE(other.empty());
   EXPECT_EQ(app.summary_rows(other), "");
   EXPECT_EQ(app.summary_notes(other), "");
+  EXPECT_EQ(app.headline(other), "");
 }

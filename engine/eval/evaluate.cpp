@@ -440,7 +440,8 @@ nlohmann::json evaluate(const EvalRequest& req) {
   char b[200];
   std::snprintf(b, sizeof b, "[eval] accuracy %.4f macro-F1 %.4f balanced %.4f ECE %.4f (n = %zu) -> %s/metrics.json",
                 R.m.accuracy, R.m.macro_f1, R.m.balanced_accuracy, R.calib.ece, S.n, req.out.c_str());
-  log(b);
+  const std::string extra = req.app.headline ? req.app.headline(R.j) : "";
+  log(b + (extra.empty() ? "" : "; " + extra));
   return R.j;
 }
 

@@ -80,6 +80,9 @@ struct EvalApp {
   std::function<void(const std::vector<std::string>& names, const Metrics& m, nlohmann::json& j)> add_metrics;
   // Extra rows of summary.md's metric table, and extra text after its per-class table.
   std::function<std::string(const nlohmann::json&j)> summary_rows, summary_notes;
+  // Extra words for the console's closing line ("" = none): a lab whose folders name coarse
+  // groups reads its own number there, not only the fine-class accuracy.
+  std::function<std::string(const nlohmann::json&j)> headline;
 };
 
 struct EvalRequest {

@@ -1,6 +1,7 @@
 #include "engine/wbc/app.h"
 
 #include <cmath>
+#include <cstdio>
 #include <sstream>
 
 #include "engine/eval/metrics.h"
@@ -43,6 +44,13 @@ std::string summary_rows(const nlohmann::json& j) {
   return "| accuracy at 9 groups | " + percent(j["group9"]["accuracy"].get<double>()) + " |\n";
 }
 
+std::string headline(const nlohmann::json& j) {
+  if (!j.contains("group9")) return "";
+  char b[64];
+  std::snprintf(b, sizeof b, "accuracy at 9 groups %.4f", j["group9"]["accuracy"].get<double>());
+  return b;
+}
+
 std::string summary_notes(const nlohmann::json& j) {
   if (!j.contains("hard_classes")) return "";
   std::ostringstream s;
@@ -72,6 +80,7 @@ EvalApp eval_app() {
   a.add_metrics = add_metrics;
   a.summary_rows = summary_rows;
   a.summary_notes = summary_notes;
+  a.headline = headline;
   return a;
 }
 
