@@ -134,6 +134,22 @@ TEST(DataLabels, ClassNamesInAnyUtf8SurviveEveryFile) {
   EXPECT_EQ(seen.size(), 4u);
 }
 
+TEST(DataLabels, AFileNameWithALineBreakIsNamedAndLeftOut) {
+  // manifest.csv is read a line at a time, so such a row would make the prepared set unreadable
+  // by train and eval; prepare must name the file instead.
+  TempDir d("labels_newline");
+  const fs::path src = d.path / "pets", out = d.path / "p";
+  write_class_folders(src, {"cats", "dogs"}, 10);
+  const std::string odd = "cats/two\nlines.png";
+  write_png((src / odd).string(), noise_image(16, 16, 999, 120));
+  const json rep = prepare_dataset(options(folder_labeler({src.string()}), src, out));
+  const Manifest m = read_manifest((out / "manifest.csv").string());
+  EXPECT_EQ(m.samples.size(), 20u);
+  ASSERT_EQ(rep["ignored"].size(), 1u);
+  EXPECT_EQ(rep["ignored"][0]["path"], odd);
+  EXPECT_NE(rep["ignored"][0]["reason"].get<std::string>().find("line break"), std::string::npos);
+}
+
 TEST(DataLabels, CsvSourceWithFixedSplitAndMissingFiles) {
   TempDir d("labels_csv");
   const fs::path src = d.path / "flat", out = d.path / "p";

@@ -213,6 +213,8 @@ void scan(Prep& P) {
     const fs::path root = fs::absolute(src).lexically_normal();
     std::string root_s = root.string();
     while (root_s.size() > 1 && root_s.back() == '/') root_s.pop_back();
+    if (root_s.find_first_of("\r\n") != std::string::npos)  // every row's src column: see the file names below
+      throw std::runtime_error("prepare: the SRC folder '" + root_s + "' has a line break in its path; rename it");
     P.sources.push_back(root_s);
     std::vector<FileRec> here;
     for (auto it = fs::recursive_directory_iterator(root, fs::directory_options::skip_permission_denied);
@@ -226,6 +228,11 @@ void scan(Prep& P) {
       r.shown = P.opt.srcs.size() == 1 ? r.rel : (fs::path(root_s) / r.rel).string();
       if (!has_image_extension(it->path().string())) {
         P.ignored.push_back({{"path", r.shown}, {"reason", "not an image file name (.jpg/.jpeg/.png/.bmp)"}});
+        continue;
+      }
+      // manifest.csv is read a line at a time: a row with a line break in its path could not be read back.
+      if (r.rel.find_first_of("\r\n") != std::string::npos) {
+        P.ignored.push_back({{"path", r.shown}, {"reason", "a line break in the file name (rename the file to use it)"}});
         continue;
       }
       // Source: the top folder (pbc, aml-lmu); for class-named folders the SRC's own name.
