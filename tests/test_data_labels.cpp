@@ -150,6 +150,31 @@ TEST(DataLabels, AFileNameWithALineBreakIsNamedAndLeftOut) {
   EXPECT_NE(rep["ignored"][0]["reason"].get<std::string>().find("line break"), std::string::npos);
 }
 
+TEST(DataLabels, LinksThatLeadNowhereAreUnreadableNotFatal) {
+  // A loop of links stopped the whole run ("filesystem error: status: Too many levels of symbolic
+  // links") and a dangling link was left out without a word; a link to a file is an image like any.
+  TempDir d("labels_links");
+  const fs::path src = d.path / "pets", out = d.path / "p";
+  write_class_folders(src, {"cats", "dogs"}, 10);
+  fs::create_symlink("loopb.png", src / "cats" / "loopa.png");
+  fs::create_symlink("loopa.png", src / "cats" / "loopb.png");
+  fs::create_symlink(d.path / "gone.png", src / "dogs" / "dangling.png");
+  fs::create_symlink("..", src / "dogs" / "up");  // a link to a folder is not followed
+  const fs::path other = d.path / "elsewhere.png";
+  write_png(other.string(), noise_image(16, 16, 77, 200));
+  fs::create_symlink(other, src / "dogs" / "linked.png");
+  const json rep = prepare_dataset(options(folder_labeler({src.string()}), src, out));
+  std::map<std::string, std::string> why;
+  for (const auto& u : rep["unreadable"]) why[u["path"]] = u["reason"];
+  ASSERT_EQ(why.size(), 3u) << rep["unreadable"].dump();
+  EXPECT_NE(why["cats/loopa.png"].find("cannot be followed"), std::string::npos) << why["cats/loopa.png"];
+  EXPECT_NE(why["cats/loopb.png"].find("cannot be followed"), std::string::npos) << why["cats/loopb.png"];
+  EXPECT_NE(why["dogs/dangling.png"].find("gone.png"), std::string::npos) << why["dogs/dangling.png"];
+  const Manifest m = read_manifest((out / "manifest.csv").string());
+  EXPECT_EQ(m.samples.size(), 21u);  // 2 x 10 and the linked file
+  EXPECT_EQ(rep["files_scanned"], 24u);
+}
+
 TEST(DataLabels, CsvSourceWithFixedSplitAndMissingFiles) {
   TempDir d("labels_csv");
   const fs::path src = d.path / "flat", out = d.path / "p";

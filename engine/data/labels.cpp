@@ -10,6 +10,7 @@
 
 #include "engine/data/image.h"  // has_image_extension
 #include "engine/util/csv.h"
+#include "engine/util/file.h"
 
 namespace vit {
 namespace fs = std::filesystem;
@@ -69,11 +70,9 @@ std::vector<std::pair<std::string, std::string>> image_files_under(const std::ve
     if (!fs::is_directory(src)) throw std::runtime_error(src + ": not a directory");
     const std::string root = root_of(src);
     std::vector<std::string> here;
-    for (auto it = fs::recursive_directory_iterator(root, fs::directory_options::skip_permission_denied);
-         it != fs::recursive_directory_iterator(); ++it)
-      if (it->is_regular_file() && has_image_extension(it->path().string()))
-        here.push_back(it->path().lexically_relative(root).generic_string());
-    std::sort(here.begin(), here.end());
+    for (const FoundFile& f : files_under(root))
+      if (f.error.empty() && has_image_extension(f.path))
+        here.push_back(fs::path(f.path).lexically_relative(root).generic_string());
     for (auto& r : here) out.emplace_back(root, std::move(r));
   }
   return out;

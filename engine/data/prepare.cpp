@@ -217,16 +217,16 @@ void scan(Prep& P) {
       throw std::runtime_error("prepare: the SRC folder '" + root_s + "' has a line break in its path; rename it");
     P.sources.push_back(root_s);
     std::vector<FileRec> here;
-    for (auto it = fs::recursive_directory_iterator(root, fs::directory_options::skip_permission_denied);
-         it != fs::recursive_directory_iterator(); ++it) {
-      if (!it->is_regular_file()) continue;
+    for (const FoundFile& found : files_under(root_s)) {
+      const fs::path path(found.path);
       // Do not re-read a previous run's output if --out sits inside SRC.
-      if (fs::path(it->path()).lexically_normal().string().rfind(P.out_abs + "/", 0) == 0) continue;
+      if (path.lexically_normal().string().rfind(P.out_abs + "/", 0) == 0) continue;
       FileRec r;
-      r.rel = it->path().lexically_relative(root).generic_string();
+      r.rel = path.lexically_relative(root).generic_string();
       r.src = root_s;
       r.shown = P.opt.srcs.size() == 1 ? r.rel : (fs::path(root_s) / r.rel).string();
-      if (!has_image_extension(it->path().string())) {
+      r.error = found.error;  // a link that leads nowhere: unreadable, with the reason
+      if (!has_image_extension(found.path)) {
         P.ignored.push_back({{"path", r.shown}, {"reason", "not an image file name (.jpg/.jpeg/.png/.bmp)"}});
         continue;
       }
@@ -255,6 +255,7 @@ void scan(Prep& P) {
 
 // Decodes one file: its hashes, thumbnail and the channel sums of what the model will see.
 void check_file(const PrepareOptions& opt, FileRec& r) {
+  if (!r.error.empty()) return;  // found unreadable by the scan
   const std::string path = (fs::path(r.src) / r.rel).string();
   try {
     std::ifstream f(path, std::ios::binary);
