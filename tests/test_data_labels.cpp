@@ -217,6 +217,15 @@ TEST(DataLabels, CsvSourceWithFixedSplitAndMissingFiles) {
   std::string e = error_of([&] { csv_labeler((d.path / "bad.csv").string(), {src.string()}); });
   EXPECT_NE(e.find("bad.csv:2"), std::string::npos) << e;
   EXPECT_NE(e.find("holdout"), std::string::npos) << e;
+  // A file listed twice with two splits (the last one won, without a word: a test image could
+  // be trained on) stops the run like two labels do, naming the second line and both splits.
+  std::ofstream twice(d.path / "twice.csv");
+  twice << "path,label,split\nf1.png,high,train\nf2.png,high,\n./f1.png,high,test\n";
+  twice.close();
+  e = error_of([&] { csv_labeler((d.path / "twice.csv").string(), {src.string()}); });
+  EXPECT_NE(e.find("twice.csv:4"), std::string::npos) << e;
+  EXPECT_NE(e.find("'train'"), std::string::npos) << e;
+  EXPECT_NE(e.find("'test'"), std::string::npos) << e;
 }
 
 TEST(DataLabels, ClassTooSmallToSplitIsKeptInTrainOrRefused) {

@@ -163,7 +163,10 @@ CsvRows read_label_csv(const std::string& csv_path, const std::vector<std::strin
     if (!fresh && it->second != label)
       throw std::runtime_error(where + rel + " is listed again with another label ('" + it->second + "', then '" +
                                label + "')");
-    rows.split[rel] = split;
+    auto [sp, new_split] = rows.split.emplace(rel, split);
+    if (!new_split && sp->second != split)
+      throw std::runtime_error(where + rel + " is listed again with another split ('" + sp->second + "', then '" +
+                               split + "')");
   }
   if (cp < 0) throw std::runtime_error(csv_path + ": empty label CSV (the header path,label is missing)");
   return rows;
