@@ -9,6 +9,7 @@
 #include "engine/data/dataset.h"
 #include "engine/data/labels.h"
 #include "engine/data/prepare.h"
+#include "engine/util/file.h"
 #include "tests/data_test_util.h"
 
 using namespace vit;
@@ -173,6 +174,28 @@ TEST(DataLabels, LinksThatLeadNowhereAreUnreadableNotFatal) {
   const Manifest m = read_manifest((out / "manifest.csv").string());
   EXPECT_EQ(m.samples.size(), 21u);  // 2 x 10 and the linked file
   EXPECT_EQ(rep["files_scanned"], 24u);
+}
+
+TEST(DataLabels, AnOutputFolderInsideTheSourceIsNoClass) {
+  // A second run with --out inside SRC saw the first run's topup/<class>/ images as a class named
+  // after --out: a third class with no images, and a model with an output too many.
+  TempDir d("labels_out_inside");
+  const fs::path src = d.path / "pets", out = src / "prepared";
+  write_class_folders(src, {"cats", "dogs"}, 6);
+  PrepareOptions first = options(folder_labeler({src.string()}, absolute_path(out.string())), src, out);
+  first.top_up = 8;
+  prepare_dataset(first);
+  ASSERT_TRUE(fs::exists(out / "topup"));
+  const Labeler again = folder_labeler({src.string()}, absolute_path((out / ".").string()));
+  EXPECT_EQ(again.classes, (std::vector<std::string>{"cats", "dogs"}));
+  PrepareOptions second = options(again, src, out / ".");  // the same folder, spelt another way
+  second.top_up = 8;
+  EXPECT_EQ(prepare_dataset(second)["files_scanned"], 12u);
+  // --out that is SRC, or holds it, would leave nothing to read: refused, naming both.
+  for (const fs::path& o : {src, d.path}) {
+    const std::string e = error_of([&] { prepare_dataset(options(folder_labeler({src.string()}), src, o)); });
+    EXPECT_NE(e.find("--out '" + o.string() + "' is the SRC folder '" + src.string() + "'"), std::string::npos) << e;
+  }
 }
 
 TEST(DataLabels, CsvSourceWithFixedSplitAndMissingFiles) {

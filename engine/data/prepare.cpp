@@ -196,12 +196,26 @@ struct Prep {
   const std::string& class_name(int c) const { return opt.labeler.classes.at(size_t(c)); }
 };
 
+}  // namespace
+
+void check_out_folder(const std::vector<std::string>& srcs, const std::string& out) {
+  const std::string o = absolute_path(out);
+  for (const auto& src : srcs)
+    if (absolute_path(src) == o || is_under(absolute_path(src), o))
+      throw std::runtime_error("prepare: --out '" + out + "' is the SRC folder '" + src +
+                               "' or holds it, and prepare reads nothing under --out (its own earlier output); "
+                               "choose another --out, e.g. beside SRC");
+}
+
+namespace {
+
 void validate(const PrepareOptions& opt) {
   if (opt.srcs.empty()) throw std::runtime_error("prepare: no SRC folder given");
   if (opt.split[0] + opt.split[1] + opt.split[2] != 100) throw std::runtime_error("prepare: split must sum to 100");
   if (opt.size <= 0) throw std::runtime_error("prepare: --size must be > 0");
   if (opt.labeler.classes.empty() || !opt.labeler.label_of)
     throw std::invalid_argument("prepare: no labeler (class names and a label function) given");
+  check_out_folder(opt.srcs, opt.out);
   check_class_list(opt.labeler.classes, "prepare");
 }
 
@@ -210,9 +224,8 @@ void scan(Prep& P) {
   const Labeler& L = P.opt.labeler;
   for (const auto& src : P.opt.srcs) {
     if (!fs::is_directory(src)) throw std::runtime_error(src + ": not a directory");
-    const fs::path root = fs::absolute(src).lexically_normal();
-    std::string root_s = root.string();
-    while (root_s.size() > 1 && root_s.back() == '/') root_s.pop_back();
+    const std::string root_s = absolute_path(src);
+    const fs::path root(root_s);
     if (root_s.find_first_of("\r\n") != std::string::npos)  // every row's src column: see the file names below
       throw std::runtime_error("prepare: the SRC folder '" + root_s + "' has a line break in its path; rename it");
     P.sources.push_back(root_s);
@@ -220,7 +233,7 @@ void scan(Prep& P) {
     for (const FoundFile& found : files_under(root_s)) {
       const fs::path path(found.path);
       // Do not re-read a previous run's output if --out sits inside SRC.
-      if (path.lexically_normal().string().rfind(P.out_abs + "/", 0) == 0) continue;
+      if (is_under(found.path, P.out_abs)) continue;
       FileRec r;
       r.rel = path.lexically_relative(root).generic_string();
       r.src = root_s;
@@ -635,7 +648,7 @@ json report(const Prep& P) {
 json prepare_dataset(const PrepareOptions& opt) {
   validate(opt);
   Prep P(opt);
-  P.out_abs = fs::absolute(opt.out).lexically_normal().string();
+  P.out_abs = absolute_path(opt.out);
   for (size_t i = 0; i < opt.labeler.warnings.size() && i < 10; ++i) P.say("prepare: " + opt.labeler.warnings[i]);
   if (opt.labeler.warnings.size() > 10)
     P.say("prepare: ... " + std::to_string(opt.labeler.warnings.size()) + " labeler warnings in all (report.json)");

@@ -83,6 +83,16 @@ std::vector<uint8_t> read_file_bytes(const std::string& path) {
   return buf;
 }
 
+std::string absolute_path(const std::string& path) {
+  std::string r = std::filesystem::absolute(path).lexically_normal().string();
+  while (r.size() > 1 && r.back() == '/') r.pop_back();
+  return r;
+}
+
+bool is_under(const std::string& path, const std::string& folder) {
+  return !folder.empty() && path.rfind(folder == "/" ? folder : folder + "/", 0) == 0 && path != folder;
+}
+
 std::vector<FoundFile> files_under(const std::string& root) {
   namespace fs = std::filesystem;
   std::vector<FoundFile> out;
