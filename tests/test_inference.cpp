@@ -180,3 +180,18 @@ TEST(LoadEvalSet, ALinkThatLeadsNowhereIsNamed) {
   EXPECT_NE(m.find("cls/loopa.png: a link that cannot be followed"), std::string::npos) << m;
   std::filesystem::remove_all(d);
 }
+
+// A hidden folder beside the class folders (.ipynb_checkpoints, .thumbs) is no class, as prepare's
+// folder labeler has it; eval took it for one and stopped ("folder '.thumbs' is not a model class").
+TEST(LoadEvalSet, AHiddenFolderIsNoClass) {
+  namespace fs = std::filesystem;
+  const fs::path d = fs::temp_directory_path() / ("vit_hidden_" + std::to_string(::getpid()));
+  fs::remove_all(d);
+  for (const char* f : {"cats/a.png", "dogs/b.png", ".thumbs/c.png"}) {
+    fs::create_directories((d / f).parent_path());
+    std::ofstream(d / f) << "x";
+  }
+  const vit::EvalSet e = vit::load_eval_set(d.string(), "test", "", vit::EvalApp{});
+  EXPECT_EQ(e.truth_names, (std::vector<std::string>{"cats", "dogs"}));
+  fs::remove_all(d);
+}

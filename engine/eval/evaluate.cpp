@@ -113,8 +113,8 @@ EvalSet load_class_folders(const std::string& data, const std::string& split, co
   EvalSet e;
   std::vector<fs::path> dirs;
   std::error_code ec;  // a link among the class folders that leads nowhere is no folder
-  for (const auto& d : fs::directory_iterator(data))
-    if (d.is_directory(ec)) dirs.push_back(d.path());
+  for (const auto& d : fs::directory_iterator(data))  // hidden folders are no classes, as in prepare's folders
+    if (d.is_directory(ec) && d.path().filename().string()[0] != '.') dirs.push_back(d.path());
   std::sort(dirs.begin(), dirs.end());
   for (const auto& d : dirs) {
     std::vector<fs::path> files;
