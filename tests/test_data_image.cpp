@@ -35,6 +35,19 @@ TEST(DataImage, BadFilesGiveClearErrorsNamingTheFile) {
   EXPECT_THROW(load_image("/nonexistent/x.jpg"), ImageError);
 }
 
+TEST(DataImage, AFolderGivenAsAnImageIsNamed) {
+  // `explain DIR` said only "basic_filebuf::underflow error reading the file: Is a directory".
+  TempDir d("image_folder");
+  const fs::path folder = d.path / "cells.png";
+  fs::create_directories(folder);
+  try {
+    load_image(folder.string());
+    FAIL() << "expected ImageError";
+  } catch (const ImageError& e) {
+    EXPECT_EQ(std::string(e.what()), folder.string() + ": a folder, not an image file");
+  }
+}
+
 TEST(DataImage, DecodesJpegPngBmp) {
   Image a = load_image((fixtures() / "wbc/pbc/basophil/BA_100102.jpg").string());
   EXPECT_EQ(a.width, 360);

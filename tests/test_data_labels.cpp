@@ -9,6 +9,7 @@
 #include "engine/data/dataset.h"
 #include "engine/data/labels.h"
 #include "engine/data/prepare.h"
+#include "engine/util/file.h"
 #include "tests/data_test_util.h"
 
 using namespace vit;
@@ -134,6 +135,69 @@ TEST(DataLabels, ClassNamesInAnyUtf8SurviveEveryFile) {
   EXPECT_EQ(seen.size(), 4u);
 }
 
+TEST(DataLabels, AFileNameWithALineBreakIsNamedAndLeftOut) {
+  // manifest.csv is read a line at a time, so such a row would make the prepared set unreadable
+  // by train and eval; prepare must name the file instead.
+  TempDir d("labels_newline");
+  const fs::path src = d.path / "pets", out = d.path / "p";
+  write_class_folders(src, {"cats", "dogs"}, 10);
+  const std::string odd = "cats/two\nlines.png";
+  write_png((src / odd).string(), noise_image(16, 16, 999, 120));
+  const json rep = prepare_dataset(options(folder_labeler({src.string()}), src, out));
+  const Manifest m = read_manifest((out / "manifest.csv").string());
+  EXPECT_EQ(m.samples.size(), 20u);
+  ASSERT_EQ(rep["ignored"].size(), 1u);
+  EXPECT_EQ(rep["ignored"][0]["path"], odd);
+  EXPECT_NE(rep["ignored"][0]["reason"].get<std::string>().find("line break"), std::string::npos);
+}
+
+TEST(DataLabels, LinksThatLeadNowhereAreUnreadableNotFatal) {
+  // A loop of links stopped the whole run ("filesystem error: status: Too many levels of symbolic
+  // links") and a dangling link was left out without a word; a link to a file is an image like any.
+  TempDir d("labels_links");
+  const fs::path src = d.path / "pets", out = d.path / "p";
+  write_class_folders(src, {"cats", "dogs"}, 10);
+  fs::create_symlink("loopb.png", src / "cats" / "loopa.png");
+  fs::create_symlink("loopa.png", src / "cats" / "loopb.png");
+  fs::create_symlink(d.path / "gone.png", src / "dogs" / "dangling.png");
+  fs::create_symlink("..", src / "dogs" / "up");  // a link to a folder is not followed
+  const fs::path other = d.path / "elsewhere.png";
+  write_png(other.string(), noise_image(16, 16, 77, 200));
+  fs::create_symlink(other, src / "dogs" / "linked.png");
+  const json rep = prepare_dataset(options(folder_labeler({src.string()}), src, out));
+  std::map<std::string, std::string> why;
+  for (const auto& u : rep["unreadable"]) why[u["path"]] = u["reason"];
+  ASSERT_EQ(why.size(), 3u) << rep["unreadable"].dump();
+  EXPECT_NE(why["cats/loopa.png"].find("cannot be followed"), std::string::npos) << why["cats/loopa.png"];
+  EXPECT_NE(why["cats/loopb.png"].find("cannot be followed"), std::string::npos) << why["cats/loopb.png"];
+  EXPECT_NE(why["dogs/dangling.png"].find("gone.png"), std::string::npos) << why["dogs/dangling.png"];
+  const Manifest m = read_manifest((out / "manifest.csv").string());
+  EXPECT_EQ(m.samples.size(), 21u);  // 2 x 10 and the linked file
+  EXPECT_EQ(rep["files_scanned"], 24u);
+}
+
+TEST(DataLabels, AnOutputFolderInsideTheSourceIsNoClass) {
+  // A second run with --out inside SRC saw the first run's topup/<class>/ images as a class named
+  // after --out: a third class with no images, and a model with an output too many.
+  TempDir d("labels_out_inside");
+  const fs::path src = d.path / "pets", out = src / "prepared";
+  write_class_folders(src, {"cats", "dogs"}, 6);
+  PrepareOptions first = options(folder_labeler({src.string()}, absolute_path(out.string())), src, out);
+  first.top_up = 8;
+  prepare_dataset(first);
+  ASSERT_TRUE(fs::exists(out / "topup"));
+  const Labeler again = folder_labeler({src.string()}, absolute_path((out / ".").string()));
+  EXPECT_EQ(again.classes, (std::vector<std::string>{"cats", "dogs"}));
+  PrepareOptions second = options(again, src, out / ".");  // the same folder, spelt another way
+  second.top_up = 8;
+  EXPECT_EQ(prepare_dataset(second)["files_scanned"], 12u);
+  // --out that is SRC, or holds it, would leave nothing to read: refused, naming both.
+  for (const fs::path& o : {src, d.path}) {
+    const std::string e = error_of([&] { prepare_dataset(options(folder_labeler({src.string()}), src, o)); });
+    EXPECT_NE(e.find("--out '" + o.string() + "' is the SRC folder '" + src.string() + "'"), std::string::npos) << e;
+  }
+}
+
 TEST(DataLabels, CsvSourceWithFixedSplitAndMissingFiles) {
   TempDir d("labels_csv");
   const fs::path src = d.path / "flat", out = d.path / "p";
@@ -176,6 +240,15 @@ TEST(DataLabels, CsvSourceWithFixedSplitAndMissingFiles) {
   std::string e = error_of([&] { csv_labeler((d.path / "bad.csv").string(), {src.string()}); });
   EXPECT_NE(e.find("bad.csv:2"), std::string::npos) << e;
   EXPECT_NE(e.find("holdout"), std::string::npos) << e;
+  // A file listed twice with two splits (the last one won, without a word: a test image could
+  // be trained on) stops the run like two labels do, naming the second line and both splits.
+  std::ofstream twice(d.path / "twice.csv");
+  twice << "path,label,split\nf1.png,high,train\nf2.png,high,\n./f1.png,high,test\n";
+  twice.close();
+  e = error_of([&] { csv_labeler((d.path / "twice.csv").string(), {src.string()}); });
+  EXPECT_NE(e.find("twice.csv:4"), std::string::npos) << e;
+  EXPECT_NE(e.find("'train'"), std::string::npos) << e;
+  EXPECT_NE(e.find("'test'"), std::string::npos) << e;
 }
 
 TEST(DataLabels, ClassTooSmallToSplitIsKeptInTrainOrRefused) {

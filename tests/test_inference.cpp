@@ -2,8 +2,13 @@
 // engine/eval/overlay.h), against values worked out by hand.
 #include <gtest/gtest.h>
 
-#include <cmath>
+#include <unistd.h>
 
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "engine/eval/evaluate.h"
 #include "engine/eval/inference.h"
 #include "engine/eval/overlay.h"
 #include "engine/model/vit.h"
@@ -125,4 +130,68 @@ TEST(PredictorCellSize, RefusedWithoutAReferenceAndAppliedWithOne) {
   with.set_cell_size("normalize");
   EXPECT_EQ(with.model_view(img).rgb, vit::cell_size_view(img, 32, 0.6).rgb);
   EXPECT_NE(with.model_view(img).rgb, vit::preprocess(img, 32).rgb);
+}
+
+namespace {
+
+// A folder of one class folder holding an image name, a loop of two links, a link to a missing
+// file and a link to a parent folder (which must not be followed).
+std::filesystem::path folder_with_broken_links() {
+  namespace fs = std::filesystem;
+  const fs::path d = fs::temp_directory_path() / ("vit_links_" + std::to_string(::getpid()));
+  fs::remove_all(d);
+  fs::create_directories(d / "cls");
+  std::ofstream(d / "cls" / "real.png") << "x";
+  fs::create_symlink("loopb.png", d / "cls" / "loopa.png");
+  fs::create_symlink("loopa.png", d / "cls" / "loopb.png");
+  fs::create_symlink(d / "gone.png", d / "cls" / "dangling.png");
+  fs::create_symlink("..", d / "cls" / "up");
+  return d;
+}
+
+}  // namespace
+
+// predict's folder listing: a loop of links or a dangling link was skipped without a word; listed,
+// each gets the error row that names it.
+TEST(ListImageFiles, LinksThatLeadNowhereAreListedToBeNamed) {
+  const auto d = folder_with_broken_links();
+  const std::string c = (d / "cls").string() + "/";
+  EXPECT_EQ(vit::list_image_files({d.string()}),
+            (std::vector<std::string>{c + "dangling.png", c + "loopa.png", c + "loopb.png", c + "real.png"}));
+  std::filesystem::remove_all(d);
+}
+
+// eval on class folders: a loop of links stopped it with the library's "status: Too many levels
+// of symbolic links", a dangling link was skipped; each now stops it naming the link and why.
+TEST(LoadEvalSet, ALinkThatLeadsNowhereIsNamed) {
+  const auto d = folder_with_broken_links();
+  auto error_of = [&] {
+    try {
+      vit::load_eval_set(d.string(), "test", "", vit::EvalApp{});
+    } catch (const std::runtime_error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  std::string m = error_of();
+  EXPECT_NE(m.find("cls/dangling.png: a link to '"), std::string::npos) << m;
+  std::filesystem::remove(d / "cls" / "dangling.png");
+  m = error_of();
+  EXPECT_NE(m.find("cls/loopa.png: a link that cannot be followed"), std::string::npos) << m;
+  std::filesystem::remove_all(d);
+}
+
+// A hidden folder beside the class folders (.ipynb_checkpoints, .thumbs) is no class, as prepare's
+// folder labeler has it; eval took it for one and stopped ("folder '.thumbs' is not a model class").
+TEST(LoadEvalSet, AHiddenFolderIsNoClass) {
+  namespace fs = std::filesystem;
+  const fs::path d = fs::temp_directory_path() / ("vit_hidden_" + std::to_string(::getpid()));
+  fs::remove_all(d);
+  for (const char* f : {"cats/a.png", "dogs/b.png", ".thumbs/c.png"}) {
+    fs::create_directories((d / f).parent_path());
+    std::ofstream(d / f) << "x";
+  }
+  const vit::EvalSet e = vit::load_eval_set(d.string(), "test", "", vit::EvalApp{});
+  EXPECT_EQ(e.truth_names, (std::vector<std::string>{"cats", "dogs"}));
+  fs::remove_all(d);
 }

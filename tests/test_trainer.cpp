@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -164,6 +165,37 @@ TEST(Trainer, RefusesACheckpointFromAnotherModelOrConfig) {
   ok.resume = true;
   EXPECT_EQ(train(ok).steps, 4);
   fs::remove_all(out);
+}
+
+TEST(Trainer, RefusesToResumeOnADataSetWithOtherClasses) {
+  // The same 14 classes in another order (a re-prepared set, an edited classes.txt): every label
+  // index would change meaning mid-run while the class count, and so the model, stays the same.
+  auto out = tmpdir("classes");
+  ASSERT_FALSE(train(request(out, {"max_steps=2"})).finished);
+  const fs::path other = tmpdir("classes_data");
+  for (const char* f : {"manifest.csv", "report.json"}) fs::copy_file(fs::path(small_data()) / f, other / f);
+  std::vector<std::string> names = wbc::class_names();
+  std::reverse(names.begin(), names.end());
+  std::ofstream(other / "classes.txt") << [&] {
+    std::string s;
+    for (const auto& n : names) s += n + "\n";
+    return s;
+  }();
+  auto resumed = request(out, {"max_steps=4"});
+  resumed.data = other.string();
+  resumed.resume = true;
+  try {
+    train(resumed);
+    FAIL() << "expected CheckpointMismatch";
+  } catch (const CheckpointMismatch& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("'" + wbc::class_names().front() + "'"), std::string::npos) << m;
+    EXPECT_NE(m.find("'" + names.front() + "'"), std::string::npos) << m;
+  }
+  // nothing after step 2 was written: the checkpoint is the first run's
+  EXPECT_EQ(load_model((out / "last.vit").string()).train_state.value("step", -1), 2);
+  fs::remove_all(out);
+  fs::remove_all(other);
 }
 
 TEST(Trainer, KillMidEpochAndResumeGivesTheSameLossCurve) {

@@ -3,6 +3,7 @@
 
 #include "engine/data/labels.h"
 #include "engine/data/prepare.h"
+#include "engine/util/file.h"
 #include "engine/wbc/app.h"
 #include "tools/cli.h"
 
@@ -22,21 +23,23 @@ const char* kLabelsHelp =
     "            otherwise folders";
 
 // --labels VALUE as a labeler; auto decides by how much of the data the taxonomy's rules label.
-Labeler make_labeler(const std::string& how, const std::vector<std::string>& srcs) {
+// `out` is --out: when it lies inside a SRC, an earlier run's topup/ class folders there are no data.
+Labeler make_labeler(const std::string& how, const std::vector<std::string>& srcs, const std::string& out) {
+  const std::string skip = absolute_path(out);
   if (how == "wbc14") return wbc::labeler();
-  if (how == "folders") return folder_labeler(srcs);
+  if (how == "folders") return folder_labeler(srcs, skip);
   if (how.rfind("csv:", 0) == 0) {
     if (how.size() == 4) throw UsageError("--labels csv:FILE needs a file name");
     return csv_labeler(how.substr(4), srcs);
   }
   if (how != "auto") throw UsageError("--labels must be auto, folders, wbc14 or csv:FILE, not '" + how + "'");
   Labeler wbc = wbc::labeler();
-  const auto files = image_files_under(srcs);
+  const auto files = image_files_under(srcs, skip);
   const size_t hit = count_labelled(wbc, files);
   const bool cells = !files.empty() && 2 * hit >= files.size();
   std::fprintf(stderr, "prepare: --labels auto: the wbc14 rules label %zu of %zu image files, so %s\n", hit,
                files.size(), cells ? "wbc14" : "folders (SRC/<class>/...)");
-  return cells ? wbc : folder_labeler(srcs);
+  return cells ? wbc : folder_labeler(srcs, skip);
 }
 
 }  // namespace
@@ -89,7 +92,8 @@ Command register_prepare(CLI::App& root) {
   c.app->add_flag("--quiet", a->quiet, "No progress output");
   c.run = [a]() -> int {
     PrepareOptions o;
-    o.labeler = make_labeler(a->labels, a->srcs);
+    check_out_folder(a->srcs, a->out);  // before the labeler, which leaves out what lies under --out
+    o.labeler = make_labeler(a->labels, a->srcs, a->out);
     o.small_classes = a->small == "refuse" ? SmallClasses::kRefuse : SmallClasses::kTrainOnly;
     o.srcs = a->srcs;
     o.out = a->out;

@@ -112,6 +112,8 @@ bool has_image_extension(const std::string& path) {
 }
 
 Image load_image(const std::string& path) {
+  std::error_code ec;  // a folder opens as a stream, then fails to read with a message naming no file
+  if (std::filesystem::is_directory(path, ec)) throw ImageError(path + ": a folder, not an image file");
   std::ifstream f(path, std::ios::binary);
   if (!f) throw ImageError(path + ": cannot open file");
   std::vector<uint8_t> buf((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());

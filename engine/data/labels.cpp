@@ -10,17 +10,12 @@
 
 #include "engine/data/image.h"  // has_image_extension
 #include "engine/util/csv.h"
+#include "engine/util/file.h"
 
 namespace vit {
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string root_of(const std::string& src) {
-  std::string r = fs::absolute(src).lexically_normal().string();
-  while (r.size() > 1 && r.back() == '/') r.pop_back();
-  return r;
-}
 
 // The first component of a relative path, or "" for a file directly in its SRC.
 std::string top_folder(const std::string& rel) {
@@ -63,17 +58,16 @@ void check_class_list(const std::vector<std::string>& classes, const std::string
   }
 }
 
-std::vector<std::pair<std::string, std::string>> image_files_under(const std::vector<std::string>& srcs) {
+std::vector<std::pair<std::string, std::string>> image_files_under(const std::vector<std::string>& srcs,
+                                                                   const std::string& skip) {
   std::vector<std::pair<std::string, std::string>> out;
   for (const auto& src : srcs) {
     if (!fs::is_directory(src)) throw std::runtime_error(src + ": not a directory");
-    const std::string root = root_of(src);
+    const std::string root = absolute_path(src);
     std::vector<std::string> here;
-    for (auto it = fs::recursive_directory_iterator(root, fs::directory_options::skip_permission_denied);
-         it != fs::recursive_directory_iterator(); ++it)
-      if (it->is_regular_file() && has_image_extension(it->path().string()))
-        here.push_back(it->path().lexically_relative(root).generic_string());
-    std::sort(here.begin(), here.end());
+    for (const FoundFile& f : files_under(root))
+      if (f.error.empty() && has_image_extension(f.path) && !is_under(f.path, skip))
+        here.push_back(fs::path(f.path).lexically_relative(root).generic_string());
     for (auto& r : here) out.emplace_back(root, std::move(r));
   }
   return out;
@@ -85,9 +79,9 @@ size_t count_labelled(const Labeler& L, const std::vector<std::pair<std::string,
   return n;
 }
 
-Labeler folder_labeler(const std::vector<std::string>& srcs) {
+Labeler folder_labeler(const std::vector<std::string>& srcs, const std::string& skip) {
   std::set<std::string> names;
-  for (const auto& f : image_files_under(srcs)) {
+  for (const auto& f : image_files_under(srcs, skip)) {
     const std::string top = top_folder(f.second);
     if (!top.empty() && top[0] != '.') names.insert(top);
   }
@@ -164,7 +158,10 @@ CsvRows read_label_csv(const std::string& csv_path, const std::vector<std::strin
     if (!fresh && it->second != label)
       throw std::runtime_error(where + rel + " is listed again with another label ('" + it->second + "', then '" +
                                label + "')");
-    rows.split[rel] = split;
+    auto [sp, new_split] = rows.split.emplace(rel, split);
+    if (!new_split && sp->second != split)
+      throw std::runtime_error(where + rel + " is listed again with another split ('" + sp->second + "', then '" +
+                               split + "')");
   }
   if (cp < 0) throw std::runtime_error(csv_path + ": empty label CSV (the header path,label is missing)");
   return rows;
@@ -174,7 +171,7 @@ CsvRows read_label_csv(const std::string& csv_path, const std::vector<std::strin
 
 Labeler csv_labeler(const std::string& csv_path, const std::vector<std::string>& srcs) {
   std::vector<std::string> roots;
-  for (const auto& s : srcs) roots.push_back(root_of(s));
+  for (const auto& s : srcs) roots.push_back(absolute_path(s));
   Labeler L;
   L.kind = "csv";
   auto rows = std::make_shared<CsvRows>(read_label_csv(csv_path, roots, L));

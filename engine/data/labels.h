@@ -15,8 +15,9 @@ constexpr int kMinClasses = 2, kMaxClasses = 1000;
 // every top-level folder of every SRC holding at least one image file is a class, named by the
 // folder (any UTF-8), in sorted byte order. Files directly in a SRC have no class. Folders whose
 // name starts with '.' are skipped. Throws std::runtime_error when there are fewer than
-// kMinClasses or more than kMaxClasses classes.
-Labeler folder_labeler(const std::vector<std::string>& srcs);
+// kMinClasses or more than kMaxClasses classes. Files under `skip` (an absolute_path, engine/util/file.h:
+// prepare's --out inside a SRC, whose topup/ holds class folders of its own) are no data.
+Labeler folder_labeler(const std::vector<std::string>& srcs, const std::string& skip = "");
 
 // Labels from a CSV with a header naming the columns `path` and `label` and, optionally,
 // `split` (train, val, test or empty). A path is relative to the SRC it lies in, or absolute.
@@ -25,8 +26,10 @@ Labeler folder_labeler(const std::vector<std::string>& srcs);
 // are missing become warnings.
 Labeler csv_labeler(const std::string& csv_path, const std::vector<std::string>& srcs);
 
-// Every file with an image extension under the SRCs: (SRC, path relative to it), in path order.
-std::vector<std::pair<std::string, std::string>> image_files_under(const std::vector<std::string>& srcs);
+// Every file with an image extension under the SRCs but not under `skip`: (SRC, path relative to it), in
+// path order.
+std::vector<std::pair<std::string, std::string>> image_files_under(const std::vector<std::string>& srcs,
+                                                                   const std::string& skip = "");
 
 // How many of `files` the labeler gives a class (auto-detection of the labelling).
 size_t count_labelled(const Labeler& L, const std::vector<std::pair<std::string, std::string>>& files);

@@ -196,12 +196,26 @@ struct Prep {
   const std::string& class_name(int c) const { return opt.labeler.classes.at(size_t(c)); }
 };
 
+}  // namespace
+
+void check_out_folder(const std::vector<std::string>& srcs, const std::string& out) {
+  const std::string o = absolute_path(out);
+  for (const auto& src : srcs)
+    if (absolute_path(src) == o || is_under(absolute_path(src), o))
+      throw std::runtime_error("prepare: --out '" + out + "' is the SRC folder '" + src +
+                               "' or holds it, and prepare reads nothing under --out (its own earlier output); "
+                               "choose another --out, e.g. beside SRC");
+}
+
+namespace {
+
 void validate(const PrepareOptions& opt) {
   if (opt.srcs.empty()) throw std::runtime_error("prepare: no SRC folder given");
   if (opt.split[0] + opt.split[1] + opt.split[2] != 100) throw std::runtime_error("prepare: split must sum to 100");
   if (opt.size <= 0) throw std::runtime_error("prepare: --size must be > 0");
   if (opt.labeler.classes.empty() || !opt.labeler.label_of)
     throw std::invalid_argument("prepare: no labeler (class names and a label function) given");
+  check_out_folder(opt.srcs, opt.out);
   check_class_list(opt.labeler.classes, "prepare");
 }
 
@@ -210,22 +224,28 @@ void scan(Prep& P) {
   const Labeler& L = P.opt.labeler;
   for (const auto& src : P.opt.srcs) {
     if (!fs::is_directory(src)) throw std::runtime_error(src + ": not a directory");
-    const fs::path root = fs::absolute(src).lexically_normal();
-    std::string root_s = root.string();
-    while (root_s.size() > 1 && root_s.back() == '/') root_s.pop_back();
+    const std::string root_s = absolute_path(src);
+    const fs::path root(root_s);
+    if (root_s.find_first_of("\r\n") != std::string::npos)  // every row's src column: see the file names below
+      throw std::runtime_error("prepare: the SRC folder '" + root_s + "' has a line break in its path; rename it");
     P.sources.push_back(root_s);
     std::vector<FileRec> here;
-    for (auto it = fs::recursive_directory_iterator(root, fs::directory_options::skip_permission_denied);
-         it != fs::recursive_directory_iterator(); ++it) {
-      if (!it->is_regular_file()) continue;
+    for (const FoundFile& found : files_under(root_s)) {
+      const fs::path path(found.path);
       // Do not re-read a previous run's output if --out sits inside SRC.
-      if (fs::path(it->path()).lexically_normal().string().rfind(P.out_abs + "/", 0) == 0) continue;
+      if (is_under(found.path, P.out_abs)) continue;
       FileRec r;
-      r.rel = it->path().lexically_relative(root).generic_string();
+      r.rel = path.lexically_relative(root).generic_string();
       r.src = root_s;
       r.shown = P.opt.srcs.size() == 1 ? r.rel : (fs::path(root_s) / r.rel).string();
-      if (!has_image_extension(it->path().string())) {
+      r.error = found.error;  // a link that leads nowhere: unreadable, with the reason
+      if (!has_image_extension(found.path)) {
         P.ignored.push_back({{"path", r.shown}, {"reason", "not an image file name (.jpg/.jpeg/.png/.bmp)"}});
+        continue;
+      }
+      // manifest.csv is read a line at a time: a row with a line break in its path could not be read back.
+      if (r.rel.find_first_of("\r\n") != std::string::npos) {
+        P.ignored.push_back({{"path", r.shown}, {"reason", "a line break in the file name (rename the file to use it)"}});
         continue;
       }
       // Source: the top folder (pbc, aml-lmu); for class-named folders the SRC's own name.
@@ -248,6 +268,7 @@ void scan(Prep& P) {
 
 // Decodes one file: its hashes, thumbnail and the channel sums of what the model will see.
 void check_file(const PrepareOptions& opt, FileRec& r) {
+  if (!r.error.empty()) return;  // found unreadable by the scan
   const std::string path = (fs::path(r.src) / r.rel).string();
   try {
     std::ifstream f(path, std::ios::binary);
@@ -627,7 +648,7 @@ json report(const Prep& P) {
 json prepare_dataset(const PrepareOptions& opt) {
   validate(opt);
   Prep P(opt);
-  P.out_abs = fs::absolute(opt.out).lexically_normal().string();
+  P.out_abs = absolute_path(opt.out);
   for (size_t i = 0; i < opt.labeler.warnings.size() && i < 10; ++i) P.say("prepare: " + opt.labeler.warnings[i]);
   if (opt.labeler.warnings.size() > 10)
     P.say("prepare: ... " + std::to_string(opt.labeler.warnings.size()) + " labeler warnings in all (report.json)");

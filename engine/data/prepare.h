@@ -65,6 +65,10 @@ struct PrepareOptions {
 // problems with single files go into the report.
 nlohmann::json prepare_dataset(const PrepareOptions& opt);
 
+// Throws std::runtime_error when `out` is one of the SRC folders or holds one: everything under
+// --out is skipped as an earlier run's output (its topup/ class folders), so nothing would be read.
+void check_out_folder(const std::vector<std::string>& srcs, const std::string& out);
+
 // Parses "70/10/20" into three non-negative integers summing to 100; throws std::invalid_argument.
 void parse_split(const std::string& s, int out[3]);
 

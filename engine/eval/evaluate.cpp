@@ -112,13 +112,17 @@ bool image_file(const fs::path& f) {
 EvalSet load_class_folders(const std::string& data, const std::string& split, const EvalApp& app) {
   EvalSet e;
   std::vector<fs::path> dirs;
-  for (const auto& d : fs::directory_iterator(data))
-    if (d.is_directory()) dirs.push_back(d.path());
+  std::error_code ec;  // a link among the class folders that leads nowhere is no folder
+  for (const auto& d : fs::directory_iterator(data))  // hidden folders are no classes, as in prepare's folders
+    if (d.is_directory(ec) && d.path().filename().string()[0] != '.') dirs.push_back(d.path());
   std::sort(dirs.begin(), dirs.end());
   for (const auto& d : dirs) {
     std::vector<fs::path> files;
-    for (const auto& f : fs::recursive_directory_iterator(d))
-      if (f.is_regular_file() && image_file(f.path())) files.push_back(f.path());
+    for (const FoundFile& f : files_under(d.string())) {
+      if (!image_file(f.path)) continue;
+      if (!f.error.empty()) throw std::runtime_error(f.path + ": " + f.error);  // as an unreadable image would
+      files.push_back(f.path);
+    }
     std::sort(files.begin(), files.end());
     const std::string label = d.filename().string();
     std::string cls = app.folder_class ? app.folder_class(label) : "";

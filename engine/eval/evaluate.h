@@ -56,7 +56,7 @@ struct Metrics;
 struct EvalApp;
 
 // Labelled images to score: one split of a prepared folder or manifest, or every image of a
-// folder of class folders (hidden files skipped; the label is the folder's class).
+// folder of class folders (hidden files and folders skipped; the label is the folder's class).
 struct EvalSet {
   std::vector<Sample> samples;
   std::vector<std::string> truth_names;  // label as the data names it

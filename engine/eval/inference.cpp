@@ -1,6 +1,7 @@
 // Inference on new images; see inference.h.
 #include "engine/eval/inference.h"
 #include "engine/eval/tta.h"
+#include "engine/util/file.h"
 #include "engine/util/sha256.h"
 
 #include <unistd.h>
@@ -72,13 +73,10 @@ std::vector<std::string> list_image_files(const std::vector<std::string>& paths)
       out.push_back(p);
       continue;
     }
+    // A link that leads nowhere is listed too: reading it then fails naming it, as for any unreadable image.
     std::vector<std::string> found;
-    for (auto it = fs::recursive_directory_iterator(p, ec); !ec && it != fs::recursive_directory_iterator();
-         it.increment(ec)) {
-      if (it->is_regular_file(ec) && has_image_extension(it->path().string())) found.push_back(it->path().string());
-    }
-    if (ec) throw std::runtime_error("cannot list folder " + p + ": " + ec.message());
-    std::sort(found.begin(), found.end());
+    for (const FoundFile& f : files_under(p))
+      if (has_image_extension(f.path)) found.push_back(f.path);
     out.insert(out.end(), found.begin(), found.end());
   }
   return out;

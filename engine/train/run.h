@@ -111,6 +111,7 @@ class Run {
   void load_init_weights();
 
   void resume_from_checkpoint();
+  void check_resumed_classes(const std::vector<std::string>& saved) const;
 
   void write_config();
 

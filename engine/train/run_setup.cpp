@@ -169,6 +169,21 @@ void Run::load_init_weights() {
   log_("[train] init: weights from " + cfg_.init + (missing.empty() ? " (all tensors)" : " (new head)"));
 }
 
+// The data's class list must be the checkpoint's, in its order: a label is an index into it, so
+// another list of the same length (a re-prepared set, an edited classes.txt) would silently give
+// every image another class from the resumed step on.
+void Run::check_resumed_classes(const std::vector<std::string>& saved) const {
+  if (saved.empty() || saved == names_) return;  // a checkpoint without names: nothing to compare
+  size_t i = 0;
+  while (i < saved.size() && i < names_.size() && saved[i] == names_[i]) ++i;
+  auto name_at = [i](const std::vector<std::string>& v) { return i < v.size() ? "'" + v[i] + "'" : "none"; };
+  throw CheckpointMismatch("--resume: '" + last_path_ + "' was trained on other classes than the data '" +
+                           req_.data + "' has: class " + std::to_string(i) + " is " + name_at(saved) +
+                           " in the checkpoint and " + name_at(names_) + " in the data (" +
+                           std::to_string(saved.size()) + " and " + std::to_string(names_.size()) +
+                           " classes); refusing to resume");
+}
+
 void Run::resume_from_checkpoint() {
   if (!fs::exists(last_path_)) throw std::runtime_error("--resume: no checkpoint '" + last_path_ + "' to resume from");
   LoadedModel lm = load_model(last_path_);
@@ -176,6 +191,7 @@ void Run::resume_from_checkpoint() {
   if (!lm.model->config().same_architecture(model_cfg_))
     throw CheckpointMismatch("--resume: '" + last_path_ + "' holds model " + lm.model->config().to_string() +
                              ", but this config asks for " + model_cfg_.to_string() + "; refusing to resume");
+  check_resumed_classes(lm.meta.class_names);
   if (!lm.has_optimizer || !lm.train_state.is_object() || !lm.train_state.contains("step"))
     throw CheckpointMismatch("--resume: '" + last_path_ +
                              "' has no optimizer state or train_state (is it an exported model?)");

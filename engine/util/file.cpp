@@ -2,8 +2,10 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <stdexcept>
 
 namespace vit {
@@ -79,6 +81,40 @@ std::vector<uint8_t> read_file_bytes(const std::string& path) {
   std::fclose(f);
   if (err) throw std::runtime_error(path + ": read error");
   return buf;
+}
+
+std::string absolute_path(const std::string& path) {
+  std::string r = std::filesystem::absolute(path).lexically_normal().string();
+  while (r.size() > 1 && r.back() == '/') r.pop_back();
+  return r;
+}
+
+bool is_under(const std::string& path, const std::string& folder) {
+  return !folder.empty() && path.rfind(folder == "/" ? folder : folder + "/", 0) == 0 && path != folder;
+}
+
+std::vector<FoundFile> files_under(const std::string& root) {
+  namespace fs = std::filesystem;
+  std::vector<FoundFile> out;
+  std::error_code ec;
+  fs::recursive_directory_iterator it(root, fs::directory_options::skip_permission_denied, ec), end;
+  for (; !ec && it != end; it.increment(ec)) {
+    std::error_code st;
+    if (it->is_regular_file(st)) {
+      out.push_back({it->path().string(), ""});
+      continue;
+    }
+    if (!it->is_symlink(st)) continue;
+    const fs::file_status target = fs::status(it->path(), st);
+    if (st == std::errc::no_such_file_or_directory || (!st && !fs::exists(target)))
+      out.push_back({it->path().string(), "a link to '" + fs::read_symlink(it->path(), st).string() +
+                                              "', which does not exist"});
+    else if (st)  // a loop of links, a target that cannot be reached
+      out.push_back({it->path().string(), "a link that cannot be followed (" + st.message() + ")"});
+  }
+  if (ec) throw std::runtime_error("cannot list folder " + root + ": " + ec.message());
+  std::sort(out.begin(), out.end(), [](const FoundFile& a, const FoundFile& b) { return a.path < b.path; });
+  return out;
 }
 
 }  // namespace vit

@@ -44,4 +44,22 @@ inline void write_text_atomic(const std::string& path, const std::string& text) 
 // The whole file; throws std::runtime_error naming the path.
 std::vector<uint8_t> read_file_bytes(const std::string& path);
 
+// The path made absolute and normal, without a trailing '/': "data/./cells/" and "data/cells" give the same
+// string, so that paths can be compared as strings.
+std::string absolute_path(const std::string& path);
+// Whether `path` lies inside `folder` (both as absolute_path gives them); a folder is not inside itself.
+bool is_under(const std::string& path, const std::string& folder);
+
+// A file found under a folder: a regular file (error empty), or a link that leads to no file, with
+// the reason (a dangling link, a loop of links), so that callers can name it instead of skipping
+// it silently or stopping the whole walk on it.
+struct FoundFile {
+  std::string path;  // as the walk reached it: root / relative path
+  std::string error;
+};
+// Every regular file under root at any depth, and every link that leads nowhere. Links to files are
+// followed, links to folders are not (a link to a parent folder would loop); folders that cannot
+// be read are skipped. In path order; throws std::runtime_error naming root when it cannot be listed.
+std::vector<FoundFile> files_under(const std::string& root);
+
 }  // namespace vit
