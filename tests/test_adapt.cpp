@@ -308,6 +308,72 @@ TEST(Adapt, ALabelMapTrainsTheGroupsOfItsTargets) {
   }
 }
 
+// --report: the held-out cells as a manifest, and eval's report of each model on them. The test
+// reads the manifest itself and scores both models on its files through its own reading of the map:
+// the reports' accuracies must be those counts, and the card's (adapt's own count) too.
+TEST(Adapt, ReportEvaluatesTheHeldOutCellsBeforeAndAfter) {
+  CellFolder f;
+  f.add("NEUTROPHIL", 8, 1);
+  f.add("LYMPHOCYTE", 8, 100);
+  vit::AdaptRequest r = request(f, f.dir + "/a.vit");
+  r.map = std::string(VITENGINE_SOURCE_DIR) + "/configs/bccd5.json";
+  r.epochs = 30;
+  r.lr = 3e-2f;
+  r.report = f.dir + "/report";
+  const nlohmann::json card = vit::adapt(r);
+  for (const char* file : {"held_out.csv", "summary.md", "card.json", "before/metrics.json", "after/metrics.json",
+                           "before/confusion_normalized.svg", "after/confusion_normalized.svg"})
+    EXPECT_TRUE(fs::exists(r.report + "/" + file)) << file;
+
+  const std::map<std::string, std::string> target = {{"Band Neutrophil", "Neutrophil"},
+                                                     {"Segmented Neutrophil", "Neutrophil"},
+                                                     {"Neutrophil", "Neutrophil"},
+                                                     {"Lymphocyte", "Lymphocyte"}};
+  std::vector<std::pair<std::string, std::string>> rows;  // file, label
+  std::istringstream csv(vt::read_file(r.report + "/held_out.csv"));
+  std::string line;
+  std::getline(csv, line);
+  ASSERT_EQ(line.substr(0, 17), "path,label,split,");
+  while (std::getline(csv, line)) {
+    const size_t a = line.find(','), b = line.find(',', a + 1);
+    rows.emplace_back(line.substr(0, a), line.substr(a + 1, b - a - 1));
+    EXPECT_EQ(rows.back().first.rfind(fs::absolute(f.data).string(), 0), 0u) << rows.back().first;
+  }
+  ASSERT_EQ(int(rows.size()), card["held_out"]["images"].get<int>());
+  ASSERT_EQ(rows.size(), 4u);  // a quarter of each class of 8
+  for (const auto& [side, model] : {std::pair<std::string, std::string>{"before", r.model}, {"after", r.out}}) {
+    vit::Predictor p(model);
+    int right = 0;
+    for (const auto& [file, label] : rows) {
+      const auto pred = p.predict({vit::load_image(file)}, 1);
+      const auto it = target.find(p.class_names()[size_t(pred[0].top)]);
+      right += it != target.end() && it->second == label;
+    }
+    const double acc = right / double(rows.size());
+    const nlohmann::json m = nlohmann::json::parse(vt::read_file(r.report + "/" + side + "/metrics.json"));
+    EXPECT_DOUBLE_EQ(m["accuracy"].get<double>(), acc) << side;
+    EXPECT_DOUBLE_EQ(card["report"][side]["accuracy"].get<double>(), acc) << side;
+    EXPECT_DOUBLE_EQ(card["held_out"][side == "before" ? "accuracy_before" : "accuracy_after"].get<double>(), acc)
+        << side;
+  }
+  // The card the model stores is the one the report keeps.
+  EXPECT_EQ(nlohmann::json::parse(vt::read_file(r.report + "/card.json")),
+            vit::Predictor(r.out).meta().extra["adaptation"]);
+
+  // Nothing held out, or no labels: refused before anything is written.
+  vit::AdaptRequest none = r;
+  none.out = f.dir + "/b.vit";
+  none.report = f.dir + "/report2";
+  none.holdout = 0;
+  expect_refused(f, none, "none are held out");
+  EXPECT_FALSE(fs::exists(none.report));
+  vit::AdaptRequest unl = none;
+  unl.unlabelled = true;
+  unl.map.clear();
+  unl.freeze = "auto";
+  expect_refused(f, unl, "--report evaluates held-out labelled cells");
+}
+
 // --unlabelled: a flat folder of images, no labels; only the LayerNorm weights and biases move,
 // and the entropy on those images goes down. The CLI prints it and predict loads the model.
 TEST(Adapt, UnlabelledTrainsOnlyTheLayerNormsAndLowersTheEntropy) {

@@ -19,6 +19,9 @@ Command register_adapt(CLI::App& root) {
       "folder of images, or a prepared folder's --split)")
       ->required();
   c.app->add_option("--out", r->out, "the adapted model (.vit), another file than --model")->required();
+  c.app->add_option("--report", r->report,
+                    "folder: the held-out cells evaluated by the original and the adapted model, with eval's "
+                    "pictures side by side (summary.md, before/, after/, held_out.csv, card.json)");
   c.app->add_option("--map", r->map, "label map JSON: the labels are its targets (e.g. configs/bccd5.json)")
       ->check(CLI::ExistingFile);
   c.app->add_option("--data-root", r->data_root, "replaces every manifest row's src folder");
@@ -118,6 +121,10 @@ Command register_adapt(CLI::App& root) {
       std::printf("home val %d images: accuracy %.1f%% before, %.1f%% after\n",
                   card["rehearsal"]["val_images"].get<int>(), 100 * card["rehearsal"]["val_accuracy_before"].get<double>(),
                   100 * card["rehearsal"]["val_accuracy_after"].get<double>());
+    if (card.contains("report"))
+      std::printf("report: %s/summary.md (held-out macro-F1 %.1f%% before, %.1f%% after)\n", r->report.c_str(),
+                  100 * card["report"]["before"]["macro_f1"].get<double>(),
+                  100 * card["report"]["after"]["macro_f1"].get<double>());
     return 0;
   };
   return c;

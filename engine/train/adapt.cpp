@@ -1,5 +1,6 @@
 // vitengine adapt (engine/train/adapt.h says what and why).
 #include "engine/train/adapt.h"
+#include "engine/train/adapt_report.h"
 
 #include <algorithm>
 #include <chrono>
@@ -411,6 +412,9 @@ void check_request(const AdaptRequest& req) {
       throw std::runtime_error("--keep-data needs labelled adaptation: it is not taken with --unlabelled");
     if (req.shots > 0)
       throw std::runtime_error("--shots caps the images of each class: --unlabelled images have no class");
+    if (!req.report.empty())
+      throw std::runtime_error("--report evaluates held-out labelled cells before and after: --unlabelled images "
+                               "have no labels to score; classify them with predict or eval instead");
     if (!req.map.empty())
       throw std::runtime_error("--map is not taken with --unlabelled, which lowers the entropy of the model's own "
                                "classes (the targets' entropy pulled every cell onto the commonest one); pass the map "
@@ -657,12 +661,17 @@ void refit_temperature_on_held(Predictor& pred, const std::vector<Cell>& held, c
             std::to_string(j["temperature_before"].get<double>()) + " -> " + std::to_string(T));
 }
 
-// The labelled adaptation: trains, and fills the card's data and held-out numbers.
-void adapt_labelled(const AdaptRequest& req, Predictor& pred, const Labels& L, const std::string& freeze,
-                    const Schedule& s, ModelMeta& meta, nlohmann::json& card) {
+// The labelled adaptation: trains, and fills the card's data and held-out numbers. Returns the
+// held-out cells (for --report).
+std::vector<HeldOutCell> adapt_labelled(const AdaptRequest& req, Predictor& pred, const Labels& L,
+                                        const std::string& freeze, const Schedule& s, ModelMeta& meta,
+                                        nlohmann::json& card) {
   std::vector<Cell> cells, held, kept, home_val;
   std::string held_split;
   split_cells(req, L, cells, held, held_split);
+  if (!req.report.empty() && held.empty())  // before any training: the report would have nothing to score
+    throw std::runtime_error("--report scores the held-out cells, and none are held out (--holdout 0, and no '" +
+                             req.holdout_split + "' rows in '" + req.data + "'): hold some out, or drop --report");
   const size_t n_new = cells.size();
   if (!req.keep_data.empty()) rehearsal_cells(req, pred.class_names(), kept, home_val);
   cells.insert(cells.end(), kept.begin(), kept.end());
@@ -706,6 +715,9 @@ void adapt_labelled(const AdaptRequest& req, Predictor& pred, const Labels& L, c
                          {"val_images", home_val.size()},
                          {"val_accuracy_before", home_before},
                          {"val_accuracy_after", home_after}};
+  std::vector<HeldOutCell> out;
+  for (const Cell& c : held) out.emplace_back(c.path, L.names.at(size_t(c.label)));
+  return out;
 }
 
 // The unlabelled adaptation (TENT): the LayerNorm parameters lower the entropy of the class
@@ -807,16 +819,18 @@ nlohmann::json adapt(const AdaptRequest& req) {
                          {"cell_size", req.cell_size}};
   pred.model().reset_optimizer();
   ModelMeta meta = pred.meta();  // the temperature and threshold refitted when home val is at hand
+  std::vector<HeldOutCell> held;
   if (req.unlabelled)
     adapt_unlabelled(req, pred, s, card);
   else
-    adapt_labelled(req, pred, L, freeze, s, meta, card);
+    held = adapt_labelled(req, pred, L, freeze, s, meta, card);
   if (!card.contains("recalibrated")) drop_stale_ood(pred.ood(), !head_only, meta, card);
   card["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!meta.extra.is_object()) meta.extra = nlohmann::json::object();
   meta.extra.erase("version");  // a new model: its version comes from its own bytes
   meta.extra["adaptation"] = card;
   save_model(req.out, pred.model(), meta);
+  if (!req.report.empty()) card["report"] = write_adapt_report(req, held, L.names, card);
   return card;
 }
 

@@ -78,6 +78,9 @@ struct AdaptRequest {
   // the kept images (rehearsal_schedule), so that the whole home split can be kept at the cost of a
   // few hundred images per epoch. 0: every kept image, every epoch.
   int keep_per_epoch = 0;
+  // Optional folder (labelled adaptation only): the held-out cells evaluated before and after, with
+  // eval's pictures (engine/train/adapt_report.h). Written after `out`; needs held-out cells.
+  std::string report;
   std::function<void(const std::string&)> log;
 };
 
