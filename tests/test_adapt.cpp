@@ -901,6 +901,34 @@ TEST(EvalMap, RestrictCallsTheTargetWhoseClassesHoldTheMostProbability) {
   EXPECT_THROW(vit::evaluate(bad), std::runtime_error);
 }
 
+// A long evaluation says how far it is: a line at each tenth of the batches (20 images in batches
+// of 1: after 2, 4, ..., 18), the rows so far of all the images; a run under 20 batches is quiet.
+TEST(EvalProgress, ALongRunSaysHowFarItIsAtEachTenth) {
+  CellFolder f;
+  f.add("Lymphocyte", 12, 1);
+  f.add("Monocyte", 8, 100);
+  for (const int batch : {1, 2}) {  // 20 batches, then 10
+    std::vector<std::string> lines;
+    vit::EvalRequest r;
+    r.model = f.model;
+    r.data = f.data;
+    r.batch_size = batch;
+    r.out = f.dir + "/ev" + std::to_string(batch);
+    r.log = [&](const std::string& l) {
+      if (l.find(" images, ") != std::string::npos) lines.push_back(l);
+    };
+    vit::evaluate(r);
+    std::vector<std::string> expect;
+    if (batch == 1)
+      for (int done = 2; done < 20; done += 2) expect.push_back("[eval] " + std::to_string(done) + " of 20 images, ");
+    ASSERT_EQ(lines.size(), expect.size()) << "batch " << batch;
+    for (size_t i = 0; i < lines.size(); ++i) {
+      EXPECT_EQ(lines[i].rfind(expect[i], 0), 0u) << lines[i];
+      EXPECT_NE(lines[i].find(" s left"), std::string::npos) << lines[i];
+    }
+  }
+}
+
 // predict --map names each image's target by the same rules, in JSON and CSV.
 TEST(PredictMap, EachImageGetsTheTargetTheRuleCalls) {
   CellFolder f;

@@ -1,6 +1,7 @@
 // Test-time augmentation: the dihedral views against closed-form index maps, and predict()'s
 // mean of views against separate forward passes of hand-made views.
 #include <gtest/gtest.h>
+#include <array>
 
 #include <random>
 #include <set>
@@ -104,6 +105,30 @@ TEST(TTA, DihedralViewsMatchClosedForms) {
   float t[4];
   dihedral_view(m, t, 1, 1, 2, 1);
   EXPECT_EQ(std::vector<float>(t, t + 4), (std::vector<float>{3, 1, 4, 2}));
+}
+
+// predict's progress: after each batch, the rows so far, the batch's number and the batch count
+// (5 images in batches of 2: 2, 4, 5 rows after batches 1, 2, 3 of 3).
+TEST(TTA, PredictReportsProgressAfterEachBatch) {
+  TempDir dir("progress");
+  std::vector<Sample> samples;
+  for (int i = 0; i < 5; ++i) {
+    const std::string name = "img_" + std::to_string(i) + ".png";
+    write_png((dir.path / name).string(), noise_image(16, 16, 500 + i, 100));
+    Sample s;
+    s.path = name, s.src = dir.path.string(), s.split = "test", s.sha256 = "x", s.source = "synthetic", s.label = 0;
+    samples.push_back(s);
+  }
+  ViT host(tiny_config());
+  init_with_head(host, 3);
+  auto backend = make_backend("cpu", host, 8);
+  Loader loader(samples, {}, eval_loader_config(16, 2, 1));
+  std::vector<std::array<size_t, 3>> calls;
+  predict(*backend, loader, 1, nullptr, 0, [&](size_t rows, size_t batch, size_t batches) {
+    calls.push_back({rows, batch, batches});
+  });
+  const std::vector<std::array<size_t, 3>> expect = {{2, 1, 3}, {4, 2, 3}, {5, 3, 3}};
+  EXPECT_EQ(calls, expect);
 }
 
 // predict(views) must give, row by row in sample order, the mean of the model's logits on each

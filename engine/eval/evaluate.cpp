@@ -211,6 +211,27 @@ std::vector<std::string> model_names(const EvalRequest& req, const LoadedModel& 
   return names;
 }
 
+// Progress of a long evaluation (thousands of images, or eight views each, on a CPU: minutes): a
+// line at each tenth of the batches, with the time so far and a linear estimate of what is left.
+// Runs of fewer than kProgressBatches batches stay quiet. images = 0 (data parallel: this rank's
+// rows are its share only): the share of the batches alone.
+constexpr size_t kProgressBatches = 20;
+PredictProgress eval_progress(const std::function<void(const std::string&)>& log, size_t images) {
+  const auto t0 = std::chrono::steady_clock::now();
+  return [log, images, t0](size_t rows, size_t batch, size_t batches) {
+    if (batches < kProgressBatches || batch >= batches || batch % (batches / 10) != 0) return;
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    char done[64], b[200];
+    if (images)
+      std::snprintf(done, sizeof done, "%zu of %zu images", rows, images);
+    else
+      std::snprintf(done, sizeof done, "%zu of %zu batches", batch, batches);
+    std::snprintf(b, sizeof b, "[eval] %s, %.0f s, about %.0f s left", done, s,
+                  s * double(batches - batch) / double(batch));
+    log(b);
+  };
+}
+
 Scored run_model(const EvalRequest& req, const std::function<void(const std::string&)>& log) {
   Scored S;
   S.lm = load_model(req.model);
@@ -241,7 +262,8 @@ Scored run_model(const EvalRequest& req, const std::function<void(const std::str
   // A feature-space out-of-distribution score needs the features the head read.
   S.ood = OodReference::from_meta(S.lm.meta.extra);
   S.ood.check_width(mc.dim, req.model);
-  S.p = predict(*backend, loader, views, req.comm, S.ood.needs_features() ? mc.dim : 0);
+  S.p = predict(*backend, loader, views, req.comm, S.ood.needs_features() ? mc.dim : 0,
+                eval_progress(log, req.comm && req.comm->distributed() ? 0 : loader.size()));
   S.n = S.p.n();
   S.K = S.p.k;
   if (S.n != S.set.samples.size())

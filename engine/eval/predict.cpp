@@ -45,7 +45,8 @@ void gather_rows(Predictions& p, dist::Comm& comm) {
 }
 }  // namespace
 
-Predictions predict(TrainBackend& model, Loader& loader, int views, dist::Comm* comm, int features_dim) {
+Predictions predict(TrainBackend& model, Loader& loader, int views, dist::Comm* comm, int features_dim,
+                    const PredictProgress& progress) {
   Predictions p;
   p.k = model.num_classes();
   p.dim = std::max(0, features_dim);
@@ -56,7 +57,8 @@ Predictions predict(TrainBackend& model, Loader& loader, int views, dist::Comm* 
   fo.keep_attention = false;
   fo.inference = true;
   const int S = loader.config().image_size;
-  while (loader.next(b)) {
+  const size_t batches = loader.batches_per_epoch();
+  for (size_t batch = 1; loader.next(b); ++batch) {
     if (b.n == 0) continue;
     const size_t row0 = p.logits.size();
     const size_t frow0 = p.features.size();
@@ -68,6 +70,7 @@ Predictions predict(TrainBackend& model, Loader& loader, int views, dist::Comm* 
                      p.logits.data() + row0, feats, p.dim, p.features.data() + frow0);
     p.labels.insert(p.labels.end(), b.labels.begin(), b.labels.begin() + b.n);
     if (b.index.size() >= size_t(b.n)) p.index.insert(p.index.end(), b.index.begin(), b.index.begin() + b.n);
+    if (progress) progress(p.labels.size(), batch, batches);
   }
   if (comm && comm->distributed()) {
     const LoaderConfig& c = loader.config();

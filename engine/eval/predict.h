@@ -1,6 +1,7 @@
 // Batched prediction over a loader: the one loop behind validation in `train` and `vitengine eval`.
 #pragma once
 #include <cstddef>
+#include <functional>
 #include <vector>
 
 #include "engine/data/dataset.h"
@@ -26,7 +27,10 @@ struct Predictions {
 // result is the single process's, bit for bit (the same batches run through the same code).
 // features_dim > 0 (the model's width): also the features the head read (TrainBackend::features),
 // for a feature-space out-of-distribution score (engine/eval/ood.h).
+// progress, if set, is called after each of this rank's batches with the rows predicted so far,
+// the batch's number (from 1) and the batches in the epoch.
+using PredictProgress = std::function<void(size_t rows, size_t batch, size_t batches)>;
 Predictions predict(TrainBackend& model, Loader& loader, int views = 1, dist::Comm* comm = nullptr,
-                    int features_dim = 0);
+                    int features_dim = 0, const PredictProgress& progress = {});
 
 }  // namespace vit
