@@ -595,6 +595,96 @@ TEST(AdaptRehearsal, PerEpochTrainsTheEncoderAndIsRefusedWhereItCannotApply) {
   expect_refused(f, r, "pass --keep-data too");
 }
 
+// KL(softmax(t) || softmax(z)), in long double: the divergence distillation lowers.
+long double ref_kl(const std::vector<long double>& z, const std::vector<long double>& t) {
+  const auto log_softmax = [](const std::vector<long double>& v) {
+    const long double m = *std::max_element(v.begin(), v.end());
+    long double s = 0;
+    for (long double x : v) s += std::exp(x - m);
+    std::vector<long double> out;
+    for (long double x : v) out.push_back(x - m - std::log(s));
+    return out;
+  };
+  const auto lp = log_softmax(z), lq = log_softmax(t);
+  long double kl = 0;
+  for (size_t c = 0; c < z.size(); ++c) kl += std::exp(lq[c]) * (lq[c] - lp[c]);
+  return kl;
+}
+
+TEST(AdaptLoss, DistillKlMatchesFiniteDifferences) {
+  std::mt19937 rng(9);
+  std::normal_distribution<double> nd(0, 2);
+  for (int trial = 0; trial < 4; ++trial) {
+    std::vector<float> zf(6), tf(6), dz(6);
+    for (auto& v : zf) v = float(nd(rng));
+    for (auto& v : tf) v = float(nd(rng));
+    if (trial == 3) tf[2] += 30;  // a teacher sure of one class
+    const std::vector<long double> z(zf.begin(), zf.end()), t(tf.begin(), tf.end());
+    EXPECT_NEAR(vit::distill_kl(zf.data(), tf.data(), 6, 4.0f, dz.data()), double(ref_kl(z, t)), 1e-6);
+    for (size_t c = 0; c < z.size(); ++c) {
+      const long double h = 1e-5L;
+      auto zp = z, zm = z;
+      zp[c] += h, zm[c] -= h;
+      const double fd = double((ref_kl(zp, t) - ref_kl(zm, t)) / (2 * h) / 4.0L);
+      EXPECT_NEAR(dz[c], fd, 1e-6) << "trial " << trial << " class " << c;
+    }
+  }
+  std::vector<float> z = {0.5f, -1, 2}, dz(3);  // the teacher itself: no divergence, no gradient
+  EXPECT_NEAR(vit::distill_kl(z.data(), z.data(), 3, 1, dz.data()), 0.0, 1e-12);
+  for (float g : dz) EXPECT_NEAR(g, 0.0f, 1e-7f);
+}
+
+// Distillation on the rehearsed home images (--keep-distill): with w = 1 their loss is the
+// divergence from the original alone, so after the same training the adapted model's
+// probabilities on them stay nearer the original's (the test's own long-double KL over the home
+// train images) than with their labels alone (w = 0).
+TEST(AdaptRehearsal, DistillationKeepsRehearsedImagesNearerTheOriginal) {
+  CellFolder f;
+  f.add("Lymphocyte", 6, 1);
+  f.add("Eosinophil", 6, 300);
+  const std::string home = f.dir + "/home", prep = f.dir + "/prep";
+  ASSERT_NO_FATAL_FAILURE(prepare_home(home, prep));
+  vit::AdaptRequest r = request(f, f.dir + "/a.vit");
+  r.freeze = "none";
+  r.augment = "views";
+  r.epochs = 4;
+  r.lr = 3e-3f;  // far enough that the home images' outputs move
+  r.keep_data = prep;
+  r.keep_per_class = 0;
+  const vit::EvalSet train = vit::load_eval_set(prep, "train", "", vit::EvalApp{});
+  std::vector<std::vector<long double>> z0;
+  std::vector<int> y;
+  {
+    vit::Predictor original(f.model);
+    logits_of(original, train, z0, y);
+  }
+  std::map<float, long double> kl;
+  for (const float w : {0.0f, 1.0f}) {
+    r.keep_distill = w;
+    r.out = f.dir + "/w" + std::to_string(int(w)) + ".vit";
+    const nlohmann::json card = vit::adapt(r);
+    EXPECT_EQ(card["rehearsal"]["distill"].get<float>(), w);
+    vit::Predictor adapted(r.out);
+    std::vector<std::vector<long double>> z;
+    std::vector<int> y2;
+    logits_of(adapted, train, z, y2);
+    for (size_t i = 0; i < z.size(); ++i) kl[w] += ref_kl(z[i], z0[i]) / (long double)z.size();
+  }
+  EXPECT_GT(kl[0.0f], 0.0L);
+  EXPECT_LT(kl[1.0f], 0.5L * kl[0.0f]) << "KL to the original: " << double(kl[1.0f]) << " with distillation, "
+                                       << double(kl[0.0f]) << " without";
+
+  r.out = f.dir + "/bad.vit";
+  r.keep_distill = 1.5f;
+  expect_refused(f, r, "--keep-distill is a share");
+  r.keep_distill = 0.5f;
+  r.freeze = "all-but-head";
+  expect_refused(f, r, "--keep-distill is for an encoder that trains");
+  r.freeze = "none";
+  r.keep_data.clear();
+  expect_refused(f, r, "--keep-distill distils the original model on rehearsed home images");
+}
+
 // With the home val split at hand, adapt refits the temperature (the minimum of the val NLL, in
 // long double here) and the out-of-distribution threshold (flagging the stored false-alarm rate of
 // val, counted here with the test's own energy); without it, both stay the original's.
