@@ -195,3 +195,20 @@ TEST(LoadEvalSet, AHiddenFolderIsNoClass) {
   EXPECT_EQ(e.truth_names, (std::vector<std::string>{"cats", "dogs"}));
   fs::remove_all(d);
 }
+
+// A label map that gives a model class twice in "map" kept the last target without a word; it is
+// refused, naming the key, the object and the file.
+TEST(ReadLabelMap, AKeyGivenTwiceIsRefused) {
+  const std::string p =
+      (std::filesystem::temp_directory_path() / ("vit_map_" + std::to_string(::getpid()) + ".json")).string();
+  std::ofstream(p) << R"({"targets": ["x", "y"], "map": {"a": "x", "b": "y", "a": "y"}})";
+  std::string m = "no error";
+  try {
+    vit::read_label_map(p, {"a", "b"});
+  } catch (const std::runtime_error& e) {
+    m = e.what();
+  }
+  for (const std::string& needle : {std::string("key 'a' is given twice in object 'map'"), p})
+    EXPECT_NE(m.find(needle), std::string::npos) << m;
+  std::filesystem::remove(p);
+}

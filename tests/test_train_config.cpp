@@ -85,6 +85,15 @@ TEST(TrainConfig, ErrorsNameTheField) {
   for (auto* s : {&p, &q, &r}) std::remove(s->c_str());
 }
 
+// JSON keeps only the last of two equal keys, so {"epochs": 3, "epochs": 4} trained for 4 epochs
+// without a word; the config is refused, naming the key and the file.
+TEST(TrainConfig, AKeyGivenTwiceIsRefusedNamingKeyAndFile) {
+  const std::string p = write_tmp("dup.json", R"({"epochs": 3, "lr": 0.001, "epochs": 4})");
+  for (const std::string& needle : {std::string("'epochs'"), std::string("twice"), p})
+    expect_config_error([&] { TrainConfig::load(p); }, needle);
+  std::remove(p.c_str());
+}
+
 // data_on_device keeps the train images in GPU memory and augments there: cuda only, and
 // without augment=strong's blur (the kernel does geometry and colour only).
 TEST(TrainConfig, DataOnDeviceNeedsCudaAndNoBlur) {

@@ -18,6 +18,7 @@
 #include "engine/eval/plots.h"
 #include "engine/eval/predict.h"
 #include "engine/util/file.h"
+#include "engine/util/json.h"
 #include "weights/checkpoint.h"
 
 namespace fs = std::filesystem;
@@ -67,14 +68,7 @@ MappedCall map_call(const LabelMap& m, bool restrict_to_targets, const std::vect
 }
 
 LabelMap read_label_map(const std::string& path, const std::vector<std::string>& class_names) {
-  std::ifstream f(path);
-  if (!f) throw std::runtime_error("label map '" + path + "' cannot be opened");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(f, nullptr, true, true);
-  } catch (const std::exception& e) {
-    throw std::runtime_error("label map '" + path + "' is not valid JSON: " + e.what());
-  }
+  const nlohmann::json j = read_hand_written_json(path, "label map");
   LabelMap m;
   m.name = j.value("name", fs::path(path).stem().string());
   if (!j.contains("targets") || !j["targets"].is_array() || j["targets"].empty())

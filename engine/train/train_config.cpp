@@ -9,6 +9,8 @@
 #include <set>
 #include <sstream>
 
+#include "engine/util/json.h"
+
 namespace vit {
 namespace {
 
@@ -149,13 +151,11 @@ void TrainConfig::set(const std::string& kv) {
 TrainConfig TrainConfig::load(const std::string& json_path, const std::vector<std::string>& overrides) {
   TrainConfig c;
   if (!json_path.empty()) {
-    std::ifstream f(json_path);
-    if (!f) throw ConfigError("config file '" + json_path + "' cannot be opened");
     nlohmann::json j;
     try {
-      j = nlohmann::json::parse(f, nullptr, true, /*ignore_comments=*/true);
-    } catch (const nlohmann::json::exception& e) {
-      throw ConfigError("config file '" + json_path + "' is not valid JSON: " + e.what());
+      j = read_hand_written_json(json_path, "config file");
+    } catch (const std::runtime_error& e) {
+      throw ConfigError(e.what());
     }
     try {
       c.update_from_json(j);
