@@ -258,6 +258,27 @@ TEST(Trainer, KillMidEpochAndResumeGivesTheSameLossCurve) {
   fs::remove_all(cut);
 }
 
+// Without val images nothing picks a best epoch: train printed "best.vit = epoch -1, val macro-F1
+// -1.0000". It says what best.vit is, the weights after the last epoch, and it is that after a
+// --resume that extends the run too (it kept the first run's end).
+TEST(Trainer, WithoutValImagesBestVitIsTheLastEpochAndSaysSo) {
+  auto out = tmpdir("noval");
+  ASSERT_EQ(run_cli(cli_train(out / "run", {"epochs=1", "val_split="}), out / "a.txt"), 0) << slurp(out / "a.txt");
+  const std::string log = slurp(out / "a.txt");
+  EXPECT_EQ(log.find("epoch -1"), std::string::npos) << log;
+  EXPECT_NE(log.find("no val images"), std::string::npos) << log;
+  EXPECT_NE(log.find("best.vit is the weights after the last epoch"), std::string::npos) << log;
+  EXPECT_NE(slurp(out / "run" / "summary.md").find("no val images"), std::string::npos);
+  auto resume = cli_train(out / "run", {"epochs=2", "val_split="});
+  resume.insert(resume.begin() + 1, "--resume");
+  ASSERT_EQ(run_cli(resume, out / "b.txt"), 0) << slurp(out / "b.txt");
+  const LoadedModel best = load_model((out / "run" / "best.vit").string()), last = load_model((out / "run" / "last.vit").string());
+  EXPECT_EQ(best.meta.extra.at("epoch").get<int>(), 2);
+  const ViT &b = *best.model, &l = *last.model;
+  EXPECT_TRUE(std::equal(b.param_data(), b.param_data() + b.num_params(), l.param_data()));
+  fs::remove_all(out);
+}
+
 TEST(Trainer, EvalWritesMetricsAndPictures) {
   auto out = tmpdir("eval");
   ASSERT_EQ(run_cli(cli_train(out / "run", {"epochs=1", "calibrate=true"}), out / "train.txt"), 0)
