@@ -279,6 +279,35 @@ TEST(Trainer, WithoutValImagesBestVitIsTheLastEpochAndSaysSo) {
   fs::remove_all(out);
 }
 
+// A SIGKILL during a checkpoint write leaves the atomic writer's last.vit.tmp.<pid>; --resume kept
+// it (a model's size each time). Opening the run folder removes the temporaries of the run's own
+// files whose process is gone, and nothing else.
+TEST(Trainer, ResumeRemovesStaleTemporariesOfTheRunsFilesOnly) {
+  auto out = tmpdir("stale");
+  train(request(out, {"epochs=1"}));
+  const pid_t gone = fork();
+  if (gone == 0) _exit(0);
+  waitpid(gone, nullptr, 0);  // a pid whose process has ended
+  // alive: not this process, whose own writes go through last.vit.tmp.<its pid>
+  const std::string dead = std::to_string(gone), alive = std::to_string(::getppid());
+  const std::vector<std::string> stale = {"last.vit.tmp." + dead, "best.vit.tmp." + dead};
+  const std::vector<std::string> kept = {"last.vit.tmp." + alive, "notes.txt.tmp." + dead, "last.vit.tmp." + dead + "x",
+                                         "last.vit.tmp."};
+  for (const auto& f : stale) std::ofstream(out / f) << "half a checkpoint";
+  for (const auto& f : kept) std::ofstream(out / f) << "not ours to remove";
+  auto r = request(out, {"epochs=2"});
+  r.resume = true;
+  std::string log;
+  r.log = [&](const std::string& s) { log += s + "\n"; };
+  train(r);
+  for (const auto& f : stale) {
+    EXPECT_FALSE(fs::exists(out / f)) << f;
+    EXPECT_NE(log.find(f), std::string::npos) << log;
+  }
+  for (const auto& f : kept) EXPECT_TRUE(fs::exists(out / f)) << f;
+  fs::remove_all(out);
+}
+
 TEST(Trainer, EvalWritesMetricsAndPictures) {
   auto out = tmpdir("eval");
   ASSERT_EQ(run_cli(cli_train(out / "run", {"epochs=1", "calibrate=true"}), out / "train.txt"), 0)

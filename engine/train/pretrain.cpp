@@ -400,6 +400,7 @@ PretrainSummary Pretrainer::go() {
   t_start_ = Clock::now();
   setup();
   fs::create_directories(out_);  // only once the data, the config and any checkpoint are accepted
+  remove_stale_temporaries(out_, log_);
   steps_log_ = open_steps_csv((fs::path(out_) / "steps.csv").string(), req_.resume, st_.step);
   write_config();
   log_("[pretrain] " + ecfg_.to_string() + "; decoder " + std::to_string(cfg_.decoder_dim) + " wide, " +
