@@ -80,6 +80,20 @@ TEST_F(Cli, PredictTableCsvAndAllGood) {
   EXPECT_NE(l2.find("b.jpg,"), std::string::npos);
 }
 
+// A folder of images in formats predict does not read said only "no image files found": it names
+// how many files it skipped, one of them with its extension, and the extensions it reads.
+TEST_F(Cli, PredictOnAFolderOfUnreadFormatsNamesWhatItSkipped) {
+  const std::string d = dir_ + "/webp_only";
+  fs::create_directories(d + "/sub");
+  vt::write_file(d + "/a.webp", "RIFF....WEBP");
+  vt::write_file(d + "/sub/b.tiff", "II*.");
+  std::string err;
+  EXPECT_EQ(vt::run(bin() + " predict --model " + model_ + " " + d, nullptr, &err), 1) << err;
+  for (const char* needle : {"skipped 2 files", "a.webp", "'.webp'", ".jpg", ".jpeg", ".png", ".bmp"})
+    EXPECT_NE(err.find(needle), std::string::npos) << needle << " in: " << err;
+  fs::remove_all(d);
+}
+
 TEST_F(Cli, PredictMissingModelIsAClearError) {
   std::string err;
   EXPECT_EQ(vt::run(bin() + " predict --model " + dir_ + "/nope.vit " + dir_ + "/smear/a.png", nullptr, &err), 1);

@@ -57,8 +57,7 @@ int run_predict(const PredictArgs& a) {
   const int k = std::min(a.top_k, pred.num_classes());
   const bool mapped = !a.map.empty(), restrict_to_targets = restrict_map_rule(a.map_rule);
   const LabelMap lmap = mapped ? read_label_map(a.map, names) : LabelMap{};
-  std::vector<std::string> files = list_image_files(a.inputs);
-  if (files.empty()) throw std::runtime_error("no image files found in the given paths");
+  const std::vector<std::string> files = require_image_files(a.inputs);
 
   if (a.format == "csv") {
     std::printf("file,prediction,confidence,review");
