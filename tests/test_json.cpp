@@ -43,8 +43,7 @@ TEST(HandWrittenJson, EqualKeysInDifferentObjectsAndCommentsAreFine) {
 }
 
 TEST(HandWrittenJson, AKeyGivenTwiceIsRefusedNamingItsObject) {
-  EXPECT_NE(error_of(R"({"k": 1, "k": 2})").find("key 'k' is given twice in the top-level object"),
-            std::string::npos);
+  EXPECT_NE(error_of(R"({"k": 1, "k": 2})").find("key 'k' is given twice in the top-level object"), std::string::npos);
   EXPECT_NE(error_of(R"({"a": {"b": {"k": 1, "j": 0, "k": 1}}})").find("key 'k' is given twice in object 'a.b'"),
             std::string::npos);
   // A key closed with its object does not count against the next object.

@@ -272,7 +272,8 @@ TEST(Trainer, WithoutValImagesBestVitIsTheLastEpochAndSaysSo) {
   auto resume = cli_train(out / "run", {"epochs=2", "val_split="});
   resume.insert(resume.begin() + 1, "--resume");
   ASSERT_EQ(run_cli(resume, out / "b.txt"), 0) << slurp(out / "b.txt");
-  const LoadedModel best = load_model((out / "run" / "best.vit").string()), last = load_model((out / "run" / "last.vit").string());
+  const LoadedModel best = load_model((out / "run" / "best.vit").string());
+  const LoadedModel last = load_model((out / "run" / "last.vit").string());
   EXPECT_EQ(best.meta.extra.at("epoch").get<int>(), 2);
   const ViT &b = *best.model, &l = *last.model;
   EXPECT_TRUE(std::equal(b.param_data(), b.param_data() + b.num_params(), l.param_data()));

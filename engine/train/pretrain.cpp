@@ -94,7 +94,8 @@ PretrainData load_data(const TrainConfig& c, const std::string& data, int size) 
       s.src = src, s.path = rel, s.split = "train", s.label = 0;
       d.samples.push_back(s);
     }
-    if (d.samples.empty()) throw std::runtime_error("pretrain: no images (" + image_extensions_text() + ") under '" + data + "'");
+    if (d.samples.empty())
+      throw std::runtime_error("pretrain: no images (" + image_extensions_text() + ") under '" + data + "'");
     d.stats = folder_stats(d.samples, size);
     d.what = "every image under " + data;
   } else {
