@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <future>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -92,6 +93,34 @@ TEST_F(Cli, PredictOnAFolderOfUnreadFormatsNamesWhatItSkipped) {
   for (const char* needle : {"skipped 2 files", "a.webp", "'.webp'", ".jpg", ".jpeg", ".png", ".bmp"})
     EXPECT_NE(err.find(needle), std::string::npos) << needle << " in: " << err;
   fs::remove_all(d);
+}
+
+// The table padded class names with printf's %-22s, which counts bytes: "细胞" (6 bytes, 4
+// columns on a terminal) and "Ångström" (9 bytes, 8 columns) pushed the percentages left.
+// Every name now takes 22 columns, wide East Asian characters counting 2.
+TEST_F(Cli, PredictTableAlignsClassNamesInUtf8) {
+  const std::map<std::string, int> columns = {{"细胞", 4}, {"Ångström", 8}, {"ｆｕｌｌ", 8}, {"plain", 5}};
+  vit::LoadedModel lm = vit::load_model(model_);
+  auto it = columns.begin();
+  for (size_t c = 0; c < 4; ++c, ++it) lm.meta.class_names[c] = it->first;
+  const std::string m = dir_ + "/utf8.vit";
+  vit::save_model(m, *lm.model, lm.meta);
+  std::string out, err;
+  ASSERT_EQ(vt::run(bin() + " predict --top-k 14 --model " + m + " " + dir_ + "/smear/a.png", &out, &err), 0) << err;
+  std::istringstream lines(out);
+  int checked = 0;
+  for (std::string line; std::getline(lines, line);)
+    for (const auto& [name, width] : columns) {
+      const size_t at = line.find(". " + name + " ");
+      if (at == std::string::npos) continue;
+      const std::string rest = line.substr(at + 2 + name.size());  // the padding, " ", "%6.2f", "%"
+      const size_t pct = rest.find('%');
+      ASSERT_NE(pct, std::string::npos) << line;
+      EXPECT_EQ(width + int(pct) - 7, 22) << line;
+      ++checked;
+    }
+  EXPECT_EQ(checked, 4) << out;
+  fs::remove(m);
 }
 
 TEST_F(Cli, PredictMissingModelIsAClearError) {

@@ -11,6 +11,7 @@
 #include "engine/eval/evaluate.h"
 #include "engine/eval/inference.h"
 #include "engine/runtime/backend.h"
+#include "engine/util/text.h"
 #include "engine/wbc/app.h"
 #include "tools/cli.h"
 
@@ -108,8 +109,8 @@ int run_predict(const PredictArgs& a) {
       } else {
         std::printf("%s%s\n", ok[j].c_str(), p.unlike_training ? "   (unlike the training data: expect lower accuracy)" : "");
         for (int r = 0; r < k; ++r)
-          std::printf("  %d. %-22s %6.2f%%%s\n", r + 1, names[top[r]].c_str(), 100 * p.probs[top[r]],
-                      (r == 0 && review) ? "   (low confidence: review)" : "");
+          std::printf("  %d. %s %6.2f%%%s\n", r + 1, pad_to_width(names[top[r]], 22).c_str(),
+                      100 * p.probs[top[r]], (r == 0 && review) ? "   (low confidence: review)" : "");
         if (mapped) std::printf("  -> %s %6.2f%% (label map '%s', rule %s)\n", m.name.c_str(), 100 * m.prob,
                                 lmap.name.c_str(), a.map_rule.c_str());
       }
