@@ -251,6 +251,30 @@ TEST(DataLabels, CsvSourceWithFixedSplitAndMissingFiles) {
   EXPECT_NE(e.find("'test'"), std::string::npos) << e;
 }
 
+// A hand-written CSV ("path, label") kept the spaces after its commas: "cat" and " cat" became two
+// classes, and the header's " label" no column. Spaces and tabs around a field are dropped; a path
+// whose file really begins or ends with a space is refused naming the line, since trimming it
+// would name another file.
+TEST(DataLabels, CsvSpacesAroundFieldsAreDropped) {
+  TempDir d("labels_csv_spaces");
+  const fs::path src = d.path / "flat";
+  fs::create_directories(src);
+  for (const char* f : {"f0.png", "f1.png", "f2.png", "f3.png"}) write_png((src / f).string(), noise_image(8, 8, 1, 90));
+  std::ofstream(d.path / "spaced.csv") << "path, label , split\nf0.png,cat,train\nf1.png, cat ,\n f2.png\t,dog, test\n"
+                                       << "f3.png,\"dog \",\n";
+  const Labeler L = csv_labeler((d.path / "spaced.csv").string(), {src.string()});
+  EXPECT_EQ(L.classes, (std::vector<std::string>{"cat", "dog"}));
+  const std::vector<int> want = {0, 0, 1, 1};
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(L.label_of("f" + std::to_string(i) + ".png"), want[size_t(i)]) << i;
+  EXPECT_EQ(L.split_of("f2.png"), "test");
+  EXPECT_TRUE(L.warnings.empty());
+  write_png((src / " f4.png").string(), noise_image(8, 8, 2, 90));
+  std::ofstream(d.path / "named.csv") << "path,label\nf0.png,cat\n f4.png,dog\n";
+  const std::string e = error_of([&] { csv_labeler((d.path / "named.csv").string(), {src.string()}); });
+  EXPECT_NE(e.find("named.csv:3"), std::string::npos) << e;
+  EXPECT_NE(e.find("' f4.png'"), std::string::npos) << e;
+}
+
 TEST(DataLabels, ClassTooSmallToSplitIsKeptInTrainOrRefused) {
   TempDir d("labels_small");
   const fs::path src = d.path / "s";

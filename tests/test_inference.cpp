@@ -12,6 +12,8 @@
 #include "engine/eval/inference.h"
 #include "engine/eval/overlay.h"
 #include "engine/model/vit.h"
+#include "engine/data/image.h"
+#include "weights/checkpoint.h"
 
 namespace {
 
@@ -193,5 +195,72 @@ TEST(LoadEvalSet, AHiddenFolderIsNoClass) {
   }
   const vit::EvalSet e = vit::load_eval_set(d.string(), "test", "", vit::EvalApp{});
   EXPECT_EQ(e.truth_names, (std::vector<std::string>{"cats", "dogs"}));
+  fs::remove_all(d);
+}
+
+// A label map that gives a model class twice in "map" kept the last target without a word; it is
+// refused, naming the key, the object and the file.
+TEST(ReadLabelMap, AKeyGivenTwiceIsRefused) {
+  const std::string p =
+      (std::filesystem::temp_directory_path() / ("vit_map_" + std::to_string(::getpid()) + ".json")).string();
+  std::ofstream(p) << R"({"targets": ["x", "y"], "map": {"a": "x", "b": "y", "a": "y"}})";
+  std::string m = "no error";
+  try {
+    vit::read_label_map(p, {"a", "b"});
+  } catch (const std::runtime_error& e) {
+    m = e.what();
+  }
+  for (const std::string& needle : {std::string("key 'a' is given twice in object 'map'"), p})
+    EXPECT_NE(m.find(needle), std::string::npos) << m;
+  std::filesystem::remove(p);
+}
+
+// A class named "a|b" split its row of summary.md's table into one cell too many; a name ending in
+// a backslash escaped the cell separator after it. Both are escaped for markdown, and the SVG
+// pictures escape "<" and "&" for XML.
+TEST(Evaluate, ClassNamesWithMarkupCharactersKeepTheTablesWhole) {
+  namespace fs = std::filesystem;
+  const fs::path d = fs::temp_directory_path() / ("vit_md_" + std::to_string(::getpid()));
+  fs::remove_all(d);
+  const std::vector<std::string> names = {"a|b", "c\\", "x<&y"};
+  vit::ViTConfig cfg;
+  cfg.image_size = 16, cfg.patch = 8, cfg.dim = 8, cfg.depth = 1, cfg.heads = 2, cfg.mlp_dim = 16;
+  cfg.num_classes = int(names.size()), cfg.dropout = 0;
+  vit::ViT model(cfg);
+  model.init(1);
+  vit::ModelMeta meta;
+  meta.class_names = names;
+  fs::create_directories(d);
+  vit::save_model((d / "m.vit").string(), model, meta);
+  vit::Image img;
+  img.width = img.height = 16;
+  for (size_t i = 0; i < names.size(); ++i) {
+    fs::create_directories(d / "data" / names[i]);
+    img.rgb.assign(16 * 16 * 3, uint8_t(60 * i));
+    vit::write_png((d / "data" / names[i] / "i.png").string(), img);
+  }
+  vit::EvalRequest r;
+  r.model = (d / "m.vit").string(), r.data = (d / "data").string(), r.out = (d / "out").string();
+  r.log = [](const std::string&) {};
+  vit::evaluate(r);
+  std::ifstream md(d / "out" / "summary.md");
+  int rows = 0;
+  for (std::string line; std::getline(md, line);) {
+    if (line.rfind("| class |", 0) == 0) rows = 1;  // the per-class table: 5 columns, 6 separators
+    if (rows == 0 || line.rfind("|", 0) != 0) continue;
+    int separators = 0;  // GitHub's rule: a backslash makes the next character a literal one
+    for (size_t i = 0; i < line.size(); ++i)
+      if (line[i] == '\\')
+        ++i;
+      else
+        separators += line[i] == '|';
+    EXPECT_EQ(separators, 6) << line;
+    ++rows;
+  }
+  EXPECT_EQ(rows, 1 + 2 + int(names.size()));  // header, rule, one row per class
+  std::ifstream svg(d / "out" / "per_class.svg");
+  const std::string s((std::istreambuf_iterator<char>(svg)), std::istreambuf_iterator<char>());
+  EXPECT_NE(s.find("x&lt;&amp;y"), std::string::npos);
+  EXPECT_EQ(s.find("x<&y"), std::string::npos);
   fs::remove_all(d);
 }

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <future>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -78,6 +79,48 @@ TEST_F(Cli, PredictTableCsvAndAllGood) {
   EXPECT_EQ(header.rfind("file,prediction,confidence,review,class_1,prob_1", 0), 0u) << header;
   EXPECT_NE(l1.find("a.png,"), std::string::npos);
   EXPECT_NE(l2.find("b.jpg,"), std::string::npos);
+}
+
+// A folder of images in formats predict does not read said only "no image files found": it names
+// how many files it skipped, one of them with its extension, and the extensions it reads.
+TEST_F(Cli, PredictOnAFolderOfUnreadFormatsNamesWhatItSkipped) {
+  const std::string d = dir_ + "/webp_only";
+  fs::create_directories(d + "/sub");
+  vt::write_file(d + "/a.webp", "RIFF....WEBP");
+  vt::write_file(d + "/sub/b.tiff", "II*.");
+  std::string err;
+  EXPECT_EQ(vt::run(bin() + " predict --model " + model_ + " " + d, nullptr, &err), 1) << err;
+  for (const char* needle : {"skipped 2 files", "a.webp", "'.webp'", ".jpg", ".jpeg", ".png", ".bmp"})
+    EXPECT_NE(err.find(needle), std::string::npos) << needle << " in: " << err;
+  fs::remove_all(d);
+}
+
+// The table padded class names with printf's %-22s, which counts bytes: "细胞" (6 bytes, 4
+// columns on a terminal) and "Ångström" (9 bytes, 8 columns) pushed the percentages left.
+// Every name now takes 22 columns, wide East Asian characters counting 2.
+TEST_F(Cli, PredictTableAlignsClassNamesInUtf8) {
+  const std::map<std::string, int> columns = {{"细胞", 4}, {"Ångström", 8}, {"ｆｕｌｌ", 8}, {"plain", 5}};
+  vit::LoadedModel lm = vit::load_model(model_);
+  auto it = columns.begin();
+  for (size_t c = 0; c < 4; ++c, ++it) lm.meta.class_names[c] = it->first;
+  const std::string m = dir_ + "/utf8.vit";
+  vit::save_model(m, *lm.model, lm.meta);
+  std::string out, err;
+  ASSERT_EQ(vt::run(bin() + " predict --top-k 14 --model " + m + " " + dir_ + "/smear/a.png", &out, &err), 0) << err;
+  std::istringstream lines(out);
+  int checked = 0;
+  for (std::string line; std::getline(lines, line);)
+    for (const auto& [name, width] : columns) {
+      const size_t at = line.find(". " + name + " ");
+      if (at == std::string::npos) continue;
+      const std::string rest = line.substr(at + 2 + name.size());  // the padding, " ", "%6.2f", "%"
+      const size_t pct = rest.find('%');
+      ASSERT_NE(pct, std::string::npos) << line;
+      EXPECT_EQ(width + int(pct) - 7, 22) << line;
+      ++checked;
+    }
+  EXPECT_EQ(checked, 4) << out;
+  fs::remove(m);
 }
 
 TEST_F(Cli, PredictMissingModelIsAClearError) {

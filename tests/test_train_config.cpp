@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
 #include "engine/train/train_config.h"
 #include "engine/train/run_state.h"
@@ -83,6 +84,39 @@ TEST(TrainConfig, ErrorsNameTheField) {
   expect_config_error([&] { TrainConfig::load(r); }, "'epochs'");
   expect_config_error([] { TrainConfig::load("/nonexistent/x.json"); }, "/nonexistent/x.json");
   for (auto* s : {&p, &q, &r}) std::remove(s->c_str());
+}
+
+// JSON keeps only the last of two equal keys, so {"epochs": 3, "epochs": 4} trained for 4 epochs
+// without a word; the config is refused, naming the key and the file.
+TEST(TrainConfig, AKeyGivenTwiceIsRefusedNamingKeyAndFile) {
+  const std::string p = write_tmp("dup.json", R"({"epochs": 3, "lr": 0.001, "epochs": 4})");
+  for (const std::string& needle : {std::string("'epochs'"), std::string("twice"), p})
+    expect_config_error([&] { TrainConfig::load(p); }, needle);
+  std::remove(p.c_str());
+}
+
+// 3000000000 is an integer, only too large for an int field: the message said "expected an
+// integer, got 3000000000". It says out of range and gives the range, from a file and from --set.
+TEST(TrainConfig, AnIntegerOutOfRangeIsCalledSoWithTheRange) {
+  const std::string p = write_tmp("big.json", R"({"epochs": 3000000000})");
+  auto message_of = [](const std::function<void()>& f) {
+    try {
+      f();
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no ConfigError");
+  };
+  for (const std::string& m :
+       {message_of([&] { TrainConfig::load(p); }), message_of([] { TrainConfig::load("", {"epochs=3000000000"}); }),
+        message_of([] { TrainConfig::load("", {"seed=-99999999999999999999"}); })}) {
+    EXPECT_NE(m.find("out of range"), std::string::npos) << m;
+    EXPECT_NE(m.find("[-2000000000, 2000000000]"), std::string::npos) << m;
+    EXPECT_EQ(m.find("expected an integer"), std::string::npos) << m;
+  }
+  // Not an integer at all is still called so.
+  EXPECT_NE(message_of([] { TrainConfig::load("", {"epochs=3.5"}); }).find("expected an integer"), std::string::npos);
+  std::remove(p.c_str());
 }
 
 // data_on_device keeps the train images in GPU memory and augments there: cuda only, and

@@ -258,6 +258,57 @@ TEST(Trainer, KillMidEpochAndResumeGivesTheSameLossCurve) {
   fs::remove_all(cut);
 }
 
+// Without val images nothing picks a best epoch: train printed "best.vit = epoch -1, val macro-F1
+// -1.0000". It says what best.vit is, the weights after the last epoch, and it is that after a
+// --resume that extends the run too (it kept the first run's end).
+TEST(Trainer, WithoutValImagesBestVitIsTheLastEpochAndSaysSo) {
+  auto out = tmpdir("noval");
+  ASSERT_EQ(run_cli(cli_train(out / "run", {"epochs=1", "val_split="}), out / "a.txt"), 0) << slurp(out / "a.txt");
+  const std::string log = slurp(out / "a.txt");
+  EXPECT_EQ(log.find("epoch -1"), std::string::npos) << log;
+  EXPECT_NE(log.find("no val images"), std::string::npos) << log;
+  EXPECT_NE(log.find("best.vit is the weights after the last epoch"), std::string::npos) << log;
+  EXPECT_NE(slurp(out / "run" / "summary.md").find("no val images"), std::string::npos);
+  auto resume = cli_train(out / "run", {"epochs=2", "val_split="});
+  resume.insert(resume.begin() + 1, "--resume");
+  ASSERT_EQ(run_cli(resume, out / "b.txt"), 0) << slurp(out / "b.txt");
+  const LoadedModel best = load_model((out / "run" / "best.vit").string());
+  const LoadedModel last = load_model((out / "run" / "last.vit").string());
+  EXPECT_EQ(best.meta.extra.at("epoch").get<int>(), 2);
+  const ViT &b = *best.model, &l = *last.model;
+  EXPECT_TRUE(std::equal(b.param_data(), b.param_data() + b.num_params(), l.param_data()));
+  fs::remove_all(out);
+}
+
+// A SIGKILL during a checkpoint write leaves the atomic writer's last.vit.tmp.<pid>; --resume kept
+// it (a model's size each time). Opening the run folder removes the temporaries of the run's own
+// files whose process is gone, and nothing else.
+TEST(Trainer, ResumeRemovesStaleTemporariesOfTheRunsFilesOnly) {
+  auto out = tmpdir("stale");
+  train(request(out, {"epochs=1"}));
+  const pid_t gone = fork();
+  if (gone == 0) _exit(0);
+  waitpid(gone, nullptr, 0);  // a pid whose process has ended
+  // alive: not this process, whose own writes go through last.vit.tmp.<its pid>
+  const std::string dead = std::to_string(gone), alive = std::to_string(::getppid());
+  const std::vector<std::string> stale = {"last.vit.tmp." + dead, "best.vit.tmp." + dead};
+  const std::vector<std::string> kept = {"last.vit.tmp." + alive, "notes.txt.tmp." + dead, "last.vit.tmp." + dead + "x",
+                                         "last.vit.tmp."};
+  for (const auto& f : stale) std::ofstream(out / f) << "half a checkpoint";
+  for (const auto& f : kept) std::ofstream(out / f) << "not ours to remove";
+  auto r = request(out, {"epochs=2"});
+  r.resume = true;
+  std::string log;
+  r.log = [&](const std::string& s) { log += s + "\n"; };
+  train(r);
+  for (const auto& f : stale) {
+    EXPECT_FALSE(fs::exists(out / f)) << f;
+    EXPECT_NE(log.find(f), std::string::npos) << log;
+  }
+  for (const auto& f : kept) EXPECT_TRUE(fs::exists(out / f)) << f;
+  fs::remove_all(out);
+}
+
 TEST(Trainer, EvalWritesMetricsAndPictures) {
   auto out = tmpdir("eval");
   ASSERT_EQ(run_cli(cli_train(out / "run", {"epochs=1", "calibrate=true"}), out / "train.txt"), 0)

@@ -68,8 +68,7 @@ int run_differential(const DiffArgs& a) {
                      "--labels wbc14, or `vitengine eval` / `predict` for this one");
   }
   const LabelMap lmap = a.map.empty() ? LabelMap{} : read_label_map(a.map, pred.class_names());  // before the work
-  std::vector<std::string> files = list_image_files({a.dir});
-  if (files.empty()) throw std::runtime_error("no images (.jpg/.jpeg/.png/.bmp) in " + a.dir);
+  std::vector<std::string> files = require_image_files({a.dir});
 
   std::vector<CellCall> cells;
   size_t unlike = 0;  // images over the model's out-of-distribution threshold

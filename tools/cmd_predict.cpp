@@ -11,6 +11,7 @@
 #include "engine/eval/evaluate.h"
 #include "engine/eval/inference.h"
 #include "engine/runtime/backend.h"
+#include "engine/util/text.h"
 #include "engine/wbc/app.h"
 #include "tools/cli.h"
 
@@ -57,8 +58,7 @@ int run_predict(const PredictArgs& a) {
   const int k = std::min(a.top_k, pred.num_classes());
   const bool mapped = !a.map.empty(), restrict_to_targets = restrict_map_rule(a.map_rule);
   const LabelMap lmap = mapped ? read_label_map(a.map, names) : LabelMap{};
-  std::vector<std::string> files = list_image_files(a.inputs);
-  if (files.empty()) throw std::runtime_error("no image files found in the given paths");
+  const std::vector<std::string> files = require_image_files(a.inputs);
 
   if (a.format == "csv") {
     std::printf("file,prediction,confidence,review");
@@ -109,8 +109,8 @@ int run_predict(const PredictArgs& a) {
       } else {
         std::printf("%s%s\n", ok[j].c_str(), p.unlike_training ? "   (unlike the training data: expect lower accuracy)" : "");
         for (int r = 0; r < k; ++r)
-          std::printf("  %d. %-22s %6.2f%%%s\n", r + 1, names[top[r]].c_str(), 100 * p.probs[top[r]],
-                      (r == 0 && review) ? "   (low confidence: review)" : "");
+          std::printf("  %d. %s %6.2f%%%s\n", r + 1, pad_to_width(names[top[r]], 22).c_str(),
+                      100 * p.probs[top[r]], (r == 0 && review) ? "   (low confidence: review)" : "");
         if (mapped) std::printf("  -> %s %6.2f%% (label map '%s', rule %s)\n", m.name.c_str(), 100 * m.prob,
                                 lmap.name.c_str(), a.map_rule.c_str());
       }

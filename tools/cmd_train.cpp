@@ -33,6 +33,20 @@ struct TrainArgs {
   int epochs = 0, batch_size = 0, seed = -1;
   std::string lr;  // kept as typed: a number printed back (std::to_string) loses digits
 };
+// The last line of a finished run: which epoch best.vit holds. Without val images nothing picked
+// one, and best.vit is the end of the run (engine/train/run_report.cpp).
+void print_done(const TrainSummary& s, const TrainConfig& c) {
+  if (s.best_epoch > 0) {
+    std::printf("[train] done: %lld steps in %.1f s; best.vit = epoch %d, val macro-F1 %.4f, temperature %.4f\n",
+                (long long)s.steps, s.elapsed_s, s.best_epoch, s.best_val_macro_f1, s.temperature);
+    return;
+  }
+  const std::string why = c.val_split.empty() ? "val_split is empty" : "split '" + c.val_split + "' has none";
+  std::printf("[train] done: %lld steps in %.1f s; no val images (%s), so best.vit is the %sweights after the last "
+              "epoch (%d), not calibrated (temperature 1)\n",
+              (long long)s.steps, s.elapsed_s, why.c_str(), c.ema_decay > 0 ? "EMA " : "", s.epochs_done);
+}
+
 }  // namespace
 
 Command register_train(CLI::App& root) {
@@ -94,8 +108,7 @@ Command register_train(CLI::App& root) {
       std::printf("[train] stopped at step %lld (max_steps); resume with --resume\n", (long long)s.steps);
       return 0;
     }
-    std::printf("[train] done: %lld steps in %.1f s; best.vit = epoch %d, val macro-F1 %.4f, temperature %.4f\n",
-                (long long)s.steps, s.elapsed_s, s.best_epoch, s.best_val_macro_f1, s.temperature);
+    print_done(s, req.config);
     std::printf("[train] model: %s\n", s.best_path.c_str());
     return 0;
   };

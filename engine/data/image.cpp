@@ -105,10 +105,21 @@ Image decode_image(const uint8_t* bytes, size_t n, const std::string& what) {
   return img;
 }
 
+namespace {
+const char* const kImageExtensions[] = {".jpg", ".jpeg", ".png", ".bmp"};
+}
+
 bool has_image_extension(const std::string& path) {
   std::string ext = std::filesystem::path(path).extension().string();
   for (auto& ch : ext) ch = char(std::tolower(static_cast<unsigned char>(ch)));
-  return ext == ".jpg" || ext == ".jpeg" || ext == ".png" || ext == ".bmp";
+  return std::find(std::begin(kImageExtensions), std::end(kImageExtensions), ext) != std::end(kImageExtensions);
+}
+
+std::string image_extensions_text() {
+  std::string s;
+  const size_t n = std::size(kImageExtensions);
+  for (size_t i = 0; i < n; ++i) s += std::string(i == 0 ? "" : i + 1 == n ? " or " : ", ") + kImageExtensions[i];
+  return s + " (any case)";
 }
 
 Image load_image(const std::string& path) {

@@ -26,6 +26,8 @@ Image decode_image(const uint8_t* bytes, size_t n, const std::string& what);
 Image load_image(const std::string& path);
 // True when the path ends in an extension load_image reads: .jpg, .jpeg, .png or .bmp, any case.
 bool has_image_extension(const std::string& path);
+// Those extensions for a message: ".jpg, .jpeg, .png or .bmp (any case)".
+std::string image_extensions_text();
 
 // Pad to a square canvas (centred), then antialiased resize to size x size.
 Image preprocess(const Image& img, int size);

@@ -119,6 +119,23 @@ std::string csv_rel(const std::string& p, const std::vector<std::string>& roots)
   return "";
 }
 
+// Hand-written CSVs put a space after the comma ("f1.png, cat"): the spaces and tabs around a
+// field are no part of it, or "cat" and " cat" would be two classes (docs/data.md).
+std::string trim(const std::string& s) {
+  const size_t b = s.find_first_not_of(" \t"), e = s.find_last_not_of(" \t");
+  return b == std::string::npos ? "" : s.substr(b, e - b + 1);
+}
+
+// Trimming a path changes which file it names when a file is named with those spaces: refused.
+void check_untrimmed_path(const std::string& raw, const std::vector<std::string>& roots, const std::string& where) {
+  if (trim(raw) == raw) return;
+  const std::string rel = csv_rel(raw, roots);
+  for (const auto& r : roots)
+    if (!rel.empty() && fs::exists(fs::path(r) / rel))
+      throw std::runtime_error(where + "'" + raw + "' is a file whose name begins or ends with a space or tab; " +
+                               "spaces around a field are dropped, so rename the file");
+}
+
 CsvRows read_label_csv(const std::string& csv_path, const std::vector<std::string>& roots, Labeler& L) {
   std::ifstream f(csv_path);
   if (!f) throw std::runtime_error(csv_path + ": cannot open the label CSV");
@@ -132,8 +149,10 @@ CsvRows read_label_csv(const std::string& csv_path, const std::vector<std::strin
     bool ok;
     auto fields = split_csv(line, ok);
     if (!ok) throw std::runtime_error(where + "unterminated quote");
+    if (lineno == 1 && fields.size() && fields[0].rfind("\xEF\xBB\xBF", 0) == 0) fields[0] = fields[0].substr(3);
+    const std::string raw_path = cp >= 0 && size_t(cp) < fields.size() ? fields[size_t(cp)] : "";
+    for (auto& field : fields) field = trim(field);
     if (cp < 0) {  // the header
-      if (lineno == 1 && fields.size() && fields[0].rfind("\xEF\xBB\xBF", 0) == 0) fields[0] = fields[0].substr(3);
       for (size_t i = 0; i < fields.size(); ++i) {
         if (fields[i] == "path") cp = int(i);
         if (fields[i] == "label") cl = int(i);
@@ -147,6 +166,7 @@ CsvRows read_label_csv(const std::string& csv_path, const std::vector<std::strin
     const std::string rel = csv_rel(fields[size_t(cp)], roots), label = fields[size_t(cl)];
     const std::string split = cs >= 0 ? fields[size_t(cs)] : "";
     if (fields[size_t(cp)].empty()) throw std::runtime_error(where + "empty path");
+    check_untrimmed_path(raw_path, roots, where);
     if (label.empty()) throw std::runtime_error(where + "empty label");
     if (!split.empty() && split != "train" && split != "val" && split != "test")
       throw std::runtime_error(where + "split must be train, val, test or empty, not '" + split + "'");

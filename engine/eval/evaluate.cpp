@@ -18,6 +18,7 @@
 #include "engine/eval/plots.h"
 #include "engine/eval/predict.h"
 #include "engine/util/file.h"
+#include "engine/util/json.h"
 #include "weights/checkpoint.h"
 
 namespace fs = std::filesystem;
@@ -67,14 +68,7 @@ MappedCall map_call(const LabelMap& m, bool restrict_to_targets, const std::vect
 }
 
 LabelMap read_label_map(const std::string& path, const std::vector<std::string>& class_names) {
-  std::ifstream f(path);
-  if (!f) throw std::runtime_error("label map '" + path + "' cannot be opened");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(f, nullptr, true, true);
-  } catch (const std::exception& e) {
-    throw std::runtime_error("label map '" + path + "' is not valid JSON: " + e.what());
-  }
+  const nlohmann::json j = read_hand_written_json(path, "label map");
   LabelMap m;
   m.name = j.value("name", fs::path(path).stem().string());
   if (!j.contains("targets") || !j["targets"].is_array() || j["targets"].empty())
@@ -142,6 +136,17 @@ EvalSet load_class_folders(const std::string& data, const std::string& split, co
   return e;
 }
 
+// A class name as a markdown table cell: "|" would end the cell, and a backslash would escape
+// what follows it, so both get a backslash ("a|b" -> "a\|b").
+std::string table_cell(const std::string& s) {
+  std::string o;
+  for (char c : s) {
+    if (c == '|' || c == '\\') o += '\\';
+    o += c;
+  }
+  return o;
+}
+
 std::string markdown(const nlohmann::json& j, const Metrics& m, const EvalApp& app) {
   std::ostringstream s;
   s << "# Evaluation of `" << j["model"].get<std::string>() << "`\n\n";
@@ -163,7 +168,7 @@ std::string markdown(const nlohmann::json& j, const Metrics& m, const EvalApp& a
   s << "| ECE (uncalibrated) | " << j["ece_uncalibrated"].get<double>() << " |\n\n";
   s << "| class | precision | recall | F1 | support |\n|---|---|---|---|---|\n";
   for (const auto& k : m.per_class)
-    s << "| " << k.name << " | " << percent(k.precision) << " | " << percent(k.recall) << " | " << percent(k.f1)
+    s << "| " << table_cell(k.name) << " | " << percent(k.precision) << " | " << percent(k.recall) << " | " << percent(k.f1)
       << " | " << k.support << " |\n";
   if (app.summary_notes) s << app.summary_notes(j);
   if (j.contains("per_source")) {

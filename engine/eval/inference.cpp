@@ -65,7 +65,7 @@ std::vector<int> top_k(const std::vector<float>& values, int k) {
   return idx;
 }
 
-std::vector<std::string> list_image_files(const std::vector<std::string>& paths) {
+std::vector<std::string> list_image_files(const std::vector<std::string>& paths, std::vector<std::string>* skipped) {
   std::vector<std::string> out;
   for (const auto& p : paths) {
     std::error_code ec;
@@ -74,12 +74,31 @@ std::vector<std::string> list_image_files(const std::vector<std::string>& paths)
       continue;
     }
     // A link that leads nowhere is listed too: reading it then fails naming it, as for any unreadable image.
-    std::vector<std::string> found;
     for (const FoundFile& f : files_under(p))
-      if (has_image_extension(f.path)) found.push_back(f.path);
-    out.insert(out.end(), found.begin(), found.end());
+      if (has_image_extension(f.path))
+        out.push_back(f.path);
+      else if (skipped)
+        skipped->push_back(f.path);
   }
   return out;
+}
+
+std::vector<std::string> require_image_files(const std::vector<std::string>& paths) {
+  std::vector<std::string> skipped;
+  std::vector<std::string> files = list_image_files(paths, &skipped);
+  if (!files.empty()) return files;
+  std::string m = "no image files found in";
+  for (size_t i = 0; i < paths.size(); ++i) m += (i ? ", '" : " '") + paths[i] + "'";
+  if (!skipped.empty()) {
+    // the example: a file the user put there rather than a hidden one (.DS_Store) when there is one
+    auto shown = std::find_if(skipped.begin(), skipped.end(),
+                              [](const std::string& f) { return fs::path(f).filename().string()[0] != '.'; });
+    const fs::path e = shown == skipped.end() ? skipped.front() : *shown;
+    const std::string ext = e.extension().empty() ? "no extension" : "'" + e.extension().string() + "'";
+    m += ": skipped " + std::to_string(skipped.size()) + " file" + (skipped.size() == 1 ? "" : "s") +
+         " of other formats, e.g. '" + e.string() + "' (" + ext + ")";
+  }
+  throw std::runtime_error(m + "; images are read from " + image_extensions_text() + " files");
 }
 
 Predictor::Predictor(const std::string& checkpoint_path, const std::vector<std::string>& names_if_unnamed)

@@ -125,7 +125,12 @@ CellSizeReference cell_size_reference_of(const ModelMeta& meta, const std::strin
 // Expands folders (recursively, sorted) into the image files under them (.jpg, .jpeg,
 // .png, .bmp, any case); other paths are kept as given, even if missing, so that the
 // caller reports each unreadable one. Throws if a folder cannot be listed.
-std::vector<std::string> list_image_files(const std::vector<std::string>& paths);
+// With `skipped`, it receives the files under the folders that were left out for their extension.
+std::vector<std::string> list_image_files(const std::vector<std::string>& paths,
+                                          std::vector<std::string>* skipped = nullptr);
+// list_image_files, or when it finds nothing a std::runtime_error that says how many files were
+// skipped, names one with its extension, and the extensions read (a folder of .webp or .tiff).
+std::vector<std::string> require_image_files(const std::vector<std::string>& paths);
 
 // Decodes files[begin, end): each readable image goes to `images` and its path to `paths`
 // (same order); each unreadable one is handed to on_error(path, what) and skipped, so one

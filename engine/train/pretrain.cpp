@@ -94,7 +94,8 @@ PretrainData load_data(const TrainConfig& c, const std::string& data, int size) 
       s.src = src, s.path = rel, s.split = "train", s.label = 0;
       d.samples.push_back(s);
     }
-    if (d.samples.empty()) throw std::runtime_error("pretrain: no images (.jpg, .png, .bmp) under '" + data + "'");
+    if (d.samples.empty())
+      throw std::runtime_error("pretrain: no images (" + image_extensions_text() + ") under '" + data + "'");
     d.stats = folder_stats(d.samples, size);
     d.what = "every image under " + data;
   } else {
@@ -400,6 +401,7 @@ PretrainSummary Pretrainer::go() {
   t_start_ = Clock::now();
   setup();
   fs::create_directories(out_);  // only once the data, the config and any checkpoint are accepted
+  remove_stale_temporaries(out_, log_);
   steps_log_ = open_steps_csv((fs::path(out_) / "steps.csv").string(), req_.resume, st_.step);
   write_config();
   log_("[pretrain] " + ecfg_.to_string() + "; decoder " + std::to_string(cfg_.decoder_dim) + " wide, " +

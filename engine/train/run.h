@@ -64,6 +64,7 @@ class Run {
     // Only now that the data, the config and any checkpoint have been accepted: a run that
     // cannot start leaves no empty --out folder behind.
     fs::create_directories(out_);
+    if (lead()) remove_stale_temporaries(out_, log_);
     open_steps_log();
     if (cfg_.data_on_device) upload_train_images();
     write_config();

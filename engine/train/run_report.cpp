@@ -14,8 +14,9 @@ TrainSummary Run::finish() {
     s.elapsed_s = elapsed();
     return s;
   }
-  // No validation split: best.vit is simply the final eval weights.
-  if (!val_loader_ && !fs::exists(best_path_)) {
+  // No validation split: best.vit is simply the final eval weights, written again when a --resume
+  // extends the run (what the first end wrote is no longer the end).
+  if (!val_loader_) {
     EpochRow r = st_.history.empty() ? EpochRow{} : st_.history.back();
     save_best(r);
   }
@@ -94,6 +95,9 @@ void Run::write_summary(const TrainSummary& s) {
        << ", temperature " << cell(s.temperature, "%.4f") << ".\n\n";
     md << "![confusion](report/confusion_counts.svg)\n![confusion, row-normalised](report/confusion_normalized.svg)\n"
        << "![per class](report/per_class.svg)\n![reliability](report/reliability.svg)\n";
+  } else {
+    md << "best.vit: the " << (cfg_.ema_decay > 0 ? "EMA " : "") << "weights after the last epoch (" << st_.epoch
+       << "): no val images, so no epoch was picked and no temperature fitted.\n";
   }
   write_text_atomic((fs::path(out_) / "summary.md").string(), md.str());
 }

@@ -81,6 +81,15 @@ RunState RunState::from_json(const nlohmann::json& j) {
   return s;
 }
 
+void remove_stale_temporaries(const std::string& run_folder, const std::function<void(const std::string&)>& log) {
+  // What train and pretrain write into RUN (the report/ and pictures/ folders aside)
+  static const std::vector<std::string> run_files = {"last.vit",    "last_ema.vit", "best.vit", "encoder.vit",
+                                                     "config.json", "metrics.csv",  "steps.csv", "summary.md",
+                                                     "loss.svg",    "accuracy.svg"};
+  for (const auto& f : remove_stale_temp_files(run_folder, run_files))
+    log("[run] removed " + f + ", left by a write that was killed (its process is gone)");
+}
+
 std::ofstream open_steps_csv(const std::string& path, bool resume, int64_t upto_step) {
   std::vector<std::string> keep;
   if (resume && std::filesystem::exists(path)) {

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <fstream>
+#include <functional>
 #include <string>
 #include <nlohmann/json.hpp>
 #include <vector>
@@ -40,6 +41,10 @@ struct RunState {
   // Throws nlohmann::json's exceptions on a missing or mistyped field.
   static RunState from_json(const nlohmann::json& j);
 };
+
+// Removes what writes killed mid-way (SIGKILL, power loss) left of the run's own files in RUN:
+// last.vit.tmp.<pid> and the like, whose process is gone; logs each. Files it does not know stay.
+void remove_stale_temporaries(const std::string& run_folder, const std::function<void(const std::string&)>& log);
 
 // RUN/steps.csv (step,epoch,loss,lr), opened for appending. On resume, the rows after the
 // checkpoint's step `upto_step` (written before a kill, or torn) are dropped first, so that the

@@ -9,6 +9,8 @@
 #include <set>
 #include <sstream>
 
+#include "engine/util/json.h"
+
 namespace vit {
 namespace {
 
@@ -19,11 +21,18 @@ void read_json(const std::string& key, const nlohmann::json& v, std::string& out
   if (!v.is_string()) throw ConfigError("config field '" + key + "': expected a string, got " + type_name(v));
   out = v.get<std::string>();
 }
+// What an int field holds: a round bound inside int's range, named in the out-of-range message.
+constexpr long kIntLimit = 2000000000L;
+std::string out_of_range(const std::string& got) {
+  return "out of range: must be in [" + std::to_string(-kIntLimit) + ", " + std::to_string(kIntLimit) + "], got " +
+         got;
+}
+
 void read_json(const std::string& key, const nlohmann::json& v, int& out) {
   if (!v.is_number()) throw ConfigError("config field '" + key + "': expected an integer, got " + type_name(v));
   double d = v.get<double>();
-  if (d != std::floor(d) || std::fabs(d) > 2e9)
-    throw ConfigError("config field '" + key + "': expected an integer, got " + v.dump());
+  if (d != std::floor(d)) throw ConfigError("config field '" + key + "': expected an integer, got " + v.dump());
+  if (std::fabs(d) > double(kIntLimit)) throw ConfigError("config field '" + key + "': " + out_of_range(v.dump()));
   out = int(d);
 }
 void read_json(const std::string& key, const nlohmann::json& v, float& out) {
@@ -40,8 +49,9 @@ void read_text(const std::string& key, const std::string& s, int& out) {
   char* end = nullptr;
   errno = 0;
   long v = std::strtol(s.c_str(), &end, 10);
-  if (s.empty() || *end != '\0' || errno != 0 || v < -2000000000L || v > 2000000000L)
-    throw ConfigError("--set " + key + ": expected an integer, got '" + s + "'");
+  if (s.empty() || *end != '\0') throw ConfigError("--set " + key + ": expected an integer, got '" + s + "'");
+  // strtol saturates with ERANGE on a number wider than long: out of range as well
+  if (errno == ERANGE || v < -kIntLimit || v > kIntLimit) throw ConfigError("--set " + key + ": " + out_of_range(s));
   out = int(v);
 }
 void read_text(const std::string& key, const std::string& s, float& out) {
@@ -149,13 +159,11 @@ void TrainConfig::set(const std::string& kv) {
 TrainConfig TrainConfig::load(const std::string& json_path, const std::vector<std::string>& overrides) {
   TrainConfig c;
   if (!json_path.empty()) {
-    std::ifstream f(json_path);
-    if (!f) throw ConfigError("config file '" + json_path + "' cannot be opened");
     nlohmann::json j;
     try {
-      j = nlohmann::json::parse(f, nullptr, true, /*ignore_comments=*/true);
-    } catch (const nlohmann::json::exception& e) {
-      throw ConfigError("config file '" + json_path + "' is not valid JSON: " + e.what());
+      j = read_hand_written_json(json_path, "config file");
+    } catch (const std::runtime_error& e) {
+      throw ConfigError(e.what());
     }
     try {
       c.update_from_json(j);

@@ -2,8 +2,8 @@
 // documented, validated on load (errors name the field), written to RUN/config.json.
 //
 // Sources, later wins: the defaults below, a JSON file (--config), then
-// `--set key=value` overrides. Unknown keys and wrong types are errors, so a typo
-// never silently trains with a default. Defaults follow the seed project (AdamW
+// `--set key=value` overrides. Unknown keys, keys given twice and wrong types are
+// errors, so a typo never silently trains with a default. Defaults follow the seed project (AdamW
 // lr 3e-4, weight decay 1e-2, cross-entropy, 224 input, batch 32, constant lr);
 // the warmup + cosine schedule, label smoothing, clipping, EMA and dropout are
 // there to be switched on by a config (configs/wbc14_vit_ti16.json = the reference recipe).

@@ -1,5 +1,6 @@
 #include "engine/util/file.h"
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,8 +11,13 @@
 
 namespace vit {
 
+namespace {
+// The temp file is "<target>.tmp.<pid>": remove_stale_temp_files reads the pid back.
+constexpr char kTempInfix[] = ".tmp.";
+}  // namespace
+
 AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
-  tmp_ = path_ + ".tmp." + std::to_string(::getpid());
+  tmp_ = path_ + kTempInfix + std::to_string(::getpid());
   f_ = std::fopen(tmp_.c_str(), "wb");
   if (!f_) throw std::runtime_error(path_ + ": cannot create " + tmp_ + ": " + std::strerror(errno));
 }
@@ -64,6 +70,39 @@ void write_file_atomic(const std::string& path, const std::vector<std::pair<cons
 }
 
 void write_file_atomic(const std::string& path, const void* data, size_t n) { write_file_atomic(path, {{data, n}}); }
+
+namespace {
+
+// The pid of "<name>.tmp.<pid>", or 0 when `file` is not a temp file of `name`.
+pid_t temp_file_pid(const std::string& file, const std::string& name) {
+  const std::string prefix = name + kTempInfix;
+  if (file.size() <= prefix.size() || file.compare(0, prefix.size(), prefix) != 0) return 0;
+  const std::string digits = file.substr(prefix.size());
+  if (digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) return 0;
+  return pid_t(std::stol(digits));
+}
+
+// kill(pid, 0) sends nothing: it only asks whether the process exists (EPERM: it does, another user's).
+bool process_alive(pid_t pid) { return ::kill(pid, 0) == 0 || errno == EPERM; }
+
+}  // namespace
+
+std::vector<std::string> remove_stale_temp_files(const std::string& folder, const std::vector<std::string>& names) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> removed;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(folder, ec)) {
+    std::error_code st;
+    if (!e.is_regular_file(st) || e.is_symlink(st)) continue;
+    for (const auto& n : names) {
+      const pid_t pid = temp_file_pid(e.path().filename().string(), n);
+      // pid 0 would ask about our whole process group: no temp file of ours carries it
+      if (pid > 0 && !process_alive(pid) && fs::remove(e.path(), st)) removed.push_back(e.path().string());
+    }
+  }
+  std::sort(removed.begin(), removed.end());
+  return removed;
+}
 
 std::vector<uint8_t> read_file_bytes(const std::string& path) {
   FILE* f = std::fopen(path.c_str(), "rb");

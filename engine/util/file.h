@@ -41,6 +41,11 @@ inline void write_text_atomic(const std::string& path, const std::string& text) 
   write_file_atomic(path, text.data(), text.size());
 }
 
+// What AtomicFile leaves when its process dies mid-write (SIGKILL, power loss): "<name>.tmp.<pid>"
+// in the target's folder. Removes, in `folder`, each such file of one of `names` whose process is
+// gone, and returns their paths; a live writer's temp file and any other file are left alone.
+std::vector<std::string> remove_stale_temp_files(const std::string& folder, const std::vector<std::string>& names);
+
 // The whole file; throws std::runtime_error naming the path.
 std::vector<uint8_t> read_file_bytes(const std::string& path);
 
