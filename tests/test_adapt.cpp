@@ -487,12 +487,19 @@ void prepare_home(const std::string& home, const std::string& prep) {
       << se;
 }
 
-TEST(Adapt, RehearsalKeepsHomeImagesPerClassAndScoresHomeVal) {
-  CellFolder f;
+// The start of every rehearsal test: a new lab's cells (6 lymphocytes, 6 eosinophils) in f, and a
+// prepared home set (prepare_home) in f.dir/prep.
+void lab_and_home(CellFolder& f, std::string& prep) {
   f.add("Lymphocyte", 6, 1);
   f.add("Eosinophil", 6, 300);
-  const std::string home = f.dir + "/home", prep = f.dir + "/prep";
-  ASSERT_NO_FATAL_FAILURE(prepare_home(home, prep));
+  prep = f.dir + "/prep";
+  ASSERT_NO_FATAL_FAILURE(prepare_home(f.dir + "/home", prep));
+}
+
+TEST(Adapt, RehearsalKeepsHomeImagesPerClassAndScoresHomeVal) {
+  CellFolder f;
+  std::string prep;
+  ASSERT_NO_FATAL_FAILURE(lab_and_home(f, prep));
   vit::AdaptRequest r = request(f, f.dir + "/a.vit");
   r.keep_data = prep;
   r.keep_per_class = 3;
@@ -510,7 +517,7 @@ TEST(Adapt, RehearsalKeepsHomeImagesPerClassAndScoresHomeVal) {
   r.keep_per_class = 0;
   r.out = f.dir + "/all.vit";
   EXPECT_EQ(vit::adapt(r)["rehearsal"]["images"].get<int>(), train_rows);
-  r.keep_data = home;  // class folders, not prepared data
+  r.keep_data = f.dir + "/home";  // class folders, not prepared data
   r.out = f.dir + "/b.vit";
   expect_refused(f, r, "must be a prepared folder or manifest.csv");
 }
@@ -567,10 +574,8 @@ TEST(AdaptRehearsal, TheCosineScheduleDecaysFromTheRateToZero) {
 
 TEST(AdaptRehearsal, PerEpochTrainsTheEncoderAndIsRefusedWhereItCannotApply) {
   CellFolder f;
-  f.add("Lymphocyte", 6, 1);
-  f.add("Eosinophil", 6, 300);
-  const std::string home = f.dir + "/home", prep = f.dir + "/prep";
-  ASSERT_NO_FATAL_FAILURE(prepare_home(home, prep));
+  std::string prep;
+  ASSERT_NO_FATAL_FAILURE(lab_and_home(f, prep));
   vit::AdaptRequest r = request(f, f.dir + "/a.vit");
   r.freeze = "none";
   r.epochs = 2;
@@ -640,10 +645,8 @@ TEST(AdaptLoss, DistillKlMatchesFiniteDifferences) {
 // train images) than with their labels alone (w = 0).
 TEST(AdaptRehearsal, DistillationKeepsRehearsedImagesNearerTheOriginal) {
   CellFolder f;
-  f.add("Lymphocyte", 6, 1);
-  f.add("Eosinophil", 6, 300);
-  const std::string home = f.dir + "/home", prep = f.dir + "/prep";
-  ASSERT_NO_FATAL_FAILURE(prepare_home(home, prep));
+  std::string prep;
+  ASSERT_NO_FATAL_FAILURE(lab_and_home(f, prep));
   vit::AdaptRequest r = request(f, f.dir + "/a.vit");
   r.freeze = "none";
   r.augment = "views";
@@ -690,10 +693,8 @@ TEST(AdaptRehearsal, DistillationKeepsRehearsedImagesNearerTheOriginal) {
 // val, counted here with the test's own energy); without it, both stay the original's.
 TEST(AdaptRehearsal, TheTemperatureAndThresholdAreRefittedOnHomeVal) {
   CellFolder f;
-  f.add("Lymphocyte", 6, 1);
-  f.add("Eosinophil", 6, 300);
-  const std::string home = f.dir + "/home", prep = f.dir + "/prep";
-  ASSERT_NO_FATAL_FAILURE(prepare_home(home, prep));
+  std::string prep;
+  ASSERT_NO_FATAL_FAILURE(lab_and_home(f, prep));
   {
     vit::LoadedModel lm = vit::load_model(f.model);
     lm.meta.temperature = 3.0f;  // far from what the adapted logits want
@@ -799,10 +800,8 @@ TEST(Adapt, WithoutHomeDataTheTemperatureIsRefittedOnValidationCellsNeverOnTest)
 // can fail).
 TEST(AdaptRehearsal, HomeImagesAreSeenWithoutTheNewLabsNormalisation) {
   CellFolder f;
-  f.add("Lymphocyte", 6, 1);
-  f.add("Eosinophil", 6, 300);
-  const std::string home = f.dir + "/home", prep = f.dir + "/prep";
-  ASSERT_NO_FATAL_FAILURE(prepare_home(home, prep));
+  std::string prep;
+  ASSERT_NO_FATAL_FAILURE(lab_and_home(f, prep));
   {
     vit::LoadedModel lm = vit::load_model(f.model);
     lm.meta.extra["stain_reference"] = {{"lab_mean", {80, 10, 5}},
@@ -869,10 +868,8 @@ void features_of(vit::Predictor& pred, const std::string& prep, const std::strin
 // encoder frozen it is kept as it was.
 TEST(AdaptRehearsal, TheMahalanobisReferenceIsRefittedKeptOrDropped) {
   CellFolder f;
-  f.add("Lymphocyte", 6, 1);
-  f.add("Eosinophil", 6, 300);
-  const std::string home = f.dir + "/home", prep = f.dir + "/prep";
-  ASSERT_NO_FATAL_FAILURE(prepare_home(home, prep));
+  std::string prep;
+  ASSERT_NO_FATAL_FAILURE(lab_and_home(f, prep));
   vit::MahalanobisStats original;
   {
     vit::Predictor p0(f.model);
