@@ -19,12 +19,6 @@ Command register_adapt(CLI::App& root) {
       "folder of images, or a prepared folder's --split)")
       ->required();
   c.app->add_option("--out", r->out, "the adapted model (.vit), another file than --model")->required();
-  c.app->add_option("--keep-distill", r->keep_distill,
-                    "with --keep-data and an encoder that trains: the share of each rehearsed home image's loss "
-                    "that is distillation from the original model on the same view (KL of its probabilities), the "
-                    "rest its label's cross-entropy; 0: labels alone")
-      ->check(CLI::Range(0.0, 1.0))
-      ->capture_default_str();
   c.app->add_option("--report", r->report,
                     "folder: the held-out cells evaluated by the original and the adapted model, with eval's "
                     "pictures side by side (summary.md, before/, after/, held_out.csv, card.json)");

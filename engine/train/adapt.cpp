@@ -263,7 +263,6 @@ struct Schedule {
   std::string augment;        // what a step of train_blocks sees: views | train (StepInputs)
   size_t keep_per_epoch = 0;  // train_blocks: kept images rehearsed per epoch (0: all)
   std::string lr_schedule = "constant";  // train_blocks: adapt_lr
-  float distill = 0;                     // train_blocks: AdaptRequest::keep_distill
 };
 
 // Trains the head on cached features; each epoch visits every (image, view) once, shuffled.
@@ -355,39 +354,8 @@ using CellLoss = std::function<double(size_t i, const float* z, float B, float* 
 
 // last-k / none / all-but-norm: full forward and backward of a batch of drawn inputs per step.
 // Cells [0, n_new) are visited every epoch; the kept ones after them as rehearsal_schedule says.
-// The kept rows of a drawn batch (order index >= n_new) through the original model, and their
-// losses and gradients blended with distillation from it (Schedule::distill).
-struct Distiller {
-  ViT* teacher = nullptr;  // null: no distillation (forward() writes its own buffers: not const)
-  float weight = 0;
-  std::vector<float> x, t;
-  double blend(const std::vector<size_t>& order, size_t b0, int B, size_t n_new, const float* batch, size_t F,
-               const float* z, int C, std::vector<double>& row_loss, float* dz) {
-    if (!teacher) return 0;
-    std::vector<int> rows;
-    for (int b = 0; b < B; ++b)
-      if (order[b0 + size_t(b)] >= n_new) rows.push_back(b);
-    if (rows.empty()) return 0;
-    x.resize(rows.size() * F);
-    for (size_t k = 0; k < rows.size(); ++k) std::copy_n(batch + size_t(rows[k]) * F, F, x.data() + k * F);
-    ForwardOptions fo;
-    fo.inference = true, fo.keep_attention = false;
-    const float* tz = teacher->forward(x.data(), int(rows.size()), fo);
-    t.assign(tz, tz + rows.size() * size_t(C));
-    double delta = 0;
-    std::vector<float> g(static_cast<size_t>(C));
-    for (size_t k = 0; k < rows.size(); ++k) {
-      const size_t b = size_t(rows[k]);
-      const double kl = distill_kl(z + b * size_t(C), t.data() + k * size_t(C), C, float(B), g.data());
-      for (int c = 0; c < C; ++c) dz[b * size_t(C) + size_t(c)] = (1 - weight) * dz[b * size_t(C) + size_t(c)] + weight * g[size_t(c)];
-      delta += weight * (kl - row_loss[b]);
-    }
-    return delta;
-  }
-};
-
 void train_blocks(ViT& model, const StepInputs& in, size_t n_new, size_t n, const CellLoss& loss_of,
-                  const std::vector<float>& scale, const Schedule& s, ViT* teacher = nullptr) {
+                  const std::vector<float>& scale, const Schedule& s) {
   const int C = model.config().num_classes, S = model.config().image_size;
   const size_t F = size_t(3) * S * S;
   const auto kept = rehearsal_schedule(n - n_new, s.keep_per_epoch, s.epochs, mix_seed(s.seed, 0x4EE0ull));
@@ -396,8 +364,6 @@ void train_blocks(ViT& model, const StepInputs& in, size_t n_new, size_t n, cons
   AdamWParams hp;
   hp.lr = s.lr, hp.weight_decay = 0;
   std::vector<float> batch, dz;
-  std::vector<double> row_loss;
-  Distiller distill{s.distill > 0 ? teacher : nullptr, s.distill, {}, {}};
   size_t steps = 0, step = 0;
   for (const auto& k : kept) steps += (n_new + k.size() + size_t(s.batch) - 1) / size_t(s.batch);
   for (int e = 0; e < s.epochs; ++e) {
@@ -412,10 +378,8 @@ void train_blocks(ViT& model, const StepInputs& in, size_t n_new, size_t n, cons
       dz.resize(size_t(B) * C);
       for (int b = 0; b < B; ++b) in.draw(order[b0 + size_t(b)], batch.data() + size_t(b) * F, r);
       const float* z = model.forward(batch.data(), B, ForwardOptions{});
-      row_loss.resize(size_t(B));
       for (int b = 0; b < B; ++b)
-        loss += row_loss[size_t(b)] = loss_of(order[b0 + size_t(b)], z + size_t(b) * C, float(B), dz.data() + size_t(b) * C);
-      loss += distill.blend(order, b0, B, n_new, batch.data(), F, z, C, row_loss, dz.data());
+        loss += loss_of(order[b0 + size_t(b)], z + size_t(b) * C, float(B), dz.data() + size_t(b) * C);
       model.zero_grad();
       model.backward_from(dz.data());
       hp.lr = adapt_lr(s.lr, s.lr_schedule, step++, steps);
@@ -465,13 +429,6 @@ void check_request(const AdaptRequest& req) {
   if (req.keep_per_epoch < 0) throw std::runtime_error("--keep-per-epoch must be 0 (all) or more");
   if (req.keep_per_epoch > 0 && req.keep_data.empty())
     throw std::runtime_error("--keep-per-epoch rehearses images of --keep-data: pass --keep-data too");
-  if (!(req.keep_distill >= 0 && req.keep_distill <= 1))
-    throw std::runtime_error("--keep-distill is a share of the rehearsed images' loss, in [0, 1]");
-  if (req.keep_distill > 0 && req.keep_data.empty())
-    throw std::runtime_error("--keep-distill distils the original model on rehearsed home images: pass --keep-data too");
-  if (req.keep_distill > 0 && req.freeze == "all-but-head")
-    throw std::runtime_error("--keep-distill is for an encoder that trains (--freeze last-k or none): with the head "
-                             "alone on the original's features, the rehearsed labels already keep it");
   if (req.keep_per_epoch > 0 && req.freeze == "all-but-head")
     throw std::runtime_error("--keep-per-epoch is for an encoder that trains (--freeze last-k or none): all-but-head "
                              "caches every kept image's features once and rehearses them all each epoch");
@@ -738,10 +695,8 @@ std::vector<HeldOutCell> adapt_labelled(const AdaptRequest& req, Predictor& pred
     const CellLoss loss = [&](size_t i, const float* z, float B, float* dz) {
       return group_cross_entropy(z, C, group_of(cells[i], L), cells[i].label, B, dz);
     };
-    // The original, frozen, for distillation on the rehearsed images (AdaptRequest::keep_distill).
-    const LoadedModel original = s.distill > 0 ? load_model(req.model) : LoadedModel{};
     train_blocks(model, StepInputs(pred, cells, s), n_new, cells.size(), loss,
-                 trainable(model, freeze, req.last_k), s, original.model.get());
+                 trainable(model, freeze, req.last_k), s);
   }
   card["cells"] = n_new;
   card["cells_per_label"] = counts(cells, L);
@@ -756,7 +711,6 @@ std::vector<HeldOutCell> adapt_labelled(const AdaptRequest& req, Predictor& pred
     card["rehearsal"] = {{"data", req.keep_data},
                          {"per_class", req.keep_per_class},
                          {"per_epoch", req.keep_per_epoch},
-                         {"distill", req.keep_distill},
                          {"images", kept.size()},
                          {"val_images", home_val.size()},
                          {"val_accuracy_before", home_before},
@@ -819,20 +773,6 @@ std::vector<std::vector<size_t>> rehearsal_schedule(size_t n_kept, size_t per_ep
   return plan;
 }
 
-double distill_kl(const float* z, const float* t, int C, float scale, float* dz) {
-  const double mz = *std::max_element(z, z + C), mt = *std::max_element(t, t + C);
-  double sz = 0, st = 0;
-  for (int c = 0; c < C; ++c) sz += std::exp(double(z[c]) - mz), st += std::exp(double(t[c]) - mt);
-  double kl = 0;
-  for (int c = 0; c < C; ++c) {
-    const double lp = double(z[c]) - mz - std::log(sz), lq = double(t[c]) - mt - std::log(st);
-    const double q = std::exp(lq);
-    kl += q * (lq - lp);
-    dz[c] = float((std::exp(lp) - q) / scale);
-  }
-  return kl;
-}
-
 double softmax_entropy(const float* z, int C, float scale, float* dz) {
   // dH/dz_c = -p_c (log p_c + H).
   const double m = *std::max_element(z, z + C);
@@ -862,7 +802,7 @@ nlohmann::json adapt(const AdaptRequest& req) {
   Schedule s{req.epochs > 0 ? req.epochs : head_only ? 100 : req.unlabelled ? 10 : 30, std::max(1, req.batch),
              tta_view_count(req.views), req.lr > 0 ? req.lr : head_only ? 1e-3f : 3e-4f, req.seed,
              req.log, req.augment != "auto" ? req.augment : head_only || req.unlabelled ? "views" : "train",
-             size_t(std::max(0, req.keep_per_epoch)), req.lr_schedule, req.keep_distill};
+             size_t(std::max(0, req.keep_per_epoch)), req.lr_schedule};
   nlohmann::json card = {{"from_model", fs::path(req.model).filename().string()},
                          {"data", req.data},
                          {"map", req.map},

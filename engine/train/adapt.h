@@ -78,12 +78,6 @@ struct AdaptRequest {
   // the kept images (rehearsal_schedule), so that the whole home split can be kept at the cost of a
   // few hundred images per epoch. 0: every kept image, every epoch.
   int keep_per_epoch = 0;
-  // With the encoder training and --keep-data: the share w of a rehearsed image's loss that is
-  // distillation from the original model (Li and Hoiem's "learning without forgetting", on the
-  // home images): (1 - w) x its label's cross-entropy + w x KL(original's softmax || the model's),
-  // the original run on the same drawn view. The labels say which class; the original's
-  // probabilities say how it weighed every class, which is what the home accuracy rests on. 0: off.
-  float keep_distill = 0;
   // Optional folder (labelled adaptation only): the held-out cells evaluated before and after, with
   // eval's pictures (engine/train/adapt_report.h). Written after `out`; needs held-out cells.
   std::string report;
@@ -101,11 +95,6 @@ nlohmann::json adapt(const AdaptRequest& req);
 // c with group[c] == label. Writes its gradient on the logits, divided by `scale` (the batch
 // size), to dz, and returns the loss.
 double group_cross_entropy(const float* z, int C, const std::vector<int>& group, int label, float scale, float* dz);
-
-// Distillation of one row: KL(softmax(t) || softmax(z)) = sum_c q_c (log q_c - log p_c) for the
-// teacher's logits t and the model's z (C of each). Writes its gradient on z, (p - q) / scale, to
-// dz and returns the divergence.
-double distill_kl(const float* z, const float* t, int C, float scale, float* dz);
 
 // The kept (rehearsed) images each of `epochs` epochs visits, as indices into the n_kept of them,
 // when an epoch takes per_epoch of them (0, or per_epoch >= n_kept: all, every epoch): consecutive
