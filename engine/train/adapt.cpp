@@ -194,14 +194,15 @@ void for_each_prediction(Predictor& pred, const std::vector<Cell>& cells,
   }
 }
 
-// Accuracy over `cells`. A new-lab cell is right when the top class is in its label's group; a
-// kept (in-domain) one when it is its class.
+// Whether a prediction is right: a new-lab cell's top class is in its label's group; a kept
+// (in-domain) one's is its class.
+bool right(const Cell& c, const Prediction& p, const Labels& L) { return group_of(c, L)[size_t(p.top)] == c.label; }
+
+// Accuracy over `cells`.
 double accuracy(Predictor& pred, const std::vector<Cell>& cells, const Labels& L) {
-  int right = 0;
-  for_each_prediction(pred, cells, [&](const Cell& c, const Prediction& p) {
-    right += group_of(c, L)[size_t(p.top)] == c.label;
-  });
-  return cells.empty() ? 0 : double(right) / double(cells.size());
+  int n = 0;
+  for_each_prediction(pred, cells, [&](const Cell& c, const Prediction& p) { n += right(c, p, L); });
+  return cells.empty() ? 0 : double(n) / double(cells.size());
 }
 
 // What an unlabelled adaptation can report: the mean entropy of the (calibrated) class
@@ -554,12 +555,12 @@ double recalibrate_on_home_val(Predictor& pred, const std::vector<Cell>& val, co
   std::vector<float> logits;
   std::vector<int> labels;
   std::vector<double> scores;
-  size_t right = 0;
+  size_t n_right = 0;
   for_each_prediction(pred, val, [&](const Cell& c, const Prediction& p) {
     logits.insert(logits.end(), p.logits.begin(), p.logits.end());
     labels.push_back(c.label);
     scores.push_back(ood.score(p.logits.data(), C, p.features.data(), D));
-    right += p.top == c.label;  // as accuracy() counts a kept image
+    n_right += p.top == c.label;  // as right() counts a kept image
   });
   const size_t n = labels.size();
   const double T0 = meta.temperature, T = fit_temperature(logits.data(), labels.data(), n, C);
@@ -591,7 +592,7 @@ double recalibrate_on_home_val(Predictor& pred, const std::vector<Cell>& val, co
     meta.extra["ood"] = o;
   }
   card["recalibrated"] = j;
-  return n ? double(right) / double(n) : 0.0;
+  return n ? double(n_right) / double(n) : 0.0;
 }
 
 // Without home data to refit on, an out-of-distribution reference the adaptation made stale is
@@ -614,8 +615,10 @@ void drop_stale_ood(const OodReference& ood, bool encoder_moved, ModelMeta& meta
 // split (never fitted on), on fewer than kMinTemperatureCells cells, or when the fit runs to a
 // bound (every held-out cell right: the NLL keeps falling as T -> 0).
 constexpr size_t kMinTemperatureCells = 20;
-void refit_temperature_on_held(Predictor& pred, const std::vector<Cell>& held, const std::string& held_split,
-                               const Labels& L, const AdaptRequest& req, ModelMeta& meta, nlohmann::json& card) {
+// `after`: the adapted model's predictions of `held`, in order.
+void refit_temperature_on_held(const std::vector<Prediction>& after, const std::vector<Cell>& held,
+                               const std::string& held_split, const Labels& L, const AdaptRequest& req,
+                               ModelMeta& meta, nlohmann::json& card) {
   nlohmann::json j = {{"cells", held.size()},
                       {"on", held_split.empty() ? "the held-out share of the adaptation cells" : "split " + held_split},
                       {"temperature_before", meta.temperature}};
@@ -630,15 +633,15 @@ void refit_temperature_on_held(Predictor& pred, const std::vector<Cell>& held, c
                 "none --holdout 0.25) or rehearse the home data (--keep-data) to refit it");
   if (held.size() < kMinTemperatureCells)
     return keep("fewer than " + std::to_string(kMinTemperatureCells) + " held-out cells to fit it on");
-  const int C = pred.num_classes();
+  const int C = int(after.front().logits.size());
   std::vector<float> z;
   std::vector<const std::vector<int>*> groups;
   std::vector<int> labels;
-  for_each_prediction(pred, held, [&](const Cell& c, const Prediction& p) {
-    z.insert(z.end(), p.logits.begin(), p.logits.end());
-    groups.push_back(&group_of(c, L));
-    labels.push_back(c.label);
-  });
+  for (size_t i = 0; i < held.size(); ++i) {
+    z.insert(z.end(), after[i].logits.begin(), after[i].logits.end());
+    groups.push_back(&group_of(held[i], L));
+    labels.push_back(held[i].label);
+  }
   const auto nll = [&](double T) {
     std::vector<float> zt(static_cast<size_t>(C)), dz(static_cast<size_t>(C));
     double sum = 0;
@@ -700,13 +703,20 @@ std::vector<HeldOutCell> adapt_labelled(const AdaptRequest& req, Predictor& pred
   }
   card["cells"] = n_new;
   card["cells_per_label"] = counts(cells, L);
+  // The held-out cells through the adapted model once: their accuracy, and the temperature's refit.
+  std::vector<Prediction> after;
+  int n_right = 0;
+  for_each_prediction(pred, held, [&](const Cell& c, const Prediction& p) {
+    n_right += right(c, p, L);
+    after.push_back(p);
+  });
   card["held_out"] = {{"images", held.size()},
                       {"per_label", counts(held, L)},
                       {"accuracy_before", before},
-                      {"accuracy_after", accuracy(pred, held, L)}};
+                      {"accuracy_after", held.empty() ? 0.0 : double(n_right) / double(held.size())}};
   const double home_after =
       home_val.empty() ? 0.0 : recalibrate_on_home_val(pred, home_val, kept, freeze != "all-but-head", req, meta, card);
-  if (home_val.empty()) refit_temperature_on_held(pred, held, held_split, L, req, meta, card);
+  if (home_val.empty()) refit_temperature_on_held(after, held, held_split, L, req, meta, card);
   if (!kept.empty())
     card["rehearsal"] = {{"data", req.keep_data},
                          {"per_class", req.keep_per_class},
