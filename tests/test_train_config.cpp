@@ -137,6 +137,13 @@ TEST(TrainConfig, DataOnDeviceNeedsCudaAndNoBlur) {
   expect_config_error([] { TrainConfig::load("", {"augment=none", "hed_jitter=0.05"}); }, "'hed_jitter' only acts");
   EXPECT_FLOAT_EQ(train_augment(TrainConfig::load("", {"hed_jitter=0.05"})).hed, 0.05f);
   EXPECT_EQ(TrainConfig{}.hed_jitter, 0.0f);
+  // cell-size normalisation: the CPU loader only; none by default; a view changes, so no resume across it
+  expect_config_error([] { TrainConfig::load("", {"data_on_device=true", "device=cuda", "cell_size=normalize"}); },
+                      "'data_on_device' does not apply cell_size");
+  expect_config_error([] { TrainConfig::load("", {"cell_size=normalise"}); },
+                      "'cell_size' must be none or normalize, got 'normalise'");
+  EXPECT_EQ(TrainConfig{}.cell_size, "none");
+  EXPECT_FALSE(TrainConfig::resume_safe("cell_size"));
   EXPECT_FALSE(TrainConfig{}.data_on_device);               // off by default
   EXPECT_TRUE(TrainConfig::resume_safe("data_on_device"));  // same pixels either way
 }

@@ -14,6 +14,8 @@
 #include <sstream>
 #include <thread>
 
+#include "engine/data/cell_size.h"
+#include "engine/data/dataset.h"
 #include "engine/eval/evaluate.h"
 #include "engine/data/pack.h"
 #include "engine/wbc/app.h"
@@ -398,6 +400,50 @@ TEST(Trainer, InitWithFrozenBackboneOnlyMovesTheHead) {
     EXPECT_NE(m.find("48"), std::string::npos) << m;
     EXPECT_NE(m.find("32"), std::string::npos) << m;
   }
+  fs::remove_all(out);
+}
+
+// cell_size=normalize: the run measures the fraction on the sample stain-ref takes, stores it as
+// the model's own, and trains and validates on rescaled views. The views are checked through eval:
+// the run's own val loss is the NLL that `eval --cell-size normalize` computes on the saved model,
+// not the one of the plain views.
+TEST(Trainer, CellSizeNormalizeTrainsAndValidatesOnRescaledViews) {
+  auto out = tmpdir("cellsize");
+  ASSERT_NO_THROW(train(request(out / "run", {"epochs=1", "cell_size=normalize"})));
+  const std::string model = (out / "run/last.vit").string();
+  LoadedModel lm = load_model(model);
+  ASSERT_TRUE(lm.meta.extra.contains("cell_size"));
+  const nlohmann::json& cs = lm.meta.extra["cell_size"];
+  EXPECT_TRUE(cs.value("trained", false));
+  // the test's own sample: every train row of the data (56 < 300), at the model's 32 px
+  const std::vector<Sample> rows = select(read_manifest_resolved(manifest_path(small_data())), "train");
+  const CellSizeReference want = cell_size_reference(reference_images(rows, 32));
+  EXPECT_EQ(want.images, 56);
+  EXPECT_DOUBLE_EQ(cs.at("fraction").get<double>(), want.fraction);
+
+  const auto rows_csv = csv_rows(out / "run/metrics.csv");
+  const double val_loss = std::stod(rows_csv.back().at(4));  // epoch,step,train_loss,train_acc,val_loss
+  auto nll = [&](const char* mode) {
+    EvalRequest e;
+    e.model = model, e.data = small_data(), e.split = "val", e.cell_size = mode;
+    e.out = (out / (std::string("ev_") + mode)).string();
+    e.log = [](const std::string&) {};
+    return evaluate(e)["nll"].get<double>();
+  };
+  const double rescaled = nll("normalize"), plain = nll("none");
+  EXPECT_NEAR(rescaled, val_loss, 1e-4 * val_loss);  // the same forward: they agree to ~1e-7
+  EXPECT_GT(std::fabs(plain - val_loss), 10 * std::fabs(rescaled - val_loss)) << plain << " " << rescaled;
+
+  // stain-ref keeps the trained fraction, where a 3-image sample of its own would store another
+  const CellSizeReference three = cell_size_reference(reference_images(rows, 32, 3, 7));
+  ASSERT_NE(three.fraction, want.fraction);
+  ASSERT_EQ(run_cli({"stain-ref", "--model", model, "--data", small_data(), "--images", "3", "--seed", "7", "--out",
+                     (out / "ref.vit").string()},
+                    out / "ref.txt"),
+            0)
+      << slurp(out / "ref.txt");
+  EXPECT_NE(slurp(out / "ref.txt").find("kept the model's own"), std::string::npos) << slurp(out / "ref.txt");
+  EXPECT_EQ(load_model((out / "ref.vit").string()).meta.extra["cell_size"], cs);
   fs::remove_all(out);
 }
 

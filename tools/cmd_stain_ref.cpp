@@ -2,18 +2,38 @@
 // cells in a model, so that eval, predict, explain, differential and serve can map another lab's
 // images onto them (--stain-norm reinhard|macenko, --cell-size normalize). The weights are copied
 // bit for bit; only the metadata grows.
-#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 
 #include "engine/data/cell_size.h"
 #include "engine/data/dataset.h"
 #include "engine/data/stain.h"
-#include "engine/util/rng.h"
 #include "tools/cli.h"
 #include "weights/checkpoint.h"
 
 namespace vit::cli {
+
+namespace {
+
+// The median cell size of the sampled images into meta.extra["cell_size"] (erased when no image
+// holds a cell: other images than blood cells; the stain reference stands), unless the model was
+// trained on views rescaled to a fraction (train's cell_size=normalize): that one is the model's own.
+CellSizeReference store_cell_size(ModelMeta& meta, const std::vector<Image>& imgs, const std::string& csv,
+                                  bool* trained) {
+  *trained = meta.extra.contains("cell_size") && meta.extra["cell_size"].value("trained", false);
+  if (*trained) return CellSizeReference::from_json(meta.extra["cell_size"]);
+  try {
+    CellSizeReference cells = cell_size_reference(imgs);
+    meta.extra["cell_size"] = cells.to_json();
+    meta.extra["cell_size"]["data"] = csv;
+    return cells;
+  } catch (const std::runtime_error&) {
+    meta.extra.erase("cell_size");
+    return {};
+  }
+}
+
+}  // namespace
 
 Command register_stain_ref(CLI::App& root) {
   struct Opts {
@@ -41,29 +61,23 @@ Command register_stain_ref(CLI::App& root) {
     if (!lm.model) throw std::runtime_error("'" + o->model + "' holds no model");
     std::vector<Sample> rows = select(read_manifest_resolved(csv), o->split);
     if (rows.empty()) throw UsageError("'" + csv + "' has no '" + o->split + "' rows");
-    Rng r(mix_seed(o->seed, 0x57A1ull));  // a seeded sample: the same reference every time
-    shuffle(rows, r);
-    rows.resize(std::min(rows.size(), size_t(o->images)));
-    std::vector<Image> imgs;
-    for (const auto& s : rows) imgs.push_back(preprocess(load_image(s.full_path()), lm.model->config().image_size));
+    const std::vector<Image> imgs =
+        reference_images(std::move(rows), lm.model->config().image_size, size_t(o->images), o->seed);
     const StainReference ref = stain_reference(imgs);
     if (!lm.meta.extra.is_object()) lm.meta.extra = nlohmann::json::object();
     lm.meta.extra["stain_reference"] = ref.to_json();
     lm.meta.extra["stain_reference"]["data"] = csv;
-    CellSizeReference cells;
-    try {  // images of something other than blood cells have no cell size; the stain reference stands
-      cells = cell_size_reference(imgs);
-      lm.meta.extra["cell_size"] = cells.to_json();
-      lm.meta.extra["cell_size"]["data"] = csv;
-    } catch (const std::runtime_error&) {
-      lm.meta.extra.erase("cell_size");
-    }
+    bool trained = false;
+    const CellSizeReference cells = store_cell_size(lm.meta, imgs, csv, &trained);
     save_model(o->out, *lm.model, lm.meta);
     std::printf(
         "stain reference of %d '%s' images of %s -> %s: Lab mean (%.1f, %.1f, %.1f), hematoxylin (%.3f, %.3f, %.3f)\n",
         ref.images, o->split.c_str(), csv.c_str(), o->out.c_str(), ref.lab.mean[0], ref.lab.mean[1], ref.lab.mean[2],
         ref.basis.v[0][0], ref.basis.v[0][1], ref.basis.v[0][2]);
-    if (cells.found)
+    if (trained)
+      std::printf("cell size: kept the model's own, %.3f of the view's side (it was trained on views rescaled to it)\n",
+                  cells.fraction);
+    else if (cells.found)
       std::printf("cell size: a white cell found in %d of %d images; median diameter %.3f of the view's side\n",
                   cells.found, cells.images, cells.fraction);
     else

@@ -472,4 +472,14 @@ Manifest read_manifest_resolved(const std::string& csv, const std::string& data_
   return m;
 }
 
+std::vector<Image> reference_images(std::vector<Sample> rows, int image_size, size_t n, uint64_t seed) {
+  Rng r(mix_seed(seed, 0x57A1ull));
+  shuffle(rows, r);
+  rows.resize(std::min(rows.size(), n));
+  std::vector<Image> imgs;
+  imgs.reserve(rows.size());
+  for (const auto& s : rows) imgs.push_back(preprocess(load_image(s.full_path()), image_size));
+  return imgs;
+}
+
 }  // namespace vit

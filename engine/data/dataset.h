@@ -129,5 +129,10 @@ std::vector<std::string> read_class_list(const std::string& path);
 Manifest read_manifest_resolved(const std::string& csv, const std::string& data_root = "");
 // A loader for evaluation: no shuffle, no augmentation, keeps the last batch.
 LoaderConfig eval_loader_config(int image_size, int batch_size, int threads);
+// The images a model's stain and cell-size references are measured on (`vitengine stain-ref`,
+// train's cell_size=normalize): a seeded sample of at most n of the rows, preprocessed to
+// image_size. The same rows and seed give the same images, so a reference taken by training and
+// one taken afterwards by stain-ref agree.
+std::vector<Image> reference_images(std::vector<Sample> rows, int image_size, size_t n = 300, uint64_t seed = 0);
 
 }  // namespace vit

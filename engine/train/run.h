@@ -95,6 +95,10 @@ class Run {
 
   // ---------------------------------------------------------------- setup
   void load_data();
+  // cell_size=normalize: the fraction the views are rescaled to, from the train split's reference
+  // sample; and a loader config set to rescale with it (no-op for cell_size=none).
+  void measure_cell_size(const Manifest& man);
+  void apply_cell_size(LoaderConfig& lc) const;
 
   // DATA/<split>.pack, if it holds exactly `samples` (same paths, same order, same
   // labels) at the model's input size: the loader then skips JPEG decoding and
@@ -182,6 +186,7 @@ class Run {
   std::vector<Sample> train_samples_, val_samples_;
   std::vector<std::string> names_;  // output names: the 14 classes, or the 9 groups (label_level)
   DataStats stats_;
+  CellSizeReference cell_ref_;  // cell_size=normalize only
   ViTConfig model_cfg_;
   ModelMeta meta_;
   std::shared_ptr<const PackFile> train_pack_;  // null when the train images come from files

@@ -16,6 +16,7 @@ void Run::load_data() {
   stats_ = read_stats(report_path(req_.data));
   cfg_.resolve_auto(read_orientation_free(report_path(req_.data)));
   names_ = man.classes;
+  measure_cell_size(man);
   // label_level=group: learn the application's coarse groups; every label is mapped once, here.
   if (cfg_.label_level == "group") {
     const ClassGroups& g = req_.groups;
@@ -46,6 +47,7 @@ void Run::load_data() {
   tl.seed = uint64_t(cfg_.seed);
   tl.shard_rank = comm_ ? comm_->rank() : 0;
   tl.shard_count = ranks();
+  apply_cell_size(tl);
   train_pack_ = find_pack(cfg_.train_split, train_samples_);
   train_loader_ = train_pack_ ? std::make_unique<Loader>(train_pack_, stats_, tl)
                               : std::make_unique<Loader>(train_samples_, stats_, tl);
@@ -61,6 +63,7 @@ void Run::load_data() {
     vl.shard_rank = comm_ ? comm_->rank() : 0;
     vl.shard_count = ranks();
     vl.shard_whole_batches = true;
+    apply_cell_size(vl);
     auto val_pack = find_pack(cfg_.val_split, val_samples_);
     val_loader_ =
         val_pack ? std::make_unique<Loader>(val_pack, stats_, vl) : std::make_unique<Loader>(val_samples_, stats_, vl);
@@ -68,6 +71,28 @@ void Run::load_data() {
   meta_.class_names = names_;
   for (int c = 0; c < 3; ++c) meta_.mean[c] = stats_.mean[c], meta_.std[c] = stats_.std[c];
   meta_.temperature = 1.0f;
+}
+
+// The sample stain-ref takes (the whole train split, not the subset trained on), so the fraction
+// stored here is the one `vitengine stain-ref` would store for the same data.
+void Run::measure_cell_size(const Manifest& man) {
+  if (cfg_.cell_size == "none") return;
+  const int S = cfg_.model_config(int(man.classes.size())).image_size;
+  try {
+    cell_ref_ = cell_size_reference(reference_images(select(man, cfg_.train_split), S));
+  } catch (const std::runtime_error& e) {
+    throw ConfigError(std::string("cell_size=normalize: ") + e.what() +
+                      " (are these blood cells? set cell_size=none for other images)");
+  }
+  log_("[train] cell_size=normalize: a white cell in " + std::to_string(cell_ref_.found) + " of " +
+       std::to_string(cell_ref_.images) + " sampled train images; every view rescaled so that it spans " +
+       std::to_string(cell_ref_.fraction).substr(0, 5) + " of the side");
+}
+
+void Run::apply_cell_size(LoaderConfig& lc) const {
+  if (cfg_.cell_size == "none") return;
+  lc.cell_size = CellSizeNorm::kNormalize;
+  lc.cell_fraction = cell_ref_.fraction;
 }
 
 std::shared_ptr<const PackFile> Run::find_pack(const std::string& split, const std::vector<Sample>& samples) {
@@ -245,6 +270,11 @@ void Run::write_config() {
   for (const auto& d : TrainConfig::docs()) j["field_docs"][d.name] = d.doc;
   if (lead()) write_text_atomic((fs::path(out_) / "config.json").string(), j.dump(2) + "\n");
   meta_.extra = {{"config", cfg_.to_json()}, {"model", j["model"]}};
+  if (cfg_.cell_size != "none") {  // what --cell-size normalize reads; "trained" says the views were rescaled
+    meta_.extra["cell_size"] = cell_ref_.to_json();
+    meta_.extra["cell_size"]["data"] = manifest_path(req_.data);
+    meta_.extra["cell_size"]["trained"] = true;
+  }
   log_("[train] " + model_cfg_.to_string() + ", " + std::to_string(host_->num_params()) + " parameters; " +
        std::to_string(train_samples_.size()) + " train / " + std::to_string(val_samples_.size()) + " val images; " +
        std::to_string(spe_) + " steps per epoch, " + std::to_string(total_steps_) + " in all; device " +

@@ -232,6 +232,10 @@ void TrainConfig::validate() const {
   if (augment == "none" && hed_jitter > 0) bad("hed_jitter", "only acts with augment light or strong, and augment is none");
   if (data_on_device && hed_jitter > 0)
     bad("data_on_device", "does not apply hed_jitter (only the CPU loader does): set data_on_device=false or hed_jitter=0");
+  if (cell_size != "none" && cell_size != "normalize")
+    bad("cell_size", "must be none or normalize, got '" + cell_size + "'");
+  if (data_on_device && cell_size != "none")
+    bad("data_on_device", "does not apply cell_size (only the CPU loader does): set data_on_device=false or cell_size=none");
   if (data_on_device && augment == "strong")
     bad("data_on_device", "supports augment none or light: augment=strong blurs, which only the CPU loader does");
   if (eval_every < 1) bad("eval_every", "must be >= 1, got " + std::to_string(eval_every));

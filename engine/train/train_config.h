@@ -78,6 +78,11 @@ struct ConfigError : std::invalid_argument {
     "augment light/strong: HED stain jitter (Tellez et al. 2019): each image's haematoxylin, eosin and DAB "           \
     "concentrations c -> a*c + b, a ~ U[1-h, 1+h], b ~ U[-h, h]; 0.05 = their HED-light, 0.2 HED-strong; 0 = off; "   \
     "the CPU loader only (not data_on_device)")                                                                        \
+  X(std::string, cell_size, "none",                                                                                    \
+    "none | normalize: rescale every train and val image so that its white cell spans the median fraction of a "      \
+    "seeded sample of 300 train images (engine/data/cell_size.h; the sample stain-ref takes), before augmentation; "   \
+    "the fraction is stored in the checkpoint, and the model is then used with --cell-size normalize; the CPU "        \
+    "loader only (not data_on_device)")                                                                                \
   X(std::string, label_level, "class",                                                                                 \
     "what to learn: class (the data set's classes) | group (the application's coarse groups, e.g. the 9 "              \
     "white-blood-cell groups; to pre-train for fine-tuning)")                                                          \
