@@ -423,16 +423,29 @@ TEST(Trainer, CellSizeNormalizeTrainsAndValidatesOnRescaledViews) {
 
   const auto rows_csv = csv_rows(out / "run/metrics.csv");
   const double val_loss = std::stod(rows_csv.back().at(4));  // epoch,step,train_loss,train_acc,val_loss
-  auto nll = [&](const char* mode) {
+  auto eval_nll = [&](const char* mode) {
     EvalRequest e;
     e.model = model, e.data = small_data(), e.split = "val", e.cell_size = mode;
     e.out = (out / (std::string("ev_") + mode)).string();
     e.log = [](const std::string&) {};
-    return evaluate(e)["nll"].get<double>();
+    const nlohmann::json j = evaluate(e);
+    EXPECT_EQ(j["cell_size"], std::string(mode) == "none" ? "none" : "normalize") << mode;  // what auto meant
+    return j["nll"].get<double>();
   };
-  const double rescaled = nll("normalize"), plain = nll("none");
+  const double rescaled = eval_nll("normalize"), plain = eval_nll("none");
   EXPECT_NEAR(rescaled, val_loss, 1e-4 * val_loss);  // the same forward: they agree to ~1e-7
   EXPECT_GT(std::fabs(plain - val_loss), 10 * std::fabs(rescaled - val_loss)) << plain << " " << rescaled;
+  // by default (auto) such a model is shown the views it was trained on, by eval and by predict
+  EXPECT_EQ(eval_nll("auto"), rescaled);
+  const std::string img = rows.front().full_path();
+  auto predicted = [&](std::vector<std::string> mode) {
+    std::vector<std::string> a = {"predict", "--model", model, "--format", "json", "--top-k", "14", img};
+    a.insert(a.end(), mode.begin(), mode.end());
+    EXPECT_EQ(run_cli(a, out / "predict.txt"), 0) << slurp(out / "predict.txt");
+    return slurp(out / "predict.txt");
+  };
+  EXPECT_EQ(predicted({}), predicted({"--cell-size", "normalize"}));
+  EXPECT_NE(predicted({}), predicted({"--cell-size", "none"}));
 
   // stain-ref keeps the trained fraction, where a 3-image sample of its own would store another
   const CellSizeReference three = cell_size_reference(reference_images(rows, 32, 3, 7));

@@ -57,9 +57,10 @@ inline CLI::Option* add_cell_size_option(CLI::App* app, std::string* mode) {
   return app
       ->add_option("--cell-size", *mode,
                    "Rescale each image so that its white cell spans the fraction of the view that the training "
-                   "images' cells span (stored in the model by `vitengine stain-ref`): none or normalize; for "
-                   "another lab's magnification, no retraining")
-      ->check(CLI::IsMember({"none", "normalize"}))
+                   "images' cells span (stored in the model by `vitengine stain-ref`): none or normalize, for "
+                   "another lab's magnification, no retraining; auto: the model's own (normalize for a model "
+                   "trained on such views, train's cell_size=normalize; none for any other)")
+      ->check(CLI::IsMember({"auto", "none", "normalize"}))
       ->capture_default_str();
 }
 

@@ -20,7 +20,7 @@ namespace vit::cli {
 namespace {
 
 struct DiffArgs {
-  std::string stain_norm = "none", cell_size = "none";
+  std::string stain_norm = "none", cell_size = "auto";
   std::string model, dir, out;
   std::string map, map_rule = "other";
   int batch = 16;

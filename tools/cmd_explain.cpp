@@ -18,7 +18,7 @@ namespace vit::cli {
 namespace {
 
 struct ExplainArgs {
-  std::string stain_norm = "none", cell_size = "none";
+  std::string stain_norm = "none", cell_size = "auto";
   std::string model, image, out;
   float alpha = 0.55f;
   int tile = 112;

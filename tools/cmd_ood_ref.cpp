@@ -104,7 +104,7 @@ double share_over(const std::vector<double>& v, double t) {
 Command register_ood_ref(CLI::App& root) {
   struct Opts {
     std::string model, data, out, split = "val", against, test_split = "test", stain_norm = "none",
-                cell_size = "none", score = "mahalanobis", fit_split = "train";
+                cell_size = "auto", score = "mahalanobis", fit_split = "train";
     double fpr = 0.05;
     size_t fit_images = 0;
   };
@@ -154,7 +154,7 @@ Command register_ood_ref(CLI::App& root) {
                  {"flagged_share_on_split", share_over(val, t)},
                  {"data", o->data},
                  {"stain_norm", o->stain_norm},
-                 {"cell_size", o->cell_size}});
+                 {"cell_size", cell_size_norm_name(pred.cell_size())}});
     std::printf("%s threshold %.4f: %zu '%s' images, %.1f%% flagged (asked %.1f%%)\n", o->score.c_str(), t,
                 val.size(), o->split.c_str(), 100 * share_over(val, t), 100 * o->fpr);
     if (!o->against.empty()) {

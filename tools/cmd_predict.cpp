@@ -28,7 +28,7 @@ struct PredictArgs {
   float review_below = 0.5f;
   int time_runs = 0;
   std::string device = "cpu";
-  std::string tta = "none", stain_norm = "none", cell_size = "none";
+  std::string tta = "none", stain_norm = "none", cell_size = "auto";
   std::string map, map_rule = "other";  // label map: also name each image's target (eval's rule)
 };
 

@@ -23,7 +23,7 @@ namespace {
 
 struct ServeArgs {
   std::string model;
-  std::string tta = "none", stain_norm = "none", cell_size = "none";
+  std::string tta = "none", stain_norm = "none", cell_size = "auto";
   std::string map;
   ServeOptions opt;
   double max_upload_mb = 10;

@@ -150,7 +150,7 @@ CellSizeReference CellSizeReference::from_json(const nlohmann::json& j) {
 CellSizeNorm parse_cell_size_norm(const std::string& s) {
   if (s == "none") return CellSizeNorm::kNone;
   if (s == "normalize") return CellSizeNorm::kNormalize;
-  throw std::invalid_argument("--cell-size must be none or normalize, not '" + s + "'");
+  throw std::invalid_argument("--cell-size must be none, normalize or auto, not '" + s + "'");
 }
 
 const char* cell_size_norm_name(CellSizeNorm m) { return m == CellSizeNorm::kNormalize ? "normalize" : "none"; }

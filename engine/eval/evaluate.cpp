@@ -250,7 +250,7 @@ Scored run_model(const EvalRequest& req, const std::function<void(const std::str
   LoaderConfig lc = eval_loader_config(mc.image_size, req.batch_size, req.threads);
   lc.stain = parse_stain_norm(req.stain_norm);
   if (lc.stain != StainNorm::kNone) lc.stain_ref = stain_reference_of(S.lm.meta, req.model, lc.stain);
-  lc.cell_size = parse_cell_size_norm(req.cell_size);
+  lc.cell_size = resolve_cell_size(req.cell_size, S.lm.meta);
   if (lc.cell_size != CellSizeNorm::kNone) lc.cell_fraction = cell_size_reference_of(S.lm.meta, req.model).fraction;
   if (req.comm) {
     lc.shard_rank = req.comm->rank();
@@ -457,7 +457,7 @@ nlohmann::json evaluate(const EvalRequest& req) {
   R.j["stain_norm"] = req.stain_norm;
   if (req.stain_norm == "calibrated")  // which lab's map: the folder it was fitted on and its numbers
     R.j["stain_calibration"] = S.lm.meta.extra.value("stain_calibration", nlohmann::json());
-  R.j["cell_size"] = req.cell_size;
+  R.j["cell_size"] = cell_size_norm_name(resolve_cell_size(req.cell_size, S.lm.meta));  // what auto meant
   R.j["model_config"] = S.lm.model->config().to_string();
   if (req.map.empty())
     score_classes(req, S, R);

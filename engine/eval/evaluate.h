@@ -101,8 +101,9 @@ struct EvalRequest {
   std::string tta = "none";  // test-time augmentation: none | flip | d4 (engine/eval/tta.h)
   // none | reinhard | macenko: map each image onto the stain reference the checkpoint stores.
   std::string stain_norm = "none";
-  // none | normalize: rescale each image so its cell spans the fraction the checkpoint stores.
-  std::string cell_size = "none";
+  // none | normalize: rescale each image so its cell spans the fraction the checkpoint stores;
+  // auto: the model's own (resolve_cell_size, engine/eval/inference.h).
+  std::string cell_size = "auto";
   std::function<void(const std::string&)> log;
   EvalApp app;  // application extras (none: a plain evaluation)
   // Data parallelism: every rank evaluates its share of the batches; rank 0 writes the same files

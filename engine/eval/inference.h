@@ -70,8 +70,13 @@ class Predictor {
   // checkpoint stores; throws std::runtime_error when it stores none.
   void set_stain_norm(const std::string& mode);
   // Cell-size normalisation (engine/data/cell_size.h) of every image's model view onto the cell
-  // fraction the checkpoint stores ("none" | "normalize"); throws std::runtime_error when it stores none.
+  // fraction the checkpoint stores ("none" | "normalize" | "auto": the model's own, as
+  // resolve_cell_size says; auto from construction); throws std::runtime_error when it stores none.
   void set_cell_size(const std::string& mode);
+  CellSizeNorm cell_size() const { return cell_size_; }
+  // A home (training-lab) image as the model was trained on it: its own cell-size mode
+  // (resolve_cell_size's auto), no stain map; what adapt shows rehearsed and home val images.
+  Image home_view(const Image& img) const;
   // model_view + stain normalisation: the 8-bit image prepare() normalises (what a training-time
   // augmentation of the model's input starts from).
   Image normalized_view(const Image& img) const;
@@ -121,6 +126,11 @@ StainReference stain_reference_of(const ModelMeta& meta, const std::string& mode
 // The cell-size reference a checkpoint stores (meta.extra "cell_size", written by `vitengine
 // stain-ref`); throws std::runtime_error naming the file when there is none.
 CellSizeReference cell_size_reference_of(const ModelMeta& meta, const std::string& model_path);
+// --cell-size's mode for a model: "auto" is the model's own, normalize when it was trained on
+// cell-size-normalised views (train's cell_size=normalize; meta.extra.cell_size.trained), none
+// otherwise, so that such a model is never shown views it was not trained on by default; "none" and
+// "normalize" as given. Throws std::invalid_argument for another word.
+CellSizeNorm resolve_cell_size(const std::string& mode, const ModelMeta& meta);
 
 // Expands folders (recursively, sorted) into the image files under them (.jpg, .jpeg,
 // .png, .bmp, any case); other paths are kept as given, even if missing, so that the

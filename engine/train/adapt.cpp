@@ -166,7 +166,7 @@ void check_cells(const std::vector<Cell>& cells, const Labels& L, int min_per_cl
 // either: the new lab's colour map or zoom would turn them into images the model never had.
 Image cell_view(const Predictor& pred, const Cell& cell) {
   try {
-    if (cell.kept) return preprocess(load_image(cell.path), pred.image_size());
+    if (cell.kept) return pred.home_view(load_image(cell.path));
     return pred.normalized_view(load_image(cell.path));
   } catch (const std::exception& e) {
     throw std::runtime_error("cannot adapt on '" + cell.path + "': " + e.what());
@@ -584,7 +584,8 @@ double recalibrate_on_home_val(Predictor& pred, const std::vector<Cell>& val, co
                         {"fpr", ood.fpr},             {"split", "val"},
                         {"images", n},                {"flagged_share_on_split", double(flagged) / double(n)},
                         {"data", req.keep_data},      {"stain_norm", "none"},
-                        {"cell_size", "none"},        {"fitted_by", "adapt"}};  // home images: their own view
+                        {"cell_size", cell_size_norm_name(resolve_cell_size("auto", meta))},
+                        {"fitted_by", "adapt"}};  // home images: their own view
     if (ood.needs_features()) {
       o["mahalanobis"] = ood.maha.to_json();
       o["fit"] = fit.is_null() ? meta.extra["ood"].value("fit", nlohmann::json()) : fit;
@@ -826,7 +827,7 @@ nlohmann::json adapt(const AdaptRequest& req) {
                          {"lr_schedule", s.lr_schedule},
                          {"seed", req.seed},
                          {"stain_norm", req.stain_norm},
-                         {"cell_size", req.cell_size}};
+                         {"cell_size", cell_size_norm_name(pred.cell_size())}};
   pred.model().reset_optimizer();
   ModelMeta meta = pred.meta();  // the temperature and threshold refitted when home val is at hand
   std::vector<HeldOutCell> held;

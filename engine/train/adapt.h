@@ -62,7 +62,7 @@ struct AdaptRequest {
   int batch = 16;
   uint64_t seed = 0;
   std::string stain_norm = "none";  // applied to every image, as eval and predict would
-  std::string cell_size = "none";   // none | normalize (engine/data/cell_size.h), likewise
+  std::string cell_size = "auto";   // none | normalize (engine/data/cell_size.h), likewise
   std::string views = "d4";         // training views per image: none | flip | d4 (engine/eval/tta.h)
   // last-k / none: "views" (each step sees a random one of `views`) or "train" (each step sees a
   // fresh draw of the trainer's augmentation: rotation, flip, scale jitter, colour and stain

@@ -81,8 +81,8 @@ struct ConfigError : std::invalid_argument {
   X(std::string, cell_size, "none",                                                                                    \
     "none | normalize: rescale every train and val image so that its white cell spans the median fraction of a "      \
     "seeded sample of 300 train images (engine/data/cell_size.h; the sample stain-ref takes), before augmentation; "   \
-    "the fraction is stored in the checkpoint, and the model is then used with --cell-size normalize; the CPU "        \
-    "loader only (not data_on_device)")                                                                                \
+    "the fraction is stored in the checkpoint, and eval, predict, serve, ... then rescale by default (--cell-size "   \
+    "auto); the CPU loader only (not data_on_device)")                                                                 \
   X(std::string, label_level, "class",                                                                                 \
     "what to learn: class (the data set's classes) | group (the application's coarse groups, e.g. the 9 "              \
     "white-blood-cell groups; to pre-train for fine-tuning)")                                                          \
