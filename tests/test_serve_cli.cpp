@@ -178,6 +178,28 @@ TEST_F(Cli, DifferentialWritesHtmlAndJson) {
   EXPECT_NE(h.find("5-part differential"), std::string::npos);
 }
 
+// A file name that is not UTF-8 (Latin-1 "caf\xe9.png", as old cameras and Windows shares write
+// them) ended explain, differential and predict --format json with nlohmann's "invalid UTF-8 byte"
+// after the work was done, and no report. Each JSON now names it with U+FFFD for the bad byte.
+TEST_F(Cli, JsonOutputsNameAFileWhoseNameIsNotUtf8) {
+  const std::string d = dir_ + "/latin1", shown = "caf\xEF\xBF\xBD.png";  // U+FFFD in UTF-8
+  fs::create_directories(d);
+  vt::write_file(d + "/caf\xE9.png", vt::png_bytes(40, 40, 4));
+  const std::string q = "'" + d + "/caf\xE9.png'";
+  std::string out, err;
+  ASSERT_EQ(vt::run(bin() + " explain --model " + model_ + " " + q + " --out " + d + "/ex", nullptr, &err), 0) << err;
+  EXPECT_EQ(json::parse(vt::read_file(d + "/ex/explain.json"))["image"], d + "/" + shown);
+  ASSERT_EQ(vt::run(bin() + " differential " + d + " --out " + d + "/r/report.html --model " + model_ +
+                        " --review-below 0",
+                    nullptr, &err),
+            0)
+      << err;
+  EXPECT_EQ(json::parse(vt::read_file(d + "/r/report.json"))["cells"][0]["file"], shown);
+  ASSERT_EQ(vt::run(bin() + " predict --format json --model " + model_ + " " + q, &out, &err), 0) << err;
+  EXPECT_EQ(json::parse(out)["file"], d + "/" + shown);
+  fs::remove_all(d);
+}
+
 // ---- the Batcher, in process ----
 vit::Predictor tiny_predictor(const std::string& dir) {
   vt::write_tiny_model(dir + "/b.vit");

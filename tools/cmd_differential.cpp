@@ -11,6 +11,7 @@
 #include "engine/eval/evaluate.h"
 #include "engine/eval/inference.h"
 #include "engine/eval/overlay.h"
+#include "engine/util/json.h"
 #include "engine/wbc/report.h"
 #include "engine/wbc/app.h"
 #include "tools/cli.h"
@@ -120,7 +121,7 @@ int run_differential(const DiffArgs& a) {
   if (html_path.has_parent_path()) fs::create_directories(html_path.parent_path());
   nlohmann::json light = report;  // the JSON is for pipelines: thumbnails stay in the HTML only
   for (auto& r : light["review"]) r.erase("thumbnail");
-  write_text_atomic(json_path.string(), light.dump(2) + "\n");
+  write_text_atomic(json_path.string(), json_text(light, 2) + "\n");
   write_text_atomic(html_path.string(), differential_html(report, fs::path(a.dir).filename().string().empty()
                                                                       ? a.dir
                                                                       : fs::path(a.dir).filename().string()));

@@ -10,6 +10,7 @@
 #include "engine/eval/inference.h"
 #include "engine/eval/overlay.h"
 #include "engine/eval/rollout.h"
+#include "engine/util/json.h"
 #include "engine/wbc/app.h"
 #include "tools/cli.h"
 
@@ -83,7 +84,7 @@ int run_explain(const ExplainArgs& a) {
   nlohmann::json meta = {
       {"image", a.image}, {"model", pred.version()}, {"prediction", names[p.top]}, {"confidence", p.confidence},
       {"grid", g},        {"files", files}};
-  write_text_atomic(a.out + "/explain.json", meta.dump(2) + "\n");
+  write_text_atomic(a.out + "/explain.json", json_text(meta, 2) + "\n");
   std::printf("%s: %s (%.1f%%); wrote %zu files to %s (see grid.png, rollout.png)\n", a.image.c_str(),
               names[p.top].c_str(), 100 * p.confidence, files.size() + 1, a.out.c_str());
   return 0;
