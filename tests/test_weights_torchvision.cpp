@@ -380,6 +380,25 @@ TEST(VitFormat, LoadInitFromVitReplacesHeadAndInterpolates) {
   std::remove(path.c_str());
 }
 
+// `convert X --out X` and `export M --out M` renamed their output over their input: the
+// checkpoint or the only .vit was gone, replaced by the other format. Both are refused as argument
+// errors (exit 2), naming the file, and the input is left byte for byte.
+TEST(Export, CliRefusesToWriteOverItsInput) {
+  const std::string st = temp_path("self.safetensors"), vit = temp_path("self.vit"), log = temp_path("self.log");
+  write_safetensors(st, read_pth(data_path("tv_a.pth")));
+  save_model(vit, *tv_a_model(), some_meta());
+  const std::string bin = VITENGINE_BINARY;
+  for (const auto& [cmd, file] :
+       {std::pair{" convert " + st + " --heads 3 --out ", st}, {" export " + vit + " --out ", vit}}) {
+    const auto before = bytes_of(file);
+    EXPECT_EQ(WEXITSTATUS(std::system((bin + cmd + file + " > " + log + " 2>&1").c_str())), 2) << cmd;
+    EXPECT_EQ(bytes_of(file), before) << cmd;
+    const auto said = bytes_of(log);
+    EXPECT_NE(std::string(said.begin(), said.end()).find("--out '" + file + "' is the"), std::string::npos) << cmd;
+  }
+  for (const auto& p : {st, vit, log}) std::remove(p.c_str());
+}
+
 TEST(Export, SafetensorsHasExactlyTorchvisionKeys) {
   auto m = tv_a_model();
   std::string path = temp_path("exp.safetensors");
