@@ -52,7 +52,8 @@ struct ImportOptions {
   float dropout = -1;   // < 0: ViTConfig's default
 };
 // Reads, checks and adapts a torchvision checkpoint. `source_cfg` (optional) receives
-// the configuration found in the file, before adaptation.
+// the configuration found in the file, before adaptation. A file without a head (a backbone:
+// timm's num_classes=0, MAE, DINO) needs opt.num_classes, and gets a zero-initialised head.
 std::unique_ptr<ViT> import_torchvision(const std::string& path, const ImportOptions& opt,
                                         ViTConfig* source_cfg = nullptr);
 
@@ -65,7 +66,8 @@ ModelMeta imagenet_meta(int num_classes);
 // target.image_size and the head is replaced (zeros) when the class count differs or
 // is kept otherwise. Returns a model with exactly `target`'s config; meta is the
 // source's (.vit) or ImageNet's (torchvision files), with class_names cleared when the
-// head was replaced. Throws naming both configs on a mismatch.
+// head was replaced (or added: a headless backbone gets a zero head). Throws naming both configs on a
+// mismatch.
 LoadedModel load_init(const std::string& path, const ViTConfig& target);
 
 enum class KeyLayout { kTorchvision, kTimm };
