@@ -124,6 +124,26 @@ TEST(Torchvision, KeyAndShapeErrorsNameTheKey) {
   }
 }
 
+// A checkpoint with a NaN (a diverged run's) converted without a word, and every prediction of the
+// model was "nan%". Import refuses it, naming the tensor, the value and its place; an infinity too.
+TEST(Torchvision, NonFiniteWeightsAreRefusedNamingTheTensor) {
+  const StateDict base = read_pth(data_path("tv_a.pth"));
+  const std::string path = temp_path("nonfinite.safetensors");
+  ImportOptions opt;
+  opt.heads = 3;
+  for (const auto& [value, said] : {std::pair{std::nanf(""), "NaN"}, {-INFINITY, "an infinity"}}) {
+    StateDict sd = base;
+    sd.at("encoder.layers.encoder_layer_1.mlp.3.weight").data.at(17) = value;
+    write_safetensors(path, sd);
+    const std::string e = error_of([&] { import_torchvision(path, opt); });
+    EXPECT_NE(e.find("'encoder.layers.encoder_layer_1.mlp.3.weight' holds " + std::string(said) + " at element 17"),
+              std::string::npos)
+        << e;
+    EXPECT_NE(e.find(path), std::string::npos) << e;
+  }
+  std::remove(path.c_str());
+}
+
 TEST(Torchvision, LegacyMlpNamesAreAccepted) {
   // torchvision < 0.13 called the MLP layers mlp.linear_1 / mlp.linear_2.
   StateDict sd = read_pth(data_path("tv_a.pth"));

@@ -224,6 +224,22 @@ ViTConfig infer_torchvision_config(const StateDict& sd, int heads) {
   return c;
 }
 
+namespace {
+
+// A NaN or an infinity in a weight makes every prediction NaN ("nan%"), and nothing else would say
+// why: a diverged run's or a corrupt checkpoint is refused here, naming the tensor and the place.
+void require_finite(const StateDict& sd, const std::string& what) {
+  for (const auto& [k, t] : sd) {
+    const auto bad = std::find_if(t.data.begin(), t.data.end(), [](float v) { return !std::isfinite(v); });
+    if (bad != t.data.end())
+      throw std::runtime_error(what + ": tensor '" + k + "' holds " + (std::isnan(*bad) ? "NaN" : "an infinity") +
+                               " at element " + std::to_string(bad - t.data.begin()) + " of " +
+                               std::to_string(t.data.size()) + ": a diverged or corrupt checkpoint");
+  }
+}
+
+}  // namespace
+
 void check_state_dict(const StateDict& sd, const ViTConfig& cfg, const std::string& what) {
   const auto table = param_table(cfg);
   std::set<std::string> names;
@@ -252,6 +268,7 @@ void check_state_dict(const StateDict& sd, const ViTConfig& cfg, const std::stri
     msg.pop_back();
     throw std::runtime_error(msg);
   }
+  require_finite(sd, what);
 }
 
 std::unique_ptr<ViT> vit_from_state_dict(const StateDict& sd, const ViTConfig& cfg, const std::string& what) {

@@ -34,7 +34,8 @@ StateDict timm_state_dict_from_vit(const ViT& model);
 ViTConfig infer_torchvision_config(const StateDict& sd, int heads = 0);
 
 // Strict copy: every parameter of `cfg` must be present with its exact shape, and no
-// other key may be present; the error lists the missing / extra / misshapen keys.
+// other key may be present; the error lists the missing / extra / misshapen keys. Every value must be
+// finite: a NaN or infinity is refused naming the tensor.
 void check_state_dict(const StateDict& sd, const ViTConfig& cfg, const std::string& what);
 std::unique_ptr<ViT> vit_from_state_dict(const StateDict& sd, const ViTConfig& cfg, const std::string& what);
 // The model's parameters under torchvision's keys.
