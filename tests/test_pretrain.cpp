@@ -129,6 +129,21 @@ TEST(Pretrain, RefusesBadDataForeignCheckpointsAndNaNByName) {
   fs::remove_all(out);
 }
 
+// A second `pretrain --out RUN` without --resume trained from scratch over RUN's checkpoints: the
+// first run's last.vit and encoder.vit were overwritten. It is refused, as `train` refuses it, and
+// the files stay byte for byte.
+TEST(Pretrain, ASecondRunIntoTheSameFolderIsRefused) {
+  auto out = tmpdir("mae_twice");
+  pretrain(mae_request(out / "run", {"epochs=1"}));
+  const std::string last = slurp(out / "run/last.vit"), enc = slurp(out / "run/encoder.vit");
+  const std::string m = refusal<std::runtime_error>(mae_request(out / "run", {"epochs=1", "seed=5"}));
+  EXPECT_NE(m.find((out / "run/last.vit").string() + "' already exists"), std::string::npos) << m;
+  EXPECT_NE(m.find("--resume"), std::string::npos) << m;
+  EXPECT_EQ(slurp(out / "run/last.vit"), last);
+  EXPECT_EQ(slurp(out / "run/encoder.vit"), enc);
+  fs::remove_all(out);
+}
+
 TEST(Pretrain, AnyFolderOfImagesWorks) {
   auto out = tmpdir("mae_folder");
   const PretrainSummary s = pretrain(mae_request(out / "run", {"epochs=1"}, kFixture + "/images"));

@@ -153,6 +153,12 @@ double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::
 
 void Pretrainer::setup() {
   cfg_.validate();
+  last_path_ = (fs::path(out_) / "last.vit").string();
+  encoder_path_ = (fs::path(out_) / "encoder.vit").string();
+  // As `train` does: a second run into the same folder would overwrite that run's checkpoints.
+  if (!req_.resume && fs::exists(last_path_))
+    throw std::runtime_error("'" + last_path_ +
+                             "' already exists: pass --resume to continue that run, or choose another --out");
   if (cfg_.device != "cpu")
     throw ConfigError("pretrain: device=" + cfg_.device + " is not built yet; the masked autoencoder runs on the CPU");
   ecfg_ = cfg_.model_config(1);  // the encoder's head is not used: one output
@@ -173,8 +179,6 @@ void Pretrainer::setup() {
   if (spe_ == 0)
     throw std::runtime_error("pretrain: " + std::to_string(data_.samples.size()) + " images, fewer than one batch of " +
                              std::to_string(cfg_.batch_size) + " (lower batch_size or set drop_last=false)");
-  last_path_ = (fs::path(out_) / "last.vit").string();
-  encoder_path_ = (fs::path(out_) / "encoder.vit").string();
   if (req_.resume)
     resume();
   else
