@@ -144,6 +144,26 @@ TEST(Pretrain, ASecondRunIntoTheSameFolderIsRefused) {
   fs::remove_all(out);
 }
 
+// With --out inside the folder of images (pretrain --data photos --out photos/mae), a resumed or a
+// later run read the run's reconstruction pictures (RUN/pictures/epoch_NNN.png) as training images:
+// 25 images where the folder has 24. Such an --out is refused, before anything is written; beside
+// the folder it runs.
+TEST(Pretrain, RunFolderInsideTheImageFolderIsRefused) {
+  auto out = tmpdir("mae_inside");
+  fs::create_directories(out / "photos");
+  size_t n = 0;
+  for (const auto& e : fs::directory_iterator(kFixture + "/images"))
+    if (n < 24) fs::copy_file(e.path(), out / "photos" / e.path().filename()), ++n;
+  for (const char* run : {"photos/mae", "photos"}) {
+    const std::string m = refusal<std::runtime_error>(mae_request(out / run, {"epochs=1"}, (out / "photos").string()));
+    EXPECT_NE(m.find("--out '" + (out / run).string() + "' lies inside"), std::string::npos) << m;
+    EXPECT_FALSE(fs::exists(out / "photos/mae")) << run;
+    EXPECT_FALSE(fs::exists(out / "photos/last.vit")) << run;
+  }
+  EXPECT_TRUE(pretrain(mae_request(out / "mae", {"epochs=1"}, (out / "photos").string())).finished);
+  fs::remove_all(out);
+}
+
 TEST(Pretrain, AnyFolderOfImagesWorks) {
   auto out = tmpdir("mae_folder");
   const PretrainSummary s = pretrain(mae_request(out / "run", {"epochs=1"}, kFixture + "/images"));

@@ -79,7 +79,17 @@ std::shared_ptr<const PackFile> matching_pack(const std::string& data, const Tra
   return pk;
 }
 
-PretrainData load_data(const TrainConfig& c, const std::string& data, int size) {
+// A run folder inside the folder of images would be read with it: its pictures (pictures/epoch_NNN.png)
+// would become training images of a resumed or a later run, without a word.
+void require_out_outside(const std::string& data, const std::string& out) {
+  const std::string d = absolute_path(data), o = absolute_path(out);
+  if (o == d || is_under(o, d))
+    throw std::runtime_error("pretrain: --out '" + out + "' lies inside the folder of images --data '" + data +
+                             "', whose every image is read: the run's pictures would become training images; choose "
+                             "an --out beside it");
+}
+
+PretrainData load_data(const TrainConfig& c, const std::string& data, int size, const std::string& out) {
   PretrainData d;
   if (fs::exists(manifest_path(data))) {
     const Manifest man = read_manifest_resolved(manifest_path(data), c.data_root);
@@ -89,6 +99,7 @@ PretrainData load_data(const TrainConfig& c, const std::string& data, int size) 
     d.pack = matching_pack(data, c, d.samples, size);
     d.what = "split '" + c.train_split + "' (" + std::to_string(c.subset) + "% subset) of " + manifest_path(data);
   } else if (fs::is_directory(data)) {
+    require_out_outside(data, out);
     for (const auto& [src, rel] : image_files_under({data})) {
       Sample s;
       s.src = src, s.path = rel, s.split = "train", s.label = 0;
@@ -167,7 +178,7 @@ void Pretrainer::setup() {
   m.dim = cfg_.decoder_dim, m.depth = cfg_.decoder_depth, m.heads = cfg_.decoder_heads, m.mlp_dim = cfg_.decoder_mlp_dim;
   m.mask_ratio = cfg_.mask_ratio, m.norm_pix_loss = cfg_.norm_pix_loss;
   mae_ = std::make_unique<MaskedAutoencoder>(ecfg_, m);
-  data_ = load_data(cfg_, req_.data, ecfg_.image_size);
+  data_ = load_data(cfg_, req_.data, ecfg_.image_size, out_);
   cfg_.resolve_auto(data_.orientation_free);
   LoaderConfig lc;
   lc.batch_size = cfg_.batch_size, lc.image_size = ecfg_.image_size, lc.shuffle = true, lc.drop_last = cfg_.drop_last;
