@@ -200,6 +200,26 @@ TEST_F(Cli, JsonOutputsNameAFileWhoseNameIsNotUtf8) {
   fs::remove_all(d);
 }
 
+// `differential DIR --out reports/` (a folder, as explain's --out is) wrote a hidden reports/.json,
+// then failed on the HTML after every image was classified; an existing folder got a stray
+// "<folder>.json" beside it. Both are refused up front (exit 2), nothing written, the fix named.
+TEST_F(Cli, DifferentialRefusesAFolderForItsReportFile) {
+  const std::string d = dir_ + "/reports";
+  for (const std::string& out : {d + "/new/", d + "/old"}) {
+    fs::remove_all(d);
+    fs::create_directories(d + "/old");
+    std::string err;
+    EXPECT_EQ(vt::run(bin() + " differential " + dir_ + "/smear --model " + model_ + " --out " + out, nullptr, &err), 2)
+        << err;
+    EXPECT_NE(err.find("is a folder"), std::string::npos) << err;
+    EXPECT_NE(err.find("/report.html"), std::string::npos) << err;
+    size_t files = 0;
+    for (const auto& e : fs::recursive_directory_iterator(d)) files += e.is_regular_file();
+    EXPECT_EQ(files, 0u) << out;
+  }
+  fs::remove_all(d);
+}
+
 // ---- the Batcher, in process ----
 vit::Predictor tiny_predictor(const std::string& dir) {
   vt::write_tiny_model(dir + "/b.vit");

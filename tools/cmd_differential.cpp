@@ -49,10 +49,21 @@ nlohmann::json target_counts(const LabelMap& m, const std::string& rule, const s
   return {{"name", m.name}, {"rule", rule}, {"targets", rows}};
 }
 
+// --out names the HTML file, and the JSON is written beside it under the same stem: a folder there
+// ("reports/", an existing one) wrote a hidden "reports/.json" or "reports.json", then failed on the
+// HTML after all the work. Refused before it.
+void require_report_file(const std::string& out) {
+  namespace fs = std::filesystem;
+  if (out.empty() || out.back() == '/' || fs::is_directory(out))
+    throw UsageError("--out '" + out + "' is a folder: give the report's file name, e.g. " +
+                     (fs::path(out) / "report.html").lexically_normal().string());
+}
+
 int run_differential(const DiffArgs& a) {
   if (a.batch < 1) throw UsageError("--batch must be >= 1");
   namespace fs = std::filesystem;
   if (!fs::is_directory(a.dir)) throw UsageError("not a folder: " + a.dir);
+  require_report_file(a.out);
   fs::path html_path(a.out);
   fs::path json_path = html_path;
   json_path.replace_extension(".json");
