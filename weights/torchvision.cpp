@@ -164,7 +164,23 @@ StateDict timm_state_dict_from_vit(const ViT& model) {
   return out;
 }
 
+namespace {
+
+// DistributedDataParallel and DataParallel save the wrapped model's keys under "module."; timm's
+// load_checkpoint strips that prefix, and so does this when every key carries it.
+void strip_module_prefix(StateDict& sd) {
+  const std::string prefix = "module.";
+  for (const auto& [k, v] : sd)
+    if (k.rfind(prefix, 0) != 0) return;
+  StateDict out;
+  for (auto& [k, v] : sd) out.emplace(k.substr(prefix.size()), std::move(v));
+  sd = std::move(out);
+}
+
+}  // namespace
+
 void normalize_torchvision_keys(StateDict& sd) {
+  strip_module_prefix(sd);
   const bool timm = is_timm_vit(sd);
   StateDict out;
   for (auto& [k, v] : sd) {
