@@ -157,6 +157,22 @@ TEST_F(Cli, ExplainWritesEveryMap) {
   EXPECT_EQ(meta["grid"], 4);
 }
 
+// "--alpha nan" passed the [0, 1] check and wrote every overlay black, exit 0; "--tile 100000" ended
+// in std::bad_alloc. Both are argument errors now (exit 2) naming the option, and nothing is written.
+TEST_F(Cli, ExplainRefusesANanAlphaAndAHugeTile) {
+  for (const std::string& opt : {"--alpha nan", "--alpha 1.5", "--tile 100000", "--tile 8"}) {
+    const std::string out_dir = dir_ + "/explain_bad";
+    std::string err;
+    EXPECT_EQ(vt::run(bin() + " explain --model " + model_ + " " + dir_ + "/smear/a.png --out " + out_dir + " " + opt,
+                      nullptr, &err),
+              2)
+        << opt << ": " << err;
+    EXPECT_NE(err.find(opt.substr(0, opt.find(' '))), std::string::npos) << err;
+    EXPECT_FALSE(fs::exists(out_dir)) << opt;
+    fs::remove_all(out_dir);
+  }
+}
+
 TEST_F(Cli, DifferentialWritesHtmlAndJson) {
   std::string out, err;
   std::string html = dir_ + "/out/report.html";

@@ -32,8 +32,10 @@ std::string two(int v) {
 }
 
 int run_explain(const ExplainArgs& a) {
-  if (a.alpha < 0 || a.alpha > 1) throw UsageError("--alpha must be in [0, 1]");
-  if (a.tile < 16) throw UsageError("--tile must be >= 16");
+  // Written so that NaN fails too: "--alpha nan" passed `alpha < 0 || alpha > 1` and every overlay
+  // came out black. A tile past 1024 px only magnifies a 224 px view, and grid.png grows as its square.
+  if (!(a.alpha >= 0 && a.alpha <= 1)) throw UsageError("--alpha must be in [0, 1]");
+  if (a.tile < 16 || a.tile > 1024) throw UsageError("--tile must be in [16, 1024]");
   Predictor pred(resolve_model_path(a.model), wbc::class_names());
   pred.set_stain_norm(a.stain_norm);
   pred.set_cell_size(a.cell_size);
