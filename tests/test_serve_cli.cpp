@@ -236,6 +236,24 @@ TEST_F(Cli, DifferentialRefusesAFolderForItsReportFile) {
   fs::remove_all(d);
 }
 
+// A NaN threshold compared false with every count: "--eos-threshold nan" never raised eosinophilia,
+// "--review-below nan" listed no cell, exit 0. Each is an argument error now, naming the option.
+TEST_F(Cli, DifferentialRefusesNanThresholds) {
+  for (const char* opt :
+       {"--review-below", "--ig-threshold", "--band-threshold", "--eos-threshold", "--baso-threshold"}) {
+    const std::string html = dir_ + "/nan_rules/report.html";
+    std::string err;
+    EXPECT_EQ(
+        vt::run(bin() + " differential " + dir_ + "/smear --model " + model_ + " --out " + html + " " + opt + " nan",
+                nullptr, &err),
+        2)
+        << opt << ": " << err;
+    EXPECT_NE(err.find(opt), std::string::npos) << err;
+    EXPECT_FALSE(fs::exists(html)) << opt;
+    fs::remove_all(dir_ + "/nan_rules");
+  }
+}
+
 // ---- the Batcher, in process ----
 vit::Predictor tiny_predictor(const std::string& dir) {
   vt::write_tiny_model(dir + "/b.vit");

@@ -4,6 +4,7 @@
 // be read are listed in the report and on stderr; the rest are counted. With a label map (another
 // lab's classes, configs/bccd5.json), each cell is also called one of its targets, as predict and
 // eval --map call it, and the report counts the targets.
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -59,8 +60,20 @@ void require_report_file(const std::string& out) {
                      (fs::path(out) / "report.html").lexically_normal().string());
 }
 
+// A NaN threshold compares false with every count: "--eos-threshold nan" never raised eosinophilia and
+// "--review-below nan" listed no cell, with exit 0 and a report that looked normal.
+void require_numbers(const DifferentialRules& r) {
+  for (const auto& [name, v] : {std::pair{"--review-below", r.review_below},
+                                {"--ig-threshold", r.ig_pct_wbc},
+                                {"--band-threshold", r.band_pct_neutrophils},
+                                {"--eos-threshold", r.eos_pct_wbc},
+                                {"--baso-threshold", r.baso_pct_wbc}})
+    if (std::isnan(v)) throw UsageError(std::string(name) + " must be a number, not NaN");
+}
+
 int run_differential(const DiffArgs& a) {
   if (a.batch < 1) throw UsageError("--batch must be >= 1");
+  require_numbers(a.rules);
   namespace fs = std::filesystem;
   if (!fs::is_directory(a.dir)) throw UsageError("not a folder: " + a.dir);
   require_report_file(a.out);
