@@ -164,6 +164,33 @@ TEST(Pretrain, RunFolderInsideTheImageFolderIsRefused) {
   fs::remove_all(out);
 }
 
+// A folder of anyone's images holds a file that is none (a truncated download, a page saved as .jpg):
+// the loader met it mid-epoch and the run stopped there, one such file per try. They are found up
+// front now, named in the log and left out; the run trains on the others. None readable: an error.
+TEST(Pretrain, UnreadableImagesOfAFolderAreNamedAndLeftOut) {
+  auto out = tmpdir("mae_unreadable");
+  auto write_file = [](const fs::path& p, const std::string& bytes) { std::ofstream(p, std::ios::binary) << bytes; };
+  fs::create_directories(out / "photos");
+  size_t n = 0;
+  for (const auto& e : fs::directory_iterator(kFixture + "/images"))
+    if (n < 24) fs::copy_file(e.path(), out / "photos" / e.path().filename()), ++n;
+  write_file(out / "photos/page.jpg", "<html>not a picture</html>");
+  const std::string jpeg = slurp(kFixture + "/images/BA_100102.jpg");
+  write_file(out / "photos/cut.jpg", jpeg.substr(0, jpeg.size() / 2));
+  auto r = mae_request(out / "run", {"epochs=1"}, (out / "photos").string());
+  std::string said;
+  r.log = [&](const std::string& line) { said += line + "\n"; };
+  EXPECT_TRUE(pretrain(r).finished);
+  EXPECT_NE(said.find(" " + std::to_string(n) + " images: every image under"), std::string::npos) << said;
+  for (const char* f : {"page.jpg", "cut.jpg"})
+    EXPECT_NE(said.find("skipped, cannot be read: " + (out / "photos" / f).string()), std::string::npos) << said;
+  fs::create_directories(out / "junk");
+  write_file(out / "junk/a.png", "PNG? no");
+  const std::string m = refusal<std::runtime_error>(mae_request(out / "run2", {}, (out / "junk").string()));
+  EXPECT_NE(m.find("none of the 1 images"), std::string::npos) << m;
+  fs::remove_all(out);
+}
+
 TEST(Pretrain, AnyFolderOfImagesWorks) {
   auto out = tmpdir("mae_folder");
   const PretrainSummary s = pretrain(mae_request(out / "run", {"epochs=1"}, kFixture + "/images"));

@@ -20,6 +20,7 @@
 #include "engine/train/run_state.h"
 #include "engine/train/trainer.h"
 #include "engine/util/file.h"
+#include "engine/util/thread_pool.h"
 #include "weights/checkpoint.h"
 
 namespace vit {
@@ -44,7 +45,32 @@ struct PretrainData {
   bool orientation_free = false;
   std::shared_ptr<const PackFile> pack;  // the train pack, when it holds exactly these images
   std::string what;                      // for the log and config.json
+  std::vector<std::string> skipped;      // a folder's images that cannot be read, each with why
 };
+
+// Any folder of images holds a file or two that is not one (a truncated download, an HTML page
+// saved as .jpg); the loader met it mid-epoch and the run stopped there, naming one file per try.
+// Every image is decoded once up front instead: those that fail are left out and named, as
+// differential leaves them out. Returns "why" (the reader's message, which names the file) of each.
+std::vector<std::string> drop_unreadable(std::vector<Sample>& samples, int threads) {
+  std::vector<std::string> why(samples.size());
+  parallel_for(samples.size(), threads, [&](size_t i) {
+    try {
+      load_image(samples[i].full_path());
+    } catch (const ImageError& e) {
+      why[i] = e.what();
+    }
+  });
+  std::vector<Sample> kept;
+  std::vector<std::string> skipped;
+  for (size_t i = 0; i < samples.size(); i++)
+    if (why[i].empty())
+      kept.push_back(std::move(samples[i]));
+    else
+      skipped.push_back(std::move(why[i]));
+  samples = std::move(kept);
+  return skipped;
+}
 
 // Channel mean and spread of what the model sees (padded, resized), from up to 256 images spread
 // evenly over the folder: a folder of images comes without prepare's statistics.
@@ -107,6 +133,11 @@ PretrainData load_data(const TrainConfig& c, const std::string& data, int size, 
     }
     if (d.samples.empty())
       throw std::runtime_error("pretrain: no images (" + image_extensions_text() + ") under '" + data + "'");
+    const size_t found = d.samples.size();
+    d.skipped = drop_unreadable(d.samples, c.threads);
+    if (d.samples.empty())
+      throw std::runtime_error("pretrain: none of the " + std::to_string(found) + " images under '" + data +
+                               "' can be read; the first: " + d.skipped.front());
     d.stats = folder_stats(d.samples, size);
     d.what = "every image under " + data;
   } else {
@@ -423,6 +454,7 @@ PretrainSummary Pretrainer::go() {
        std::to_string(cfg_.decoder_depth) + " deep; " + std::to_string(mae_->num_visible()) + " of " +
        std::to_string(ecfg_.num_patches()) + " patches visible; " + std::to_string(data_.samples.size()) +
        " images: " + data_.what + (data_.pack ? " (from its pack)" : ""));
+  for (const auto& why : data_.skipped) log_("[pretrain] skipped, cannot be read: " + why);
   PretrainSummary s;
   s.finished = true;
   while (st_.epoch < cfg_.epochs)
