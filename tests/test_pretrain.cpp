@@ -191,6 +191,23 @@ TEST(Pretrain, UnreadableImagesOfAFolderAreNamedAndLeftOut) {
   fs::remove_all(out);
 }
 
+// A folder whose name is not UTF-8 (Latin-1 "ph\xf6tos") ended the run at its start in nlohmann's
+// "invalid UTF-8 byte" (config.json, then the checkpoints name the data), leaving a folder with
+// steps.csv alone. It runs; config.json and encoder.vit name it with U+FFFD for the bad byte.
+TEST(Pretrain, AFolderWhoseNameIsNotUtf8Works) {
+  auto out = tmpdir("mae_latin1");
+  const fs::path photos = out / "ph\xf6tos";
+  fs::create_directories(photos);
+  size_t n = 0;
+  for (const auto& e : fs::directory_iterator(kFixture + "/images"))
+    if (n < 16) fs::copy_file(e.path(), photos / e.path().filename()), ++n;
+  EXPECT_TRUE(pretrain(mae_request(out / "run", {"epochs=1"}, photos.string())).finished);
+  const std::string shown = "every image under " + (out / "ph\xEF\xBF\xBDtos").string();
+  EXPECT_EQ(nlohmann::json::parse(slurp(out / "run/config.json"))["_data"], shown);
+  EXPECT_EQ(load_model((out / "run/encoder.vit").string()).meta.extra["pretrained"]["data"], shown);
+  fs::remove_all(out);
+}
+
 TEST(Pretrain, AnyFolderOfImagesWorks) {
   auto out = tmpdir("mae_folder");
   const PretrainSummary s = pretrain(mae_request(out / "run", {"epochs=1"}, kFixture + "/images"));

@@ -306,6 +306,18 @@ TEST(VitFormat, RoundTripIsExact) {
   std::remove(path.c_str());
 }
 
+// `convert modèle.pth` on a Latin-1 file system ("mod\xe8le.pth") stored the name in the meta
+// (converted_from) and save_model ended in nlohmann's "invalid UTF-8 byte", nothing written. The
+// model is saved, the name with U+FFFD for the bad byte.
+TEST(VitFormat, SavesAMetaWhosePathIsNotUtf8) {
+  ModelMeta meta = some_meta();
+  meta.extra["converted_from"] = "/data/mod\xe8le.pth";
+  const std::string path = temp_path("latin1.vit");
+  save_model(path, *tv_a_model(), meta);
+  EXPECT_EQ(load_model(path).meta.extra.at("converted_from"), "/data/mod\xEF\xBF\xBDle.pth");
+  std::remove(path.c_str());
+}
+
 TEST(VitFormat, Bf16HalvesTheFileAndRoundsToNearest) {
   auto m = tv_a_model();
   std::string p32 = temp_path("a32.vit"), p16 = temp_path("a16.vit");

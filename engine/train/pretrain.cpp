@@ -20,6 +20,7 @@
 #include "engine/train/run_state.h"
 #include "engine/train/trainer.h"
 #include "engine/util/file.h"
+#include "engine/util/json.h"
 #include "engine/util/thread_pool.h"
 #include "weights/checkpoint.h"
 
@@ -440,7 +441,7 @@ void Pretrainer::write_config() {
   c["_model"] = ecfg_.to_string();
   c["_data"] = data_.what;
   c["_images"] = data_.samples.size();
-  write_text_atomic((fs::path(out_) / "config.json").string(), c.dump(2) + "\n");
+  write_text_atomic((fs::path(out_) / "config.json").string(), json_text(c, 2) + "\n");  // --data may not be UTF-8
 }
 
 PretrainSummary Pretrainer::go() {
