@@ -165,26 +165,31 @@ TEST(Torchvision, LegacyMlpNamesAreAccepted) {
   EXPECT_EQ(params_of(*m), params_of(*ref));
 }
 
-// A model trained under DistributedDataParallel saves every key as "module.<key>"; convert said
-// "missing key 'conv_proj.weight'". timm's load_checkpoint drops the prefix, and so does import: the
-// torchvision model gives PyTorch's logits, the timm one holds the file's tensors under their names.
-TEST(Torchvision, DistributedDataParallelPrefixIsDropped) {
+// A model trained under DistributedDataParallel saves every key as "module.<key>", a Lightning module
+// as "model.<key>" (its attribute's name), or both; convert said "missing key 'conv_proj.weight'".
+// timm's load_checkpoint drops "module.", and import drops any such path: the torchvision model gives
+// PyTorch's logits, the timm one holds the file's tensors under their names.
+TEST(Torchvision, WrapperPrefixIsDropped) {
   const std::string path = temp_path("ddp.safetensors");
   ImportOptions opt;
   opt.heads = 3;
-  auto with_prefix = [&](const std::string& file) {
-    StateDict ddp;
-    for (const auto& [k, t] : read_safetensors(data_path(file))) ddp.emplace("module." + k, t);
-    write_safetensors(path, ddp);
+  auto with_prefix = [&](const std::string& file, const std::string& prefix) {
+    StateDict wrapped;
+    for (const auto& [k, t] : read_safetensors(data_path(file))) wrapped.emplace(prefix + k, t);
+    write_safetensors(path, wrapped);
     return import_torchvision(path, opt);
   };
   const auto r = refs()["tv_a"];
   auto x = read_f32(data_path(r["inputs"]));
-  expect_close(with_prefix("tv_a.safetensors")->forward(x.data(), r["batch"]), read_f32(data_path(r["logits"])));
   const StateDict timm = read_safetensors(data_path("timm_a.safetensors"));
-  const StateDict got = timm_state_dict_from_vit(*with_prefix("timm_a.safetensors"));
-  ASSERT_EQ(got.size(), timm.size());
-  for (const auto& [k, t] : timm) EXPECT_EQ(got.at(k).data, t.data) << k;
+  for (const char* prefix : {"module.", "model.", "model.module."}) {
+    SCOPED_TRACE(prefix);
+    expect_close(with_prefix("tv_a.safetensors", prefix)->forward(x.data(), r["batch"]),
+                 read_f32(data_path(r["logits"])));
+    const StateDict got = timm_state_dict_from_vit(*with_prefix("timm_a.safetensors", prefix));
+    ASSERT_EQ(got.size(), timm.size());
+    for (const auto& [k, t] : timm) EXPECT_EQ(got.at(k).data, t.data) << k;
+  }
   std::remove(path.c_str());
 }
 

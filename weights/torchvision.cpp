@@ -166,10 +166,17 @@ StateDict timm_state_dict_from_vit(const ViT& model) {
 
 namespace {
 
-// DistributedDataParallel and DataParallel save the wrapped model's keys under "module."; timm's
-// load_checkpoint strips that prefix, and so does this when every key carries it.
-void strip_module_prefix(StateDict& sd) {
-  const std::string prefix = "module.";
+// A model saved from inside a wrapper has the wrapper's attribute path before every key:
+// DistributedDataParallel's "module." (timm's load_checkpoint strips it), a Lightning module's
+// "model." or whatever it named its ViT, or both. The path is what precedes the patch embedding's
+// key; it is stripped when every key carries it.
+void strip_wrapper_prefix(StateDict& sd) {
+  std::string prefix;
+  for (const std::string key : {".conv_proj.weight", ".patch_embed.proj.weight"})
+    for (const auto& [k, v] : sd)
+      if (k.size() > key.size() && k.compare(k.size() - key.size(), key.size(), key) == 0)
+        prefix = k.substr(0, k.size() - key.size() + 1);
+  if (prefix.empty()) return;
   for (const auto& [k, v] : sd)
     if (k.rfind(prefix, 0) != 0) return;
   StateDict out;
@@ -180,7 +187,7 @@ void strip_module_prefix(StateDict& sd) {
 }  // namespace
 
 void normalize_torchvision_keys(StateDict& sd) {
-  strip_module_prefix(sd);
+  strip_wrapper_prefix(sd);
   const bool timm = is_timm_vit(sd);
   StateDict out;
   for (auto& [k, v] : sd) {

@@ -20,8 +20,8 @@ StateDict read_torch_weights(const std::string& path);
 // Renames, in place, to torchvision's current keys: a timm VisionTransformer's (patch_embed.proj,
 // cls_token, pos_embed, blocks.N.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}, norm, head;
 // recognised by patch_embed.proj.weight), and older torchvision releases' mlp.linear_1 /
-// mlp.linear_2 (before 0.13); a "module." before every key (a DistributedDataParallel model's
-// state dict) is dropped. Throws naming the key for a timm feature the engine's ViT lacks
+// mlp.linear_2 (before 0.13); the same wrapper path before every key (DistributedDataParallel's
+// "module.", a Lightning module's "model.") is dropped. Throws naming the key for a timm feature the engine's ViT lacks
 // (fc_norm, register tokens, layer scale, qk-norm).
 void normalize_torchvision_keys(StateDict& sd);
 // The model's parameters under timm's VisionTransformer keys.
