@@ -302,6 +302,14 @@ TEST(DataPack, CorruptOrMismatchedPacksFailClearly) {
   const std::string p = (f.dir.path / "x.pack").string();
   write_pack(p, f.samples, wbc::class_names(), 16);
   const auto good = read_bytes(p);
+  // `pack --check DIR` said only "DIR: mmap failed".
+  try {
+    PackFile dir(f.dir.path.string());
+    ADD_FAILURE() << "a folder opened as a pack";
+  } catch (const PackError& e) {
+    EXPECT_NE(std::string(e.what()).find(f.dir.path.string() + ": a folder, not a pack file"), std::string::npos)
+        << e.what();
+  }
   auto expect_error = [&](std::vector<uint8_t> bytes, const std::string& want) {
     const std::string q = (f.dir.path / "bad.pack").string();
     write_bytes(q, bytes);
