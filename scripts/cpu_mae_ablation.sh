@@ -26,8 +26,10 @@ for seed in $SEEDS; do
   pre=$OUT/pretrain-s$seed
   if ! [ -f $pre/encoder.vit ] || ! grep -q "^$PRE," $pre/metrics.csv; then
     echo "== pretrain seed $seed"
+    resume=""  # an interrupted pretraining continues (pretrain refuses to start over its last.vit)
+    [ -f $pre/last.vit ] && resume=--resume
     $BIN pretrain --config configs/cpu_mae_small.json --data "$DATA" --out $pre --set seed=$seed \
-      --set epochs=$PRE 2>&1 | tail -1
+      --set epochs=$PRE $resume 2>&1 | tail -1
   fi
   run=$OUT/mae-s$seed
   if ! [ -f $run/best.vit ]; then

@@ -281,11 +281,35 @@ TEST(DataPack, RoundTripMatchesFiles) {
   EXPECT_THROW(Loader(pack, {}, wrong), std::invalid_argument);
 }
 
+// `vitengine pack --manifest M --out M` renamed the pack over the manifest: prepare's output was
+// gone. It is refused as an argument error (exit 2), and the manifest is left byte for byte.
+TEST(DataPack, CliRefusesToPackOverItsManifest) {
+  Files f(3);
+  const std::string man = (f.dir.path / "manifest.csv").string(), log = (f.dir.path / "log.txt").string();
+  write_manifest(man, f.samples, wbc::class_names());
+  const auto before = read_bytes(man);
+  const std::string cmd = std::string(VITENGINE_BINARY) + " pack --size 16 --manifest " + man + " --out " +
+                          (f.dir.path / "." / "manifest.csv").string() + " > " + log + " 2>&1";
+  EXPECT_EQ(WEXITSTATUS(std::system(cmd.c_str())), 2);
+  EXPECT_EQ(read_bytes(man), before);
+  std::ifstream in(log);
+  const std::string said((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(said.find("is the manifest being packed itself"), std::string::npos) << said;
+}
+
 TEST(DataPack, CorruptOrMismatchedPacksFailClearly) {
   Files f(3);
   const std::string p = (f.dir.path / "x.pack").string();
   write_pack(p, f.samples, wbc::class_names(), 16);
   const auto good = read_bytes(p);
+  // `pack --check DIR` said only "DIR: mmap failed".
+  try {
+    PackFile dir(f.dir.path.string());
+    ADD_FAILURE() << "a folder opened as a pack";
+  } catch (const PackError& e) {
+    EXPECT_NE(std::string(e.what()).find(f.dir.path.string() + ": a folder, not a pack file"), std::string::npos)
+        << e.what();
+  }
   auto expect_error = [&](std::vector<uint8_t> bytes, const std::string& want) {
     const std::string q = (f.dir.path / "bad.pack").string();
     write_bytes(q, bytes);

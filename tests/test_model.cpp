@@ -4,6 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <random>
 #include <vector>
 
@@ -164,6 +167,19 @@ TEST(Model, ConfigValidationNamesTheField) {
   EXPECT_FLOAT_EQ(b.dropout, 0.1f);
   vit::ViT m(b);
   EXPECT_EQ(m.num_params(), 85809422u);  // torchvision vit_b_16 with a 14-class head: 85,798,656 + 10,766
+}
+
+// `vitengine bench --model vit_h14` (or a .vit path) exited 1, a run-time failure, where the README
+// promises exit 2 and one line for a wrong argument; the line names the presets it knows.
+TEST(Model, BenchRefusesAnUnknownPresetAsAnArgumentError) {
+  const std::string log = ::testing::TempDir() + "bench_preset.log";
+  const std::string cmd = std::string(VITENGINE_BINARY) + " bench --model vit_h14 --steps 1 > " + log + " 2>&1";
+  EXPECT_EQ(WEXITSTATUS(std::system(cmd.c_str())), 2);
+  std::ifstream in(log);
+  const std::string said((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  for (const char* name : {"vit_h14", "vit_ti16", "vit_s16", "vit_b16"})
+    EXPECT_NE(said.find(name), std::string::npos) << name << " in: " << said;
+  std::remove(log.c_str());
 }
 
 TEST(Model, ScaledAdamWFreezesAndScalesPerTensor) {

@@ -129,6 +129,85 @@ TEST(Pretrain, RefusesBadDataForeignCheckpointsAndNaNByName) {
   fs::remove_all(out);
 }
 
+// A second `pretrain --out RUN` without --resume trained from scratch over RUN's checkpoints: the
+// first run's last.vit and encoder.vit were overwritten. It is refused, as `train` refuses it, and
+// the files stay byte for byte.
+TEST(Pretrain, ASecondRunIntoTheSameFolderIsRefused) {
+  auto out = tmpdir("mae_twice");
+  pretrain(mae_request(out / "run", {"epochs=1"}));
+  const std::string last = slurp(out / "run/last.vit"), enc = slurp(out / "run/encoder.vit");
+  const std::string m = refusal<std::runtime_error>(mae_request(out / "run", {"epochs=1", "seed=5"}));
+  EXPECT_NE(m.find((out / "run/last.vit").string() + "' already exists"), std::string::npos) << m;
+  EXPECT_NE(m.find("--resume"), std::string::npos) << m;
+  EXPECT_EQ(slurp(out / "run/last.vit"), last);
+  EXPECT_EQ(slurp(out / "run/encoder.vit"), enc);
+  fs::remove_all(out);
+}
+
+// With --out inside the folder of images (pretrain --data photos --out photos/mae), a resumed or a
+// later run read the run's reconstruction pictures (RUN/pictures/epoch_NNN.png) as training images:
+// 25 images where the folder has 24. Such an --out is refused, before anything is written; beside
+// the folder it runs.
+TEST(Pretrain, RunFolderInsideTheImageFolderIsRefused) {
+  auto out = tmpdir("mae_inside");
+  fs::create_directories(out / "photos");
+  size_t n = 0;
+  for (const auto& e : fs::directory_iterator(kFixture + "/images"))
+    if (n < 24) fs::copy_file(e.path(), out / "photos" / e.path().filename()), ++n;
+  for (const char* run : {"photos/mae", "photos"}) {
+    const std::string m = refusal<std::runtime_error>(mae_request(out / run, {"epochs=1"}, (out / "photos").string()));
+    EXPECT_NE(m.find("--out '" + (out / run).string() + "' lies inside"), std::string::npos) << m;
+    EXPECT_FALSE(fs::exists(out / "photos/mae")) << run;
+    EXPECT_FALSE(fs::exists(out / "photos/last.vit")) << run;
+  }
+  EXPECT_TRUE(pretrain(mae_request(out / "mae", {"epochs=1"}, (out / "photos").string())).finished);
+  fs::remove_all(out);
+}
+
+// A folder of anyone's images holds a file that is none (a truncated download, a page saved as .jpg):
+// the loader met it mid-epoch and the run stopped there, one such file per try. They are found up
+// front now, named in the log and left out; the run trains on the others. None readable: an error.
+TEST(Pretrain, UnreadableImagesOfAFolderAreNamedAndLeftOut) {
+  auto out = tmpdir("mae_unreadable");
+  auto write_file = [](const fs::path& p, const std::string& bytes) { std::ofstream(p, std::ios::binary) << bytes; };
+  fs::create_directories(out / "photos");
+  size_t n = 0;
+  for (const auto& e : fs::directory_iterator(kFixture + "/images"))
+    if (n < 24) fs::copy_file(e.path(), out / "photos" / e.path().filename()), ++n;
+  write_file(out / "photos/page.jpg", "<html>not a picture</html>");
+  const std::string jpeg = slurp(kFixture + "/images/BA_100102.jpg");
+  write_file(out / "photos/cut.jpg", jpeg.substr(0, jpeg.size() / 2));
+  auto r = mae_request(out / "run", {"epochs=1"}, (out / "photos").string());
+  std::string said;
+  r.log = [&](const std::string& line) { said += line + "\n"; };
+  EXPECT_TRUE(pretrain(r).finished);
+  EXPECT_NE(said.find(" " + std::to_string(n) + " images: every image under"), std::string::npos) << said;
+  for (const char* f : {"page.jpg", "cut.jpg"})
+    EXPECT_NE(said.find("skipped, cannot be read: " + (out / "photos" / f).string()), std::string::npos) << said;
+  fs::create_directories(out / "junk");
+  write_file(out / "junk/a.png", "PNG? no");
+  const std::string m = refusal<std::runtime_error>(mae_request(out / "run2", {}, (out / "junk").string()));
+  EXPECT_NE(m.find("none of the 1 images"), std::string::npos) << m;
+  fs::remove_all(out);
+}
+
+// A folder whose name is not UTF-8 (Latin-1 "ph\xf6tos") ended the run at its start in nlohmann's
+// "invalid UTF-8 byte" (config.json, then the checkpoints name the data), leaving a folder with
+// steps.csv alone. It runs; config.json and encoder.vit name it with U+FFFD for the bad byte.
+TEST(Pretrain, AFolderWhoseNameIsNotUtf8Works) {
+  auto out = tmpdir("mae_latin1");
+  const fs::path photos = out / "ph\xf6tos";
+  fs::create_directories(photos);
+  size_t n = 0;
+  for (const auto& e : fs::directory_iterator(kFixture + "/images"))
+    if (n < 16) fs::copy_file(e.path(), photos / e.path().filename()), ++n;
+  EXPECT_TRUE(pretrain(mae_request(out / "run", {"epochs=1"}, photos.string())).finished);
+  const std::string shown = "every image under " + (out / "ph\xEF\xBF\xBDtos").string();
+  EXPECT_EQ(nlohmann::json::parse(slurp(out / "run/config.json"))["_data"], shown);
+  EXPECT_EQ(load_model((out / "run/encoder.vit").string()).meta.extra["pretrained"]["data"], shown);
+  fs::remove_all(out);
+}
+
 TEST(Pretrain, AnyFolderOfImagesWorks) {
   auto out = tmpdir("mae_folder");
   const PretrainSummary s = pretrain(mae_request(out / "run", {"epochs=1"}, kFixture + "/images"));

@@ -157,6 +157,22 @@ TEST_F(Cli, ExplainWritesEveryMap) {
   EXPECT_EQ(meta["grid"], 4);
 }
 
+// "--alpha nan" passed the [0, 1] check and wrote every overlay black, exit 0; "--tile 100000" ended
+// in std::bad_alloc. Both are argument errors now (exit 2) naming the option, and nothing is written.
+TEST_F(Cli, ExplainRefusesANanAlphaAndAHugeTile) {
+  for (const std::string& opt : {"--alpha nan", "--alpha 1.5", "--tile 100000", "--tile 8"}) {
+    const std::string out_dir = dir_ + "/explain_bad";
+    std::string err;
+    EXPECT_EQ(vt::run(bin() + " explain --model " + model_ + " " + dir_ + "/smear/a.png --out " + out_dir + " " + opt,
+                      nullptr, &err),
+              2)
+        << opt << ": " << err;
+    EXPECT_NE(err.find(opt.substr(0, opt.find(' '))), std::string::npos) << err;
+    EXPECT_FALSE(fs::exists(out_dir)) << opt;
+    fs::remove_all(out_dir);
+  }
+}
+
 TEST_F(Cli, DifferentialWritesHtmlAndJson) {
   std::string out, err;
   std::string html = dir_ + "/out/report.html";
@@ -176,6 +192,66 @@ TEST_F(Cli, DifferentialWritesHtmlAndJson) {
   EXPECT_NE(h.find("Research tool, not a diagnosis"), std::string::npos);
   EXPECT_NE(h.find("data:image/jpeg;base64,"), std::string::npos);
   EXPECT_NE(h.find("5-part differential"), std::string::npos);
+}
+
+// A file name that is not UTF-8 (Latin-1 "caf\xe9.png", as old cameras and Windows shares write
+// them) ended explain, differential and predict --format json with nlohmann's "invalid UTF-8 byte"
+// after the work was done, and no report. Each JSON now names it with U+FFFD for the bad byte.
+TEST_F(Cli, JsonOutputsNameAFileWhoseNameIsNotUtf8) {
+  const std::string d = dir_ + "/latin1", shown = "caf\xEF\xBF\xBD.png";  // U+FFFD in UTF-8
+  fs::create_directories(d);
+  vt::write_file(d + "/caf\xE9.png", vt::png_bytes(40, 40, 4));
+  const std::string q = "'" + d + "/caf\xE9.png'";
+  std::string out, err;
+  ASSERT_EQ(vt::run(bin() + " explain --model " + model_ + " " + q + " --out " + d + "/ex", nullptr, &err), 0) << err;
+  EXPECT_EQ(json::parse(vt::read_file(d + "/ex/explain.json"))["image"], d + "/" + shown);
+  ASSERT_EQ(vt::run(bin() + " differential " + d + " --out " + d + "/r/report.html --model " + model_ +
+                        " --review-below 0",
+                    nullptr, &err),
+            0)
+      << err;
+  EXPECT_EQ(json::parse(vt::read_file(d + "/r/report.json"))["cells"][0]["file"], shown);
+  ASSERT_EQ(vt::run(bin() + " predict --format json --model " + model_ + " " + q, &out, &err), 0) << err;
+  EXPECT_EQ(json::parse(out)["file"], d + "/" + shown);
+  fs::remove_all(d);
+}
+
+// `differential DIR --out reports/` (a folder, as explain's --out is) wrote a hidden reports/.json,
+// then failed on the HTML after every image was classified; an existing folder got a stray
+// "<folder>.json" beside it. Both are refused up front (exit 2), nothing written, the fix named.
+TEST_F(Cli, DifferentialRefusesAFolderForItsReportFile) {
+  const std::string d = dir_ + "/reports";
+  for (const std::string& out : {d + "/new/", d + "/old"}) {
+    fs::remove_all(d);
+    fs::create_directories(d + "/old");
+    std::string err;
+    EXPECT_EQ(vt::run(bin() + " differential " + dir_ + "/smear --model " + model_ + " --out " + out, nullptr, &err), 2)
+        << err;
+    EXPECT_NE(err.find("is a folder"), std::string::npos) << err;
+    EXPECT_NE(err.find("/report.html"), std::string::npos) << err;
+    size_t files = 0;
+    for (const auto& e : fs::recursive_directory_iterator(d)) files += e.is_regular_file();
+    EXPECT_EQ(files, 0u) << out;
+  }
+  fs::remove_all(d);
+}
+
+// A NaN threshold compared false with every count: "--eos-threshold nan" never raised eosinophilia,
+// "--review-below nan" listed no cell, exit 0. Each is an argument error now, naming the option.
+TEST_F(Cli, DifferentialRefusesNanThresholds) {
+  for (const char* opt :
+       {"--review-below", "--ig-threshold", "--band-threshold", "--eos-threshold", "--baso-threshold"}) {
+    const std::string html = dir_ + "/nan_rules/report.html";
+    std::string err;
+    EXPECT_EQ(
+        vt::run(bin() + " differential " + dir_ + "/smear --model " + model_ + " --out " + html + " " + opt + " nan",
+                nullptr, &err),
+        2)
+        << opt << ": " << err;
+    EXPECT_NE(err.find(opt), std::string::npos) << err;
+    EXPECT_FALSE(fs::exists(html)) << opt;
+    fs::remove_all(dir_ + "/nan_rules");
+  }
 }
 
 // ---- the Batcher, in process ----

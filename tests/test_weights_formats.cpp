@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <fstream>
 
 #include "tests/weights_test_util.h"
 #include "weights/safetensors.h"
@@ -239,6 +240,22 @@ TEST(Safetensors, WriteReadRoundTripAllDtypes) {
       }
     }
   }
+  std::remove(path.c_str());
+}
+
+// `export --dtype f16` wrote a weight past 65504 as an infinity, and PyTorch loaded it as one with
+// no word. It is refused naming the tensor and the element; nothing is written; bf16 holds it.
+TEST(Safetensors, F16RefusesValuesBeyondItsRange) {
+  StateDict sd;
+  sd["heads.head.bias"] = HostTensor{{3}, {1.0f, 65504.0f, -70000.0f}};
+  const std::string path = temp_path("f16range.safetensors");
+  std::remove(path.c_str());
+  const std::string e = error_of([&] { write_safetensors(path, sd, SafetensorsDtype::F16); });
+  EXPECT_NE(e.find("'heads.head.bias' holds -70000"), std::string::npos) << e;
+  EXPECT_NE(e.find("element 2"), std::string::npos) << e;
+  EXPECT_FALSE(std::ifstream(path).good());
+  write_safetensors(path, sd, SafetensorsDtype::BF16);
+  EXPECT_NEAR(read_safetensors(path).at("heads.head.bias").data[2], -70000.0f, 70000.0f * 3.9e-3f);
   std::remove(path.c_str());
 }
 

@@ -99,6 +99,38 @@ TEST(Timm, InitForFineTuningReplacesTheHead) {
   EXPECT_TRUE(lm.meta.class_names.empty());  // the new head's classes come from the data
 }
 
+// A backbone saved without a head (timm's num_classes=0; MAE's and DINO's encoders are saved so)
+// stopped convert and train --init at "missing key 'heads.head.weight'", --num-classes or not.
+// With the classes given it gets a zero head, every backbone tensor the file's; without, the error
+// says it is a backbone and what to give.
+TEST(Timm, HeadlessBackboneGetsAZeroHeadOfTheGivenClasses) {
+  const auto r = ref();
+  StateDict sd = read_safetensors(data_path(r["safetensors"]));
+  sd.erase("head.weight");
+  sd.erase("head.bias");
+  const std::string path = (std::filesystem::temp_directory_path() / "vit_timm_headless.safetensors").string();
+  write_safetensors(path, sd);
+  ImportOptions opt;
+  opt.heads = r["num_heads"];
+  const std::string e = error_of([&] { import_torchvision(path, opt); });
+  EXPECT_NE(e.find("no classification head"), std::string::npos) << e;
+  EXPECT_NE(e.find("--num-classes"), std::string::npos) << e;
+  opt.num_classes = 4;
+  ViTConfig target = timm_config(r);
+  target.num_classes = 7;
+  LoadedModel init = load_init(path, target);
+  EXPECT_TRUE(init.meta.class_names.empty());  // the new head's classes come from the data
+  for (const auto& [model, classes] : {std::pair{import_torchvision(path, opt), 4}, {std::move(init.model), 7}}) {
+    const StateDict got = timm_state_dict_from_vit(*model);
+    ASSERT_EQ(got.size(), sd.size() + 2);
+    for (const auto& [k, t] : sd) EXPECT_EQ(got.at(k).data, t.data) << k;
+    EXPECT_EQ(got.at("head.weight").shape, (std::vector<int64_t>{classes, r["embed_dim"].get<int64_t>()}));
+    EXPECT_EQ(got.at("head.weight").data, std::vector<float>(size_t(classes) * r["embed_dim"].get<size_t>(), 0.0f));
+    EXPECT_EQ(got.at("head.bias").data, std::vector<float>(size_t(classes), 0.0f));
+  }
+  std::filesystem::remove(path);
+}
+
 TEST(Timm, FeaturesTheEngineLacksAreRefusedByName) {
   const auto r = ref();
   StateDict sd = read_pth(data_path(r["pth"]));

@@ -124,6 +124,26 @@ TEST(Torchvision, KeyAndShapeErrorsNameTheKey) {
   }
 }
 
+// A checkpoint with a NaN (a diverged run's) converted without a word, and every prediction of the
+// model was "nan%". Import refuses it, naming the tensor, the value and its place; an infinity too.
+TEST(Torchvision, NonFiniteWeightsAreRefusedNamingTheTensor) {
+  const StateDict base = read_pth(data_path("tv_a.pth"));
+  const std::string path = temp_path("nonfinite.safetensors");
+  ImportOptions opt;
+  opt.heads = 3;
+  for (const auto& [value, said] : {std::pair{std::nanf(""), "NaN"}, {-INFINITY, "an infinity"}}) {
+    StateDict sd = base;
+    sd.at("encoder.layers.encoder_layer_1.mlp.3.weight").data.at(17) = value;
+    write_safetensors(path, sd);
+    const std::string e = error_of([&] { import_torchvision(path, opt); });
+    EXPECT_NE(e.find("'encoder.layers.encoder_layer_1.mlp.3.weight' holds " + std::string(said) + " at element 17"),
+              std::string::npos)
+        << e;
+    EXPECT_NE(e.find(path), std::string::npos) << e;
+  }
+  std::remove(path.c_str());
+}
+
 TEST(Torchvision, LegacyMlpNamesAreAccepted) {
   // torchvision < 0.13 called the MLP layers mlp.linear_1 / mlp.linear_2.
   StateDict sd = read_pth(data_path("tv_a.pth"));
@@ -143,6 +163,34 @@ TEST(Torchvision, LegacyMlpNamesAreAccepted) {
   auto m = vit_from_state_dict(old, cfg, "old");
   auto ref = vit_from_state_dict(sd, cfg, "new");
   EXPECT_EQ(params_of(*m), params_of(*ref));
+}
+
+// A model trained under DistributedDataParallel saves every key as "module.<key>", a Lightning module
+// as "model.<key>" (its attribute's name), or both; convert said "missing key 'conv_proj.weight'".
+// timm's load_checkpoint drops "module.", and import drops any such path: the torchvision model gives
+// PyTorch's logits, the timm one holds the file's tensors under their names.
+TEST(Torchvision, WrapperPrefixIsDropped) {
+  const std::string path = temp_path("ddp.safetensors");
+  ImportOptions opt;
+  opt.heads = 3;
+  auto with_prefix = [&](const std::string& file, const std::string& prefix) {
+    StateDict wrapped;
+    for (const auto& [k, t] : read_safetensors(data_path(file))) wrapped.emplace(prefix + k, t);
+    write_safetensors(path, wrapped);
+    return import_torchvision(path, opt);
+  };
+  const auto r = refs()["tv_a"];
+  auto x = read_f32(data_path(r["inputs"]));
+  const StateDict timm = read_safetensors(data_path("timm_a.safetensors"));
+  for (const char* prefix : {"module.", "model.", "model.module."}) {
+    SCOPED_TRACE(prefix);
+    expect_close(with_prefix("tv_a.safetensors", prefix)->forward(x.data(), r["batch"]),
+                 read_f32(data_path(r["logits"])));
+    const StateDict got = timm_state_dict_from_vit(*with_prefix("timm_a.safetensors", prefix));
+    ASSERT_EQ(got.size(), timm.size());
+    for (const auto& [k, t] : timm) EXPECT_EQ(got.at(k).data, t.data) << k;
+  }
+  std::remove(path.c_str());
 }
 
 TEST(Torchvision, PosEmbeddingInterpolationMatchesTorchvision) {
@@ -263,6 +311,18 @@ TEST(VitFormat, RoundTripIsExact) {
   std::remove(path.c_str());
 }
 
+// `convert modèle.pth` on a Latin-1 file system ("mod\xe8le.pth") stored the name in the meta
+// (converted_from) and save_model ended in nlohmann's "invalid UTF-8 byte", nothing written. The
+// model is saved, the name with U+FFFD for the bad byte.
+TEST(VitFormat, SavesAMetaWhosePathIsNotUtf8) {
+  ModelMeta meta = some_meta();
+  meta.extra["converted_from"] = "/data/mod\xe8le.pth";
+  const std::string path = temp_path("latin1.vit");
+  save_model(path, *tv_a_model(), meta);
+  EXPECT_EQ(load_model(path).meta.extra.at("converted_from"), "/data/mod\xEF\xBF\xBDle.pth");
+  std::remove(path.c_str());
+}
+
 TEST(VitFormat, Bf16HalvesTheFileAndRoundsToNearest) {
   auto m = tv_a_model();
   std::string p32 = temp_path("a32.vit"), p16 = temp_path("a16.vit");
@@ -378,6 +438,25 @@ TEST(VitFormat, LoadInitFromVitReplacesHeadAndInterpolates) {
   std::string e = error_of([&] { load_init(path, target); });
   EXPECT_NE(e.find("heads"), std::string::npos) << e;
   std::remove(path.c_str());
+}
+
+// `convert X --out X` and `export M --out M` renamed their output over their input: the
+// checkpoint or the only .vit was gone, replaced by the other format. Both are refused as argument
+// errors (exit 2), naming the file, and the input is left byte for byte.
+TEST(Export, CliRefusesToWriteOverItsInput) {
+  const std::string st = temp_path("self.safetensors"), vit = temp_path("self.vit"), log = temp_path("self.log");
+  write_safetensors(st, read_pth(data_path("tv_a.pth")));
+  save_model(vit, *tv_a_model(), some_meta());
+  const std::string bin = VITENGINE_BINARY;
+  for (const auto& [cmd, file] :
+       {std::pair{" convert " + st + " --heads 3 --out ", st}, {" export " + vit + " --out ", vit}}) {
+    const auto before = bytes_of(file);
+    EXPECT_EQ(WEXITSTATUS(std::system((bin + cmd + file + " > " + log + " 2>&1").c_str())), 2) << cmd;
+    EXPECT_EQ(bytes_of(file), before) << cmd;
+    const auto said = bytes_of(log);
+    EXPECT_NE(std::string(said.begin(), said.end()).find("--out '" + file + "' is the"), std::string::npos) << cmd;
+  }
+  for (const auto& p : {st, vit, log}) std::remove(p.c_str());
 }
 
 TEST(Export, SafetensorsHasExactlyTorchvisionKeys) {

@@ -4,6 +4,7 @@
 // 2 bad arguments (one line), 3 subcommand not built yet.
 #pragma once
 #include <CLI/CLI.hpp>
+#include <filesystem>
 #include <functional>
 #include <stdexcept>
 #include <string>
@@ -25,6 +26,16 @@ struct NotBuilt : std::runtime_error {
 struct UsageError : std::runtime_error {
   explicit UsageError(const std::string& what) : std::runtime_error(what) {}
 };
+
+// An --out that names the command's input: the output, in another format, would be renamed over the
+// input (convert, export, pack), and the only copy of a checkpoint or manifest would be gone. Compared
+// as files, so "./m.vit", a link to it and a hard link count too. Throws UsageError.
+inline void require_out_is_not_input(const std::string& out, const std::string& in, const std::string& in_is) {
+  std::error_code ec;
+  if (std::filesystem::equivalent(out, in, ec))
+    throw UsageError("--out '" + out + "' is the " + in_is + " itself: write to another file, so that " + in +
+                     " stays as it is");
+}
 
 // --tta for eval, predict and serve: one name, one set of modes (engine/eval/tta.h), one help text.
 inline CLI::Option* add_tta_option(CLI::App* app, std::string* mode) {

@@ -27,7 +27,10 @@ Command register_bench(CLI::App& root) {
   auto a = std::make_shared<BenchArgs>();
   Command c;
   c.app = root.add_subcommand("bench", "Time forward+backward steps (or inference) of a ViT preset on the CPU");
-  c.app->add_option("--model", a->model, "preset: vit_ti16, vit_s16, vit_b16")->capture_default_str();
+  // Checked here, so that a wrong name is an argument error (exit 2) as for every other command.
+  c.app->add_option("--model", a->model, "preset")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"vit_ti16", "vit_s16", "vit_b16"}));
   c.app->add_option("--batch", a->batch, "images per step")->capture_default_str()->check(CLI::Range(1, 4096));
   c.app->add_option("--steps", a->steps, "timed steps")->capture_default_str()->check(CLI::Range(1, 100000));
   c.app->add_option("--warmup", a->warmup, "untimed steps first")->capture_default_str()->check(CLI::Range(0, 1000));

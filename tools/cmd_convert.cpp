@@ -37,6 +37,7 @@ Command register_convert(CLI::App& root) {
   c.app->add_option("--dtype", o->dtype, "weights on disk: f32 or bf16 (half the size, for shipping)")
       ->check(CLI::IsMember({"f32", "bf16"}));
   c.run = [o]() -> int {
+    require_out_is_not_input(o->out, o->in, "checkpoint being converted");
     ViTConfig src;
     auto model = import_torchvision(o->in, o->imp, &src);
     const ViTConfig& cfg = model->config();

@@ -4,6 +4,7 @@
 // be read are listed in the report and on stderr; the rest are counted. With a label map (another
 // lab's classes, configs/bccd5.json), each cell is also called one of its targets, as predict and
 // eval --map call it, and the report counts the targets.
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -11,6 +12,7 @@
 #include "engine/eval/evaluate.h"
 #include "engine/eval/inference.h"
 #include "engine/eval/overlay.h"
+#include "engine/util/json.h"
 #include "engine/wbc/report.h"
 #include "engine/wbc/app.h"
 #include "tools/cli.h"
@@ -48,10 +50,33 @@ nlohmann::json target_counts(const LabelMap& m, const std::string& rule, const s
   return {{"name", m.name}, {"rule", rule}, {"targets", rows}};
 }
 
+// --out names the HTML file, and the JSON is written beside it under the same stem: a folder there
+// ("reports/", an existing one) wrote a hidden "reports/.json" or "reports.json", then failed on the
+// HTML after all the work. Refused before it.
+void require_report_file(const std::string& out) {
+  namespace fs = std::filesystem;
+  if (out.empty() || out.back() == '/' || fs::is_directory(out))
+    throw UsageError("--out '" + out + "' is a folder: give the report's file name, e.g. " +
+                     (fs::path(out) / "report.html").lexically_normal().string());
+}
+
+// A NaN threshold compares false with every count: "--eos-threshold nan" never raised eosinophilia and
+// "--review-below nan" listed no cell, with exit 0 and a report that looked normal.
+void require_numbers(const DifferentialRules& r) {
+  for (const auto& [name, v] : {std::pair{"--review-below", r.review_below},
+                                {"--ig-threshold", r.ig_pct_wbc},
+                                {"--band-threshold", r.band_pct_neutrophils},
+                                {"--eos-threshold", r.eos_pct_wbc},
+                                {"--baso-threshold", r.baso_pct_wbc}})
+    if (std::isnan(v)) throw UsageError(std::string(name) + " must be a number, not NaN");
+}
+
 int run_differential(const DiffArgs& a) {
   if (a.batch < 1) throw UsageError("--batch must be >= 1");
+  require_numbers(a.rules);
   namespace fs = std::filesystem;
   if (!fs::is_directory(a.dir)) throw UsageError("not a folder: " + a.dir);
+  require_report_file(a.out);
   fs::path html_path(a.out);
   fs::path json_path = html_path;
   json_path.replace_extension(".json");
@@ -120,7 +145,7 @@ int run_differential(const DiffArgs& a) {
   if (html_path.has_parent_path()) fs::create_directories(html_path.parent_path());
   nlohmann::json light = report;  // the JSON is for pipelines: thumbnails stay in the HTML only
   for (auto& r : light["review"]) r.erase("thumbnail");
-  write_text_atomic(json_path.string(), light.dump(2) + "\n");
+  write_text_atomic(json_path.string(), json_text(light, 2) + "\n");
   write_text_atomic(html_path.string(), differential_html(report, fs::path(a.dir).filename().string().empty()
                                                                       ? a.dir
                                                                       : fs::path(a.dir).filename().string()));

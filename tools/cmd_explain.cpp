@@ -10,6 +10,7 @@
 #include "engine/eval/inference.h"
 #include "engine/eval/overlay.h"
 #include "engine/eval/rollout.h"
+#include "engine/util/json.h"
 #include "engine/wbc/app.h"
 #include "tools/cli.h"
 
@@ -31,8 +32,10 @@ std::string two(int v) {
 }
 
 int run_explain(const ExplainArgs& a) {
-  if (a.alpha < 0 || a.alpha > 1) throw UsageError("--alpha must be in [0, 1]");
-  if (a.tile < 16) throw UsageError("--tile must be >= 16");
+  // Written so that NaN fails too: "--alpha nan" passed `alpha < 0 || alpha > 1` and every overlay
+  // came out black. A tile past 1024 px only magnifies a 224 px view, and grid.png grows as its square.
+  if (!(a.alpha >= 0 && a.alpha <= 1)) throw UsageError("--alpha must be in [0, 1]");
+  if (a.tile < 16 || a.tile > 1024) throw UsageError("--tile must be in [16, 1024]");
   Predictor pred(resolve_model_path(a.model), wbc::class_names());
   pred.set_stain_norm(a.stain_norm);
   pred.set_cell_size(a.cell_size);
@@ -83,7 +86,7 @@ int run_explain(const ExplainArgs& a) {
   nlohmann::json meta = {
       {"image", a.image}, {"model", pred.version()}, {"prediction", names[p.top]}, {"confidence", p.confidence},
       {"grid", g},        {"files", files}};
-  write_text_atomic(a.out + "/explain.json", meta.dump(2) + "\n");
+  write_text_atomic(a.out + "/explain.json", json_text(meta, 2) + "\n");
   std::printf("%s: %s (%.1f%%); wrote %zu files to %s (see grid.png, rollout.png)\n", a.image.c_str(),
               names[p.top].c_str(), 100 * p.confidence, files.size() + 1, a.out.c_str());
   return 0;

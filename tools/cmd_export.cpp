@@ -23,6 +23,7 @@ Command register_export(CLI::App& root) {
       ->check(CLI::IsMember({"torchvision", "timm"}))
       ->capture_default_str();
   c.run = [o]() -> int {
+    require_out_is_not_input(o->out, o->in, "model being exported");
     LoadedModel lm = load_model(o->in);
     const bool timm = o->format == "timm";
     export_safetensors(o->out, *lm.model, lm.meta, parse_safetensors_dtype(o->dtype),

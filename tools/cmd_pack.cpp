@@ -51,6 +51,7 @@ Command register_pack(CLI::App& root) {
       samples = select(man, a->split, a->subset);
       if (samples.empty()) throw UsageError("no rows for split '" + a->split + "' in " + a->manifest);
       if (!a->out.empty()) {
+        require_out_is_not_input(a->out, a->manifest, "manifest being packed");
         auto t0 = std::chrono::steady_clock::now();
         write_pack(a->out, samples, man.classes, a->size, a->threads, a->split);
         double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

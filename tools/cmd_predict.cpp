@@ -11,6 +11,7 @@
 #include "engine/eval/evaluate.h"
 #include "engine/eval/inference.h"
 #include "engine/runtime/backend.h"
+#include "engine/util/json.h"
 #include "engine/util/text.h"
 #include "engine/wbc/app.h"
 #include "tools/cli.h"
@@ -74,7 +75,7 @@ int run_predict(const PredictArgs& a) {
       std::string msg = what;  // the image reader usually names the file already
       if (msg.find(file) == std::string::npos) msg = file + ": " + msg;
       std::fprintf(stderr, "vitengine predict: error: %s\n", msg.c_str());
-      if (a.format == "json") std::printf("%s\n", nlohmann::json{{"file", file}, {"error", what}}.dump().c_str());
+      if (a.format == "json") std::printf("%s\n", json_text({{"file", file}, {"error", what}}).c_str());
     });
     std::vector<Prediction> preds = pred.predict(imgs, a.batch);
     for (size_t j = 0; j < preds.size(); ++j) {
@@ -99,7 +100,7 @@ int run_predict(const PredictArgs& a) {
                            {"model", pred.version()}};
         if (mapped)
           row["target"] = m.name, row["target_probability"] = m.prob, row["target_probabilities"] = masses_json(lmap, m);
-        std::printf("%s\n", row.dump().c_str());
+        std::printf("%s\n", json_text(row).c_str());
       } else if (a.format == "csv") {
         std::printf("%s,%s,%.6f,%d", csv_field(ok[j]).c_str(), csv_field(names[p.top]).c_str(), p.confidence, review);
         for (int c : top) std::printf(",%s,%.6f", csv_field(names[c]).c_str(), p.probs[c]);

@@ -2,6 +2,7 @@
 // the model's arena; loading reads each tensor straight into the new model's arena, so
 // a ViT-B/16 with AdamW moments (~1.3 GB) is never held twice.
 #include "weights/checkpoint.h"
+#include "engine/util/json.h"
 #include "engine/util/sha256.h"
 
 #include <algorithm>
@@ -96,7 +97,7 @@ void save_impl(const std::string& path, const ViT& model, const ModelMeta& meta,
                       {"checksum", "sha256"},
                       {"data_size", off},
                       {"tensors", table}};
-  std::string hs = h.dump();
+  std::string hs = json_text(h);  // a path in the meta (converted_from, init_from) may not be UTF-8
   uint8_t prefix[kPrefix];
   std::memcpy(prefix, kMagic, 8);
   put_le(prefix + 8, kCheckpointVersion, 4);

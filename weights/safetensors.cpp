@@ -1,6 +1,7 @@
 #include "weights/safetensors.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
@@ -146,6 +147,11 @@ void write_safetensors(const std::string& path, const StateDict& sd, Safetensors
     } else {
       for (size_t k = 0; k < t.data.size(); ++k) {
         uint16_t x = dtype == SafetensorsDtype::F16 ? float_to_half(t.data[k]) : float_to_bf16(t.data[k]);
+        // float16 ends at 65504: a larger weight would load in PyTorch as an infinity, without a word.
+        if (dtype == SafetensorsDtype::F16 && (x & 0x7fff) == 0x7c00 && std::isfinite(t.data[k]))
+          throw std::runtime_error(path + ": tensor '" + name + "' holds " + nlohmann::json(t.data[k]).dump() +
+                                   " at element " + std::to_string(k) +
+                                   ", beyond float16's range (65504): it would become an infinity; write f32 or bf16");
         p[2 * k] = uint8_t(x & 0xff);
         p[2 * k + 1] = uint8_t(x >> 8);
       }

@@ -51,6 +51,27 @@ bool adapt_state_dict(StateDict& sd, const ViTConfig& src, const ViTConfig& targ
   return true;
 }
 
+HostTensor zeros(std::vector<int64_t> shape) {
+  return HostTensor{shape, std::vector<float>(size_t(checked_numel(shape, "head")), 0.0f)};
+}
+
+// A backbone saved without a classifier (timm's num_classes=0, the MAE and DINO encoders) gets the
+// zero-initialised head of `num_classes` that replacing a head gives: a head it never had is as new
+// as a replaced one. Returns true if it added one; without num_classes there is no head to make.
+bool add_missing_head(StateDict& sd, int num_classes, const std::string& path) {
+  const auto conv = sd.find("conv_proj.weight");
+  if (sd.count("heads.head.weight") || sd.count("heads.head.bias") || conv == sd.end() || conv->second.shape.empty())
+    return false;  // a head, or not a ViT at all: infer_torchvision_config names what is missing
+  if (num_classes <= 0)
+    throw std::runtime_error(path + ": the checkpoint has no classification head (heads.head or head): a backbone, "
+                                    "as timm's num_classes=0 and the MAE and DINO encoders save them; give the "
+                                    "number of classes of a new head (--num-classes N)");
+  const int64_t dim = conv->second.shape[0];
+  sd["heads.head.weight"] = zeros({num_classes, dim});
+  sd["heads.head.bias"] = zeros({num_classes});
+  return true;
+}
+
 }  // namespace
 
 StateDict read_torch_weights(const std::string& path) {
@@ -143,7 +164,30 @@ StateDict timm_state_dict_from_vit(const ViT& model) {
   return out;
 }
 
+namespace {
+
+// A model saved from inside a wrapper has the wrapper's attribute path before every key:
+// DistributedDataParallel's "module." (timm's load_checkpoint strips it), a Lightning module's
+// "model." or whatever it named its ViT, or both. The path is what precedes the patch embedding's
+// key; it is stripped when every key carries it.
+void strip_wrapper_prefix(StateDict& sd) {
+  std::string prefix;
+  for (const std::string key : {".conv_proj.weight", ".patch_embed.proj.weight"})
+    for (const auto& [k, v] : sd)
+      if (k.size() > key.size() && k.compare(k.size() - key.size(), key.size(), key) == 0)
+        prefix = k.substr(0, k.size() - key.size() + 1);
+  if (prefix.empty()) return;
+  for (const auto& [k, v] : sd)
+    if (k.rfind(prefix, 0) != 0) return;
+  StateDict out;
+  for (auto& [k, v] : sd) out.emplace(k.substr(prefix.size()), std::move(v));
+  sd = std::move(out);
+}
+
+}  // namespace
+
 void normalize_torchvision_keys(StateDict& sd) {
+  strip_wrapper_prefix(sd);
   const bool timm = is_timm_vit(sd);
   StateDict out;
   for (auto& [k, v] : sd) {
@@ -203,6 +247,22 @@ ViTConfig infer_torchvision_config(const StateDict& sd, int heads) {
   return c;
 }
 
+namespace {
+
+// A NaN or an infinity in a weight makes every prediction NaN ("nan%"), and nothing else would say
+// why: a diverged run's or a corrupt checkpoint is refused here, naming the tensor and the place.
+void require_finite(const StateDict& sd, const std::string& what) {
+  for (const auto& [k, t] : sd) {
+    const auto bad = std::find_if(t.data.begin(), t.data.end(), [](float v) { return !std::isfinite(v); });
+    if (bad != t.data.end())
+      throw std::runtime_error(what + ": tensor '" + k + "' holds " + (std::isnan(*bad) ? "NaN" : "an infinity") +
+                               " at element " + std::to_string(bad - t.data.begin()) + " of " +
+                               std::to_string(t.data.size()) + ": a diverged or corrupt checkpoint");
+  }
+}
+
+}  // namespace
+
 void check_state_dict(const StateDict& sd, const ViTConfig& cfg, const std::string& what) {
   const auto table = param_table(cfg);
   std::set<std::string> names;
@@ -231,6 +291,7 @@ void check_state_dict(const StateDict& sd, const ViTConfig& cfg, const std::stri
     msg.pop_back();
     throw std::runtime_error(msg);
   }
+  require_finite(sd, what);
 }
 
 std::unique_ptr<ViT> vit_from_state_dict(const StateDict& sd, const ViTConfig& cfg, const std::string& what) {
@@ -297,6 +358,7 @@ void interpolate_pos_embedding(const float* src, int gs, float* dst, int gd, int
 std::unique_ptr<ViT> import_torchvision(const std::string& path, const ImportOptions& opt, ViTConfig* source_cfg) {
   StateDict sd = read_torch_weights(path);
   normalize_torchvision_keys(sd);
+  add_missing_head(sd, opt.num_classes, path);
   ViTConfig src;
   try {
     src = infer_torchvision_config(sd, opt.heads);
@@ -338,6 +400,7 @@ LoadedModel load_init(const std::string& path, const ViTConfig& target) {
   LoadedModel out;
   StateDict sd;
   ViTConfig src;
+  bool new_head = false;
   char magic[8] = {};
   if (FILE* f = std::fopen(path.c_str(), "rb")) {
     size_t got = std::fread(magic, 1, 8, f);
@@ -356,6 +419,7 @@ LoadedModel load_init(const std::string& path, const ViTConfig& target) {
   } else {
     sd = read_torch_weights(path);
     normalize_torchvision_keys(sd);
+    new_head = add_missing_head(sd, target.num_classes, path);
     try {
       src = infer_torchvision_config(sd, target.heads);
     } catch (const std::exception& e) {
@@ -365,7 +429,7 @@ LoadedModel load_init(const std::string& path, const ViTConfig& target) {
     out.meta = imagenet_meta(src.num_classes);
   }
   require_compatible(src, target, path);
-  if (adapt_state_dict(sd, src, target)) out.meta.class_names.clear();
+  if (adapt_state_dict(sd, src, target) || new_head) out.meta.class_names.clear();
   out.model = vit_from_state_dict(sd, target, path);
   out.meta.extra["init_from"] = path;
   out.meta.extra["init_config"] = src.to_string();

@@ -20,7 +20,8 @@ StateDict read_torch_weights(const std::string& path);
 // Renames, in place, to torchvision's current keys: a timm VisionTransformer's (patch_embed.proj,
 // cls_token, pos_embed, blocks.N.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}, norm, head;
 // recognised by patch_embed.proj.weight), and older torchvision releases' mlp.linear_1 /
-// mlp.linear_2 (before 0.13). Throws naming the key for a timm feature the engine's ViT lacks
+// mlp.linear_2 (before 0.13); the same wrapper path before every key (DistributedDataParallel's
+// "module.", a Lightning module's "model.") is dropped. Throws naming the key for a timm feature the engine's ViT lacks
 // (fc_norm, register tokens, layer scale, qk-norm).
 void normalize_torchvision_keys(StateDict& sd);
 // The model's parameters under timm's VisionTransformer keys.
@@ -34,7 +35,8 @@ StateDict timm_state_dict_from_vit(const ViT& model);
 ViTConfig infer_torchvision_config(const StateDict& sd, int heads = 0);
 
 // Strict copy: every parameter of `cfg` must be present with its exact shape, and no
-// other key may be present; the error lists the missing / extra / misshapen keys.
+// other key may be present; the error lists the missing / extra / misshapen keys. Every value must be
+// finite: a NaN or infinity is refused naming the tensor.
 void check_state_dict(const StateDict& sd, const ViTConfig& cfg, const std::string& what);
 std::unique_ptr<ViT> vit_from_state_dict(const StateDict& sd, const ViTConfig& cfg, const std::string& what);
 // The model's parameters under torchvision's keys.
@@ -52,7 +54,8 @@ struct ImportOptions {
   float dropout = -1;   // < 0: ViTConfig's default
 };
 // Reads, checks and adapts a torchvision checkpoint. `source_cfg` (optional) receives
-// the configuration found in the file, before adaptation.
+// the configuration found in the file, before adaptation. A file without a head (a backbone:
+// timm's num_classes=0, MAE, DINO) needs opt.num_classes, and gets a zero-initialised head.
 std::unique_ptr<ViT> import_torchvision(const std::string& path, const ImportOptions& opt,
                                         ViTConfig* source_cfg = nullptr);
 
@@ -65,7 +68,8 @@ ModelMeta imagenet_meta(int num_classes);
 // target.image_size and the head is replaced (zeros) when the class count differs or
 // is kept otherwise. Returns a model with exactly `target`'s config; meta is the
 // source's (.vit) or ImageNet's (torchvision files), with class_names cleared when the
-// head was replaced. Throws naming both configs on a mismatch.
+// head was replaced (or added: a headless backbone gets a zero head). Throws naming both configs on a
+// mismatch.
 LoadedModel load_init(const std::string& path, const ViTConfig& target);
 
 enum class KeyLayout { kTorchvision, kTimm };

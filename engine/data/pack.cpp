@@ -113,6 +113,11 @@ PackFile::PackFile(const std::string& path) : path_(path) {
     ::close(fd);
     throw PackError(path + ": cannot stat pack");
   }
+  // A folder opens and has a size, then fails to map with a bare "mmap failed".
+  if (S_ISDIR(st.st_mode)) {
+    ::close(fd);
+    throw PackError(path + ": a folder, not a pack file");
+  }
   map_size_ = (size_t)st.st_size;
   if (map_size_ < kHeader) {
     ::close(fd);

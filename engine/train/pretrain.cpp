@@ -20,6 +20,8 @@
 #include "engine/train/run_state.h"
 #include "engine/train/trainer.h"
 #include "engine/util/file.h"
+#include "engine/util/json.h"
+#include "engine/util/thread_pool.h"
 #include "weights/checkpoint.h"
 
 namespace vit {
@@ -44,7 +46,32 @@ struct PretrainData {
   bool orientation_free = false;
   std::shared_ptr<const PackFile> pack;  // the train pack, when it holds exactly these images
   std::string what;                      // for the log and config.json
+  std::vector<std::string> skipped;      // a folder's images that cannot be read, each with why
 };
+
+// Any folder of images holds a file or two that is not one (a truncated download, an HTML page
+// saved as .jpg); the loader met it mid-epoch and the run stopped there, naming one file per try.
+// Every image is decoded once up front instead: those that fail are left out and named, as
+// differential leaves them out. Returns "why" (the reader's message, which names the file) of each.
+std::vector<std::string> drop_unreadable(std::vector<Sample>& samples, int threads) {
+  std::vector<std::string> why(samples.size());
+  parallel_for(samples.size(), threads, [&](size_t i) {
+    try {
+      load_image(samples[i].full_path());
+    } catch (const ImageError& e) {
+      why[i] = e.what();
+    }
+  });
+  std::vector<Sample> kept;
+  std::vector<std::string> skipped;
+  for (size_t i = 0; i < samples.size(); i++)
+    if (why[i].empty())
+      kept.push_back(std::move(samples[i]));
+    else
+      skipped.push_back(std::move(why[i]));
+  samples = std::move(kept);
+  return skipped;
+}
 
 // Channel mean and spread of what the model sees (padded, resized), from up to 256 images spread
 // evenly over the folder: a folder of images comes without prepare's statistics.
@@ -79,7 +106,17 @@ std::shared_ptr<const PackFile> matching_pack(const std::string& data, const Tra
   return pk;
 }
 
-PretrainData load_data(const TrainConfig& c, const std::string& data, int size) {
+// A run folder inside the folder of images would be read with it: its pictures (pictures/epoch_NNN.png)
+// would become training images of a resumed or a later run, without a word.
+void require_out_outside(const std::string& data, const std::string& out) {
+  const std::string d = absolute_path(data), o = absolute_path(out);
+  if (o == d || is_under(o, d))
+    throw std::runtime_error("pretrain: --out '" + out + "' lies inside the folder of images --data '" + data +
+                             "', whose every image is read: the run's pictures would become training images; choose "
+                             "an --out beside it");
+}
+
+PretrainData load_data(const TrainConfig& c, const std::string& data, int size, const std::string& out) {
   PretrainData d;
   if (fs::exists(manifest_path(data))) {
     const Manifest man = read_manifest_resolved(manifest_path(data), c.data_root);
@@ -89,6 +126,7 @@ PretrainData load_data(const TrainConfig& c, const std::string& data, int size) 
     d.pack = matching_pack(data, c, d.samples, size);
     d.what = "split '" + c.train_split + "' (" + std::to_string(c.subset) + "% subset) of " + manifest_path(data);
   } else if (fs::is_directory(data)) {
+    require_out_outside(data, out);
     for (const auto& [src, rel] : image_files_under({data})) {
       Sample s;
       s.src = src, s.path = rel, s.split = "train", s.label = 0;
@@ -96,6 +134,11 @@ PretrainData load_data(const TrainConfig& c, const std::string& data, int size) 
     }
     if (d.samples.empty())
       throw std::runtime_error("pretrain: no images (" + image_extensions_text() + ") under '" + data + "'");
+    const size_t found = d.samples.size();
+    d.skipped = drop_unreadable(d.samples, c.threads);
+    if (d.samples.empty())
+      throw std::runtime_error("pretrain: none of the " + std::to_string(found) + " images under '" + data +
+                               "' can be read; the first: " + d.skipped.front());
     d.stats = folder_stats(d.samples, size);
     d.what = "every image under " + data;
   } else {
@@ -153,6 +196,12 @@ double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::
 
 void Pretrainer::setup() {
   cfg_.validate();
+  last_path_ = (fs::path(out_) / "last.vit").string();
+  encoder_path_ = (fs::path(out_) / "encoder.vit").string();
+  // As `train` does: a second run into the same folder would overwrite that run's checkpoints.
+  if (!req_.resume && fs::exists(last_path_))
+    throw std::runtime_error("'" + last_path_ +
+                             "' already exists: pass --resume to continue that run, or choose another --out");
   if (cfg_.device != "cpu")
     throw ConfigError("pretrain: device=" + cfg_.device + " is not built yet; the masked autoencoder runs on the CPU");
   ecfg_ = cfg_.model_config(1);  // the encoder's head is not used: one output
@@ -161,7 +210,7 @@ void Pretrainer::setup() {
   m.dim = cfg_.decoder_dim, m.depth = cfg_.decoder_depth, m.heads = cfg_.decoder_heads, m.mlp_dim = cfg_.decoder_mlp_dim;
   m.mask_ratio = cfg_.mask_ratio, m.norm_pix_loss = cfg_.norm_pix_loss;
   mae_ = std::make_unique<MaskedAutoencoder>(ecfg_, m);
-  data_ = load_data(cfg_, req_.data, ecfg_.image_size);
+  data_ = load_data(cfg_, req_.data, ecfg_.image_size, out_);
   cfg_.resolve_auto(data_.orientation_free);
   LoaderConfig lc;
   lc.batch_size = cfg_.batch_size, lc.image_size = ecfg_.image_size, lc.shuffle = true, lc.drop_last = cfg_.drop_last;
@@ -173,8 +222,6 @@ void Pretrainer::setup() {
   if (spe_ == 0)
     throw std::runtime_error("pretrain: " + std::to_string(data_.samples.size()) + " images, fewer than one batch of " +
                              std::to_string(cfg_.batch_size) + " (lower batch_size or set drop_last=false)");
-  last_path_ = (fs::path(out_) / "last.vit").string();
-  encoder_path_ = (fs::path(out_) / "encoder.vit").string();
   if (req_.resume)
     resume();
   else
@@ -394,7 +441,7 @@ void Pretrainer::write_config() {
   c["_model"] = ecfg_.to_string();
   c["_data"] = data_.what;
   c["_images"] = data_.samples.size();
-  write_text_atomic((fs::path(out_) / "config.json").string(), c.dump(2) + "\n");
+  write_text_atomic((fs::path(out_) / "config.json").string(), json_text(c, 2) + "\n");  // --data may not be UTF-8
 }
 
 PretrainSummary Pretrainer::go() {
@@ -408,6 +455,7 @@ PretrainSummary Pretrainer::go() {
        std::to_string(cfg_.decoder_depth) + " deep; " + std::to_string(mae_->num_visible()) + " of " +
        std::to_string(ecfg_.num_patches()) + " patches visible; " + std::to_string(data_.samples.size()) +
        " images: " + data_.what + (data_.pack ? " (from its pack)" : ""));
+  for (const auto& why : data_.skipped) log_("[pretrain] skipped, cannot be read: " + why);
   PretrainSummary s;
   s.finished = true;
   while (st_.epoch < cfg_.epochs)

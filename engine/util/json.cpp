@@ -59,4 +59,8 @@ nlohmann::json read_hand_written_json(const std::string& path, const std::string
   }
 }
 
+std::string json_text(const nlohmann::json& j, int indent) {
+  return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 }  // namespace vit

@@ -11,4 +11,9 @@ namespace vit {
 // "<what> '<path>'": it cannot be opened, is not valid JSON, or gives a key twice in one object.
 nlohmann::json read_hand_written_json(const std::string& path, const std::string& what);
 
+// The text of `j` for a file or a terminal. A file name on Linux is bytes, not always UTF-8 (one
+// made on a Latin-1 system: "caf\xe9.png"), and nlohmann::json's dump() throws on such a string,
+// after all the work is done: here each invalid byte becomes U+FFFD, as a terminal shows it.
+std::string json_text(const nlohmann::json& j, int indent = -1);
+
 }  // namespace vit
