@@ -460,6 +460,23 @@ TEST(Trainer, CellSizeNormalizeTrainsAndValidatesOnRescaledViews) {
   fs::remove_all(out);
 }
 
+// eval without --model takes the model predict, explain, differential and serve take
+// ($VITENGINE_MODEL first), as docs/robustness.md's workflow for a new lab writes it.
+TEST(Trainer, EvalWithoutAModelTakesTheDefaultOne) {
+  auto out = tmpdir("evaldefault");
+  ASSERT_NO_THROW(train(request(out / "run", {"epochs=1"})));
+  const std::string model = (out / "run/last.vit").string();
+  ::setenv("VITENGINE_MODEL", model.c_str(), 1);
+  const int rc = run_cli({"eval", "--data", small_data(), "--split", "val", "--out", (out / "ev").string()},
+                         out / "eval.txt");
+  ::unsetenv("VITENGINE_MODEL");
+  ASSERT_EQ(rc, 0) << slurp(out / "eval.txt");
+  const nlohmann::json j = nlohmann::json::parse(slurp(out / "ev/metrics.json"));
+  EXPECT_EQ(j["model"], model);
+  EXPECT_EQ(j["n"].get<int>(), 14);
+  fs::remove_all(out);
+}
+
 TEST(Trainer, PackedSplitsGiveTheSameRunAsTheFiles) {
   auto out = tmpdir("pack");
   // a copy of the small data set with train.pack and val.pack at the model's 32 px

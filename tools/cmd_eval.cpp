@@ -3,6 +3,7 @@
 #include <memory>
 
 #include "engine/eval/evaluate.h"
+#include "engine/eval/inference.h"
 #include "engine/wbc/app.h"
 #include "engine/runtime/backend.h"
 #include "tools/cli.h"
@@ -19,8 +20,7 @@ Command register_eval(CLI::App& root) {
       "--data: a prepared folder (manifest.csv), a manifest.csv, or a folder of class folders\n"
       "(e.g. ../shared/data/bccd-cropped, labels = folder names; use --map configs/bccd5.json).\n"
       "With --map, predictions of classes the map leaves out are 'other' and count as errors.");
-  app->add_option("--model", r->model, "model checkpoint (.vit), e.g. RUN/best.vit")
-      ->required()
+  app->add_option("--model", r->model, "model checkpoint (.vit), e.g. RUN/best.vit; default: the shipped model")
       ->check(CLI::ExistingFile);
   app->add_option("--data", r->data, "prepared folder, manifest.csv or folder of class folders")->required();
   app->add_option("--split", r->split, "manifest split")
@@ -44,6 +44,7 @@ Command register_eval(CLI::App& root) {
   add_cell_size_option(app, &r->cell_size);
   c.run = [r]() -> int {
     r->comm = &world();
+    r->model = resolve_model_path(r->model);  // as predict, explain, differential and serve find it
     evaluate(*r);
     return 0;
   };
