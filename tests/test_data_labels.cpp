@@ -135,6 +135,31 @@ TEST(DataLabels, ClassNamesInAnyUtf8SurviveEveryFile) {
   EXPECT_EQ(seen.size(), 4u);
 }
 
+// Linux file names are bytes. A class folder named on a Latin-1 system cannot become a class name
+// (JSON in report.json, the model, every report): refused, naming it, before any work. A file name
+// in another encoding is only a path: kept, and report.json shows it with U+FFFD.
+TEST(DataLabels, AClassFolderNamedInAnotherEncodingIsRefusedByNameAFileIsKept) {
+  TempDir d("labels_latin1");
+  const fs::path src = d.path / "pets", out = d.path / "p";
+  write_class_folders(src, {"cats", "k\xe4tze"}, 10);
+  const std::string e = error_of([&] { prepare_dataset(options(folder_labeler({src.string()}), src, out)); });
+  EXPECT_NE(e.find("class name \"k\xef\xbf\xbdtze\" is not UTF-8 text"), std::string::npos) << e;
+  EXPECT_FALSE(fs::exists(out / "manifest.csv"));
+
+  const fs::path src2 = d.path / "pets2", out2 = d.path / "p2";
+  write_class_folders(src2, {"cats", "dogs"}, 10);
+  write_png((src2 / "cats" / "caf\xe9.png").string(), noise_image(16, 16, 4242, 90));
+  std::ofstream(src2 / "dogs" / "b\xe2" "d.png") << "not an image";  // listed in report.json
+  ASSERT_NO_THROW(prepare_dataset(options(folder_labeler({src2.string()}), src2, out2)));
+  const std::vector<uint8_t> bytes = read_file_bytes((out2 / "report.json").string());
+  const json rep = json::parse(bytes.begin(), bytes.end());  // a real parser: valid UTF-8 JSON
+  EXPECT_NE(rep.dump().find("b\xef\xbf\xbd" "d.png"), std::string::npos);
+  const Manifest m = read_manifest((out2 / "manifest.csv").string());
+  EXPECT_EQ(m.samples.size(), 21u);
+  EXPECT_TRUE(std::any_of(m.samples.begin(), m.samples.end(),
+                          [](const Sample& s) { return s.path == "cats/caf\xe9.png"; }));  // the bytes kept
+}
+
 TEST(DataLabels, AFileNameWithALineBreakIsNamedAndLeftOut) {
   // manifest.csv is read a line at a time, so such a row would make the prepared set unreadable
   // by train and eval; prepare must name the file instead.

@@ -11,6 +11,7 @@
 #include "engine/data/image.h"  // has_image_extension
 #include "engine/util/csv.h"
 #include "engine/util/file.h"
+#include "engine/util/json.h"
 
 namespace vit {
 namespace fs = std::filesystem;
@@ -54,6 +55,11 @@ void check_class_list(const std::vector<std::string>& classes, const std::string
     for (unsigned char ch : c)
       if (ch < 0x20 || ch == 0x7f)
         throw std::runtime_error(what + ": class name '" + c + "' holds a control character");
+    // A class name goes into report.json, the model file and every report, all JSON; a folder named
+    // on a Latin-1 system would stop the first of them after the whole run, or become another name.
+    if (!is_valid_utf8(c))
+      throw std::runtime_error(what + ": class name " + json_text(c) +
+                               " is not UTF-8 text (a folder named on another system?); rename it");
     if (!seen.insert(c).second) throw std::runtime_error(what + ": class '" + c + "' is listed twice");
   }
 }

@@ -20,6 +20,7 @@
 #include "engine/data/image.h"
 #include "engine/data/labels.h"
 #include "engine/util/file.h"
+#include "engine/util/json.h"
 #include "engine/util/sha256.h"
 #include "engine/util/thread_pool.h"
 
@@ -661,7 +662,8 @@ json prepare_dataset(const PrepareOptions& opt) {
   write_manifest((fs::path(P.out_abs) / "manifest.csv").string(), P.rows, opt.labeler.classes);
   json rep = report(P);
   rep["wall_seconds"] = P.seconds();
-  write_text_atomic((fs::path(P.out_abs) / "report.json").string(), rep.dump(2) + "\n");
+  // json_text: a file name need not be UTF-8 (the manifest keeps its bytes; the report shows U+FFFD)
+  write_text_atomic((fs::path(P.out_abs) / "report.json").string(), json_text(rep, 2) + "\n");
   P.say("prepare: wrote " + P.out_abs + "/manifest.csv (" + std::to_string(P.rows.size()) +
         " rows) and report.json in " + std::to_string(rep["wall_seconds"].get<double>()) + " s");
   return rep;

@@ -63,4 +63,13 @@ std::string json_text(const nlohmann::json& j, int indent) {
   return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
+bool is_valid_utf8(const std::string& s) {
+  try {
+    (void)nlohmann::json(s).dump();  // nlohmann's own check, so the answer is what dump() accepts
+    return true;
+  } catch (const nlohmann::json::type_error&) {
+    return false;
+  }
+}
+
 }  // namespace vit

@@ -15,5 +15,7 @@ nlohmann::json read_hand_written_json(const std::string& path, const std::string
 // made on a Latin-1 system: "caf\xe9.png"), and nlohmann::json's dump() throws on such a string,
 // after all the work is done: here each invalid byte becomes U+FFFD, as a terminal shows it.
 std::string json_text(const nlohmann::json& j, int indent = -1);
+// Whether JSON can hold `s` as it is: valid UTF-8 (what json_text would otherwise replace).
+bool is_valid_utf8(const std::string& s);
 
 }  // namespace vit
