@@ -459,6 +459,21 @@ TEST(Export, CliRefusesToWriteOverItsInput) {
   for (const auto& p : {st, vit, log}) std::remove(p.c_str());
 }
 
+// Asking for more memory than there is (here a 2e9-class head) is said in words: std::bad_alloc's
+// own text names no cause. The address space is capped so that the allocation fails on any
+// machine, whatever its overcommit policy, instead of the kernel killing the process.
+TEST(Export, OutOfMemoryIsSaidInWords) {
+  const std::string out = temp_path("oom.vit"), log = temp_path("oom.log");
+  const std::string cmd = "ulimit -v 4000000; " + std::string(VITENGINE_BINARY) + " convert " + data_path("tv_a.pth") +
+                          " --heads 3 --num-classes 2000000000 --out " + out + " > " + log + " 2>&1";
+  EXPECT_EQ(WEXITSTATUS(std::system(("/bin/sh -c '" + cmd + "'").c_str())), 1);
+  const auto said = bytes_of(log);
+  EXPECT_NE(std::string(said.begin(), said.end()).find("error: out of memory"), std::string::npos)
+      << std::string(said.begin(), said.end());
+  EXPECT_FALSE(std::ifstream(out).good());
+  std::remove(log.c_str());
+}
+
 TEST(Export, SafetensorsHasExactlyTorchvisionKeys) {
   auto m = tv_a_model();
   std::string path = temp_path("exp.safetensors");

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <exception>
 #include <memory>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -68,6 +69,11 @@ int main(int argc, char** argv) {
       return fail(name, "not built yet: ", e.what(), 3);
     } catch (const UsageError& e) {
       return fail(name, "", e.what(), 2);
+    } catch (const std::bad_alloc&) {  // its what() is "std::bad_alloc", which names no cause
+      return fail(name, "error: ",
+                  "out of memory: what was asked for (model size, batch, image size or class count) needs more "
+                  "memory than this machine can give; ask for less",
+                  1);
     } catch (const std::exception& e) {
       return fail(name, "error: ", e.what(), 1);
     }
