@@ -106,6 +106,10 @@ TEST(PickleVM, RefusesForbiddenGlobals) {
     EXPECT_NE(e.find("not allowed"), std::string::npos) << e;
     EXPECT_NE(e.find("offset 2"), std::string::npos) << e;
   }
+  // timm's training checkpoints pickle their argparse.Namespace: refused, saying how to keep the weights
+  const std::string e = pickle_error(std::string("\x80\x02") + "cargparse\nNamespace\n)\x81.");
+  EXPECT_NE(e.find("GLOBAL 'argparse.Namespace' is not allowed"), std::string::npos) << e;
+  EXPECT_NE(e.find("torch.save(torch.load(F, weights_only=False)['state_dict']"), std::string::npos) << e;
 }
 
 TEST(PickleVM, RefusesOpcodesOutsideTheSubset) {

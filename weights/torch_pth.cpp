@@ -478,7 +478,11 @@ class PickleVM {
     if (full != "torch._utils._rebuild_tensor_v2" && full != "collections.OrderedDict" && !storage_type(full))
       fail("GLOBAL '" + full +
            "' is not allowed: only torch._utils._rebuild_tensor_v2, "
-           "collections.OrderedDict and torch.*Storage may appear in a state dict; nothing is executed");
+           "collections.OrderedDict and torch.*Storage may appear in a state dict; nothing is executed (as "
+           "torch.load(weights_only=True) refuses it). A training checkpoint that pickles other objects beside "
+           "the weights (timm's train.py saves its argparse.Namespace 'args') can be cut to its state dict, in "
+           "PyTorch, for a file you trust: torch.save(torch.load(F, weights_only=False)['state_dict'], "
+           "'weights.pth')");
     uint32_t o = make(Kind::Global);
     pool_[o].s = full;
     push(o);
