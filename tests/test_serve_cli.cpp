@@ -157,6 +157,32 @@ TEST_F(Cli, ExplainWritesEveryMap) {
   EXPECT_EQ(meta["grid"], 4);
 }
 
+// explain says what predict says of an image unlike the training data: a map of such an image
+// explains a call to distrust. A threshold below every energy flags any image; the score is
+// predict's for the same image, and a model without a threshold says null (unknown), not false.
+TEST_F(Cli, ExplainFlagsAnImageUnlikeTheTrainingDataAsPredictDoes) {
+  vit::LoadedModel lm = vit::load_model(model_);
+  lm.meta.extra["ood"] = {{"score", "energy"}, {"threshold", -1e9}, {"fpr", 0.05}};
+  const std::string flagged = dir_ + "/flag_all.vit", img = dir_ + "/smear/a.png";
+  vit::save_model(flagged, *lm.model, lm.meta);
+  std::string out, err;
+  ASSERT_EQ(vt::run(bin() + " explain --model " + flagged + " " + img + " --out " + dir_ + "/ex_flag", &out, &err), 0)
+      << err;
+  EXPECT_NE(out.find("unlike the training data: expect lower accuracy"), std::string::npos) << out;
+  const json e = json::parse(vt::read_file(dir_ + "/ex_flag/explain.json"));
+  EXPECT_EQ(e["unlike_training_data"], true);
+  ASSERT_EQ(vt::run(bin() + " predict --format json --model " + flagged + " " + img, &out, &err), 0) << err;
+  const json p = json::parse(out);
+  EXPECT_EQ(p["unlike_training_data"], true);
+  // explain's forward keeps the attention maps, predict's is the inference path: float rounding apart
+  EXPECT_NEAR(e["ood_score"].get<double>(), p["ood_score"].get<double>(), 1e-5 * std::fabs(p["ood_score"].get<double>()));
+
+  ASSERT_EQ(vt::run(bin() + " explain --model " + model_ + " " + img + " --out " + dir_ + "/ex_plain", &out, &err), 0)
+      << err;
+  EXPECT_EQ(out.find("unlike"), std::string::npos) << out;
+  EXPECT_TRUE(json::parse(vt::read_file(dir_ + "/ex_plain/explain.json"))["unlike_training_data"].is_null());
+}
+
 // "--alpha nan" passed the [0, 1] check and wrote every overlay black, exit 0; "--tile 100000" ended
 // in std::bad_alloc. Both are argument errors now (exit 2) naming the option, and nothing is written.
 TEST_F(Cli, ExplainRefusesANanAlphaAndAHugeTile) {

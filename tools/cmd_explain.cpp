@@ -83,12 +83,22 @@ int run_explain(const ExplainArgs& a) {
            ", then their mean); last row: the cell as the model sees it, rollout");
 
   const auto& names = pred.class_names();
-  nlohmann::json meta = {
-      {"image", a.image}, {"model", pred.version()}, {"prediction", names[p.top]}, {"confidence", p.confidence},
-      {"grid", g},        {"files", files}};
+  // As predict says it: a map of an image unlike the training data explains a call to distrust.
+  // null when the model stores no threshold (`vitengine ood-ref`): unknown, not "no".
+  const nlohmann::json unlike = pred.ood().present ? nlohmann::json(p.unlike_training) : nlohmann::json();
+  nlohmann::json meta = {{"image", a.image},
+                         {"model", pred.version()},
+                         {"prediction", names[p.top]},
+                         {"confidence", p.confidence},
+                         {"ood_score", p.ood_score},
+                         {"unlike_training_data", unlike},
+                         {"grid", g},
+                         {"files", files}};
   write_text_atomic(a.out + "/explain.json", json_text(meta, 2) + "\n");
-  std::printf("%s: %s (%.1f%%); wrote %zu files to %s (see grid.png, rollout.png)\n", a.image.c_str(),
-              names[p.top].c_str(), 100 * p.confidence, files.size() + 1, a.out.c_str());
+  std::printf("%s: %s (%.1f%%)%s; wrote %zu files to %s (see grid.png, rollout.png)\n", a.image.c_str(),
+              names[p.top].c_str(), 100 * p.confidence,
+              p.unlike_training ? ", unlike the training data: expect lower accuracy" : "", files.size() + 1,
+              a.out.c_str());
   return 0;
 }
 
