@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -16,6 +17,8 @@
 
 #include "engine/data/cell_size.h"
 #include "engine/data/dataset.h"
+#include "engine/data/labels.h"
+#include "engine/data/prepare.h"
 #include "engine/eval/evaluate.h"
 #include "engine/data/pack.h"
 #include "engine/wbc/app.h"
@@ -457,6 +460,41 @@ TEST(Trainer, CellSizeNormalizeTrainsAndValidatesOnRescaledViews) {
       << slurp(out / "ref.txt");
   EXPECT_NE(slurp(out / "ref.txt").find("kept the model's own"), std::string::npos) << slurp(out / "ref.txt");
   EXPECT_EQ(load_model((out / "ref.vit").string()).meta.extra["cell_size"], cs);
+  fs::remove_all(out);
+}
+
+// cell_size=normalize on images that are not blood cells (no white cell in any): refused before a
+// step, saying so and naming the key, and no checkpoint is written.
+TEST(Trainer, CellSizeNormalizeOnImagesWithoutCellsIsRefusedBeforeAStep) {
+  auto out = tmpdir("cellsize_none");
+  for (const auto& [cls, rgb] : {std::pair{"leaves", std::array<uint8_t, 3>{70, 160, 60}},
+                                 {"sand", std::array<uint8_t, 3>{200, 180, 120}}})
+    for (int i = 0; i < 12; ++i) {
+      Image im;
+      im.width = im.height = 32;
+      im.rgb.resize(32 * 32 * 3);
+      for (size_t p = 0; p < im.rgb.size(); ++p) im.rgb[p] = uint8_t(rgb[p % 3] + (p * 7 + size_t(i) * 13) % 9);
+      fs::create_directories(out / "src" / cls);
+      write_png((out / "src" / cls / (std::to_string(i) + ".png")).string(), im);
+    }
+  PrepareOptions po;
+  po.labeler = folder_labeler({(out / "src").string()});
+  po.srcs = {(out / "src").string()};
+  po.out = (out / "prep").string();
+  po.size = 32;
+  po.min_side = 8;
+  prepare_dataset(po);
+  auto req = request(out / "run", {"cell_size=normalize"});
+  req.data = (out / "prep").string();
+  try {
+    train(req);
+    FAIL() << "expected a refusal";
+  } catch (const ConfigError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("cell_size=normalize"), std::string::npos) << m;
+    EXPECT_NE(m.find("no cell found"), std::string::npos) << m;
+  }
+  EXPECT_FALSE(fs::exists(out / "run/last.vit"));
   fs::remove_all(out);
 }
 

@@ -78,15 +78,19 @@ void Run::load_data() {
 void Run::measure_cell_size(const Manifest& man) {
   if (cfg_.cell_size == "none") return;
   const int S = cfg_.model_config(int(man.classes.size())).image_size;
+  const std::vector<Image> sample = reference_images(select(man, cfg_.train_split), S);  // names a bad file
   try {
-    cell_ref_ = cell_size_reference(reference_images(select(man, cfg_.train_split), S));
-  } catch (const std::runtime_error& e) {
+    cell_ref_ = cell_size_reference(sample);
+  } catch (const std::runtime_error& e) {  // no white cell in any image
     throw ConfigError(std::string("cell_size=normalize: ") + e.what() +
                       " (are these blood cells? set cell_size=none for other images)");
   }
-  log_("[train] cell_size=normalize: a white cell in " + std::to_string(cell_ref_.found) + " of " +
-       std::to_string(cell_ref_.images) + " sampled train images; every view rescaled so that it spans " +
-       std::to_string(cell_ref_.fraction).substr(0, 5) + " of the side");
+  char b[200];
+  std::snprintf(b, sizeof b,
+                "[train] cell_size=normalize: a white cell in %d of %d sampled train images; every view rescaled "
+                "so that it spans %.3f of the side",
+                cell_ref_.found, cell_ref_.images, cell_ref_.fraction);
+  log_(b);
 }
 
 void Run::apply_cell_size(LoaderConfig& lc) const {
