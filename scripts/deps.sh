@@ -5,7 +5,7 @@ set -euo pipefail
 # What building and running the CLI needs (the README's quick start; Open MPI for
 # mpirun -np N vitengine train, docs/distributed.md) ...
 PKGS="build-essential cmake pkg-config libeigen3-dev libstb-dev nlohmann-json3-dev libcpp-httplib-dev libcli11-dev
-      libzip-dev libssl-dev python3 openmpi-bin libopenmpi-dev ${VITENGINE_EXTRA_PKGS:-}"
+      libzip-dev libssl-dev libtiff-dev python3 openmpi-bin libopenmpi-dev ${VITENGINE_EXTRA_PKGS:-}"
 # ... and, with --test (the test command), what only the tests need: GoogleTest, Google Benchmark,
 # chromium for the headless-browser test of the web page (tests/serve_browser.py), and
 # scikit-learn's digits for the second example's smoke test (tools/make_digits.py), and Prometheus'

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "engine/data/image.h"
+#include "engine/data/tiff.h"
 #include "tests/data_test_util.h"
 
 using namespace vit;
@@ -56,6 +57,64 @@ TEST(DataImage, DecodesJpegPngBmp) {
   EXPECT_EQ(b.width, 120);
   Image c = load_image((test_data() / "ta_input.png").string());
   EXPECT_EQ(c.width, 64);
+}
+
+// TIFF, as microscopes write it, against the same pixels that Pillow wrote as PNG beside each file
+// (tests/data/tiff/README.md): uncompressed, LZW, deflate, RGBA, 8- and 16-bit grey, palette.
+TEST(DataImageTiff, DecodesEveryLayoutToThePixelsPillowWrote) {
+  if (!tiff::supported()) GTEST_SKIP() << "built without libtiff";
+  const fs::path dir = test_data() / "tiff";
+  for (const auto& [tif, png] : std::vector<std::pair<std::string, std::string>>{{"rgb_raw.tif", "rgb.png"},
+                                                                               {"rgb_lzw.tif", "rgb.png"},
+                                                                               {"rgb_deflate.tif", "rgb.png"},
+                                                                               {"rgba.tif", "rgb.png"},
+                                                                               {"gray8.tif", "gray.png"},
+                                                                               {"gray16.tif", "gray.png"},
+                                                                               {"pal.tif", "pal.png"}}) {
+    const Image a = load_image((dir / tif).string()), b = load_image((dir / png).string());
+    ASSERT_EQ(a.width, 13) << tif;
+    ASSERT_EQ(a.height, 7) << tif;
+    EXPECT_EQ(max_abs_diff(a, b), 0) << tif;
+    const auto bytes = read_bytes(dir / tif);
+    int w = 0, h = 0;
+    ASSERT_TRUE(image_dimensions(bytes.data(), bytes.size(), &w, &h)) << tif;
+    EXPECT_EQ(w, 13);
+    EXPECT_EQ(h, 7);
+  }
+  EXPECT_TRUE(has_image_extension("scan_001.TIF"));
+  EXPECT_TRUE(has_image_extension("a.tiff"));
+}
+
+TEST(DataImageTiff, BadTiffsAreNamedNotCrashed) {
+  const auto good = read_bytes(test_data() / "tiff" / "rgb_lzw.tif");
+  if (!tiff::supported()) {  // a build without libtiff says how to get it
+    EXPECT_NE(error_of(good, "s.tif").find("s.tif: a TIFF image, and this build"), std::string::npos);
+    return;
+  }
+  // cut in half: the pixels (or the directory at the end) are missing
+  const std::vector<uint8_t> half(good.begin(), good.begin() + long(good.size() / 2));
+  EXPECT_NE(error_of(half, "half.tif").find("half.tif:"), std::string::npos);
+  // a signature and nothing else
+  const std::vector<uint8_t> sig = {'I', 'I', 42, 0, 8, 0, 0, 0};
+  EXPECT_NE(error_of(sig, "sig.tif").find("sig.tif: unreadable TIFF header"), std::string::npos);
+  // a header claiming 100000 x 100000 pixels is refused before they are allocated
+  std::vector<uint8_t> huge = read_bytes(test_data() / "tiff" / "rgb_raw.tif");
+  int w = 0, h = 0;
+  ASSERT_TRUE(image_dimensions(huge.data(), huge.size(), &w, &h));
+  size_t patched = 0;
+  for (size_t i = 8; i + 12 <= huge.size() && patched < 2; ++i) {  // IFD entries 256 (width) and 257 (length)
+    const int tag = huge[i] | huge[i + 1] << 8, type = huge[i + 2] | huge[i + 3] << 8;
+    const bool count1 = huge[i + 4] == 1 && huge[i + 5] == 0 && huge[i + 6] == 0 && huge[i + 7] == 0;
+    if ((tag == 256 || tag == 257) && (type == 3 || type == 4) && count1) {
+      const uint32_t v = 100000;
+      huge[i + 2] = 4, huge[i + 3] = 0;  // LONG
+      for (int k = 0; k < 4; ++k) huge[i + 8 + size_t(k)] = uint8_t(v >> (8 * k));
+      ++patched, i += 11;
+    }
+  }
+  ASSERT_EQ(patched, 2u);
+  EXPECT_NE(error_of(huge, "huge.tif").find("huge.tif: implausible size 100000x100000"), std::string::npos)
+      << error_of(huge, "huge.tif");
 }
 
 TEST(DataImage, PadUsesBorderMeanAndCentres) {

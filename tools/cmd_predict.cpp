@@ -156,7 +156,7 @@ Command register_predict(CLI::App& root) {
   Command c;
   c.app =
       root.add_subcommand("predict", "Classify images (top-k of the model's classes with calibrated probabilities)");
-  c.app->add_option("inputs", a->inputs, "Image files or folders (searched recursively for .jpg/.png/.bmp)")
+  c.app->add_option("inputs", a->inputs, "Image files or folders (searched recursively for .jpg/.png/.bmp/.tif)")
       ->required();
   c.app->add_option("--model", a->model, "Model checkpoint (.vit); default: the shipped model");
   c.app->add_option("--top-k", a->top_k, "Classes to show per image")->capture_default_str();

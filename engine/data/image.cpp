@@ -29,6 +29,7 @@
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #include <stb/stb_image_write.h>
 
+#include "engine/data/tiff.h"
 #include "engine/util/file.h"
 
 namespace vit {
@@ -57,6 +58,7 @@ bool jpeg_has_eoi(const uint8_t* b, size_t n) {
 }  // namespace
 
 bool image_dimensions(const uint8_t* bytes, size_t n, int* width, int* height) {
+  if (tiff::is_tiff(bytes, n)) return tiff::dimensions(bytes, n, width, height);
   // PNG and BMP sizes are read from their headers here: stb_image's header check refuses an image
   // whose pixels would pass 1 GiB, so a huge but well-formed PNG would look like "not an image"
   // when the caller wants to say "too large".
@@ -86,8 +88,9 @@ bool image_dimensions(const uint8_t* bytes, size_t n, int* width, int* height) {
 
 Image decode_image(const uint8_t* bytes, size_t n, const std::string& what) {
   if (n == 0) throw ImageError(what + ": empty file");
+  if (tiff::is_tiff(bytes, n)) return tiff::decode(bytes, n, what, kMaxSide);
   if (!is_jpeg(bytes, n) && !is_png(bytes, n) && !is_bmp(bytes, n))
-    throw ImageError(what + ": not an image (no JPEG, PNG or BMP signature)");
+    throw ImageError(what + ": not an image (no JPEG, PNG, BMP or TIFF signature)");
   if (is_jpeg(bytes, n) && !jpeg_has_eoi(bytes, n))
     throw ImageError(what + ": truncated JPEG (no end-of-image marker)");
   int w = 0, h = 0, c = 0;
@@ -106,7 +109,9 @@ Image decode_image(const uint8_t* bytes, size_t n, const std::string& what) {
 }
 
 namespace {
-const char* const kImageExtensions[] = {".jpg", ".jpeg", ".png", ".bmp"};
+// TIFF's are listed in a build without libtiff too: such a file is then refused saying how to read it,
+// where leaving it out would skip a microscope's whole folder without a word.
+const char* const kImageExtensions[] = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"};
 }
 
 bool has_image_extension(const std::string& path) {

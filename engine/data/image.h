@@ -1,4 +1,4 @@
-// Image decoding (stb_image: JPEG, PNG, BMP) and the preprocessing every path shares:
+// Image decoding (stb_image: JPEG, PNG, BMP; libtiff: TIFF) and the preprocessing every path shares:
 // pad to square, antialiased resize to the model size, normalise to CHW floats.
 #pragma once
 #include <cstdint>
@@ -18,15 +18,15 @@ struct Image {
   std::vector<uint8_t> rgb;  // width * height * 3
 };
 
-// Width and height from the header alone (JPEG, PNG, BMP), without decoding: lets a server refuse
-// a huge image before allocating it. False when the header is not one of the three.
+// Width and height from the header alone (JPEG, PNG, BMP, TIFF), without decoding: lets a server refuse
+// a huge image before allocating it. False when the header is not one of the four.
 bool image_dimensions(const uint8_t* bytes, size_t n, int* width, int* height);
 // Throws ImageError naming `what` (a path or an upload's name) and the reason.
 Image decode_image(const uint8_t* bytes, size_t n, const std::string& what);
 Image load_image(const std::string& path);
-// True when the path ends in an extension load_image reads: .jpg, .jpeg, .png or .bmp, any case.
+// True when the path ends in an extension load_image reads: .jpg, .jpeg, .png, .bmp, .tif or .tiff, any case.
 bool has_image_extension(const std::string& path);
-// Those extensions for a message: ".jpg, .jpeg, .png or .bmp (any case)".
+// Those extensions for a message: ".jpg, .jpeg, .png, .bmp, .tif or .tiff (any case)".
 std::string image_extensions_text();
 
 // Pad to a square canvas (centred), then antialiased resize to size x size.

@@ -24,7 +24,7 @@ Image decode_upload(const std::string& content, const std::string& name, int max
   const auto* bytes = reinterpret_cast<const uint8_t*>(content.data());
   int w = 0, h = 0;
   if (!image_dimensions(bytes, content.size(), &w, &h))
-    throw HttpError(415, "not_an_image", "'" + name + "' is not a JPEG, PNG or BMP image");
+    throw HttpError(415, "not_an_image", "'" + name + "' is not a JPEG, PNG, BMP or TIFF image");
   if (w <= 0 || h <= 0 || w > max_dim || h > max_dim)
     throw HttpError(413, "image_too_large",
                     "'" + name + "' is " + std::to_string(w) + "x" + std::to_string(h) + "; the limit is " +
