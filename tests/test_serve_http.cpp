@@ -12,6 +12,7 @@
 #include <future>
 #include <nlohmann/json.hpp>
 
+#include "engine/data/tiff.h"
 #include "serve_test_util.h"
 
 using nlohmann::json;
@@ -246,6 +247,27 @@ TEST_F(ServeHttp, RawAndBase64UploadsGiveTheMultipartAnswer) {
   expect_error(client().Post("/v1/predict", "", "image/png"), 400, "missing_field");
   expect_error(client().Post("/v1/predict", "plain words", "text/plain"), 415, "unsupported_media_type");
   expect_error(client().Post("/v1/predict", "plain words", "image/jpeg"), 415, "not_an_image");
+}
+
+// A microscope's TIFF, raw (image/tiff) or in a form, gets the answer its pixels as PNG get (the same
+// pixels, written by Pillow: tests/data/tiff/README.md).
+TEST_F(ServeHttp, ATiffGetsTheAnswerOfTheSamePixelsAsPng) {
+  if (!vit::tiff::supported()) GTEST_SKIP() << "built without libtiff";
+  const std::string dir = std::string(VITENGINE_TEST_DATA) + "/tiff/";
+  const std::string tif = vt::read_file(dir + "rgb_lzw.tif"), png = vt::read_file(dir + "rgb.png");
+  auto want = post("/v1/predict", {part(png, "image", "a.png")});
+  ASSERT_TRUE(want);
+  ASSERT_EQ(want->status, 200) << want->body;
+  const json w = json::parse(want->body)["results"][0];
+  auto raw = client().Post("/v1/predict?name=a.tif", tif, "image/tiff");
+  auto form = post("/v1/predict", {part(tif, "image", "a.tif")});
+  for (auto* r : {&raw, &form}) {
+    ASSERT_TRUE(*r);
+    ASSERT_EQ((*r)->status, 200) << (*r)->body;
+    const json got = json::parse((*r)->body)["results"][0];
+    for (auto& [k, v] : w["probabilities"].items())
+      EXPECT_NEAR(got["probabilities"][k].get<double>(), v.get<double>(), 1e-5) << k;
+  }
 }
 
 // A PNG whose header claims 40,000 x 40,000 pixels is a PNG, too large: the answer names the limit.
