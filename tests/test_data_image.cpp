@@ -117,6 +117,33 @@ TEST(DataImageTiff, BadTiffsAreNamedNotCrashed) {
       << error_of(huge, "huge.tif");
 }
 
+// serve decodes TIFFs from the network: damaged ones (bytes flipped, cut, repeated) must end in a
+// decoded image or an ImageError naming the upload, never a crash or another exception.
+TEST(DataImageTiff, DamagedTiffsDecodeOrAreRefusedNeverCrash) {
+  if (!tiff::supported()) GTEST_SKIP() << "built without libtiff";
+  std::mt19937 g(2026);
+  int refused = 0, decoded = 0;
+  for (const char* f : {"rgb_raw.tif", "rgb_lzw.tif", "rgb_deflate.tif", "gray16.tif", "pal.tif"}) {
+    const auto good = read_bytes(test_data() / "tiff" / f);
+    for (int t = 0; t < 400; ++t) {
+      std::vector<uint8_t> b = good;
+      const int flips = 1 + int(g() % 8);
+      for (int k = 0; k < flips; ++k) b[4 + g() % (b.size() - 4)] = uint8_t(g());  // keep the signature
+      if (t % 5 == 0) b.resize(4 + g() % (b.size() - 4));
+      try {
+        const Image im = decode_image(b.data(), b.size(), "fuzz.tif");
+        EXPECT_EQ(im.rgb.size(), size_t(im.width) * size_t(im.height) * 3);
+        ++decoded;
+      } catch (const ImageError& e) {
+        EXPECT_NE(std::string(e.what()).find("fuzz.tif: "), std::string::npos) << e.what();
+        ++refused;
+      }
+    }
+  }
+  EXPECT_GT(refused, 0);
+  EXPECT_GT(decoded, 0);
+}
+
 TEST(DataImage, PadUsesBorderMeanAndCentres) {
   // 4 wide x 2 high; border = all 8 pixels, values 0..7 in red -> mean 3.5 -> 4.
   Image im;
