@@ -297,6 +297,24 @@ TEST(DataPack, CliRefusesToPackOverItsManifest) {
   EXPECT_NE(said.find("is the manifest being packed itself"), std::string::npos) << said;
 }
 
+// A manifest whose src column is empty names its files relative to its own folder, as train and
+// eval read it (tests/fixtures/quickstart is one). `pack --manifest DIR/manifest.csv` looked for
+// them in the working directory instead and stopped at the first with "cannot open file".
+TEST(DataPack, CliFindsAManifestsRelativePathsBesideIt) {
+  Files f(3);
+  std::vector<Sample> rows = f.samples;
+  for (Sample& s : rows) s.src.clear();
+  const std::string man = (f.dir.path / "manifest.csv").string(), pack = (f.dir.path / "train.pack").string();
+  write_manifest(man, rows, wbc::class_names());
+  const std::string cmd = "cd / && " + std::string(VITENGINE_BINARY) + " pack --size 16 --manifest " + man +
+                          " --out " + pack + " > /dev/null 2>&1";
+  ASSERT_EQ(WEXITSTATUS(std::system(cmd.c_str())), 0);
+  PackFile pf(pack);
+  ASSERT_EQ(pf.count(), 3u);
+  for (size_t i = 0; i < 3; ++i)
+    EXPECT_TRUE(std::equal(f.pixels[i].rgb.begin(), f.pixels[i].rgb.end(), pf.image(i))) << i;
+}
+
 TEST(DataPack, CorruptOrMismatchedPacksFailClearly) {
   Files f(3);
   const std::string p = (f.dir.path / "x.pack").string();

@@ -266,3 +266,17 @@ TEST(TrainConfig, ACheckpointFromBeforeNewFieldsStillResumes) {
   old["lr"] = 2e-3;
   EXPECT_EQ(TrainConfig::differing_fields(old, now.to_json(), true), std::vector<std::string>{"lr"});
 }
+
+// docs/training.md says `train --help-config` prints its field table, and users read the table:
+// it must be the help's text, row for row. The init row said "a .vit file" while load_init takes
+// torchvision's and timm's .pth and .safetensors too (docs/weights.md; train --init g.safetensors).
+TEST(TrainConfig, TrainingMdsFieldTableIsTheHelpConfigText) {
+  const std::string md = TrainConfig::docs_markdown();
+  std::ifstream in(std::string(VITENGINE_SOURCE_DIR) + "/docs/training.md");
+  const std::string doc((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(doc.find(md), std::string::npos) << "docs/training.md's table differs from:\n" << md;
+  const size_t row = md.find("| `init` |");
+  ASSERT_NE(row, std::string::npos);
+  const std::string init = md.substr(row, md.find('\n', row) - row);
+  for (const char* format : {".vit", ".pth", ".safetensors"}) EXPECT_NE(init.find(format), std::string::npos) << init;
+}

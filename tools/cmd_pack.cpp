@@ -47,7 +47,9 @@ Command register_pack(CLI::App& root) {
       std::printf("%s: ok, %zu images of %dx%dx3\n", a->check.c_str(), pack->count(), pack->size(), pack->size());
     } else {
       if (a->manifest.empty()) throw UsageError("give --manifest (to pack or bench files) or --check PACK");
-      const Manifest man = read_manifest(a->manifest, a->data_root);
+      // Resolved as train and eval read it: an empty or relative src is the manifest's folder, not
+      // the working directory (tests/fixtures/quickstart's manifest has an empty src column).
+      const Manifest man = read_manifest_resolved(a->manifest, a->data_root);
       samples = select(man, a->split, a->subset);
       if (samples.empty()) throw UsageError("no rows for split '" + a->split + "' in " + a->manifest);
       if (!a->out.empty()) {

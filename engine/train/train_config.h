@@ -113,7 +113,9 @@ struct ConfigError : std::invalid_argument {
   X(bool, calibrate, true, "fit temperature scaling on val at the end and store it in best.vit")                       \
   X(int, ece_bins, 15, "equal-width confidence bins for ECE and the reliability diagram")                              \
   /* ---- fine-tuning ---- */                                                                                          \
-  X(std::string, init, "", "initial weights: a .vit file (same architecture; head kept if classes match)")             \
+  X(std::string, init, "",                                                                                            \
+    "initial weights: a .vit, or torchvision's or timm's .pth or .safetensors (same patch, width, depth and MLP; "     \
+    "position embeddings interpolated to image_size; head kept if the class count matches, else a new zero head)")    \
   X(int, freeze_backbone_epochs, 0, "with init: train only the head for this many epochs")                             \
   X(float, backbone_lr_mult, 1.0f, "with init: backbone lr = lr * this (head gets lr)")                               \
   X(float, layer_decay, 1.0f,                                                                                          \
