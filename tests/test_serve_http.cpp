@@ -182,6 +182,15 @@ TEST_F(ServeHttp, ExplainReturnsOverlay) {
   vit::Image im = vit::decode_image(reinterpret_cast<const uint8_t*>(png.data()), size_t(n), "overlay");
   EXPECT_EQ(im.width, 32);
   EXPECT_EQ(im.height, 32);
+  // the out-of-distribution score of /v1/predict for the same image (null flag: no threshold stored)
+  auto pr = post("/v1/predict", {part(vt::png_bytes(50, 50, 5))});
+  ASSERT_TRUE(pr);
+  ASSERT_EQ(pr->status, 200) << pr->body;
+  const json want = json::parse(pr->body)["results"][0];
+  EXPECT_NEAR(j["ood_score"].get<double>(), want["ood_score"].get<double>(),
+              1e-5 * std::fabs(want["ood_score"].get<double>()));
+  EXPECT_TRUE(j["unlike_training_data"].is_null());
+  EXPECT_TRUE(want["unlike_training_data"].is_null());
   auto p = post("/v1/explain?format=png", {part(vt::png_bytes(50, 50, 5))});
   ASSERT_TRUE(p);
   ASSERT_EQ(p->status, 200);

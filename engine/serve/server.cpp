@@ -289,6 +289,8 @@ struct Server::Impl {
                          {"name", imgs[0].first},
                          {"prediction", names[r.pred.top]},
                          {"confidence", r.pred.confidence},
+                         {"ood_score", r.pred.ood_score},  // as /v1/predict says it, and `vitengine explain`
+                         {"unlike_training_data", pred.ood().present ? json(r.pred.unlike_training) : json()},
                          {"method", "attention rollout (Abnar & Zuidema 2020), class token over patches"},
                          {"grid", pred.config().grid()},
                          {"rollout", r.rollout},
