@@ -83,6 +83,17 @@ TEST_F(Cli, PredictTableCsvAndAllGood) {
 
 // A folder of images in formats predict does not read said only "no image files found": it names
 // how many files it skipped, one of them with its extension, and the extensions it reads.
+// A mistyped command is named with the commands there are (the argument parser said only "A
+// subcommand is required"); exit 2, as any argument error.
+TEST_F(Cli, AMistypedCommandIsNamedWithTheCommandsThereAre) {
+  std::string err;
+  EXPECT_EQ(vt::run(bin() + " trian --data x", nullptr, &err), 2);
+  EXPECT_NE(err.find("'trian' is not a command"), std::string::npos) << err;
+  EXPECT_NE(err.find("train, eval, predict"), std::string::npos) << err;
+  EXPECT_EQ(vt::run(bin() + " train --bogus", nullptr, &err), 2);  // an option error stays the parser's
+  EXPECT_NE(err.find("--bogus"), std::string::npos) << err;
+}
+
 TEST_F(Cli, PredictOnAFolderOfUnreadFormatsNamesWhatItSkipped) {
   const std::string d = dir_ + "/webp_only";
   fs::create_directories(d + "/sub");

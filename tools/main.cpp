@@ -53,6 +53,19 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
+    // A mistyped command ("vitengine trian") is a word that is no subcommand and no option: CLI11
+    // says only "A subcommand is required", so name the word and the commands there are.
+    std::string names;
+    bool known = false;
+    for (const auto& c : cmds) {
+      names += (names.empty() ? "" : ", ") + c.app->get_name();
+      known = known || (argc > 1 && c.app->get_name() == argv[1]);
+    }
+    if (argc > 1 && argv[1][0] != '-' && !known) {
+      std::fprintf(stderr, "vitengine: '%s' is not a command; the commands are %s (see vitengine --help)\n", argv[1],
+                   names.c_str());
+      return 2;
+    }
     std::fprintf(stderr, "vitengine: %s (see vitengine --help)\n", e.what());
     return 2;
   }
