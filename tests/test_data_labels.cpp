@@ -320,6 +320,18 @@ TEST(DataLabels, ClassTooSmallToSplitIsKeptInTrainOrRefused) {
   const std::string e = error_of([&] { prepare_dataset(o); });
   EXPECT_NE(e.find("'rare' (3)"), std::string::npos) << e;
   EXPECT_FALSE(fs::exists(d.path / "q")) << "a refused prepare must not leave its --out behind";
+
+  // A class of a fixed list with no image here (bccd's folders through the 14 cell classes) is said
+  // so, not "0 usable images, too few for a 70/10/20 split: all go to train".
+  Labeler L = folder_labeler({src.string()});
+  L.classes.push_back("absent");
+  PrepareOptions a = options(L, src, d.path / "a");
+  std::string said;
+  a.progress = [&](const std::string& s) { said += s + "\n"; };
+  rep = prepare_dataset(a);
+  EXPECT_NE(said.find("class 'absent' has no images here; it stays in the class list"), std::string::npos) << said;
+  EXPECT_EQ(said.find("'absent' has 0 usable images"), std::string::npos) << said;
+  EXPECT_EQ(rep["small_classes"][1]["action"], "no images");
 }
 
 TEST(DataLabels, ClassCountBounds) {

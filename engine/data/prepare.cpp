@@ -506,9 +506,13 @@ std::vector<bool> find_small_classes(Prep& P, const std::vector<int>& kept_files
                                           : n_all[c] ? "train only"
                                                      : "no images"}});
     refused += (refused.empty() ? "'" : ", '") + P.class_name(int(c)) + "' (" + std::to_string(n_all[c]) + ")";
-    P.say("prepare: class '" + P.class_name(int(c)) + "' has " + std::to_string(n_all[c]) +
-          " usable images, too few for a " + std::to_string(P.opt.split[0]) + "/" + std::to_string(P.opt.split[1]) +
-          "/" + std::to_string(P.opt.split[2]) + " split" + (refuse ? "" : ": all go to train, none to val/test"));
+    if (n_all[c] == 0 && !refuse)  // a class of a fixed list (--labels wbc14) this folder holds none of
+      P.say("prepare: class '" + P.class_name(int(c)) + "' has no images here; it stays in the class list");
+    else
+      P.say("prepare: class '" + P.class_name(int(c)) + "' has " + std::to_string(n_all[c]) +
+            " usable images, too few for a " + std::to_string(P.opt.split[0]) + "/" +
+            std::to_string(P.opt.split[1]) + "/" + std::to_string(P.opt.split[2]) + " split" +
+            (refuse ? "" : ": all go to train, none to val/test"));
   }
   if (!refused.empty() && P.opt.small_classes == SmallClasses::kRefuse)
     throw std::runtime_error(
