@@ -106,6 +106,47 @@ TEST(StainCalibrateCli, FitsTheLabsMapAndPredictMapsItsImagesBack) {
   EXPECT_EQ(m.at("stain_calibration").at("scale"), k.at("scale"));
 }
 
+// --preview: the first eight images by name, before and after the map, a row each. The "after"
+// column is the home lab's image (what the other lab's was made from), the "before" one is not.
+TEST(StainCalibrateCli, PreviewShowsTheLabsImagesMappedBackToTheHomeColours) {
+  Labs L;
+  std::string out, err;
+  ASSERT_EQ(vt::run(kBin + " stain-ref --model " + L.tiny + " --data " + L.home + " --out " + L.ref, &out, &err), 0)
+      << err;
+  const std::string png = L.dir + "/preview.png";
+  ASSERT_EQ(vt::run(kBin + " stain-calibrate --model " + L.ref + " --data " + L.other + " --out " + L.dir +
+                        "/cal.vit --preview " + png,
+                    &out, &err),
+            0)
+      << err;
+  const vit::Image p = vit::load_image(png);
+  const int T = 160, pad = 4;
+  ASSERT_EQ(p.width, 2 * T + 3 * pad);
+  ASSERT_EQ(p.height, 8 * T + 9 * pad);
+  auto tile = [&](int row, int col) {
+    vit::Image t;
+    t.width = t.height = T;
+    for (int y = 0; y < T; ++y)
+      for (int x = 0; x < T * 3; ++x)
+        t.rgb.push_back(p.rgb[(size_t(pad + row * (T + pad) + y) * size_t(p.width) + size_t(pad + col * (T + pad))) * 3 +
+                              size_t(x)]);
+    return t;
+  };
+  auto mean_diff = [](const vit::Image& a, const vit::Image& b) {
+    double s = 0;
+    for (size_t i = 0; i < a.rgb.size(); ++i) s += std::abs(int(a.rgb[i]) - int(b.rgb[i]));
+    return s / double(a.rgb.size());
+  };
+  int row = 0;
+  for (const int i : {0, 1, 10, 11, 12, 13, 14, 15}) {  // the first eight names: s0, s1, s10, ...
+    const vit::Image home = vit::resize_aa(vit::preprocess(vt::smear(i % 3, 40 + (i % 6) * 2), 32), T, T);
+    const double before = mean_diff(tile(row, 0), home), after = mean_diff(tile(row, 1), home);
+    EXPECT_LT(after, 4.0) << "row " << row << " (s" << i << ")";
+    EXPECT_LT(after, before / 2) << "row " << row << " (s" << i << ")";
+    ++row;
+  }
+}
+
 TEST(StainCalibrateCli, BadInputIsRefusedByNameAndNothingIsWritten) {
   Labs L;
   std::string out, err;

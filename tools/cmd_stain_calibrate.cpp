@@ -9,6 +9,7 @@
 #include "engine/data/dataset.h"
 #include "engine/data/stain.h"
 #include "engine/eval/inference.h"
+#include "engine/eval/overlay.h"
 #include "engine/util/rng.h"
 #include "tools/cli.h"
 #include "weights/checkpoint.h"
@@ -19,11 +20,24 @@ namespace {
 // The cell anchor is a mean over the lab's cells: over a handful, one cell type's own colour
 // would set the map (an eosinophil-rich sample would turn the lab's neutrophils grey).
 constexpr int kMinImages = 20;
+
+// --preview: the map seen rather than read. A row per image (the first eight of the sample, by
+// name): the image as the model sees it, then mapped; 160 px tiles. `ref` holds the calibration.
+void write_preview(const std::string& path, const std::vector<Image>& views, const StainReference& ref) {
+  std::vector<Image> tiles;
+  for (size_t i = 0; i < std::min<size_t>(views.size(), 8); ++i) {
+    Image mapped = views[i];
+    stain_normalize(mapped, StainNorm::kCalibrated, ref);
+    tiles.push_back(resize_aa(views[i], 160, 160));
+    tiles.push_back(resize_aa(mapped, 160, 160));
+  }
+  write_png(path, tile_grid(tiles, 2));
+}
 }  // namespace
 
 Command register_stain_calibrate(CLI::App& root) {
   struct Opts {
-    std::string model, data, out, split = "train";
+    std::string model, data, out, split = "train", preview;
     int images = 1000;
     uint64_t seed = 0;
   };
@@ -45,6 +59,9 @@ Command register_stain_calibrate(CLI::App& root) {
       ->capture_default_str()
       ->check(CLI::Range(kMinImages, 1000000));
   c.app->add_option("--seed", o->seed, "sampling seed")->capture_default_str();
+  c.app->add_option("--preview", o->preview,
+                    "also write this PNG: the first 8 sampled images (by name) as the model sees them, before "
+                    "and after the map, a row each");
   c.run = [o]() -> int {
     namespace fs = std::filesystem;
     LoadedModel lm = load_model(o->model);
@@ -98,6 +115,7 @@ Command register_stain_calibrate(CLI::App& root) {
     lm.meta.extra["stain_calibration"] = k.to_json();
     lm.meta.extra["stain_calibration"]["data"] = o->data;
     save_model(o->out, *lm.model, lm.meta);
+    if (!o->preview.empty()) write_preview(o->preview, views, stain_reference_of(lm.meta, o->out, StainNorm::kCalibrated));
     std::printf(
         "colour calibration of %d images of %s (a white cell found in %d) -> %s\n"
         "  cell Lab (%.1f, %.1f, %.1f) -> (%.1f, %.1f, %.1f), background (%.1f, %.1f, %.1f) -> (%.1f, %.1f, %.1f)\n"
