@@ -181,6 +181,56 @@ TEST(Adapt, LastKTrainsOnlyTheLastBlocksTheFinalNormAndTheHead) {
   EXPECT_NE(params_of(f.dir + "/a_views.vit"), params_of(f.dir + "/a_auto.vit"));
 }
 
+// A run that trains the encoder, stopped after 2 of 4 epochs and resumed, ends with the weights of
+// the run that was never stopped, bit for bit (the fresh augmentation and the cosine rate included),
+// having trained only epochs 3 and 4 the second time; its progress file is refused without
+// --resume and with another setting, and gone once the run is whole.
+TEST(AdaptResume, AStoppedRunResumedGivesTheUninterruptedRunsWeights) {
+  CellFolder f;
+  f.add("Lymphocyte", 6, 1);
+  f.add("Monocyte", 6, 100);
+  auto run = [&](const std::string& out) {
+    vit::AdaptRequest r = request(f, out);
+    r.freeze = "none", r.augment = "auto", r.epochs = 4, r.lr = 1e-3f, r.lr_schedule = "cosine";
+    return r;
+  };
+  const std::string whole = f.dir + "/whole.vit", split = f.dir + "/split.vit";
+  vit::adapt(run(whole));
+  EXPECT_FALSE(fs::exists(vit::adapt_progress_path(whole)));
+
+  vit::AdaptRequest stop = run(split);
+  stop.stop_after = 2;
+  const nlohmann::json card = vit::adapt(stop);
+  EXPECT_EQ(card["stopped_after_epoch"], 2);
+  EXPECT_FALSE(fs::exists(split));
+  ASSERT_TRUE(fs::exists(vit::adapt_progress_path(split)));
+
+  auto refusal = [](const vit::AdaptRequest& r) {
+    try {
+      vit::adapt(r);
+    } catch (const std::exception& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_NE(refusal(run(split)).find("pass --resume"), std::string::npos);
+  vit::AdaptRequest other = run(split);
+  other.resume = true, other.lr = 2e-3f;
+  EXPECT_NE(refusal(other).find("another lr"), std::string::npos) << refusal(other);
+
+  vit::AdaptRequest resume = run(split);
+  resume.resume = true;
+  std::string said;
+  resume.log = [&](const std::string& m) { said += m + "\n"; };
+  vit::adapt(resume);
+  EXPECT_NE(said.find("after epoch 2"), std::string::npos) << said;
+  EXPECT_EQ(said.find("epoch 1/4"), std::string::npos) << said;  // not started again
+  EXPECT_NE(said.find("epoch 4/4"), std::string::npos) << said;
+  EXPECT_EQ(params_of(split), params_of(whole));
+  EXPECT_NE(params_of(whole), params_of(f.model));
+  EXPECT_FALSE(fs::exists(vit::adapt_progress_path(split)));
+}
+
 TEST(Adapt, ShotsAreHonouredPerClassAndTheModelLoadsEverywhere) {
   CellFolder f;
   f.add("Lymphocyte", 9, 1);

@@ -93,12 +93,23 @@ Command register_adapt(CLI::App& root) {
       ->capture_default_str();
   add_stain_norm_option(c.app, &r->stain_norm);
   add_cell_size_option(c.app, &r->cell_size);
+  c.app->add_flag("--resume", r->resume,
+                  "continue a stopped or killed run from OUT.progress.vit (written after each epoch when the "
+                  "encoder trains), with the same settings; the result is the one an uninterrupted run gives");
+  c.app->add_option("--stop-after", r->stop_after,
+                    "end after this many epochs, keeping OUT.progress.vit for --resume (0: run them all)")
+      ->capture_default_str();
   c.run = [r]() -> int {
     r->log = [](const std::string& m) {
       std::fprintf(stderr, "adapt: %s\n", m.c_str());
       std::fflush(stderr);
     };
     const nlohmann::json card = adapt(*r);
+    if (card.contains("stopped_after_epoch")) {
+      std::printf("stopped after epoch %d: no model written; %s holds the run; add --resume to finish it\n",
+                  card["stopped_after_epoch"].get<int>(), card["progress"].get<std::string>().c_str());
+      return 0;
+    }
     if (r->unlabelled) {
       const auto pct = [](const nlohmann::json& v) {
         return v.is_null() ? std::string("-") : std::to_string(int(std::lround(100 * v.get<double>()))) + "%";

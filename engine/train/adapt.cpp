@@ -20,6 +20,7 @@
 #include "engine/eval/ood.h"
 #include "engine/eval/tta.h"
 #include "engine/util/rng.h"
+#include "engine/util/sha256.h"
 #include "weights/checkpoint.h"
 
 namespace fs = std::filesystem;
@@ -264,7 +265,58 @@ struct Schedule {
   std::string augment;        // what a step of train_blocks sees: views | train (StepInputs)
   size_t keep_per_epoch = 0;  // train_blocks: kept images rehearsed per epoch (0: all)
   std::string lr_schedule = "constant";  // train_blocks: adapt_lr
+  // train_blocks' progress (AdaptRequest::resume): the file, whether to start from it, the epoch
+  // to stop after (0: none), what a resumed run must share with the stopped one, the meta saved.
+  std::string progress;
+  bool resume = false;
+  int stop_after = 0;
+  nlohmann::json fingerprint;
+  const ModelMeta* meta = nullptr;
 };
+
+// Thrown by train_blocks at stop_after: the run ends with its progress kept, and no model written.
+struct AdaptStopped {
+  int epoch;
+};
+
+// Where train_blocks is in a run: what a resumed run restores besides the weights and moments.
+struct BlocksAt {
+  int epoch = 0;     // epochs done
+  size_t step = 0;   // steps done (the lr schedule's place)
+  int adam_step = 1;  // AdamW's bias-correction step
+  uint64_t rng;      // the random stream's state (order, views, augmentation)
+};
+
+// A resumed run starts where the progress file says, with its weights and AdamW moments; a file
+// written by a run with other settings is refused, naming the first that differs.
+BlocksAt resume_blocks(ViT& model, const Schedule& s, BlocksAt at) {
+  if (!s.resume) return at;
+  LoadedModel lm = load_model(s.progress);
+  const nlohmann::json saved = lm.train_state.value("fingerprint", nlohmann::json::object());
+  for (const auto& [k, v] : s.fingerprint.items())
+    if (saved.value(k, nlohmann::json()) != v)
+      throw std::runtime_error("--resume: '" + s.progress + "' was written by a run with another " + k + " (" +
+                               saved.value(k, nlohmann::json()).dump() + ", now " + v.dump() +
+                               "): run it with the same settings, or remove the file to start again");
+  if (!lm.has_optimizer) throw std::runtime_error("--resume: '" + s.progress + "' holds no optimizer state");
+  load_weights_into(model, lm, /*with_optimizer=*/true);
+  const nlohmann::json& t = lm.train_state;
+  at.epoch = t.at("epoch").get<int>(), at.step = t.at("step").get<size_t>();
+  at.adam_step = t.at("adam_step").get<int>(), at.rng = t.at("rng").get<uint64_t>();
+  if (s.log) s.log("resumed from " + s.progress + " after epoch " + std::to_string(at.epoch));
+  return at;
+}
+
+// After each epoch: the weights, moments and place, atomically, so a kill loses one epoch at most.
+void save_blocks_progress(const ViT& model, const Schedule& s, const BlocksAt& at) {
+  if (s.progress.empty()) return;
+  save_model(s.progress, model, *s.meta, /*with_optimizer=*/true,
+             {{"epoch", at.epoch},
+              {"step", at.step},
+              {"adam_step", at.adam_step},
+              {"rng", at.rng},
+              {"fingerprint", s.fingerprint}});
+}
 
 // Trains the head on cached features; each epoch visits every (image, view) once, shuffled.
 void train_head(ViT& model, const std::vector<float>& feats, const std::vector<Cell>& cells, const Labels& L,
@@ -361,13 +413,16 @@ void train_blocks(ViT& model, const StepInputs& in, size_t n_new, size_t n, cons
   const size_t F = size_t(3) * S * S;
   const auto kept = rehearsal_schedule(n - n_new, s.keep_per_epoch, s.epochs, mix_seed(s.seed, 0x4EE0ull));
   std::vector<size_t> order;
-  Rng r(mix_seed(s.seed, 0xB10Cull));
+  BlocksAt at;
+  at.rng = mix_seed(s.seed, 0xB10Cull);
+  at = resume_blocks(model, s, at);
+  Rng r(at.rng);
   AdamWParams hp;
-  hp.lr = s.lr, hp.weight_decay = 0;
+  hp.lr = s.lr, hp.weight_decay = 0, hp.step = at.adam_step;
   std::vector<float> batch, dz;
-  size_t steps = 0, step = 0;
+  size_t steps = 0, step = at.step;
   for (const auto& k : kept) steps += (n_new + k.size() + size_t(s.batch) - 1) / size_t(s.batch);
-  for (int e = 0; e < s.epochs; ++e) {
+  for (int e = at.epoch; e < s.epochs; ++e) {
     order.resize(n_new);
     for (size_t i = 0; i < n_new; ++i) order[i] = i;
     for (size_t k : kept[size_t(e)]) order.push_back(n_new + k);
@@ -389,6 +444,8 @@ void train_blocks(ViT& model, const StepInputs& in, size_t n_new, size_t n, cons
     }
     if (s.log) s.log("epoch " + std::to_string(e + 1) + "/" + std::to_string(s.epochs) + ": loss " +
                      std::to_string(loss / double(order.size())));
+    save_blocks_progress(model, s, {e + 1, step, hp.step, r.state()});
+    if (s.stop_after > 0 && e + 1 == s.stop_after && e + 1 < s.epochs) throw AdaptStopped{e + 1};
   }
 }
 
@@ -751,6 +808,8 @@ void adapt_unlabelled(const AdaptRequest& req, Predictor& pred, const Schedule& 
 
 }  // namespace
 
+std::string adapt_progress_path(const std::string& out) { return out + ".progress.vit"; }
+
 float adapt_lr(float lr, const std::string& schedule, size_t step, size_t steps) {
   if (schedule == "constant") return lr;
   if (schedule != "cosine") throw std::runtime_error("--lr-schedule must be constant or cosine, not '" + schedule + "'");
@@ -799,6 +858,43 @@ double softmax_entropy(const float* z, int C, float scale, float* dz) {
   return H;
 }
 
+namespace {
+
+// What a resumed run must share with the one that wrote the progress: every setting that changes
+// what is trained, and the model's bytes.
+nlohmann::json adapt_fingerprint(const AdaptRequest& r) {
+  return {{"model", sha256_file(r.model)}, {"data", r.data},
+          {"split", r.split},              {"data_root", r.data_root},
+          {"holdout_split", r.holdout_split}, {"holdout", r.holdout},
+          {"map", r.map},                  {"freeze", r.freeze},
+          {"unlabelled", r.unlabelled},    {"last_k", r.last_k},
+          {"shots", r.shots},              {"min_per_class", r.min_per_class},
+          {"epochs", r.epochs},            {"lr", r.lr},
+          {"lr_schedule", r.lr_schedule},  {"batch", r.batch},
+          {"seed", r.seed},                {"stain_norm", r.stain_norm},
+          {"cell_size", r.cell_size},      {"views", r.views},
+          {"augment", r.augment},          {"keep_data", r.keep_data},
+          {"keep_per_class", r.keep_per_class}, {"keep_per_epoch", r.keep_per_epoch}};
+}
+
+// --resume and --stop-after apply to the runs that keep progress (the encoder trains); a progress
+// file is never silently overwritten or silently ignored.
+void check_progress(const AdaptRequest& req, bool head_only) {
+  const std::string p = adapt_progress_path(req.out);
+  if (head_only && (req.resume || req.stop_after > 0))
+    throw std::runtime_error(std::string(req.resume ? "--resume" : "--stop-after") +
+                             " applies to runs that train the encoder (--freeze last-k, none or all-but-norm); "
+                             "all-but-head trains the head on cached features in seconds");
+  if (req.resume && !fs::exists(p))
+    throw std::runtime_error("--resume: no progress file '" + p + "' to resume from (run without --resume)");
+  if (!req.resume && fs::exists(p))
+    throw std::runtime_error("'" + p + "' holds the progress of a stopped run: pass --resume to continue it, or "
+                             "remove it to start again");
+  if (req.stop_after < 0) throw std::runtime_error("--stop-after must be 0 (never) or more");
+}
+
+}  // namespace
+
 nlohmann::json adapt(const AdaptRequest& req) {
   const auto t0 = std::chrono::steady_clock::now();
   check_request(req);
@@ -830,17 +926,33 @@ nlohmann::json adapt(const AdaptRequest& req) {
                          {"cell_size", cell_size_norm_name(pred.cell_size())}};
   pred.model().reset_optimizer();
   ModelMeta meta = pred.meta();  // the temperature and threshold refitted when home val is at hand
+  check_progress(req, head_only);
+  const ModelMeta progress_meta = meta;
+  if (!head_only) {
+    s.progress = adapt_progress_path(req.out), s.resume = req.resume, s.stop_after = req.stop_after;
+    s.fingerprint = adapt_fingerprint(req), s.meta = &progress_meta;
+  }
   std::vector<HeldOutCell> held;
-  if (req.unlabelled)
-    adapt_unlabelled(req, pred, s, card);
-  else
-    held = adapt_labelled(req, pred, L, freeze, s, meta, card);
+  try {
+    if (req.unlabelled)
+      adapt_unlabelled(req, pred, s, card);
+    else
+      held = adapt_labelled(req, pred, L, freeze, s, meta, card);
+  } catch (const AdaptStopped& stop) {
+    card["stopped_after_epoch"] = stop.epoch;
+    card["progress"] = s.progress;
+    if (req.log)
+      req.log("stopped after epoch " + std::to_string(stop.epoch) + " of " + std::to_string(s.epochs) +
+              "; the progress is in " + s.progress + ": the same command with --resume finishes the run");
+    return card;
+  }
   if (!card.contains("recalibrated")) drop_stale_ood(pred.ood(), !head_only, meta, card);
   card["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!meta.extra.is_object()) meta.extra = nlohmann::json::object();
   meta.extra.erase("version");  // a new model: its version comes from its own bytes
   meta.extra["adaptation"] = card;
   save_model(req.out, pred.model(), meta);
+  if (!s.progress.empty()) fs::remove(s.progress);  // the run is whole: nothing left to resume
   if (!req.report.empty()) card["report"] = write_adapt_report(req, held, L.names, card);
   return card;
 }

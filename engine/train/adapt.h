@@ -81,8 +81,18 @@ struct AdaptRequest {
   // Optional folder (labelled adaptation only): the held-out cells evaluated before and after, with
   // eval's pictures (engine/train/adapt_report.h). Written after `out`; needs held-out cells.
   std::string report;
+  // A run that trains the encoder (last-k, none, all-but-norm) keeps its progress in
+  // `out`.progress.vit after each epoch (weights, AdamW moments, the random stream's place):
+  // resume continues a stopped or killed run with the same settings, to the bits an uninterrupted
+  // run would give; stop_after ends the run after that many epochs (0: never), keeping the
+  // progress (e.g. to fit a run into a night). Without resume, a progress file is refused.
+  bool resume = false;
+  int stop_after = 0;
   std::function<void(const std::string&)> log;
 };
+
+// The file an encoder-training adapt keeps its progress in (AdaptRequest::resume).
+std::string adapt_progress_path(const std::string& out);
 
 // Adapts, writes req.out and returns the card it stored in the model's metadata
 // (meta.extra["adaptation"]: data, cells per class, settings, held-out accuracy before and

@@ -35,6 +35,8 @@ class Rng {
   double uniform() { return double(next() >> 11) * (1.0 / 9007199254740992.0); }  // [0, 1), 53 bits
   float uniform(float lo, float hi) { return lo + (hi - lo) * float(uniform()); }
   int below(int n) { return int(uniform() * n); }  // [0, n)
+  // Where the stream is: Rng(state()) goes on with the same draws (a resumed run).
+  uint64_t state() const { return s_; }
 
  private:
   uint64_t s_;
