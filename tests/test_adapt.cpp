@@ -900,6 +900,33 @@ TEST(EvalMap, RestrictCallsTheTargetWhoseClassesHoldTheMostProbability) {
   EXPECT_THROW(vit::evaluate(bad), std::runtime_error);
 }
 
+// A map's "truth" is keyed by the lab's folder names (bccd5.json's "NEUTROPHIL"); eval read such a
+// folder as the model class of that name first (the CLI's folder_class) and never looked the folder
+// up, so a map merging the classes into other labels refused every folder ("label 'Neutrophil' ...
+// is not a target"), and one that relabels a folder was ignored. Each target's support must be the
+// number of images the test put in the folders its truth sends there.
+TEST(EvalMap, TruthKeyedByTheFolderNameWinsOverTheClassTheFolderIsReadAs) {
+  CellFolder f;
+  f.add("NEUTROPHIL", 3, 1);
+  f.add("EOSINOPHIL", 2, 100);
+  f.add("LYMPHOCYTE", 4, 200);
+  const std::string map = f.dir + "/gran.json";
+  vt::write_file(map, R"({"targets": ["Granulocyte", "Agranulocyte"],
+    "map": {"Neutrophil": "Granulocyte", "Eosinophil": "Granulocyte", "Lymphocyte": "Agranulocyte"},
+    "truth": {"NEUTROPHIL": "Granulocyte", "EOSINOPHIL": "Granulocyte", "LYMPHOCYTE": "Agranulocyte"}})");
+  vit::EvalRequest r;
+  r.model = f.model, r.data = f.data, r.map = map, r.out = f.dir + "/ev";
+  r.log = [](const std::string&) {};
+  r.app.folder_class = [](const std::string& folder) {  // as the CLI reads "NEUTROPHIL": its class
+    std::string c = folder.substr(0, 1);
+    for (size_t i = 1; i < folder.size(); ++i) c += char(std::tolower(folder[i]));
+    return c;
+  };
+  const nlohmann::json j = vit::evaluate(r);
+  EXPECT_EQ(j["per_class"]["Granulocyte"]["support"].get<int>(), 3 + 2);
+  EXPECT_EQ(j["per_class"]["Agranulocyte"]["support"].get<int>(), 4);
+}
+
 // A long evaluation says how far it is: a line at each tenth of the batches (20 images in batches
 // of 1: after 2, 4, ..., 18), the rows so far of all the images; a run under 20 batches is quiet.
 TEST(EvalProgress, ALongRunSaysHowFarItIsAtEachTenth) {

@@ -33,6 +33,11 @@ int LabelMap::truth_target(const std::string& label) const {
   return -1;
 }
 
+int LabelMap::truth_target(const std::string& label, const std::string& folder) const {
+  if (!folder.empty() && truth.is_object() && truth.contains(folder)) return truth_target(folder);
+  return truth_target(label);
+}
+
 bool restrict_map_rule(const std::string& rule) {
   if (rule != "other" && rule != "restrict")
     throw std::runtime_error("--map-rule must be other or restrict, not '" + rule + "'");
@@ -129,6 +134,7 @@ EvalSet load_class_folders(const std::string& data, const std::string& split, co
       s.label = 0;  // the loader needs a valid index; the truth comes from truth_names
       e.samples.push_back(s);
       e.truth_names.push_back(cls);
+      e.folders.push_back(label);
     }
   }
   if (e.samples.empty()) throw std::runtime_error("'" + data + "' holds no class folders with images");
@@ -363,7 +369,7 @@ void score_mapped(const EvalRequest& req, const Scored& S, Report& R) {
   std::vector<bool> ok(n);
   for (size_t i = 0; i < n; ++i) {
     const std::string& tn = S.set.truth_names[S.idx[i]];
-    truth[i] = lmap.truth_target(tn);
+    truth[i] = lmap.truth_target(tn, S.set.folders.empty() ? "" : S.set.folders[S.idx[i]]);
     if (truth[i] < 0)
       throw std::runtime_error("label '" + tn + "' of " + S.set.samples[S.idx[i]].full_path() +
                                " is not a target of the map '" + req.map + "'");
