@@ -415,6 +415,27 @@ TEST(Adapt, UnlabelledTrainsOnlyTheLayerNormsAndLowersTheEntropy) {
       << se;
 }
 
+// A lab's folders named "neutrophils" or "LYMPHOCYTE" are read by eval as those classes, but adapt
+// took the names as written and refused them ("'neutrophils' (3) are not targets of the label
+// map"). Each label's cells, in the adapted model's card, must be the count the test put in the
+// folders of that cell type.
+TEST(Adapt, ClassFoldersNamedInPluralOrCapitalsAreReadAsEvalReadsThem) {
+  CellFolder f;
+  f.add("neutrophils", 3, 1);
+  f.add("LYMPHOCYTE", 4, 100);
+  f.add("Monocytes", 2, 200);
+  const std::string out = f.dir + "/a.vit";
+  std::string so, se;
+  ASSERT_EQ(vt::run(std::string(VITENGINE_BINARY) + " adapt --model " + f.model + " --data " + f.data + " --map " +
+                        VITENGINE_SOURCE_DIR + "/configs/bccd5.json --freeze all-but-head --epochs 1 --views none "
+                        "--holdout 0 --out " + out,
+                    &so, &se),
+            0)
+      << se;
+  const nlohmann::json per = vit::Predictor(out).meta().extra["adaptation"]["cells_per_label"];
+  EXPECT_EQ(per, nlohmann::json({{"Neutrophil", 3}, {"Lymphocyte", 4}, {"Monocyte", 2}})) << per.dump();
+}
+
 TEST(Adapt, UnlabelledBadInputIsRefusedWithTheOriginalUntouched) {
   CellFolder f;
   fs::create_directories(f.data);

@@ -64,8 +64,8 @@ struct Labels {
   std::vector<int> identity;  // class c -> c: the groups of a kept (home) image's label
   LabelMap map;
   bool mapped = false;
-  int of(const std::string& truth) const {
-    if (mapped) return map.truth_target(truth);
+  int of(const std::string& truth, const std::string& folder) const {
+    if (mapped) return map.truth_target(truth, folder);
     auto it = std::find(names.begin(), names.end(), truth);
     return it == names.end() ? -1 : int(it - names.begin());
   }
@@ -100,7 +100,7 @@ std::vector<Cell> to_cells(const EvalSet& set, const Labels& L, const std::strin
   std::map<std::string, int> unknown;
   std::vector<Cell> cells;
   for (size_t i = 0; i < set.samples.size(); ++i) {
-    const int t = L.of(set.truth_names[i]);
+    const int t = L.of(set.truth_names[i], set.folders.empty() ? "" : set.folders[i]);
     if (t < 0) unknown[set.truth_names[i]]++;
     cells.push_back({set.samples[i].full_path(), t});
   }
@@ -447,7 +447,9 @@ void check_request(const AdaptRequest& req) {
 // held-out cells are, or "" for a share of the adaptation cells.
 void split_cells(const AdaptRequest& req, const Labels& L, std::vector<Cell>& cells, std::vector<Cell>& held,
                  std::string& held_split) {
-  EvalSet set = load_eval_set(req.data, req.split, req.data_root, EvalApp{});
+  EvalApp app;  // class folders named as eval reads them
+  app.folder_class = req.folder_class;
+  EvalSet set = load_eval_set(req.data, req.split, req.data_root, app);
   cells = to_cells(set, L, "'" + req.data + "'");
   held_split.clear();
   if (set.source == EvalSet::Source::manifest) {

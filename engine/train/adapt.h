@@ -82,6 +82,9 @@ struct AdaptRequest {
   // eval's pictures (engine/train/adapt_report.h). Written after `out`; needs held-out cells.
   std::string report;
   std::function<void(const std::string&)> log;
+  // The class a folder of class folders holds, from its name ("" = the name itself), as eval
+  // reads it: the CLI passes the 14 classes' reading ("neutrophils", "EOSINOPHIL").
+  std::function<std::string(const std::string& folder)> folder_class;
 };
 
 // Adapts, writes req.out and returns the card it stored in the model's metadata
