@@ -219,6 +219,29 @@ void expect_refused(CellFolder& f, vit::AdaptRequest r, const std::string& says)
   EXPECT_EQ(vt::read_file(f.model), before);
 }
 
+// A crop copied into two class folders trained the model on two answers for one cell without a
+// word, and a copy within one class could be trained on while its twin was held out as unseen.
+// Both are refused naming the two files the test made the same; distinct files of equal content
+// are what counts, not their names.
+TEST(Adapt, TheSameImageTwiceIsRefusedNamingBothFiles) {
+  for (const std::string twin_class : {"Monocyte", "Lymphocyte"}) {
+    CellFolder f;
+    f.add("Lymphocyte", 4, 1);
+    f.add("Monocyte", 4, 100);
+    const std::string original = f.data + "/Lymphocyte/c2.png", twin = f.data + "/" + twin_class + "/copy.png";
+    fs::copy_file(original, twin);
+    expect_refused(f, request(f, f.dir + "/a.vit"), "are the same image");
+    std::string m;
+    try {
+      vit::adapt(request(f, f.dir + "/a.vit"));
+    } catch (const std::runtime_error& e) {
+      m = e.what();
+    }
+    EXPECT_NE(m.find("'" + original + "' (Lymphocyte)"), std::string::npos) << m;
+    EXPECT_NE(m.find("'" + twin + "' (" + twin_class + ")"), std::string::npos) << m;
+  }
+}
+
 TEST(Adapt, BadInputIsRefusedWithTheOriginalUntouched) {
   {
     CellFolder f;

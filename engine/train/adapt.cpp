@@ -20,6 +20,7 @@
 #include "engine/eval/ood.h"
 #include "engine/eval/tta.h"
 #include "engine/util/rng.h"
+#include "engine/util/sha256.h"
 #include "weights/checkpoint.h"
 
 namespace fs = std::filesystem;
@@ -113,6 +114,24 @@ std::vector<Cell> to_cells(const EvalSet& set, const Labels& L, const std::strin
                              (L.mapped ? "" : "; pass --map FILE to adapt on another set's labels"));
   }
   return cells;
+}
+
+// The same image twice (a crop copied into two class folders, or twice into one) is refused,
+// both files named: under two labels it trains the model on contradicting answers, and a copy
+// could be trained on while its twin is held out and scored as unseen.
+void check_no_duplicates(const std::vector<Cell>& cells, const std::vector<Cell>& held, const Labels& L) {
+  std::map<std::string, const Cell*> seen;
+  for (const std::vector<Cell>* part : {&cells, &held})
+    for (const Cell& c : *part) {
+      const auto [it, fresh] = seen.emplace(sha256_file(c.path), &c);
+      if (fresh) continue;
+      const Cell& a = *it->second;
+      throw std::runtime_error(
+          "'" + a.path + "' (" + L.names[size_t(a.label)] + ") and '" + c.path + "' (" + L.names[size_t(c.label)] +
+          ") are the same image: " +
+          (a.label == c.label ? "a copy would be trained on and held out as unseen" : "one cell has one label") +
+          "; remove one of them");
+    }
 }
 
 // Each class's cells in a seeded shuffle (stream `tag`), by label; `cells` is emptied.
@@ -461,6 +480,7 @@ void split_cells(const AdaptRequest& req, const Labels& L, std::vector<Cell>& ce
     held = to_cells(h, L, "'" + req.data + "' (split " + req.holdout_split + ")");
     if (!held.empty()) held_split = req.holdout_split;
   }
+  check_no_duplicates(cells, held, L);
   if (held.empty() && req.holdout > 0) hold_out(cells, held, req.holdout, req.seed);
   cap_shots(cells, req.shots, req.seed);
   check_cells(cells, L, req.min_per_class, req.data);
