@@ -269,6 +269,29 @@ void expect_refused(CellFolder& f, vit::AdaptRequest r, const std::string& says)
   EXPECT_EQ(vt::read_file(f.model), before);
 }
 
+// A crop copied into two class folders trained the model on two answers for one cell without a
+// word, and a copy within one class could be trained on while its twin was held out as unseen.
+// Both are refused naming the two files the test made the same; distinct files of equal content
+// are what counts, not their names.
+TEST(Adapt, TheSameImageTwiceIsRefusedNamingBothFiles) {
+  for (const std::string twin_class : {"Monocyte", "Lymphocyte"}) {
+    CellFolder f;
+    f.add("Lymphocyte", 4, 1);
+    f.add("Monocyte", 4, 100);
+    const std::string original = f.data + "/Lymphocyte/c2.png", twin = f.data + "/" + twin_class + "/copy.png";
+    fs::copy_file(original, twin);
+    expect_refused(f, request(f, f.dir + "/a.vit"), "are the same image");
+    std::string m;
+    try {
+      vit::adapt(request(f, f.dir + "/a.vit"));
+    } catch (const std::runtime_error& e) {
+      m = e.what();
+    }
+    EXPECT_NE(m.find("'" + original + "' (Lymphocyte)"), std::string::npos) << m;
+    EXPECT_NE(m.find("'" + twin + "' (" + twin_class + ")"), std::string::npos) << m;
+  }
+}
+
 TEST(Adapt, BadInputIsRefusedWithTheOriginalUntouched) {
   {
     CellFolder f;
@@ -463,6 +486,27 @@ TEST(Adapt, UnlabelledTrainsOnlyTheLayerNormsAndLowersTheEntropy) {
                     &so, &se),
             0)
       << se;
+}
+
+// A lab's folders named "neutrophils" or "LYMPHOCYTE" are read by eval as those classes, but adapt
+// took the names as written and refused them ("'neutrophils' (3) are not targets of the label
+// map"). Each label's cells, in the adapted model's card, must be the count the test put in the
+// folders of that cell type.
+TEST(Adapt, ClassFoldersNamedInPluralOrCapitalsAreReadAsEvalReadsThem) {
+  CellFolder f;
+  f.add("neutrophils", 3, 1);
+  f.add("LYMPHOCYTE", 4, 100);
+  f.add("Monocytes", 2, 200);
+  const std::string out = f.dir + "/a.vit";
+  std::string so, se;
+  ASSERT_EQ(vt::run(std::string(VITENGINE_BINARY) + " adapt --model " + f.model + " --data " + f.data + " --map " +
+                        VITENGINE_SOURCE_DIR + "/configs/bccd5.json --freeze all-but-head --epochs 1 --views none "
+                        "--holdout 0 --out " + out,
+                    &so, &se),
+            0)
+      << se;
+  const nlohmann::json per = vit::Predictor(out).meta().extra["adaptation"]["cells_per_label"];
+  EXPECT_EQ(per, nlohmann::json({{"Neutrophil", 3}, {"Lymphocyte", 4}, {"Monocyte", 2}})) << per.dump();
 }
 
 TEST(Adapt, UnlabelledBadInputIsRefusedWithTheOriginalUntouched) {
@@ -948,6 +992,33 @@ TEST(EvalMap, RestrictCallsTheTargetWhoseClassesHoldTheMostProbability) {
   vit::EvalRequest bad;
   bad.model = f.model, bad.data = f.data, bad.map = map, bad.map_rule = "nearest", bad.out = f.dir + "/ev_bad";
   EXPECT_THROW(vit::evaluate(bad), std::runtime_error);
+}
+
+// A map's "truth" is keyed by the lab's folder names (bccd5.json's "NEUTROPHIL"); eval read such a
+// folder as the model class of that name first (the CLI's folder_class) and never looked the folder
+// up, so a map merging the classes into other labels refused every folder ("label 'Neutrophil' ...
+// is not a target"), and one that relabels a folder was ignored. Each target's support must be the
+// number of images the test put in the folders its truth sends there.
+TEST(EvalMap, TruthKeyedByTheFolderNameWinsOverTheClassTheFolderIsReadAs) {
+  CellFolder f;
+  f.add("NEUTROPHIL", 3, 1);
+  f.add("EOSINOPHIL", 2, 100);
+  f.add("LYMPHOCYTE", 4, 200);
+  const std::string map = f.dir + "/gran.json";
+  vt::write_file(map, R"({"targets": ["Granulocyte", "Agranulocyte"],
+    "map": {"Neutrophil": "Granulocyte", "Eosinophil": "Granulocyte", "Lymphocyte": "Agranulocyte"},
+    "truth": {"NEUTROPHIL": "Granulocyte", "EOSINOPHIL": "Granulocyte", "LYMPHOCYTE": "Agranulocyte"}})");
+  vit::EvalRequest r;
+  r.model = f.model, r.data = f.data, r.map = map, r.out = f.dir + "/ev";
+  r.log = [](const std::string&) {};
+  r.app.folder_class = [](const std::string& folder) {  // as the CLI reads "NEUTROPHIL": its class
+    std::string c = folder.substr(0, 1);
+    for (size_t i = 1; i < folder.size(); ++i) c += char(std::tolower(folder[i]));
+    return c;
+  };
+  const nlohmann::json j = vit::evaluate(r);
+  EXPECT_EQ(j["per_class"]["Granulocyte"]["support"].get<int>(), 3 + 2);
+  EXPECT_EQ(j["per_class"]["Agranulocyte"]["support"].get<int>(), 4);
 }
 
 // A long evaluation says how far it is: a line at each tenth of the batches (20 images in batches

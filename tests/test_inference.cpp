@@ -215,6 +215,44 @@ TEST(ReadLabelMap, AKeyGivenTwiceIsRefused) {
   std::filesystem::remove(p);
 }
 
+// A label map's mistakes are refused naming the file and the culprit: a value that is not one name
+// ended in nlohmann's "type must be string, but is array" (no file, no key), and a target listed
+// twice, an empty target, a "truth" label sent to no target or a map that sends no class anywhere
+// (every image "other", accuracy 0) passed silently. Each case: the JSON, and what the message names.
+TEST(ReadLabelMap, MistakesAreRefusedNamingTheFileAndTheCulprit) {
+  const std::string p =
+      (std::filesystem::temp_directory_path() / ("vit_mapbad_" + std::to_string(::getpid()) + ".json")).string();
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {R"([1, 2])", "must be a JSON object"},
+      {R"({"targets": ["x", "y", "x"], "map": {"a": "x"}})", "target 'x' is listed twice"},
+      {R"({"targets": ["x", ""], "map": {"a": "x"}})", "'targets' holds \"\""},
+      {R"({"targets": ["x", 3], "map": {"a": "x"}})", "'targets' holds 3"},
+      {R"({"targets": ["x", "y"], "map": {"a": ["x", "y"]}})", "class 'a' maps to [\"x\",\"y\"]"},
+      {R"({"targets": ["x", "y"], "map": {"a": null, "b": null}})", "sends none of the model's classes"},
+      {R"({"targets": ["x", "y"], "map": {"a": "x"}, "truth": {"A": "z"}})", "truth 'A' maps to 'z', which is not"},
+      {R"({"targets": ["x", "y"], "map": {"a": "x"}, "truth": {"A": 1}})", "truth 'A' maps to 1"},
+      {R"({"targets": ["x", "y"], "map": {"a": "x"}, "truth": ["A"]})", "'truth' must be an object"},
+  };
+  for (const auto& [json, needle] : cases) {
+    std::ofstream(p) << json;
+    std::string m = "no error";
+    try {
+      vit::read_label_map(p, {"a", "b"});
+    } catch (const std::runtime_error& e) {
+      m = e.what();
+    }
+    EXPECT_NE(m.find(needle), std::string::npos) << json << " -> " << m;
+    EXPECT_NE(m.find(p), std::string::npos) << json << " -> " << m;
+  }
+  // A sound map with a label left out on purpose (null) still reads: that label is covered by no target.
+  std::ofstream(p) << R"({"name": 5, "targets": ["x", "y"], "map": {"a": "x", "b": null}, "truth": {"A": "y", "Z": null}})";
+  const vit::LabelMap m = vit::read_label_map(p, {"a", "b"});
+  EXPECT_EQ(m.class_to_target, (std::vector<int>{0, -1}));
+  EXPECT_EQ(m.truth_target("A"), 1);
+  EXPECT_EQ(m.truth_target("Z"), -1);
+  std::filesystem::remove(p);
+}
+
 // A class named "a|b" split its row of summary.md's table into one cell too many; a name ending in
 // a backslash escaped the cell separator after it. Both are escaped for markdown, and the SVG
 // pictures escape "<" and "&" for XML.

@@ -531,6 +531,35 @@ TEST(ServeOps, ALabelMapNamesEachResultsTarget) {
   EXPECT_NE(se.find("label map"), std::string::npos) << se;
 }
 
+// ood-ref on a folder of class folders (no splits) fitted the statistics on every image and chose
+// the threshold on the same images, reporting the asked share flagged while new images of the same
+// lab were flagged far more often; so did --fit-split val --split val on a prepared set. Both are
+// refused naming an image the test knows is in both, and nothing is written.
+TEST(ServeOps, OodRefRefusesAThresholdChosenOnTheFittedImages) {
+  TinyModel m;
+  const std::string src = m.dir + "/src";
+  for (const char* cls : {"Lymphocyte", "Monocyte"}) {
+    std::filesystem::create_directories(src + "/" + cls);
+    for (int i = 0; i < 20; ++i)  // distinct images: prepare drops a copy found under two labels
+      vt::write_file(src + "/" + cls + "/c" + std::to_string(i) + ".png",
+                     vt::png_bytes(36 + i, 40, (cls[0] == 'L' ? 0 : 500) + i * 7));
+  }
+  const std::string bin = VITENGINE_BINARY, prep = m.dir + "/prep", out = m.dir + "/ood.vit";
+  std::string so, se;
+  EXPECT_NE(vt::run(bin + " ood-ref --model " + m.model + " --data " + src + " --out " + out, &so, &se), 0);
+  EXPECT_NE(se.find("'" + src + "/Lymphocyte/c0.png' is both in the --fit-split 'train'"), std::string::npos) << se;
+  ASSERT_EQ(vt::run(bin + " prepare " + src + " --out " + prep +
+                        " --labels folders --split 40/40/20 --near-threshold -1 --size 32 --quiet",
+                    &so, &se),
+            0)
+      << se;
+  EXPECT_NE(vt::run(bin + " ood-ref --model " + m.model + " --data " + prep + " --fit-split val --out " + out, &so, &se),
+            0);
+  EXPECT_NE(se.find("is both in the --fit-split 'val'"), std::string::npos) << se;
+  EXPECT_FALSE(std::filesystem::exists(out));
+  EXPECT_EQ(vt::run(bin + " ood-ref --model " + m.model + " --data " + prep + " --out " + out, &so, &se), 0) << se;
+}
+
 TEST(ServeOps, OodThresholdFromValAndTheFlagInServeJson) {
   TinyModel m;
   const std::string src = m.dir + "/src";

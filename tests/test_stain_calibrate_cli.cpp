@@ -183,3 +183,24 @@ TEST(StainCalibrateCli, BadInputIsRefusedByNameAndNothingIsWritten) {
             0);
   EXPECT_NE(err.find("stain-calibrate"), std::string::npos) << err;
 }
+
+// --out may be --model itself (the docs' way to add a calibration in place), but a model made
+// read-only (chmod a-w, as a lab protects its shipped model) was replaced all the same: the
+// atomic rename needs only the folder's permission. It is refused by name, its bytes as the test
+// read them before; a writable one is still updated in place.
+TEST(StainCalibrateCli, AReadOnlyModelIsNeverReplacedInPlace) {
+  Labs L;
+  std::string out, err;
+  ASSERT_EQ(vt::run(kBin + " stain-ref --model " + L.tiny + " --data " + L.home + " --out " + L.ref, &out, &err), 0)
+      << err;
+  const std::string before = vt::read_file(L.ref);
+  fs::permissions(L.ref, fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);
+  EXPECT_NE(vt::run(kBin + " stain-calibrate --model " + L.ref + " --data " + L.other + " --out " + L.ref, &out, &err),
+            0);
+  EXPECT_NE(err.find(L.ref + ": the file is read-only"), std::string::npos) << err;
+  EXPECT_EQ(vt::read_file(L.ref), before);
+  fs::permissions(L.ref, fs::perms::owner_write, fs::perm_options::add);
+  ASSERT_EQ(vt::run(kBin + " stain-calibrate --model " + L.ref + " --data " + L.other + " --out " + L.ref, &out, &err), 0)
+      << err;
+  EXPECT_NE(vt::read_file(L.ref), before);
+}

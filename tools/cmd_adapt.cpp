@@ -4,12 +4,14 @@
 #include <cstdio>
 
 #include "engine/train/adapt.h"
+#include "engine/wbc/app.h"
 #include "tools/cli.h"
 
 namespace vit::cli {
 
 Command register_adapt(CLI::App& root) {
   auto r = std::make_shared<AdaptRequest>();
+  r->folder_class = wbc::eval_app().folder_class;  // "neutrophils", "EOSINOPHIL": as eval reads the folders
   Command c;
   c.app = root.add_subcommand("adapt", "Fine-tune a model on a few labelled images of a new lab (or, with --unlabelled, "
                                       "its normalisation layers on unlabelled ones), on the CPU");

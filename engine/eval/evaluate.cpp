@@ -27,10 +27,18 @@ namespace vit {
 
 int LabelMap::truth_target(const std::string& label) const {
   std::string t = label;
-  if (truth.is_object() && truth.contains(label)) t = truth[label].get<std::string>();
+  if (truth.is_object() && truth.contains(label)) {
+    if (!truth[label].is_string()) return -1;  // null: a label the map leaves out
+    t = truth[label].get<std::string>();
+  }
   for (size_t i = 0; i < targets.size(); ++i)
     if (targets[i] == t) return int(i);
   return -1;
+}
+
+int LabelMap::truth_target(const std::string& label, const std::string& folder) const {
+  if (!folder.empty() && truth.is_object() && truth.contains(folder)) return truth_target(folder);
+  return truth_target(label);
 }
 
 bool restrict_map_rule(const std::string& rule) {
@@ -67,29 +75,66 @@ MappedCall map_call(const LabelMap& m, bool restrict_to_targets, const std::vect
   return r;
 }
 
-LabelMap read_label_map(const std::string& path, const std::vector<std::string>& class_names) {
-  const nlohmann::json j = read_hand_written_json(path, "label map");
-  LabelMap m;
-  m.name = j.value("name", fs::path(path).stem().string());
+namespace {
+
+// A label map's mistakes, each named with the file and the key: nlohmann's own type errors
+// ("type must be string, but is array") named neither, and a repeated target, an empty one, a
+// "truth" leading nowhere or a map calling nothing passed and scored silently wrong.
+std::vector<std::string> map_targets(const nlohmann::json& j, const std::string& where) {
   if (!j.contains("targets") || !j["targets"].is_array() || j["targets"].empty())
-    throw std::runtime_error("label map '" + path + "': 'targets' must be a non-empty array of label names");
-  for (const auto& t : j["targets"]) m.targets.push_back(t.get<std::string>());
+    throw std::runtime_error(where + ": 'targets' must be a non-empty array of label names");
+  std::vector<std::string> targets;
+  for (const auto& t : j["targets"]) {
+    if (!t.is_string() || t.get<std::string>().empty())
+      throw std::runtime_error(where + ": 'targets' holds " + t.dump() + "; each target is a non-empty name");
+    if (std::count(targets.begin(), targets.end(), t.get<std::string>()))
+      throw std::runtime_error(where + ": target '" + t.get<std::string>() + "' is listed twice in 'targets'");
+    targets.push_back(t.get<std::string>());
+  }
+  return targets;
+}
+
+// The index of `value` among the targets, for key `key` of object `object`; -1 for null (none).
+int target_index(const LabelMap& m, const nlohmann::json& value, const std::string& object, const std::string& key,
+                 const std::string& where) {
+  if (value.is_null()) return -1;
+  const std::string what = where + ": " + object + " '" + key + "' maps to ";
+  if (!value.is_string())
+    throw std::runtime_error(what + value.dump() + "; give one target's name (or null for none)");
+  auto ti = std::find(m.targets.begin(), m.targets.end(), value.get<std::string>());
+  if (ti == m.targets.end()) throw std::runtime_error(what + "'" + value.get<std::string>() + "', which is not in 'targets'");
+  return int(ti - m.targets.begin());
+}
+
+void map_classes(const nlohmann::json& j, const std::vector<std::string>& class_names, const std::string& where,
+                 LabelMap& m) {
   if (!j.contains("map") || !j["map"].is_object())
-    throw std::runtime_error("label map '" + path + "': 'map' must be an object {model class: target}");
+    throw std::runtime_error(where + ": 'map' must be an object {model class: target}");
   m.class_to_target.assign(class_names.size(), -1);
   for (auto it = j["map"].begin(); it != j["map"].end(); ++it) {
     auto c = std::find(class_names.begin(), class_names.end(), it.key());
     if (c == class_names.end())
-      throw std::runtime_error("label map '" + path + "': '" + it.key() + "' is not one of the model's classes");
-    if (it.value().is_null()) continue;  // explicitly unmapped
-    std::string t = it.value().get<std::string>();
-    auto ti = std::find(m.targets.begin(), m.targets.end(), t);
-    if (ti == m.targets.end())
-      throw std::runtime_error("label map '" + path + "': class '" + it.key() + "' maps to '" + t +
-                               "', which is not in 'targets'");
-    m.class_to_target[c - class_names.begin()] = int(ti - m.targets.begin());
+      throw std::runtime_error(where + ": '" + it.key() + "' is not one of the model's classes");
+    m.class_to_target[size_t(c - class_names.begin())] = target_index(m, it.value(), "class", it.key(), where);
   }
+  if (std::all_of(m.class_to_target.begin(), m.class_to_target.end(), [](int t) { return t < 0; }))
+    throw std::runtime_error(where + ": 'map' sends none of the model's classes to a target, so every image would be "
+                             "called 'other'");
+}
+
+}  // namespace
+
+LabelMap read_label_map(const std::string& path, const std::vector<std::string>& class_names) {
+  const nlohmann::json j = read_hand_written_json(path, "label map");
+  const std::string where = "label map '" + path + "'";
+  if (!j.is_object()) throw std::runtime_error(where + " must be a JSON object {\"targets\", \"map\", \"truth\"}");
+  LabelMap m;
+  m.name = j.contains("name") && j["name"].is_string() ? j["name"].get<std::string>() : fs::path(path).stem().string();
+  m.targets = map_targets(j, where);
+  map_classes(j, class_names, where, m);
   m.truth = j.value("truth", nlohmann::json::object());
+  if (!m.truth.is_object()) throw std::runtime_error(where + ": 'truth' must be an object {data label: target}");
+  for (auto it = m.truth.begin(); it != m.truth.end(); ++it) target_index(m, it.value(), "truth", it.key(), where);
   return m;
 }
 
@@ -129,6 +174,7 @@ EvalSet load_class_folders(const std::string& data, const std::string& split, co
       s.label = 0;  // the loader needs a valid index; the truth comes from truth_names
       e.samples.push_back(s);
       e.truth_names.push_back(cls);
+      e.folders.push_back(label);
     }
   }
   if (e.samples.empty()) throw std::runtime_error("'" + data + "' holds no class folders with images");
@@ -363,7 +409,7 @@ void score_mapped(const EvalRequest& req, const Scored& S, Report& R) {
   std::vector<bool> ok(n);
   for (size_t i = 0; i < n; ++i) {
     const std::string& tn = S.set.truth_names[S.idx[i]];
-    truth[i] = lmap.truth_target(tn);
+    truth[i] = lmap.truth_target(tn, S.set.folders.empty() ? "" : S.set.folders[S.idx[i]]);
     if (truth[i] < 0)
       throw std::runtime_error("label '" + tn + "' of " + S.set.samples[S.idx[i]].full_path() +
                                " is not a target of the map '" + req.map + "'");

@@ -29,6 +29,9 @@ struct LabelMap {
   std::vector<int> class_to_target;                  // per model class; -1 = other
   nlohmann::json truth;                              // label name -> target name (may be empty)
   int truth_target(const std::string& label) const;  // -1 when the label is not covered
+  // A folder's target: "truth" keyed by the folder's own name (the lab's spelling, "NEUTROPHIL")
+  // first, then by the class the folder was read as (`label`).
+  int truth_target(const std::string& label, const std::string& folder) const;
 };
 LabelMap read_label_map(const std::string& path, const std::vector<std::string>& class_names);
 
@@ -60,6 +63,7 @@ struct EvalApp;
 struct EvalSet {
   std::vector<Sample> samples;
   std::vector<std::string> truth_names;  // label as the data names it
+  std::vector<std::string> folders;      // class folders: each image's folder name as written; else empty
   enum class Source { manifest, class_folders } source = Source::manifest;
 };
 // Throws naming --data when it is none of those, or when the split or the folders hold no images.

@@ -65,8 +65,8 @@ struct Labels {
   std::vector<int> identity;  // class c -> c: the groups of a kept (home) image's label
   LabelMap map;
   bool mapped = false;
-  int of(const std::string& truth) const {
-    if (mapped) return map.truth_target(truth);
+  int of(const std::string& truth, const std::string& folder) const {
+    if (mapped) return map.truth_target(truth, folder);
     auto it = std::find(names.begin(), names.end(), truth);
     return it == names.end() ? -1 : int(it - names.begin());
   }
@@ -101,7 +101,7 @@ std::vector<Cell> to_cells(const EvalSet& set, const Labels& L, const std::strin
   std::map<std::string, int> unknown;
   std::vector<Cell> cells;
   for (size_t i = 0; i < set.samples.size(); ++i) {
-    const int t = L.of(set.truth_names[i]);
+    const int t = L.of(set.truth_names[i], set.folders.empty() ? "" : set.folders[i]);
     if (t < 0) unknown[set.truth_names[i]]++;
     cells.push_back({set.samples[i].full_path(), t});
   }
@@ -114,6 +114,24 @@ std::vector<Cell> to_cells(const EvalSet& set, const Labels& L, const std::strin
                              (L.mapped ? "" : "; pass --map FILE to adapt on another set's labels"));
   }
   return cells;
+}
+
+// The same image twice (a crop copied into two class folders, or twice into one) is refused,
+// both files named: under two labels it trains the model on contradicting answers, and a copy
+// could be trained on while its twin is held out and scored as unseen.
+void check_no_duplicates(const std::vector<Cell>& cells, const std::vector<Cell>& held, const Labels& L) {
+  std::map<std::string, const Cell*> seen;
+  for (const std::vector<Cell>* part : {&cells, &held})
+    for (const Cell& c : *part) {
+      const auto [it, fresh] = seen.emplace(sha256_file(c.path), &c);
+      if (fresh) continue;
+      const Cell& a = *it->second;
+      throw std::runtime_error(
+          "'" + a.path + "' (" + L.names[size_t(a.label)] + ") and '" + c.path + "' (" + L.names[size_t(c.label)] +
+          ") are the same image: " +
+          (a.label == c.label ? "a copy would be trained on and held out as unseen" : "one cell has one label") +
+          "; remove one of them");
+    }
 }
 
 // Each class's cells in a seeded shuffle (stream `tag`), by label; `cells` is emptied.
@@ -504,7 +522,9 @@ void check_request(const AdaptRequest& req) {
 // held-out cells are, or "" for a share of the adaptation cells.
 void split_cells(const AdaptRequest& req, const Labels& L, std::vector<Cell>& cells, std::vector<Cell>& held,
                  std::string& held_split) {
-  EvalSet set = load_eval_set(req.data, req.split, req.data_root, EvalApp{});
+  EvalApp app;  // class folders named as eval reads them
+  app.folder_class = req.folder_class;
+  EvalSet set = load_eval_set(req.data, req.split, req.data_root, app);
   cells = to_cells(set, L, "'" + req.data + "'");
   held_split.clear();
   if (set.source == EvalSet::Source::manifest) {
@@ -516,6 +536,7 @@ void split_cells(const AdaptRequest& req, const Labels& L, std::vector<Cell>& ce
     held = to_cells(h, L, "'" + req.data + "' (split " + req.holdout_split + ")");
     if (!held.empty()) held_split = req.holdout_split;
   }
+  check_no_duplicates(cells, held, L);
   if (held.empty() && req.holdout > 0) hold_out(cells, held, req.holdout, req.seed);
   cap_shots(cells, req.shots, req.seed);
   check_cells(cells, L, req.min_per_class, req.data);

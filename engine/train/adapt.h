@@ -89,6 +89,9 @@ struct AdaptRequest {
   bool resume = false;
   int stop_after = 0;
   std::function<void(const std::string&)> log;
+  // The class a folder of class folders holds, from its name ("" = the name itself), as eval
+  // reads it: the CLI passes the 14 classes' reading ("neutrophils", "EOSINOPHIL").
+  std::function<std::string(const std::string& folder)> folder_class;
 };
 
 // The file an encoder-training adapt keeps its progress in (AdaptRequest::resume).

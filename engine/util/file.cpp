@@ -17,6 +17,16 @@ constexpr char kTempInfix[] = ".tmp.";
 }  // namespace
 
 AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
+  // The rename below replaces a read-only file as readily as any other (it needs only the folder's
+  // permission), so `stain-calibrate --model M --out M` overwrote a model its owner had protected
+  // with chmod a-w; a file with every write permission off is taken as "keep", whoever runs this.
+  std::error_code ec;
+  const auto st = std::filesystem::status(path_, ec);
+  const auto write = std::filesystem::perms::owner_write | std::filesystem::perms::group_write |
+                     std::filesystem::perms::others_write;
+  if (!ec && std::filesystem::is_regular_file(st) && (st.permissions() & write) == std::filesystem::perms::none)
+    throw std::runtime_error(path_ + ": the file is read-only; it is not replaced (write to another path, or make it "
+                                     "writable first)");
   tmp_ = path_ + kTempInfix + std::to_string(::getpid());
   f_ = std::fopen(tmp_.c_str(), "wb");
   if (!f_) throw std::runtime_error(path_ + ": cannot create " + tmp_ + ": " + std::strerror(errno));
