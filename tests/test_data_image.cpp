@@ -36,6 +36,27 @@ TEST(DataImage, BadFilesGiveClearErrorsNamingTheFile) {
   EXPECT_THROW(load_image("/nonexistent/x.jpg"), ImageError);
 }
 
+TEST(DataImage, ALinkThatLeadsNowhereOrAMissingFileSaysWhy) {
+  TempDir d("image_link");
+  const fs::path link = d.path / "cell.png";
+  fs::create_symlink(d.path / "gone.png", link);
+  std::string e;
+  try {
+    load_image(link.string());
+  } catch (const ImageError& x) {
+    e = x.what();
+  }
+  EXPECT_NE(e.find("cell.png: a link to '" + (d.path / "gone.png").string() + "', which does not exist"),
+            std::string::npos)
+      << e;
+  try {
+    load_image((d.path / "absent.png").string());
+  } catch (const ImageError& x) {
+    e = x.what();
+  }
+  EXPECT_NE(e.find("absent.png: cannot open file (No such file or directory)"), std::string::npos) << e;
+}
+
 TEST(DataImage, AFolderGivenAsAnImageIsNamed) {
   // `explain DIR` said only "basic_filebuf::underflow error reading the file: Is a directory".
   TempDir d("image_folder");

@@ -512,6 +512,17 @@ TEST(Trainer, EvalWithoutAModelTakesTheDefaultOne) {
   const nlohmann::json j = nlohmann::json::parse(slurp(out / "ev/metrics.json"));
   EXPECT_EQ(j["model"], model);
   EXPECT_EQ(j["n"].get<int>(), 14);
+  // an --out that is a file is named before any image is classified (it was a raw filesystem error
+  // after the whole run), and the file is left as it was
+  std::ofstream(out / "taken") << "a file";
+  ASSERT_EQ(run_cli({"eval", "--model", model, "--data", small_data(), "--split", "val", "--out",
+                     (out / "taken").string()},
+                    out / "eval2.txt"),
+            1);
+  EXPECT_NE(slurp(out / "eval2.txt").find("--out '" + (out / "taken").string() + "' is a file"), std::string::npos)
+      << slurp(out / "eval2.txt");
+  EXPECT_EQ(slurp(out / "eval2.txt").find("[eval] accuracy"), std::string::npos);
+  EXPECT_EQ(slurp(out / "taken"), "a file");
   fs::remove_all(out);
 }
 

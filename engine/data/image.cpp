@@ -8,6 +8,7 @@
 #include "engine/data/image.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <cctype>
 #include <cmath>
@@ -131,7 +132,13 @@ Image load_image(const std::string& path) {
   std::error_code ec;  // a folder opens as a stream, then fails to read with a message naming no file
   if (std::filesystem::is_directory(path, ec)) throw ImageError(path + ": a folder, not an image file");
   std::ifstream f(path, std::ios::binary);
-  if (!f) throw ImageError(path + ": cannot open file");
+  if (!f) {  // say why, as files_under does for a folder's links
+    const int err = errno;
+    if (std::filesystem::is_symlink(path, ec) && !std::filesystem::exists(path, ec))
+      throw ImageError(path + ": a link to '" + std::filesystem::read_symlink(path, ec).string() +
+                       "', which does not exist");
+    throw ImageError(path + ": cannot open file (" + std::strerror(err) + ")");
+  }
   std::vector<uint8_t> buf((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   if (f.bad()) throw ImageError(path + ": read error");
   return decode_image(buf.data(), buf.size(), path);

@@ -492,6 +492,11 @@ nlohmann::json evaluate(const EvalRequest& req) {
       req.log ? req.log : [](const std::string& s) { std::printf("%s\n", s.c_str()), std::fflush(stdout); };
   if (req.comm && req.comm->rank() != 0) log = [](const std::string&) {};
   const auto t0 = std::chrono::steady_clock::now();
+  // An --out that is a file would fail only after every image was classified, and in the words of
+  // the filesystem library: said first, naming it.
+  if (fs::exists(req.out) && !fs::is_directory(req.out))
+    throw std::runtime_error("--out '" + req.out + "' is a file; eval writes a folder (metrics.json, pictures): "
+                             "name a folder");
   const Scored S = run_model(req, log);
   Report R;
   R.j["model"] = req.model;
