@@ -197,8 +197,9 @@ TEST_F(Dist, KilledRankEndsTheJobAndTheCheckpointResumes) {
   const fs::path d = tmpdir("kill"), run = d / "run";
   ASSERT_EQ(sh(kTrain + "--out " + (d / "ref").string() + " --set max_steps=12", d / "ref.log"), 0);
   // Rank 0, the one that writes, is killed once a checkpoint is on disk; steps are slowed down
-  // (test hook) so that the kill lands mid-run. The script prints mpirun's status and the milliseconds it took to end.
-  const std::string script = "VITENGINE_TEST_SLEEP_MS=150 " + mpirun(2) + kTrain + "--out " + run.string() +
+  // (test hook; 300 ms: at 150 a loaded CI machine once let the job end first) so that the kill
+  // lands mid-run. The script prints mpirun's status and the milliseconds it took to end.
+  const std::string script = "VITENGINE_TEST_SLEEP_MS=300 " + mpirun(2) + kTrain + "--out " + run.string() +
                              " --set max_steps=12 checkpoint_every=2 > " + (d / "job.log").string() +
                              " 2>&1 & M=$!\n"
                              "for i in $(seq 600); do grep -q 'checkpoint .* at step 4' " +
