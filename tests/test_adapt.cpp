@@ -944,6 +944,29 @@ std::string expected_target(const nlohmann::json& mj, const std::vector<std::str
 // eval --map-rule: "other" calls each image its top class's target (an unmapped top class is an
 // error); "restrict" the target whose classes hold the most probability. Checked against the
 // test's own reading of the map and of each image's probabilities from the Predictor.
+// A folder the map has no target for is refused, naming its label and file, before any image is
+// classified (eval used to find it only when scoring, after the whole folder had been through).
+TEST(EvalMap, AFolderTheMapCannotScoreIsRefusedBeforeClassifying) {
+  CellFolder f;
+  f.add("NEUTROPHIL", 3, 1);
+  f.add("Erythroblast", 2, 100);  // a model class, and no target of bccd5
+  vit::EvalRequest e;
+  e.model = f.model, e.data = f.data, e.out = f.dir + "/ev";
+  e.map = std::string(VITENGINE_SOURCE_DIR) + "/configs/bccd5.json";
+  std::string said, error;
+  e.log = [&](const std::string& m) { said += m + "\n"; };
+  try {
+    vit::evaluate(e);
+  } catch (const std::exception& x) {
+    error = x.what();
+  }
+  EXPECT_NE(error.find("label 'Erythroblast' of " + f.data + "/Erythroblast/c0.png is not a target of the map"),
+            std::string::npos)
+      << error;
+  EXPECT_EQ(said.find("images ("), std::string::npos) << said;  // "[eval] MODEL on N images (...)": not reached
+  EXPECT_FALSE(fs::exists(f.dir + "/ev/metrics.json"));
+}
+
 TEST(EvalMap, RestrictCallsTheTargetWhoseClassesHoldTheMostProbability) {
   CellFolder f;
   f.add("NEUTROPHIL", 5, 1);

@@ -283,6 +283,16 @@ PredictProgress eval_progress(const std::function<void(const std::string&)>& log
   };
 }
 
+// The map's target of sample k's label, or a refusal naming the label, the file and the map.
+int map_truth(const LabelMap& lmap, const EvalSet& set, size_t k, const std::string& map) {
+  const std::string& tn = set.truth_names[k];
+  const int t = lmap.truth_target(tn, set.folders.empty() ? "" : set.folders[k]);
+  if (t < 0)
+    throw std::runtime_error("label '" + tn + "' of " + set.samples[k].full_path() + " is not a target of the map '" +
+                             map + "'");
+  return t;
+}
+
 Scored run_model(const EvalRequest& req, const std::function<void(const std::string&)>& log) {
   Scored S;
   S.lm = load_model(req.model);
@@ -291,6 +301,10 @@ Scored run_model(const EvalRequest& req, const std::function<void(const std::str
   S.names = model_names(req, S.lm);
   S.T = S.lm.meta.temperature > 0 ? S.lm.meta.temperature : 1.0;
   S.set = load_eval_set(req.data, req.split, req.data_root, req.app);
+  if (!req.map.empty()) {  // a map that cannot score these labels is refused before any image is classified
+    const LabelMap lmap = read_label_map(req.map, S.names);
+    for (size_t k = 0; k < S.set.samples.size(); ++k) map_truth(lmap, S.set, k, req.map);
+  }
   DataStats st;
   for (int c = 0; c < 3; ++c) st.mean[c] = S.lm.meta.mean[c], st.std[c] = S.lm.meta.std[c];
   LoaderConfig lc = eval_loader_config(mc.image_size, req.batch_size, req.threads);
@@ -408,11 +422,7 @@ void score_mapped(const EvalRequest& req, const Scored& S, Report& R) {
   std::vector<double> conf(n), conf_raw(n);
   std::vector<bool> ok(n);
   for (size_t i = 0; i < n; ++i) {
-    const std::string& tn = S.set.truth_names[S.idx[i]];
-    truth[i] = lmap.truth_target(tn, S.set.folders.empty() ? "" : S.set.folders[S.idx[i]]);
-    if (truth[i] < 0)
-      throw std::runtime_error("label '" + tn + "' of " + S.set.samples[S.idx[i]].full_path() +
-                               " is not a target of the map '" + req.map + "'");
+    truth[i] = map_truth(lmap, S.set, S.idx[i], req.map);
     const std::vector<double> mass = target_mass(lmap, probs.data() + i * K, K, restrict_to_targets),
                               mass_raw = target_mass(lmap, raw.data() + i * K, K, restrict_to_targets);
     const int t = mapped_target(lmap, mass, S.pred[i], restrict_to_targets);
