@@ -967,6 +967,33 @@ TEST(EvalMap, AFolderTheMapCannotScoreIsRefusedBeforeClassifying) {
   EXPECT_FALSE(fs::exists(f.dir + "/ev/metrics.json"));
 }
 
+// One image under two labels in a lab's class folders: one of the pair is scored wrong whatever the
+// model says. eval counts such pairs (a copy within one label does not count) and says so.
+TEST(EvalMap, AnImageUnderTwoLabelsIsCountedAndSaid) {
+  CellFolder f;
+  f.add("NEUTROPHIL", 3, 1);
+  f.add("LYMPHOCYTE", 3, 100);
+  auto eval = [&](std::string* said) {
+    vit::EvalRequest e;
+    e.model = f.model, e.data = f.data, e.out = f.dir + "/ev";
+    e.map = std::string(VITENGINE_SOURCE_DIR) + "/configs/bccd5.json";
+    e.log = [said](const std::string& m) { *said += m + "\n"; };
+    return vit::evaluate(e);
+  };
+  std::string said;
+  EXPECT_TRUE(eval(&said)["duplicates_across_labels"].is_null());
+  EXPECT_EQ(said.find("two labels"), std::string::npos) << said;
+  fs::copy_file(f.data + "/NEUTROPHIL/c0.png", f.data + "/LYMPHOCYTE/copy.png");
+  fs::copy_file(f.data + "/NEUTROPHIL/c1.png", f.data + "/NEUTROPHIL/again.png");  // same label: not counted
+  said.clear();
+  const nlohmann::json j = eval(&said);
+  ASSERT_FALSE(j["duplicates_across_labels"].is_null());
+  EXPECT_EQ(j["duplicates_across_labels"]["pairs"], 1);
+  EXPECT_NE(said.find("1 image(s) appear under two labels"), std::string::npos) << said;
+  EXPECT_NE(said.find("LYMPHOCYTE/copy.png"), std::string::npos) << said;
+  EXPECT_EQ(nlohmann::json::parse(vt::read_file(f.dir + "/ev/metrics.json"))["duplicates_across_labels"]["pairs"], 1);
+}
+
 TEST(EvalMap, RestrictCallsTheTargetWhoseClassesHoldTheMostProbability) {
   CellFolder f;
   f.add("NEUTROPHIL", 5, 1);

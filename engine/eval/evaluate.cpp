@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "engine/eval/calibration.h"
@@ -19,6 +20,7 @@
 #include "engine/eval/predict.h"
 #include "engine/util/file.h"
 #include "engine/util/json.h"
+#include "engine/util/sha256.h"
 #include "weights/checkpoint.h"
 
 namespace fs = std::filesystem;
@@ -283,6 +285,25 @@ PredictProgress eval_progress(const std::function<void(const std::string&)>& log
   };
 }
 
+// Class folders (not prepare's deduplicated splits) can hold one image under two labels, and then
+// one of the pair is scored wrong whatever the model says. eval measures the folder as it is, so
+// the pairs are counted and said (with the first as an example), not refused; null when none.
+nlohmann::json duplicates_across_labels(const EvalSet& set) {
+  if (set.source != EvalSet::Source::class_folders) return nullptr;
+  std::map<std::string, size_t> first;  // file hash -> the first sample holding it
+  size_t pairs = 0;
+  nlohmann::json example;
+  for (size_t k = 0; k < set.samples.size(); ++k) {
+    const auto [it, fresh] = first.emplace(sha256_file(set.samples[k].full_path()), k);
+    if (fresh || set.truth_names[it->second] == set.truth_names[k]) continue;
+    if (pairs++ == 0)
+      example = {{"a", set.samples[it->second].full_path()}, {"a_label", set.truth_names[it->second]},
+                 {"b", set.samples[k].full_path()},          {"b_label", set.truth_names[k]}};
+  }
+  if (pairs == 0) return nullptr;
+  return {{"pairs", pairs}, {"example", example}};
+}
+
 // The map's target of sample k's label, or a refusal naming the label, the file and the map.
 int map_truth(const LabelMap& lmap, const EvalSet& set, size_t k, const std::string& map) {
   const std::string& tn = set.truth_names[k];
@@ -525,9 +546,15 @@ nlohmann::json evaluate(const EvalRequest& req) {
   else
     score_mapped(req, S, R);
   R.j["ood"] = score_ood(S);
+  R.j["duplicates_across_labels"] = duplicates_across_labels(S.set);
   R.j["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (req.comm && req.comm->rank() != 0) return R.j;  // rank 0 writes and speaks for the job
   if (R.j["ood"].contains("warning")) log("[eval] warning: " + R.j["ood"]["warning"].get<std::string>());
+  if (const auto& d = R.j["duplicates_across_labels"]; !d.is_null())
+    log("[eval] warning: " + std::to_string(d["pairs"].get<size_t>()) +
+        " image(s) appear under two labels (e.g. '" + d["example"]["a"].get<std::string>() + "' (" +
+        d["example"]["a_label"].get<std::string>() + ") and '" + d["example"]["b"].get<std::string>() + "' (" +
+        d["example"]["b_label"].get<std::string>() + ")): one of each pair is scored wrong whatever the model says");
   write_report(req, R);
   char b[200];
   std::snprintf(b, sizeof b, "[eval] accuracy %.4f macro-F1 %.4f balanced %.4f ECE %.4f (n = %zu) -> %s/metrics.json",
