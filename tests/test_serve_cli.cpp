@@ -2,6 +2,7 @@
 // tiny random model and synthetic images; and the Batcher's queue bound.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <future>
 #include <map>
@@ -92,6 +93,25 @@ TEST_F(Cli, AMistypedCommandIsNamedWithTheCommandsThereAre) {
   EXPECT_NE(err.find("train, eval, predict"), std::string::npos) << err;
   EXPECT_EQ(vt::run(bin() + " train --bogus", nullptr, &err), 2);  // an option error stays the parser's
   EXPECT_NE(err.find("--bogus"), std::string::npos) << err;
+}
+
+// A 1x1 or 300x17 image still gets a confident call: predict warns on stderr, naming it and its
+// size, and leaves its output as it is; a normal image gets no warning.
+TEST_F(Cli, PredictWarnsOfAnImageTooSmallToTrust) {
+  const std::string d = dir_ + "/small";
+  fs::create_directories(d);
+  vt::write_file(d + "/dot.png", vt::png_bytes(1, 1, 4));
+  vt::write_file(d + "/strip.png", vt::png_bytes(300, 17, 5));
+  std::string out, err;
+  ASSERT_EQ(vt::run(bin() + " predict --model " + model_ + " --format csv " + d + " " + dir_ + "/smear/a.png", &out,
+                    &err),
+            0)
+      << err;
+  EXPECT_NE(err.find("dot.png is 1x1, under 32 px a side"), std::string::npos) << err;
+  EXPECT_NE(err.find("strip.png is 300x17, under 32 px a side"), std::string::npos) << err;
+  EXPECT_EQ(err.find("a.png is"), std::string::npos) << err;  // 40x40: no warning
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 4) << out;  // the header and three calls
+  fs::remove_all(d);
 }
 
 TEST_F(Cli, PredictOnAFolderOfUnreadFormatsNamesWhatItSkipped) {
