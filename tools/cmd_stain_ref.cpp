@@ -8,6 +8,7 @@
 #include "engine/data/cell_size.h"
 #include "engine/data/dataset.h"
 #include "engine/data/stain.h"
+#include "engine/eval/inference.h"
 #include "tools/cli.h"
 #include "weights/checkpoint.h"
 
@@ -20,7 +21,7 @@ namespace {
 // trained on views rescaled to a fraction (train's cell_size=normalize): that one is the model's own.
 CellSizeReference store_cell_size(ModelMeta& meta, const std::vector<Image>& imgs, const std::string& csv,
                                   bool* trained) {
-  *trained = meta.extra.contains("cell_size") && meta.extra["cell_size"].value("trained", false);
+  *trained = trained_on_cell_size_views(meta);
   if (*trained) return CellSizeReference::from_json(meta.extra["cell_size"]);
   try {
     CellSizeReference cells = cell_size_reference(imgs);

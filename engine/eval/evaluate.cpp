@@ -7,7 +7,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <map>
 #include <sstream>
 
 #include "engine/eval/calibration.h"
@@ -241,6 +240,9 @@ struct Scored {
   std::vector<std::string> names;  // the model's output names
   double T = 1.0;                  // the fitted temperature
   EvalSet set;
+  CellSizeNorm cell_size = CellSizeNorm::kNone;  // --cell-size as this model resolves it (auto)
+  LabelMap map;                  // --map, read once (empty without one)
+  std::vector<int> truth_target; // --map: each sample's target, checked before any image is classified
   Predictions p;
   std::vector<size_t> idx;  // row i of p is set.samples[idx[i]]
   std::vector<int> pred;    // argmax output per row
@@ -290,15 +292,14 @@ PredictProgress eval_progress(const std::function<void(const std::string&)>& log
 // the pairs are counted and said (with the first as an example), not refused; null when none.
 nlohmann::json duplicates_across_labels(const EvalSet& set) {
   if (set.source != EvalSet::Source::class_folders) return nullptr;
-  std::map<std::string, size_t> first;  // file hash -> the first sample holding it
+  std::vector<std::string> paths;
+  for (const Sample& s : set.samples) paths.push_back(s.full_path());
   size_t pairs = 0;
   nlohmann::json example;
-  for (size_t k = 0; k < set.samples.size(); ++k) {
-    const auto [it, fresh] = first.emplace(sha256_file(set.samples[k].full_path()), k);
-    if (fresh || set.truth_names[it->second] == set.truth_names[k]) continue;
+  for (const auto& [a, b] : same_bytes(paths)) {
+    if (set.truth_names[a] == set.truth_names[b]) continue;
     if (pairs++ == 0)
-      example = {{"a", set.samples[it->second].full_path()}, {"a_label", set.truth_names[it->second]},
-                 {"b", set.samples[k].full_path()},          {"b_label", set.truth_names[k]}};
+      example = {{"a", paths[a]}, {"a_label", set.truth_names[a]}, {"b", paths[b]}, {"b_label", set.truth_names[b]}};
   }
   if (pairs == 0) return nullptr;
   return {{"pairs", pairs}, {"example", example}};
@@ -323,15 +324,15 @@ Scored run_model(const EvalRequest& req, const std::function<void(const std::str
   S.T = S.lm.meta.temperature > 0 ? S.lm.meta.temperature : 1.0;
   S.set = load_eval_set(req.data, req.split, req.data_root, req.app);
   if (!req.map.empty()) {  // a map that cannot score these labels is refused before any image is classified
-    const LabelMap lmap = read_label_map(req.map, S.names);
-    for (size_t k = 0; k < S.set.samples.size(); ++k) map_truth(lmap, S.set, k, req.map);
+    S.map = read_label_map(req.map, S.names);
+    for (size_t k = 0; k < S.set.samples.size(); ++k) S.truth_target.push_back(map_truth(S.map, S.set, k, req.map));
   }
   DataStats st;
   for (int c = 0; c < 3; ++c) st.mean[c] = S.lm.meta.mean[c], st.std[c] = S.lm.meta.std[c];
   LoaderConfig lc = eval_loader_config(mc.image_size, req.batch_size, req.threads);
   lc.stain = parse_stain_norm(req.stain_norm);
   if (lc.stain != StainNorm::kNone) lc.stain_ref = stain_reference_of(S.lm.meta, req.model, lc.stain);
-  lc.cell_size = resolve_cell_size(req.cell_size, S.lm.meta);
+  lc.cell_size = S.cell_size = resolve_cell_size(req.cell_size, S.lm.meta);
   if (lc.cell_size != CellSizeNorm::kNone) lc.cell_fraction = cell_size_reference_of(S.lm.meta, req.model).fraction;
   if (req.comm) {
     lc.shard_rank = req.comm->rank();
@@ -432,7 +433,7 @@ void score_classes(const EvalRequest& req, const Scored& S, Report& R) {
 void score_mapped(const EvalRequest& req, const Scored& S, Report& R) {
   const size_t n = S.n;
   const int K = S.K;
-  LabelMap lmap = read_label_map(req.map, S.names);
+  const LabelMap& lmap = S.map;
   const int TK = int(lmap.targets.size());
   const bool restrict_to_targets = restrict_map_rule(req.map_rule);
   auto probs = softmax_rows(S.p.logits.data(), n, K, S.T), raw = softmax_rows(S.p.logits.data(), n, K, 1.0);
@@ -443,7 +444,7 @@ void score_mapped(const EvalRequest& req, const Scored& S, Report& R) {
   std::vector<double> conf(n), conf_raw(n);
   std::vector<bool> ok(n);
   for (size_t i = 0; i < n; ++i) {
-    truth[i] = map_truth(lmap, S.set, S.idx[i], req.map);
+    truth[i] = S.truth_target[S.idx[i]];
     const std::vector<double> mass = target_mass(lmap, probs.data() + i * K, K, restrict_to_targets),
                               mass_raw = target_mass(lmap, raw.data() + i * K, K, restrict_to_targets);
     const int t = mapped_target(lmap, mass, S.pred[i], restrict_to_targets);
@@ -539,7 +540,7 @@ nlohmann::json evaluate(const EvalRequest& req) {
   R.j["stain_norm"] = req.stain_norm;
   if (req.stain_norm == "calibrated")  // which lab's map: the folder it was fitted on and its numbers
     R.j["stain_calibration"] = S.lm.meta.extra.value("stain_calibration", nlohmann::json());
-  R.j["cell_size"] = cell_size_norm_name(resolve_cell_size(req.cell_size, S.lm.meta));  // what auto meant
+  R.j["cell_size"] = cell_size_norm_name(S.cell_size);  // what auto meant
   R.j["model_config"] = S.lm.model->config().to_string();
   if (req.map.empty())
     score_classes(req, S, R);

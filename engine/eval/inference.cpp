@@ -108,14 +108,14 @@ Predictor::Predictor(const std::string& checkpoint_path, const std::vector<std::
   else
     version_ = lm_.model->config().name + "-" + sha256_file(checkpoint_path).substr(0, 12);
   check_meta(names_if_unnamed);
-  set_cell_size("auto");
+  use_own_views();
 }
 
 Predictor::Predictor(LoadedModel lm, std::string version)
     : lm_(std::move(lm)), version_(std::move(version)), source_(version_) {
   if (!lm_.model) throw std::invalid_argument("Predictor: no model");
   check_meta({});
-  set_cell_size("auto");
+  use_own_views();
 }
 
 void Predictor::check_meta(const std::vector<std::string>& names_if_unnamed) {
@@ -157,17 +157,24 @@ void Predictor::set_cell_size(const std::string& mode) {
   if (cell_size_ != CellSizeNorm::kNone) cell_fraction_ = cell_size_reference_of(lm_.meta, source_).fraction;
 }
 
+void Predictor::use_own_views() {
+  set_cell_size("auto");
+  home_fraction_ = cell_size_ == CellSizeNorm::kNormalize ? cell_fraction_ : 0;
+}
+
 Image Predictor::home_view(const Image& img) const {
-  if (resolve_cell_size("auto", lm_.meta) == CellSizeNorm::kNormalize)
-    return cell_size_view(img, image_size(), cell_size_reference_of(lm_.meta, source_).fraction);
+  if (home_fraction_ > 0) return cell_size_view(img, image_size(), home_fraction_);
   return preprocess(img, image_size());
+}
+
+bool trained_on_cell_size_views(const ModelMeta& meta) {
+  return meta.extra.is_object() && meta.extra.contains("cell_size") && meta.extra["cell_size"].is_object() &&
+         meta.extra["cell_size"].value("trained", false);
 }
 
 CellSizeNorm resolve_cell_size(const std::string& mode, const ModelMeta& meta) {
   if (mode != "auto") return parse_cell_size_norm(mode);
-  const bool trained = meta.extra.is_object() && meta.extra.contains("cell_size") &&
-                       meta.extra["cell_size"].is_object() && meta.extra["cell_size"].value("trained", false);
-  return trained ? CellSizeNorm::kNormalize : CellSizeNorm::kNone;
+  return trained_on_cell_size_views(meta) ? CellSizeNorm::kNormalize : CellSizeNorm::kNone;
 }
 
 // meta.extra[key], written by `vitengine stain-ref`; a model without it is refused, naming the file

@@ -105,6 +105,8 @@ class Predictor {
 
  private:
   void check_meta(const std::vector<std::string>& names_if_unnamed);
+  // At construction: --cell-size auto, and the fraction of the model's own views for home_view.
+  void use_own_views();
   LoadedModel lm_;
   std::unique_ptr<TrainBackend> backend_;  // set by use_device("cuda")
   std::string version_;
@@ -115,6 +117,7 @@ class Predictor {
   StainReference stain_ref_;
   CellSizeNorm cell_size_ = CellSizeNorm::kNone;
   double cell_fraction_ = 0;
+  double home_fraction_ = 0;  // trained on cell-size-normalised views: their fraction; 0: plain views
   OodReference ood_;
 };
 
@@ -131,6 +134,8 @@ CellSizeReference cell_size_reference_of(const ModelMeta& meta, const std::strin
 // otherwise, so that such a model is never shown views it was not trained on by default; "none" and
 // "normalize" as given. Throws std::invalid_argument for another word.
 CellSizeNorm resolve_cell_size(const std::string& mode, const ModelMeta& meta);
+// Whether the model was trained on cell-size-normalised views (meta.extra.cell_size.trained).
+bool trained_on_cell_size_views(const ModelMeta& meta);
 
 // Expands folders (recursively, sorted) into the image files under them (.jpg, .jpeg,
 // .png, .bmp, any case); other paths are kept as given, even if missing, so that the

@@ -120,18 +120,18 @@ std::vector<Cell> to_cells(const EvalSet& set, const Labels& L, const std::strin
 // both files named: under two labels it trains the model on contradicting answers, and a copy
 // could be trained on while its twin is held out and scored as unseen.
 void check_no_duplicates(const std::vector<Cell>& cells, const std::vector<Cell>& held, const Labels& L) {
-  std::map<std::string, const Cell*> seen;
+  std::vector<const Cell*> all;
+  std::vector<std::string> paths;
   for (const std::vector<Cell>* part : {&cells, &held})
-    for (const Cell& c : *part) {
-      const auto [it, fresh] = seen.emplace(sha256_file(c.path), &c);
-      if (fresh) continue;
-      const Cell& a = *it->second;
-      throw std::runtime_error(
-          "'" + a.path + "' (" + L.names[size_t(a.label)] + ") and '" + c.path + "' (" + L.names[size_t(c.label)] +
-          ") are the same image: " +
-          (a.label == c.label ? "a copy would be trained on and held out as unseen" : "one cell has one label") +
-          "; remove one of them");
-    }
+    for (const Cell& c : *part) all.push_back(&c), paths.push_back(c.path);
+  const auto copies = same_bytes(paths);
+  if (copies.empty()) return;
+  const Cell &a = *all[copies.front().first], &c = *all[copies.front().second];
+  throw std::runtime_error("'" + a.path + "' (" + L.names[size_t(a.label)] + ") and '" + c.path + "' (" +
+                           L.names[size_t(c.label)] + ") are the same image: " +
+                           (a.label == c.label ? "a copy would be trained on and held out as unseen"
+                                               : "one cell has one label") +
+                           "; remove one of them");
 }
 
 // Each class's cells in a seeded shuffle (stream `tag`), by label; `cells` is emptied.
@@ -948,10 +948,9 @@ nlohmann::json adapt(const AdaptRequest& req) {
   pred.model().reset_optimizer();
   ModelMeta meta = pred.meta();  // the temperature and threshold refitted when home val is at hand
   check_progress(req, head_only);
-  const ModelMeta progress_meta = meta;
-  if (!head_only) {
+  if (!head_only) {  // `meta` changes only after training (the refits), so the progress files carry the original's
     s.progress = adapt_progress_path(req.out), s.resume = req.resume, s.stop_after = req.stop_after;
-    s.fingerprint = adapt_fingerprint(req), s.meta = &progress_meta;
+    s.fingerprint = adapt_fingerprint(req), s.meta = &meta;
   }
   std::vector<HeldOutCell> held;
   try {

@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 
 #include <fstream>
+#include <map>
 #include <memory>
 #include <stdexcept>
 #include <vector>
@@ -50,6 +51,16 @@ std::string sha256_file(const std::string& path) {
   unsigned int n = 0;
   if (EVP_DigestFinal_ex(ctx.get(), md, &n) != 1 || n != 32) throw std::runtime_error("SHA-256 failed (OpenSSL)");
   return to_hex(md);
+}
+
+std::vector<std::pair<size_t, size_t>> same_bytes(const std::vector<std::string>& paths) {
+  std::map<std::string, size_t> first;  // hash -> the first file with those bytes
+  std::vector<std::pair<size_t, size_t>> copies;
+  for (size_t k = 0; k < paths.size(); ++k) {
+    const auto [it, fresh] = first.emplace(sha256_file(paths[k]), k);
+    if (!fresh) copies.emplace_back(it->second, k);
+  }
+  return copies;
 }
 
 }  // namespace vit
